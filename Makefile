@@ -1,0 +1,29 @@
+# LSTM Lab: `make serve` serves the shipped models, `make test` runs the tests.
+# Both create the virtual environment and install requirements.txt on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export LSTMLAB_DATA ?= $(abspath ../shared/data)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install serve test quick-models benchmarks clean
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# A random secret per start unless FLASK_SECRET_KEY is set (sessions then do not survive a restart).
+serve: install
+	FLASK_SECRET_KEY=$${FLASK_SECRET_KEY:-$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(32))')} \
+	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

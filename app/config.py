@@ -1,0 +1,30 @@
+"""Configuration: defaults, overridden by FLASK_* environment variables, then by test_config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = ROOT / "models"
+
+
+def default_data_dir() -> Path:
+    """Where the data sets are: $LSTMLAB_DATA, else ./data if it holds data, else ../shared/data."""
+    env = os.environ.get("LSTMLAB_DATA")
+    if env:
+        return Path(env)
+    local = ROOT / "data"
+    if any(p.is_dir() for p in local.glob("*")):
+        return local
+    return ROOT.parent / "shared" / "data"
+
+
+class Config:
+    """Defaults; `create_app` then applies `FLASK_`-prefixed environment variables."""
+
+    SECRET_KEY = "dev-only-not-secret"
+    MODELS_DIR = str(MODELS_DIR)
+    MAX_CONTENT_LENGTH = 8 * 1024 * 1024  # uploads above 8 MB get 413
+    DEFAULT_LANGUAGE = "vi"
+    LANGUAGES = ("vi", "en")

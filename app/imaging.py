@@ -1,0 +1,167 @@
+"""Image bytes -> model input, the same function at training and serving time.
+
+`decode_image` turns untrusted bytes into a clean RGB or L Pillow image (first frame, EXIF
+orientation applied, transparency flattened onto white, 16-bit and CMYK handled) or raises
+`InvalidInput`. `image_to_array` then produces the uint8 array (height, width, channels) the model
+reads; pixel scaling to [0, 1] happens inside the model itself, so training arrays from the data
+sets and arrays made from uploads go through exactly the same layers.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import InvalidInput
+from app.tasks import TaskSpec
+
+MAX_PIXELS = 40_000_000  # a decompression bomb above this is refused before decoding
+MAX_SIDE_WORKING = 1024  # large photos are shrunk first: the model reads at most 64 px anyway
+_SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode untrusted bytes into an 'RGB' or 'L' image, or raise `InvalidInput`."""
+    if not data:
+        raise InvalidInput("The file is empty.", "Tệp rỗng, không có dữ liệu ảnh.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise InvalidInput(
+                    f"The image is too large ({width}×{height} pixels); the limit is "
+                    f"{MAX_PIXELS // 1_000_000} megapixels.",
+                    f"Ảnh quá lớn ({width}×{height} điểm ảnh); giới hạn là "
+                    f"{MAX_PIXELS // 1_000_000} triệu điểm ảnh.",
+                    status=413,
+                )
+            img.seek(0)  # the first frame of an animation
+            img.load()
+    except InvalidInput:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidInput(
+            "The image decodes to too many pixels (a decompression bomb).",
+            "Ảnh giải nén ra quá nhiều điểm ảnh (nghi là 'bom giải nén').",
+            status=413,
+        ) from None
+    except UnidentifiedImageError:
+        raise InvalidInput(
+            "This file is not an image Pillow can read (PNG, JPEG, GIF, BMP, WebP…).",
+            "Tệp này không phải ảnh đọc được (PNG, JPEG, GIF, BMP, WebP…).",
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise InvalidInput(
+            f"The image is damaged or truncated ({exc.__class__.__name__}).",
+            f"Ảnh bị hỏng hoặc bị cắt cụt ({exc.__class__.__name__}).",
+        ) from None
+    if img.width < 1 or img.height < 1:
+        raise InvalidInput("The image has no pixels.", "Ảnh không có điểm ảnh nào.")
+    try:
+        img = ImageOps.exif_transpose(img)
+    except (OSError, ValueError, TypeError, KeyError):
+        pass  # a broken EXIF block is not worth refusing the picture for
+    return _flatten(img)
+
+
+def _flatten(img: Image.Image) -> Image.Image:
+    """Any mode -> 'RGB' (or 'L' for greyscale), transparency composited onto white."""
+    if img.mode in _SIXTEEN_BIT:
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" or img.mode == "PA":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba).convert("RGB")
+    if img.mode == "1":
+        img = img.convert("L")
+    if img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV…
+    if max(img.size) > MAX_SIDE_WORKING:
+        img = img.copy()
+        img.thumbnail((MAX_SIDE_WORKING, MAX_SIDE_WORKING), Image.Resampling.LANCZOS)
+    return img
+
+
+def image_to_array(img: Image.Image, spec: TaskSpec) -> np.ndarray:
+    """A decoded image -> the uint8 array (height, width, channels) that `spec`'s model reads."""
+    if spec.preprocess == "mnist":
+        arr = _centre_ink(img, box=20, size=28, by_mass=True)
+    elif spec.preprocess == "fashion":
+        arr = _centre_ink(img, box=28, size=28, by_mass=False)
+    else:
+        arr = _resize_plain(img, spec)
+    arr = arr.reshape(spec.input_shape) if arr.ndim == 2 else arr
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def bytes_to_array(data: bytes, spec: TaskSpec) -> np.ndarray:
+    """Untrusted bytes -> model input for `spec`, or `InvalidInput`."""
+    return image_to_array(decode_image(data), spec)
+
+
+def _resize_plain(img: Image.Image, spec: TaskSpec) -> np.ndarray:
+    h, w = spec.image_size
+    img = img.convert("L" if spec.colour == "grey" else "RGB")
+    if img.size == (w, h):
+        return np.asarray(img)
+    if spec.resize == "crop":
+        img = ImageOps.fit(img, (w, h), Image.Resampling.LANCZOS)
+    else:
+        img = img.resize((w, h), Image.Resampling.LANCZOS)
+    return np.asarray(img)
+
+
+def _ink_map(img: Image.Image) -> np.ndarray:
+    """Grey image as float ink in [0, 1]: 1 = ink, 0 = background, whatever the polarity.
+
+    The MNIST digits are light ink on black; a drawing on a canvas or a photo of paper is dark
+    ink on a light background. The border decides: a light border means invert. The paper's
+    own grey level (median) is then subtracted and the strongest ink scaled to 1, so a photo
+    under uneven light looks like a clean scan.
+    """
+    grey = np.asarray(img.convert("L"), dtype=np.float32)
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if np.median(border) > 127:
+        grey = 255.0 - grey
+    background = float(np.median(grey))
+    peak = float(np.percentile(grey, 99.5))
+    if peak - background < 24:  # nothing stands out from the background
+        raise InvalidInput(
+            "No drawing found: the image is blank or has too little contrast.",
+            "Không tìm thấy nét vẽ: ảnh trống hoặc quá ít tương phản.",
+        )
+    return np.clip((grey - background) / (peak - background), 0.0, 1.0)
+
+
+def _centre_ink(img: Image.Image, box: int, size: int, by_mass: bool) -> np.ndarray:
+    """MNIST's own recipe: crop to the ink, fit into `box`×`box` keeping the aspect ratio,
+    then place in a `size`×`size` field centred by centre of mass (or by bounding box)."""
+    ink = _ink_map(img)
+    rows = np.flatnonzero(ink.max(axis=1) > 0.25)
+    cols = np.flatnonzero(ink.max(axis=0) > 0.25)
+    ink = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    h, w = ink.shape
+    scale = box / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = Image.fromarray((ink * 255).astype(np.uint8), "L").resize((nw, nh), Image.Resampling.LANCZOS)
+    small = np.asarray(small, dtype=np.float32)
+    field = np.zeros((size, size), dtype=np.float32)
+    if by_mass and small.sum() > 0:
+        ys, xs = np.indices(small.shape)
+        cy, cx = (ys * small).sum() / small.sum(), (xs * small).sum() / small.sum()
+        top, left = round(size / 2 - cy - 0.5), round(size / 2 - cx - 0.5)
+    else:
+        top, left = (size - nh) // 2, (size - nw) // 2
+    top = int(np.clip(top, 0, size - nh))
+    left = int(np.clip(left, 0, size - nw))
+    field[top : top + nh, left : left + nw] = small
+    return np.clip(field + 0.5, 0, 255).astype(np.uint8)

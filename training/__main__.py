@@ -1,0 +1,110 @@
+"""Command line: `python -m training <slug> [options]`, `python -m training evaluate <slug>`.
+
+Examples:
+    python -m training mnist --epochs 20
+    python -m training cifar10 --resume          # continue an interrupted run
+    python -m training evaluate mnist            # recompute the card's test metrics
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from app.config import MODELS_DIR
+from app.tasks import IMAGE, BUILTIN_TASKS, get_task
+
+
+def image_parser(prog: str) -> argparse.ArgumentParser:
+    """Options shared by every training command."""
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the task's)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--data", default=os.environ.get("LSTMLAB_DATA"),
+                   help="data file or folder (default: $LSTMLAB_DATA, ./data, ../shared/data)")
+    p.add_argument("--models-dir", default=os.environ.get("LSTMLAB_MODELS", str(MODELS_DIR)))
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--quick", action="store_true", help="tiny subset, one epoch (for tests)")
+    p.add_argument("--resume", action="store_true", help="continue from the last epoch's backup")
+    p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
+    p.add_argument("--architecture", default=None, help="override the task's architecture")
+    p.add_argument("--model-kwargs", default=None, help='JSON, e.g. \'{"units": 96}\'')
+    p.add_argument("--baseline-epochs", type=int, default=3,
+                   help="epochs for the lab's baseline recipe trained in the same run (0: skip)")
+    p.add_argument("--verbose", type=int, default=1, help="Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("tasks:", " ".join(BUILTIN_TASKS), "| commands: evaluate, folder, compare-rnn")
+        return 0 if argv else 2
+    from training.data import DataError
+
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "evaluate":
+            return evaluate(rest)
+        if command == "folder":
+            from training.folder import main as folder_main
+
+            return folder_main(rest)
+        if command == "compare-rnn":
+            from training.compare import main as compare_main
+
+            return compare_main(rest)
+        try:
+            spec = get_task(command)
+        except KeyError:
+            print(f"unknown task {command!r}; known: {', '.join(BUILTIN_TASKS)}", file=sys.stderr)
+            return 2
+        if spec.kind == IMAGE:
+            from training.images import train_image_task
+
+            args = image_parser(f"python -m training {command}").parse_args(rest)
+            train_image_task(spec, args, Path(args.models_dir))
+            return 0
+        from training.textgen import main as text_main
+
+        return text_main(spec, rest)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def evaluate(rest: list[str]) -> int:
+    """`python -m training evaluate <slug>`: recompute the test metrics, compare with the card."""
+    p = argparse.ArgumentParser(prog="python -m training evaluate")
+    p.add_argument("slug")
+    p.add_argument("--data", default=os.environ.get("LSTMLAB_DATA"))
+    p.add_argument("--models-dir", default=os.environ.get("LSTMLAB_MODELS", str(MODELS_DIR)))
+    p.add_argument("--tolerance", type=float, default=0.002, help="allowed accuracy difference")
+    args = p.parse_args(rest)
+    models_dir = Path(args.models_dir)
+    if not (models_dir / args.slug / "card.json").is_file():
+        print(f"error: no trained model at {models_dir / args.slug}; run: python -m training {args.slug}",
+              file=sys.stderr)
+        return 2
+    spec = get_task(args.slug, models_dir)
+    if spec.kind == IMAGE:
+        from training.images import evaluate_image_task
+
+        result = evaluate_image_task(spec, args.data, models_dir)
+    else:
+        from training.textgen import evaluate_text_task
+
+        result = evaluate_text_task(spec, args.data, models_dir)
+    result["ok"] = abs(result["difference"]) <= args.tolerance
+    print(json.dumps(result, ensure_ascii=False, indent=1))
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

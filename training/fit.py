@@ -1,0 +1,253 @@
+"""Fit, evaluate, write the card and plots, save atomically.
+
+A run writes everything into a hidden temporary folder beside `models/<slug>/` and swaps it in
+only when it is complete, so a run that fails or is killed never damages the model in place.
+Checkpoints, the Keras backup used by --resume, and logs live in `runs/<slug>/` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from app.config import ROOT
+from app.tasks import TaskSpec
+
+RUNS_DIR = ROOT / "runs"
+
+
+# ----------------------------------------------------------------------------- atomic save
+def recover_interrupted_save(models_dir: Path, slug: str) -> None:
+    """Finish or undo a swap that a kill interrupted between its two renames."""
+    final = Path(models_dir) / slug
+    for old in sorted(Path(models_dir).glob(f".{slug}.old-*")):
+        if not final.exists():
+            old.rename(final)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def save_atomically(models_dir: Path, slug: str, write) -> Path:
+    """Call `write(tmp_dir)` to fill a fresh folder, then swap it in as `models_dir/slug`.
+
+    If `write` raises (a crash, a full disk) the temporary folder is removed and the model in
+    place is untouched. The swap is two renames on one file system; `recover_interrupted_save`
+    repairs the tiny window between them.
+    """
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    recover_interrupted_save(models_dir, slug)
+    tmp = models_dir / f".{slug}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        for f in tmp.iterdir():  # make the bytes durable before the rename publishes them
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    final = models_dir / slug
+    old = models_dir / f".{slug}.old-{os.getpid()}"
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+# ----------------------------------------------------------------------------- card helpers
+def layer_table(model) -> list[dict]:
+    """The rows `model.summary()` prints: layer name, type, output shape, parameters."""
+    rows = []
+    for layer in model.layers:
+        try:
+            shape = layer.output.shape
+            shape = [None if d is None else int(d) for d in shape]
+        except (AttributeError, ValueError):
+            shape = None
+        rows.append({"name": layer.name, "type": layer.__class__.__name__,
+                     "output_shape": shape, "params": int(layer.count_params())})
+    return rows
+
+
+def library_versions() -> dict:
+    """Versions of the libraries that shaped the model."""
+    import keras
+    import PIL
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "keras": keras.__version__,
+            "tensorflow": tf.__version__, "numpy": np.__version__, "pillow": PIL.__version__}
+
+
+def git_commit() -> str:
+    """The code version the model was trained from ('+dirty' when uncommitted changes exist)."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "app", "training"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (sha or "unknown") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, n_classes: int) -> dict:
+    """Accuracy, top-5 accuracy, per-class accuracy and the confusion matrix."""
+    y_true = np.asarray(y_true).astype(np.int64)
+    pred = probs.argmax(axis=1)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (y_true, pred), 1)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    k = min(5, n_classes)
+    top_k = np.argsort(-probs, axis=1)[:, :k]
+    return {
+        "test_accuracy": float((pred == y_true).mean()),
+        "test_top5_accuracy": float((top_k == y_true[:, None]).any(axis=1).mean()),
+        "test_count": int(len(y_true)),
+        "per_class_accuracy": [float(a) for a in per_class],
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def read_history(csv_path: Path) -> dict:
+    """Per-epoch metrics from the CSVLogger file (complete across --resume runs)."""
+    import pandas as pd
+
+    if not csv_path.is_file():
+        return {}
+    df = pd.read_csv(csv_path).drop_duplicates("epoch", keep="last").sort_values("epoch")
+    return {c: [float(v) for v in df[c]] for c in df.columns if c != "epoch"}
+
+
+def plot_curves(history: dict, out: Path, title: str) -> None:
+    """training_curves.png: loss and the main metric, train against validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = "accuracy" if "accuracy" in history else next(
+        (k for k in history if not k.startswith(("val_", "loss", "learning_rate"))), None)
+    fig, axes = plt.subplots(1, 2 if metric else 1, figsize=(10, 3.6), squeeze=False)
+    for ax, key in zip(axes[0], ["loss", metric]):
+        if not key or key not in history:
+            continue
+        epochs = np.arange(1, len(history[key]) + 1)
+        ax.plot(epochs, history[key], "o-", label="train")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def plot_confusion(confusion: list[list[int]], names: list[str], out: Path, title: str) -> None:
+    """confusion_matrix.png with counts in each cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion)
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * n, 1.0 + 0.5 * n))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    thresh = cm.max() / 2 if cm.size else 0
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if cm[i, j] > thresh else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def write_card(folder: Path, card: dict) -> None:
+    """card.json, pretty-printed, UTF-8 (Vietnamese names stay readable)."""
+    (folder / "card.json").write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def command_line() -> str:
+    """The command that produced this run, for the card's 'reproduce' line."""
+    return "python -m training " + " ".join(sys.argv[1:])
+
+
+def run_dir(slug: str) -> Path:
+    """runs/<slug>/: checkpoints, backups and logs of training runs (never committed)."""
+    d = RUNS_DIR / slug
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+class EpochTimer:
+    """A Keras callback factory that records seconds per epoch (created lazily to keep keras
+    out of module import)."""
+
+    @staticmethod
+    def make():
+        import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds: list[float] = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._t = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(time.perf_counter() - self._t)
+                if logs is not None:
+                    logs["seconds"] = self.seconds[-1]
+
+        return _Timer()
+
+
+def standard_callbacks(slug: str, resume: bool, patience: int, monitor: str, mode: str, verbose: int):
+    """Backup for --resume, best-weights checkpoint, early stopping, CSV history, timer."""
+    import keras
+
+    rdir = run_dir(slug)
+    backup = rdir / "backup"
+    history_csv = rdir / "history.csv"
+    best = rdir / "best.weights.h5"
+    if not resume:
+        shutil.rmtree(backup, ignore_errors=True)
+        for f in (history_csv, best):
+            f.unlink(missing_ok=True)
+    timer = EpochTimer.make()
+    callbacks = [
+        timer,
+        keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(str(best), monitor=monitor, mode=mode, save_best_only=True,
+                                        save_weights_only=True, verbose=0),
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, verbose=verbose),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+    ]
+    return callbacks, {"backup": backup, "history_csv": history_csv, "best": best, "timer": timer}
+
+
+def finish_run(paths: dict) -> None:
+    """After a complete, saved run the backup is no longer needed (a new run starts fresh)."""
+    shutil.rmtree(paths["backup"], ignore_errors=True)

@@ -1,0 +1,225 @@
+"""Train and evaluate an image task: data, model, train, evaluate, save (read top to bottom)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from app.tasks import TaskSpec
+from training import fit
+from training.build import BASELINE_RECIPE, make_baseline, make_image_classifier
+from training.data import ImageData, load_image_data
+
+QUICK_TRAIN, QUICK_TEST = 512, 256
+
+
+def split_validation(data: ImageData, seed: int, fraction: float = 0.1):
+    """Shuffle the training set (some sets are stored sorted by class) and hold out a part."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(data.y_train))
+    n_val = max(1, int(len(order) * fraction))
+    val, train = order[:n_val], order[n_val:]
+    return (data.x_train[train], data.y_train[train]), (data.x_train[val], data.y_train[val])
+
+
+def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool):
+    """tf.data pipeline; random shifts (and mirror images where the task allows) when training."""
+    import keras
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if train:
+        ds = ds.shuffle(min(len(y), 20000), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if train:
+        shift = float(spec.extra.get("augment", 0.0))
+        aug = []
+        if spec.extra.get("flip"):
+            aug.append(keras.layers.RandomFlip("horizontal", seed=seed))
+        if shift:
+            aug.append(keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed))
+        if aug:
+            pipeline = keras.Sequential(aug)
+            ds = ds.map(lambda a, b: (pipeline(tf.cast(a, tf.float32), training=True), b),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def predict_probs(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities for a whole array, in batches."""
+    return model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0)
+
+
+def train_baseline(spec: TaskSpec, train, val, test, epochs: int, seed: int, verbose: int) -> dict:
+    """Train the lab's recipe (bugs fixed) in the same run and report its test accuracy."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = make_baseline(spec)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    t0 = time.perf_counter()
+    model.fit(train[0].astype(np.float32), train[1], validation_data=(val[0].astype(np.float32), val[1]),
+              epochs=epochs, batch_size=128, verbose=verbose)
+    acc = float((predict_probs(model, test[0]).argmax(1) == test[1]).mean())
+    return {"recipe": BASELINE_RECIPE, "epochs": epochs, "optimizer": "Adam(1e-3)",
+            "params": int(model.count_params()), "test_accuracy": acc,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def group_accuracy(y_true, pred, groups: np.ndarray, names: dict) -> dict:
+    """Accuracy within each group (e.g. race or age band), with the group's size."""
+    out = {}
+    for g, name in names.items():
+        mask = groups == g
+        if mask.any():
+            out[name] = {"n": int(mask.sum()), "accuracy": float((pred[mask] == y_true[mask]).mean())}
+    return out
+
+
+RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others", 255: "missing"}
+AGE_BANDS = [(0, 12, "0-12"), (13, 19, "13-19"), (20, 29, "20-29"), (30, 44, "30-44"),
+             (45, 59, "45-59"), (60, 200, "60+")]
+
+
+def fairness_breakdown(data: ImageData, pred: np.ndarray) -> dict:
+    """Per-race and per-age-band accuracy where the data set records them (UTKFace)."""
+    out = {}
+    if "race" in data.test_meta:
+        out["accuracy_by_race"] = group_accuracy(data.y_test, pred, data.test_meta["race"], RACES)
+    if "age" in data.test_meta:
+        age = data.test_meta["age"].astype(int)
+        band = np.full(len(age), -1)
+        names = {}
+        for i, (lo, hi, name) in enumerate(AGE_BANDS):
+            band[(age >= lo) & (age <= hi)] = i
+            names[i] = name
+        out["accuracy_by_age"] = group_accuracy(data.y_test, pred, band, names)
+    return out
+
+
+def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
+    """The whole run for one image task; returns the folder the model was saved to."""
+    import keras
+
+    # Data --------------------------------------------------------------------------------
+    data = load_image_data(spec, args.data)
+    epochs = args.epochs or spec.epochs
+    if args.quick:
+        data = data.subset(QUICK_TRAIN, QUICK_TEST)
+        epochs = 1
+    train, val = split_validation(data, args.seed)
+    test = (data.x_test, data.y_test)
+    batch = args.batch_size or spec.batch_size
+    print(f"[{spec.slug}] data {data.source}: train {len(train[1])}, validation {len(val[1])}, "
+          f"test {len(test[1])}", flush=True)
+
+    # Baseline (the lab's recipe) ------------------------------------------------------------
+    baseline = None
+    if args.baseline_epochs > 0:
+        baseline = train_baseline(spec, train, val, test, 1 if args.quick else args.baseline_epochs,
+                                  args.seed, args.verbose)
+        print(f"[{spec.slug}] baseline test accuracy {baseline['test_accuracy']:.4f}", flush=True)
+
+    # Model ---------------------------------------------------------------------------------
+    keras.utils.set_random_seed(args.seed)
+    kw = json.loads(args.model_kwargs) if args.model_kwargs else dict(spec.extra.get("model", {}))
+    model = make_image_classifier(spec, args.architecture, **kw)
+    steps = int(np.ceil(len(train[1]) / batch)) * epochs
+    lr = args.learning_rate or spec.learning_rate
+    schedule = keras.optimizers.schedules.CosineDecay(lr * 0.1, decay_steps=max(1, steps - steps // 20),
+                                                      warmup_target=lr, warmup_steps=steps // 20,
+                                                      alpha=0.01)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=1e-4, clipnorm=1.0)
+    model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
+    if args.verbose:
+        model.summary()
+
+    # Train ---------------------------------------------------------------------------------
+    callbacks, paths = fit.standard_callbacks(spec.slug, args.resume, args.patience,
+                                              "val_accuracy", "max", args.verbose)
+    t0 = time.perf_counter()
+    model.fit(make_dataset(*train, batch, spec, args.seed, True),
+              validation_data=make_dataset(*val, 512, spec, args.seed, False),
+              epochs=epochs, callbacks=callbacks, verbose=args.verbose)
+    train_seconds = time.perf_counter() - t0
+    if paths["best"].is_file():
+        model.load_weights(paths["best"])
+
+    # Evaluate ------------------------------------------------------------------------------
+    probs = predict_probs(model, test[0])
+    metrics = fit.classification_metrics(test[1], probs, len(spec.classes))
+    metrics.update(fairness_breakdown(data, probs.argmax(1)))
+    print(f"[{spec.slug}] test accuracy {metrics['test_accuracy']:.4f}", flush=True)
+    history = fit.read_history(paths["history_csv"])
+    seconds = history.pop("seconds", paths["timer"].seconds)
+
+    card = {
+        "slug": spec.slug,
+        "kind": spec.kind,
+        "task": spec.to_dict(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "input": {"shape": list(spec.input_shape), "colour": spec.colour, "dtype": "uint8 (0-255)",
+                  "preprocess": spec.preprocess, "resize": spec.resize,
+                  "aspect_ratio_kept": spec.resize == "crop" or spec.preprocess != "plain",
+                  "time_steps": spec.input_shape[0], "features_per_step": spec.input_shape[1] * spec.input_shape[2]},
+        "architecture": args.architecture or spec.architecture,
+        "model_kwargs": kw,
+        "layers": fit.layer_table(model),
+        "params_total": int(model.count_params()),
+        "optimizer": {"name": "AdamW", "peak_learning_rate": lr, "schedule": "linear warm-up then cosine decay",
+                      "weight_decay": 1e-4, "clipnorm": 1.0, "batch_size": batch},
+        "training": {"epochs_requested": epochs, "epochs_run": len(history.get("loss", [])),
+                     "seconds_per_epoch": [round(s, 1) for s in seconds],
+                     "seconds_total": round(train_seconds, 1), "seed": args.seed, "quick": bool(args.quick),
+                     "augmentation": {k: spec.extra[k] for k in ("augment", "flip") if k in spec.extra},
+                     "early_stopping": {"monitor": "val_accuracy", "patience": args.patience}},
+        "data": {"source": spec.data_source or data.source, "path": data.source,
+                 "licence": spec.licence, "counts": {"train": int(len(train[1])), "validation": int(len(val[1])),
+                                                     "test": int(len(test[1]))},
+                 "class_counts_train": np.bincount(data.y_train, minlength=len(spec.classes)).tolist(),
+                 "skipped_files": data.skipped},
+        "metrics": metrics,
+        "history": history,
+        "baseline": baseline,
+        "versions": fit.library_versions(),
+        "git_commit": fit.git_commit(),
+        "command": fit.command_line(),
+    }
+    for key in ("intended_use", "limitations"):
+        if key in spec.extra:
+            card[key] = spec.extra[key]
+    card.update(getattr(args, "card_extra", None) or {})
+
+    def write(folder: Path) -> None:
+        model.save(folder / "model.keras")
+        fit.write_card(folder, card)
+        fit.plot_curves(history, folder / "training_curves.png", spec.title_en)
+        fit.plot_confusion(metrics["confusion_matrix"], spec.class_names, folder / "confusion_matrix.png",
+                           f"{spec.title_en}: test accuracy {metrics['test_accuracy']:.2%}")
+
+    out = fit.save_atomically(models_dir, spec.slug, write)
+    fit.finish_run(paths)
+    print(f"[{spec.slug}] saved {out}", flush=True)
+    return out
+
+
+def evaluate_image_task(spec: TaskSpec, data_arg, models_dir: Path) -> dict:
+    """Recompute the shipped model's test metrics from the data; compare with its card."""
+    import keras
+
+    folder = Path(models_dir) / spec.slug
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    model = keras.models.load_model(folder / "model.keras", compile=False)
+    data = load_image_data(spec, data_arg)
+    if card.get("training", {}).get("quick"):
+        data = data.subset(QUICK_TRAIN, QUICK_TEST)  # the same slice the quick run tested on
+    probs = predict_probs(model, data.x_test)
+    metrics = fit.classification_metrics(data.y_test, probs, len(spec.classes))
+    return {"slug": spec.slug, "card_accuracy": card["metrics"]["test_accuracy"],
+            "measured_accuracy": metrics["test_accuracy"], "test_count": metrics["test_count"],
+            "card_test_count": card["metrics"].get("test_count"),
+            "difference": metrics["test_accuracy"] - card["metrics"]["test_accuracy"]}
