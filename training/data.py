@@ -41,6 +41,7 @@ class ImageData:
     class_names: list[str] = field(default_factory=list)
     test_meta: dict = field(default_factory=dict)  # e.g. age and race per test image
     skipped: dict = field(default_factory=dict)  # unreadable files found in a folder
+    split: dict = field(default_factory=dict)  # how a folder without test/ was split
 
     def subset(self, n_train: int, n_test: int) -> ImageData:
         """A small stratified-enough slice for --quick runs."""
@@ -49,7 +50,7 @@ class ImageData:
         te = rng.permutation(len(self.y_test))[:n_test]
         meta = {k: v[te] for k, v in self.test_meta.items()}
         return ImageData(self.x_train[tr], self.y_train[tr], self.x_test[te], self.y_test[te],
-                         self.source, self.class_names, meta, self.skipped)
+                         self.source, self.class_names, meta, self.skipped, self.split)
 
 
 def resolve(spec: TaskSpec, data: str | Path | None) -> Path:

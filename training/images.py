@@ -181,6 +181,8 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
                  "licence": spec.licence, "counts": {"train": int(len(train[1])), "validation": int(len(val[1])),
                                                      "test": int(len(test[1]))},
                  "class_counts_train": np.bincount(data.y_train, minlength=len(spec.classes)).tolist(),
+                 "class_imbalance": fit.class_imbalance(data.y_train, data.y_test, spec.class_names),
+                 "split": data.split or None,
                  "skipped_files": data.skipped},
         "metrics": metrics,
         "history": history,
@@ -195,7 +197,10 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
     card.update(getattr(args, "card_extra", None) or {})
 
     def write(folder: Path) -> None:
-        model.save(folder / "model.keras")
+        # Saved uncompiled: the optimizer's moments would triple the file and serve no one.
+        serving = keras.models.clone_model(model)
+        serving.set_weights(model.get_weights())
+        serving.save(folder / "model.keras")
         fit.write_card(folder, card)
         fit.plot_curves(history, folder / "training_curves.png", spec.title_en)
         fit.plot_confusion(metrics["confusion_matrix"], spec.class_names, folder / "confusion_matrix.png",
