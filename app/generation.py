@@ -1,0 +1,523 @@
+"""Text generation: load a word/syllable model once, then decode incrementally.
+
+The LSTM runs one token at a time in NumPy with the weights of the saved Keras model (the
+Embedding → LSTM → Dense stack, Dropout being a no-op at inference): the (h, c) state is carried
+from step to step, so each new token costs the same however long the text is, and no
+`model.predict` runs on the request path. For one sample a NumPy step is far cheaper than a
+TensorFlow call (see docs/BENCHMARKS.md); tests check it equals the Keras model.
+
+Kiều in lục bát: the meter is enforced while decoding. Before each syllable is drawn, the
+candidates that break the rule at that position are masked (per-vocabulary tone class and vần
+are computed once at load time): a line ends exactly after 6 / 8 syllables; positions 2, 6, 8 are
+bằng, 4 is trắc; the bát line's 8 is the other level tone than its 6; lục 6 rhymes with the
+previous bát 8 and bát 6 with lục 6. When no vocabulary entry fits (a seed ending in a vần the
+vocabulary does not have), the rules are relaxed in a fixed order: first the rhyme is dropped,
+then the tone (length is never dropped); each relaxation is reported in that line's check under
+"relaxed".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.errors import InvalidInput
+from app.tasks import TaskSpec
+from app.text import (BANG, BAT, EOL_ID, LUC, Vocabulary, check_line, clean_words, format_verse_line,
+                      is_syllable, line_kind, rhyme_key, title_case, tone)
+
+STRATEGIES = ("greedy", "temperature", "top_k", "top_p", "beam")
+MAX_SEED_CHARS = 500
+LIMITS = {  # (min, max, default) of `length`: words for headlines, couplets for verse
+    "words": (1, 40, 10),
+    "syllables": (1, 20, 2),
+}
+DEFAULTS = {"strategy": "top_p", "temperature": 0.8, "top_k": 40, "top_p": 0.9, "beam_width": 4}
+
+
+# ----------------------------------------------------------------------------- the request
+@dataclass(frozen=True)
+class GenerateRequest:
+    """A validated generation request."""
+
+    seed: str
+    length: int
+    strategy: str = DEFAULTS["strategy"]
+    temperature: float = DEFAULTS["temperature"]
+    top_k: int = DEFAULTS["top_k"]
+    top_p: float = DEFAULTS["top_p"]
+    beam_width: int = DEFAULTS["beam_width"]
+    random_seed: int | None = None
+    meter: bool = True  # Kiều only: enforce lục bát while decoding
+
+
+def _bad(en: str, vi: str) -> InvalidInput:
+    return InvalidInput(en, vi, 400)
+
+
+def _number(params: dict, key: str, kind, lo, hi, default, vi_name: str):
+    value = params.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, bool):
+        raise _bad(f"{key} must be a number", f"{vi_name} phải là một số")
+    try:
+        if kind is int:
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                value = int(value)
+            out = int(str(value).strip()) if isinstance(value, str) else int(value)
+        else:
+            out = float(str(value).strip()) if isinstance(value, str) else float(value)
+            if not math.isfinite(out):
+                raise ValueError
+    except (TypeError, ValueError):
+        raise _bad(f"{key} must be {'a whole number' if kind is int else 'a number'}, got {value!r}",
+                   f"{vi_name} phải là {'số nguyên' if kind is int else 'một số'} (nhận được {value!r})") from None
+    if not lo <= out <= hi:
+        raise _bad(f"{key} must be between {lo} and {hi}, got {out}",
+                   f"{vi_name} phải nằm trong khoảng {lo} đến {hi} (nhận được {out})")
+    return out
+
+
+def validate_request(spec: TaskSpec, params: dict) -> GenerateRequest:
+    """Check and convert a request's parameters (strings accepted, as HTML forms send them).
+
+    Raises InvalidInput (400, Vietnamese and English) on a missing or empty seed, a wrong type
+    or a value out of range. Unknown words in the seed are fine (they become <unk>).
+    """
+    if not isinstance(params, dict):
+        raise _bad("the request must be a JSON object", "yêu cầu phải là một đối tượng JSON")
+    seed = params.get("seed")
+    if not isinstance(seed, str) or not seed.strip():
+        raise _bad("enter a few words to start from (the seed is empty)",
+                   "hãy nhập vài từ để bắt đầu (câu gợi ý đang trống)")
+    if len(seed) > MAX_SEED_CHARS:
+        raise _bad(f"the seed is too long (at most {MAX_SEED_CHARS} characters)",
+                   f"câu gợi ý quá dài (tối đa {MAX_SEED_CHARS} ký tự)")
+    if not clean_words(seed):
+        raise _bad("the seed has no words (only punctuation or symbols)",
+                   "câu gợi ý không có từ nào (chỉ có dấu câu hoặc ký hiệu)")
+    lo, hi, default = LIMITS.get(spec.tokenizer, LIMITS["words"])
+    unit_vi = "số cặp câu" if spec.tokenizer == "syllables" else "số từ"
+    length = _number(params, "length", int, lo, hi, default, unit_vi)
+    strategy = params.get("strategy") or DEFAULTS["strategy"]
+    if not isinstance(strategy, str) or strategy.strip().lower() not in STRATEGIES:
+        raise _bad(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}",
+                   f"cách sinh phải là một trong {', '.join(STRATEGIES)} (nhận được {strategy!r})")
+    meter = params.get("meter", True)
+    if isinstance(meter, str):
+        meter = meter.strip().lower() not in ("0", "false", "no", "off", "")
+    return GenerateRequest(
+        seed=seed.strip(),
+        length=length,
+        strategy=strategy.strip().lower(),
+        temperature=_number(params, "temperature", float, 0.05, 5.0, DEFAULTS["temperature"], "nhiệt độ"),
+        top_k=_number(params, "top_k", int, 1, 1000, DEFAULTS["top_k"], "top-k"),
+        top_p=_number(params, "top_p", float, 0.01, 1.0, DEFAULTS["top_p"], "top-p"),
+        beam_width=_number(params, "beam_width", int, 1, 16, DEFAULTS["beam_width"], "độ rộng chùm"),
+        random_seed=_number(params, "random_seed", int, 0, 2**32 - 1, None, "hạt giống ngẫu nhiên"),
+        meter=bool(meter),
+    )
+
+
+# ----------------------------------------------------------------------------- the model
+class MeterTables:
+    """Per-vocabulary tone class and vần, computed once per model (masks are then array ops)."""
+
+    def __init__(self, vocab: Vocabulary):
+        tokens = vocab.tokens
+        self.syllable = np.array([i >= 3 and is_syllable(t) for i, t in enumerate(tokens)])
+        tones = [tone(t) if ok else "" for t, ok in zip(tokens, self.syllable)]
+        self.bang = self.syllable & np.array([t in BANG for t in tones])
+        self.trac = self.syllable & ~self.bang
+        self.huyen = self.syllable & np.array([t == "huyền" for t in tones])
+        self.ngang = self.syllable & np.array([t == "ngang" for t in tones])
+        keys = [rhyme_key(t) if ok else "" for t, ok in zip(tokens, self.syllable)]
+        self.rhyme_ids = {k: i for i, k in enumerate(sorted(set(keys) - {""}))}
+        self.rhyme = np.array([self.rhyme_ids.get(k, -1) for k in keys], dtype=np.int32)
+
+
+class TextModel:
+    """A loaded text model: vocabulary, NumPy weights and a single-step LSTM function."""
+
+    def __init__(self, spec: TaskSpec, vocab: Vocabulary, layers: list, card: dict | None = None):
+        self.spec = spec
+        self.vocab = vocab
+        self.card = card or {}
+        self.embedding = None
+        self.lstms: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.denses: list[tuple[np.ndarray, np.ndarray]] = []
+        for kind, weights in layers:
+            if kind == "embedding":
+                self.embedding = weights[0].astype(np.float32)
+            elif kind == "lstm":
+                self.lstms.append(tuple(w.astype(np.float32) for w in weights))
+            elif kind == "dense":
+                self.denses.append(tuple(w.astype(np.float32) for w in weights))
+        if self.embedding is None or not self.lstms or not self.denses:
+            raise ValueError("a text model is Embedding → LSTM(s) → Dense(s)")
+        # The first LSTM's input projection for every token, looked up instead of multiplied.
+        w, _, b = self.lstms[0]
+        self.input_table = self.embedding @ w + b
+        self.units = [u.shape[0] for _, u, _ in self.lstms]
+        self.meter = MeterTables(vocab) if spec.tokenizer == "syllables" else None
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of entries in the vocabulary (the softmax width)."""
+        return len(self.vocab)
+
+    def initial_state(self, batch: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Zero (h, c) for every LSTM layer."""
+        return [(np.zeros((batch, u), np.float32), np.zeros((batch, u), np.float32)) for u in self.units]
+
+    def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
+        """One token per row in, log-probabilities of the next token and the new state out."""
+        new_state = []
+        x = None
+        for layer, ((w, u, b), (h, c)) in enumerate(zip(self.lstms, state)):
+            z = self.input_table[ids] if layer == 0 else x @ w + b
+            z = z + h @ u
+            n = u.shape[0]
+            i = _sigmoid(z[:, :n])
+            f = _sigmoid(z[:, n:2 * n])
+            g = np.tanh(z[:, 2 * n:3 * n])
+            o = _sigmoid(z[:, 3 * n:])
+            c = f * c + i * g
+            h = o * np.tanh(c)
+            new_state.append((h, c))
+            x = h
+        for k, (w, b) in enumerate(self.denses):
+            x = x @ w + b
+            if k < len(self.denses) - 1 and self._hidden_relu[k]:
+                x = np.maximum(x, 0)
+        x = x - x.max(axis=1, keepdims=True)
+        return x - np.log(np.exp(x).sum(axis=1, keepdims=True)), new_state
+
+    _hidden_relu: tuple = ()
+
+    def feed(self, ids: list[int], state=None) -> tuple[np.ndarray, list]:
+        """Run a prefix through the model; the log-probabilities after its last token."""
+        state = state or self.initial_state(1)
+        logp = None
+        for t in ids:
+            logp, state = self.step(np.array([t]), state)
+        return logp, state
+
+    def sequence_log_probs(self, ids: list[int]) -> np.ndarray:
+        """Log-probabilities (len(ids), V) of each next token (used by tests and evaluation)."""
+        state = self.initial_state(1)
+        out = []
+        for t in ids:
+            logp, state = self.step(np.array([t]), state)
+            out.append(logp[0])
+        return np.array(out)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)
+
+
+def model_layers(model) -> tuple[list, tuple]:
+    """[(kind, weights)] of a Keras Embedding → LSTM → Dense stack, plus which hidden Denses use relu."""
+    import keras
+
+    layers, relu = [], []
+    dense_layers = [lyr for lyr in model.layers if isinstance(lyr, keras.layers.Dense)]
+    for lyr in model.layers:
+        if isinstance(lyr, keras.layers.Embedding):
+            layers.append(("embedding", lyr.get_weights()))
+        elif isinstance(lyr, keras.layers.LSTM):
+            cfg = lyr.get_config()
+            if cfg.get("activation") != "tanh" or cfg.get("recurrent_activation") != "sigmoid":
+                raise ValueError("the NumPy step supports the default LSTM activations only")
+            layers.append(("lstm", lyr.get_weights()))
+        elif isinstance(lyr, keras.layers.Dense):
+            layers.append(("dense", lyr.get_weights()))
+            act = lyr.get_config().get("activation")
+            if lyr is not dense_layers[-1]:
+                if act not in ("linear", "relu"):
+                    raise ValueError(f"hidden Dense activation {act!r} not supported")
+                relu.append(act == "relu")
+    return layers, tuple(relu)
+
+
+def load_text_model(folder: Path, spec: TaskSpec) -> TextModel:
+    """Load models/<slug>/ (model.keras, vocab.json, card.json) once, before serving."""
+    import keras
+
+    folder = Path(folder)
+    vocab = Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8"))
+    card_path = folder / "card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    model = keras.saving.load_model(folder / "model.keras", compile=False)
+    layers, relu = model_layers(model)
+    tm = TextModel(spec, vocab, layers, card)
+    tm._hidden_relu = relu
+    if tm.denses[-1][0].shape[1] != len(vocab):
+        raise ValueError(f"model output {tm.denses[-1][0].shape[1]} != vocabulary {len(vocab)}")
+    return tm
+
+
+# ----------------------------------------------------------------------------- constraints
+class Headline:
+    """Headline decoding: exactly `length` words; no <pad>, <unk> or end-of-headline."""
+
+    def __init__(self, model: TextModel, length: int):
+        self.mask = np.ones(model.vocab_size, bool)
+        self.mask[:3] = False
+        self.remaining = length
+        self.words: list[str] = []
+
+    def copy(self) -> Headline:
+        other = object.__new__(Headline)
+        other.mask, other.remaining, other.words = self.mask, self.remaining, list(self.words)
+        return other
+
+    @property
+    def done(self) -> bool:
+        return self.remaining <= 0
+
+    def allowed(self):
+        return self.mask, []
+
+    def advance(self, token_id: int, token: str, relaxed: list) -> None:
+        self.remaining -= 1
+        self.words.append(token)
+
+
+class Verse:
+    """Verse decoding state: the lines so far, and the mask for the next syllable.
+
+    With `meter` the lục bát rules are masks; without it (the card's unconstrained comparison)
+    the model itself decides where lines end.
+    """
+
+    def __init__(self, model: TextModel, lines: list[list[str]], target_lines: int, meter: bool):
+        self.t = model.meter
+        self.lines = [list(x) for x in lines] or [[]]
+        self.target_lines = target_lines
+        self.meter = meter
+        self.relaxed: dict[int, list] = {}
+        self.free = self.t.syllable.copy()
+        self.free[EOL_ID] = True
+
+    def copy(self) -> Verse:
+        other = object.__new__(Verse)
+        other.__dict__.update(self.__dict__)
+        other.lines = [list(x) for x in self.lines]
+        other.relaxed = {k: list(v) for k, v in self.relaxed.items()}
+        return other
+
+    @property
+    def done(self) -> bool:
+        return self.complete_lines() >= self.target_lines
+
+    def complete_lines(self) -> int:
+        """Lines that have ended (the last one is still open)."""
+        return len(self.lines) - 1
+
+    def allowed(self):
+        """The mask for the next token and, if rules had to be relaxed, which ones."""
+        if not self.meter:
+            return self.free, []
+        t = self.t
+        index = len(self.lines) - 1
+        line = self.lines[-1]
+        n = line_kind(index)
+        p = len(line) + 1  # 1-based position of the next syllable
+        if p > n:
+            only = np.zeros(len(t.syllable), bool)
+            only[EOL_ID] = True
+            return only, []
+        tone_mask = t.syllable
+        if p in (2, 6, 8):
+            tone_mask = t.bang
+            if n == BAT and p == 8 and len(line) >= 6:
+                six = tone(line[5])
+                tone_mask = t.ngang if six == "huyền" else t.huyen if six == "ngang" else t.bang
+        elif p == 4:
+            tone_mask = t.trac
+        target = None
+        if p == 6 and n == BAT:
+            target = self.lines[-2][5] if len(self.lines[-2]) >= 6 else None
+        elif p == 6 and n == LUC and index > 0:
+            target = self.lines[-2][7] if len(self.lines[-2]) >= 8 else None
+        if target is not None:
+            key = t.rhyme_ids.get(rhyme_key(target), -2)
+            full = tone_mask & (t.rhyme == key)
+            if full.any():
+                return full, []
+            if tone_mask.any():
+                return tone_mask, ["rhyme"]
+            return t.syllable, ["rhyme", "tone"]
+        if tone_mask.any():
+            return tone_mask, []
+        return t.syllable, ["tone"]
+
+    def advance(self, token_id: int, token: str, relaxed: list) -> None:
+        if relaxed:
+            index = len(self.lines) - 1
+            self.relaxed.setdefault(index, []).append({"position": len(self.lines[-1]) + 1, "dropped": relaxed})
+        if token_id == EOL_ID:
+            self.lines.append([])
+        else:
+            self.lines[-1].append(token)
+
+
+def _verse_prefix(model: TextModel, words: list[str], meter: bool) -> tuple[list[int], list[list[str]]]:
+    """Seed syllables laid out in the 6-8 cadence from the start, with EOL fed at each line end."""
+    ids = [EOL_ID]
+    lines: list[list[str]] = [[]]
+    for w in words:
+        if len(lines[-1]) == line_kind(len(lines) - 1):
+            ids.append(EOL_ID)
+            lines.append([])
+        ids.append(model.vocab.index.get(w, 1))
+        lines[-1].append(w)
+    if len(lines[-1]) == line_kind(len(lines) - 1):
+        ids.append(EOL_ID)
+        lines.append([])
+    return ids, lines
+
+
+# ----------------------------------------------------------------------------- sampling
+def _pick(logp: np.ndarray, mask: np.ndarray, req: GenerateRequest, rng: np.random.Generator) -> int:
+    """One token id from masked log-probabilities by the request's strategy."""
+    scores = np.where(mask, logp, -np.inf)
+    if req.strategy == "greedy":
+        return int(np.argmax(scores))
+    scores = scores / req.temperature
+    candidates = np.flatnonzero(mask)
+    s = scores[candidates]
+    if req.strategy == "top_k" and req.top_k < len(candidates):
+        keep = np.argpartition(-s, req.top_k - 1)[: req.top_k]
+        candidates, s = candidates[keep], s[keep]
+    p = np.exp(s - s.max())
+    p /= p.sum()
+    if req.strategy == "top_p":
+        order = np.argsort(-p, kind="stable")
+        cum = np.cumsum(p[order])
+        cut = int(np.searchsorted(cum, req.top_p)) + 1
+        keep = order[:cut]
+        candidates, p = candidates[keep], p[keep] / p[keep].sum()
+    cum = np.cumsum(p)
+    return int(candidates[min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), len(p) - 1)])
+
+
+def _beam(model: TextModel, logp: np.ndarray, state: list, plan, width: int) -> list[tuple[int, list]]:
+    """Beam search over the constrained candidates; returns [(token_id, relaxed)] of the best beam."""
+    beams = [(0.0, state, [], plan)]
+    finished = []
+    for _ in range(10_000):
+        cands = []
+        for b, (score, st, toks, pl) in enumerate(beams):
+            mask, relaxed = pl.allowed()
+            row = np.where(mask, logp[b], -np.inf)
+            k = min(width, int(mask.sum()))
+            top = np.argpartition(-row, k - 1)[:k]
+            cands.extend((score + float(row[t]), b, int(t), relaxed) for t in top)
+        cands.sort(key=lambda c: (-c[0], c[1], c[2]))
+        new = []
+        for score, b, t, relaxed in cands[:width]:
+            pl = beams[b][3].copy()
+            pl.advance(t, model.vocab.tokens[t], relaxed)
+            item = (score, b, beams[b][2] + [(t, relaxed)], pl)
+            (finished if pl.done else new).append(item)
+        if not new or len(finished) >= width:
+            break
+        ids = np.array([it[2][-1][0] for it in new])
+        h_c = [(np.stack([beams[it[1]][1][i][0][0] for it in new]), np.stack([beams[it[1]][1][i][1][0] for it in new]))
+               for i in range(len(model.units))]
+        logp, st = model.step(ids, h_c)
+        beams = [(it[0], [(h[j:j + 1], c[j:j + 1]) for h, c in st], it[2], it[3]) for j, it in enumerate(new)]
+    best = max(finished or [(b[0], 0, b[2], b[3]) for b in beams], key=lambda it: it[0])
+    return best[2]
+
+
+def generate_stream(model: TextModel, req: GenerateRequest):
+    """Yield {"token": str} per generated word, {"line": str, "check": {...}} per finished verse
+    line (Kiều), and finally {"done": True, **summary} (the same summary as `generate`)."""
+    t0 = time.perf_counter()
+    random_seed = req.random_seed if req.random_seed is not None else secrets.randbelow(2**31)
+    rng = np.random.default_rng(random_seed)
+    words = clean_words(req.seed)
+    verse = model.spec.tokenizer == "syllables"
+    display = model.vocab.display if verse else {}
+    if verse:
+        ids, seed_lines = _verse_prefix(model, words, req.meter)
+        # Finish the seed's couplet, then `length` more couplets.
+        started = len(seed_lines) if seed_lines[-1] else len(seed_lines) - 1
+        target = 2 * math.ceil(started / 2) + 2 * req.length
+        plan = Verse(model, seed_lines, target, req.meter)
+        for i, line in enumerate(seed_lines[:-1]):
+            yield {"line": format_verse_line(line, display), "check": _check(plan, i)}
+    else:
+        ids = [EOL_ID] + model.vocab.encode(words)
+        plan = Headline(model, req.length)
+    logp, state = model.feed(ids)
+    generated = 0
+
+    def emit(token_id: int, before: int):
+        nonlocal generated
+        token = model.vocab.tokens[token_id]
+        if token_id != EOL_ID:
+            generated += 1
+            yield {"token": display.get(token, token)}
+        if verse and plan.complete_lines() > before:
+            i = plan.complete_lines() - 1
+            yield {"line": format_verse_line(plan.lines[i], display), "check": _check(plan, i)}
+
+    if req.strategy == "beam":
+        for token_id, relaxed in _beam(model, logp, state, plan.copy(), req.beam_width):
+            before = plan.complete_lines() if verse else 0
+            plan.advance(token_id, model.vocab.tokens[token_id], relaxed)
+            yield from emit(token_id, before)
+    else:
+        while not plan.done:
+            mask, relaxed = plan.allowed()
+            token_id = _pick(logp[0], mask, req, rng)
+            before = plan.complete_lines() if verse else 0
+            plan.advance(token_id, model.vocab.tokens[token_id], relaxed)
+            yield from emit(token_id, before)
+            if plan.done:
+                break
+            logp, state = model.step(np.array([token_id]), state)
+    seconds = time.perf_counter() - t0
+    if verse:
+        lines_syl = plan.lines[: plan.complete_lines()]
+        lines = [format_verse_line(x, display) for x in lines_syl]
+        checks = [_check(plan, i) for i in range(len(lines_syl))]
+        text = "\n".join(lines)
+    else:
+        text = title_case(words + plan.words)
+        lines, checks = [text], None
+    yield {"done": True, "text": text, "lines": lines, "checks": checks, "tokens": generated,
+           "seconds": round(seconds, 4), "random_seed": random_seed, "strategy": req.strategy,
+           "request": asdict(req) | {"random_seed": random_seed}}
+
+
+def _check(plan: Verse, i: int) -> dict:
+    prev = plan.lines[i - 1] if i else None
+    out = check_line(plan.lines[i], i, prev)
+    out["relaxed"] = plan.relaxed.get(i, [])
+    return out
+
+
+def generate(model: TextModel, req: GenerateRequest) -> dict:
+    """The whole text at once: {text, lines, checks, tokens, seconds, random_seed, ...}."""
+    final = None
+    for event in generate_stream(model, req):
+        if event.get("done"):
+            final = event
+    final = dict(final)
+    final.pop("done")
+    return final

@@ -1,0 +1,107 @@
+"""app.generation on tiny models: request validation, strategies, determinism, streaming, meter."""
+
+import unicodedata
+
+import numpy as np
+import pytest
+
+from app.errors import InvalidInput
+from app.generation import STRATEGIES, generate, generate_stream, load_text_model, validate_request
+from app.tasks import KIEU, NYT_HEADLINES
+from app.text import EOL_ID, check_verse, clean_words
+from training.textgen import write_tiny_text_model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("textmodels")
+    return {spec.slug: load_text_model(write_tiny_text_model(d, spec), spec) for spec in (NYT_HEADLINES, KIEU)}
+
+
+def test_numpy_step_equals_the_keras_model(tiny, tmp_path):
+    import keras
+
+    spec = KIEU
+    folder = write_tiny_text_model(tmp_path, spec)
+    model = keras.saving.load_model(folder / "model.keras", compile=False)
+    tm = tiny["kieu"]
+    ids = [EOL_ID] + tm.vocab.encode(clean_words("Trăm năm trong cõi người ta chữ tài"))
+    want = np.log(keras.ops.convert_to_numpy(model(np.array([ids]), training=False))[0])
+    got = tm.sequence_log_probs(ids)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_each_strategy_returns_the_requested_length(tiny, strategy):
+    r = generate(tiny["nyt_headlines"], validate_request(NYT_HEADLINES, {
+        "seed": "Trump says", "length": 7, "strategy": strategy, "random_seed": 3}))
+    assert r["tokens"] == 7 and len(clean_words(r["text"])) == 2 + 7
+    assert r["text"].startswith("Trump Says ") and r["checks"] is None
+    v = generate(tiny["kieu"], validate_request(KIEU, {"seed": "Trăm năm trong cõi người ta", "length": 2,
+                                                       "strategy": strategy, "random_seed": 3}))
+    assert len(v["lines"]) == 2 + 4 and len(v["checks"]) == 6  # the seed's couplet, then 2 couplets
+
+
+@pytest.mark.parametrize("strategy", ["temperature", "top_k", "top_p"])
+def test_same_random_seed_same_text(tiny, strategy):
+    params = {"seed": "trăm năm", "length": 3, "strategy": strategy, "random_seed": "42", "temperature": "1.5"}
+    a = generate(tiny["kieu"], validate_request(KIEU, params))
+    b = generate(tiny["kieu"], validate_request(KIEU, params))
+    assert a["text"] == b["text"] and a["random_seed"] == 42
+    c = generate(tiny["kieu"], validate_request(KIEU, params | {"random_seed": 43}))
+    d = generate(tiny["kieu"], validate_request(KIEU, params | {"random_seed": 44}))
+    assert len({a["text"], c["text"], d["text"]}) > 1
+
+
+def test_nfd_seed_gives_the_same_text(tiny):
+    seed = "Trải qua một cuộc bể dâu"
+    a = generate(tiny["kieu"], validate_request(KIEU, {"seed": seed, "random_seed": 1}))
+    b = generate(tiny["kieu"], validate_request(KIEU, {"seed": unicodedata.normalize("NFD", seed), "random_seed": 1}))
+    assert a["text"] == b["text"]
+
+
+def test_unknown_words_do_not_crash(tiny):
+    r = generate(tiny["nyt_headlines"], validate_request(NYT_HEADLINES, {"seed": "Zyxwv qwerty", "length": 3}))
+    assert r["text"].startswith("Zyxwv Qwerty") and r["tokens"] == 3
+    v = generate(tiny["kieu"], validate_request(KIEU, {"seed": "xyz abc", "length": 1}))
+    assert len(v["lines"]) == 4  # the seed's couplet completed, then one more
+
+
+def test_untrained_constrained_verse_keeps_the_meter(tiny):
+    for rs in range(5):
+        r = generate(tiny["kieu"], validate_request(KIEU, {"seed": "Trăm năm trong cõi người ta", "length": 3,
+                                                           "strategy": "temperature", "temperature": 3,
+                                                           "random_seed": rs}))
+        assert all(c["ok"] for c in check_verse(r["lines"])), r["text"]
+        assert all(c["ok"] and not c["relaxed"] for c in r["checks"])
+
+
+def test_stream_yields_tokens_lines_and_a_summary(tiny):
+    events = list(generate_stream(tiny["kieu"], validate_request(KIEU, {"seed": "Trăm năm trong", "length": 1,
+                                                                         "random_seed": 5})))
+    final = events[-1]
+    assert final["done"] and final["tokens"] == sum("token" in e for e in events)
+    lines = [e for e in events if "line" in e]
+    assert [e["line"] for e in lines] == final["lines"] and all("check" in e for e in lines)
+    assert final["text"] == generate(tiny["kieu"], validate_request(KIEU, {"seed": "Trăm năm trong", "length": 1,
+                                                                            "random_seed": 5}))["text"]
+
+
+@pytest.mark.parametrize("params", [
+    {}, {"seed": ""}, {"seed": "   "}, {"seed": "!!!"}, {"seed": 5}, {"seed": "a" * 501},
+    {"seed": "ok", "length": 0}, {"seed": "ok", "length": 99}, {"seed": "ok", "length": "two"},
+    {"seed": "ok", "length": 2.5}, {"seed": "ok", "length": True}, {"seed": "ok", "strategy": "magic"},
+    {"seed": "ok", "temperature": 0}, {"seed": "ok", "temperature": "nan"}, {"seed": "ok", "top_p": 1.5},
+    {"seed": "ok", "top_k": 0}, {"seed": "ok", "beam_width": 100}, {"seed": "ok", "random_seed": -1},
+])
+def test_bad_requests_raise_invalid_input(params):
+    with pytest.raises(InvalidInput) as err:
+        validate_request(NYT_HEADLINES, params)
+    assert err.value.status == 400 and err.value.en and err.value.vi
+
+
+def test_form_strings_are_accepted():
+    req = validate_request(KIEU, {"seed": " Trăm năm ", "length": "3", "strategy": "Top_K", "top_k": "5",
+                                  "temperature": "0.7", "top_p": "", "random_seed": "9", "meter": "false"})
+    assert (req.length, req.strategy, req.top_k, req.temperature, req.random_seed, req.meter) == (
+        3, "top_k", 5, 0.7, 9, False)

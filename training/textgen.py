@@ -1,0 +1,510 @@
+"""Train and evaluate a text task (NYT headlines by word, Truyện Kiều by syllable).
+
+Read top to bottom: data (load, split, vocabulary), model, train, evaluate (against a
+Kneser-Ney n-gram on the same split), Kiều meter rates, save.
+
+Splits: headlines are deduplicated, then split 80/10/10 by headline. Kiều is split by couplet,
+in runs of COUPLETS_PER_BLOCK consecutive couplets so that every sequence keeps the
+cross-couplet rhyme (bát 8 → next lục 6) the model must learn. Training is many-to-many: each
+headline or block is one sequence and the loss covers every position.
+
+The vocabulary is built from the training split only (tokens seen at least MIN_COUNT times);
+the rest become <unk>, which both the LSTM and the n-gram predict as one token.
+
+The n-gram baseline is `KneserNey` below, the same interpolated Kneser-Ney formula as
+`nltk.lm.KneserNeyInterpolated` (a test checks they agree), vectorised: nltk scans every stored
+n-gram for each continuation count, so one score costs milliseconds, and the top-1/top-5 figures
+need the score of every word of the vocabulary at every test position (tens of millions of scores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.tasks import TaskSpec
+from app.text import (EOL, EOL_ID, PAD_ID, Vocabulary, check_verse, clean_words, couplet_pass_rates,
+                      display_forms, normalize, tokenize_verse)
+from training import fit
+from training.data import DataError, resolve
+
+COUPLETS_PER_BLOCK = 4
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+MIN_COUNT = 2
+MAX_HEADLINE_TOKENS = 40
+QUICK_SEQUENCES = 200
+METER_COUPLETS = 200
+NGRAM_ORDERS = (2, 3, 4)
+NGRAM_DISCOUNTS = (0.6, 0.75, 0.9)
+DEFAULT_MODEL = {"embedding": 128, "units": 256, "dropout": 0.4, "projection": 128}
+TINY_MODEL = {"embedding": 8, "units": 16, "dropout": 0.0, "projection": 0}
+# A few real lines, so a tiny model (tests) has a vocabulary without the data set.
+SAMPLE_TEXT = {
+    "syllables": (
+        "Trăm năm trong cõi người ta,\nChữ tài chữ mệnh khéo là ghét nhau.\n"
+        "Trải qua một cuộc bể dâu,\nNhững điều trông thấy mà đau đớn lòng.\n"
+        "Lạ gì bỉ sắc tư phong,\nTrời xanh quen thói má hồng đánh ghen.\n"
+        "Cảo thơm lần giở trước đèn,\nPhong tình cổ lục còn truyền sử xanh.\n"
+        "Rằng năm Gia Tĩnh triều Minh,\nBốn phương phẳng lặng hai kinh vững vàng.\n"
+        "Có nhà viên ngoại họ Vương,\nGia tư nghỉ cũng thường thường bậc trung.\n"
+    ),
+    "words": (
+        "G.O.P. Leadership Poised to Topple Obama’s Pillars\nFractured World Tested the Hope of a Young President\n"
+        "Little Troublemakers\nAngela Merkel, Russia’s Next Target\nBoots for a Stranger on a Bus\n"
+        "The New Year in Pictures\nTrump Says He Will Leave His Business\nA Year of Living Dangerously\n"
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class TextData:
+    """Token sequences per split (each ends with EOL), with provenance and counts."""
+
+    train: list[list[str]]
+    validation: list[list[str]]
+    test: list[list[str]]
+    source: str
+    counts: dict = field(default_factory=dict)
+    display: dict = field(default_factory=dict)
+    test_lines: list[str] = field(default_factory=list)  # Kiều: the test verses, for meter rates
+    all_lines: list[str] = field(default_factory=list)
+
+
+def read_headlines(folder: Path) -> tuple[list[str], dict]:
+    """The `headline` column of every Articles*.csv, without the placeholder 'Unknown'."""
+    import pandas as pd
+
+    files = sorted(Path(folder).glob("Articles*.csv"))
+    if not files:
+        raise DataError(f"no Articles*.csv in {folder}; pass --data with the nyt_headlines folder")
+    heads, per_file = [], {}
+    for f in files:
+        col = pd.read_csv(f, usecols=["headline"], dtype=str)["headline"].fillna("")
+        kept = [h for h in col if h.strip() and h.strip() != "Unknown"]
+        per_file[f.name] = len(kept)
+        heads.extend(kept)
+    return heads, {"files": len(files), "headlines_per_file": per_file}
+
+
+def read_verses(path: Path) -> list[str]:
+    """Verse lines of the poem, NFC, blank lines dropped."""
+    if not Path(path).is_file():
+        raise DataError(f"no verse file at {path}; pass --data with truyen_kieu/truyen_kieu.txt")
+    return [normalize(ln.strip()) for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def split_indices(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded 80/10/10 permutation split of n units."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, round(n * SPLIT_FRACTIONS[1]))
+    n_test = max(1, round(n * SPLIT_FRACTIONS[2]))
+    return order[n_val + n_test:], order[:n_val], order[n_val:n_val + n_test]
+
+
+def load_text_data(spec: TaskSpec, data_arg, seed: int, quick: bool = False) -> TextData:
+    """Read the task's text and split it (see the module docstring)."""
+    path = resolve(spec, data_arg)
+    if spec.tokenizer == "words":
+        heads, info = read_headlines(path)
+        seqs, seen = [], set()
+        for h in heads:
+            words = clean_words(h)[:MAX_HEADLINE_TOKENS - 1]
+            if words and tuple(words) not in seen:
+                seen.add(tuple(words))
+                seqs.append(words + [EOL])
+        if quick:
+            seqs = seqs[:QUICK_SEQUENCES]
+        tr, va, te = split_indices(len(seqs), seed)
+        counts = {"headlines": len(heads), "distinct_headlines": len(seqs), "unit": "headline", **info}
+        return TextData([seqs[i] for i in tr], [seqs[i] for i in va], [seqs[i] for i in te], str(path),
+                        counts)
+    lines = read_verses(path)
+    couplets = [lines[i:i + 2] for i in range(0, len(lines) - 1, 2)]
+    blocks = [couplets[i:i + COUPLETS_PER_BLOCK] for i in range(0, len(couplets), COUPLETS_PER_BLOCK)]
+    if quick:
+        blocks = blocks[:QUICK_SEQUENCES // 4]
+    tr, va, te = split_indices(len(blocks), seed)
+
+    def seqs(idx):
+        return [tokenize_verse([ln for c in blocks[i] for ln in c]) for i in sorted(idx)]
+
+    test_lines = [ln for i in sorted(te) for c in blocks[i] for ln in c]
+    counts = {"verses": len(lines), "couplets": len(couplets), "unit": "couplet",
+              "couplets_per_block": COUPLETS_PER_BLOCK,
+              "couplets_per_split": {"train": sum(len(blocks[i]) for i in tr),
+                                     "validation": sum(len(blocks[i]) for i in va),
+                                     "test": sum(len(blocks[i]) for i in te)}}
+    train_lines = [ln for i in tr for c in blocks[i] for ln in c]
+    return TextData(seqs(tr), seqs(va), seqs(te), str(path), counts, display_forms(train_lines), test_lines,
+                    [ln for b in blocks for c in b for ln in c])
+
+
+def to_arrays(seqs: list[list[str]], vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
+    """Padded (inputs, targets): inputs are EOL + the sequence shifted right by one."""
+    width = max(len(s) for s in seqs)
+    x = np.zeros((len(seqs), width), np.int32)
+    y = np.zeros((len(seqs), width), np.int32)
+    for r, s in enumerate(seqs):
+        ids = vocab.encode(s)
+        y[r, :len(ids)] = ids
+        x[r, :len(ids)] = [EOL_ID] + ids[:-1]
+    return x, y
+
+
+# ----------------------------------------------------------------------------- model
+def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, dropout: float = 0.4,
+                   projection: int = 128, name: str = "word_lstm"):
+    """Embedding → Dropout → LSTM (every step) → Dropout → [Dense projection] → Dense softmax.
+
+    The lab's reference is Embedding(10) → LSTM(100) → Dropout(0.1) → Dense(softmax); this is
+    wider, with more dropout (small corpora), and a linear projection that keeps the output
+    layer (the largest) small.
+    """
+    import keras
+    from keras import layers
+
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    x = layers.Embedding(vocab_size, embedding, name="embedding")(tokens)
+    x = layers.Dropout(dropout, name="embedding_dropout")(x)
+    x = layers.LSTM(units, return_sequences=True, name="lstm")(x)
+    x = layers.Dropout(dropout, name="lstm_dropout")(x)
+    if projection:
+        x = layers.Dense(projection, name="projection")(x)
+    probs = layers.Dense(vocab_size, activation="softmax", name="next_token")(x)
+    return keras.Model(tokens, probs, name=name)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def lm_metrics(model, x: np.ndarray, y: np.ndarray, batch: int = 64) -> dict:
+    """Perplexity and top-1/top-5 next-token accuracy over the non-padding targets."""
+    import keras
+
+    nll, n, top1, top5 = 0.0, 0, 0, 0
+    for s in range(0, len(x), batch):
+        probs = keras.ops.convert_to_numpy(model(x[s:s + batch], training=False))
+        t = y[s:s + batch]
+        keep = t != PAD_ID
+        p = np.take_along_axis(probs, t[..., None], axis=-1)[..., 0][keep]
+        nll -= float(np.log(np.maximum(p, 1e-12)).sum())
+        n += int(keep.sum())
+        flat = probs[keep]
+        tt = t[keep]
+        top = np.argpartition(-flat, 5, axis=-1)[:, :5]
+        top1 += int((flat.argmax(-1) == tt).sum())
+        top5 += int((top == tt[:, None]).any(-1).sum())
+    return {"perplexity": math.exp(nll / max(n, 1)), "top1_accuracy": top1 / max(n, 1),
+            "top5_accuracy": top5 / max(n, 1), "tokens": n}
+
+
+class KneserNey:
+    """Interpolated Kneser-Ney (nltk.lm.KneserNeyInterpolated's formula), whole-vocabulary vectors.
+
+    P(w | c) = max(N(c w) - d, 0) / N(c •) + d · |{w: N(c w) > 0}| / N(c •) · P(w | c[1:]),
+    with raw counts N at the highest order, continuation counts (distinct left extensions) at the
+    lower ones, and a context never seen handing all its mass to the shorter one.
+    """
+
+    def __init__(self, order: int, discount: float, vocab_size: int):
+        self.order, self.d, self.v = order, discount, vocab_size
+
+    def fit(self, seqs: list[list[int]]) -> KneserNey:
+        """Count n-grams of each sequence padded on the left with order-1 EOLs."""
+        grams = [Counter() for _ in range(self.order + 1)]
+        for s in seqs:
+            padded = [EOL_ID] * (self.order - 1) + list(s)
+            for k in range(1, self.order + 1):
+                for i in range(len(padded) - k + 1):
+                    grams[k][tuple(padded[i:i + k])] += 1
+        # Unigram: continuation count over distinct bigram types.
+        cont1 = np.zeros(self.v)
+        for (_, w) in grams[2]:
+            cont1[w] += 1
+        self.p1 = cont1 / max(cont1.sum(), 1)
+        self.tables: list[dict] = [{} for _ in range(self.order)]
+        followers = [defaultdict(int) for _ in range(self.order)]
+        for k in range(1, self.order):
+            for g in grams[k + 1]:
+                followers[k][g[:-1]] += 1
+        for k in range(1, self.order):  # context length k
+            acc: dict = defaultdict(Counter)
+            if k == self.order - 1:
+                for g, c in grams[k + 1].items():
+                    acc[g[:-1]][g[-1]] += c
+            else:
+                for g in grams[k + 2]:
+                    acc[g[1:-1]][g[-1]] += 1
+            for ctx, cnt in acc.items():
+                ids = np.fromiter(cnt.keys(), np.int64, len(cnt))
+                vals = np.fromiter(cnt.values(), np.float64, len(cnt))
+                total = vals.sum()
+                self.tables[k][ctx] = (ids, np.maximum(vals - self.d, 0) / total,
+                                       self.d * followers[k][ctx] / total)
+        return self
+
+    def distribution(self, context: tuple) -> np.ndarray:
+        """P(· | context) over the vocabulary; context is the previous order-1 ids."""
+        p = self.p1
+        for k in range(1, self.order):
+            t = self.tables[k].get(tuple(context[len(context) - k:]))
+            if t is None:
+                continue  # unseen context: alpha 0, gamma 1
+            ids, alpha, gamma = t
+            p = gamma * p
+            p[ids] += alpha
+        return p
+
+    def metrics(self, seqs: list[list[int]], full: bool = True) -> dict:
+        """Perplexity (and, with `full`, top-1/top-5 accuracy) over every token of the sequences."""
+        nll, n, top1, top5 = 0.0, 0, 0, 0
+        for s in seqs:
+            padded = [EOL_ID] * (self.order - 1) + list(s)
+            for i, w in enumerate(s):
+                p = self.distribution(padded[i:i + self.order - 1])
+                nll -= math.log(max(p[w], 1e-12))
+                n += 1
+                if full:
+                    top = np.argpartition(-p, 5)[:5]
+                    top1 += int(p.argmax() == w)
+                    top5 += int(w in top)
+        out = {"perplexity": math.exp(nll / max(n, 1)), "tokens": n}
+        if full:
+            out.update(top1_accuracy=top1 / max(n, 1), top5_accuracy=top5 / max(n, 1))
+        return out
+
+
+def ngram_baseline(train: list[list[int]], val: list[list[int]], test: list[list[int]], vocab_size: int) -> dict:
+    """Pick the n-gram order and discount on validation perplexity, report test metrics."""
+    t0 = time.perf_counter()
+    grid = []
+    for order in NGRAM_ORDERS:
+        for d in NGRAM_DISCOUNTS:
+            lm = KneserNey(order, d, vocab_size).fit(train)
+            grid.append((lm.metrics(val, full=False)["perplexity"], order, d))
+    best_ppl, order, d = min(grid)
+    lm = KneserNey(order, d, vocab_size).fit(train)
+    m = lm.metrics(test)
+    return {"method": "interpolated Kneser-Ney (nltk.lm formula, own vectorised code)", "order": order,
+            "discount": d, "validation_perplexity": best_ppl,
+            "grid": [{"order": o, "discount": dd, "validation_perplexity": p} for p, o, dd in grid],
+            "test_perplexity": m["perplexity"], "test_top1_accuracy": m["top1_accuracy"],
+            "test_top5_accuracy": m["top5_accuracy"], "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def meter_rates(folder: Path, spec: TaskSpec, data: TextData, seed: int, couplets: int = METER_COUPLETS) -> dict:
+    """Pass rates of length, tone and rhyme: constrained vs unconstrained sampling vs the poem."""
+    from app.generation import generate, load_text_model, validate_request
+
+    model = load_text_model(folder, spec)
+    per_seed = 10
+    seeds = [data.test_lines[i] for i in range(0, len(data.test_lines), 2)] or ["Trăm năm trong cõi người ta"]
+    out = {}
+    for name, meter in (("constrained", True), ("unconstrained", False)):
+        checks_all, relaxed, secs, toks = [], 0, 0.0, 0
+        made, k = 0, 0
+        while made < couplets:
+            n = min(per_seed, couplets - made)
+            req = validate_request(spec, {"seed": seeds[k % len(seeds)], "length": n, "strategy": "top_p",
+                                          "random_seed": seed + k, "meter": meter})
+            res = generate(model, req)
+            lines = res["lines"]
+            checks = check_verse(lines)[2:]  # the seed's couplet is not generated
+            checks_all.extend(checks)
+            relaxed += sum(len(c.get("relaxed", [])) for c in res["checks"][2:])
+            secs += res["seconds"]
+            toks += res["tokens"]
+            made += n
+            k += 1
+        rates = couplet_pass_rates(checks_all)
+        rates.update(relaxed_positions=relaxed, syllables_per_second=round(toks / max(secs, 1e-9)))
+        out[name] = rates
+    real = check_verse(data.all_lines)
+    out["real_poem_all"] = couplet_pass_rates(real)
+    out["real_poem_test_200"] = couplet_pass_rates(check_verse(data.test_lines[: 2 * couplets]))
+    out["sampling"] = {"strategy": "top_p", "top_p": 0.9, "temperature": 0.8,
+                       "seeds": "first line of test couplets, 10 couplets per seed"}
+    return out
+
+
+# ----------------------------------------------------------------------------- training
+def text_parser(prog: str) -> argparse.ArgumentParser:
+    """The common training flags plus the text model's size."""
+    from training.__main__ import image_parser
+
+    p = image_parser(prog)
+    p.add_argument("--min-count", type=int, default=MIN_COUNT, help="rarer tokens become <unk>")
+    return p
+
+
+def main(spec: TaskSpec, argv: list[str]) -> int:
+    """`python -m training nyt_headlines|kieu [options]`; returns the exit code."""
+    args = text_parser(f"python -m training {spec.slug}").parse_args(argv)
+    train_text_task(spec, args, Path(args.models_dir))
+    return 0
+
+
+def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
+    """The whole run for one text task; returns the folder the model was saved to."""
+    import keras
+
+    # Data --------------------------------------------------------------------------------
+    data = load_text_data(spec, args.data, args.seed, args.quick)
+    vocab = Vocabulary.build(data.train, spec.tokenizer, min_count=args.min_count, display=data.display)
+    (xtr, ytr), (xva, yva), (xte, yte) = (to_arrays(s, vocab) for s in (data.train, data.validation, data.test))
+    epochs = 1 if args.quick else (args.epochs or spec.epochs)
+    batch = args.batch_size or spec.batch_size
+    print(f"[{spec.slug}] {data.source}: sequences train {len(xtr)}, validation {len(xva)}, test {len(xte)}; "
+          f"vocabulary {len(vocab)}", flush=True)
+
+    # Model ---------------------------------------------------------------------------------
+    keras.utils.set_random_seed(args.seed)
+    kw = dict(TINY_MODEL if args.quick else DEFAULT_MODEL)
+    kw.update(json.loads(args.model_kwargs) if args.model_kwargs else {})
+    model = make_word_lstm(len(vocab), name=spec.slug, **kw)
+    lr = args.learning_rate or spec.learning_rate
+    optimizer = keras.optimizers.AdamW(lr, weight_decay=1e-4, clipnorm=1.0)
+    model.compile(optimizer, "sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+    if args.verbose:
+        model.summary()
+
+    # Train ---------------------------------------------------------------------------------
+    callbacks, paths = fit.standard_callbacks(spec.slug, args.resume, args.patience, "val_loss", "min",
+                                              args.verbose)
+    callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, args.patience // 3),
+                                                       verbose=args.verbose))
+    t0 = time.perf_counter()
+    model.fit(xtr, ytr, sample_weight=(ytr != PAD_ID).astype(np.float32),
+              validation_data=(xva, yva, (yva != PAD_ID).astype(np.float32)),
+              epochs=epochs, batch_size=batch, shuffle=True, callbacks=callbacks, verbose=args.verbose)
+    train_seconds = time.perf_counter() - t0
+    if paths["best"].is_file():
+        model.load_weights(paths["best"])
+
+    # Evaluate ------------------------------------------------------------------------------
+    test = lm_metrics(model, xte, yte)
+    val = lm_metrics(model, xva, yva)
+    ids = lambda seqs: [vocab.encode(s) for s in seqs]  # noqa: E731
+    ngram = ngram_baseline(ids(data.train), ids(data.validation), ids(data.test), len(vocab))
+    gain = 1 - test["perplexity"] / ngram["test_perplexity"]
+    print(f"[{spec.slug}] test perplexity {test['perplexity']:.1f} (n-gram {ngram['test_perplexity']:.1f}, "
+          f"{gain:+.1%}), top-1 {test['top1_accuracy']:.3f}, top-5 {test['top5_accuracy']:.3f}", flush=True)
+    history = fit.read_history(paths["history_csv"])
+    seconds = history.pop("seconds", paths["timer"].seconds)
+    unk_rate = float(np.mean(yte[yte != PAD_ID] == 1))
+    metrics = {"test_perplexity": test["perplexity"], "test_top1_accuracy": test["top1_accuracy"],
+               "test_top5_accuracy": test["top5_accuracy"], "test_tokens": test["tokens"],
+               "test_unk_rate": unk_rate,
+               "validation_perplexity": val["perplexity"], "validation_top1_accuracy": val["top1_accuracy"],
+               "ngram": ngram, "perplexity_below_ngram": gain, "goal_perplexity_10pct_below_ngram": gain >= 0.10,
+               # `python -m training evaluate` compares this figure:
+               "test_accuracy": test["top1_accuracy"]}
+
+    card = {
+        "slug": spec.slug,
+        "kind": spec.kind,
+        "task": spec.to_dict(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "architecture": "word_lstm",
+        "model_kwargs": kw,
+        "layers": fit.layer_table(model),
+        "params_total": int(model.count_params()),
+        "optimizer": {"name": "AdamW", "learning_rate": lr, "schedule": "halve on validation plateau",
+                      "weight_decay": 1e-4, "clipnorm": 1.0, "batch_size": batch,
+                      "loss": "sparse categorical cross-entropy over every non-padding position"},
+        "training": {"epochs_requested": epochs, "epochs_run": len(history.get("loss", [])),
+                     "seconds_per_epoch": [round(s, 2) for s in seconds],
+                     "seconds_total": round(train_seconds, 1), "seed": args.seed, "quick": bool(args.quick),
+                     "early_stopping": {"monitor": "val_loss", "patience": args.patience}},
+        "data": {"source": spec.data_source, "path": data.source, "licence": spec.licence,
+                 "counts": {**data.counts, "train": len(data.train), "validation": len(data.validation),
+                            "test": len(data.test), "train_tokens": int((ytr != PAD_ID).sum()),
+                            "test_tokens": test["tokens"]},
+                 "split": "80/10/10 by " + ("headline (deduplicated)" if spec.tokenizer == "words"
+                                            else f"couplet, in runs of {COUPLETS_PER_BLOCK}"),
+                 "tokenizer": spec.tokenizer},
+        "vocabulary": {"file": "vocab.json", "size": len(vocab), "min_count": args.min_count,
+                       "specials": vocab.tokens[:3], "built_from": "training split"},
+        "metrics": metrics,
+        "history": history,
+        "versions": fit.library_versions() | {"nltk": _nltk_version()},
+        "git_commit": fit.git_commit(),
+        "command": fit.command_line(),
+    }
+
+    def write(folder: Path) -> None:
+        model.save(folder / "model.keras")
+        (folder / "vocab.json").write_text(vocab.to_json(), encoding="utf-8")
+        fit.write_card(folder, card)
+        fit.plot_curves(history, folder / "training_curves.png", spec.title_en)
+        if spec.tokenizer == "syllables":  # the meter rates need the saved model: generate from it
+            card["metrics"]["meter"] = meter_rates(folder, spec, data, args.seed,
+                                                   20 if args.quick else METER_COUPLETS)
+            fit.write_card(folder, card)
+
+    out = fit.save_atomically(models_dir, spec.slug, write)
+    fit.finish_run(paths)
+    if "meter" in card["metrics"]:
+        print(f"[{spec.slug}] meter: " + json.dumps({k: v for k, v in card["metrics"]["meter"].items()
+                                                     if k != "sampling"}, ensure_ascii=False), flush=True)
+    print(f"[{spec.slug}] saved {out}", flush=True)
+    return out
+
+
+def _nltk_version() -> str:
+    try:
+        import nltk
+
+        return nltk.__version__
+    except ImportError:
+        return "not installed"
+
+
+def evaluate_text_task(spec: TaskSpec, data_arg, models_dir: Path) -> dict:
+    """Recompute the shipped model's test metrics from the data; compare with its card."""
+    import keras
+
+    folder = Path(models_dir) / spec.slug
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    vocab = Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8"))
+    model = keras.saving.load_model(folder / "model.keras", compile=False)
+    training = card.get("training", {})
+    data = load_text_data(spec, data_arg, training.get("seed", 42), training.get("quick", False))
+    x, y = to_arrays(data.test, vocab)
+    m = lm_metrics(model, x, y)
+    cm = card["metrics"]
+    return {"slug": spec.slug, "card_accuracy": cm["test_top1_accuracy"], "measured_accuracy": m["top1_accuracy"],
+            "difference": m["top1_accuracy"] - cm["test_top1_accuracy"],
+            "card_perplexity": cm["test_perplexity"], "measured_perplexity": m["perplexity"],
+            "measured_top5_accuracy": m["top5_accuracy"], "test_count": m["tokens"],
+            "card_test_count": cm.get("test_tokens")}
+
+
+def write_tiny_text_model(models_dir: Path, spec: TaskSpec) -> Path:
+    """An untrained tiny model, its vocabulary and a minimal valid card (for tests)."""
+    import keras
+
+    lines = SAMPLE_TEXT[spec.tokenizer].splitlines()
+    seqs = [tokenize_verse(lines)] if spec.tokenizer == "syllables" else [clean_words(h) + [EOL] for h in lines]
+    vocab = Vocabulary.build(seqs, spec.tokenizer, display=display_forms(lines))
+    keras.utils.set_random_seed(0)
+    model = make_word_lstm(len(vocab), name=spec.slug, **TINY_MODEL)
+    card = {"slug": spec.slug, "kind": spec.kind, "task": spec.to_dict(), "architecture": "word_lstm",
+            "model_kwargs": TINY_MODEL, "layers": fit.layer_table(model), "params_total": int(model.count_params()),
+            "vocabulary": {"file": "vocab.json", "size": len(vocab)},
+            "metrics": {"test_perplexity": None, "test_top1_accuracy": None, "test_top5_accuracy": None},
+            "training": {"epochs_run": 0, "quick": True, "untrained": True}, "history": {}}
+
+    def write(folder: Path) -> None:
+        model.save(folder / "model.keras")
+        (folder / "vocab.json").write_text(vocab.to_json(), encoding="utf-8")
+        fit.write_card(folder, card)
+
+    return fit.save_atomically(Path(models_dir), spec.slug, write)
