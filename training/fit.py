@@ -250,13 +250,15 @@ def standard_callbacks(slug: str, resume: bool, patience: int, monitor: str, mod
         for f in (history_csv, best):
             f.unlink(missing_ok=True)
     timer = EpochTimer.make()
+    # The backup goes last: it marks an epoch as done, so the epoch's history row and best
+    # checkpoint must already be on disk when a kill lands just after it.
     callbacks = [
         timer,
-        keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=False),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.ModelCheckpoint(str(best), monitor=monitor, mode=mode, save_best_only=True,
                                         save_weights_only=True, verbose=0),
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, verbose=verbose),
-        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=False),
     ]
     return callbacks, {"backup": backup, "history_csv": history_csv, "best": best, "timer": timer}
 
