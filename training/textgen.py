@@ -32,7 +32,7 @@ import numpy as np
 
 from app.tasks import TaskSpec
 from app.text import (EOL, EOL_ID, PAD_ID, Vocabulary, check_verse, clean_words, couplet_pass_rates,
-                      display_forms, normalize, tokenize_verse)
+                      display_forms, normalize, rhymes, tokenize_verse)
 from training import fit
 from training.data import DataError, resolve
 
@@ -160,6 +160,43 @@ def to_arrays(seqs: list[list[str]], vocab: Vocabulary) -> tuple[np.ndarray, np.
     return x, y
 
 
+def make_batches(ids: list[list[int]], batch: int, seed: int, shuffle: bool):
+    """A Keras PyDataset of (inputs, targets, weights) batches of similar length, each padded only
+    to its own longest sequence (headlines vary from 1 to ~30 words: padding all of them to the
+    longest would triple the work). Reshuffled every epoch when `shuffle`."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.on_epoch_end()
+
+        def on_epoch_end(self):
+            order = self.rng.permutation(len(ids)) if shuffle else np.arange(len(ids))
+            pool = batch * 16
+            chunks = []
+            for s in range(0, len(order), pool):
+                part = sorted(order[s:s + pool], key=lambda i: len(ids[i]))
+                chunks += [part[k:k + batch] for k in range(0, len(part), batch)]
+            self.chunks = [chunks[i] for i in self.rng.permutation(len(chunks))] if shuffle else chunks
+
+        def __len__(self):
+            return len(self.chunks)
+
+        def __getitem__(self, k):
+            rows = [ids[i] for i in self.chunks[k]]
+            width = max(len(r) for r in rows)
+            x = np.zeros((len(rows), width), np.int32)
+            y = np.zeros((len(rows), width), np.int32)
+            for r, seq in enumerate(rows):
+                y[r, :len(seq)] = seq
+                x[r, :len(seq)] = [EOL_ID] + seq[:-1]
+            return x, y, (y != PAD_ID).astype(np.float32)
+
+    return Batches()
+
+
 # ----------------------------------------------------------------------------- model
 def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, dropout: float = 0.4,
                    projection: int = 128, name: str = "word_lstm"):
@@ -210,7 +247,8 @@ class KneserNey:
 
     P(w | c) = max(N(c w) - d, 0) / N(c •) + d · |{w: N(c w) > 0}| / N(c •) · P(w | c[1:]),
     with raw counts N at the highest order, continuation counts (distinct left extensions) at the
-    lower ones, and a context never seen handing all its mass to the shorter one.
+    lower ones, and a context never seen handing all its mass to the shorter one. Equal to nltk's
+    scores (a test checks), then normalised where nltk's padding quirk makes them sum above 1.
     """
 
     def __init__(self, order: int, discount: float, vocab_size: int):
@@ -260,7 +298,9 @@ class KneserNey:
             ids, alpha, gamma = t
             p = gamma * p
             p[ids] += alpha
-        return p
+        # nltk's formula leaves a little extra mass where the pad symbol (here EOL, also a real
+        # token) follows itself; dividing by the total keeps P a distribution (a no-op elsewhere).
+        return p / p.sum()
 
     def metrics(self, seqs: list[list[int]], full: bool = True) -> dict:
         """Perplexity (and, with `full`, top-1/top-5 accuracy) over every token of the sequences."""
@@ -328,7 +368,11 @@ def meter_rates(folder: Path, spec: TaskSpec, data: TextData, seed: int, couplet
         out[name] = rates
     real = check_verse(data.all_lines)
     out["real_poem_all"] = couplet_pass_rates(real)
-    out["real_poem_test_200"] = couplet_pass_rates(check_verse(data.test_lines[: 2 * couplets]))
+    out["real_poem_first_200"] = couplet_pass_rates(check_verse(data.all_lines[: 2 * couplets]))
+    words = [clean_words(ln) for ln in data.all_lines]
+    sixth = [w[5] for w in words if len(w) >= 6]
+    pairs = np.random.default_rng(seed).integers(0, len(sixth), size=(2, 20000))
+    out["random_syllable_pairs_rhyme"] = float(np.mean([rhymes(sixth[a], sixth[b]) for a, b in pairs.T]))
     out["sampling"] = {"strategy": "top_p", "top_p": 0.9, "temperature": 0.8,
                        "seeds": "first line of test couplets, 10 couplets per seed"}
     return out
@@ -381,9 +425,9 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
     callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, args.patience // 3),
                                                        verbose=args.verbose))
     t0 = time.perf_counter()
-    model.fit(xtr, ytr, sample_weight=(ytr != PAD_ID).astype(np.float32),
-              validation_data=(xva, yva, (yva != PAD_ID).astype(np.float32)),
-              epochs=epochs, batch_size=batch, shuffle=True, callbacks=callbacks, verbose=args.verbose)
+    model.fit(make_batches([vocab.encode(s) for s in data.train], batch, args.seed, True),
+              validation_data=make_batches([vocab.encode(s) for s in data.validation], 256, args.seed, False),
+              epochs=epochs, callbacks=callbacks, verbose=args.verbose)
     train_seconds = time.perf_counter() - t0
     if paths["best"].is_file():
         model.load_weights(paths["best"])

@@ -1,0 +1,171 @@
+"""Generation speed: the project's decoder against the lab's method, in the same run, one CPU core.
+
+    python benchmarks/generation.py [--models-dir models] [--couplets 20] [--repeats 5] [--write]
+
+Measured, for Truyện Kiều:
+- lab: the lab's generator: for every new syllable, `model.predict` over the whole padded window
+  of the text so far, then a scan of the vocabulary to find the word with the predicted id (its
+  own Embedding(10) → LSTM(100) → Dense model; the weights do not change the speed);
+- tf_step: our model stepped one token at a time by a compiled `tf.function` carrying the LSTM
+  state (greedy, no meter);
+- ours: `app.generation.generate` with the lục bát constraints (top-p sampling), the NumPy step.
+With --write the table replaces the generation section of docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+             "TF_NUM_INTEROP_THREADS"):
+    os.environ[_var] = "1"  # one CPU core for every contender
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.generation import generate, load_text_model, validate_request  # noqa: E402
+from app.tasks import KIEU  # noqa: E402
+from app.text import EOL_ID, clean_words  # noqa: E402
+
+SEED = "Trăm năm trong cõi người ta"
+START, END = "<!-- generation:start -->", "<!-- generation:end -->"
+
+
+def lab_method(vocab, n_tokens: int, window: int) -> float:
+    """Syllables per second of the lab's generator (predict over the padded window + scan)."""
+    import keras
+
+    v = len(vocab)
+    model = keras.Sequential([keras.Input((window,), dtype="int32"), keras.layers.Embedding(v, 10),
+                              keras.layers.LSTM(100), keras.layers.Dropout(0.1),
+                              keras.layers.Dense(v, activation="softmax")])
+    word_index = {t: i for i, t in enumerate(vocab.tokens)}
+    text = clean_words(SEED)
+    model.predict(np.zeros((1, window), np.int32), verbose=0)  # warm-up, as a served model would be
+    t0 = time.perf_counter()
+    for _ in range(n_tokens):
+        ids = [word_index.get(w, 1) for w in text][-window:]
+        padded = np.zeros((1, window), np.int32)
+        padded[0, window - len(ids):] = ids  # pad_sequences(..., padding="pre")
+        predicted = int(np.argmax(model.predict(padded, verbose=0)))
+        output = ""
+        for word, index in word_index.items():  # the lab's scan for the predicted id
+            if index == predicted:
+                output = word
+                break
+        text.append(output)
+    return n_tokens / (time.perf_counter() - t0)
+
+
+def tf_step(tm, keras_model, n_tokens: int) -> float:
+    """Syllables per second of a tf.function single step (LSTM state carried), greedy."""
+    import tensorflow as tf
+
+    emb = keras_model.get_layer("embedding")
+    cell = keras_model.get_layer("lstm").cell
+    denses = [lyr for lyr in keras_model.layers if lyr.__class__.__name__ == "Dense"]
+    units = cell.units
+
+    @tf.function(input_signature=[tf.TensorSpec([1], tf.int32), tf.TensorSpec([1, units]), tf.TensorSpec([1, units])])
+    def step(token, h, c):
+        out, (h2, c2) = cell(emb(token), [h, c])
+        for d in denses:
+            out = d(out)
+        return out, h2, c2
+
+    h = tf.zeros([1, units])
+    c = tf.zeros([1, units])
+    token = tf.constant([EOL_ID], tf.int32)
+    step(token, h, c)  # trace
+    t0 = time.perf_counter()
+    for _ in range(n_tokens):
+        probs, h, c = step(token, h, c)
+        token = tf.reshape(tf.cast(tf.argmax(probs, axis=-1), tf.int32), [1])
+    return n_tokens / (time.perf_counter() - t0)
+
+
+def ours(tm, couplets: int, repeats: int, strategy: str = "top_p") -> tuple[float, float]:
+    """Syllables per second of constrained lục bát generation, and the share of passing couplets."""
+    tokens, seconds, ok, lines = 0, 0.0, 0, 0
+    for r in range(repeats):
+        res = generate(tm, validate_request(KIEU, {"seed": SEED, "length": couplets, "strategy": strategy,
+                                                   "random_seed": r}))
+        tokens += res["tokens"]
+        seconds += res["seconds"]
+        ok += sum(c["ok"] for c in res["checks"])
+        lines += len(res["checks"])
+    return tokens / seconds, ok / lines
+
+
+def main(argv=None) -> int:
+    """Run the benchmark, print the table, optionally write it into docs/BENCHMARKS.md."""
+    import keras
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models-dir", default=str(ROOT / "models"))
+    p.add_argument("--couplets", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--lab-tokens", type=int, default=60)
+    p.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
+    args = p.parse_args(argv)
+    folder = Path(args.models_dir) / "kieu"
+    if not (folder / "model.keras").is_file():
+        from training.textgen import write_tiny_text_model
+
+        folder = write_tiny_text_model(Path(tempfile.mkdtemp()), KIEU)
+        print("no trained Kiều model: using an untrained tiny one", file=sys.stderr)
+    tm = load_text_model(folder, KIEU)
+    keras_model = keras.saving.load_model(folder / "model.keras", compile=False)
+    window = 24  # a couplet and a bit: the lab pads every input to the longest sequence
+    lab = lab_method(tm.vocab, args.lab_tokens, window)
+    tfs = tf_step(tm, keras_model, 300)
+    fast, pass_rate = ours(tm, args.couplets, args.repeats)
+    fast_beam, _ = ours(tm, args.couplets, 1, "beam")
+    rows = [
+        ("lab: predict over padded window + vocabulary scan, greedy", lab, 1.0),
+        ("tf.function single step, LSTM state carried, greedy", tfs, tfs / lab),
+        ("ours: NumPy step, lục bát masks, top-p sampling", fast, fast / lab),
+        ("ours: NumPy step, lục bát masks, beam search (width 4)", fast_beam, fast_beam / lab),
+    ]
+    cpu = platform.processor() or platform.machine()
+    lines = [START, "## Text generation speed (benchmarks/generation.py)", "",
+             f"Measured {dt.date.today().isoformat()} on one CPU core ({cpu}; thread pools set to 1) while "
+             "other training jobs shared the machine, so absolute numbers are noisy; the ratios come from "
+             f"the same run. Model: `{folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else 'tiny untrained'}`"
+             f" (vocabulary {len(tm.vocab)}, LSTM {tm.units}). Seed \"{SEED}\", {args.couplets} couplets × "
+             f"{args.repeats} runs; the lab's method timed over {args.lab_tokens} syllables with a {window}-token window.",
+             "", "| method | syllables/s | × lab |", "| --- | ---: | ---: |"]
+    lines += [f"| {name} | {speed:,.0f} | {ratio:,.0f}× |" for name, speed, ratio in rows]
+    goal = fast >= 2000 and fast / lab >= 100
+    lines += ["", f"Constrained output: {pass_rate:.1%} of generated lines pass the checker. Goal ≥ 2,000 "
+              f"syllables/s and ≥ 100× the lab: {'met' if goal else 'NOT met'}.", END]
+    table = "\n".join(lines)
+    print(table)
+    if args.write:
+        doc = ROOT / "docs" / "BENCHMARKS.md"
+        text = doc.read_text(encoding="utf-8") if doc.is_file() else "# Benchmarks\n"
+        if START in text and END in text:
+            text = text[: text.index(START)] + table + text[text.index(END) + len(END):]
+        else:
+            text = text.rstrip("\n") + "\n\n" + table + "\n"
+        doc.parent.mkdir(exist_ok=True)
+        doc.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""training.textgen: the Kneser-Ney baseline, a tiny trained verse model, the --quick run."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from app.config import default_data_dir
+from app.generation import generate, load_text_model, validate_request
+from app.tasks import KIEU, NYT_HEADLINES
+from app.text import EOL, PAD_ID, Vocabulary, check_verse, display_forms, tokenize_verse
+from training import fit
+from training import textgen
+from training.__main__ import main as cli
+
+LINES = textgen.SAMPLE_TEXT["syllables"].splitlines()
+
+
+@pytest.fixture(autouse=True)
+def private_runs(tmp_path, monkeypatch):
+    """Checkpoints and logs go to tmp_path, never to the project's runs/."""
+    monkeypatch.setattr(fit, "RUNS_DIR", tmp_path / "runs")
+
+
+def test_kneser_ney_equals_nltk():
+    from nltk.lm import KneserNeyInterpolated
+    from nltk.util import everygrams
+
+    seqs = [tokenize_verse(LINES[i:i + 4]) for i in range(0, len(LINES), 4)]
+    vocab = Vocabulary.build(seqs, "syllables")
+    for order in (2, 3):
+        padded = [[EOL] * (order - 1) + s for s in seqs]
+        ref = KneserNeyInterpolated(order, discount=0.75)
+        ref.fit([list(everygrams(p, max_len=order)) for p in padded], [t for p in padded for t in p])
+        mine = textgen.KneserNey(order, 0.75, len(vocab)).fit([vocab.encode(s) for s in seqs])
+        p = padded[1]
+        for i in range(len(seqs[1])):
+            ctx = p[i:i + order - 1]
+            dist = mine.distribution(tuple(vocab.encode(ctx)))
+            assert dist.sum() == pytest.approx(1.0)
+            want = np.array([ref.score(w, ctx) for w in vocab.tokens[2:]])
+            np.testing.assert_allclose(dist[2:], want / want.sum(), atol=1e-12)
+            if ctx[-1] != EOL:  # elsewhere nltk's scores already sum to one: equal as they are
+                np.testing.assert_allclose(dist[2:], want, atol=1e-12)
+
+
+def test_kneser_ney_metrics_are_consistent():
+    seqs = [[3, 4, 5, 2], [3, 5, 4, 2], [4, 4, 3, 2]]
+    m = textgen.KneserNey(2, 0.75, 6).fit(seqs).metrics(seqs)
+    assert 1 < m["perplexity"] < 6 and 0 <= m["top1_accuracy"] <= m["top5_accuracy"] <= 1 and m["tokens"] == 12
+
+
+def test_arrays_shift_targets_by_one():
+    vocab = Vocabulary.build([["a", "b", EOL]], "words")
+    x, y = textgen.to_arrays([["a", "b", EOL], ["b", EOL]], vocab)
+    assert x[0].tolist() == [2, vocab.index["a"], vocab.index["b"]]
+    assert y[0].tolist() == vocab.encode(["a", "b", EOL]) and y[1, 2] == PAD_ID
+
+
+@pytest.fixture(scope="module")
+def trained_tiny_kieu(tmp_path_factory):
+    """A tiny verse model trained a few epochs on the opening lines (no data set needed)."""
+    import keras
+
+    seqs = [tokenize_verse(LINES[i:i + 4]) for i in range(0, len(LINES), 2)]
+    vocab = Vocabulary.build(seqs, "syllables", display=display_forms(LINES))
+    x, y = textgen.to_arrays(seqs, vocab)
+    x, y = np.tile(x, (40, 1)), np.tile(y, (40, 1))  # few long epochs: Keras' per-epoch overhead dominates
+    keras.utils.set_random_seed(0)
+    model = textgen.make_word_lstm(len(vocab), embedding=16, units=32, dropout=0.0, projection=0)
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    model.fit(x, y, sample_weight=(y != PAD_ID).astype("float32"), epochs=4, batch_size=8, verbose=0)
+    folder = tmp_path_factory.mktemp("kieu_tiny")
+    model.save(folder / "model.keras")
+    (folder / "vocab.json").write_text(vocab.to_json(), encoding="utf-8")
+    return load_text_model(folder, KIEU)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "top_p", "beam"])
+def test_constrained_decoding_on_a_trained_model_keeps_the_meter(trained_tiny_kieu, strategy):
+    for rs in range(3):
+        r = generate(trained_tiny_kieu, validate_request(KIEU, {
+            "seed": "Trải qua một cuộc bể dâu", "length": 3, "strategy": strategy, "random_seed": rs}))
+        assert len(r["lines"]) == 8
+        checks = check_verse(r["lines"])
+        assert all(c["ok"] for c in checks), r["text"]
+        assert [len(x.split()) for x in r["lines"]] == [6, 8] * 4
+
+
+def test_trained_model_learns_something(trained_tiny_kieu):
+    r = generate(trained_tiny_kieu, validate_request(KIEU, {"seed": "Trăm năm trong cõi người ta", "length": 1,
+                                                            "strategy": "greedy", "meter": False}))
+    assert r["lines"][1] == "Chữ tài chữ mệnh khéo là ghét nhau"  # memorised from training
+
+
+def _data_or_skip(spec):
+    path = default_data_dir() / spec.data_path
+    if not path.exists():
+        pytest.skip(f"no data at {path}")
+
+
+@pytest.mark.parametrize("spec", [KIEU, NYT_HEADLINES], ids=lambda s: s.slug)
+def test_quick_run_writes_a_loadable_model_vocabulary_and_card(spec, tmp_path):
+    _data_or_skip(spec)
+    models = tmp_path / "models"
+    assert cli([spec.slug, "--quick", "--verbose", "0", "--models-dir", str(models)]) == 0
+    folder = models / spec.slug
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    assert card["slug"] == spec.slug and card["kind"] == "text" and card["task"]["tokenizer"] == spec.tokenizer
+    m = card["metrics"]
+    assert math.isfinite(m["test_perplexity"]) and m["ngram"]["test_perplexity"] > 1
+    assert 0 <= m["test_top1_accuracy"] <= m["test_top5_accuracy"] <= 1
+    assert card["vocabulary"]["size"] == len(Vocabulary.from_json((folder / "vocab.json").read_text("utf-8")))
+    assert (folder / "training_curves.png").is_file() and card["layers"] and card["params_total"] > 0
+    tm = load_text_model(folder, spec)
+    out = generate(tm, validate_request(spec, {"seed": "Trăm năm", "length": 1, "random_seed": 0}))
+    assert out["tokens"] > 0
+    if spec is KIEU:
+        meter = m["meter"]
+        assert meter["constrained"]["length"] == 1.0 and meter["constrained"]["tone"] == 1.0
+        assert set(meter) >= {"unconstrained", "real_poem_all", "real_poem_first_200"}
+    assert cli(["evaluate", spec.slug, "--models-dir", str(models)]) == 0
