@@ -1,0 +1,218 @@
+"""Issue 6, bad input: every awkward upload and text request gets a clear 4xx or the right answer.
+
+Function level first (app.imaging, app.generation, no Flask), then the same cases through the
+Flask test client, in both languages: never a 500, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import bad_uploads as bu
+from app.errors import InvalidInput
+from app.generation import MAX_SEED_CHARS, generate, load_text_model, validate_request
+from app.imaging import bytes_to_array, decode_image
+from app.tasks import BUILTIN_TASKS, IMAGE, KIEU, NYT_HEADLINES, TEXT
+
+IMAGE_SPECS = [s for s in BUILTIN_TASKS.values() if s.kind == IMAGE]
+TEXT_SPECS = [s for s in BUILTIN_TASKS.values() if s.kind == TEXT]
+COLOUR_SPECS = [s for s in IMAGE_SPECS if s.preprocess == "plain"]
+DRAWING_SPECS = [s for s in IMAGE_SPECS if s.preprocess != "plain"]
+REFUSED = bu.refused_uploads()
+
+
+def assert_bilingual(err: InvalidInput, status: int) -> None:
+    """A refusal a person can act on, in English and in Vietnamese."""
+    assert err.status == status
+    assert err.en.strip() and err.vi.strip() and err.en != err.vi
+    assert "Traceback" not in err.en and "Traceback" not in err.vi
+
+
+# ----------------------------------------------------------------------------- uploads, refused
+@pytest.mark.parametrize("spec", IMAGE_SPECS, ids=lambda s: s.slug)
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_refused_upload_raises_invalid_input(case, spec):
+    data, _, status = REFUSED[case]
+    with pytest.raises(InvalidInput) as info:
+        bytes_to_array(data, spec)
+    assert_bilingual(info.value, status)
+
+
+def test_fifty_megabytes_of_garbage_is_refused_not_crashed():
+    # Over HTTP MAX_CONTENT_LENGTH answers 413 first; the function alone must still refuse it cleanly.
+    with pytest.raises(InvalidInput) as info:
+        decode_image(b"\x89PNG\r\n\x1a\n" + bytes(50 * 1024 * 1024))
+    assert_bilingual(info.value, 400)
+
+
+def test_bomb_is_an_error_not_a_warning(recwarn):
+    with pytest.raises(InvalidInput):
+        decode_image(bu.png_just_over_limit())
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+# ----------------------------------------------------------------------------- uploads, odd but valid
+def test_animated_gif_gives_its_first_frame():
+    data, first = bu.animated_gif()
+    np.testing.assert_array_equal(np.asarray(decode_image(data).convert("RGB")), first)
+    spec = BUILTIN_TASKS["cifar10"]
+    png_of_first = bu.encode(Image.fromarray(first), "PNG")
+    np.testing.assert_array_equal(bytes_to_array(data, spec), bytes_to_array(png_of_first, spec))
+
+
+def test_cmyk_jpeg_keeps_its_colours():
+    arr = np.asarray(decode_image(bu.cmyk_jpeg()), dtype=np.int16)
+    assert arr.shape == (32, 32, 3)
+    left, right = arr[:, 2:14].reshape(-1, 3).mean(0), arr[:, 18:30].reshape(-1, 3).mean(0)
+    assert left[0] > 200 and left[1] < 60 and left[2] < 60  # red stays red (not inverted)
+    assert right[2] > 200 and right[0] < 60 and right[1] < 60  # blue stays blue
+
+
+def test_sixteen_bit_png_keeps_the_full_ramp():
+    img = decode_image(bu.png16())
+    assert img.mode == "L"
+    row = np.asarray(img)[0].astype(int)
+    assert row[0] <= 1 and row[-1] >= 254  # scaled from 0–65535, not clipped at 255
+    assert np.all(np.diff(row) >= 0)
+
+
+def test_palette_png_transparency_becomes_white():
+    arr = np.asarray(decode_image(bu.palette_transparent()).convert("RGB"))
+    assert (arr[0, 0] == 255).all() and (arr[16, 16] == 0).all()
+    digit = bytes_to_array(bu.palette_transparent(), BUILTIN_TASKS["mnist"])
+    assert digit.max() > 200 and digit[0, 0, 0] == 0  # dark square read as ink on a light page
+
+
+@pytest.mark.parametrize("spec", COLOUR_SPECS, ids=lambda s: s.slug)
+@pytest.mark.parametrize("size", [(1, 1), (10, 10000), (10000, 10)], ids=["1x1", "10000x10", "10x10000"])
+def test_extreme_sizes_give_the_model_input(spec, size):
+    h, w = size
+    arr = bytes_to_array(bu.encode(bu.noise_rgb(h, w), "PNG"), spec)
+    assert arr.shape == spec.input_shape and arr.dtype == np.uint8
+
+
+@pytest.mark.parametrize("spec", DRAWING_SPECS, ids=lambda s: s.slug)
+@pytest.mark.parametrize("size", [(10, 10000), (10000, 10)], ids=["10000x10", "10x10000"])
+def test_extreme_drawings_give_the_model_input(spec, size):
+    arr = bytes_to_array(bu.encode(bu.digit_like(*size), "PNG"), spec)
+    assert arr.shape == spec.input_shape and arr.max() > 100  # the stroke survives
+
+
+@pytest.mark.parametrize("spec", DRAWING_SPECS, ids=lambda s: s.slug)
+def test_one_pixel_drawing_is_blank(spec):
+    with pytest.raises(InvalidInput) as info:
+        bytes_to_array(bu.encode(Image.new("L", (1, 1), 255), "PNG"), spec)
+    assert_bilingual(info.value, 400)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(orientation, fmt):
+    upright = bu.asymmetric()
+    got = np.asarray(decode_image(bu.with_orientation(upright, orientation, fmt)).convert("RGB"), dtype=np.int16)
+    assert got.shape == upright.shape
+    # Of the eight ways to lay the picture down, the upright one must be by far the closest.
+    img = Image.fromarray(upright)
+    candidates = {o: np.asarray(img if m is None else img.transpose(m), dtype=np.int16)
+                  for o, m in bu.ORIENTATION_TO_UPRIGHT.items()}
+    errors = {o: np.abs(c - got).mean() for o, c in candidates.items() if c.shape == got.shape}
+    assert min(errors, key=errors.get) == 1
+    assert errors[1] < (0.5 if fmt == "PNG" else 8.0)
+
+
+# ----------------------------------------------------------------------------- text requests
+@pytest.fixture(scope="module")
+def text_models(tmp_path_factory):
+    from training.textgen import write_tiny_text_model
+
+    d = tmp_path_factory.mktemp("textmodels")
+    return {spec.slug: load_text_model(write_tiny_text_model(d, spec), spec) for spec in TEXT_SPECS}
+
+
+BAD_TEXT = {
+    "no seed": {},
+    "empty seed": {"seed": ""},
+    "blank seed": {"seed": " \t\n "},
+    "only punctuation": {"seed": "?!… — «»,.;:"},
+    "only emoji": {"seed": "😀🎉🇻🇳"},
+    "10,000 characters": {"seed": "chữ " * 2500},
+    "seed is a number": {"seed": 42},
+    "seed is a list": {"seed": ["a", "b"]},
+    "length 0": {"seed": "ok", "length": 0},
+    "length too big": {"seed": "ok", "length": 10_000},
+    "length negative": {"seed": "ok", "length": -3},
+    "length text": {"seed": "ok", "length": "many"},
+    "length fraction": {"seed": "ok", "length": 2.5},
+    "length list": {"seed": "ok", "length": [3]},
+    "length bool": {"seed": "ok", "length": True},
+    "strategy unknown": {"seed": "ok", "strategy": "magic"},
+    "strategy number": {"seed": "ok", "strategy": 3},
+    "temperature 0": {"seed": "ok", "temperature": 0},
+    "temperature too high": {"seed": "ok", "temperature": 1e9},
+    "temperature nan": {"seed": "ok", "temperature": "nan"},
+    "temperature inf": {"seed": "ok", "temperature": float("inf")},
+    "temperature dict": {"seed": "ok", "temperature": {"x": 1}},
+    "top_k 0": {"seed": "ok", "top_k": 0},
+    "top_k too big": {"seed": "ok", "top_k": 10**9},
+    "top_k text": {"seed": "ok", "top_k": "ten"},
+    "top_p 0": {"seed": "ok", "top_p": 0},
+    "top_p above 1": {"seed": "ok", "top_p": 1.5},
+    "top_p text": {"seed": "ok", "top_p": "most"},
+    "beam_width 0": {"seed": "ok", "beam_width": 0},
+    "beam_width too big": {"seed": "ok", "beam_width": 1000},
+    "random_seed negative": {"seed": "ok", "random_seed": -1},
+    "random_seed too big": {"seed": "ok", "random_seed": 2**64},
+    "random_seed text": {"seed": "ok", "random_seed": "abc"},
+}
+
+
+def test_ten_thousand_characters_is_over_the_limit():
+    assert len(BAD_TEXT["10,000 characters"]["seed"]) == 10_000 > MAX_SEED_CHARS
+
+
+@pytest.mark.parametrize("spec", TEXT_SPECS, ids=lambda s: s.slug)
+@pytest.mark.parametrize("case", sorted(BAD_TEXT))
+def test_bad_text_request_raises_invalid_input(case, spec):
+    with pytest.raises(InvalidInput) as info:
+        validate_request(spec, BAD_TEXT[case])
+    assert_bilingual(info.value, 400)
+
+
+@pytest.mark.parametrize("body", [None, [], "seed", 3, ["seed", "ok"]])
+def test_request_that_is_not_an_object(body):
+    with pytest.raises(InvalidInput) as info:
+        validate_request(NYT_HEADLINES, body)
+    assert_bilingual(info.value, 400)
+
+
+ODD_SEEDS = {
+    "unknown words": "zxqv blorptastic quuxify",
+    "NFD Vietnamese": unicodedata.normalize("NFD", "Trăm năm trong cõi người ta"),
+    "control characters": "trăm\x00năm\x07 trong\x1b cõi\u200b người",
+    "emoji between words": "trăm 😀 năm 🎉 trong",
+    "right-to-left mark": "\u202etrăm năm",
+    "one letter": "a",
+}
+
+
+@pytest.mark.parametrize("spec", TEXT_SPECS, ids=lambda s: s.slug)
+@pytest.mark.parametrize("case", sorted(ODD_SEEDS))
+def test_odd_seed_generates_the_requested_length(case, spec, text_models):
+    req = validate_request(spec, {"seed": ODD_SEEDS[case], "length": 2, "random_seed": 3})
+    out = generate(text_models[spec.slug], req)
+    assert isinstance(out["text"], str) and out["text"].strip()
+    if spec.tokenizer == "words":
+        assert out["tokens"] == 2
+    else:
+        assert all(check["length_ok"] for check in out["checks"])
+
+
+def test_nfd_seed_equals_nfc_seed(text_models):
+    nfc = "Trăm năm trong cõi người ta"
+    results = [generate(text_models["kieu"], validate_request(KIEU, {"seed": s, "length": 1, "random_seed": 7}))
+               for s in (nfc, unicodedata.normalize("NFD", nfc))]
+    assert results[0]["text"] == results[1]["text"]
