@@ -9,6 +9,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -77,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # save_atomically has already removed the half-written folder; the model in place is intact.
+        print(f"error: the disk is full ({exc}); nothing was replaced. Free some space and rerun "
+              f"with --resume to continue from the last epoch.", file=sys.stderr)
+        return 1
 
 
 def evaluate(rest: list[str]) -> int:
