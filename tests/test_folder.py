@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from app.config import MODELS_DIR, default_data_dir
 from app.imaging import bytes_to_array
 from app.tasks import BUILTIN_TASKS, discover_tasks, get_task
 from training import fit
@@ -239,16 +238,26 @@ def test_builtin_slug_keeps_its_served_input(shapes_dir, capsys):
 
 
 def test_created_app_serves_folder_task(shapes_dir, tmp_path):
+    """The trained folder is served by the app factory with no other change: listed with its
+    classes, and an upload is classified into one of them."""
     create_app = getattr(pytest.importorskip("app"), "create_app", None)
     if create_app is None:
         pytest.skip("app.create_app is not written yet")
     models = tmp_path / "models"
     assert train_folder(shapes_dir, models, "shapes") == 0
-    app = create_app({"TESTING": True, "MODELS_DIR": str(models)})
-    client = app.test_client()
-    page = client.get("/tasks/shapes")
-    assert page.status_code == 200
-    assert "triangle" in page.get_data(as_text=True)
+    client = create_app({"TESTING": True, "MODELS_DIR": str(models)}).test_client()
+    listed = {t["slug"]: t for t in client.get("/api/v1/tasks").get_json()["tasks"]}
+    assert [c["en"] for c in listed["shapes"]["classes"]] == sorted(SHAPES)
+    assert listed["shapes"]["input_shape"] == [16, 16, 3]
+    upload = jpeg_bytes(shape_image("triangle", np.random.default_rng(3)))
+    answer = client.post("/api/v1/tasks/shapes/predict?lang=en",
+                         data={"file": (io.BytesIO(upload), "t.jpg")}, content_type="multipart/form-data")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    body = answer.get_json()
+    assert body["prediction"]["label_en"] in SHAPES and body["input_shape"] == [16, 16, 3]
+    bad = client.post("/api/v1/tasks/shapes/predict", data={"file": (io.BytesIO(b"text"), "t.jpg")},
+                      content_type="multipart/form-data")
+    assert bad.status_code == 400
 
 
 # ----------------------------------------------------------------------------- refusals
@@ -306,16 +315,8 @@ def test_missing_folder_is_a_data_error():
 # ----------------------------------------------------------------------------- shipped models
 @pytest.mark.slow
 @pytest.mark.parametrize("slug", ["cats_dogs", "faces_gender"])
-def test_evaluate_reproduces_shipped_card(slug):
+def test_evaluate_reproduces_shipped_card(slug, shipped_evaluation):
     """The shipped model's card accuracy, recomputed from ../shared/data (2.5k test images)."""
-    from training.images import evaluate_image_task
-
-    spec = BUILTIN_TASKS[slug]
-    data_file = default_data_dir() / spec.data_path
-    if not data_file.is_file():
-        pytest.skip(f"no data at {data_file}")
-    if not (MODELS_DIR / slug / "card.json").is_file():
-        pytest.skip(f"{slug} model not trained yet")
-    result = evaluate_image_task(spec, str(default_data_dir()), MODELS_DIR)
+    result = shipped_evaluation(slug)
     assert result["test_count"] == result["card_test_count"]
     assert abs(result["difference"]) <= 0.002

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.config import MODELS_DIR, ROOT, default_data_dir
+from app.config import ROOT
 from app.imaging import bytes_to_array
 from app.tasks import BUILTIN_TASKS
 from training import data as data_module
@@ -339,16 +339,8 @@ def test_killed_run_leaves_old_model_and_resume_continues(tmp_path):
 # ----------------------------------------------------------------------------- shipped models
 @pytest.mark.slow
 @pytest.mark.parametrize("slug", ["mnist", "fashion_mnist", "cifar10"])
-def test_evaluate_reproduces_shipped_card(slug):
+def test_evaluate_reproduces_shipped_card(slug, shipped_evaluation):
     """`python -m training evaluate <slug>` on the full official test set, against the card."""
-    from training.images import evaluate_image_task
-
-    spec = BUILTIN_TASKS[slug]
-    data_file = default_data_dir() / spec.data_path
-    if not data_file.is_file():
-        pytest.skip(f"no data at {data_file}")
-    if not (MODELS_DIR / slug / "card.json").is_file():
-        pytest.skip(f"{slug} model not trained yet")
-    result = evaluate_image_task(spec, str(default_data_dir()), MODELS_DIR)
+    result = shipped_evaluation(slug)
     assert result["test_count"] == result["card_test_count"]
     assert abs(result["difference"]) <= 0.002
