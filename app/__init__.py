@@ -1,0 +1,31 @@
+"""LSTM Lab web app: `create_app` builds everything from configuration (see STYLE.md)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask
+
+from app.config import ROOT, Config
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """The app: defaults, then FLASK_* environment variables, then `test_config`; models loaded."""
+    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app.config.from_object(Config)
+    app.config.from_prefixed_env()
+    if test_config:
+        app.config.update(test_config)
+    app.config["MODELS_DIR"] = str(Path(app.config["MODELS_DIR"]))
+    if not app.debug and not app.testing:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from app import i18n, modelstore
+    from app.views import api, errors, pages
+
+    i18n.init_app(app)
+    modelstore.init_app(app)
+    for module in (pages, api, errors):
+        app.register_blueprint(module.bp)
+    return app

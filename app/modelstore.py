@@ -1,0 +1,189 @@
+"""Load every task's model once, before serving, and keep one compiled predict function per model.
+
+`create_app` calls `init_app`, so each gunicorn worker loads the models after it forks (TensorFlow
+is not fork-safe: no `--preload`). A task whose `card.json` or model is missing or damaged is
+kept as *unavailable* with the command that trains it; the other tasks are served as usual.
+
+Image models: `model.predict` costs tens of milliseconds for one sample (it builds a data
+pipeline per call), so each model gets a `tf.function` with a fixed input signature
+(None, H, W, C) float32, XLA-compiled by default, traced once here with a warm-up call. Text
+models are loaded by `app.generation.load_text_model` (a NumPy step function).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from flask import Flask, current_app
+
+from app.tasks import BUILTIN_TASKS, IMAGE, TEXT, TaskSpec, discover_tasks
+
+try:  # the text engineer's module; the image tasks work without it
+    from app.generation import load_text_model
+except ImportError:  # pragma: no cover - only while app/generation.py is absent
+    load_text_model = None
+
+log = logging.getLogger(__name__)
+
+READY, MISSING, ERROR = "ready", "missing", "error"
+EXTENSION = "modelstore"
+
+
+@dataclass
+class Entry:
+    """One task as served: its spec, card, status and (when ready) its loaded model."""
+
+    spec: TaskSpec
+    status: str = MISSING
+    card: dict | None = None
+    predict: Callable[[np.ndarray], np.ndarray] | None = None  # image tasks
+    text_model: Any = None  # text tasks: app.generation.TextModel
+    error: str = ""
+    load_seconds: float = 0.0
+    plots: list[str] = field(default_factory=list)
+
+    @property
+    def slug(self) -> str:
+        """The task's slug."""
+        return self.spec.slug
+
+    @property
+    def available(self) -> bool:
+        """True when the model is loaded and can answer requests."""
+        return self.status == READY
+
+    @property
+    def command(self) -> str:
+        """The command that (re)trains this task."""
+        card_command = (self.card or {}).get("command")
+        if self.spec.slug not in BUILTIN_TASKS and card_command:
+            return card_command
+        return f"python -m training {self.spec.slug}"
+
+    def metric(self) -> tuple[str, float | None]:
+        """The headline figure for the home page: ("test_accuracy" | "test_perplexity", value)."""
+        metrics = (self.card or {}).get("metrics") or {}
+        key = "test_perplexity" if self.spec.kind == TEXT else "test_accuracy"
+        value = metrics.get(key)
+        return key, value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    def status_dict(self) -> dict:
+        """JSON-ready status (for /readyz and /api/v1/tasks)."""
+        out = {"status": self.status, "kind": self.spec.kind, "load_seconds": round(self.load_seconds, 3)}
+        if not self.available:
+            out["error"] = self.error
+            out["command"] = self.command
+        return out
+
+
+PLOTS = ("training_curves.png", "confusion_matrix.png")
+
+
+class ModelStore:
+    """Every task of `models_dir`, loaded once."""
+
+    def __init__(self, models_dir: Path, jit: bool = True):
+        self.models_dir = Path(models_dir)
+        self.jit = jit
+        self.entries: dict[str, Entry] = {}
+        self.loaded = False
+        self.seconds = 0.0
+
+    def load(self) -> ModelStore:
+        """Load every discovered task; failures are recorded per task, never raised."""
+        t0 = time.perf_counter()
+        for slug, spec in discover_tasks(self.models_dir).items():
+            self.entries[slug] = load_entry(self.models_dir / slug, spec, self.jit)
+        self.seconds = time.perf_counter() - t0
+        self.loaded = True
+        ready = [s for s, e in self.entries.items() if e.available]
+        log.info("models loaded in %.1f s: %s ready, %d unavailable", self.seconds, ready,
+                 len(self.entries) - len(ready))
+        return self
+
+    def get(self, slug: str) -> Entry:
+        """The entry for `slug`; KeyError for an unknown task."""
+        return self.entries[slug]
+
+    def __iter__(self):
+        return iter(self.entries.values())
+
+    def status(self) -> dict:
+        """Loading state and per-task status."""
+        return {"loaded": self.loaded, "seconds": round(self.seconds, 3),
+                "tasks": {slug: e.status_dict() for slug, e in self.entries.items()}}
+
+
+def load_entry(folder: Path, spec: TaskSpec, jit: bool = True) -> Entry:
+    """Load one task folder into an Entry (status MISSING or ERROR instead of raising)."""
+    entry = Entry(spec)
+    t0 = time.perf_counter()
+    card_path, model_path = folder / "card.json", folder / "model.keras"
+    if not card_path.is_file() or not model_path.is_file():
+        entry.error = "model not trained yet" if not model_path.is_file() else "card.json is missing"
+        return entry
+    try:
+        entry.card = json.loads(card_path.read_text(encoding="utf-8"))
+        if not isinstance(entry.card, dict):
+            raise ValueError("card.json is not a JSON object")
+        if spec.kind == IMAGE:
+            entry.predict = compile_predict(_load_keras(model_path), spec, jit)
+        elif spec.kind == TEXT:
+            if load_text_model is None:
+                raise RuntimeError("app.generation is not installed")
+            entry.text_model = load_text_model(folder, spec)
+        else:
+            raise ValueError(f"unknown task kind {spec.kind!r}")
+    except Exception as exc:  # noqa: BLE001 - any failure to load one model must not stop the others
+        log.warning("task %s unavailable: %s: %s", spec.slug, exc.__class__.__name__, exc)
+        entry.status, entry.error = ERROR, f"{exc.__class__.__name__}: {str(exc)[:300]}"
+        entry.predict = entry.text_model = None
+        return entry
+    entry.plots = [p for p in PLOTS if (folder / p).is_file()]
+    entry.status = READY
+    entry.load_seconds = time.perf_counter() - t0
+    return entry
+
+
+def _load_keras(path: Path):
+    import keras
+
+    return keras.saving.load_model(path, compile=False)
+
+
+def compile_predict(model, spec: TaskSpec, jit: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+    """One compiled function (None, H, W, C) float32 -> probabilities, traced and warmed up now."""
+    import tensorflow as tf
+
+    shape = tuple(spec.input_shape)
+    if tuple(model.input_shape[1:]) != shape:
+        raise ValueError(f"model input {model.input_shape[1:]} does not match the task's {shape}")
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *shape), tf.float32)], jit_compile=jit)
+    def forward(x):
+        return model(x, training=False)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return forward(np.asarray(batch, dtype=np.float32)).numpy()
+
+    probs = predict(np.zeros((1, *shape), np.float32))  # trace and compile before the first request
+    if probs.shape != (1, len(spec.classes)):
+        raise ValueError(f"model output {probs.shape[1:]} does not match {len(spec.classes)} classes")
+    return predict
+
+
+def init_app(app: Flask) -> None:
+    """Load the models of `app.config["MODELS_DIR"]` into `app.extensions`."""
+    store = ModelStore(Path(app.config["MODELS_DIR"]), jit=bool(app.config.get("PREDICT_JIT", True)))
+    app.extensions[EXTENSION] = store.load()
+
+
+def get_store() -> ModelStore:
+    """The current app's model store."""
+    return current_app.extensions[EXTENSION]

@@ -1,0 +1,1 @@
+"""One Blueprint `bp` per module: pages (HTML), api (JSON), errors (both)."""

@@ -1,0 +1,117 @@
+"""The JSON API (/api/v1/...) and the health probes (/healthz, /readyz).
+
+Errors are JSON {"error", "error_en", "error_vi", "status"} (see views/errors.py); `?lang=`
+or the language cookie picks the language of "error" and "label".
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
+
+from app.i18n import current_language, invalid
+from app.imaging import bytes_to_array
+from app.inference import TOP_K, classify, png_data_url
+from app.modelstore import Entry, get_store
+from app.tasks import IMAGE, TEXT
+from app.views.pages import find_entry, read_upload
+
+try:  # the text engineer's module; image tasks work without it
+    from app.generation import generate, generate_stream, validate_request
+except ImportError:  # pragma: no cover - only while app/generation.py is absent
+    generate = generate_stream = validate_request = None
+
+bp = Blueprint("api", __name__)
+
+
+def describe(entry: Entry) -> dict:
+    """A task as the API lists it."""
+    spec, lang = entry.spec, current_language()
+    key, value = entry.metric()
+    out = {"slug": spec.slug, "kind": spec.kind, "title": spec.title(lang), "title_en": spec.title_en,
+           "title_vi": spec.title_vi, "summary": spec.summary(lang), **entry.status_dict(),
+           "metric": {"name": key, "value": value},
+           "page": url_for("pages.task", slug=spec.slug, _external=True),
+           "card": url_for("pages.card", slug=spec.slug, _external=True)}
+    if spec.kind == IMAGE:
+        out["input_shape"] = list(spec.input_shape)
+        out["classes"] = [{"en": c.en, "vi": c.vi} for c in spec.classes]
+        out["predict"] = url_for("api.predict", slug=spec.slug, _external=True)
+    else:
+        out["generate"] = url_for("api.generate_text", slug=spec.slug, _external=True)
+    return out
+
+
+@bp.get("/api/v1/tasks")
+def tasks():
+    """Every task with its status (unavailable ones carry the command that trains them)."""
+    return jsonify({"tasks": [describe(e) for e in get_store()]})
+
+
+def ready_entry(slug: str, kind: str) -> Entry:
+    """The loaded task `slug` of `kind`, or a bilingual 404 / 400 / 503."""
+    entry = find_entry(slug)
+    if entry.spec.kind != kind:
+        raise invalid("not_image_task" if kind == IMAGE else "not_text_task", 400, slug=slug)
+    if not entry.available:
+        raise invalid("error_503", 503)
+    return entry
+
+
+@bp.post("/api/v1/tasks/<slug>/predict")
+def predict(slug: str):
+    """Multipart field `file` -> top-k classes with probabilities (`?k=`, `?image=1` for the
+    preprocessed picture as a data URL)."""
+    entry = ready_entry(slug, IMAGE)
+    array = bytes_to_array(read_upload(), entry.spec)
+    k = request.args.get("k", TOP_K, type=int)
+    result = classify(entry.predict, entry.spec, array, k=max(1, min(k, len(entry.spec.classes))))
+    lang = current_language()
+    for item in result["top"]:
+        item["label"] = item["label_vi"] if lang == "vi" else item["label_en"]
+    body = {"task": slug, "prediction": result["top"][0], **result, "input_shape": list(array.shape)}
+    if request.args.get("image") in ("1", "true"):
+        body["image"] = png_data_url(array)
+    return jsonify(body)
+
+
+@bp.post("/api/v1/tasks/<slug>/generate")
+def generate_text(slug: str):
+    """JSON parameters -> generated text as JSON, or as server-sent events with `?stream=1`
+    (or `Accept: text/event-stream`): one `data: {...}` event per token/line, then the summary."""
+    entry = ready_entry(slug, TEXT)
+    params = request.get_json(silent=True)
+    if params is None:
+        if request.form:
+            params = request.form.to_dict()
+        else:
+            raise invalid("bad_json")
+    req = validate_request(entry.spec, params)
+    if request.args.get("stream") in ("1", "true") or request.accept_mimetypes.best == "text/event-stream":
+        return Response(stream_with_context(sse(entry, req)), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return jsonify({"task": slug, **generate(entry.text_model, req)})
+
+
+def sse(entry: Entry, req):
+    """The generation events as server-sent events."""
+    for event in generate_stream(entry.text_model, req):
+        yield "data: " + json.dumps(event, ensure_ascii=False) + "\n\n"
+
+
+@bp.get("/healthz")
+def healthz():
+    """Liveness: the process answers."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    """Readiness: 200 once model loading has finished, with each task's status (ready, missing
+    or error + the command that trains it); 503 while loading."""
+    status = get_store().status()
+    ready = [s for s, t in status["tasks"].items() if t["status"] == "ready"]
+    body = {"ready": status["loaded"], "ready_tasks": ready,
+            "unavailable_tasks": sorted(set(status["tasks"]) - set(ready)), **status}
+    return jsonify(body), 200 if status["loaded"] else 503

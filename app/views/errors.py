@@ -1,0 +1,74 @@
+"""Error pages and JSON errors, in the current language.
+
+Paths under /api/ (and clients that ask for JSON) get {"error", "error_en", "error_vi",
+"status"}; everyone else an HTML page from templates/errors/. `InvalidInput` escaping a view
+gets its own status; HTTP errors (404, 405, 413, 429...) use their code; anything else is a 500
+whose details go to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, current_app, jsonify, make_response, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from app.errors import InvalidInput
+from app.i18n import MESSAGES, current_language
+
+bp = Blueprint("errors", __name__)
+log = logging.getLogger(__name__)
+
+
+def wants_json() -> bool:
+    """JSON for the API and for clients that prefer it over HTML."""
+    if request.path.startswith("/api/") or request.path in ("/healthz", "/readyz"):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+
+
+def respond(status: int, vi: str, en: str):
+    """The error in the form the client wants."""
+    message = vi if current_language() == "vi" else en
+    if wants_json():
+        return make_response(jsonify({"error": message, "error_en": en, "error_vi": vi, "status": status}), status)
+    template = f"errors/{status}.html" if status in (404, 413, 500) else "errors/generic.html"
+    return make_response(render_template(template, status=status, message=message), status)
+
+
+def http_message(status: int) -> tuple[str, str]:
+    """(vi, en) for an HTTP status."""
+    key = f"error_{status}"
+    if key not in MESSAGES:
+        key = "error_500" if status >= 500 else "error_400"
+    vi, en = MESSAGES[key]
+    if status == 413:
+        mb = current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+        vi, en = vi.format(mb=mb), en.format(mb=mb)
+    return vi, en
+
+
+@bp.app_errorhandler(InvalidInput)
+def invalid_input(exc: InvalidInput):
+    """Bad input a person can fix, with its own status."""
+    return respond(exc.status, exc.vi, exc.en)
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(exc: HTTPException):
+    """404, 405, 413, 429... in the current language."""
+    if isinstance(exc, InternalServerError):
+        return server_error(exc)
+    response = respond(exc.code or 500, *http_message(exc.code or 500))
+    if exc.code == 405 and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+@bp.app_errorhandler(InternalServerError)
+def server_error(exc):
+    """Anything unexpected: logged with its traceback, the client sees a plain 500."""
+    original = getattr(exc, "original_exception", None) or exc
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=original)
+    return respond(500, *http_message(500))

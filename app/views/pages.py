@@ -1,0 +1,147 @@
+"""HTML pages: home, one page per task (image upload/drawing or text generation), model cards,
+the API documentation. Every form works without JavaScript; static/js only adds drag-and-drop,
+paste, the drawing canvas and streaming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, abort, render_template, request, send_from_directory
+
+from app.errors import InvalidInput
+from app.i18n import current_language, invalid
+from app.imaging import bytes_to_array
+from app.inference import classify, png_data_url
+from app.modelstore import PLOTS, Entry, get_store
+from app.tasks import IMAGE, TEXT
+
+try:  # the text engineer's module; image tasks work without it
+    from app.generation import DEFAULTS, LIMITS, STRATEGIES, generate, validate_request
+except ImportError:  # pragma: no cover - only while app/generation.py is absent
+    generate = validate_request = None
+    DEFAULTS, LIMITS, STRATEGIES = {}, {}, ()
+
+bp = Blueprint("pages", __name__)
+
+DRAWABLE = ("mnist", "fashion")  # preprocessing recipes for which a drawing canvas makes sense
+
+
+@bp.get("/")
+def home():
+    """One card per task, available or not."""
+    return render_template("home.html", entries=list(get_store()))
+
+
+def find_entry(slug: str) -> Entry:
+    """The task `slug` or a bilingual 404."""
+    try:
+        return get_store().get(slug)
+    except KeyError:
+        raise invalid("unknown_task", 404, slug=slug) from None
+
+
+@bp.route("/tasks/<slug>", methods=["GET", "POST"])
+def task(slug: str):
+    """The task's page: GET shows the form, POST answers it (no JavaScript needed)."""
+    entry = find_entry(slug)
+    if not entry.available:
+        return render_template("unavailable.html", entry=entry), 503
+    if entry.spec.kind == IMAGE:
+        return image_page(entry)
+    return text_page(entry)
+
+
+def image_page(entry: Entry):
+    """Upload (or drawing) -> top class, top-5 bars, the image the LSTM read, model time."""
+    context = {"entry": entry, "drawable": entry.spec.preprocess in DRAWABLE, "result": None, "error": None}
+    status = 200
+    if request.method == "POST":
+        try:
+            array = bytes_to_array(read_upload(), entry.spec)
+            context["result"] = classify(entry.predict, entry.spec, array)
+            context["result"]["image"] = png_data_url(array)
+            context["result"]["shape"] = array.shape
+        except InvalidInput as exc:
+            context["error"], status = exc.message(current_language()), exc.status
+    return render_template("image_task.html", **context), status
+
+
+def read_upload() -> bytes:
+    """The bytes of the form field `file` (an empty picker is "no file", an empty file is decoded
+    and refused by `decode_image`)."""
+    upload = request.files.get("file")
+    if upload is None:
+        raise invalid("no_file")
+    data = upload.read()
+    if not data and not upload.filename:
+        raise invalid("no_file")
+    return data
+
+
+def text_page(entry: Entry):
+    """Seed and decoding options -> the generated text (streamed by JS, whole without it)."""
+    form = dict(DEFAULTS)
+    form.update(request.form.to_dict() if request.method == "POST" else {})
+    lo, hi, default = LIMITS.get(entry.spec.tokenizer, (1, 40, 10)) if LIMITS else (1, 40, 10)
+    form.setdefault("length", default)
+    context = {"entry": entry, "form": form, "strategies": STRATEGIES, "limits": (lo, hi),
+               "result": None, "error": None, "verse": entry.spec.tokenizer == "syllables"}
+    status = 200
+    if request.method == "POST":
+        try:
+            params = request.form.to_dict()
+            if entry.spec.tokenizer == "syllables":
+                params["meter"] = "meter" in request.form
+            context["result"] = generate(entry.text_model, validate_request(entry.spec, params))
+        except InvalidInput as exc:
+            context["error"], status = exc.message(current_language()), exc.status
+    return render_template("text_task.html", **context), status
+
+
+@bp.get("/tasks/<slug>/card")
+def card(slug: str):
+    """The model card: layers, data, metrics, plots, baseline, the command that reproduces it."""
+    entry = find_entry(slug)
+    if entry.card is None:
+        return render_template("unavailable.html", entry=entry), 503
+    return render_template("card.html", entry=entry, card=entry.card, scalars=scalar_metrics(entry.card))
+
+
+@bp.get("/tasks/<slug>/plots/<name>")
+def plot(slug: str, name: str):
+    """Only the two known plot files of a known task (no other path can be reached)."""
+    entry = find_entry(slug)
+    if name not in PLOTS:
+        abort(404)
+    folder = Path(get_store().models_dir) / entry.slug
+    if not (folder / name).is_file():
+        abort(404)
+    return send_from_directory(folder, name, mimetype="image/png", max_age=3600)
+
+
+@bp.get("/docs/api")
+def api_docs():
+    """The JSON API with curl examples for the tasks this server has."""
+    entries = list(get_store())
+    image = next((e for e in entries if e.spec.kind == IMAGE and e.available), None)
+    text = next((e for e in entries if e.spec.kind == TEXT and e.available), None)
+    return render_template("api.html", entries=entries, image=image, text=text,
+                           base=request.host_url.rstrip("/"), strategies=STRATEGIES, limits=LIMITS)
+
+
+def scalar_metrics(card: dict) -> list[tuple[str, object]]:
+    """Every scalar metric of a card, nested ones flattened as 'group.name' (rendered as a table)."""
+    out = []
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, bool) or value is None or isinstance(value, (int, float, str)):
+            out.append((prefix, value))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+
+    skip = {"per_class_accuracy", "confusion_matrix", "accuracy_by_race", "accuracy_by_age"}
+    for key, value in (card.get("metrics") or {}).items():
+        if key not in skip:
+            walk(key, value)
+    return out
