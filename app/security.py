@@ -112,15 +112,18 @@ def csrf_error(exc: CSRFError):
 def init_app(app: Flask) -> None:
     """Install the checks, headers, CSRF protection and rate limiter on `app`."""
     check_startup(app)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    if app.config.get("SESSION_COOKIE_SAMESITE") is None:  # Flask's default is None, not absent
+        app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config.setdefault("WTF_CSRF_ENABLED", not app.testing)
     app.config.setdefault("RATELIMIT_ENABLED", not app.testing)
     app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     app.config.setdefault("RATELIMIT_GENERATE", DEFAULT_GENERATE_LIMIT)
     app.after_request(add_headers)
+    from app.views import api
+
     csrf.init_app(app)
-    csrf.exempt("api")  # the JSON API blueprint, by name: it is registered after this call
+    csrf.exempt(api.bp)
     app.register_error_handler(CSRFError, csrf_error)
     limiter = Limiter(get_remote_address, application_limits=[generate_limit],
                       application_limits_exempt_when=lambda: not is_generate_request())
