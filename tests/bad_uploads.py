@@ -45,7 +45,7 @@ def noise_rgb(h: int = 40, w: int = 40, seed: int = 0) -> Image.Image:
 def digit_like(h: int = 40, w: int = 40) -> Image.Image:
     """Dark ink on white paper: a valid drawing for the MNIST-style tasks."""
     arr = np.full((h, w), 255, np.uint8)
-    arr[h // 4: 3 * h // 4, w // 2 - max(1, w // 10): w // 2 + max(1, w // 10)] = 0
+    arr[h // 3: 2 * h // 3, w // 2 - max(1, w // 5): w // 2 + max(1, w // 5)] = 0
     return Image.fromarray(arr)
 
 

@@ -6,14 +6,17 @@ Flask test client, in both languages: never a 500, never a stack trace.
 
 from __future__ import annotations
 
+import io
 import unicodedata
 
 import numpy as np
 import pytest
+from markupsafe import escape
 from PIL import Image
 
 import bad_uploads as bu
 from app.errors import InvalidInput
+from app.i18n import MESSAGES
 from app.generation import MAX_SEED_CHARS, generate, load_text_model, validate_request
 from app.imaging import bytes_to_array, decode_image
 from app.tasks import BUILTIN_TASKS, IMAGE, KIEU, NYT_HEADLINES, TEXT
@@ -216,3 +219,142 @@ def test_nfd_seed_equals_nfc_seed(text_models):
     results = [generate(text_models["kieu"], validate_request(KIEU, {"seed": s, "length": 1, "random_seed": 7}))
                for s in (nfc, unicodedata.normalize("NFD", nfc))]
     assert results[0]["text"] == results[1]["text"]
+
+
+# ----------------------------------------------------------------------------- through the app
+LANGS = ("vi", "en")
+
+
+def upload(data: bytes, name: str) -> dict:
+    return {"file": (io.BytesIO(data), name)}
+
+
+def expected_message(call, lang: str) -> tuple[int, str]:
+    """The status and message the function itself gives, in `lang`."""
+    with pytest.raises(InvalidInput) as info:
+        call()
+    return info.value.status, info.value.message(lang)
+
+
+def shows(resp, message: str) -> bool:
+    """Whether the JSON error or the HTML page carries `message`."""
+    if resp.is_json:
+        return resp.get_json()["error"] == message
+    return str(escape(message)) in resp.get_data(as_text=True)
+
+
+@pytest.fixture
+def text_client(app, client):
+    from app.modelstore import get_store
+
+    with app.app_context():
+        if not all(get_store().get(s.slug).available for s in TEXT_SPECS):
+            pytest.skip("text models not available")
+    return client
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_refused_upload_through_the_app(client, case, lang):
+    data, name, status = REFUSED[case]
+    want_status, message = expected_message(lambda: bytes_to_array(data, BUILTIN_TASKS["mnist"]), lang)
+    assert want_status == status
+    api = client.post(f"/api/v1/tasks/mnist/predict?lang={lang}", data=upload(data, name))
+    assert api.status_code == status and api.get_json()["error"] == message
+    page = client.post(f"/tasks/mnist?lang={lang}", data=upload(data, name), content_type="multipart/form-data")
+    assert page.status_code == status and str(escape(message)) in page.get_data(as_text=True)
+    assert "Traceback" not in page.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_no_file_and_fifty_megabytes_through_the_app(client, lang):
+    i = LANGS.index(lang)
+    for path in ("/api/v1/tasks/mnist/predict", "/tasks/mnist"):
+        none = client.post(f"{path}?lang={lang}", data={}, content_type="multipart/form-data")
+        assert none.status_code == 400 and shows(none, MESSAGES["no_file"][i])
+        big = client.post(f"{path}?lang={lang}", data=upload(bytes(50 * 1024 * 1024), "huge.png"))
+        mb = client.application.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+        assert big.status_code == 413
+        assert shows(big, MESSAGES["error_413"][i].format(mb=mb))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_odd_but_valid_uploads_through_the_app(client, lang):
+    """The app answers exactly what the function does: the model's answer, or its clear 4xx."""
+    gif, _ = bu.animated_gif()
+    cases = [(gif, "a.gif"), (bu.cmyk_jpeg(), "c.jpg"), (bu.png16(), "d.png"), (bu.palette_transparent(), "p.png"),
+             (bu.with_orientation(bu.asymmetric(), 6, "JPEG"), "e.jpg"), (bu.encode(bu.digit_like(10, 10000), "PNG"), "w.png"),
+             (bu.encode(bu.digit_like(10000, 10), "PNG"), "t.png"), (bu.encode(Image.new("L", (1, 1), 255), "PNG"), "1.png")]
+    digit = bu.digit_like(40, 40)  # the same odd formats carrying a drawing, so they reach the model
+    blank = Image.new("L", (40, 40), 255)
+    cases += [(bu.encode(digit, "GIF", save_all=True, append_images=[blank]), "digit.gif"),
+              (bu.encode(digit.convert("RGB").convert("CMYK"), "JPEG"), "digit-cmyk.jpg"),
+              (bu.encode(Image.fromarray(np.asarray(digit).astype(np.uint16) * 257), "PNG"), "digit16.png")]
+    answered = 0
+    for data, name in cases:
+        resp = client.post(f"/api/v1/tasks/mnist/predict?lang={lang}", data=upload(data, name))
+        try:
+            bytes_to_array(data, BUILTIN_TASKS["mnist"])
+        except InvalidInput as err:
+            assert resp.status_code == err.status and shows(resp, err.message(lang)), name
+            continue
+        assert resp.status_code == 200 and len(resp.get_json()["top"]) >= 1, name
+        answered += 1
+    assert answered >= 6
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_unknown_task_is_404_everywhere(client, lang):
+    for method, path in [("GET", "/tasks/nope"), ("POST", "/tasks/nope"), ("GET", "/tasks/nope/card"),
+                         ("POST", "/api/v1/tasks/nope/predict"), ("POST", "/api/v1/tasks/nope/generate"),
+                         ("GET", "/tasks/..%2F..%2Fetc/card")]:
+        resp = client.open(f"{path}?lang={lang}", method=method, data=upload(bu.encode(bu.noise_rgb(), "PNG"), "x.png"))
+        assert resp.status_code == 404, path
+        assert "Traceback" not in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("spec", TEXT_SPECS, ids=lambda s: s.slug)
+def test_text_generate_route_given_an_image(text_client, spec, lang):
+    png = bu.encode(bu.noise_rgb(), "PNG")
+    api = text_client.post(f"/api/v1/tasks/{spec.slug}/generate?lang={lang}", data=upload(png, "x.png"))
+    assert api.status_code == 400 and api.get_json()["error"] == MESSAGES["bad_json"][LANGS.index(lang)]
+    page = text_client.post(f"/tasks/{spec.slug}?lang={lang}", data=upload(png, "x.png"), content_type="multipart/form-data")
+    assert page.status_code == 400
+    predict = text_client.post(f"/api/v1/tasks/{spec.slug}/predict?lang={lang}", data=upload(png, "x.png"))
+    assert predict.status_code == 400 and predict.get_json()["error"]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("body", ['{"seed": "trăm năm",', "seed=trăm", "[1, 2", "\xff\xfe", "null", "[]", '"seed"'])
+def test_malformed_json(text_client, body, lang):
+    resp = text_client.post(f"/api/v1/tasks/nyt_headlines/generate?lang={lang}", data=body.encode("utf-8", "surrogateescape"),
+                            content_type="application/json")
+    assert resp.status_code == 400 and resp.is_json
+    error = resp.get_json()
+    assert error["error"] == error[f"error_{lang}"] and error["error_en"] != error["error_vi"]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("spec", TEXT_SPECS, ids=lambda s: s.slug)
+def test_bad_text_requests_through_the_api(text_client, spec, lang):
+    for case, params in BAD_TEXT.items():
+        _, message = expected_message(lambda: validate_request(spec, params), lang)
+        resp = text_client.post(f"/api/v1/tasks/{spec.slug}/generate?lang={lang}", json=params)
+        assert resp.status_code == 400 and resp.get_json()["error"] == message, case
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_bad_text_requests_through_the_html_form(text_client, lang):
+    for params in ({"seed": ""}, {"seed": "?!…"}, {"seed": "chữ " * 2500}, {"seed": "ok", "length": "0"},
+                   {"seed": "ok", "temperature": "nan"}, {"seed": "ok", "top_p": "2"}, {"seed": "ok", "strategy": "x"}):
+        _, message = expected_message(lambda: validate_request(NYT_HEADLINES, params), lang)
+        resp = text_client.post(f"/tasks/nyt_headlines?lang={lang}", data=params)
+        assert resp.status_code == 400 and str(escape(message)) in resp.get_data(as_text=True), params
+
+
+@pytest.mark.parametrize("spec", TEXT_SPECS, ids=lambda s: s.slug)
+def test_odd_seeds_through_the_api(text_client, spec):
+    for case, seed in ODD_SEEDS.items():
+        resp = text_client.post(f"/api/v1/tasks/{spec.slug}/generate", json={"seed": seed, "length": 1, "random_seed": 2})
+        assert resp.status_code == 200 and resp.get_json()["text"].strip(), case
