@@ -259,12 +259,12 @@ def folder_spec(args, classes: list[str]) -> TaskSpec:
 
 def main(argv: list[str]) -> int:
     """`python -m training folder ...`; a bad folder or flag raises `DataError` (exit code 2)."""
-    from training.images import train_image_task
-
     args = folder_parser().parse_args(argv)
     check_slug(args.slug)
     classes = list_classes(Path(args.data_dir))
     spec = folder_spec(args, classes)
+    from training.images import train_image_task  # imports Keras: only once the flags are sound
+
     args.data = str(Path(args.data_dir).resolve())
     train_image_task(spec, args, Path(args.models_dir))
     return 0
