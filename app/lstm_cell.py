@@ -75,6 +75,56 @@ def lstm_step(x_proj: np.ndarray, h: np.ndarray, c: np.ndarray, w: LSTMWeights):
     return i, f, g, o, c, h
 
 
+def _half_sigmoid_scale(units: int, dtype) -> np.ndarray:
+    """0.5 on the i, f, o columns, 1 on the candidate's: σ(z) = (tanh(z/2) + 1)/2, so one tanh
+    over the scaled pre-activations gives all four gates."""
+    scale = np.full(4 * units, 0.5, dtype)
+    scale[2 * units:3 * units] = 1.0
+    return scale
+
+
+def _scan(proj: np.ndarray, recurrent: np.ndarray, keep_sequence: bool, record: bool):
+    """The time loop for K independent LSTMs of U units at once (the two directions of a
+    bidirectional layer run side by side: half the Python steps).
+
+    proj (K, B, T, 4U) holds x_t W + b already scaled by `_half_sigmoid_scale`, recurrent
+    (K, U, 4U) the equally scaled U. Returns the last h (K, B, U), every h (K, B, T, U) or None,
+    and with `record` the activated gates (K, B, T, 4U) and cell states (K, B, T, U).
+    """
+    k, batch, steps, four_u = proj.shape
+    n = four_u // 4
+    h = np.zeros((k, batch, n), proj.dtype)
+    c = np.zeros_like(h)
+    hs = np.empty((k, batch, steps, n), proj.dtype) if keep_sequence or record else None
+    acts = np.empty_like(proj) if record else None
+    cs = np.empty((k, batch, steps, n), proj.dtype) if record else None
+    for t in range(steps):
+        a = np.tanh(proj[:, :, t] + h @ recurrent)  # tanh(z/2) for i, f, o; tanh(z) = g
+        gates = 0.5 * a + 0.5  # σ(z) for i, f, o (the candidate's slot is not used)
+        c = gates[..., n:2 * n] * c + gates[..., :n] * a[..., 2 * n:3 * n]
+        h = gates[..., 3 * n:] * np.tanh(c)
+        if hs is not None:
+            hs[:, :, t] = h
+        if record:
+            acts[:, :, t] = gates
+            acts[:, :, t, 2 * n:3 * n] = a[..., 2 * n:3 * n]
+            cs[:, :, t] = c
+    return h, hs, acts, cs
+
+
+def _split_record(acts: np.ndarray, cs: np.ndarray, hs: np.ndarray) -> dict:
+    n = cs.shape[-1]
+    return {"i": acts[..., :n], "f": acts[..., n:2 * n], "g": acts[..., 2 * n:3 * n], "o": acts[..., 3 * n:],
+            "c": cs, "h": hs}
+
+
+def _check(x: np.ndarray, w: LSTMWeights) -> np.ndarray:
+    x = np.asarray(x, dtype=w.kernel.dtype)
+    if x.ndim != 3 or x.shape[-1] != w.kernel.shape[0]:
+        raise ValueError(f"expected (batch, time, {w.kernel.shape[0]}), got shape {x.shape}")
+    return x
+
+
 def lstm_sequence(x: np.ndarray, w: LSTMWeights, return_sequences: bool = False, go_backwards: bool = False,
                   record: bool = False):
     """Run an LSTM over x (batch, T, D) like `keras.layers.LSTM` (default activations, no mask).
@@ -82,28 +132,17 @@ def lstm_sequence(x: np.ndarray, w: LSTMWeights, return_sequences: bool = False,
     Returns the output ((batch, T, U) with `return_sequences`, else the last h (batch, U)) and,
     with `record`, a dict of TRACE_KEYS -> (batch, T, U) arrays in processing order (else None).
     With `go_backwards` the sequence is read from its last step, and, as in Keras, the returned
-    sequence is in that reversed order.
+    sequence is in that reversed order. Each step is `lstm_step`, computed with one tanh.
     """
-    x = np.asarray(x, dtype=w.kernel.dtype)
-    if x.ndim != 3:
-        raise ValueError(f"expected (batch, time, features), got shape {x.shape}")
+    x = _check(x, w)
     if go_backwards:
         x = x[:, ::-1]
-    batch, steps, _ = x.shape
+    scale = _half_sigmoid_scale(w.units, w.kernel.dtype)
     # One matrix product for every step's input projection, then only h @ U inside the loop.
-    proj = x @ w.kernel + w.bias
-    h = np.zeros((batch, w.units), w.kernel.dtype)
-    c = np.zeros_like(h)
-    hs = np.empty((batch, steps, w.units), w.kernel.dtype) if return_sequences or record else None
-    rec = {k: np.empty((batch, steps, w.units), w.kernel.dtype) for k in TRACE_KEYS} if record else None
-    for t in range(steps):
-        i, f, g, o, c, h = lstm_step(proj[:, t], h, c, w)
-        if hs is not None:
-            hs[:, t] = h
-        if rec is not None:
-            for key, value in zip(TRACE_KEYS, (i, f, g, o, c, h)):
-                rec[key][:, t] = value
-    return (hs if return_sequences else h), rec
+    proj = (x @ w.kernel + w.bias) * scale
+    h, hs, acts, cs = _scan(proj[None], (w.recurrent_kernel * scale)[None], return_sequences, record)
+    rec = {k: v[0] for k, v in _split_record(acts, cs, hs).items()} if record else None
+    return (hs[0] if return_sequences else h[0]), rec
 
 
 def bidirectional_sequence(x: np.ndarray, forward: LSTMWeights, backward: LSTMWeights,
@@ -113,14 +152,20 @@ def bidirectional_sequence(x: np.ndarray, forward: LSTMWeights, backward: LSTMWe
     Returns the output (..., 2U) and, with `record`, {"forward": rec, "backward": rec} where the
     backward record is flipped into the input's time order (step t is image row / word t).
     """
-    y, rec_f = lstm_sequence(x, forward, return_sequences, record=record)
-    y_rev, rec_b = lstm_sequence(x, backward, return_sequences, go_backwards=True, record=record)
+    x = _check(x, forward)
+    scale = _half_sigmoid_scale(forward.units, forward.kernel.dtype)
+    proj = np.stack([x @ forward.kernel + forward.bias, (x @ backward.kernel + backward.bias)[:, ::-1]]) * scale
+    recurrent = np.stack([forward.recurrent_kernel, backward.recurrent_kernel]) * scale
+    h, hs, acts, cs = _scan(proj, recurrent, return_sequences, record)
     if return_sequences:
-        y_rev = y_rev[:, ::-1]
-    out = np.concatenate([y, y_rev], axis=-1)
+        out = np.concatenate([hs[0], hs[1][:, ::-1]], axis=-1)
+    else:
+        out = np.concatenate([h[0], h[1]], axis=-1)
     if not record:
         return out, None
-    return out, {"forward": rec_f, "backward": {k: v[:, ::-1] for k, v in rec_b.items()}}
+    rec = _split_record(acts, cs, hs)
+    return out, {"forward": {k: v[0] for k, v in rec.items()},
+                 "backward": {k: v[1][:, ::-1] for k, v in rec.items()}}
 
 
 # ----------------------------------------------------------------------------- the Keras layer

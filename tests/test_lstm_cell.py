@@ -106,3 +106,17 @@ def test_rejects_wrong_shapes():
     w = LSTMWeights.from_list([np.zeros((3, 8)), np.zeros((2, 8)), np.zeros(8)])
     with pytest.raises(ValueError):
         lstm_sequence(np.zeros((5, 3)), w)
+
+
+def test_fast_loop_equals_the_readable_step(x):
+    from app.lstm_cell import lstm_step
+
+    layer = _keras_lstm(x, True, seed=4)
+    w = LSTMWeights.from_list(layer.get_weights())
+    _, rec = lstm_sequence(x, w, return_sequences=True, record=True)
+    h = c = np.zeros((BATCH, UNITS), np.float32)
+    for t in range(STEPS):
+        values = lstm_step(x[:, t] @ w.kernel + w.bias, h, c, w)
+        for key, value in zip(("i", "f", "g", "o", "c", "h"), values):
+            np.testing.assert_allclose(rec[key][:, t], value, atol=1e-6)
+        c, h = values[4], values[5]

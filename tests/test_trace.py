@@ -1,0 +1,110 @@
+"""The trace of a prediction reproduces the model's output and records the gates per time step."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from app.tasks import MNIST  # noqa: E402
+from app.trace import COLUMNS, PATCH_ROWS, ROWS, SHOWN, WORDS, image_tracer, text_tracer, trace_image, trace_tokens  # noqa: E402
+from training.build import make_image_classifier  # noqa: E402
+
+TOL = 1e-5
+SMALL = {"baseline": {}, "rows_cols": {"units": 8}, "renet": {"units": 4, "top_units": 8}}
+
+
+def _randomise(model, seed=0):
+    """Trained-looking weights: random, not the initial zeros/ones (they would hide mistakes)."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(scale=0.3, size=w.shape).astype(np.float32) for w in model.get_weights()])
+    return model
+
+
+@pytest.fixture(scope="module")
+def digit():
+    return np.random.default_rng(1).integers(0, 256, MNIST.input_shape).astype(np.uint8)
+
+
+@pytest.mark.parametrize("architecture", ["baseline", "rows_cols", "renet"])
+def test_image_trace_equals_the_prediction(architecture, digit):
+    keras.utils.set_random_seed(0)
+    model = _randomise(make_image_classifier(MNIST, architecture, **SMALL[architecture]))
+    expected = np.asarray(model(digit[None].astype(np.float32), training=False))[0]
+    trace = trace_image(image_tracer(model, MNIST), digit)
+    np.testing.assert_allclose(trace.output[0], expected, atol=TOL)
+    assert trace.layers, "no recurrent layer was recorded"
+    for lt in trace.layers:
+        assert set(SHOWN) <= set(lt.values)
+        assert all(lt.values[k].shape == (lt.steps, lt.units) for k in SHOWN)
+        assert np.all((lt.values["f"] > 0) & (lt.values["f"] < 1))
+    axes = {lt.name: lt.axis for lt in trace.layers}
+    if architecture == "baseline":
+        assert axes == {"lstm_1": ROWS, "lstm_2": ROWS}
+    elif architecture == "rows_cols":
+        assert axes["rows_bilstm_1"] == ROWS and axes["cols_bilstm_2"] == COLUMNS
+        assert len(trace.layers) == 8  # four BiLSTMs, two directions each
+    else:
+        assert axes == {"read_rows": PATCH_ROWS}
+
+
+def test_backward_record_is_in_time_order(digit):
+    keras.utils.set_random_seed(0)
+    model = _randomise(make_image_classifier(MNIST, "rows_cols", units=8))
+    trace = trace_image(image_tracer(model, MNIST), digit)
+    back = next(lt for lt in trace.layers if lt.name == "rows_bilstm_1" and lt.direction == "backward")
+    fwd = next(lt for lt in trace.layers if lt.name == "rows_bilstm_1" and lt.direction == "forward")
+    # Both directions' hidden states at row t are what the layer outputs at row t.
+    layer_out = keras.Model(model.inputs, model.get_layer("rows_bilstm_1").output)
+    out = np.asarray(layer_out(digit[None].astype(np.float32)))[0]
+    np.testing.assert_allclose(np.concatenate([fwd.values["h"], back.values["h"]], axis=1), out, atol=TOL)
+
+
+def _tiny_text_model(vocab=30):
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(vocab, 6)(tokens)
+    x = keras.layers.LSTM(8, return_sequences=True)(x)
+    x = keras.layers.Dropout(0.2)(x)
+    probs = keras.layers.Dense(vocab, activation="softmax")(x)
+    return _randomise(keras.Model(tokens, probs), seed=2)
+
+
+def test_text_trace_equals_the_prediction():
+    model = _tiny_text_model()
+    ids = [4, 9, 1, 17, 3]
+    expected = np.asarray(model(np.array([ids])))[0]
+    trace = trace_tokens(text_tracer(model), ids)
+    np.testing.assert_allclose(trace.output[0], expected, atol=TOL)
+    (lt,) = trace.layers
+    assert lt.axis == WORDS and lt.steps == len(ids) and lt.units == 8
+
+
+def test_text_engineers_tiny_model(tmp_path):
+    textgen = pytest.importorskip("training.textgen")
+    from app.tasks import NYT_HEADLINES
+    from app.trace import load_tracer
+
+    folder = textgen.write_tiny_text_model(tmp_path, NYT_HEADLINES)
+    model = keras.saving.load_model(folder / "model.keras", compile=False)
+    ids = [3, 4, 5, 6]
+    trace = trace_tokens(load_tracer(folder, NYT_HEADLINES), ids)
+    np.testing.assert_allclose(trace.output[0], np.asarray(model(np.array([ids])))[0], atol=TOL)
+
+
+def test_trace_to_dict_is_json_ready(digit):
+    import json
+
+    keras.utils.set_random_seed(0)
+    trace = trace_image(image_tracer(make_image_classifier(MNIST, "baseline"), MNIST), digit)
+    body = json.loads(json.dumps(trace.to_dict()))
+    assert body["gates"] == list(SHOWN)
+    first = body["layers"][0]
+    assert first["steps"] == MNIST.image_size[0] and len(first["values"]["c"]) == first["steps"]
+    assert len(first["values"]["c"][0]) == first["units"]
+
+
+def test_unsupported_recurrent_layer_is_refused():
+    inputs = keras.Input((5, 3))
+    model = keras.Model(inputs, keras.layers.GRU(4)(inputs))
+    with pytest.raises(ValueError):
+        text_tracer(model)
