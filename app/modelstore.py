@@ -129,9 +129,9 @@ def load_entry(folder: Path, spec: TaskSpec, jit: bool = True) -> Entry:
         entry.error = "model not trained yet" if not model_path.is_file() else "card.json is missing"
         return entry
     try:
-        entry.card = json.loads(card_path.read_text(encoding="utf-8"))
-        if not isinstance(entry.card, dict):
-            raise ValueError("card.json is not a JSON object")
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        check_card(card)
+        entry.card = card  # only a sound card reaches the pages
         if spec.kind == IMAGE:
             entry.predict = compile_predict(_load_keras(model_path), spec, jit)
         elif spec.kind == TEXT:
@@ -149,6 +149,27 @@ def load_entry(folder: Path, spec: TaskSpec, jit: bool = True) -> Entry:
     entry.status = READY
     entry.load_seconds = time.perf_counter() - t0
     return entry
+
+
+# The card fields the pages read, with the JSON type each must have when present (null is fine).
+CARD_TYPES = {"metrics": dict, "training": dict, "data": dict, "baseline": dict, "optimizer": dict,
+              "versions": dict, "history": dict, "layers": list, "params_total": int, "command": str}
+METRIC_TYPES = {"per_class_accuracy": list, "confusion_matrix": list, "accuracy_by_race": dict,
+                "accuracy_by_age": dict, "ngram": dict, "test_accuracy": (int, float), "test_perplexity": (int, float)}
+
+
+def check_card(card) -> None:
+    """ValueError unless `card` is an object whose page-facing fields have the right JSON types
+    (a hand-edited or half-migrated card makes its task unavailable instead of a page a 500)."""
+    if not isinstance(card, dict):
+        raise ValueError("card.json is not a JSON object")
+    for where, fields, types in (("", card, CARD_TYPES), ("metrics.", card.get("metrics") or {}, METRIC_TYPES)):
+        for key, kind in types.items():
+            value = fields.get(key)
+            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+                raise ValueError(f"card.json: {where}{key} has the wrong type ({type(value).__name__})")
+    if not all(isinstance(row, dict) for row in card.get("layers") or []):
+        raise ValueError("card.json: layers must be a list of objects")
 
 
 def _load_keras(path: Path):
