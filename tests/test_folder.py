@@ -168,6 +168,28 @@ def test_builtin_folder_task_maps_folder_names_to_its_classes(tmp_path):
     assert labels[[np.array_equal(x, cat) for x in both].index(True)] == 0
 
 
+def test_vietnamese_class_folders_match_in_any_unicode_form(tmp_path):
+    """macOS writes folder names decomposed (NFD); the task's class names are composed (NFC)."""
+    import unicodedata
+
+    from training.folder import folder_parser, folder_spec, list_classes
+
+    root = tmp_path / "vi"
+    rng = np.random.default_rng(0)
+    for split, form in (("train", "NFD"), ("test", "NFC")):
+        for name, kind in (("Mèo", "circle"), ("Chó", "square")):
+            folder = root / split / unicodedata.normalize(form, name)
+            folder.mkdir(parents=True)
+            for i in range(2):
+                shape_image(kind, rng).save(folder / f"{i}.png")
+    args = folder_parser().parse_args(["--slug", "vi", "--data-dir", str(root), "--image-size", "16"])
+    spec = folder_spec(args, list_classes(root))
+    assert all(unicodedata.is_normalized("NFC", n) for n in spec.class_names)
+    data = load_folder(root, spec)
+    assert len(data.y_train) == len(data.y_test) == 4
+    assert sorted(data.y_test.tolist()) == [0, 0, 1, 1]
+
+
 # ----------------------------------------------------------------------------- training and serving
 def test_quick_folder_run_writes_complete_card_and_is_discovered(shapes_dir, tmp_path):
     models = tmp_path / "models"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -92,24 +93,29 @@ def _read_class(folder: Path, spec: TaskSpec, root: Path, skipped: list) -> list
     return arrays
 
 
+def _key(name: str) -> str:
+    """A class folder's name for matching: NFC (macOS writes NFD names) and case-folded."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 def _label_map(found: list[str], spec: TaskSpec, where: Path) -> list[int]:
     """Label index of each found class folder: the spec's order when it names classes (folder
     names matched without regard to case, e.g. PetImages' Cat/Dog), else the folder order."""
     if not spec.classes:
         return list(range(len(found)))
-    wanted = {c.en.lower(): i for i, c in enumerate(spec.classes)}
-    unknown = [n for n in found if n.lower() not in wanted]
-    missing = sorted(set(wanted) - {n.lower() for n in found})
+    wanted = {_key(c.en): i for i, c in enumerate(spec.classes)}
+    unknown = [n for n in found if _key(n) not in wanted]
+    missing = sorted(set(wanted) - {_key(n) for n in found})
     if unknown or missing:
         raise DataError(f"{where}: task {spec.slug} expects one sub-folder per class "
                         f"{spec.class_names}; unknown folders {unknown}, missing {missing}")
-    return [wanted[n.lower()] for n in found]
+    return [wanted[_key(n)] for n in found]
 
 
 def _read_split(split_dir: Path, spec: TaskSpec, root: Path, skipped: list, classes: list[str]):
     """x, y for one folder of class sub-folders; refuses a class with no readable image."""
     found = [p.name for p in _subdirs(split_dir)]
-    if sorted(found) != sorted(classes):
+    if sorted(map(_key, found)) != sorted(map(_key, classes)):
         raise DataError(f"{split_dir}: class folders {found} differ from {classes} in the training folder")
     labels = _label_map(found, spec, split_dir)
     xs, ys = [], []
@@ -244,7 +250,7 @@ def folder_spec(args, classes: list[str]) -> TaskSpec:
         colour=colour,
         preprocess="plain",
         resize=args.resize,
-        classes=tuple(ClassName(en=c, vi=c) for c in classes),
+        classes=tuple(ClassName(en=c, vi=c) for c in (unicodedata.normalize("NFC", n) for n in classes)),
         data_path=str(Path(args.data_dir).resolve()),
         data_source=f"Instructor's image folder {Path(args.data_dir).name}/ "
                     f"({len(classes)} classes, one sub-folder per class)",
