@@ -180,60 +180,112 @@ class TextModel:
         return [(np.zeros((batch, u), np.float32), np.zeros((batch, u), np.float32)) for u in self.units]
 
     def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
-        """One token per row in, log-probabilities of the next token and the new state out."""
+        """One token per row in; the next token's logits (unnormalised) and the new state out."""
         new_state = []
         x = None
         for layer, ((w, u, b), (h, c)) in enumerate(zip(self.lstms, state)):
             z = self.input_table[ids] if layer == 0 else x @ w + b
             z = z + h @ u
             n = u.shape[0]
-            i = _sigmoid(z[:, :n])
-            f = _sigmoid(z[:, n:2 * n])
-            g = np.tanh(z[:, 2 * n:3 * n])
-            o = _sigmoid(z[:, 3 * n:])
-            c = f * c + i * g
-            h = o * np.tanh(c)
+            gates = _sigmoid(z)  # i, f, o (the g slice is recomputed with tanh below)
+            c = gates[:, n:2 * n] * c + gates[:, :n] * np.tanh(z[:, 2 * n:3 * n])
+            h = gates[:, 3 * n:] * np.tanh(c)
             new_state.append((h, c))
             x = h
         for k, (w, b) in enumerate(self.denses):
             x = x @ w + b
-            if k < len(self.denses) - 1 and self._hidden_relu[k]:
+            if self._hidden_relu and self._hidden_relu[k]:
                 x = np.maximum(x, 0)
-        x = x - x.max(axis=1, keepdims=True)
-        return x - np.log(np.exp(x).sum(axis=1, keepdims=True)), new_state
+        return x, new_state
 
     _hidden_relu: tuple = ()
 
     def feed(self, ids: list[int], state=None) -> tuple[np.ndarray, list]:
-        """Run a prefix through the model; the log-probabilities after its last token."""
+        """Run a prefix through the model; the logits after its last token, and the state."""
         state = state or self.initial_state(1)
-        logp = None
+        logits = None
         for t in ids:
-            logp, state = self.step(np.array([t]), state)
-        return logp, state
+            logits, state = self.step(np.array([t]), state)
+        return logits, state
 
     def sequence_log_probs(self, ids: list[int]) -> np.ndarray:
         """Log-probabilities (len(ids), V) of each next token (used by tests and evaluation)."""
         state = self.initial_state(1)
         out = []
         for t in ids:
-            logp, state = self.step(np.array([t]), state)
-            out.append(logp[0])
+            logits, state = self.step(np.array([t]), state)
+            out.append(log_softmax(logits)[0])
         return np.array(out)
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Log-probabilities from logits along the last axis."""
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (np.tanh(0.5 * x) + 1.0)
 
 
-def model_layers(model) -> tuple[list, tuple]:
-    """[(kind, weights)] of a Keras Embedding → LSTM → Dense stack, plus which hidden Denses use relu."""
+_TIED = None
+
+
+def tied_embedding_layer():
+    """The `TiedEmbedding` Keras layer class (defined and registered on first use, so importing
+    this module does not import Keras): an Embedding whose matrix, transposed, also gives the
+    output logits when called with reverse=True (weight tying: fewer parameters, and on small
+    corpora a better language model)."""
+    global _TIED
+    if _TIED is None:
+        import keras
+
+        @keras.saving.register_keras_serializable(package="lstmlab")
+        class TiedEmbedding(keras.layers.Layer):
+            def __init__(self, input_dim, output_dim, **kw):
+                super().__init__(**kw)
+                self.input_dim, self.output_dim = int(input_dim), int(output_dim)
+
+            def build(self, input_shape=None):
+                self.embeddings = self.add_weight(shape=(self.input_dim, self.output_dim), name="embeddings",
+                                                  initializer=keras.initializers.RandomUniform(-0.05, 0.05))
+                self.output_bias = self.add_weight(shape=(self.input_dim,), initializer="zeros", name="output_bias")
+
+            def call(self, inputs, reverse=False):
+                if reverse:
+                    return keras.ops.matmul(inputs, keras.ops.transpose(self.embeddings)) + self.output_bias
+                return keras.ops.take(self.embeddings, keras.ops.cast(inputs, "int32"), axis=0)
+
+            def compute_output_spec(self, inputs, reverse=False):
+                last = self.input_dim if reverse else self.output_dim
+                shape = tuple(inputs.shape[:-1]) if reverse else tuple(inputs.shape)
+                return keras.KerasTensor(shape + (last,), dtype=self.compute_dtype)
+
+            def get_config(self):
+                return super().get_config() | {"input_dim": self.input_dim, "output_dim": self.output_dim}
+
+        _TIED = TiedEmbedding
+    return _TIED
+
+
+def load_keras_text_model(path: Path):
+    """keras.saving.load_model for a text model (registers the custom layer first)."""
     import keras
 
-    layers, relu = [], []
-    dense_layers = [lyr for lyr in model.layers if isinstance(lyr, keras.layers.Dense)]
+    tied_embedding_layer()
+    return keras.saving.load_model(path, compile=False)
+
+
+def model_layers(model) -> tuple[list, tuple]:
+    """[(kind, weights)] of a Keras Embedding → LSTM → Dense stack, plus which Denses use relu."""
+    import keras
+
+    layers, relu, tied = [], [], None
     for lyr in model.layers:
-        if isinstance(lyr, keras.layers.Embedding):
+        if isinstance(lyr, tied_embedding_layer()):
+            tied = lyr.get_weights()
+            layers.append(("embedding", tied[:1]))
+        elif isinstance(lyr, keras.layers.Embedding):
             layers.append(("embedding", lyr.get_weights()))
         elif isinstance(lyr, keras.layers.LSTM):
             cfg = lyr.get_config()
@@ -243,10 +295,12 @@ def model_layers(model) -> tuple[list, tuple]:
         elif isinstance(lyr, keras.layers.Dense):
             layers.append(("dense", lyr.get_weights()))
             act = lyr.get_config().get("activation")
-            if lyr is not dense_layers[-1]:
-                if act not in ("linear", "relu"):
-                    raise ValueError(f"hidden Dense activation {act!r} not supported")
-                relu.append(act == "relu")
+            if act not in ("linear", "relu", "softmax"):
+                raise ValueError(f"Dense activation {act!r} not supported")
+            relu.append(act == "relu")
+    if tied is not None:  # the logits: hidden @ embedding matrix transposed + bias
+        layers.append(("dense", [tied[0].T.copy(), tied[1]]))
+        relu.append(False)
     return layers, tuple(relu)
 
 
@@ -258,7 +312,7 @@ def load_text_model(folder: Path, spec: TaskSpec) -> TextModel:
     vocab = Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8"))
     card_path = folder / "card.json"
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-    model = keras.saving.load_model(folder / "model.keras", compile=False)
+    model = load_keras_text_model(folder / "model.keras")
     layers, relu = model_layers(model)
     tm = TextModel(spec, vocab, layers, card)
     tm._hidden_relu = relu
@@ -373,7 +427,7 @@ class Verse:
             self.lines[-1].append(token)
 
 
-def _verse_prefix(model: TextModel, words: list[str], meter: bool) -> tuple[list[int], list[list[str]]]:
+def _verse_prefix(model: TextModel, words: list[str]) -> tuple[list[int], list[list[str]]]:
     """Seed syllables laid out in the 6-8 cadence from the start, with EOL fed at each line end."""
     ids = [EOL_ID]
     lines: list[list[str]] = [[]]
@@ -390,14 +444,13 @@ def _verse_prefix(model: TextModel, words: list[str], meter: bool) -> tuple[list
 
 
 # ----------------------------------------------------------------------------- sampling
-def _pick(logp: np.ndarray, mask: np.ndarray, req: GenerateRequest, rng: np.random.Generator) -> int:
-    """One token id from masked log-probabilities by the request's strategy."""
-    scores = np.where(mask, logp, -np.inf)
-    if req.strategy == "greedy":
-        return int(np.argmax(scores))
-    scores = scores / req.temperature
+def _pick(logits: np.ndarray, mask: np.ndarray, req: GenerateRequest, rng: np.random.Generator) -> int:
+    """One token id from the masked logits by the request's strategy."""
     candidates = np.flatnonzero(mask)
-    s = scores[candidates]
+    s = logits[candidates]
+    if req.strategy == "greedy":
+        return int(candidates[np.argmax(s)])
+    s = s / req.temperature
     if req.strategy == "top_k" and req.top_k < len(candidates):
         keep = np.argpartition(-s, req.top_k - 1)[: req.top_k]
         candidates, s = candidates[keep], s[keep]
@@ -413,8 +466,9 @@ def _pick(logp: np.ndarray, mask: np.ndarray, req: GenerateRequest, rng: np.rand
     return int(candidates[min(int(np.searchsorted(cum, rng.random() * cum[-1], side="right")), len(p) - 1)])
 
 
-def _beam(model: TextModel, logp: np.ndarray, state: list, plan, width: int) -> list[tuple[int, list]]:
+def _beam(model: TextModel, logits: np.ndarray, state: list, plan, width: int) -> list[tuple[int, list]]:
     """Beam search over the constrained candidates; returns [(token_id, relaxed)] of the best beam."""
+    logp = log_softmax(logits)
     beams = [(0.0, state, [], plan)]
     finished = []
     for _ in range(10_000):
@@ -437,7 +491,8 @@ def _beam(model: TextModel, logp: np.ndarray, state: list, plan, width: int) -> 
         ids = np.array([it[2][-1][0] for it in new])
         h_c = [(np.stack([beams[it[1]][1][i][0][0] for it in new]), np.stack([beams[it[1]][1][i][1][0] for it in new]))
                for i in range(len(model.units))]
-        logp, st = model.step(ids, h_c)
+        logits, st = model.step(ids, h_c)
+        logp = log_softmax(logits)
         beams = [(it[0], [(h[j:j + 1], c[j:j + 1]) for h, c in st], it[2], it[3]) for j, it in enumerate(new)]
     best = max(finished or [(b[0], 0, b[2], b[3]) for b in beams], key=lambda it: it[0])
     return best[2]
@@ -453,7 +508,7 @@ def generate_stream(model: TextModel, req: GenerateRequest):
     verse = model.spec.tokenizer == "syllables"
     display = model.vocab.display if verse else {}
     if verse:
-        ids, seed_lines = _verse_prefix(model, words, req.meter)
+        ids, seed_lines = _verse_prefix(model, words)
         # Finish the seed's couplet, then `length` more couplets.
         started = len(seed_lines) if seed_lines[-1] else len(seed_lines) - 1
         target = 2 * math.ceil(started / 2) + 2 * req.length
@@ -463,7 +518,7 @@ def generate_stream(model: TextModel, req: GenerateRequest):
     else:
         ids = [EOL_ID] + model.vocab.encode(words)
         plan = Headline(model, req.length)
-    logp, state = model.feed(ids)
+    logits, state = model.feed(ids)
     generated = 0
 
     def emit(token_id: int, before: int):
@@ -471,26 +526,26 @@ def generate_stream(model: TextModel, req: GenerateRequest):
         token = model.vocab.tokens[token_id]
         if token_id != EOL_ID:
             generated += 1
-            yield {"token": display.get(token, token)}
+            yield {"token": display.get(token, token) if verse else title_case([token])}
         if verse and plan.complete_lines() > before:
             i = plan.complete_lines() - 1
             yield {"line": format_verse_line(plan.lines[i], display), "check": _check(plan, i)}
 
     if req.strategy == "beam":
-        for token_id, relaxed in _beam(model, logp, state, plan.copy(), req.beam_width):
+        for token_id, relaxed in _beam(model, logits, state, plan.copy(), req.beam_width):
             before = plan.complete_lines() if verse else 0
             plan.advance(token_id, model.vocab.tokens[token_id], relaxed)
             yield from emit(token_id, before)
     else:
         while not plan.done:
             mask, relaxed = plan.allowed()
-            token_id = _pick(logp[0], mask, req, rng)
+            token_id = _pick(logits[0], mask, req, rng)
             before = plan.complete_lines() if verse else 0
             plan.advance(token_id, model.vocab.tokens[token_id], relaxed)
             yield from emit(token_id, before)
             if plan.done:
                 break
-            logp, state = model.step(np.array([token_id]), state)
+            logits, state = model.step(np.array([token_id]), state)
     seconds = time.perf_counter() - t0
     if verse:
         lines_syl = plan.lines[: plan.complete_lines()]

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.generation import generate, load_text_model, validate_request  # noqa: E402
+from app.generation import generate, load_keras_text_model, load_text_model, validate_request  # noqa: E402
 from app.tasks import KIEU  # noqa: E402
 from app.text import EOL_ID, clean_words  # noqa: E402
 
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         folder = write_tiny_text_model(Path(tempfile.mkdtemp()), KIEU)
         print("no trained Kiều model: using an untrained tiny one", file=sys.stderr)
     tm = load_text_model(folder, KIEU)
-    keras_model = keras.saving.load_model(folder / "model.keras", compile=False)
+    keras_model = load_keras_text_model(folder / "model.keras")
     window = 24  # a couplet and a bit: the lab pads every input to the longest sequence
     lab = lab_method(tm.vocab, args.lab_tokens, window)
     tfs = tf_step(tm, keras_model, 300)

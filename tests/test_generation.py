@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from app.errors import InvalidInput
-from app.generation import STRATEGIES, generate, generate_stream, load_text_model, validate_request
+from app.generation import (STRATEGIES, generate, generate_stream, load_keras_text_model, load_text_model,
+                            validate_request)
 from app.tasks import KIEU, NYT_HEADLINES
 from app.text import EOL_ID, check_verse, clean_words
 from training.textgen import write_tiny_text_model
@@ -18,17 +19,24 @@ def tiny(tmp_path_factory):
     return {spec.slug: load_text_model(write_tiny_text_model(d, spec), spec) for spec in (NYT_HEADLINES, KIEU)}
 
 
-def test_numpy_step_equals_the_keras_model(tiny, tmp_path):
+@pytest.mark.parametrize("tied", [False, True])
+def test_numpy_step_equals_the_keras_model(tmp_path, tied):
     import keras
 
-    spec = KIEU
-    folder = write_tiny_text_model(tmp_path, spec)
-    model = keras.saving.load_model(folder / "model.keras", compile=False)
-    tm = tiny["kieu"]
+    from training.textgen import make_word_lstm
+
+    folder = write_tiny_text_model(tmp_path, KIEU)
+    vocab = load_text_model(folder, KIEU).vocab
+    keras.utils.set_random_seed(1)
+    model = make_word_lstm(len(vocab), embedding=8, units=12, dropout=0.2, projection=6, tied=tied)
+    for w in model.weights:  # random biases too, so every term of the step is exercised
+        w.assign(np.random.default_rng(len(w.name)).normal(0, 0.5, w.shape).astype("float32"))
+    model.save(folder / "model.keras")
+    tm = load_text_model(folder, KIEU)
+    model = load_keras_text_model(folder / "model.keras")
     ids = [EOL_ID] + tm.vocab.encode(clean_words("Trăm năm trong cõi người ta chữ tài"))
     want = np.log(keras.ops.convert_to_numpy(model(np.array([ids]), training=False))[0])
-    got = tm.sequence_log_probs(ids)
-    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_allclose(tm.sequence_log_probs(ids), want, atol=1e-4)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

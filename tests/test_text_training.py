@@ -121,3 +121,16 @@ def test_quick_run_writes_a_loadable_model_vocabulary_and_card(spec, tmp_path):
         assert meter["constrained"]["length"] == 1.0 and meter["constrained"]["tone"] == 1.0
         assert set(meter) >= {"unconstrained", "real_poem_all", "real_poem_first_200"}
     assert cli(["evaluate", spec.slug, "--models-dir", str(models)]) == 0
+
+
+def test_batches_pad_each_batch_to_its_own_longest():
+    seqs = [[3] * n + [2] for n in (1, 9, 2, 8, 3, 7)]
+    batches = textgen.make_batches(seqs, 2, seed=0, shuffle=True)
+    seen = []
+    for k in range(len(batches)):
+        x, y, w = batches[k]
+        assert x.shape == y.shape == w.shape and x.shape[1] == max(int(r.sum()) for r in w)
+        assert (x[:, 0] == 2).all() and (w == (y != PAD_ID)).all()
+        seen += [int(r.sum()) for r in w]
+    assert sorted(seen) == sorted(len(s) for s in seqs)
+    assert len(batches) == 3

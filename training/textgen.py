@@ -43,7 +43,7 @@ MAX_HEADLINE_TOKENS = 40
 QUICK_SEQUENCES = 200
 METER_COUPLETS = 200
 NGRAM_ORDERS = (2, 3, 4)
-NGRAM_DISCOUNTS = (0.6, 0.75, 0.9)
+NGRAM_DISCOUNTS = (0.6, 0.75, 0.9, 1.0)
 DEFAULT_MODEL = {"embedding": 128, "units": 256, "dropout": 0.4, "projection": 128}
 TINY_MODEL = {"embedding": 8, "units": 16, "dropout": 0.0, "projection": 0}
 # A few real lines, so a tiny model (tests) has a vocabulary without the data set.
@@ -199,24 +199,37 @@ def make_batches(ids: list[list[int]], batch: int, seed: int, shuffle: bool):
 
 # ----------------------------------------------------------------------------- model
 def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, dropout: float = 0.4,
-                   projection: int = 128, name: str = "word_lstm"):
+                   projection: int = 128, tied: bool = False, recurrent_dropout: float = 0.0,
+                   name: str = "word_lstm"):
     """Embedding → Dropout → LSTM (every step) → Dropout → [Dense projection] → Dense softmax.
 
     The lab's reference is Embedding(10) → LSTM(100) → Dropout(0.1) → Dense(softmax); this is
     wider, with more dropout (small corpora), and a linear projection that keeps the output
-    layer (the largest) small.
+    layer (the largest) small. With `tied` the output layer is the embedding matrix transposed
+    (projection = embedding width), which halves the parameters and regularises.
     """
     import keras
     from keras import layers
 
+    from app.generation import tied_embedding_layer
+
     tokens = keras.Input((None,), dtype="int32", name="tokens")
-    x = layers.Embedding(vocab_size, embedding, name="embedding")(tokens)
+    if tied:
+        emb = tied_embedding_layer()(vocab_size, embedding, name="embedding")
+    else:
+        emb = layers.Embedding(vocab_size, embedding, name="embedding")
+    x = emb(tokens)
     x = layers.Dropout(dropout, name="embedding_dropout")(x)
-    x = layers.LSTM(units, return_sequences=True, name="lstm")(x)
+    x = layers.LSTM(units, return_sequences=True, recurrent_dropout=recurrent_dropout, name="lstm")(x)
     x = layers.Dropout(dropout, name="lstm_dropout")(x)
-    if projection:
-        x = layers.Dense(projection, name="projection")(x)
-    probs = layers.Dense(vocab_size, activation="softmax", name="next_token")(x)
+    if tied:
+        x = layers.Dense(embedding, name="projection")(x)
+        x = layers.Dropout(dropout / 2, name="projection_dropout")(x)
+        probs = layers.Activation("softmax", name="next_token")(emb(x, reverse=True))
+    else:
+        if projection:
+            x = layers.Dense(projection, name="projection")(x)
+        probs = layers.Dense(vocab_size, activation="softmax", name="next_token")(x)
     return keras.Model(tokens, probs, name=name)
 
 
@@ -484,7 +497,7 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
     }
 
     def write(folder: Path) -> None:
-        model.save(folder / "model.keras")
+        save_without_optimizer(model, folder / "model.keras")
         (folder / "vocab.json").write_text(vocab.to_json(), encoding="utf-8")
         fit.write_card(folder, card)
         fit.plot_curves(history, folder / "training_curves.png", spec.title_en)
@@ -502,6 +515,16 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
     return out
 
 
+def save_without_optimizer(model, path: Path) -> None:
+    """Save an uncompiled copy: the optimizer's moment estimates would triple the file's size
+    and serving never needs them (resuming uses the runs/ backup instead)."""
+    import keras
+
+    clean = keras.Model.from_config(model.get_config())  # clone_model would copy the compile state
+    clean.set_weights(model.get_weights())
+    clean.save(path)
+
+
 def _nltk_version() -> str:
     try:
         import nltk
@@ -513,12 +536,12 @@ def _nltk_version() -> str:
 
 def evaluate_text_task(spec: TaskSpec, data_arg, models_dir: Path) -> dict:
     """Recompute the shipped model's test metrics from the data; compare with its card."""
-    import keras
+    from app.generation import load_keras_text_model
 
     folder = Path(models_dir) / spec.slug
     card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
     vocab = Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8"))
-    model = keras.saving.load_model(folder / "model.keras", compile=False)
+    model = load_keras_text_model(folder / "model.keras")
     training = card.get("training", {})
     data = load_text_data(spec, data_arg, training.get("seed", 42), training.get("quick", False))
     x, y = to_arrays(data.test, vocab)
