@@ -89,13 +89,24 @@ def write_awkward_files(folder: Path) -> dict:
             "zz_grey.jpg": True, "zz_exif.jpg": True}
 
 
-@pytest.fixture
-def shapes_dir(tmp_path) -> Path:
-    """Three classes of 14 shapes each, with the awkward files in circle/."""
-    root = tmp_path / "shapes"
+@pytest.fixture(scope="module")
+def shapes_dir(tmp_path_factory) -> Path:
+    """Three classes of 14 shapes each, with the awkward files in circle/ (read-only in tests)."""
+    root = tmp_path_factory.mktemp("folder") / "shapes"
     write_classes(root, 14, seed=1)
     write_awkward_files(root / "circle")
     return root
+
+
+@pytest.fixture(scope="module")
+def shapes_models(shapes_dir, tmp_path_factory) -> Path:
+    """One quick model trained from `shapes_dir`, shared by the card, evaluate and app tests."""
+    models = tmp_path_factory.mktemp("models")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fit, "RUNS_DIR", models.parent / "runs-shapes")
+        assert train_folder(shapes_dir, models, "shapes", "--baseline-epochs", "1", "--colour", "rgb",
+                            "--title-vi", "Hình khối", "--title-en", "Shapes") == 0
+    return models
 
 
 def run(argv: list[str]) -> int:
@@ -191,10 +202,8 @@ def test_vietnamese_class_folders_match_in_any_unicode_form(tmp_path):
 
 
 # ----------------------------------------------------------------------------- training and serving
-def test_quick_folder_run_writes_complete_card_and_is_discovered(shapes_dir, tmp_path):
-    models = tmp_path / "models"
-    assert train_folder(shapes_dir, models, "shapes", "--baseline-epochs", "1", "--colour", "rgb",
-                        "--title-vi", "Hình khối", "--title-en", "Shapes") == 0
+def test_quick_folder_run_writes_complete_card_and_is_discovered(shapes_dir, shapes_models):
+    models = shapes_models
     folder = models / "shapes"
     for name in ("model.keras", "card.json", "training_curves.png", "confusion_matrix.png"):
         assert (folder / name).stat().st_size > 0, name
@@ -259,15 +268,13 @@ def test_builtin_slug_keeps_its_served_input(shapes_dir, capsys):
     assert "64" in err
 
 
-def test_created_app_serves_folder_task(shapes_dir, tmp_path):
+def test_created_app_serves_folder_task(shapes_models):
     """The trained folder is served by the app factory with no other change: listed with its
     classes, and an upload is classified into one of them."""
     create_app = getattr(pytest.importorskip("app"), "create_app", None)
     if create_app is None:
         pytest.skip("app.create_app is not written yet")
-    models = tmp_path / "models"
-    assert train_folder(shapes_dir, models, "shapes") == 0
-    client = create_app({"TESTING": True, "MODELS_DIR": str(models)}).test_client()
+    client = create_app({"TESTING": True, "MODELS_DIR": str(shapes_models)}).test_client()
     listed = {t["slug"]: t for t in client.get("/api/v1/tasks").get_json()["tasks"]}
     assert [c["en"] for c in listed["shapes"]["classes"]] == sorted(SHAPES)
     assert listed["shapes"]["input_shape"] == [16, 16, 3]
