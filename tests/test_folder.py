@@ -20,6 +20,7 @@ from app.imaging import bytes_to_array
 from app.tasks import BUILTIN_TASKS, discover_tasks, get_task
 from training import fit
 from training import data as data_module
+from training import folder as folder_module
 from training.__main__ import main
 from training.data import DataError, load_image_data
 from training.folder import load_folder, stratified_split
@@ -158,7 +159,7 @@ def test_stratified_split_is_fixed_and_keeps_every_class():
     assert np.bincount(y[te]).tolist() == [10, 2, 1]
 
 
-def test_builtin_folder_task_maps_folder_names_to_its_classes(tmp_path):
+def test_builtin_folder_task_maps_folder_names_to_its_classes(tmp_path, monkeypatch):
     """`python -m training cats_dogs --data DIR` with PetImages' Cat/ and Dog/ folders."""
     root = tmp_path / "PetImages"
     rng = np.random.default_rng(0)
@@ -167,10 +168,13 @@ def test_builtin_folder_task_maps_folder_names_to_its_classes(tmp_path):
         for i in range(4):
             shape_image("circle" if name == "Cat" else "square", rng, 80).save(root / name / f"{i}.jpg")
     (root / "Cat" / "Thumbs.db").write_bytes(b"\x00\x01 not an image")
+    (root / "Dog" / "clip.mp4").write_bytes(b"\0" * 300_000)
+    monkeypatch.setattr(folder_module, "MAX_FILE_BYTES", 200_000)  # the clip is "too large" to read
     spec = BUILTIN_TASKS["cats_dogs"]
     data = load_image_data(spec, root)
     assert data.x_train.shape[1:] == spec.input_shape
-    assert len(data.y_train) + len(data.y_test) == 8 and data.skipped["count"] == 1
+    assert len(data.y_train) + len(data.y_test) == 8 and data.skipped["count"] == 2
+    assert any("larger than" in reason for reason in data.skipped["by_reason"])
     assert set(data.y_test.tolist()) == {0, 1}  # stratified: both classes held out
     # label 0 is the spec's "cat", whatever the folder order or case
     cat = bytes_to_array((root / "Cat" / "0.jpg").read_bytes(), spec)

@@ -41,6 +41,7 @@ SPLIT_SEED = 20261128  # fixed: the same folder always gives the same test set
 TEST_FRACTION = 0.2
 SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 FOLDER_BUILTINS = ("cats_dogs", "faces_gender")  # built-in tasks whose data is an image folder
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a video or archive left in a class folder is not read whole
 MAX_LISTED_SKIPS = 200  # file names listed on the card; the counts always cover all of them
 
 
@@ -85,6 +86,8 @@ def _read_class(folder: Path, spec: TaskSpec, root: Path, skipped: list) -> list
     arrays = []
     for f in _files(folder):
         try:
+            if f.stat().st_size > MAX_FILE_BYTES:
+                raise InvalidInput(f"The file is larger than {MAX_FILE_BYTES // 2**20} MB; not an image to learn from.")
             arrays.append(image_to_array(decode_image(f.read_bytes()), spec))
         except InvalidInput as exc:
             skipped.append((str(f.relative_to(root)), exc.en))
