@@ -22,11 +22,11 @@ def create_app(test_config: dict | None = None) -> Flask:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from app import i18n, modelstore, security
-    from app.views import api, errors, pages
+    from app.views import api, errors, lstm, pages
 
     security.init_app(app)  # first: refuses a default SECRET_KEY before the models load
     i18n.init_app(app)
     modelstore.init_app(app)
-    for module in (pages, api, errors):
+    for module in (pages, api, lstm, errors):
         app.register_blueprint(module.bp)
     return app

@@ -108,3 +108,79 @@ def test_unsupported_recurrent_layer_is_refused():
     model = keras.Model(inputs, keras.layers.GRU(4)(inputs))
     with pytest.raises(ValueError):
         text_tracer(model)
+
+
+# ----------------------------------------------------------------------------- the web app
+def _png(seed=0) -> bytes:
+    import io
+
+    from PIL import Image
+
+    img = np.zeros((40, 40), np.uint8)  # a white stroke on black: a digit-like drawing
+    img[8:32, 18 + seed:22 + seed] = 255
+    img[8:12, 12:22 + seed] = 255
+    buf = io.BytesIO()
+    Image.fromarray(img, "L").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_image_page_shows_the_trace(client):
+    page = client.post("/tasks/mnist?lang=en", data={"file": (io_bytes(_png()), "d.png"), "trace": "1"},
+                       content_type="multipart/form-data")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "Inside the LSTM" in html and 'class="trace-map"' in html
+    assert "lstm_1" in html and "lstm_2" in html  # the tiny baseline's two LSTMs
+    assert "<script>" not in html  # CSP: no inline script
+
+
+def test_image_page_without_the_trace(client):
+    page = client.post("/tasks/mnist?lang=vi", data={"file": (io_bytes(_png()), "d.png")},
+                       content_type="multipart/form-data")
+    assert page.status_code == 200 and 'class="trace-map"' not in page.get_data(as_text=True)
+
+
+def test_api_predict_trace_equals_the_prediction(client):
+    body = client.post("/api/v1/tasks/mnist/predict?trace=1&k=10", data={"file": (io_bytes(_png(1)), "d.png")},
+                       content_type="multipart/form-data").get_json()
+    trace = body["trace"]
+    assert trace["difference_from_served"] < TOL
+    probs = {item["index"]: item["probability"] for item in body["top"]}
+    for index, p in probs.items():
+        assert abs(trace["output"][0][index] - p) < TOL
+    layer = trace["layers"][0]
+    assert layer["axis"] == ROWS and len(layer["values"]["f"]) == MNIST.image_size[0]
+    assert "trace" not in client.post("/api/v1/tasks/mnist/predict", data={"file": (io_bytes(_png(1)), "d.png")},
+                                      content_type="multipart/form-data").get_json()
+
+
+def test_text_page_and_api_trace(app, client):
+    from app.modelstore import get_store
+
+    with app.app_context():
+        if "nyt_headlines" not in get_store().entries or not get_store().get("nyt_headlines").available:
+            pytest.skip("no text model in the test models")
+    page = client.post("/tasks/nyt_headlines?lang=en", data={"seed": "the new", "length": "3", "trace": "1",
+                                                             "strategy": "greedy"})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'class="trace-map text"' in html and "step = word" in html
+    body = client.post("/api/v1/tasks/nyt_headlines/generate",
+                       json={"seed": "the new", "length": 3, "strategy": "greedy", "trace": True}).get_json()
+    trace = body["trace"]
+    assert trace["difference_from_served"] < TOL
+    assert trace["tokens"][-3:] == [w.lower() for w in body["text"].split()][-3:]
+    assert trace["layers"][0]["steps"] == len(trace["tokens"])
+
+
+@pytest.mark.parametrize("lang, words", [("en", "forget gate"), ("vi", "cổng quên")])
+def test_lstm_page_renders(client, lang, words):
+    page = client.get(f"/lstm?lang={lang}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and words in html
+    assert html.count("<svg") >= 2 and "<script>" not in html
+
+
+def io_bytes(data: bytes):
+    import io
+
+    return io.BytesIO(data)

@@ -15,6 +15,7 @@ from app.imaging import bytes_to_array
 from app.inference import TOP_K, classify, png_data_url
 from app.modelstore import Entry, get_store
 from app.tasks import IMAGE, TEXT
+from app.views.lstm import image_trace_json, text_trace_json, wants_trace
 from app.views.pages import find_entry, read_upload
 
 try:  # the text engineer's module; image tasks work without it
@@ -73,6 +74,8 @@ def predict(slug: str):
     body = {"task": slug, "prediction": result["top"][0], **result, "input_shape": list(array.shape)}
     if request.args.get("image") in ("1", "true"):
         body["image"] = png_data_url(array)
+    if wants_trace(request.args.get("trace") or request.form.get("trace")):
+        body["trace"] = image_trace_json(entry, array)
     return jsonify(body)
 
 
@@ -91,7 +94,10 @@ def generate_text(slug: str):
     if request.args.get("stream") in ("1", "true") or request.accept_mimetypes.best == "text/event-stream":
         return Response(stream_with_context(sse(entry, req)), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return jsonify({"task": slug, **generate(entry.text_model, req)})
+    result = generate(entry.text_model, req)
+    if wants_trace(params.get("trace")):
+        result["trace"] = text_trace_json(entry, result)
+    return jsonify({"task": slug, **result})
 
 
 def sse(entry: Entry, req):

@@ -14,6 +14,7 @@ from app.imaging import bytes_to_array
 from app.inference import classify, png_data_url
 from app.modelstore import PLOTS, Entry, get_store
 from app.tasks import IMAGE, TEXT
+from app.views.lstm import image_trace_context, text_trace_context, wants_trace
 
 try:  # the text engineer's module; image tasks work without it
     from app.generation import DEFAULTS, LIMITS, STRATEGIES, generate, validate_request
@@ -53,7 +54,8 @@ def task(slug: str):
 
 def image_page(entry: Entry):
     """Upload (or drawing) -> top class, top-5 bars, the image the LSTM read, model time."""
-    context = {"entry": entry, "drawable": entry.spec.preprocess in DRAWABLE, "result": None, "error": None}
+    context = {"entry": entry, "drawable": entry.spec.preprocess in DRAWABLE, "result": None, "error": None,
+               "show_trace": request.method == "GET" or wants_trace(request.form.get("trace"))}
     status = 200
     if request.method == "POST":
         try:
@@ -61,6 +63,8 @@ def image_page(entry: Entry):
             context["result"] = classify(entry.predict, entry.spec, array)
             context["result"]["image"] = png_data_url(array)
             context["result"]["shape"] = array.shape
+            if context["show_trace"]:
+                context.update(image_trace_context(entry, array))
         except InvalidInput as exc:
             context["error"], status = exc.message(current_language()), exc.status
     return render_template("image_task.html", **context), status
@@ -85,7 +89,8 @@ def text_page(entry: Entry):
     lo, hi, default = LIMITS.get(entry.spec.tokenizer, (1, 40, 10)) if LIMITS else (1, 40, 10)
     form.setdefault("length", default)
     context = {"entry": entry, "form": form, "strategies": STRATEGIES, "limits": (lo, hi),
-               "result": None, "error": None, "verse": entry.spec.tokenizer == "syllables"}
+               "result": None, "error": None, "verse": entry.spec.tokenizer == "syllables",
+               "show_trace": wants_trace(request.form.get("trace"))}
     status = 200
     if request.method == "POST":
         try:
@@ -93,6 +98,8 @@ def text_page(entry: Entry):
             if entry.spec.tokenizer == "syllables":
                 params["meter"] = "meter" in request.form
             context["result"] = generate(entry.text_model, validate_request(entry.spec, params))
+            if context["show_trace"]:
+                context.update(text_trace_context(entry, context["result"]))
         except InvalidInput as exc:
             context["error"], status = exc.message(current_language()), exc.status
     return render_template("text_task.html", **context), status

@@ -63,6 +63,7 @@
   }
 
   form.addEventListener("submit", function (e) {
+    if (form.elements.trace && form.elements.trace.checked) { return; }  // the page shows the trace
     e.preventDefault();
     var old = document.getElementById("form-error");
     if (old) { old.remove(); }
