@@ -326,10 +326,14 @@ def test_text_generate_route_given_an_image(text_client, spec, lang):
 
 
 @pytest.mark.parametrize("lang", LANGS)
-@pytest.mark.parametrize("body", ['{"seed": "trăm năm",', "seed=trăm", "[1, 2", "\xff\xfe", "null", "[]", '"seed"'])
-def test_malformed_json(text_client, body, lang):
-    resp = text_client.post(f"/api/v1/tasks/nyt_headlines/generate?lang={lang}", data=body.encode("utf-8", "surrogateescape"),
-                            content_type="application/json")
+@pytest.mark.parametrize("stream", ["0", "1"])
+@pytest.mark.parametrize("body", ['{"seed": "trăm năm",', "seed=trăm", "[1, 2", "\xff\xfe", "null", "[]", '"seed"',
+                                  "[" * 500 + "]" * 500, "[" * 100_000 + "]" * 100_000, '{"seed":' * 50_000 + "1" + "}" * 50_000,
+                                  '{"seed": "tr\\ud800m n\\udfffm"}'],
+                         ids=["cut", "form", "open", "bytes", "null", "list", "string", "deep", "deeper", "deep-object", "surrogates"])
+def test_malformed_json(text_client, body, lang, stream):
+    resp = text_client.post(f"/api/v1/tasks/nyt_headlines/generate?lang={lang}&stream={stream}",
+                            data=body.encode("utf-8", "surrogateescape"), content_type="application/json")
     assert resp.status_code == 400 and resp.is_json
     error = resp.get_json()
     assert error["error"] == error[f"error_{lang}"] and error["error_en"] != error["error_vi"]

@@ -84,7 +84,7 @@ def generate_text(slug: str):
     """JSON parameters -> generated text as JSON, or as server-sent events with `?stream=1`
     (or `Accept: text/event-stream`): one `data: {...}` event per token/line, then the summary."""
     entry = ready_entry(slug, TEXT)
-    params = request.get_json(silent=True)
+    params = json_body()
     if params is None:
         if request.form:
             params = request.form.to_dict()
@@ -98,6 +98,17 @@ def generate_text(slug: str):
     if wants_trace(params.get("trace")):
         result["trace"] = text_trace_json(entry, result)
     return jsonify({"task": slug, **result})
+
+
+def json_body():
+    """The request's JSON, None when there is none; a 400 for JSON Python can parse but not
+    serve back (nested thousands deep, or unpaired UTF-16 surrogates that no UTF-8 reply can hold)."""
+    try:
+        body = request.get_json(silent=True)
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (RecursionError, UnicodeEncodeError):
+        raise invalid("bad_json") from None
+    return body
 
 
 def sse(entry: Entry, req):
