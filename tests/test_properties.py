@@ -132,3 +132,41 @@ def test_validate_request_returns_a_valid_request_or_refuses(spec, params):
     assert 1 <= req.length and 0.0 < req.temperature and 1 <= req.top_k and 0.0 < req.top_p <= 1.0
     assert 1 <= req.beam_width and (req.random_seed is None or 0 <= req.random_seed < 2**32)
     assert all(np.isfinite(v) for v in (req.temperature, req.top_p))
+
+
+# ----------------------------------------------------------------------------- through the app
+APP_SETTINGS = settings(max_examples=40, deadline=None,
+                        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture
+def text_client(app, client):
+    from app.modelstore import get_store
+
+    with app.app_context():
+        if not all(get_store().get(s.slug).available for s in TEXT_SPECS):
+            pytest.skip("text models not available")
+    return client
+
+
+@pytest.mark.parametrize("slug", [s.slug for s in TEXT_SPECS])
+@APP_SETTINGS
+@given(params=st.one_of(st.dictionaries(st.sampled_from(PARAM_KEYS), PARAM_VALUES, max_size=9),
+                        st.fixed_dictionaries({"seed": TEXTS}, optional={k: PARAM_VALUES for k in PARAM_KEYS[1:]}),
+                        PARAM_VALUES))
+def test_generate_api_answers_200_or_a_clear_400(text_client, slug, params):
+    resp = text_client.post(f"/api/v1/tasks/{slug}/generate", json=params)
+    assert resp.status_code in (200, 400) and resp.is_json
+    body = resp.get_json()
+    assert body["text"].strip() if resp.status_code == 200 else (body["error_en"] and body["error_vi"])
+
+
+@APP_SETTINGS
+@given(data=mutated_images())
+def test_predict_api_answers_200_or_a_clear_4xx(client, data):
+    import io
+
+    resp = client.post("/api/v1/tasks/mnist/predict", data={"file": (io.BytesIO(data), "x.png")})
+    assert resp.status_code in (200, 400, 413) and resp.is_json
+    body = resp.get_json()
+    assert body["top"] if resp.status_code == 200 else (body["error_en"] and body["error_vi"])
