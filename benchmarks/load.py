@@ -188,7 +188,7 @@ def start_server(port: int, log_path: Path) -> subprocess.Popen:
     env.pop("FLASK_DEBUG", None)
     gunicorn = Path(sys.executable).with_name("gunicorn")
     cmd = [str(gunicorn) if gunicorn.exists() else sys.executable, *([] if gunicorn.exists() else ["-m", "gunicorn"]),
-           "-c", "gunicorn.conf.py", "wsgi:app"]
+           "-c", "gunicorn.conf.py", "--no-control-socket", "wsgi:app"]  # leave a running server's socket alone
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 

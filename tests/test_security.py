@@ -217,6 +217,7 @@ def test_secret_key_from_the_environment_is_accepted(tmp_path, monkeypatch):
 
 
 def test_debug_is_turned_off_under_gunicorn(tmp_path, monkeypatch):
+    monkeypatch.delenv("FLASK_SECRET_KEY", raising=False)
     monkeypatch.setenv("SERVER_SOFTWARE", "gunicorn/27.0.1")  # what gunicorn's arbiter sets
     app = create_app({"MODELS_DIR": str(tmp_path), "DEBUG": True, "SECRET_KEY": secrets.token_hex(16)})
     assert not app.debug
@@ -230,7 +231,7 @@ def test_gunicorn_refuses_to_serve_with_the_default_key(tmp_path):
     exits instead of serving."""
     env = {k: v for k, v in os.environ.items() if k != "FLASK_SECRET_KEY"}
     env.update(FLASK_DEBUG="1", FLASK_MODELS_DIR=str(tmp_path), LSTMLAB_BIND="127.0.0.1:0", WEB_CONCURRENCY="1")
-    proc = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--no-control-socket", "wsgi:app"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "refusing to start with the default SECRET_KEY" in proc.stderr
 
