@@ -201,12 +201,13 @@ class TextModel:
     _hidden_relu: tuple = ()
 
     def feed(self, ids: list[int], state=None) -> tuple[np.ndarray, list]:
-        """Run a prefix through the model; the logits after its last token, and the state."""
+        """Run a prefix through the model; the log-probabilities (1, V) after its last token, and
+        the state."""
         state = state or self.initial_state(1)
         logits = None
         for t in ids:
             logits, state = self.step(np.array([t]), state)
-        return logits, state
+        return log_softmax(logits), state
 
     def sequence_log_probs(self, ids: list[int]) -> np.ndarray:
         """Log-probabilities (len(ids), V) of each next token (used by tests and evaluation)."""

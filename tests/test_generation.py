@@ -37,6 +37,7 @@ def test_numpy_step_equals_the_keras_model(tmp_path, tied):
     ids = [EOL_ID] + tm.vocab.encode(clean_words("Trăm năm trong cõi người ta chữ tài"))
     want = np.log(keras.ops.convert_to_numpy(model(np.array([ids]), training=False))[0])
     np.testing.assert_allclose(tm.sequence_log_probs(ids), want, atol=1e-4)
+    np.testing.assert_allclose(tm.feed(ids)[0][0], want[-1], atol=1e-4)  # feed: log-probabilities
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
