@@ -114,3 +114,12 @@ def test_form_strings_are_accepted():
                                   "temperature": "0.7", "top_p": "", "random_seed": "9", "meter": "false"})
     assert (req.length, req.strategy, req.top_k, req.temperature, req.random_seed, req.meter) == (
         3, "top_k", 5, 0.7, 9, False)
+
+
+def test_no_fitting_candidate_relaxes_the_rhyme_and_says_so(tiny):
+    # "khách" ends in -ch: every -ch syllable is trắc, so no bằng syllable can rhyme at bát 6.
+    r = generate(tiny["kieu"], validate_request(KIEU, {"seed": "Trăm năm trong cõi người khách", "length": 1,
+                                                       "random_seed": 0}))
+    bat = r["checks"][1]
+    assert bat["relaxed"] == [{"position": 6, "dropped": ["rhyme"]}]
+    assert bat["rhyme_ok"] is False and bat["length_ok"] and bat["tone_ok"]

@@ -3,6 +3,8 @@
 import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.text import (EOL, UNK_ID, Vocabulary, check_verse, clean_words, couplet_pass_rates, format_verse_line,
                       rhyme_key, rhymes, rime, title_case, tokenize, tokenize_verse, tone)
@@ -89,3 +91,13 @@ def test_checker_reports_each_failure():
 def test_formatting():
     assert title_case(["trump", "says", "gop"]) == "Trump Says Gop"
     assert format_verse_line(["trăm", "năm", "kiều"], {"kiều": "Kiều"}) == "Trăm năm Kiều"
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x1EFF), max_size=60))
+@settings(max_examples=200, deadline=None)
+def test_tokenizers_ignore_the_normal_form(text):
+    for form in ("NFD", "NFKC"):
+        other = unicodedata.normalize(form, text)
+        if unicodedata.normalize("NFC", other) == unicodedata.normalize("NFC", text):
+            assert clean_words(other) == clean_words(text)
+    assert all(w == w.lower() and w.strip() == w and w for w in clean_words(text))
