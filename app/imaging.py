@@ -41,6 +41,10 @@ def decode_image(data: bytes) -> Image.Image:
                     status=413,
                 )
             img.seek(0)  # the first frame of an animation
+            if img.format in ("JPEG", "MPO") and max(img.size) > 2 * MAX_SIDE_WORKING:
+                # Decode a big photo at 1/2, 1/4 or 1/8 scale (still >= the working size): a 40 MP
+                # JPEG would otherwise take ~300 MB per request. Data-set images are far smaller.
+                img.draft(img.mode, (MAX_SIDE_WORKING, MAX_SIDE_WORKING))
             img.load()
     except InvalidInput:
         raise

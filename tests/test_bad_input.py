@@ -362,3 +362,28 @@ def test_odd_seeds_through_the_api(text_client, spec):
     for case, seed in ODD_SEEDS.items():
         resp = text_client.post(f"/api/v1/tasks/{spec.slug}/generate", json={"seed": seed, "length": 1, "random_seed": 2})
         assert resp.status_code == 200 and resp.get_json()["text"].strip(), case
+
+
+@pytest.mark.parametrize("spec", [BUILTIN_TASKS["cifar10"], BUILTIN_TASKS["mnist"]], ids=lambda s: s.slug)
+def test_big_jpeg_decoded_at_reduced_scale_gives_the_same_input(spec):
+    """A 4800×3200 photo is decoded by libjpeg at reduced scale (memory); the model input matches
+    the full decode of the same pixels."""
+    rng = np.random.default_rng(3)
+    tint = np.asarray(Image.fromarray(rng.integers(180, 255, (12, 18, 3), dtype=np.uint8)).resize((4800, 3200)))
+    arr = tint.copy()  # light, unevenly tinted paper...
+    arr[1000:2200, 2000:2500] = 20  # ...with a dark stroke (a drawing for the digit tasks)
+    jpeg = bu.encode(Image.fromarray(arr), "JPEG", quality=92)
+    full = Image.open(io.BytesIO(jpeg))
+    full.load()
+    reference = bytes_to_array(bu.encode(full, "PNG"), spec).astype(int)
+    got = bytes_to_array(jpeg, spec).astype(int)
+    assert got.shape == reference.shape and np.abs(got - reference).mean() < 3.0
+    rotated = bytes_to_array(bu.encode(Image.fromarray(arr).transpose(Image.Transpose.ROTATE_90), "JPEG",
+                                       exif=_orientation_exif(6)), spec)
+    assert rotated.shape == spec.input_shape
+
+
+def _orientation_exif(value: int) -> bytes:
+    exif = Image.Exif()
+    exif[bu.EXIF_ORIENTATION] = value
+    return exif.tobytes()
