@@ -30,7 +30,7 @@ NEG_RGB, POS_RGB = np.array([33, 102, 172], np.float32), np.array([178, 24, 43],
 
 # Layout of the SVG (user units): heatmaps have a fixed size whatever the number of units.
 STEP = 8  # height of one time step (image) / width of one word (text, times WORD_WIDTH)
-MAP_WIDTH, GAP, LABEL = 128, 14, 16
+MAP_WIDTH, GAP, LABEL = 128, 14, 20
 WORD_WIDTH, MAP_HEIGHT, WORD_LABEL = 44, 64, 18
 
 MESSAGES.update({
@@ -82,6 +82,10 @@ MESSAGES.update({
     "grad_heading": ("Gradient đến được từng bước", "The gradient reaching each step"),
     "grad_text": ("‖∂L/∂x_t‖: độ lớn của tín hiệu học từ đáp án (ở bước cuối) đến đầu vào ở bước t, trung bình trên {n} chuỗi. Bảng so sánh bước đầu tiên với bước cuối cùng.",
                   "‖∂L/∂x_t‖: how much of the learning signal from the answer (at the last step) reaches the input at step t, averaged over {n} sequences. The table compares the first step with the last."),
+    "grad_lesson": ("Trước khi huấn luyện, cả hai mạng đều để mất tín hiệu ở các bước đầu. Huấn luyện dạy cổng quên của LSTM mở ra ở những bước cần nhớ, nên gradient đến bước đầu tiên lớn lên nhiều bậc; ở SimpleRNN nó vẫn teo dần, nên mạng không học được điều gì phụ thuộc vào đầu chuỗi.",
+                    "Before training both networks lose the signal on the early steps. Training teaches the LSTM's forget gates to stay open where memory is needed, so the gradient reaching the first step grows by orders of magnitude; the SimpleRNN's keeps shrinking, so it cannot learn anything that depends on the start of the sequence."),
+    "same_units_note": ("Cùng số đơn vị: LSTM có bốn bộ trọng số (i, f, g, o) nên có khoảng gấp bốn lần số tham số.",
+                        "Same number of units: the LSTM has four sets of weights (i, f, g, o), so about four times the parameters."),
     "grad_first": ("Bước đầu", "First step"),
     "grad_last": ("Bước cuối", "Last step"),
     "grad_ratio": ("Đầu / cuối", "First / last"),
@@ -98,8 +102,8 @@ MESSAGES.update({
                          "Each heatmap row is one time step, level with the image row (or column, turned sideways) the LSTM read at that step; each column is one unit. Gates f, i, o and the candidate g show how much the LSTM kept, added and showed at that step; c is the long-term memory, h the output."),
     "trace_text_help": ("Mỗi cột là một từ (ghi bên dưới) mà LSTM vừa đọc; mỗi hàng là một đơn vị. Cổng f gần 1 nghĩa là giữ bộ nhớ, cổng i gần 1 là ghi nội dung mới, cổng o gần 1 là đưa bộ nhớ ra; c là bộ nhớ dài hạn, h là đầu ra dùng để đoán từ tiếp theo.",
                         "Each column is one word (written below) the LSTM has just read; each row is one unit. A forget gate f near 1 keeps the memory, an input gate i near 1 writes new content, an output gate o near 1 shows the memory; c is the long-term memory, h the output used to guess the next word."),
-    "trace_scale": ("Màu: cổng từ 0 (trắng) đến 1 (xanh đậm); g, c, h âm là xanh, dương là đỏ (c chia cho |c| lớn nhất, ghi bên cạnh).",
-                    "Colours: gates from 0 (white) to 1 (dark blue); g, c, h negative in blue, positive in red (c divided by its largest |c|, given beside it)."),
+    "trace_scale": ("Màu: cổng từ 0 (trắng) đến 1 (xanh đậm); g, c, h âm là xanh, dương là đỏ (c được chia cho phân vị 99% của |c|, ghi bên cạnh).",
+                    "Colours: gates from 0 (white) to 1 (dark blue); g, c, h negative in blue, positive in red (c divided by the 99th percentile of its |c|, given beside it)."),
     "trace_check": ("Đầu ra tính lại từ các phương trình khác đầu ra của mô hình tối đa {d}.",
                     "The output recomputed from the equations differs from the model's by at most {d}."),
     "trace_renet": ("Với kiến trúc ReNet, chỉ lớp BiLSTM cuối (đọc từng hàng ô ảnh) được hiển thị; hai lượt quét theo hàng và cột ô ảnh được tính nhưng không hiển thị.",
@@ -134,7 +138,7 @@ def colour(values: np.ndarray, signed: bool) -> np.ndarray:
 def heatmaps(values: dict[str, np.ndarray], transpose: bool) -> list[dict]:
     """One PNG data URL per shown quantity (units on columns, or on rows with `transpose`)."""
     out = []
-    c_max = float(np.abs(values["c"]).max()) or 1.0
+    c_max = float(np.percentile(np.abs(values["c"]), 99)) or 1.0  # a few large cells would wash out the rest
     for key in SHOWN:
         v = values[key] / c_max if key == "c" else values[key]
         rgb = colour(v, signed=key in ("g", "c", "h"))
@@ -155,7 +159,7 @@ def _picture(array: np.ndarray, axis: str) -> str:
 def image_panel(trace: Trace, array: np.ndarray, served: np.ndarray | None = None) -> dict:
     """Template context for templates/lstm/_trace.html of an image prediction."""
     layers = []
-    for lt in trace.layers:
+    for lt in sorted(trace.layers, key=lambda lt: lt.axis == COLUMNS):  # rows first: the usual reading
         height = lt.steps * STEP
         pic_h, pic_w = (array.shape[1], array.shape[0]) if lt.axis == COLUMNS else array.shape[:2]
         pic_width = round(height * pic_w / pic_h)
