@@ -387,3 +387,38 @@ def _orientation_exif(value: int) -> bytes:
     exif = Image.Exif()
     exif[bu.EXIF_ORIENTATION] = value
     return exif.tobytes()
+
+
+def _wide_page(mode: str) -> tuple[bytes, Image.Image]:
+    """A 4400×700 page with a dark stroke in `mode` (over four times the working size, so it is
+    reduced early), and the same page flattened at full size by hand: the reference."""
+    grey = np.full((700, 4400), 230, np.uint8)
+    grey[200:500, 1800:2300] = 25
+    base = Image.fromarray(grey)
+    if mode == "RGBA":
+        alpha = np.full(grey.shape, 255, np.uint8)
+        alpha[:, :300] = 0  # a transparent margin composited onto white
+        img = Image.merge("RGBA", [base, base, base, Image.fromarray(alpha)])
+        ref = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img).convert("RGB")
+    elif mode == "I;16":
+        img = Image.fromarray(grey.astype(np.uint16) * 257)
+        ref = base
+    elif mode == "P":
+        img = base.convert("RGB").quantize(4)
+        ref = img.convert("RGB")
+    elif mode == "1":
+        img = base.point(lambda v: 255 if v > 128 else 0).convert("1")
+        ref = img.convert("L")
+    else:
+        img, ref = base.convert(mode), base.convert(mode).convert("RGB")
+    return bu.encode(img, "TIFF" if mode == "CMYK" else "PNG"), ref
+
+
+@pytest.mark.parametrize("spec", [BUILTIN_TASKS["cifar10"], BUILTIN_TASKS["mnist"]], ids=lambda s: s.slug)
+@pytest.mark.parametrize("mode", ["RGBA", "I;16", "P", "1", "CMYK", "RGB", "L"])
+def test_big_images_reduced_early_give_the_same_input(mode, spec):
+    data, reference = _wide_page(mode)
+    got = bytes_to_array(data, spec).astype(int)
+    want = bytes_to_array(bu.encode(reference, "PNG"), spec).astype(int)
+    assert got.shape == want.shape == spec.input_shape
+    assert np.abs(got - want).mean() < 4.0
