@@ -13,7 +13,8 @@ default secret key refuses to start before it spends time loading models.
   generate request, the API's and the text pages' form posts, from `RATELIMIT_GENERATE`
   (env `FLASK_RATELIMIT_GENERATE`, e.g. "30 per minute"). In-memory storage counts per gunicorn
   worker, so the effective limit is up to workers × the setting. Off under TESTING unless
-  `RATELIMIT_ENABLED` is set.
+  `RATELIMIT_ENABLED` is set. Behind a reverse proxy every client has the proxy's address:
+  wrap the app in werkzeug's ProxyFix there, or all clients share one budget.
 """
 
 from __future__ import annotations
