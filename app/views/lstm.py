@@ -122,7 +122,7 @@ MESSAGES.update({
 # ----------------------------------------------------------------------------- heatmaps
 def _png_url(rgb: np.ndarray) -> str:
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb.astype(np.uint8)), "RGB").save(buf, "PNG")
+    Image.fromarray(np.ascontiguousarray(rgb.astype(np.uint8)), "RGB").save(buf, "PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -158,16 +158,18 @@ def _picture(array: np.ndarray, axis: str) -> str:
 
 def image_panel(trace: Trace, array: np.ndarray, served: np.ndarray | None = None) -> dict:
     """Template context for templates/lstm/_trace.html of an image prediction."""
-    layers = []
+    layers, pictures = [], {}
     for lt in sorted(trace.layers, key=lambda lt: lt.axis == COLUMNS):  # rows first: the usual reading
         height = lt.steps * STEP
+        if (lt.axis == COLUMNS) not in pictures:  # one picture per orientation, not per layer
+            pictures[lt.axis == COLUMNS] = _picture(array, lt.axis)
         pic_h, pic_w = (array.shape[1], array.shape[0]) if lt.axis == COLUMNS else array.shape[:2]
         pic_width = round(height * pic_w / pic_h)
         maps = heatmaps(lt.values, transpose=False)
         for k, m in enumerate(maps):
             m["x"] = pic_width + GAP + k * (MAP_WIDTH + GAP)
         layers.append({"label": lt.name, "direction": lt.direction, "axis": lt.axis, "steps": lt.steps,
-                       "units": lt.units, "picture": _picture(array, lt.axis), "picture_width": pic_width,
+                       "units": lt.units, "picture": pictures[lt.axis == COLUMNS], "picture_width": pic_width,
                        "height": height, "width": pic_width + len(maps) * (MAP_WIDTH + GAP), "maps": maps})
     return _panel("image", trace, layers, served)
 
