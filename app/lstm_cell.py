@@ -204,6 +204,8 @@ def _keras_layer_class():
                     [ops.zeros((n,)), ops.ones((n,)), ops.zeros((2 * n,))]))
 
         def call(self, inputs, initial_state=None):
+            if initial_state is not None:  # Bidirectional passes the argument; only zeros are supported
+                raise ValueError("LSTMFromScratch starts from h = c = 0; initial_state is not supported")
             n = self.units
             x = ops.flip(inputs, axis=1) if self.go_backwards else inputs
             proj = ops.matmul(x, self.kernel) + self.bias  # every step's x_t W + b at once

@@ -61,7 +61,7 @@ class LayerTrace:
         """JSON-ready: names, shapes and every value rounded to `decimals`."""
         return {"layer": self.name, "direction": self.direction, "axis": self.axis, "steps": self.steps,
                 "units": self.units,
-                "values": {k: np.round(self.values[k], decimals).tolist() for k in SHOWN}}
+                "values": {k: _rounded(self.values[k], decimals) for k in SHOWN}}
 
 
 @dataclass
@@ -73,8 +73,13 @@ class Trace:
 
     def to_dict(self, decimals: int = 3) -> dict:
         """JSON-ready trace (the API's `"trace": true`)."""
-        return {"output": np.round(self.output, 6).tolist(), "gates": list(SHOWN),
+        return {"output": _rounded(self.output, 6), "gates": list(SHOWN),
                 "layers": [lt.to_dict(decimals) for lt in self.layers]}
+
+
+def _rounded(values: np.ndarray, decimals: int) -> list:
+    """Nested lists of short floats (float32 rounded in float64, so 0.123 prints as 0.123)."""
+    return np.round(np.asarray(values, np.float64), decimals).tolist()
 
 
 # ----------------------------------------------------------------------------- NumPy layers

@@ -108,6 +108,8 @@ MESSAGES.update({
                     "The output recomputed from the equations differs from the model's by at most {d}."),
     "trace_renet": ("Với kiến trúc ReNet, chỉ lớp BiLSTM cuối (đọc từng hàng ô ảnh) được hiển thị; hai lượt quét theo hàng và cột ô ảnh được tính nhưng không hiển thị.",
                     "For the ReNet architecture only the last BiLSTM (reading one row of patches per step) is shown; the two patch sweeps are computed but not shown."),
+    "api_trace": ("Bên trong LSTM: thêm ?trace=1 (nhận dạng ảnh) hoặc \"trace\": true (sinh văn bản, không dùng với luồng) để nhận giá trị các cổng f, i, o, ứng viên g, trạng thái ô c và trạng thái ẩn h của mỗi lớp LSTM ở mỗi bước (hàng ảnh hoặc từ), và độ lệch so với đầu ra của mô hình.",
+                  "Inside the LSTM: add ?trace=1 (image prediction) or \"trace\": true (text generation, not streamed) to receive the gates f, i, o, the candidate g, the cell state c and the hidden state h of every LSTM layer at every step (image row or word), and the difference from the model's output."),
     "trace_forward": ("chiều xuôi", "forward"),
     "trace_backward": ("chiều ngược", "backward"),
     "trace_axis_rows": ("bước = hàng ảnh", "step = image row"),
