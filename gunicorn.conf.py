@@ -1,7 +1,8 @@
 """gunicorn settings, from the environment (`make serve` uses this file).
 
 LSTMLAB_BIND (default 127.0.0.1:8000), WEB_CONCURRENCY (workers, default 2), LSTMLAB_THREADS
-(threads per worker, default 4: a streamed text holds one thread, not a whole worker).
+(threads per worker, default 4: a streamed text holds one thread, not a whole worker),
+LSTMLAB_TF_THREADS (TensorFlow/BLAS threads per worker, default 1; 0 = one per core).
 No `preload_app`: TensorFlow is not fork-safe, so each worker loads the models after forking.
 """
 
@@ -19,3 +20,10 @@ accesslog = os.environ.get("LSTMLAB_ACCESS_LOG") or None  # "-" for stdout
 errorlog = "-"
 loglevel = os.environ.get("LSTMLAB_LOG_LEVEL", "info")
 raw_env = ["TF_CPP_MIN_LOG_LEVEL=2"]
+# One TensorFlow / oneDNN / BLAS thread per worker (LSTMLAB_TF_THREADS, 0 = the libraries' own
+# default of one per core): workers × request threads already fill the cores, and per-request
+# thread pools on top of them halved throughput at saturation (docs/BENCHMARKS.md, "Load").
+_tf_threads = os.environ.get("LSTMLAB_TF_THREADS", "1")
+if _tf_threads != "0":
+    raw_env += [f"{name}={_tf_threads}" for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+                                                      "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")]

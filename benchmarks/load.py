@@ -8,7 +8,7 @@ deadline for the server to start. The server is `gunicorn -c gunicorn.conf.py ws
 project's gunicorn.conf.py (workers, threads) and a random FLASK_SECRET_KEY, as `make serve`
 does; only the generate rate limit is raised, because every client here shares one address.
 
-Phases, all in one run:
+Phases, for each server variant (see VARIANTS), all in one run:
 1. baseline: one client, one request at a time (unsaturated latency and throughput);
 2. saturation: `--clients` closed-loop threads (more than workers × threads) for `--seconds`.
 Reported: requests/s, p50/p99 per kind, errors, each worker's RSS (from /proc) before and after
@@ -152,14 +152,16 @@ def run_phase(port: int, plan: dict, clients: int, seconds: float, max_requests:
                 if len(results) >= max_requests:
                     return
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(seconds + 120)
     elapsed = time.perf_counter() - t0
-    return summarize(results, elapsed, clients)
+    out = summarize(results, elapsed, clients)
+    out["client_cpu_share"] = round((time.process_time() - cpu0) / elapsed, 2)  # cores the load generator used
+    return out
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -181,10 +183,19 @@ def summarize(results: list, elapsed: float, clients: int) -> dict:
     return out
 
 
-def start_server(port: int, log_path: Path) -> subprocess.Popen:
+# Server variants run one after the other in the same invocation, so they meet the same machine.
+# "configured" is gunicorn.conf.py as shipped (one TensorFlow/BLAS thread per worker);
+# "library-threads" leaves the thread pools at the libraries' default of one thread per core.
+VARIANTS = {
+    "configured": {},
+    "library-threads": {"LSTMLAB_TF_THREADS": "0"},
+}
+
+
+def start_server(port: int, log_path: Path, overrides: dict) -> subprocess.Popen:
     """gunicorn exactly as `make serve` starts it, on a free loopback port."""
     env = dict(os.environ, LSTMLAB_BIND=f"127.0.0.1:{port}", FLASK_SECRET_KEY=secrets.token_hex(32),
-               FLASK_RATELIMIT_GENERATE="1000000 per minute", TF_CPP_MIN_LOG_LEVEL="2")
+               FLASK_RATELIMIT_GENERATE="1000000 per minute", TF_CPP_MIN_LOG_LEVEL="2", **overrides)
     env.pop("FLASK_DEBUG", None)
     gunicorn = Path(sys.executable).with_name("gunicorn")
     cmd = [str(gunicorn) if gunicorn.exists() else sys.executable, *([] if gunicorn.exists() else ["-m", "gunicorn"]),
@@ -193,21 +204,12 @@ def start_server(port: int, log_path: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seconds", type=float, default=60.0, help="saturation phase length (default 60)")
-    p.add_argument("--baseline-seconds", type=float, default=10.0)
-    p.add_argument("--clients", type=int, default=12, help="closed-loop client threads at saturation")
-    p.add_argument("--generate-share", type=float, default=0.3, help="fraction of requests that generate text")
-    p.add_argument("--max-requests", type=int, default=200_000)
-    p.add_argument("--start-timeout", type=float, default=600.0)
-    p.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
-    args = p.parse_args(argv)
-
+def run_variant(name: str, args) -> dict:
+    """Start the server with the variant's environment, measure both phases, stop it."""
     port = free_port()
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"lstmlab-load-{port}.log"
     training_before = training_running()
-    proc = start_server(port, log_path)
+    proc = start_server(port, log_path, VARIANTS[name])
     try:
         ready = wait_for_workers(proc, port, log_path, time.monotonic() + args.start_timeout)
         plan = {"image": [s for s, t in ready["tasks"].items() if t["status"] == "ready" and t["kind"] == "image"],
@@ -229,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-    training_after = training_running()
-    result = {
+    return {
+        "variant": name, "environment": VARIANTS[name],
         "server": {"workers": len(workers_start), "threads": int(os.environ.get("LSTMLAB_THREADS", "4")),
                    "tasks": {"classify": plan["image"], "generate": plan["text"]}, "cpus": os.cpu_count()},
         "baseline": baseline, "saturated": saturated,
@@ -242,13 +244,28 @@ def main(argv: list[str] | None = None) -> int:
         # a replaced worker shows as a new pid, and gunicorn logs every boot
         "worker_restarts": max(len(set(workers_end) - set(workers_start)),
                                log_text.count("Booting worker with pid") - len(workers_start)),
-        "training_running": sorted({t for t in (training_before, training_after) if t}),
+        "training_running": sorted({t for t in (training_before, training_running()) if t}),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    print(json.dumps(result, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=60.0, help="saturation phase length (default 60)")
+    p.add_argument("--baseline-seconds", type=float, default=10.0)
+    p.add_argument("--clients", type=int, default=12, help="closed-loop client threads at saturation")
+    p.add_argument("--generate-share", type=float, default=0.3, help="fraction of requests that generate text")
+    p.add_argument("--max-requests", type=int, default=200_000)
+    p.add_argument("--start-timeout", type=float, default=600.0)
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    p.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
+    args = p.parse_args(argv)
+    results = [run_variant(name, args) for name in args.variants.split(",")]
+    print(json.dumps(results, indent=1))
     if not args.no_write:
-        write_doc(result, args)
-    return 0 if saturated["errors"] == 0 and result["worker_restarts"] == 0 else 1
+        write_doc(results, args)
+    ok = all(r["saturated"]["errors"] == 0 and r["worker_restarts"] == 0 for r in results)
+    return 0 if ok else 1
 
 
 def wait_for_workers(proc: subprocess.Popen, port: int, log_path: Path, deadline: float) -> dict:
@@ -268,41 +285,61 @@ def wait_for_workers(proc: subprocess.Popen, port: int, log_path: Path, deadline
     raise SystemExit("gunicorn did not become ready in time")
 
 
-def write_doc(r: dict, args) -> None:
+def write_doc(results: list[dict], args) -> None:
     """Replace the "## Load" section of docs/BENCHMARKS.md (other sections are left alone)."""
-    b, s = r["baseline"], r["saturated"]
-    rows = "\n".join(
-        f"| {name} | {ph['clients']} | {ph['requests']} | {ph['requests_per_s']} | {ph['errors']} | "
-        f"{ph['classify']['p50_ms']} / {ph['classify']['p99_ms']} | {ph['generate']['p50_ms']} / {ph['generate']['p99_ms']} |"
-        for name, ph in (("baseline (1 client)", b), (f"saturation ({args.seconds:.0f} s)", s)))
-    workers = "\n".join(f"| {w['pid']} | {w['rss_start_mb']} | {w['rss_end_mb']} | {w['growth_pct']} |" for w in r["workers"])
-    training = (f"**A training job was running at the same time** ({', '.join(r['training_running'])}, "
-                "runs/queue.sh on the same 2 cores), so absolute numbers are lower than on an idle machine."
-                if r["training_running"] else "No training job was running.")
-    growth = max((w["growth_pct"] for w in r["workers"] if w["growth_pct"] is not None), default=float("nan"))
+    first = results[0]
+    rows, workers = [], []
+    for r in results:
+        env = ", ".join(f"{k}={v}" for k, v in r["environment"].items()) or "gunicorn.conf.py as shipped"
+        for name, ph in (("1 client", r["baseline"]), (f"{r['saturated']['clients']} clients, {args.seconds:.0f} s", r["saturated"])):
+            rows.append(f"| {r['variant']} | {name} | {ph['requests']} | {ph['requests_per_s']} | {ph['errors']} | "
+                        f"{ph['classify']['p50_ms']} / {ph['classify']['p99_ms']} | "
+                        f"{ph['generate']['p50_ms']} / {ph['generate']['p99_ms']} |")
+        workers += [f"| {r['variant']} | {w['pid']} | {w['rss_start_mb']} | {w['rss_end_mb']} | {w['growth_pct']} |"
+                    for w in r["workers"]]
+        r["env_text"] = env
+    training = sorted({t for r in results for t in r["training_running"]})
+    training = (f"**A training job was running at the same time** ({', '.join(training)}: runs/queue.sh on the "
+                "same 2 cores), so absolute numbers are lower than on an idle machine."
+                if training else "No training job was running.")
+    variants = "\n".join(f"- `{r['variant']}`: {r['env_text']}; saturation {r['saturated']['requests_per_s']} requests/s, "
+                         f"{r['saturated']['errors']} errors, {r['worker_restarts']} worker restarts, status codes "
+                         f"{r['saturated']['statuses']}" for r in results)
+    ratio = ""
+    if len(results) > 1:
+        ratio = (f"\nSaturation throughput of `{results[1]['variant']}` is "
+                 f"{results[1]['saturated']['requests_per_s'] / first['saturated']['requests_per_s']:.2f}× "
+                 f"that of `{first['variant']}` in the same run. This is why gunicorn.conf.py gives each worker "
+                 "one TensorFlow/oneDNN/BLAS thread (LSTMLAB_TF_THREADS=1): the workers' request threads "
+                 "already fill the cores, and the libraries' own per-core pools only add contention.\n")
+    growth = max((w["growth_pct"] for r in results for w in r["workers"] if w["growth_pct"] is not None),
+                  default=float("nan"))
     section = f"""## Load
 
-`python benchmarks/load.py` ({r['date']}): gunicorn started as `make serve` does (the project's
-gunicorn.conf.py: {r['server']['workers']} workers × {r['server']['threads']} threads, gthread, a random
-FLASK_SECRET_KEY), on 127.0.0.1, {r['server']['cpus']} CPU cores. Requests go to the JSON API:
-classify (a 200×200 PNG drawing, multipart) on {', '.join(r['server']['tasks']['classify'])}, and generate
-(top-p, 10 words / 1 couplet) on {', '.join(r['server']['tasks']['generate']) or 'no text task'},
-{args.generate_share:.0%} of requests. The generate rate limit was raised for the run, since every
-client shares one address. {training}
+`python benchmarks/load.py` ({first['date']}): gunicorn started as `make serve` does (the project's
+gunicorn.conf.py: {first['server']['workers']} workers × {first['server']['threads']} threads, gthread, a random
+FLASK_SECRET_KEY) on 127.0.0.1, {first['server']['cpus']} CPU cores, load generator in the same machine.
+Requests go to the JSON API: classify (a 200×200 PNG drawing, multipart) on
+{', '.join(first['server']['tasks']['classify'])}; generate (top-p, 10 words / 1 couplet) on
+{', '.join(first['server']['tasks']['generate']) or 'no text task'}, {args.generate_share:.0%} of requests. The
+generate rate limit was raised for the run, since every client shares one address. Each variant
+is a fresh server: 3 s warm-up, {args.baseline_seconds:.0f} s with one client, then {args.seconds:.0f} s at
+saturation. {training}
 
-| phase | clients | requests | requests/s | errors | classify p50 / p99 ms | generate p50 / p99 ms |
+{variants}
+
+| variant | phase | requests | requests/s | errors | classify p50 / p99 ms | generate p50 / p99 ms |
 | --- | --- | --- | --- | --- | --- | --- |
-{rows}
+{chr(10).join(rows)}
+{ratio}
+Worker memory across the saturation phase (RSS from /proc):
 
-Saturation throughput is {r['throughput_ratio']}× the one-client baseline of the same run.
-Status codes at saturation: {s['statuses']}.
+| variant | worker pid | RSS before (MiB) | RSS after (MiB) | growth % |
+| --- | --- | --- | --- | --- |
+{chr(10).join(workers)}
 
-| worker pid | RSS before (MiB) | RSS after (MiB) | growth % |
-| --- | --- | --- | --- |
-{workers}
-
-Worker restarts: {r['worker_restarts']}. Largest RSS growth: {growth}% (goal: 0 errors, 0 restarts,
-growth under 5%).
+Largest RSS growth: {growth}%; worker restarts: {sum(r['worker_restarts'] for r in results)} (goal: 0 errors,
+0 restarts, growth under 5%).
 """
     text = DOC.read_text(encoding="utf-8") if DOC.is_file() else "# Benchmarks\n"
     pattern = re.compile(r"^## Load\n.*?(?=^## |\Z)", re.S | re.M)
