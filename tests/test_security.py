@@ -110,9 +110,10 @@ def test_rendered_pages_have_no_inline_script(app, client, lang):
     text_ready(app)
     pages = [client.get(f"{p}?lang={lang}") for p in ("/", "/tasks/mnist", "/tasks/nyt_headlines", "/tasks/kieu",
                                                       "/tasks/mnist/card", "/tasks/kieu/card", "/docs/api",
-                                                      "/tasks/cifar10", "/missing")]
-    pages.append(client.post(f"/tasks/mnist?lang={lang}", data=upload(digit_png()), content_type="multipart/form-data"))
-    pages.append(client.post(f"/tasks/kieu?lang={lang}", data={k: str(v) for k, v in TEXT_BODY.items()}))
+                                                      "/tasks/cifar10", "/missing", "/lstm", "/lstm/why")]
+    pages.append(client.post(f"/tasks/mnist?lang={lang}", data={**upload(digit_png()), "trace": "1"},
+                             content_type="multipart/form-data"))
+    pages.append(client.post(f"/tasks/kieu?lang={lang}", data={**{k: str(v) for k, v in TEXT_BODY.items()}, "trace": "1"}))
     for resp in pages:
         finder = ScriptFinder()
         finder.feed(resp.get_data(as_text=True))
