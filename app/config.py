@@ -28,3 +28,5 @@ class Config:
     MAX_CONTENT_LENGTH = 8 * 1024 * 1024  # uploads above 8 MB get 413
     DEFAULT_LANGUAGE = "vi"
     LANGUAGES = ("vi", "en")
+    PREDICT_JIT = True  # XLA-compile each image model's predict function
+    XLA_CACHE_DIR = str(ROOT / ".cache" / "xla")  # compiled models kept across restarts ("" = off)

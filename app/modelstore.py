@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,6 +202,12 @@ def compile_predict(model, spec: TaskSpec, jit: bool = True) -> Callable[[np.nda
 
 def init_app(app: Flask) -> None:
     """Load the models of `app.config["MODELS_DIR"]` into `app.extensions`."""
+    cache = app.config.get("XLA_CACHE_DIR")
+    if cache and "tf_xla_persistent_cache_directory" not in os.environ.get("TF_XLA_FLAGS", ""):
+        # XLA keeps compiled models on disk: the second worker and every restart skip the compile.
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        os.environ["TF_XLA_FLAGS"] = (os.environ.get("TF_XLA_FLAGS", "") +
+                                      f" --tf_xla_persistent_cache_directory={cache}").strip()
     store = ModelStore(Path(app.config["MODELS_DIR"]), jit=bool(app.config.get("PREDICT_JIT", True)))
     app.extensions[EXTENSION] = store.load()
 

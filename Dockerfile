@@ -1,0 +1,18 @@
+# LSTM Lab web app: serves the models in models/ with gunicorn (see gunicorn.conf.py).
+#   docker build -t lstmlab . && docker run -p 8000:8000 -e FLASK_SECRET_KEY=$(openssl rand -hex 32) lstmlab
+FROM python:3.11-slim-bookworm
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 \
+    LSTMLAB_BIND=0.0.0.0:8000 WEB_CONCURRENCY=2 FLASK_XLA_CACHE_DIR=/tmp/lstmlab-xla
+WORKDIR /srv/lstmlab
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY app ./app
+COPY templates ./templates
+COPY static ./static
+COPY models ./models
+COPY wsgi.py gunicorn.conf.py ./
+RUN useradd --system --no-create-home lstmlab
+USER lstmlab
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz').status != 200)"
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
