@@ -268,6 +268,46 @@ def test_quick_run_writes_loadable_model_card_and_plots(tmp_path):
     assert main(["evaluate", "mnist", "--data", str(npz), "--models-dir", str(models)]) == 0
 
 
+def test_init_from_continues_a_finished_model_and_keeps_its_history(tmp_path, capsys):
+    import keras
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    npz = digits_npz(tmp_path / "mnist.npz", n_train=96, n_test=40)
+    common = ["--data", str(npz), "--quick", "--verbose", "0", "--model-kwargs", '{"units": 8}']
+    assert main(["mnist", "--models-dir", str(first), "--baseline-epochs", "1"] + common) == 0
+    old = json.loads((first / "mnist" / "card.json").read_text(encoding="utf-8"))
+    start = keras.models.load_model(first / "mnist" / "model.keras", compile=False)
+
+    assert main(["mnist", "--models-dir", str(second), "--baseline-epochs", "0",
+                 "--init-from", str(first / "mnist")] + common) == 0
+    card = json.loads((second / "mnist" / "card.json").read_text(encoding="utf-8"))
+    warm = card["warm_start"]
+    assert warm["from"] == str(first / "mnist") and warm["epochs_total"] == 2
+    assert warm["previous_runs"][0]["history"] == old["history"]
+    assert warm["previous_runs"][0]["test_accuracy"] == old["metrics"]["test_accuracy"]
+    assert card["baseline"] == old["baseline"]  # measured by the run it continues, on the same data
+    # training went on from the old weights, not from a fresh initialisation
+    moved = keras.models.load_model(second / "mnist" / "model.keras", compile=False)
+    assert any(not np.array_equal(a, b) for a, b in zip(start.get_weights(), moved.get_weights()))
+    # the saved file holds no optimizer state (Adam's moments would triple it)
+    import h5py
+    import zipfile
+
+    with zipfile.ZipFile(second / "mnist" / "model.keras") as z, h5py.File(z.open("model.weights.h5")) as h5:
+        assert "optimizer" not in h5 or not len(h5["optimizer"].get("vars", {}))
+
+    # a model of another task is refused with a message, not a traceback
+    cifar = tmp_path / "c" / "cifar10"
+    cifar.mkdir(parents=True)
+    (cifar / "card.json").write_text(json.dumps({"slug": "cifar10"}), encoding="utf-8")
+    (cifar / "model.keras").write_bytes((first / "mnist" / "model.keras").read_bytes())
+    capsys.readouterr()
+    assert main(["mnist", "--models-dir", str(second), "--init-from", str(cifar)] + common) == 2
+    assert "for task 'cifar10', not 'mnist'" in capsys.readouterr().err
+    assert main(["mnist", "--models-dir", str(second), "--init-from", str(tmp_path / "nope")] + common) == 2
+    assert "expected a model folder" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- atomic save
 def snapshot(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

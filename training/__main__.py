@@ -3,6 +3,8 @@
 Examples:
     python -m training mnist --epochs 20
     python -m training cifar10 --resume          # continue an interrupted run
+    python -m training cifar10 --init-from models/cifar10 --epochs 8 --learning-rate 1e-3
+                                                 # more epochs on top of a finished model
     python -m training evaluate mnist            # recompute the card's test metrics
 """
 
@@ -31,6 +33,9 @@ def image_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--quick", action="store_true", help="tiny subset, one epoch (for tests)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch's backup")
+    p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
+                   help="start from the weights of a finished model of the same architecture "
+                        "(a folder holding model.keras and card.json); its card's history is kept")
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
     p.add_argument("--architecture", default=None, help="override the task's architecture")
     p.add_argument("--model-kwargs", default=None, help='JSON, e.g. \'{"units": 96}\'')

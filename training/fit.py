@@ -263,6 +263,15 @@ def standard_callbacks(slug: str, resume: bool, patience: int, monitor: str, mod
     return callbacks, {"backup": backup, "history_csv": history_csv, "best": best, "timer": timer}
 
 
+def save_without_optimizer(model, path: Path) -> None:
+    """Save an uncompiled copy: the optimizer's moment estimates would triple the file's size
+    and serving never needs them (resuming uses the runs/ backup instead). clone_model and
+    model_from_json both carry the compile state over in Keras 3; from_config does not."""
+    clean = type(model).from_config(model.get_config())
+    clean.set_weights(model.get_weights())
+    clean.save(path)
+
+
 def finish_run(paths: dict) -> None:
     """After a complete, saved run the backup is no longer needed (a new run starts fresh)."""
     shutil.rmtree(paths["backup"], ignore_errors=True)

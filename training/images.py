@@ -101,6 +101,54 @@ def fairness_breakdown(data: ImageData, pred: np.ndarray) -> dict:
     return out
 
 
+def load_warm_start(spec: TaskSpec, folder) -> dict | None:
+    """The finished model (and its card) a run continues from with --init-from, or None."""
+    if not folder:
+        return None
+    import keras
+
+    from training.data import DataError
+
+    folder = Path(folder)
+    if folder.is_file():
+        folder = folder.parent
+    try:
+        card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+        model = keras.models.load_model(folder / "model.keras", compile=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"--init-from {folder}: expected a model folder with model.keras and "
+                        f"card.json ({exc})") from exc
+    if card.get("slug") != spec.slug:
+        raise DataError(f"--init-from {folder}: that model is for task {card.get('slug')!r}, "
+                        f"not {spec.slug!r}")
+    print(f"[{spec.slug}] starting from {folder} (test accuracy "
+          f"{card['metrics']['test_accuracy']:.4f} after "
+          f"{card['training']['epochs_run']} epochs)", flush=True)
+    return {"folder": folder, "card": card, "model": model}
+
+
+def warm_start_record(start: dict, epochs_now: int) -> dict:
+    """What the card says about the run it continued: enough to retrace every epoch."""
+    prev = start["card"]
+    earlier = list(prev.get("warm_start", {}).get("previous_runs", []))
+    earlier.append({"created": prev.get("created"), "git_commit": prev.get("git_commit"),
+                    "command": prev.get("command"), "optimizer": prev.get("optimizer"),
+                    "epochs_run": prev["training"]["epochs_run"],
+                    "seconds_total": prev["training"].get("seconds_total"),
+                    "test_accuracy": prev["metrics"]["test_accuracy"],
+                    "history": prev.get("history")})
+    return {"from": str(start["folder"]), "previous_runs": earlier,
+            "epochs_total": sum(r["epochs_run"] for r in earlier) + epochs_now}
+
+
+def whole_history(card: dict) -> dict:
+    """Per-epoch curves across the continued runs and this one (for the training-curves plot)."""
+    runs = [r.get("history") or {} for r in card.get("warm_start", {}).get("previous_runs", [])]
+    runs.append(card["history"])
+    keys = card["history"].keys()
+    return {k: [v for h in runs for v in h.get(k, [])] for k in keys}
+
+
 def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
     """The whole run for one image task; returns the folder the model was saved to."""
     import keras
@@ -118,7 +166,10 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
           f"test {len(test[1])}", flush=True)
 
     # Baseline (the lab's recipe) ------------------------------------------------------------
+    start = load_warm_start(spec, getattr(args, "init_from", None))
     baseline = None
+    if start and args.baseline_epochs <= 0:
+        baseline = start["card"].get("baseline")  # measured by the run being continued, same data
     if args.baseline_epochs > 0:
         baseline = train_baseline(spec, train, val, test, 1 if args.quick else args.baseline_epochs,
                                   args.seed, args.verbose)
@@ -127,7 +178,12 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
     # Model ---------------------------------------------------------------------------------
     keras.utils.set_random_seed(args.seed)
     kw = json.loads(args.model_kwargs) if args.model_kwargs else dict(spec.extra.get("model", {}))
+    if start:
+        kw = start["card"].get("model_kwargs", kw) if not args.model_kwargs else kw
+        args.architecture = args.architecture or start["card"].get("architecture")
     model = make_image_classifier(spec, args.architecture, **kw)
+    if start:
+        model.set_weights(start["model"].get_weights())  # raises if the architectures differ
     steps = int(np.ceil(len(train[1]) / batch)) * epochs
     lr = args.learning_rate or spec.learning_rate
     schedule = keras.optimizers.schedules.CosineDecay(lr * 0.1, decay_steps=max(1, steps - steps // 20),
@@ -191,18 +247,17 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
         "git_commit": fit.git_commit(),
         "command": fit.command_line(),
     }
+    if start:
+        card["warm_start"] = warm_start_record(start, card["training"]["epochs_run"])
     for key in ("intended_use", "limitations"):
         if key in spec.extra:
             card[key] = spec.extra[key]
     card.update(getattr(args, "card_extra", None) or {})
 
     def write(folder: Path) -> None:
-        # Saved uncompiled: the optimizer's moments would triple the file and serve no one.
-        serving = keras.models.clone_model(model)
-        serving.set_weights(model.get_weights())
-        serving.save(folder / "model.keras")
+        fit.save_without_optimizer(model, folder / "model.keras")
         fit.write_card(folder, card)
-        fit.plot_curves(history, folder / "training_curves.png", spec.title_en)
+        fit.plot_curves(whole_history(card), folder / "training_curves.png", spec.title_en)
         fit.plot_confusion(metrics["confusion_matrix"], spec.class_names, folder / "confusion_matrix.png",
                            f"{spec.title_en}: test accuracy {metrics['test_accuracy']:.2%}")
 

@@ -497,7 +497,7 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
     }
 
     def write(folder: Path) -> None:
-        save_without_optimizer(model, folder / "model.keras")
+        fit.save_without_optimizer(model, folder / "model.keras")
         (folder / "vocab.json").write_text(vocab.to_json(), encoding="utf-8")
         fit.write_card(folder, card)
         fit.plot_curves(history, folder / "training_curves.png", spec.title_en)
@@ -513,16 +513,6 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
                                                      if k != "sampling"}, ensure_ascii=False), flush=True)
     print(f"[{spec.slug}] saved {out}", flush=True)
     return out
-
-
-def save_without_optimizer(model, path: Path) -> None:
-    """Save an uncompiled copy: the optimizer's moment estimates would triple the file's size
-    and serving never needs them (resuming uses the runs/ backup instead)."""
-    import keras
-
-    clean = keras.Model.from_config(model.get_config())  # clone_model would copy the compile state
-    clean.set_weights(model.get_weights())
-    clean.save(path)
 
 
 def _nltk_version() -> str:
