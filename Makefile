@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export LSTMLAB_DATA ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install serve test quick-models benchmarks clean
+.PHONY: install serve test benchmarks clean
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ serve: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Speed, memory and load against same-run baselines; results go into docs/BENCHMARKS.md (~10 min).
+benchmarks: install
+	$(BIN)/python benchmarks/serve.py --write
+	$(BIN)/python benchmarks/load.py
+	$(BIN)/python benchmarks/generation.py --write
+	$(BIN)/python benchmarks/trace.py --write
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -6,6 +6,7 @@ Examples:
     python -m training cifar10 --init-from models/cifar10 --epochs 8 --learning-rate 1e-3
                                                  # more epochs on top of a finished model
     python -m training evaluate mnist            # recompute the card's test metrics
+    python -m training report --write            # README's results table, from the cards
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
-        print("tasks:", " ".join(BUILTIN_TASKS), "| commands: evaluate, folder, compare-rnn")
+        print("tasks:", " ".join(BUILTIN_TASKS), "| commands: evaluate, folder, compare-rnn, report")
         return 0 if argv else 2
     from training.data import DataError
 
@@ -62,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             from training.folder import main as folder_main
 
             return folder_main(rest)
+        if command == "report":
+            from training.report import main as report_main
+
+            return report_main(rest)
         if command == "compare-rnn":
             from training.compare import main as compare_main
 
