@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import InvalidInput
+from app.kerasfile import keras_file_layers
 from app.tasks import TaskSpec
 from app.text import (BANG, BAT, EOL_ID, LUC, Vocabulary, check_line, clean_words, format_verse_line,
                       is_syllable, line_kind, rhyme_key, title_case, tone)
@@ -305,16 +306,44 @@ def model_layers(model) -> tuple[list, tuple]:
     return layers, tuple(relu)
 
 
-def load_text_model(folder: Path, spec: TaskSpec) -> TextModel:
-    """Load models/<slug>/ (model.keras, vocab.json, card.json) once, before serving."""
-    import keras
+def text_layers(path: Path) -> tuple[list, tuple]:
+    """[(kind, weights)] of a saved Embedding → LSTM → Dense text model, plus which Denses use
+    relu (the same list `model_layers` makes from a loaded Keras model)."""
+    layers, relu, tied = [], [], None
+    for kind, cfg, weights in keras_file_layers(path):
+        if kind == "TiedEmbedding":
+            tied = weights
+            layers.append(("embedding", weights[:1]))
+        elif kind == "Embedding":
+            layers.append(("embedding", weights))
+        elif kind == "LSTM":
+            if cfg.get("activation") != "tanh" or cfg.get("recurrent_activation") != "sigmoid":
+                raise ValueError("the NumPy step supports the default LSTM activations only")
+            layers.append(("lstm", weights))
+        elif kind == "Dense":
+            act = cfg.get("activation")
+            if act not in ("linear", "relu", "softmax"):
+                raise ValueError(f"Dense activation {act!r} not supported")
+            layers.append(("dense", weights))
+            relu.append(act == "relu")
+        elif kind == "Activation" and cfg.get("activation") in ("softmax", "linear"):
+            continue  # the step returns logits; softmax is applied by the decoder
+        elif kind not in ("Dropout", "SpatialDropout1D", "GaussianNoise"):
+            raise ValueError(f"layer {kind} is not part of a word LSTM")
+    if tied is not None:  # the logits: hidden @ embedding matrix transposed + bias
+        layers.append(("dense", [tied[0].T.copy(), tied[1]]))
+        relu.append(False)
+    return layers, tuple(relu)
 
+
+def load_text_model(folder: Path, spec: TaskSpec) -> TextModel:
+    """Load models/<slug>/ (model.keras, vocab.json, card.json) once, before serving; the weights
+    are read from the file directly, so serving text never imports Keras or TensorFlow."""
     folder = Path(folder)
     vocab = Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8"))
     card_path = folder / "card.json"
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-    model = load_keras_text_model(folder / "model.keras")
-    layers, relu = model_layers(model)
+    layers, relu = text_layers(folder / "model.keras")
     tm = TextModel(spec, vocab, layers, card)
     tm._hidden_relu = relu
     if tm.denses[-1][0].shape[1] != len(vocab):
