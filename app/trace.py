@@ -1,14 +1,16 @@
 """Trace a served prediction: what every LSTM gate did at every time step.
 
-`Tracer` walks the shipped Keras model's graph once, when it is built, and turns every layer into
-a NumPy function holding that layer's own weights. Running it on an input reproduces the model's
+`Tracer` walks the shipped model's graph once, when it is built, and turns every layer into a NumPy
+function holding that layer's own weights; it reads model.keras's config and weights directly
+(`app.kerasfile`), so a trace needs neither Keras nor TensorFlow in the serving worker. Running it on an input reproduces the model's
 output (tests check it equals `model(x)` to 1e-5) and, on the way, records for each LSTM (and each
 direction of a bidirectional LSTM), per time step and per unit: the input gate i, forget gate f,
 output gate o, the candidate g, the cell state c and the hidden state h (see app/lstm_cell.py).
 
 Layers handled in NumPy: InputLayer, Rescaling, Reshape, Permute, Flatten, LayerNormalization,
-Dropout (a no-op at inference), Dense, Concatenate, Embedding, LSTM, Bidirectional(LSTM) and
-TimeDistributed(Bidirectional(LSTM)); any other layer is called through Keras (slower, same result).
+Dropout (a no-op at inference), Dense, Concatenate, Embedding, TiedEmbedding, LSTM,
+Bidirectional(LSTM) and TimeDistributed(Bidirectional(LSTM)); any other layer is refused
+(ValueError: the trace panel then says the model cannot be shown).
 Architectures: baseline (LSTM → LSTM over the image rows), rows_cols (bidirectional LSTMs over the
 rows and over the columns: every one is traced), the text model (Embedding → LSTM → Dense, one time
 step per word) and ReNet, where the two patch sweeps (a TimeDistributed BiLSTM along every row of
@@ -26,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from app.kerasfile import read_keras_file
 from app.lstm_cell import LSTMWeights, bidirectional_sequence, lstm_sequence
 
 ROWS, COLUMNS, PATCH_ROWS, WORDS = "rows", "columns", "patch_rows", "words"
@@ -95,85 +98,97 @@ def _activation(name: str) -> Callable[[np.ndarray], np.ndarray] | None:
             "tanh": np.tanh, "sigmoid": lambda x: 0.5 * (np.tanh(0.5 * x) + 1.0), "softmax": softmax}.get(name)
 
 
-def _lstm_weights(layer) -> LSTMWeights:
-    cfg = layer.get_config()
+def _lstm_weights(cfg: dict, weights: list) -> LSTMWeights:
     if cfg.get("activation") != "tanh" or cfg.get("recurrent_activation") != "sigmoid":
-        raise ValueError(f"{layer.name}: the NumPy cell supports the default LSTM activations only")
+        raise ValueError(f"{cfg['name']}: the NumPy cell supports the default LSTM activations only")
     if cfg.get("stateful") or cfg.get("return_state"):
-        raise ValueError(f"{layer.name}: stateful / return_state LSTMs are not traced")
-    return LSTMWeights.from_list(layer.get_weights())
+        raise ValueError(f"{cfg['name']}: stateful / return_state LSTMs are not traced")
+    return LSTMWeights.from_list(weights)
 
 
 def _record(name: str, direction: str, rec: dict, returns_sequences: bool) -> LayerTrace:
     return LayerTrace(name, direction, {k: v[0] for k, v in rec.items()}, returns_sequences=returns_sequences)
 
 
-def _numpy_layer(layer) -> Fn:
-    """The NumPy function computing `layer` at inference (Keras's own call for other layers)."""
-    import keras
+def _bidirectional(cfg: dict, weights: list) -> tuple[LSTMWeights, LSTMWeights, bool]:
+    """(forward, backward, return_sequences) of a Bidirectional(LSTM) merged by concatenation."""
+    fw, bw = cfg["layer"], cfg.get("backward_layer") or cfg["layer"]
+    if fw["class_name"] != "LSTM" or bw["class_name"] != "LSTM" or cfg.get("merge_mode") != "concat" \
+            or ("backward_layer" in cfg and not bw["config"].get("go_backwards")):
+        raise ValueError(f"{cfg['name']}: only Bidirectional(LSTM) merged by concatenation is traced")
+    half = len(weights) // 2  # forward layer's weights, then the backward layer's
+    return (_lstm_weights(fw["config"], weights[:half]), _lstm_weights(bw["config"], weights[half:]),
+            bool(fw["config"].get("return_sequences")))
 
-    L = keras.layers
-    cfg = layer.get_config()
-    if isinstance(layer, L.LSTM):
-        w, seq, back = _lstm_weights(layer), layer.return_sequences, layer.go_backwards
+
+def _numpy_layer(kind: str, cfg: dict, weights: list, kwargs: dict) -> Fn:
+    """The NumPy function computing one layer at inference, from its class name, config and
+    weights (as saved in model.keras); ValueError for a layer the tracer does not know."""
+    name = cfg["name"]
+    weights = [np.asarray(w, np.float32) for w in weights]
+    if kind == "LSTM":
+        w, seq, back = _lstm_weights(cfg, weights), bool(cfg.get("return_sequences")), bool(cfg.get("go_backwards"))
 
         def lstm(xs, recs):
             out, rec = lstm_sequence(xs[0], w, seq, back, record=True)
-            recs.append(_record(layer.name, "backward" if back else "", rec, seq))
+            recs.append(_record(name, "backward" if back else "", rec, seq))
             return out
 
         return lstm
-    if isinstance(layer, L.Bidirectional) and isinstance(layer.forward_layer, L.LSTM) \
-            and layer.merge_mode == "concat" and layer.backward_layer.go_backwards:
-        fw, bw = _lstm_weights(layer.forward_layer), _lstm_weights(layer.backward_layer)
-        seq = layer.return_sequences
+    if kind == "Bidirectional":
+        fw, bw, seq = _bidirectional(cfg, weights)
 
         def bilstm(xs, recs):
             out, rec = bidirectional_sequence(xs[0], fw, bw, seq, record=True)
             for direction in ("forward", "backward"):
-                recs.append(_record(layer.name, direction, rec[direction], seq))
+                recs.append(_record(name, direction, rec[direction], seq))
             return out
 
         return bilstm
-    if isinstance(layer, L.TimeDistributed) and isinstance(layer.layer, L.Bidirectional) \
-            and isinstance(layer.layer.forward_layer, L.LSTM) and layer.layer.merge_mode == "concat":
-        inner = layer.layer
-        fw, bw = _lstm_weights(inner.forward_layer), _lstm_weights(inner.backward_layer)
+    if kind == "TimeDistributed" and cfg["layer"]["class_name"] == "Bidirectional":
+        fw, bw, seq = _bidirectional(cfg["layer"]["config"], weights)
 
         def sweep(xs, recs):  # ReNet: one sequence per patch row; run, not recorded
             x = xs[0]
-            out, _ = bidirectional_sequence(x.reshape((-1, *x.shape[2:])), fw, bw, inner.return_sequences)
+            out, _ = bidirectional_sequence(x.reshape((-1, *x.shape[2:])), fw, bw, seq)
             return out.reshape((*x.shape[:2], *out.shape[1:]))
 
         return sweep
-    if isinstance(layer, L.InputLayer) or isinstance(layer, (L.Dropout, L.SpatialDropout1D, L.GaussianNoise)):
+    if kind in ("InputLayer", "Dropout", "SpatialDropout1D", "GaussianNoise"):
         return lambda xs, recs: xs[0]
-    if isinstance(layer, L.Rescaling):
+    if kind == "Rescaling":
         scale, offset = np.float32(cfg["scale"]), np.float32(cfg["offset"])
         return lambda xs, recs: xs[0] * scale + offset
-    if isinstance(layer, L.Reshape):
+    if kind == "Reshape":
         target = tuple(cfg["target_shape"])
         return lambda xs, recs: xs[0].reshape((xs[0].shape[0], *target))
-    if isinstance(layer, L.Permute):
+    if kind == "Permute":
         perm = (0, *cfg["dims"])
         return lambda xs, recs: np.ascontiguousarray(xs[0].transpose(perm))
-    if isinstance(layer, L.Flatten):
+    if kind == "Flatten":
         return lambda xs, recs: xs[0].reshape((xs[0].shape[0], -1))
-    if isinstance(layer, L.Concatenate):
+    if kind == "Concatenate":
         axis = cfg["axis"]
         return lambda xs, recs: np.concatenate(xs, axis=axis)
-    if isinstance(layer, L.Embedding) and not cfg.get("mask_zero"):
-        table = np.asarray(layer.get_weights()[0], np.float32)
+    if kind == "Embedding" and not cfg.get("mask_zero"):
+        table = weights[0]
         return lambda xs, recs: table[np.asarray(xs[0], np.int64)]
-    if isinstance(layer, L.Dense) and _activation(cfg["activation"]) is not None:
-        weights = [np.asarray(v, np.float32) for v in layer.get_weights()]
+    if kind == "TiedEmbedding":  # app.generation's layer: a lookup, or (reverse) the output logits
+        table, bias = weights
+        if kwargs.get("reverse"):
+            return lambda xs, recs: xs[0] @ table.T + bias
+        return lambda xs, recs: table[np.asarray(xs[0], np.int64)]
+    if kind == "Activation" and _activation(cfg["activation"]) is not None:
+        act = _activation(cfg["activation"])
+        return lambda xs, recs: act(xs[0])
+    if kind == "Dense" and _activation(cfg["activation"]) is not None:
         kernel, bias = weights[0], (weights[1] if len(weights) > 1 else 0.0)
         act = _activation(cfg["activation"])
         return lambda xs, recs: act(xs[0] @ kernel + bias)
-    if isinstance(layer, L.LayerNormalization) and cfg["axis"] in (-1, [-1]) and not cfg.get("rms_scaling"):
-        weights = iter(np.asarray(v, np.float32) for v in layer.get_weights())
-        gamma = next(weights) if cfg["scale"] else np.float32(1)
-        beta = next(weights) if cfg["center"] else np.float32(0)
+    if kind == "LayerNormalization" and cfg["axis"] in (-1, [-1]) and not cfg.get("rms_scaling"):
+        values = iter(weights)
+        gamma = next(values) if cfg["scale"] else np.float32(1)
+        beta = next(values) if cfg["center"] else np.float32(0)
         eps = np.float32(cfg["epsilon"])
 
         def layer_norm(xs, recs):
@@ -183,43 +198,71 @@ def _numpy_layer(layer) -> Fn:
             return (x - mean) / np.sqrt(var + eps) * gamma + beta
 
         return layer_norm
-    if isinstance(layer, (L.LSTM, L.GRU, L.SimpleRNN, L.RNN, L.Bidirectional)):
-        raise ValueError(f"{layer.name}: only LSTM layers with default settings can be traced")
+    if kind in ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional"):
+        raise ValueError(f"{name}: only LSTM layers with default settings can be traced")
+    raise ValueError(f"{name}: {kind} layers are not traced")
 
-    def through_keras(xs, recs):
-        return np.asarray(layer(xs if len(xs) > 1 else xs[0], training=False))
 
-    return through_keras
+def _tensor_refs(arg) -> list[tuple]:
+    """The (layer, node, tensor) each Keras tensor in a saved call's arguments comes from."""
+    if isinstance(arg, dict) and arg.get("class_name") == "__keras_tensor__":
+        return [tuple(arg["config"]["keras_history"])]
+    if isinstance(arg, (list, tuple)):
+        return [ref for item in arg for ref in _tensor_refs(item)]
+    return []
+
+
+def _endpoints(spec: list) -> list[tuple]:
+    """A saved config's input_layers / output_layers: one [name, node, tensor] or a list of them."""
+    return [tuple(spec)] if spec and isinstance(spec[0], str) else [tuple(s) for s in spec]
 
 
 # ----------------------------------------------------------------------------- the tracer
 class Tracer:
-    """A Keras functional model compiled into NumPy steps that record the LSTM gates."""
+    """A Keras functional model compiled into NumPy steps that record the LSTM gates.
 
-    def __init__(self, model, axes: Callable[[LayerTrace], str] | None = None):
-        nodes = model._nodes_by_depth  # Keras's own topological order of the functional graph
-        self.steps: list[tuple[Fn, list[int], list[int]]] = []
-        for depth in sorted(nodes, reverse=True):
-            for node in nodes[depth]:
-                if node.is_input or not node.operation:
-                    continue
-                self.steps.append((_numpy_layer(node.operation), [id(t) for t in node.input_tensors],
-                                   [id(t) for t in node.outputs]))
-        self.input_ids = [id(t) for t in model.inputs]
-        self.output_id = id(model.outputs[0])
+    Built from the model's config and weights (`app.kerasfile.read_keras_file`, or `model_graph`
+    of a live Keras model): serving a trace never needs Keras or TensorFlow."""
+
+    def __init__(self, config: dict, weights: dict, axes: Callable[[LayerTrace], str] | None = None):
+        pending: list[tuple[Fn, list[tuple], tuple]] = []
+        for layer in config["layers"]:
+            if layer["class_name"] == "InputLayer":
+                continue
+            cfg = layer["config"]
+            for k, node in enumerate(layer.get("inbound_nodes") or []):  # a shared layer has several
+                fn = _numpy_layer(layer["class_name"], cfg, weights.get(cfg["name"], []), node.get("kwargs") or {})
+                pending.append((fn, _tensor_refs(node.get("args", [])), (cfg["name"], k, 0)))
+        self.input_ids = _endpoints(config["input_layers"])
+        # Run order: each call once all its inputs exist (a tied embedding's second call comes last).
+        self.steps: list[tuple[Fn, list[tuple], tuple]] = []
+        ready = set(self.input_ids)
+        while pending:
+            step = next((st for st in pending if all(ref in ready for ref in st[1])), None)
+            if step is None:
+                raise ValueError(f"{config.get('name')}: the saved graph has inputs no layer produces")
+            pending.remove(step)
+            self.steps.append(step)
+            ready.add(step[2])
+        self.output_id = _endpoints(config["output_layers"])[0]
         self.axes = axes or (lambda lt: "")
-        self.name = model.name
+        self.name = config.get("name", "")
 
     def __call__(self, x: np.ndarray) -> Trace:
         """Trace a batch (the records keep its first sample)."""
         values = {self.input_ids[0]: np.asarray(x, np.float32 if np.asarray(x).dtype.kind == "f" else np.int64)}
         records: list[LayerTrace] = []
-        for fn, ins, outs in self.steps:
-            y = fn([values[i] for i in ins], records)
-            values[outs[0]] = y
+        for fn, ins, out in self.steps:
+            values[out] = fn([values[i] for i in ins], records)
         for lt in records:
             lt.axis = self.axes(lt)
         return Trace(values[self.output_id], records)
+
+
+def model_graph(model) -> tuple[dict, dict]:
+    """(config, {layer name: weights}) of a live Keras functional model, as `read_keras_file`
+    reads them from its saved file."""
+    return model.get_config(), {layer.name: layer.get_weights() for layer in model.layers}
 
 
 def image_axes(spec) -> Callable[[LayerTrace], str]:
@@ -237,13 +280,13 @@ def image_axes(spec) -> Callable[[LayerTrace], str]:
 
 
 def image_tracer(model, spec) -> Tracer:
-    """The tracer of an image task's model (input: uint8-range pixels (H, W, C), as served)."""
-    return Tracer(model, image_axes(spec))
+    """The tracer of an image task's Keras model (input: uint8-range pixels (H, W, C), as served)."""
+    return Tracer(*model_graph(model), image_axes(spec))
 
 
 def text_tracer(model) -> Tracer:
-    """The tracer of a text model (input: token ids (1, T)); every time step is a word."""
-    return Tracer(model, lambda lt: WORDS)
+    """The tracer of a Keras text model (input: token ids (1, T)); every time step is a word."""
+    return Tracer(*model_graph(model), lambda lt: WORDS)
 
 
 def trace_image(tracer: Tracer, array: np.ndarray) -> Trace:
@@ -261,11 +304,10 @@ _LOCK = threading.Lock()
 
 
 def load_tracer(folder: Path, spec) -> Tracer:
-    """Build the tracer of models/<slug>/model.keras (the file the model store serves)."""
-    import keras
-
-    model = keras.saving.load_model(Path(folder) / "model.keras", compile=False)
-    return text_tracer(model) if spec.kind == "text" else image_tracer(model, spec)
+    """Build the tracer of models/<slug>/model.keras (the file the model store serves), reading
+    the file directly: no Keras, no TensorFlow in the serving worker."""
+    config, weights = read_keras_file(Path(folder) / "model.keras")
+    return Tracer(config, weights, (lambda lt: WORDS) if spec.kind == "text" else image_axes(spec))
 
 
 def get_tracer(app, entry) -> Tracer:

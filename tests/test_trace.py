@@ -184,3 +184,18 @@ def io_bytes(data: bytes):
     import io
 
     return io.BytesIO(data)
+
+
+def test_tied_text_model_is_traced_from_its_file(tmp_path):
+    from app.tasks import NYT_HEADLINES
+    from app.trace import load_tracer
+    from training.textgen import make_word_lstm
+
+    model = _randomise(make_word_lstm(30, embedding=6, units=8, dropout=0.2, tied=True), seed=3)
+    (tmp_path / "m").mkdir()
+    model.save(tmp_path / "m" / "model.keras")
+    ids = [1, 5, 9, 2]
+    trace = trace_tokens(load_tracer(tmp_path / "m", NYT_HEADLINES), ids)
+    want = keras.ops.convert_to_numpy(model(np.array([ids]), training=False))
+    np.testing.assert_allclose(trace.output, want, atol=TOL)
+    assert [lt.axis for lt in trace.layers] == [WORDS]
