@@ -28,5 +28,7 @@ class Config:
     MAX_CONTENT_LENGTH = 8 * 1024 * 1024  # uploads above 8 MB get 413
     DEFAULT_LANGUAGE = "vi"
     LANGUAGES = ("vi", "en")
-    PREDICT_JIT = True  # XLA-compile each image model's predict function
+    PREDICT_LITERT = True  # serve image models from their model.tflite (no TensorFlow in the worker)
+    LITERT_INTERPRETERS = 2  # LiteRT interpreters per image model (one per request running it)
+    PREDICT_JIT = True  # the Keras fallback: XLA-compile each image model's predict function
     XLA_CACHE_DIR = str(ROOT / ".cache" / "xla")  # compiled models kept across restarts ("" = off)

@@ -5,16 +5,25 @@ is not fork-safe: no `--preload`). A task whose `card.json` or model is missing 
 kept as *unavailable* with the command that trains it; the other tasks are served as usual.
 
 Image models: `model.predict` costs tens of milliseconds for one sample (it builds a data
-pipeline per call), so each model gets a `tf.function` with a fixed input signature
-(None, H, W, C) float32, XLA-compiled by default, traced once here with a warm-up call. Text
-models are loaded by `app.generation.load_text_model` (a NumPy step function).
+pipeline per call), so each model gets a function compiled once, here, with a warm-up call:
+- engine "litert": `models/<slug>/model.tflite` (written by `python -m training export`) run by
+  LiteRT interpreters, when the card's `export.source_sha256` is the hash of the `model.keras`
+  on disk. This path never imports TensorFlow or Keras: a worker stays small and starts in
+  seconds. An interpreter is not thread-safe, so each model keeps a small pool of them.
+- engine "xla" (or "tf" with PREDICT_JIT off): otherwise (no, stale or unreadable .tflite,
+  LiteRT not installed, or PREDICT_LITERT off), a `tf.function` over the Keras model with a fixed
+  input signature (None, H, W, C) float32, XLA-compiled by default.
+Text models are loaded by `app.generation.load_text_model` (engine "numpy": a NumPy step
+function over the weights read from model.keras without Keras).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import queue
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +53,7 @@ class Entry:
     status: str = MISSING
     card: dict | None = None
     predict: Callable[[np.ndarray], np.ndarray] | None = None  # image tasks
+    engine: str = ""  # "litert" | "xla" | "tf" (image), "numpy" (text)
     text_model: Any = None  # text tasks: app.generation.TextModel
     error: str = ""
     load_seconds: float = 0.0
@@ -77,6 +87,8 @@ class Entry:
     def status_dict(self) -> dict:
         """JSON-ready status (for /readyz and /api/v1/tasks)."""
         out = {"status": self.status, "kind": self.spec.kind, "load_seconds": round(self.load_seconds, 3)}
+        if self.engine:
+            out["engine"] = self.engine
         if not self.available:
             out["error"] = self.error
             out["command"] = self.command
@@ -89,9 +101,11 @@ PLOTS = ("training_curves.png", "confusion_matrix.png")
 class ModelStore:
     """Every task of `models_dir`, loaded once."""
 
-    def __init__(self, models_dir: Path, jit: bool = True):
+    def __init__(self, models_dir: Path, jit: bool = True, litert: bool = True, interpreters: int = 2):
         self.models_dir = Path(models_dir)
         self.jit = jit
+        self.litert = litert
+        self.interpreters = interpreters
         self.entries: dict[str, Entry] = {}
         self.loaded = False
         self.seconds = 0.0
@@ -100,7 +114,7 @@ class ModelStore:
         """Load every discovered task; failures are recorded per task, never raised."""
         t0 = time.perf_counter()
         for slug, spec in discover_tasks(self.models_dir).items():
-            self.entries[slug] = load_entry(self.models_dir / slug, spec, self.jit)
+            self.entries[slug] = load_entry(self.models_dir / slug, spec, self.jit, self.litert, self.interpreters)
         self.seconds = time.perf_counter() - t0
         self.loaded = True
         ready = [s for s, e in self.entries.items() if e.available]
@@ -121,7 +135,7 @@ class ModelStore:
                 "tasks": {slug: e.status_dict() for slug, e in self.entries.items()}}
 
 
-def load_entry(folder: Path, spec: TaskSpec, jit: bool = True) -> Entry:
+def load_entry(folder: Path, spec: TaskSpec, jit: bool = True, litert: bool = True, interpreters: int = 2) -> Entry:
     """Load one task folder into an Entry (status MISSING or ERROR instead of raising)."""
     entry = Entry(spec)
     t0 = time.perf_counter()
@@ -134,17 +148,23 @@ def load_entry(folder: Path, spec: TaskSpec, jit: bool = True) -> Entry:
         check_card(card)
         entry.card = card  # only a sound card reaches the pages
         if spec.kind == IMAGE:
-            entry.predict = compile_predict(_load_keras(model_path), spec, jit)
+            entry.predict = litert_predict(folder, card, spec, interpreters) if litert else None
+            entry.engine = "litert"
+            if entry.predict is None:
+                entry.predict = compile_predict(_load_keras(model_path), spec, jit)
+                entry.engine = "xla" if jit else "tf"
         elif spec.kind == TEXT:
             if load_text_model is None:
                 raise RuntimeError("app.generation is not installed")
             entry.text_model = load_text_model(folder, spec)
+            entry.engine = "numpy"
         else:
             raise ValueError(f"unknown task kind {spec.kind!r}")
     except Exception as exc:  # noqa: BLE001 - any failure to load one model must not stop the others
         log.warning("task %s unavailable: %s: %s", spec.slug, exc.__class__.__name__, exc)
         entry.status, entry.error = ERROR, f"{exc.__class__.__name__}: {str(exc)[:300]}"
         entry.predict = entry.text_model = None
+        entry.engine = ""
         return entry
     entry.plots = [p for p in PLOTS if (folder / p).is_file()]
     entry.status = READY
@@ -171,6 +191,79 @@ def check_card(card) -> None:
                 raise ValueError(f"card.json: {where}{key} has the wrong type ({type(value).__name__})")
     if not all(isinstance(row, dict) for row in card.get("layers") or []):
         raise ValueError("card.json: layers must be a list of objects")
+
+
+def current_tflite(folder: Path, card: dict) -> bytes | None:
+    """The bytes of folder/model.tflite when the card says it was exported from the model.keras
+    on disk and the file is the one exported (a damaged copy is not served)."""
+    path, export = folder / "model.tflite", card.get("export")
+    if not path.is_file() or not isinstance(export, dict) or not export.get("source_sha256"):
+        return None
+    if _sha256((folder / "model.keras").read_bytes()) != export["source_sha256"]:
+        log.warning("task %s: model.tflite is older than model.keras (run: python -m training export %s)",
+                    folder.name, folder.name)
+        return None
+    flatbuffer = path.read_bytes()
+    if export.get("sha256") and _sha256(flatbuffer) != export["sha256"]:
+        log.warning("task %s: model.tflite does not match its card's sha256", folder.name)
+        return None
+    return flatbuffer
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class InterpreterPool:
+    """LiteRT interpreters of one model, each used by one request thread at a time (an interpreter
+    is not thread-safe; several let the worker's threads run the model in parallel)."""
+
+    def __init__(self, flatbuffer: bytes, size: int):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.free: queue.LifoQueue = queue.LifoQueue()
+        for _ in range(max(1, size)):
+            interp = Interpreter(model_content=flatbuffer, num_threads=1)
+            interp.allocate_tensors()
+            self.input, self.output = interp.get_input_details()[0], interp.get_output_details()[0]
+            interp.set_tensor(self.input["index"], np.zeros(self.input["shape"], np.float32))
+            interp.invoke()  # warm-up: the first invoke prepares the kernels
+            self.free.put(interp)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) float32 -> (N, classes) probabilities, one image per invoke (batch 1 model)."""
+        batch = np.asarray(batch, dtype=np.float32)
+        interp = self.free.get()
+        try:
+            rows = []
+            for x in batch:
+                interp.set_tensor(self.input["index"], x[None])
+                interp.invoke()
+                rows.append(interp.get_tensor(self.output["index"])[0].copy())
+        finally:
+            self.free.put(interp)
+        return np.stack(rows) if rows else np.zeros((0, int(self.output["shape"][-1])), np.float32)
+
+
+def litert_predict(folder: Path, card: dict, spec: TaskSpec, size: int = 2) -> InterpreterPool | None:
+    """The LiteRT predict function of an image task, warmed up; None (the caller falls back to
+    Keras) when there is no current model.tflite, LiteRT is missing or the file does not load."""
+    flatbuffer = current_tflite(folder, card)
+    if flatbuffer is None:
+        return None
+    try:
+        pool = InterpreterPool(flatbuffer, size)
+        expected = (1, *spec.input_shape)
+        if tuple(pool.input["shape"]) != expected:
+            raise ValueError(f"model.tflite input {tuple(pool.input['shape'])} is not {expected}")
+        probs = pool(np.zeros((1, *spec.input_shape), np.float32))
+        if probs.shape[1:] != (len(spec.classes),):
+            raise ValueError(f"model.tflite output {probs.shape[1:]} does not match {len(spec.classes)} classes")
+    except (ImportError, ValueError, RuntimeError) as exc:
+        log.warning("task %s: model.tflite not used (%s: %s); falling back to Keras", spec.slug,
+                    exc.__class__.__name__, exc)
+        return None
+    return pool
 
 
 def _load_keras(path: Path):
@@ -208,7 +301,9 @@ def init_app(app: Flask) -> None:
         Path(cache).mkdir(parents=True, exist_ok=True)
         os.environ["TF_XLA_FLAGS"] = (os.environ.get("TF_XLA_FLAGS", "") +
                                       f" --tf_xla_persistent_cache_directory={cache}").strip()
-    store = ModelStore(Path(app.config["MODELS_DIR"]), jit=bool(app.config.get("PREDICT_JIT", True)))
+    store = ModelStore(Path(app.config["MODELS_DIR"]), jit=bool(app.config.get("PREDICT_JIT", True)),
+                       litert=bool(app.config.get("PREDICT_LITERT", True)),
+                       interpreters=int(app.config.get("LITERT_INTERPRETERS", 2)))
     app.extensions[EXTENSION] = store.load()
 
 

@@ -32,9 +32,10 @@ def shipped_evaluation():
 
 
 # ----------------------------------------------------------------------------- the web app
-def write_tiny_image_model(models_dir, spec, plots: bool = True):
+def write_tiny_image_model(models_dir, spec, plots: bool = True, export: bool = False):
     """An untrained baseline model for `spec` with a minimal valid card (and two small plots),
-    saved like a training run would save it; its metrics are measured on a few random images."""
+    saved like a training run would save it; its metrics are measured on a few random images.
+    With `export`, also its checked model.tflite and the card's `export` block, as training writes."""
     import io
 
     import keras
@@ -60,6 +61,11 @@ def write_tiny_image_model(models_dir, spec, plots: bool = True):
 
     def write(folder):
         model.save(folder / "model.keras")
+        if export:
+            from training.export import export_model, file_sha256
+
+            card["export"] = export_model(model, spec, folder, file_sha256(folder / "model.keras"), x,
+                                          "16 random images")
         fit.write_card(folder, card)
         if plots:
             for name in ("training_curves.png", "confusion_matrix.png"):
@@ -72,11 +78,12 @@ def write_tiny_image_model(models_dir, spec, plots: bool = True):
 
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory):
-    """models/ for the web tests: tiny untrained mnist, nyt_headlines and kieu (others missing)."""
+    """models/ for the web tests: tiny untrained mnist (served by LiteRT from its model.tflite),
+    nyt_headlines and kieu (others missing)."""
     from app.tasks import KIEU, MNIST, NYT_HEADLINES
 
     d = tmp_path_factory.mktemp("models")
-    write_tiny_image_model(d, MNIST)
+    write_tiny_image_model(d, MNIST, export=True)
     try:
         from training.textgen import write_tiny_text_model
     except ImportError:  # the text pipeline has not landed: the web tests cover images only

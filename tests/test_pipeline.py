@@ -256,6 +256,11 @@ def test_quick_run_writes_loadable_model_card_and_plots(tmp_path):
         assert len(card["history"][key]) == 1
     assert 0 <= card["baseline"]["test_accuracy"] <= 1 and card["baseline"]["recipe"]
     assert {"keras", "tensorflow", "numpy"} <= set(card["versions"]) and card["git_commit"]
+    from training.export import file_sha256  # the served .tflite ships in the same atomic save
+
+    assert card["export"]["source_sha256"] == file_sha256(folder / "model.keras")
+    assert card["export"]["bytes"] == (folder / "model.tflite").stat().st_size
+    assert card["export"]["max_abs_diff"] <= 1e-4 and card["export"]["checked_on"] == "40 test images"
     for plot in ("training_curves.png", "confusion_matrix.png"):
         with Image.open(folder / plot) as im:
             assert im.size[0] > 100

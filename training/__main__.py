@@ -7,6 +7,7 @@ Examples:
                                                  # more epochs on top of a finished model
     python -m training evaluate mnist            # recompute the card's test metrics
     python -m training report --write            # README's results table, from the cards
+    python -m training export --all              # models/<slug>/model.tflite, what the web app serves
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
-        print("tasks:", " ".join(BUILTIN_TASKS), "| commands: evaluate, folder, compare-rnn, report")
+        print("tasks:", " ".join(BUILTIN_TASKS), "| commands: evaluate, folder, compare-rnn, report, export")
         return 0 if argv else 2
     from training.data import DataError
 
@@ -63,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             from training.folder import main as folder_main
 
             return folder_main(rest)
+        if command == "export":
+            from training.export import main as export_main
+
+            return export_main(rest)
         if command == "report":
             from training.report import main as report_main
 

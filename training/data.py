@@ -64,8 +64,9 @@ def resolve(spec: TaskSpec, data: str | Path | None) -> Path:
     return base
 
 
-def load_image_data(spec: TaskSpec, data: str | Path | None = None) -> ImageData:
-    """Load `spec`'s data set: local copy first, then Debian's package, then keras.datasets."""
+def load_image_data(spec: TaskSpec, data: str | Path | None = None, download: bool = True) -> ImageData:
+    """Load `spec`'s data set: local copy first, then Debian's package, then keras.datasets
+    (unless `download` is False)."""
     path = resolve(spec, data)
     if path.is_file():
         return load_npz(path, spec)
@@ -77,7 +78,7 @@ def load_image_data(spec: TaskSpec, data: str | Path | None = None) -> ImageData
         return load_folder(path, spec)
     if spec.slug == "fashion_mnist" and _is_idx_dir(DEBIAN_FASHION):
         return load_idx_dir(DEBIAN_FASHION, spec)
-    if spec.keras_dataset:
+    if spec.keras_dataset and download:
         return load_keras_dataset(spec, tried=path)
     raise DataError(f"{spec.slug}: no data found at {path} (expected {spec.data_path}); "
                     f"pass --data PATH or set LSTMLAB_DATA")

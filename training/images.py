@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from app.tasks import TaskSpec
-from training import fit
+from training import export, fit
 from training.build import BASELINE_RECIPE, make_baseline, make_image_classifier
 from training.data import ImageData, load_image_data
 
@@ -256,6 +256,9 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
 
     def write(folder: Path) -> None:
         fit.save_without_optimizer(model, folder / "model.keras")
+        # The .tflite the web app serves, checked against this model, lands in the same atomic save.
+        card["export"] = export.export_model(model, spec, folder, export.file_sha256(folder / "model.keras"),
+                                             *export.sample_images(data.x_test))
         fit.write_card(folder, card)
         fit.plot_curves(whole_history(card), folder / "training_curves.png", spec.title_en)
         fit.plot_confusion(metrics["confusion_matrix"], spec.class_names, folder / "confusion_matrix.png",

@@ -1,0 +1,229 @@
+"""Serving engines: image models from model.tflite (LiteRT), text and gate traces from weights read
+with h5py; the Keras fallback; `python -m training export`; and no TensorFlow in a serving process."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_app import png_digit
+
+from app.config import MODELS_DIR, default_data_dir
+from app.tasks import BUILTIN_TASKS, IMAGE, TEXT
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def keras_probs(folder: Path, x: np.ndarray) -> np.ndarray:
+    import keras
+
+    model = keras.saving.load_model(Path(folder) / "model.keras", compile=False)
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+# ----------------------------------------------------------------------------- engines in the app
+def test_each_task_reports_its_engine(client):
+    ready = client.get("/readyz").get_json()["tasks"]
+    assert ready["mnist"]["engine"] == "litert"
+    listed = {t["slug"]: t for t in client.get("/api/v1/tasks").get_json()["tasks"]}
+    assert listed["mnist"]["engine"] == "litert"
+    if ready["kieu"]["status"] == "ready":
+        assert ready["kieu"]["engine"] == listed["nyt_headlines"]["engine"] == "numpy"
+    assert "engine" not in ready["cifar10"]  # missing: no engine
+
+
+def test_litert_predictions_equal_keras(app, tiny_models_dir):
+    from app.modelstore import get_store
+
+    x = np.random.default_rng(1).integers(0, 256, (5, 28, 28, 1)).astype(np.float32)
+    with app.app_context():
+        entry = get_store().get("mnist")
+        got = entry.predict(x)
+    assert entry.engine == "litert"
+    np.testing.assert_allclose(got, keras_probs(Path(tiny_models_dir) / "mnist", x), atol=1e-5)
+
+
+def test_litert_predict_is_safe_from_many_threads(app):
+    from app.modelstore import get_store
+
+    with app.app_context():
+        predict = get_store().get("mnist").predict
+    images = np.random.default_rng(2).integers(0, 256, (16, 28, 28, 1)).astype(np.float32)
+    expected = predict(images)
+    wrong, errors = [], []
+
+    def run(k: int):
+        try:
+            for i in range(40):
+                j = (k * 7 + i) % len(images)
+                if not np.array_equal(predict(images[j:j + 1])[0], expected[j]):
+                    wrong.append((k, j))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and not wrong
+
+
+@pytest.fixture
+def copies(tiny_models_dir, tmp_path):
+    """models/ with two copies of the tiny mnist model (as mnist and fashion_mnist)."""
+    for slug in ("mnist", "fashion_mnist"):
+        shutil.copytree(Path(tiny_models_dir) / "mnist", tmp_path / slug)
+    return tmp_path
+
+
+def statuses(client) -> dict:
+    return client.get("/readyz").get_json()["tasks"]
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated", "bytes changed in the weights"])
+def test_a_damaged_tflite_falls_back_to_keras_for_that_task_only(make_app, copies, damage):
+    path = copies / "fashion_mnist" / "model.tflite"
+    data = path.read_bytes()
+    path.write_bytes({"random bytes": np.random.default_rng(0).bytes(len(data)),
+                      "truncated": data[: len(data) // 2],
+                      "bytes changed in the weights": data[:-5000] + bytes(5000)}[damage])
+    client = make_app(copies).test_client()
+    tasks = statuses(client)
+    assert tasks["mnist"]["engine"] == "litert"
+    assert tasks["fashion_mnist"]["status"] == "ready" and tasks["fashion_mnist"]["engine"] == "xla"
+    for slug in ("mnist", "fashion_mnist"):
+        resp = client.post(f"/api/v1/tasks/{slug}/predict", data={"file": (io.BytesIO(png_digit()), "d.png")})
+        assert resp.status_code == 200
+
+
+def test_a_tflite_older_than_its_model_is_not_served(make_app, copies):
+    card_path = copies / "mnist" / "card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card["export"]["source_sha256"] = "0" * 64  # as if model.keras had been retrained since
+    card_path.write_text(json.dumps(card), encoding="utf-8")
+    (copies / "fashion_mnist" / "model.tflite").unlink()
+    tasks = statuses(make_app(copies).test_client())
+    assert tasks["mnist"]["engine"] == tasks["fashion_mnist"]["engine"] == "xla"
+
+
+@pytest.mark.parametrize("config, engine", [({"PREDICT_LITERT": False}, "xla"),
+                                            ({"PREDICT_LITERT": False, "PREDICT_JIT": False}, "tf")])
+def test_the_keras_engine_can_be_forced(make_app, copies, config, engine):
+    app = make_app(copies, **config)
+    assert statuses(app.test_client())["mnist"]["engine"] == engine
+    from app.modelstore import get_store
+
+    x = np.random.default_rng(3).integers(0, 256, (2, 28, 28, 1)).astype(np.float32)
+    with app.app_context():
+        got = get_store().get("mnist").predict(x)
+    np.testing.assert_allclose(got, keras_probs(copies / "mnist", x), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- no TensorFlow
+NO_TF_SCRIPT = """
+import io, json, sys
+from PIL import Image, ImageDraw
+from app import create_app
+app = create_app({"TESTING": True, "SECRET_KEY": "t", "MODELS_DIR": sys.argv[1]})
+client = app.test_client()
+img = Image.new("L", (28, 28), 255); ImageDraw.Draw(img).line((14, 4, 14, 23), fill=0, width=3)
+buf = io.BytesIO(); img.save(buf, "PNG")
+tasks = client.get("/readyz").get_json()["tasks"]
+codes = [client.get(url).status_code for url in ("/", "/lstm", "/lstm/why", "/tasks/mnist", "/tasks/mnist/card")]
+for trace in ("", "?trace=1"):
+    resp = client.post("/api/v1/tasks/mnist/predict" + trace, data={"file": (io.BytesIO(buf.getvalue()), "d.png")})
+    codes.append(resp.status_code if not trace or resp.get_json()["trace"]["layers"] else "no trace")
+    for slug in ("kieu", "nyt_headlines"):
+        if tasks[slug]["status"] == "ready":
+            resp = client.post(f"/api/v1/tasks/{slug}/generate", json={"seed": "trăm năm", "length": 2, "trace": bool(trace)})
+            codes.append(resp.status_code if not trace or resp.get_json()["trace"]["layers"] else "no trace")
+print(json.dumps({"codes": codes, "engines": {s: t.get("engine") for s, t in tasks.items()},
+                  "imported": sorted(m for m in ("tensorflow", "keras", "tf_keras") if m in sys.modules)}))
+"""
+
+
+@pytest.mark.slow
+def test_serving_and_tracing_never_import_tensorflow(tiny_models_dir):
+    out = subprocess.run([sys.executable, "-c", NO_TF_SCRIPT, str(tiny_models_dir)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["engines"]["mnist"] == "litert"
+    assert result["codes"] and set(result["codes"]) == {200}
+    assert result["imported"] == []
+
+
+# ----------------------------------------------------------------------------- shipped models
+SHIPPED_IMAGES = [s for s, spec in BUILTIN_TASKS.items() if spec.kind == IMAGE]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slug", SHIPPED_IMAGES)
+def test_shipped_tflite_and_trace_equal_keras_on_real_test_images(slug):
+    from app.modelstore import litert_predict
+    from training.data import load_image_data
+    from training.export import sample_images
+
+    spec, folder = BUILTIN_TASKS[slug], MODELS_DIR / slug
+    data_file = default_data_dir() / spec.data_path
+    if not data_file.is_file():
+        pytest.skip(f"no data at {data_file}")
+    if not (folder / "model.tflite").is_file():
+        pytest.skip(f"{slug}: no model.tflite (python -m training export {slug})")
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    predict = litert_predict(folder, card, spec, 1)
+    assert predict is not None, "model.tflite is not current: run python -m training export --all"
+    x, _ = sample_images(load_image_data(spec).x_test, 128)
+    expected = keras_probs(folder, x)
+    np.testing.assert_allclose(predict(x), expected, atol=1e-4)
+    from app.trace import load_tracer  # the gate trace, also read from the file without Keras
+
+    np.testing.assert_allclose(load_tracer(folder, spec)(x[:2]).output, expected[:2], atol=1e-4)
+
+
+@pytest.mark.parametrize("slug", [s for s, spec in BUILTIN_TASKS.items() if spec.kind == TEXT])
+def test_text_weights_read_with_h5py_equal_keras(slug):
+    from app.generation import load_keras_text_model, model_layers, text_layers
+
+    path = MODELS_DIR / slug / "model.keras"
+    if not path.is_file():
+        pytest.skip(f"{slug} model not trained yet")
+    ours, ours_relu = text_layers(path)
+    theirs, theirs_relu = model_layers(load_keras_text_model(path))
+    assert ours_relu == theirs_relu
+    assert [kind for kind, _ in ours] == [kind for kind, _ in theirs]
+    for (_, a), (_, b) in zip(ours, theirs):
+        assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+# ----------------------------------------------------------------------------- the export command
+def test_export_command_skips_current_models_and_redoes_stale_ones(tiny_models_dir, tmp_path, capsys):
+    import keras
+
+    from training.__main__ import main
+
+    shutil.copytree(Path(tiny_models_dir) / "mnist", tmp_path / "models" / "mnist")
+    models, no_data = tmp_path / "models", tmp_path / "no_data"
+    no_data.mkdir()
+    assert main(["export", "--all", "--models-dir", str(models), "--data", str(no_data)]) == 0
+    assert "mnist: model.tflite is current" in capsys.readouterr().out
+    model = keras.saving.load_model(models / "mnist" / "model.keras", compile=False)
+    model.set_weights([w * 0.5 for w in model.get_weights()])  # a retrained model
+    model.save(models / "mnist" / "model.keras")
+    assert main(["export", "mnist", "--models-dir", str(models), "--data", str(no_data)]) == 0
+    card = json.loads((models / "mnist" / "card.json").read_text(encoding="utf-8"))
+    from training.export import file_sha256
+
+    assert card["export"]["source_sha256"] == file_sha256(models / "mnist" / "model.keras")
+    assert card["export"]["max_abs_diff"] <= 1e-4 and card["export"]["argmax_agreement"] == 1.0
+    assert card["export"]["checked_on"].endswith("random images (no data found)")
+    assert main(["export", "cifar10", "--models-dir", str(models)]) == 1  # nothing to export
+    assert "no trained image model" in capsys.readouterr().err
