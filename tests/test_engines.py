@@ -227,3 +227,22 @@ def test_export_command_skips_current_models_and_redoes_stale_ones(tiny_models_d
     assert card["export"]["checked_on"].endswith("random images (no data found)")
     assert main(["export", "cifar10", "--models-dir", str(models)]) == 1  # nothing to export
     assert "no trained image model" in capsys.readouterr().err
+
+
+def test_renet_export_folds_time_distributed_and_equals_keras(tmp_path):
+    import keras
+
+    from training.build import make_image_classifier
+    from training.export import export_model, fold_time_distributed
+
+    spec = BUILTIN_TASKS["cats_dogs"]
+    keras.utils.set_random_seed(0)
+    model = make_image_classifier(spec, "renet", units=4, top_units=8)
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(scale=0.3, size=w.shape).astype(np.float32) for w in model.get_weights()])
+    folded = fold_time_distributed(model)
+    assert not any(isinstance(layer, keras.layers.TimeDistributed) for layer in folded.layers)
+    x = rng.integers(0, 256, (6, *spec.input_shape)).astype(np.float32)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(folded(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-6)
+    block = export_model(model, spec, tmp_path, "0" * 64, x, "6 random images")  # raises unless LiteRT = Keras
+    assert block["max_abs_diff"] <= 1e-4 and (tmp_path / "model.tflite").stat().st_size == block["bytes"]

@@ -4,7 +4,9 @@ The web app serves an image model with LiteRT when its `model.tflite` comes from
 `model.keras` next to it, so a worker never imports TensorFlow (about 45 MB instead of 1.4 GB,
 milliseconds to load instead of a minute of XLA compiling). The conversion freezes the variables
 into constants (a `.tflite` that reads variables fails at READ_VARIABLE) and keeps Keras's own
-LSTM graph (rebuilding the model to get fused LSTM ops changed the outputs). Each export is
+LSTM graph (rebuilding the model to get fused LSTM ops changed the outputs; unrolling the LSTMs
+made mnist slower, 1.6 ms against 1.1), except that TimeDistributed layers are folded into one
+batched call (`fold_time_distributed`). Each export is
 checked against Keras on real test images, and the card records the check:
 
     "export": {"format", "file", "bytes", "sha256" (of the .tflite), "source_sha256" (of the
@@ -47,10 +49,43 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def fold_time_distributed(model):
+    """The same model (the same layer objects and weights) with every TimeDistributed(layer) run
+    as one call of its inner layer over the time steps folded into the batch.
+
+    Keras 3 traces TimeDistributed as one inner call per step and stacks them (a ReNet sweep
+    becomes 16 separate BiLSTM loops); LiteRT ran that 4-5x slower than XLA (7.5 ms per cats_dogs
+    image against 1.6 ms folded), and the folded graph also converts faster and smaller.
+    """
+    import keras
+
+    if not any(isinstance(layer, keras.layers.TimeDistributed) for layer in model.layers):
+        return model
+
+    class Folded(keras.layers.Layer):
+        def __init__(self, inner, **kw):
+            super().__init__(**kw)
+            self.inner = inner
+
+        def call(self, x, mask=None, training=None):
+            shape = tuple(x.shape)
+            y = self.inner(keras.ops.reshape(x, (-1, *shape[2:])), training=training)
+            return keras.ops.reshape(y, (-1, shape[1], *tuple(y.shape)[1:]))
+
+    def fold(layer):
+        if isinstance(layer, keras.layers.TimeDistributed):
+            return Folded(layer.layer, name=layer.name)
+        return layer
+
+    return keras.models.clone_model(model, clone_function=fold)
+
+
 def convert(model) -> bytes:
     """The Keras image model as a TFLite flatbuffer: batch 1, float32 in, probabilities out."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    model = fold_time_distributed(model)
 
     @tf.function(input_signature=[tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)])
     def forward(x):
