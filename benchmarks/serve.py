@@ -1,17 +1,17 @@
 """Serving speed of the web app, each figure against a baseline measured in the same run.
 
-    python benchmarks/serve.py [--requests 2000] [--seconds 20] [--write]
+    python benchmarks/serve.py [--requests 4000] [--seconds 20] [--write]
 
-1. Model time per image (in-process, models/mnist and every other shipped image model): the
-   model store's compiled predict function (tf.function, XLA) against `model.predict` on the
-   same single sample; p50 over repeated calls, and the ratio.
+1. Model time per image (in-process, every shipped image model): the served engine (LiteRT over
+   models/<slug>/model.tflite) against `model.predict` on the same single sample, and against the
+   previous engine (the XLA-compiled tf.function the app falls back to); p50 over repeated calls.
 2. HTTP classify over loopback: gunicorn as `make serve` starts it (gunicorn.conf.py, free
    127.0.0.1 port), MNIST, a 28×28 PNG, closed-loop clients; bounded by --requests and
    --seconds. Reported: requests/s, p50/p99, errors; the baseline is one client at a time.
 3. Memory and cold start: each worker's RSS with every shipped model loaded, and the seconds from
-   starting gunicorn to /readyz answering 200 (first start with an empty XLA cache, then a
-   restart that finds it).
-With --write the results replace the serving section of docs/BENCHMARKS.md.
+   starting gunicorn to /readyz answering 200 on both workers.
+Parts 2 and 3 run twice: as served (LiteRT) and with FLASK_PREDICT_LITERT=0 (the XLA fallback,
+empty XLA cache). With --write the results replace the serving section of docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import datetime as dt
 import http.client
 import io
+import json
 import os
 import platform
 import shutil
@@ -42,36 +43,68 @@ DOC = ROOT / "docs" / "BENCHMARKS.md"
 START, END = "<!-- serving:start -->", "<!-- serving:end -->"
 
 
+def p50_ms(fn, n: int) -> float:
+    """Median wall time of `fn()` over `n` calls, in milliseconds."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1000
+
+
 def model_times(models_dir: Path, repeats: int) -> list[dict]:
-    """Compiled predict vs model.predict, one sample, per shipped image model."""
+    """Served engine (LiteRT) vs the XLA tf.function vs model.predict, one sample, per image model."""
     import keras
 
-    from app.modelstore import compile_predict
+    from app.modelstore import compile_predict, litert_predict
     from app.tasks import IMAGE, discover_tasks
 
     rows = []
     for slug, spec in discover_tasks(models_dir).items():
-        path = models_dir / slug / "model.keras"
-        if spec.kind != IMAGE or not path.is_file():
+        folder = models_dir / slug
+        if spec.kind != IMAGE or not (folder / "model.keras").is_file():
             continue
-        model = keras.saving.load_model(path, compile=False)
-        fast = compile_predict(model, spec)
+        card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+        served = litert_predict(folder, card, spec, 1)
+        if served is None:
+            print(f"{slug}: no current model.tflite (python -m training export {slug}); skipped", flush=True)
+            continue
+        model = keras.saving.load_model(folder / "model.keras", compile=False)
+        xla = compile_predict(model, spec, jit=True)
         x = np.random.default_rng(0).integers(0, 256, (1, *spec.input_shape)).astype(np.float32)
-        np.testing.assert_allclose(fast(x), model.predict(x, verbose=0), atol=1e-4)
-
-        def p50(fn, n):
-            times = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-            return float(np.median(times)) * 1000
-
-        compiled = p50(lambda: fast(x), repeats)
-        predict = p50(lambda: model.predict(x, verbose=0), max(10, repeats // 20))
-        rows.append({"slug": slug, "compiled_ms": compiled, "predict_ms": predict, "ratio": predict / compiled})
-        print(f"{slug}: compiled {compiled:.3f} ms, predict {predict:.1f} ms, ×{predict / compiled:.0f}", flush=True)
+        reference = model.predict(x, verbose=0)
+        np.testing.assert_allclose(served(x), reference, atol=1e-4)
+        np.testing.assert_allclose(xla(x), reference, atol=1e-4)
+        row = {"slug": slug, "litert_ms": p50_ms(lambda: served(x), repeats),
+               "xla_ms": p50_ms(lambda: xla(x), repeats),
+               "predict_ms": p50_ms(lambda: model.predict(x, verbose=0), max(10, repeats // 20))}
+        row["ratio"], row["xla_ratio"] = row["predict_ms"] / row["litert_ms"], row["xla_ms"] / row["litert_ms"]
+        rows.append(row)
+        print(f"{slug}: litert {row['litert_ms']:.3f} ms, xla {row['xla_ms']:.3f} ms, predict "
+              f"{row['predict_ms']:.1f} ms, ×{row['ratio']:.0f} vs predict, ×{row['xla_ratio']:.1f} vs xla", flush=True)
     return rows
+
+
+def tensorflow_mapped(pid: int) -> bool:
+    """Whether TensorFlow's shared library is mapped into process `pid` (imported)."""
+    try:
+        return "libtensorflow" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def training_process() -> str:
+    """The command line of a `python -m training` run on this machine, if one is running."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "-m" in args and "training" in args:
+            rest = args[args.index("training") + 1:]
+            return " ".join(a for a in rest[:1] if a)
+    return ""
 
 
 def wait_ready(proc, port: int, deadline: float) -> float:
@@ -145,50 +178,84 @@ def load_phase(port: int, clients: int, requests: int, seconds: float) -> dict:
             "p99": float(np.percentile(lat, 99)), "errors": errors[0]}
 
 
-def http_phase(args) -> dict:
-    """Start gunicorn (cold XLA cache, then warm), measure cold start, RSS and classify load."""
-    out = {}
+def http_phase(args, engine: str) -> dict:
+    """Start gunicorn with `engine` ("litert": as served; "xla": FLASK_PREDICT_LITERT=0, empty
+    XLA cache); measure cold start, worker RSS and classify load."""
     cache = Path(tempfile.mkdtemp(prefix="lstmlab-xla-"))
+    env = {"FLASK_XLA_CACHE_DIR": str(cache)}
+    if engine == "xla":
+        env["FLASK_PREDICT_LITERT"] = "0"
+    port = free_port()
+    log = Path(tempfile.gettempdir()) / f"lstmlab-serve-{port}.log"
     try:
-        for label in ("cold_cache", "warm_cache"):
-            port = free_port()
-            log = Path(tempfile.gettempdir()) / f"lstmlab-serve-{port}.log"
-            t0 = time.monotonic()
-            proc = start_server(port, log, {"FLASK_XLA_CACHE_DIR": str(cache)})
-            try:
-                out[f"start_{label}"] = wait_ready(proc, port, t0 + 300) + 0.0
-                workers = children(proc.pid)
-                out["rss_mb"] = [round(rss_mb(p), 1) for p in workers]
-                if label == "warm_cache":
-                    out["baseline"] = load_phase(port, 1, args.requests // 4, args.seconds / 2)
-                    out["load"] = load_phase(port, args.clients, args.requests, args.seconds)
-            finally:
-                os.killpg(proc.pid, 15)
-                proc.wait(30)
+        t0 = time.monotonic()
+        proc = start_server(port, log, env)
+        try:
+            out = {"engine": engine, "start": wait_ready(proc, port, t0 + 600)}
+            out["rss_mb"] = [round(rss_mb(p), 1) for p in children(proc.pid)]
+            out["tensorflow_loaded"] = any(tensorflow_mapped(p) for p in children(proc.pid))
+            out["baseline"] = load_phase(port, 1, args.requests // 4, args.seconds / 2)
+            out["load"] = load_phase(port, args.clients, args.requests, args.seconds)
+        finally:
+            os.killpg(proc.pid, 15)
+            proc.wait(30)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
+    print(out, flush=True)
     return out
 
 
-def write(rows: list[dict], web: dict, args) -> None:
-    busy = training_running()
+def goals(rows: list[dict], lite: dict) -> list[tuple[str, bool, str]]:
+    """(goal, met, measured) for each serving goal of issue 5."""
+    worst_ms = max(r["litert_ms"] for r in rows)
+    least_ratio = min(r["ratio"] for r in rows)
+    load = lite["load"]
+    return [("model time ≤ 0.3 ms per image, p50", worst_ms <= 0.3,
+             ", ".join(f"{r['slug']} {r['litert_ms']:.2f} ms" for r in rows)),
+            ("≥ 150× faster than `model.predict` on one sample", least_ratio >= 150,
+             ", ".join(f"{r['slug']} {r['ratio']:.0f}×" for r in rows)),
+            ("worker RSS ≤ 350 MB", max(lite["rss_mb"]) <= 350, f"{max(lite['rss_mb']):.0f} MB"),
+            ("cold start ≤ 5 s", lite["start"] <= 5, f"{lite['start']:.1f} s"),
+            ("HTTP ≥ 400 req/s at 8 clients with 0 errors", load["rps"] >= 400 and load["errors"] == 0,
+             f"{load['rps']:.0f} req/s, {load['errors']} errors"),
+            ("HTTP p99 ≤ 50 ms at 8 clients", load["p99"] <= 50, f"{load['p99']:.0f} ms")]
+
+
+def write(rows: list[dict], web: dict, busy: str) -> None:
+    """Replace the serving section of docs/BENCHMARKS.md with this run's figures."""
     when = dt.date.today().isoformat()
+    lite, xla = web["litert"], web["xla"]
     lines = [START, "## Serving (benchmarks/serve.py)", "",
              f"Measured {when} on this {os.cpu_count()}-core machine ({platform.machine()}), loopback only"
-             + (f", **while the training queue was running `{busy}` on the same cores**" if busy else "")
-             + ", so absolute numbers are pessimistic; each ratio compares figures from the same run.", "",
+             + (f", **while a training run (`python -m training {busy}`) was using the same cores**" if busy else "")
+             + ", so absolute numbers are pessimistic; each ratio compares figures from the same run.",
+             "Served engine: LiteRT over each model's `model.tflite` (`python -m training export`); the "
+             "previous engine, XLA over the Keras model, is what the app falls back to "
+             "(`FLASK_PREDICT_LITERT=0`, or no current `.tflite`).", "",
              "Model time per image (one sample, p50):", "",
-             "| model | compiled predict (ms) | `model.predict` (ms) | × faster |", "| --- | ---: | ---: | ---: |"]
-    lines += [f"| {r['slug']} | {r['compiled_ms']:.3f} | {r['predict_ms']:.1f} | {r['ratio']:.0f}× |" for r in rows]
-    b, lo = web["baseline"], web["load"]
-    lines += ["", f"HTTP classify, MNIST, 28×28 PNG, gunicorn as `make serve` runs it (workers={os.environ.get('WEB_CONCURRENCY', '2')}):", "",
-              "| phase | clients | requests | req/s | p50 (ms) | p99 (ms) | errors |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-              f"| one at a time (baseline) | 1 | {b['requests']} | {b['rps']:.0f} | {b['p50']:.2f} | {b['p99']:.2f} | {b['errors']} |",
-              f"| saturation | {lo['clients']} | {lo['requests']} | {lo['rps']:.0f} | {lo['p50']:.2f} | {lo['p99']:.2f} | {lo['errors']} |",
-              "", f"Worker RSS with every shipped model loaded: {', '.join(f'{m:.0f} MB' for m in web['rss_mb'])}. "
-              f"Cold start (gunicorn start to /readyz 200 on both workers): {web['start_cold_cache']:.1f} s with an "
-              f"empty XLA cache, {web['start_warm_cache']:.1f} s when restarted with the cache.", END]
+             "| model | LiteRT, served (ms) | XLA tf.function (ms) | `model.predict` (ms) | × faster than `model.predict` | × faster than XLA |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['slug']} | {r['litert_ms']:.3f} | {r['xla_ms']:.3f} | {r['predict_ms']:.1f} | "
+              f"{r['ratio']:.0f}× | {r['xla_ratio']:.2f}× |" for r in rows]
+    lines += ["", f"HTTP classify, MNIST, 28×28 PNG, gunicorn as `make serve` runs it "
+              f"(workers={os.environ.get('WEB_CONCURRENCY', '2')}, 4 threads each):", "",
+              "| engine | phase | clients | requests | req/s | p50 (ms) | p99 (ms) | errors |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for run in (lite, xla):
+        for phase, b in (("one at a time (baseline)", run["baseline"]), ("saturation", run["load"])):
+            lines.append(f"| {run['engine']} | {phase} | {b['clients']} | {b['requests']} | {b['rps']:.0f} | "
+                         f"{b['p50']:.2f} | {b['p99']:.2f} | {b['errors']} |")
+    lite_rss, xla_rss = max(lite["rss_mb"]), max(xla["rss_mb"])
+    lines += ["", "Worker memory and cold start (gunicorn start to /readyz 200 on both workers), every shipped model loaded:", "",
+              "| engine | worker RSS (MB) | cold start (s) | TensorFlow in the workers |", "| --- | ---: | ---: | --- |",
+              f"| LiteRT (served) | {', '.join(f'{m:.0f}' for m in lite['rss_mb'])} | {lite['start']:.1f} | "
+              f"{'yes' if lite['tensorflow_loaded'] else 'no'} |",
+              f"| XLA (fallback, empty XLA cache) | {', '.join(f'{m:.0f}' for m in xla['rss_mb'])} | {xla['start']:.1f} | "
+              f"{'yes' if xla['tensorflow_loaded'] else 'no'} |",
+              f"| XLA ÷ LiteRT | {xla_rss / lite_rss:.1f}× | {xla['start'] / lite['start']:.1f}× | |", "",
+              "Against the goals of issue 5 (served engine, this run):", ""]
+    lines += [f"- {goal}: {'met' if ok else '**not met**'} ({value})" for goal, ok, value in goals(rows, lite)]
+    lines.append(END)
     text = DOC.read_text(encoding="utf-8") if DOC.is_file() else "# Benchmarks\n"
     block = "\n".join(lines)
     if START in text:
@@ -206,12 +273,16 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--write", action="store_true")
+    p.add_argument("--json", default=None, help="also save the raw results to this file")
     args = p.parse_args(argv)
-    web = http_phase(args)
-    print(web, flush=True)
+    busy = training_running() or training_process()
+    web = {engine: http_phase(args, engine) for engine in ("litert", "xla")}
     rows = model_times(Path(args.models_dir), args.repeats)
+    busy = busy or training_running() or training_process()
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "web": web, "busy": busy}, indent=1), encoding="utf-8")
     if args.write:
-        write(rows, web, args)
+        write(rows, web, busy)
     return 0
 
 
