@@ -227,6 +227,11 @@ def test_export_command_skips_current_models_and_redoes_stale_ones(tiny_models_d
     assert card["export"]["checked_on"].endswith("random images (no data found)")
     assert main(["export", "cifar10", "--models-dir", str(models)]) == 1  # nothing to export
     assert "no trained image model" in capsys.readouterr().err
+    shutil.copytree(models / "mnist", models / "fashion_mnist")  # a damaged model does not stop --all
+    (models / "fashion_mnist" / "model.keras").write_bytes(b"PK\x03\x04 truncated")
+    assert main(["export", "--all", "--models-dir", str(models), "--data", str(no_data)]) == 1
+    out = capsys.readouterr()
+    assert "error: fashion_mnist:" in out.err and "mnist: model.tflite is current" in out.out
 
 
 def test_renet_export_folds_time_distributed_and_equals_keras(tmp_path):

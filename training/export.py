@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,11 @@ def main(argv: list[str]) -> int:
             done = export_folder(models_dir / slug, spec, args.data, args.force)
         except ExportError as exc:
             print(f"error: {exc}; {TFLITE} not written", file=sys.stderr)
+            failed += 1
+            continue
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # a damaged model or card
+            print(f"error: {slug}: {exc.__class__.__name__}: {exc}; {TFLITE} not written (the app serves "
+                  f"this task with Keras, or shows it unavailable)", file=sys.stderr)
             failed += 1
             continue
         if done is None:
