@@ -233,6 +233,23 @@ def test_unknown_architecture_is_refused():
 
 
 # ----------------------------------------------------------------------------- a --quick run
+def test_a_failed_export_keeps_the_trained_model(tmp_path, monkeypatch, capsys):
+    from training import export
+
+    def broken(model):
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(export, "convert", broken)
+    models = tmp_path / "models"
+    npz = digits_npz(tmp_path / "mnist.npz", n_train=64, n_test=16)
+    assert main(["mnist", "--data", str(npz), "--models-dir", str(models), "--quick", "--baseline-epochs", "0",
+                 "--verbose", "0", "--model-kwargs", '{"units": 4}']) == 0
+    card = json.loads((models / "mnist" / "card.json").read_text(encoding="utf-8"))
+    assert card["export"] == {"error": "RuntimeError: converter crashed"}
+    assert (models / "mnist" / "model.keras").is_file() and not (models / "mnist" / "model.tflite").exists()
+    assert "python -m training export mnist" in capsys.readouterr().out
+
+
 def test_quick_run_writes_loadable_model_card_and_plots(tmp_path):
     import keras
 

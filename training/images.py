@@ -256,9 +256,16 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
 
     def write(folder: Path) -> None:
         fit.save_without_optimizer(model, folder / "model.keras")
-        # The .tflite the web app serves, checked against this model, lands in the same atomic save.
-        card["export"] = export.export_model(model, spec, folder, export.file_sha256(folder / "model.keras"),
-                                             *export.sample_images(data.x_test))
+        # The .tflite the web app serves, checked against this model, lands in the same atomic save;
+        # a failed export must not cost the trained model (the app then serves it with Keras).
+        try:
+            card["export"] = export.export_model(model, spec, folder, export.file_sha256(folder / "model.keras"),
+                                                 *export.sample_images(data.x_test))
+        except Exception as exc:  # noqa: BLE001 - converter errors have no common type
+            card["export"] = {"error": f"{exc.__class__.__name__}: {str(exc)[:300]}"}
+            print(f"[{spec.slug}] warning: model.tflite not written ({card['export']['error']}); "
+                  f"the app will serve this model with Keras. Retry: python -m training export {spec.slug}",
+                  flush=True)
         fit.write_card(folder, card)
         fit.plot_curves(whole_history(card), folder / "training_curves.png", spec.title_en)
         fit.plot_confusion(metrics["confusion_matrix"], spec.class_names, folder / "confusion_matrix.png",
