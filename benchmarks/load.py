@@ -81,6 +81,19 @@ def training_running() -> str:
     return ""
 
 
+def training_process() -> str:
+    """The command line of a `python -m training` run on this machine, if one is running."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "-m" in args and "training" in args:
+            rest = args[args.index("training") + 1:]
+            return " ".join(a for a in rest[:1] if a)
+    return ""
+
+
 def make_images(n: int = 16) -> list[bytes]:
     """Digit-like drawings (dark strokes on white), each a little different: valid for every image task."""
     from PIL import Image, ImageDraw

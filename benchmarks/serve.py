@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 
-from load import children, free_port, multipart, rss_mb, start_server, training_running  # noqa: E402
+from load import (children, free_port, multipart, rss_mb, start_server, training_process,  # noqa: E402
+                  training_running)
 
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 START, END = "<!-- serving:start -->", "<!-- serving:end -->"
@@ -92,19 +93,6 @@ def tensorflow_mapped(pid: int) -> bool:
         return "libtensorflow" in Path(f"/proc/{pid}/maps").read_text()
     except OSError:
         return False
-
-
-def training_process() -> str:
-    """The command line of a `python -m training` run on this machine, if one is running."""
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if "-m" in args and "training" in args:
-            rest = args[args.index("training") + 1:]
-            return " ".join(a for a in rest[:1] if a)
-    return ""
 
 
 def wait_ready(proc, port: int, deadline: float) -> float:
@@ -227,8 +215,9 @@ def write(rows: list[dict], web: dict, busy: str) -> None:
     lite, xla = web["litert"], web["xla"]
     lines = [START, "## Serving (benchmarks/serve.py)", "",
              f"Measured {when} on this {os.cpu_count()}-core machine ({platform.machine()}), loopback only"
-             + (f", **while a training run (`python -m training {busy}`) was using the same cores**" if busy else "")
-             + ", so absolute numbers are pessimistic; each ratio compares figures from the same run.",
+             + (f", **while a training run (`python -m training {busy}`) was using the same cores**, so absolute "
+                "numbers are pessimistic" if busy else ", no training run on the machine")
+             + "; each ratio compares figures from the same run.",
              "Served engine: LiteRT over each model's `model.tflite` (`python -m training export`); the "
              "previous engine, XLA over the Keras model, is what the app falls back to "
              "(`FLASK_PREDICT_LITERT=0`, or no current `.tflite`).", "",

@@ -4,8 +4,9 @@
 
 For the shipped MNIST model (and, untrained, the baseline and ReNet architectures: weights do
 not change the speed), per image of the MNIST test set:
-- served: the model store's compiled predict (`app.modelstore.compile_predict`, XLA), the cost
-  every request pays already;
+- served: what the model store serves, LiteRT over the model converted as
+  `python -m training export` converts it (`app.modelstore.InterpreterPool`), the cost every
+  request pays already;
 - trace: `app.trace` over the same image: every layer in NumPy, every LSTM's i, f, g, o, c, h
   recorded at every time step (the issue's budget: under 5 ms);
 - trace + panel: the trace plus the heatmap PNGs of the result page (`app.views.lstm.image_panel`).
@@ -30,8 +31,11 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 ROOT = Path(__file__).resolve().parent.parent
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from load import training_process, training_running  # noqa: E402
+
 from app.config import default_data_dir  # noqa: E402
-from app.modelstore import compile_predict  # noqa: E402
+from app.modelstore import InterpreterPool  # noqa: E402
 from app.tasks import MNIST  # noqa: E402
 from app.trace import image_tracer, trace_image  # noqa: E402
 
@@ -53,14 +57,16 @@ def measure(name: str, model, images: np.ndarray) -> list[dict]:
     """Served predict, trace, and trace + panel for one model; checks the trace equals predict."""
     from app.views.lstm import image_panel
 
-    predict = compile_predict(model, MNIST, jit=True)
+    from training.export import convert
+
+    predict = InterpreterPool(convert(model), 1)
     tracer = image_tracer(model, MNIST)
     served = predict(images[:20].astype(np.float32))
     traced = np.stack([trace_image(tracer, img).output[0] for img in images[:20]])
     diff = float(np.abs(served - traced).max())
     rows = []
     contenders = {
-        "served predict (XLA)": lambda img: predict(img[None].astype(np.float32)),
+        "served predict (LiteRT)": lambda img: predict(img[None].astype(np.float32)),
         "trace (NumPy, all gates)": lambda img: trace_image(tracer, img),
         "trace + heatmap panel": lambda img: image_panel(trace_image(tracer, img), img),
     }
@@ -75,12 +81,13 @@ def measure(name: str, model, images: np.ndarray) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict], n: int) -> str:
+def table(rows: list[dict], n: int, busy: str = "") -> str:
     """The Markdown section for docs/BENCHMARKS.md."""
     lines = [START, "## Tracing a prediction (inside the LSTM)", "",
              f"`python benchmarks/trace.py --write` on {dt.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
-             f"one thread, {n} MNIST test images, medians; the machine was also running the training queue, "
-             "so absolute times are noisy; the ratios are measured in the same run.", "",
+             f"one thread, {n} MNIST test images, medians"
+             + (f"; the machine was also running a training run (`{busy}`), so absolute times are noisy"
+                if busy else "; no training run was using the machine") + "; the ratios are measured in the same run.", "",
              "| model | what | median ms | p90 ms | × served | recorded LSTM directions | max abs(trace − served) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
@@ -110,6 +117,7 @@ def main() -> int:
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--write", action="store_true")
     args = p.parse_args()
+    busy = training_running() or training_process()
     import keras
 
     from training.build import make_image_classifier
@@ -123,7 +131,7 @@ def main() -> int:
     keras.utils.set_random_seed(0)
     rows += measure("baseline (untrained)", make_image_classifier(MNIST, "baseline"), images)
     rows += measure("renet (untrained)", make_image_classifier(MNIST, "renet"), images)
-    text = table(rows, len(images))
+    text = table(rows, len(images), busy or training_running() or training_process())
     print(text)
     if args.write:
         write_section(text)
