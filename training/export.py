@@ -1,13 +1,13 @@
 """`python -m training export <slug> | --all`: models/<slug>/model.tflite for the serving workers.
 
 The web app serves an image model with LiteRT when its `model.tflite` comes from the
-`model.keras` next to it, so a worker never imports TensorFlow (about 45 MB instead of 1.4 GB,
-milliseconds to load instead of a minute of XLA compiling). The conversion freezes the variables
-into constants (a `.tflite` that reads variables fails at READ_VARIABLE) and keeps Keras's own
-LSTM graph (rebuilding the model to get fused LSTM ops changed the outputs; unrolling the LSTMs
-made mnist slower, 1.6 ms against 1.1), except that TimeDistributed layers are folded into one
-batched call (`fold_time_distributed`). Each export is
-checked against Keras on real test images, and the card records the check:
+`model.keras` next to it, so a worker never imports TensorFlow (185 MB per worker with every
+shipped model instead of 1.75 GB, ready in under a second instead of 40-70 s of XLA compiling;
+docs/BENCHMARKS.md). The conversion freezes the variables into constants (a `.tflite` that reads
+variables fails at READ_VARIABLE) and keeps Keras's own LSTM graph (rebuilding the model to get
+fused LSTM ops changed the outputs; unrolling the LSTMs made mnist slower, 1.6 ms against 1.1),
+except that TimeDistributed layers are folded into one batched call (`fold_time_distributed`).
+Each export is checked against Keras on real test images, and the card records the check:
 
     "export": {"format", "file", "bytes", "sha256" (of the .tflite), "source_sha256" (of the
                model.keras it was made from), "max_abs_diff", "argmax_agreement", "checked_on",
