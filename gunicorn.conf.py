@@ -3,7 +3,9 @@
 LSTMLAB_BIND (default 127.0.0.1:8000), WEB_CONCURRENCY (workers, default 2), LSTMLAB_THREADS
 (threads per worker, default 4: a streamed text holds one thread, not a whole worker),
 LSTMLAB_TF_THREADS (TensorFlow/BLAS threads per worker, default 1; 0 = one per core).
-No `preload_app`: TensorFlow is not fork-safe, so each worker loads the models after forking.
+No `preload_app`: each worker loads the models after forking. An image model is served by LiteRT
+from its model.tflite (every model ready in under a second); one without a current .tflite falls
+back to XLA over Keras, which is not fork-safe and takes 40-70 s to compile at start.
 """
 
 import os
@@ -13,7 +15,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("LSTMLAB_THREADS", "4"))
 worker_class = "gthread"
 preload_app = False
-timeout = int(os.environ.get("LSTMLAB_TIMEOUT", "120"))  # loading and compiling the models at start
+# Also bounds a worker's start: < 1 s with LiteRT, up to ~70 s when a model falls back to XLA.
+timeout = int(os.environ.get("LSTMLAB_TIMEOUT", "120"))
 graceful_timeout = 30
 keepalive = 5
 accesslog = os.environ.get("LSTMLAB_ACCESS_LOG") or None  # "-" for stdout
