@@ -251,3 +251,41 @@ def test_renet_export_folds_time_distributed_and_equals_keras(tmp_path):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(folded(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-6)
     block = export_model(model, spec, tmp_path, "0" * 64, x, "6 random images")  # raises unless LiteRT = Keras
     assert block["max_abs_diff"] <= 1e-4 and (tmp_path / "model.tflite").stat().st_size == block["bytes"]
+
+
+@pytest.mark.parametrize("wrap", ["bidirectional", "bidirectional_last", "lstm", "lstm_last"])
+def test_lockstep_lstm_equals_keras_and_exports_without_while_loops(tmp_path, wrap):
+    import keras
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from training.export import convert, lockstep_layer
+
+    sequences = not wrap.endswith("_last")
+    rnn = keras.layers.LSTM(5, return_sequences=sequences)
+    layer = keras.layers.Bidirectional(rnn) if wrap.startswith("bi") else rnn
+    inputs = keras.Input((7, 3))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(
+        keras.layers.Flatten()(layer(inputs)) if sequences else layer(inputs)))
+    rng = np.random.default_rng(1)
+    model.set_weights([rng.normal(scale=0.8, size=w.shape).astype(np.float32) for w in model.get_weights()])
+    x = rng.normal(size=(3, 7, 3)).astype(np.float32)
+    expected = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(lockstep_layer(layer)(x)), expected, atol=1e-5)
+    interp = Interpreter(model_content=convert(model))
+    assert "WHILE" not in {op["op_name"] for op in interp._get_ops_details()}
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x[:1])
+    interp.invoke()
+    np.testing.assert_allclose(interp.get_tensor(interp.get_output_details()[0]["index"]),
+                               keras.ops.convert_to_numpy(model(x[:1])), atol=1e-5)
+
+
+def test_lockstep_leaves_other_recurrent_layers_to_keras():
+    import keras
+
+    from training.export import lockstep_layer
+
+    for layer in (keras.layers.GRU(4), keras.layers.LSTM(4, activation="relu"), keras.layers.LSTM(4, go_backwards=True),
+                  keras.layers.Bidirectional(keras.layers.LSTM(4), merge_mode="sum")):
+        assert lockstep_layer(layer) is layer
