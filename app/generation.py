@@ -30,7 +30,7 @@ import numpy as np
 from app.errors import InvalidInput
 from app.kerasfile import keras_file_layers
 from app.tasks import TaskSpec
-from app.text import (BANG, BAT, EOL_ID, LUC, Vocabulary, check_line, clean_words, format_verse_line,
+from app.text import (BANG, BAT, EOL_ID, LUC, MARKERS, Vocabulary, check_line, clean_words, format_verse_line,
                       is_syllable, line_kind, rhyme_key, title_case, tone)
 
 STRATEGIES = ("greedy", "temperature", "top_k", "top_p", "beam")
@@ -358,6 +358,7 @@ class Headline:
     def __init__(self, model: TextModel, length: int):
         self.mask = np.ones(model.vocab_size, bool)
         self.mask[:3] = False
+        self.mask[[model.vocab.index[m] for m in MARKERS if m in model.vocab.index]] = False
         self.remaining = length
         self.words: list[str] = []
 

@@ -37,6 +37,10 @@ from dataclasses import dataclass, field
 PAD, UNK, EOL = "<pad>", "<unk>", "<eol>"
 SPECIALS = (PAD, UNK, EOL)  # ids 0, 1, 2 in every vocabulary
 PAD_ID, UNK_ID, EOL_ID = 0, 1, 2
+# Starts an auxiliary training sequence (an article's snippet, not a headline): read as the
+# first input, never a target, never generated. Headlines start from EOL.
+SNIPPET = "<snippet>"
+MARKERS = (SNIPPET,)
 
 LUC, BAT = 6, 8  # syllables per line of a couplet
 
@@ -123,12 +127,14 @@ class Vocabulary:
 
     @classmethod
     def build(cls, streams, tokenizer: str, min_count: int = 1, max_size: int | None = None,
-              display: dict[str, str] | None = None) -> Vocabulary:
-        """From token streams: most frequent first (ties alphabetical), so the ids are deterministic."""
-        counts = Counter(t for s in streams for t in s if t not in SPECIALS)
+              display: dict[str, str] | None = None, markers: tuple[str, ...] = ()) -> Vocabulary:
+        """From token streams: most frequent first (ties alphabetical), so the ids are deterministic;
+        `markers` (e.g. SNIPPET) come right after the specials, whatever their counts."""
+        counts = Counter(t for s in streams for t in s if t not in SPECIALS and t not in markers)
         kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
         if max_size:
-            kept = kept[: max_size - len(SPECIALS)]
+            kept = kept[: max_size - len(SPECIALS) - len(markers)]
+        kept = list(markers) + kept
         kept_set = set(kept)
         return cls(list(SPECIALS) + kept, tokenizer,
                    {k: v for k, v in (display or {}).items() if k in kept_set})

@@ -9,7 +9,7 @@ from app.errors import InvalidInput
 from app.generation import (STRATEGIES, generate, generate_stream, load_keras_text_model, load_text_model,
                             validate_request)
 from app.tasks import KIEU, NYT_HEADLINES
-from app.text import EOL_ID, check_verse, clean_words
+from app.text import EOL_ID, SNIPPET, check_verse, clean_words
 from training.textgen import write_tiny_text_model
 
 
@@ -19,8 +19,9 @@ def tiny(tmp_path_factory):
     return {spec.slug: load_text_model(write_tiny_text_model(d, spec), spec) for spec in (NYT_HEADLINES, KIEU)}
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_numpy_step_equals_the_keras_model(tmp_path, tied):
+@pytest.mark.parametrize("kw", [{}, {"tied": True}, {"word_dropout": 0.1, "locked": True}],
+                         ids=["plain", "tied", "word_locked_dropout"])
+def test_numpy_step_equals_the_keras_model(tmp_path, kw):
     import keras
 
     from training.textgen import make_word_lstm
@@ -28,7 +29,7 @@ def test_numpy_step_equals_the_keras_model(tmp_path, tied):
     folder = write_tiny_text_model(tmp_path, KIEU)
     vocab = load_text_model(folder, KIEU).vocab
     keras.utils.set_random_seed(1)
-    model = make_word_lstm(len(vocab), embedding=8, units=12, dropout=0.2, projection=6, tied=tied)
+    model = make_word_lstm(len(vocab), embedding=8, units=12, dropout=0.2, projection=6, **kw)
     for w in model.weights:  # random biases too, so every term of the step is exercised
         w.assign(np.random.default_rng(len(w.name)).normal(0, 0.5, w.shape).astype("float32"))
     model.save(folder / "model.keras")
@@ -123,3 +124,21 @@ def test_no_fitting_candidate_relaxes_the_rhyme_and_says_so(tiny):
     bat = r["checks"][1]
     assert bat["relaxed"] == [{"position": 6, "dropped": ["rhyme"]}]
     assert bat["rhyme_ok"] is False and bat["length_ok"] and bat["tone_ok"]
+
+
+def test_headlines_never_contain_the_snippet_marker(tmp_path):
+    import keras
+
+    folder = write_tiny_text_model(tmp_path, NYT_HEADLINES.with_overrides(extra={"aux_text": "snippets"}))
+    model = load_keras_text_model(folder / "model.keras")
+    tm = load_text_model(folder, NYT_HEADLINES)
+    marker = tm.vocab.index[SNIPPET]
+    bias = keras.ops.convert_to_numpy(model.get_layer("next_token").bias).copy()
+    bias[marker] = 50.0  # the untrained model would pick it everywhere if it could
+    model.get_layer("next_token").bias.assign(bias)
+    model.save(folder / "model.keras")
+    tm = load_text_model(folder, NYT_HEADLINES)
+    for strategy in STRATEGIES:
+        r = generate(tm, validate_request(NYT_HEADLINES, {"seed": "Trump says", "length": 5, "strategy": strategy,
+                                                          "random_seed": 1}))
+        assert r["tokens"] == 5 and "snippet" not in r["text"].lower()

@@ -9,7 +9,8 @@ import pytest
 from app.config import default_data_dir
 from app.generation import generate, load_text_model, validate_request
 from app.tasks import KIEU, NYT_HEADLINES
-from app.text import EOL, PAD_ID, Vocabulary, check_verse, display_forms, tokenize_verse
+from app.text import (EOL, EOL_ID, PAD_ID, SNIPPET, Vocabulary, check_verse, clean_words, display_forms,
+                      tokenize_verse)
 from training import fit
 from training import textgen
 from training.__main__ import main as cli
@@ -134,3 +135,74 @@ def test_batches_pad_each_batch_to_its_own_longest():
         seen += [int(r.sum()) for r in w]
     assert sorted(seen) == sorted(len(s) for s in seqs)
     assert len(batches) == 3
+
+
+def test_vocabulary_puts_markers_after_the_specials():
+    vocab = Vocabulary.build([["a", "b", "a", EOL]], "words", markers=(SNIPPET,))
+    assert vocab.tokens[:4] == ["<pad>", "<unk>", EOL, SNIPPET] and vocab.index["a"] == 4
+
+
+def test_snippet_start_is_read_but_never_a_target():
+    vocab = Vocabulary.build([["a", "b", EOL]], "words", markers=(SNIPPET,))
+    x, y = textgen.to_arrays([["a", "b", EOL], [SNIPPET, "b", "a", EOL]], vocab)
+    assert x[0].tolist() == [EOL_ID, vocab.index["a"], vocab.index["b"]]  # a headline starts from EOL
+    assert x[1].tolist() == [vocab.index[SNIPPET], vocab.index["b"], vocab.index["a"]]
+    assert y[1].tolist() == vocab.encode(["b", "a", EOL]) and vocab.index[SNIPPET] not in y
+    batches = textgen.make_batches([vocab.encode(s) for s in ([SNIPPET, "b", EOL], ["a", EOL])], 2, 0, False,
+                                   marker=vocab.index[SNIPPET])
+    bx, by, _ = batches[0]
+    assert sorted(bx[:, 0].tolist()) == sorted([vocab.index[SNIPPET], EOL_ID])
+    assert vocab.index[SNIPPET] not in by
+
+
+def test_kneser_ney_keeps_snippet_contexts_apart_and_never_predicts_the_marker():
+    a, b, mark = 4, 5, 3
+    heads = [[a, EOL_ID]] * 5
+    lm = textgen.KneserNey(2, 0.75, 6).fit(heads + [[mark, b, EOL_ID]] * 5, marker=mark)
+    assert lm.distribution((EOL_ID,))[a] > lm.distribution((EOL_ID,))[b]  # headlines start with a
+    assert lm.distribution((mark,))[b] > lm.distribution((mark,))[a]  # snippets with b
+    assert lm.distribution((a,))[mark] == 0
+
+
+ARTICLES = [  # headline, snippet: one article per split, a duplicate headline, an 'Unknown' one
+    {"headline": "Train Headline", "snippet": "train text", "abstract": "", "file": "f"},
+    {"headline": "Valid Headline", "snippet": "validation text", "abstract": "", "file": "f"},
+    {"headline": "Test Headline", "snippet": "test text", "abstract": "test abstract", "file": "f"},
+    {"headline": "Test Headline", "snippet": "second test text", "abstract": "", "file": "f"},
+    {"headline": "Unknown", "snippet": "briefing text", "abstract": "", "file": "f"},
+    {"headline": "Unknown", "snippet": "Test text.", "abstract": "", "file": "f"},
+    {"headline": "Train Headline", "snippet": "train text", "abstract": "train abstract", "file": "f"},
+]
+
+
+def test_snippets_of_validation_and_test_articles_never_reach_training():
+    split_of = {("train", "headline"): "train", ("valid", "headline"): "validation", ("test", "headline"): "test"}
+    aux, counts = textgen.snippet_sequences(ARTICLES, split_of)
+    texts = [" ".join(s[1:-1]) for s in aux]
+    assert all(s[0] == SNIPPET and s[-1] == EOL for s in aux)
+    assert texts == ["train text", "briefing text", "train abstract"]  # distinct; 'Test text.' is held out
+    assert counts["sequences"] == 3 and counts["dropped_equal_to_held_out_text"] == 1
+
+
+def test_real_snippets_leave_the_headline_split_unchanged_and_hold_out_its_articles():
+    _data_or_skip(NYT_HEADLINES)
+    plain = textgen.load_text_data(NYT_HEADLINES, None, 42)
+    data = textgen.load_text_data(NYT_HEADLINES, None, 42, aux_text="snippets")
+    assert (data.train, data.validation, data.test) == (plain.train, plain.validation, plain.test)
+    assert not plain.aux and len(data.aux) > len(data.train)
+    articles, _ = textgen.read_articles(default_data_dir() / NYT_HEADLINES.data_path)
+    held_heads = {tuple(s[:-1]) for s in data.validation + data.test}
+    held_text = {tuple(clean_words(a[k])[:textgen.MAX_SNIPPET_TOKENS])
+                 for a in articles for k in ("snippet", "abstract")
+                 if tuple(clean_words(a["headline"])[:textgen.MAX_HEADLINE_TOKENS - 1]) in held_heads}
+    trained = {tuple(s[1:-1]) for s in data.aux}
+    assert held_text and not trained & held_text
+    assert not trained & held_heads
+
+
+def test_first_two_batches_differ_in_width():
+    """Keras fixes the input signature from the first two batches; equal widths would freeze it."""
+    seqs = [[3] * 4 + [2]] * 4 + [[3] * 9 + [2]] * 2
+    for seed in range(5):
+        batches = textgen.make_batches(seqs, 2, seed=seed, shuffle=True)
+        assert batches[0][0].shape[1] != batches[1][0].shape[1]

@@ -91,7 +91,8 @@ def text_table(cards: dict, models_dir: Path) -> list[str]:
         below = m["perplexity_below_ngram"]
         rows.append(
             f"| {slug} | **{m['test_perplexity']:.1f}** | {m['ngram']['test_perplexity']:.1f} "
-            f"(order {m['ngram']['order']}) | {abs(below):.1%} {'lower' if below > 0 else 'higher'} "
+            f"(order {m['ngram']['order']}{', + snippets' if m['ngram'].get('auxiliary_text') else ''}) "
+            f"| {abs(below):.1%} {'lower' if below > 0 else 'higher'} "
             f"| {'met' if m['goal_perplexity_10pct_below_ngram'] else 'missed'} "
             f"| {pct(m['test_top1_accuracy'], 1)} / {pct(m['test_top5_accuracy'], 1)} "
             f"| {card['params_total']:,} | {model_mb(models_dir, slug)} |")

@@ -8,8 +8,16 @@ in runs of COUPLETS_PER_BLOCK consecutive couplets so that every sequence keeps 
 cross-couplet rhyme (bát 8 → next lục 6) the model must learn. Training is many-to-many: each
 headline or block is one sequence and the loss covers every position.
 
-The vocabulary is built from the training split only (tokens seen at least MIN_COUNT times);
-the rest become <unk>, which both the LSTM and the n-gram predict as one token.
+Headlines alone are ~54k training words, little for an LSTM. With `aux_text="snippets"` (the
+task's default) the model also trains on the snippets of the training articles: one more
+sequence per article, starting from the SNIPPET marker instead of EOL, so the model keeps the
+two styles apart and headlines stay what is validated, tested and generated. The text goes
+with its article's headline split, so nothing of a validation or test article is trained on
+(`snippet_sequences`). The n-gram baseline is offered the same text after the same marker.
+
+The vocabulary is built from the training headlines only (tokens seen at least MIN_COUNT times),
+so the test tokens do not depend on the extra text; the rest become <unk>, which both the LSTM
+and the n-gram predict as one token.
 
 The n-gram baseline is `KneserNey` below, the same interpolated Kneser-Ney formula as
 `nltk.lm.KneserNeyInterpolated` (a test checks they agree), vectorised: nltk scans every stored
@@ -31,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from app.tasks import TaskSpec
-from app.text import (EOL, EOL_ID, PAD_ID, Vocabulary, check_verse, clean_words, couplet_pass_rates,
+from app.text import (EOL, EOL_ID, PAD_ID, SNIPPET, Vocabulary, check_verse, clean_words, couplet_pass_rates,
                       display_forms, normalize, rhymes, tokenize_verse)
 from training import fit
 from training.data import DataError, resolve
@@ -40,6 +48,8 @@ COUPLETS_PER_BLOCK = 4
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 MIN_COUNT = 2
 MAX_HEADLINE_TOKENS = 40
+MAX_SNIPPET_TOKENS = 60
+AUX_TEXT = ("none", "snippets")
 QUICK_SEQUENCES = 200
 METER_COUPLETS = 200
 NGRAM_ORDERS = (2, 3, 4)
@@ -77,22 +87,70 @@ class TextData:
     display: dict = field(default_factory=dict)
     test_lines: list[str] = field(default_factory=list)  # Kiều: the test verses, for meter rates
     all_lines: list[str] = field(default_factory=list)
+    aux: list[list[str]] = field(default_factory=list)  # training only: SNIPPET + words + EOL each
 
 
-def read_headlines(folder: Path) -> tuple[list[str], dict]:
-    """The `headline` column of every Articles*.csv, without the placeholder 'Unknown'."""
+def read_articles(folder: Path) -> tuple[list[dict], dict]:
+    """Headline, snippet and abstract of every article of every Articles*.csv (empty when absent)."""
     import pandas as pd
 
     files = sorted(Path(folder).glob("Articles*.csv"))
     if not files:
         raise DataError(f"no Articles*.csv in {folder}; pass --data with the nyt_headlines folder")
-    heads, per_file = [], {}
+    rows, per_file = [], {}
     for f in files:
-        col = pd.read_csv(f, usecols=["headline"], dtype=str)["headline"].fillna("")
-        kept = [h for h in col if h.strip() and h.strip() != "Unknown"]
-        per_file[f.name] = len(kept)
-        heads.extend(kept)
-    return heads, {"files": len(files), "headlines_per_file": per_file}
+        frame = pd.read_csv(f, dtype=str).fillna("")
+        cols = [c for c in ("headline", "snippet", "abstract") if c in frame]
+        part = [{c: str(r.get(c, "")).strip() for c in ("headline", "snippet", "abstract")} | {"file": f.name}
+                for r in frame[cols].to_dict("records")]
+        per_file[f.name] = sum(1 for r in part if r["headline"] and r["headline"] != "Unknown")
+        rows.extend(part)
+    return rows, {"files": len(files), "headlines_per_file": per_file}
+
+
+def snippet_sequences(articles: list[dict], split_of: dict, quick: bool = False) -> tuple[list[list[str]], dict]:
+    """Training-only auxiliary sequences: SNIPPET + the words of an article's snippet (and of its
+    abstract where that differs) + EOL.
+
+    Split by article: `split_of` maps a headline's words to its split, and an article's text goes
+    with its headline, so nothing of a validation or test article is trained on. Articles whose
+    headline is 'Unknown' belong to no split and are kept, except a text equal to that of a
+    validation or test article (the same briefing under two records).
+    """
+    held_out, kept, seen = set(), [], set()
+    texts = []
+    for a in articles:
+        head = tuple(clean_words(a["headline"])[:MAX_HEADLINE_TOKENS - 1]) if a["headline"] != "Unknown" else ()
+        split = split_of.get(head, "unknown") if head else "unknown"
+        if split == "unknown" and head:
+            continue  # a headline dropped from the split (quick runs): its text goes nowhere
+        parts = [a["snippet"]] + ([a["abstract"]] if a["abstract"] and a["abstract"] != a["snippet"] else [])
+        for text in parts:
+            words = tuple(clean_words(text)[:MAX_SNIPPET_TOKENS])
+            if words:
+                texts.append((split, words))
+                if split in ("validation", "test"):
+                    held_out.add(words)
+    dropped = 0
+    for split, words in texts:
+        if split not in ("train", "unknown") or words in seen:
+            continue
+        if words in held_out:
+            dropped += 1
+            continue
+        seen.add(words)
+        kept.append([SNIPPET, *words, EOL])
+    if quick:
+        kept = kept[:QUICK_SEQUENCES]
+    counts = {"text": "snippet (and abstract where it differs) of each article",
+              "marker": SNIPPET, "sequences": len(kept), "tokens": sum(len(k) - 1 for k in kept),
+              "from_unknown_headline_articles": sum(1 for sp, w in texts if sp == "unknown" and w in seen),
+              "dropped_equal_to_held_out_text": dropped,
+              "split": "by article: an article's text goes with its headline's split and only the training "
+                       "split's is used; articles headed 'Unknown' (in no split) are used unless their text "
+                       "equals a validation or test article's; distinct texts only, at most "
+                       f"{MAX_SNIPPET_TOKENS} words each"}
+    return kept, counts
 
 
 def read_verses(path: Path) -> list[str]:
@@ -110,11 +168,13 @@ def split_indices(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return order[n_val + n_test:], order[:n_val], order[n_val:n_val + n_test]
 
 
-def load_text_data(spec: TaskSpec, data_arg, seed: int, quick: bool = False) -> TextData:
-    """Read the task's text and split it (see the module docstring)."""
+def load_text_data(spec: TaskSpec, data_arg, seed: int, quick: bool = False, aux_text: str = "none") -> TextData:
+    """Read the task's text and split it (see the module docstring); with aux_text "snippets"
+    (headlines only) also the training articles' snippets (`snippet_sequences`)."""
     path = resolve(spec, data_arg)
     if spec.tokenizer == "words":
-        heads, info = read_headlines(path)
+        articles, info = read_articles(path)
+        heads = [a["headline"] for a in articles if a["headline"] and a["headline"] != "Unknown"]
         seqs, seen = [], set()
         for h in heads:
             words = clean_words(h)[:MAX_HEADLINE_TOKENS - 1]
@@ -125,8 +185,13 @@ def load_text_data(spec: TaskSpec, data_arg, seed: int, quick: bool = False) -> 
             seqs = seqs[:QUICK_SEQUENCES]
         tr, va, te = split_indices(len(seqs), seed)
         counts = {"headlines": len(heads), "distinct_headlines": len(seqs), "unit": "headline", **info}
+        aux = []
+        if aux_text == "snippets":
+            split_of = {tuple(seqs[i][:-1]): name for name, idx in (("train", tr), ("validation", va), ("test", te))
+                        for i in idx}
+            aux, counts["auxiliary"] = snippet_sequences(articles, split_of, quick)
         return TextData([seqs[i] for i in tr], [seqs[i] for i in va], [seqs[i] for i in te], str(path),
-                        counts)
+                        counts, aux=aux)
     lines = read_verses(path)
     couplets = [lines[i:i + 2] for i in range(0, len(lines) - 1, 2)]
     blocks = [couplets[i:i + COUPLETS_PER_BLOCK] for i in range(0, len(couplets), COUPLETS_PER_BLOCK)]
@@ -148,19 +213,29 @@ def load_text_data(spec: TaskSpec, data_arg, seed: int, quick: bool = False) -> 
                     [ln for b in blocks for c in b for ln in c])
 
 
+def shift(ids: list[int], marker: int | None = None) -> tuple[list[int], list[int]]:
+    """(inputs, targets) of one sequence: the targets are the sequence and the inputs EOL + the
+    sequence shifted right by one, except that a sequence starting with `marker` (an auxiliary
+    one) has it as its first input and never as a target."""
+    if marker is not None and ids and ids[0] == marker:
+        return ids[:-1], ids[1:]
+    return [EOL_ID] + ids[:-1], ids
+
+
 def to_arrays(seqs: list[list[str]], vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
-    """Padded (inputs, targets): inputs are EOL + the sequence shifted right by one."""
-    width = max(len(s) for s in seqs)
+    """Padded (inputs, targets) of `shift`."""
+    marker = vocab.index.get(SNIPPET)
+    pairs = [shift(vocab.encode(s), marker) for s in seqs]
+    width = max(len(t) for _, t in pairs)
     x = np.zeros((len(seqs), width), np.int32)
     y = np.zeros((len(seqs), width), np.int32)
-    for r, s in enumerate(seqs):
-        ids = vocab.encode(s)
-        y[r, :len(ids)] = ids
-        x[r, :len(ids)] = [EOL_ID] + ids[:-1]
+    for r, (i, t) in enumerate(pairs):
+        y[r, :len(t)] = t
+        x[r, :len(i)] = i
     return x, y
 
 
-def make_batches(ids: list[list[int]], batch: int, seed: int, shuffle: bool):
+def make_batches(ids: list[list[int]], batch: int, seed: int, shuffle: bool, marker: int | None = None):
     """A Keras PyDataset of (inputs, targets, weights) batches of similar length, each padded only
     to its own longest sequence (headlines vary from 1 to ~30 words: padding all of them to the
     longest would triple the work). Reshuffled every epoch when `shuffle`."""
@@ -180,18 +255,25 @@ def make_batches(ids: list[list[int]], batch: int, seed: int, shuffle: bool):
                 part = sorted(order[s:s + pool], key=lambda i: len(ids[i]))
                 chunks += [part[k:k + batch] for k in range(0, len(part), batch)]
             self.chunks = [chunks[i] for i in self.rng.permutation(len(chunks))] if shuffle else chunks
+            # Keras reads the input signature off the first two batches: if they were equally wide
+            # it would take the width as fixed and fail on the next batch. Keep them different.
+            width = lambda c: max(len(ids[i]) for i in c)  # noqa: E731
+            other = next((k for k in range(2, len(self.chunks))
+                          if width(self.chunks[k]) != width(self.chunks[0])), None)
+            if len(self.chunks) > 2 and width(self.chunks[1]) == width(self.chunks[0]) and other:
+                self.chunks[1], self.chunks[other] = self.chunks[other], self.chunks[1]
 
         def __len__(self):
             return len(self.chunks)
 
         def __getitem__(self, k):
-            rows = [ids[i] for i in self.chunks[k]]
-            width = max(len(r) for r in rows)
+            rows = [shift(ids[i], marker) for i in self.chunks[k]]
+            width = max(len(t) for _, t in rows)
             x = np.zeros((len(rows), width), np.int32)
             y = np.zeros((len(rows), width), np.int32)
-            for r, seq in enumerate(rows):
-                y[r, :len(seq)] = seq
-                x[r, :len(seq)] = [EOL_ID] + seq[:-1]
+            for r, (inputs, targets) in enumerate(rows):
+                y[r, :len(targets)] = targets
+                x[r, :len(inputs)] = inputs
             return x, y, (y != PAD_ID).astype(np.float32)
 
     return Batches()
@@ -200,13 +282,16 @@ def make_batches(ids: list[list[int]], batch: int, seed: int, shuffle: bool):
 # ----------------------------------------------------------------------------- model
 def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, dropout: float = 0.4,
                    projection: int = 128, tied: bool = False, recurrent_dropout: float = 0.0,
-                   name: str = "word_lstm"):
+                   word_dropout: float = 0.0, locked: bool = False, name: str = "word_lstm"):
     """Embedding → Dropout → LSTM (every step) → Dropout → [Dense projection] → Dense softmax.
 
     The lab's reference is Embedding(10) → LSTM(100) → Dropout(0.1) → Dense(softmax); this is
     wider, with more dropout (small corpora), and a linear projection that keeps the output
     layer (the largest) small. With `tied` the output layer is the embedding matrix transposed
     (projection = embedding width), which halves the parameters and regularises.
+    `word_dropout` drops whole words (every unit of a token's embedding) and `locked` drops the
+    same units at every step of a sequence (SpatialDropout1D, AWD-LSTM's variational dropout);
+    both are Dropout layers, which serving skips.
     """
     import keras
     from keras import layers
@@ -219,9 +304,12 @@ def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, drop
     else:
         emb = layers.Embedding(vocab_size, embedding, name="embedding")
     x = emb(tokens)
-    x = layers.Dropout(dropout, name="embedding_dropout")(x)
+    if word_dropout:
+        x = layers.Dropout(word_dropout, noise_shape=(None, None, 1), name="word_dropout")(x)
+    drop = layers.SpatialDropout1D if locked else layers.Dropout
+    x = drop(dropout, name="embedding_dropout")(x)
     x = layers.LSTM(units, return_sequences=True, recurrent_dropout=recurrent_dropout, name="lstm")(x)
-    x = layers.Dropout(dropout, name="lstm_dropout")(x)
+    x = drop(dropout, name="lstm_dropout")(x)
     if tied:
         x = layers.Dense(embedding, name="projection")(x)
         x = layers.Dropout(dropout / 2, name="projection_dropout")(x)
@@ -267,11 +355,13 @@ class KneserNey:
     def __init__(self, order: int, discount: float, vocab_size: int):
         self.order, self.d, self.v = order, discount, vocab_size
 
-    def fit(self, seqs: list[list[int]]) -> KneserNey:
-        """Count n-grams of each sequence padded on the left with order-1 EOLs."""
+    def fit(self, seqs: list[list[int]], marker: int | None = None) -> KneserNey:
+        """Count n-grams of each sequence padded on the left with order-1 EOLs; a sequence that
+        starts with `marker` (see `shift`) is padded with order-1 markers instead."""
         grams = [Counter() for _ in range(self.order + 1)]
         for s in seqs:
-            padded = [EOL_ID] * (self.order - 1) + list(s)
+            start, s = (marker, s[1:]) if marker is not None and s and s[0] == marker else (EOL_ID, s)
+            padded = [start] * (self.order - 1) + list(s)
             for k in range(1, self.order + 1):
                 for i in range(len(padded) - k + 1):
                     grams[k][tuple(padded[i:i + k])] += 1
@@ -279,6 +369,8 @@ class KneserNey:
         cont1 = np.zeros(self.v)
         for (_, w) in grams[2]:
             cont1[w] += 1
+        if marker is not None:
+            cont1[marker] = 0  # only a pad: never a word to predict
         self.p1 = cont1 / max(cont1.sum(), 1)
         self.tables: list[dict] = [{} for _ in range(self.order)]
         followers = [defaultdict(int) for _ in range(self.order)]
@@ -334,20 +426,28 @@ class KneserNey:
         return out
 
 
-def ngram_baseline(train: list[list[int]], val: list[list[int]], test: list[list[int]], vocab_size: int) -> dict:
-    """Pick the n-gram order and discount on validation perplexity, report test metrics."""
+def ngram_baseline(train: list[list[int]], val: list[list[int]], test: list[list[int]], vocab_size: int,
+                   aux: list[list[int]] = (), marker: int | None = None) -> dict:
+    """Pick the n-gram order and discount on validation perplexity, report test metrics.
+
+    With auxiliary sequences the n-gram is offered them too (as the LSTM is, after the same
+    marker), and whether to count them is one more choice made on validation perplexity.
+    """
     t0 = time.perf_counter()
     grid = []
-    for order in NGRAM_ORDERS:
-        for d in NGRAM_DISCOUNTS:
-            lm = KneserNey(order, d, vocab_size).fit(train)
-            grid.append((lm.metrics(val, full=False)["perplexity"], order, d))
-    best_ppl, order, d = min(grid)
-    lm = KneserNey(order, d, vocab_size).fit(train)
+    for with_aux in (False, True) if aux else (False,):
+        seqs = list(train) + list(aux) if with_aux else train
+        for order in NGRAM_ORDERS:
+            for d in NGRAM_DISCOUNTS:
+                lm = KneserNey(order, d, vocab_size).fit(seqs, marker)
+                grid.append((lm.metrics(val, full=False)["perplexity"], order, d, with_aux))
+    best_ppl, order, d, with_aux = min(grid)
+    lm = KneserNey(order, d, vocab_size).fit(list(train) + list(aux) if with_aux else train, marker)
     m = lm.metrics(test)
     return {"method": "interpolated Kneser-Ney (nltk.lm formula, own vectorised code)", "order": order,
-            "discount": d, "validation_perplexity": best_ppl,
-            "grid": [{"order": o, "discount": dd, "validation_perplexity": p} for p, o, dd in grid],
+            "discount": d, "auxiliary_text": with_aux, "validation_perplexity": best_ppl,
+            "grid": [{"order": o, "discount": dd, "auxiliary_text": a, "validation_perplexity": p}
+                     for p, o, dd, a in grid],
             "test_perplexity": m["perplexity"], "test_top1_accuracy": m["top1_accuracy"],
             "test_top5_accuracy": m["top5_accuracy"], "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -398,6 +498,8 @@ def text_parser(prog: str) -> argparse.ArgumentParser:
 
     p = image_parser(prog)
     p.add_argument("--min-count", type=int, default=MIN_COUNT, help="rarer tokens become <unk>")
+    p.add_argument("--aux-text", choices=AUX_TEXT, default=None,
+                   help="headlines: also train on the training articles' snippets (default: the task's)")
     return p
 
 
@@ -413,17 +515,21 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
     import keras
 
     # Data --------------------------------------------------------------------------------
-    data = load_text_data(spec, args.data, args.seed, args.quick)
-    vocab = Vocabulary.build(data.train, spec.tokenizer, min_count=args.min_count, display=data.display)
+    aux_text = args.aux_text or spec.extra.get("aux_text", "none")
+    data = load_text_data(spec, args.data, args.seed, args.quick, aux_text)
+    # From the headlines only, so the test tokens (and <unk>s) do not depend on the extra text.
+    vocab = Vocabulary.build(data.train, spec.tokenizer, min_count=args.min_count, display=data.display,
+                             markers=(SNIPPET,) if data.aux else ())
+    marker = vocab.index.get(SNIPPET)
     (xtr, ytr), (xva, yva), (xte, yte) = (to_arrays(s, vocab) for s in (data.train, data.validation, data.test))
     epochs = 1 if args.quick else (args.epochs or spec.epochs)
     batch = args.batch_size or spec.batch_size
-    print(f"[{spec.slug}] {data.source}: sequences train {len(xtr)}, validation {len(xva)}, test {len(xte)}; "
-          f"vocabulary {len(vocab)}", flush=True)
+    print(f"[{spec.slug}] {data.source}: sequences train {len(xtr)} (+{len(data.aux)} auxiliary), "
+          f"validation {len(xva)}, test {len(xte)}; vocabulary {len(vocab)}", flush=True)
 
     # Model ---------------------------------------------------------------------------------
     keras.utils.set_random_seed(args.seed)
-    kw = dict(TINY_MODEL if args.quick else DEFAULT_MODEL)
+    kw = dict(TINY_MODEL) if args.quick else DEFAULT_MODEL | spec.extra.get("model", {})
     kw.update(json.loads(args.model_kwargs) if args.model_kwargs else {})
     model = make_word_lstm(len(vocab), name=spec.slug, **kw)
     lr = args.learning_rate or spec.learning_rate
@@ -438,7 +544,7 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
     callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, args.patience // 3),
                                                        verbose=args.verbose))
     t0 = time.perf_counter()
-    model.fit(make_batches([vocab.encode(s) for s in data.train], batch, args.seed, True),
+    model.fit(make_batches([vocab.encode(s) for s in data.train + data.aux], batch, args.seed, True, marker),
               validation_data=make_batches([vocab.encode(s) for s in data.validation], 256, args.seed, False),
               epochs=epochs, callbacks=callbacks, verbose=args.verbose)
     train_seconds = time.perf_counter() - t0
@@ -449,7 +555,7 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
     test = lm_metrics(model, xte, yte)
     val = lm_metrics(model, xva, yva)
     ids = lambda seqs: [vocab.encode(s) for s in seqs]  # noqa: E731
-    ngram = ngram_baseline(ids(data.train), ids(data.validation), ids(data.test), len(vocab))
+    ngram = ngram_baseline(ids(data.train), ids(data.validation), ids(data.test), len(vocab), ids(data.aux), marker)
     gain = 1 - test["perplexity"] / ngram["test_perplexity"]
     print(f"[{spec.slug}] test perplexity {test['perplexity']:.1f} (n-gram {ngram['test_perplexity']:.1f}, "
           f"{gain:+.1%}), top-1 {test['top1_accuracy']:.3f}, top-5 {test['top5_accuracy']:.3f}", flush=True)
@@ -483,12 +589,15 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
         "data": {"source": spec.data_source, "path": data.source, "licence": spec.licence,
                  "counts": {**data.counts, "train": len(data.train), "validation": len(data.validation),
                             "test": len(data.test), "train_tokens": int((ytr != PAD_ID).sum()),
+                            "validation_tokens": val["tokens"],
                             "test_tokens": test["tokens"]},
                  "split": "80/10/10 by " + ("headline (deduplicated)" if spec.tokenizer == "words"
-                                            else f"couplet, in runs of {COUPLETS_PER_BLOCK}"),
+                                            else f"couplet, in runs of {COUPLETS_PER_BLOCK}")
+                          + ("; auxiliary text by article, training split only" if data.aux else ""),
                  "tokenizer": spec.tokenizer},
         "vocabulary": {"file": "vocab.json", "size": len(vocab), "min_count": args.min_count,
-                       "specials": vocab.tokens[:3], "built_from": "training split"},
+                       "specials": vocab.tokens[:3], "markers": [SNIPPET] if marker is not None else [],
+                       "built_from": "training split" + (" (headlines only)" if data.aux else "")},
         "metrics": metrics,
         "history": history,
         "versions": fit.library_versions() | {"nltk": _nltk_version()},
@@ -550,7 +659,8 @@ def write_tiny_text_model(models_dir: Path, spec: TaskSpec) -> Path:
 
     lines = SAMPLE_TEXT[spec.tokenizer].splitlines()
     seqs = [tokenize_verse(lines)] if spec.tokenizer == "syllables" else [clean_words(h) + [EOL] for h in lines]
-    vocab = Vocabulary.build(seqs, spec.tokenizer, display=display_forms(lines))
+    markers = (SNIPPET,) if spec.extra.get("aux_text", "none") != "none" else ()  # as the trained model's
+    vocab = Vocabulary.build(seqs, spec.tokenizer, display=display_forms(lines), markers=markers)
     keras.utils.set_random_seed(0)
     model = make_word_lstm(len(vocab), name=spec.slug, **TINY_MODEL)
     card = {"slug": spec.slug, "kind": spec.kind, "task": spec.to_dict(), "architecture": "word_lstm",
