@@ -230,7 +230,10 @@ def run_variant(name: str, args) -> dict:
                 "images": make_images(), "generate_share": args.generate_share}
         if not plan["image"]:
             raise SystemExit("no image model is ready: train one first (python -m training mnist)")
-        run_phase(port, plan, 2, 3.0, 1000)  # warm-up (first requests per thread), not counted
+        # Warm-up, not counted: every request thread of every worker serves its first classify and
+        # generate here (first-use allocations), so the RSS "before" is the steady state. A 3 s,
+        # 2-client warm-up left one worker at 285 MB, which then rose to its twin's 308 MB.
+        run_phase(port, plan, args.clients, args.warmup_seconds, args.max_requests)
         baseline = run_phase(port, plan, 1, args.baseline_seconds, args.max_requests)
         workers_start = children(proc.pid)
         rss_start = {pid: rss_mb(pid) for pid in workers_start}
@@ -266,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=60.0, help="saturation phase length (default 60)")
     p.add_argument("--baseline-seconds", type=float, default=10.0)
+    p.add_argument("--warmup-seconds", type=float, default=10.0, help="uncounted warm-up at saturation (default 10)")
     p.add_argument("--clients", type=int, default=12, help="closed-loop client threads at saturation")
     p.add_argument("--generate-share", type=float, default=0.3, help="fraction of requests that generate text")
     p.add_argument("--max-requests", type=int, default=200_000)
@@ -336,7 +340,7 @@ Requests go to the JSON API: classify (a 200×200 PNG drawing, multipart) on
 {', '.join(first['server']['tasks']['classify'])}; generate (top-p, 10 words / 1 couplet) on
 {', '.join(first['server']['tasks']['generate']) or 'no text task'}, {args.generate_share:.0%} of requests. The
 generate rate limit was raised for the run, since every client shares one address. Each variant
-is a fresh server: 3 s warm-up, {args.baseline_seconds:.0f} s with one client, then {args.seconds:.0f} s at
+is a fresh server: {args.warmup_seconds:.0f} s warm-up at saturation, {args.baseline_seconds:.0f} s with one client, then {args.seconds:.0f} s at
 saturation. {training}
 
 {variants}
@@ -355,7 +359,7 @@ Largest RSS growth: {growth}%; worker restarts: {sum(r['worker_restarts'] for r 
 0 restarts, growth under 5%).
 """
     text = DOC.read_text(encoding="utf-8") if DOC.is_file() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Load\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(r"^## Load\n.*?(?=^## |^<!-- |\Z)", re.S | re.M)  # up to the next section or marker
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text, encoding="utf-8")
