@@ -180,9 +180,14 @@ def main(argv=None) -> int:
         ("ours: NumPy step, lục bát masks, beam search (width 4)", fast_beam, fast_beam / lab),
     ]
     cpu = platform.processor() or platform.machine()
+    from load import training_process  # benchmarks/ is on sys.path when run as a script
+
+    busy = training_process()
+    load_note = (f"while a training run (`{busy}`) shared the machine, so absolute numbers are noisy"
+                 if busy else "with no training run on the machine")
     lines = [START, "## Text generation speed (benchmarks/generation.py)", "",
-             f"Measured {dt.date.today().isoformat()} on one CPU core ({cpu}; thread pools set to 1) while "
-             "other training jobs shared the machine, so absolute numbers are noisy; the ratios come from "
+             f"Measured {dt.date.today().isoformat()} on one CPU core ({cpu}; thread pools set to 1) "
+             f"{load_note}; the ratios come from "
              f"the same run. Model: `{folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else 'tiny untrained'}`"
              f" (vocabulary {len(tm.vocab)}, LSTM {tm.units}). Seed \"{SEED}\", {args.couplets} couplets × "
              f"{args.repeats} runs; the lab's method timed over {args.lab_tokens} syllables with a {window}-token window.",
