@@ -33,10 +33,12 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from app.generation import generate, load_keras_text_model, load_text_model, validate_request  # noqa: E402
 from app.tasks import KIEU  # noqa: E402
 from app.text import EOL_ID, clean_words  # noqa: E402
+from load import machine_busy  # noqa: E402
 
 SEED = "Trăm năm trong cõi người ta"
 START, END = "<!-- generation:start -->", "<!-- generation:end -->"
@@ -160,6 +162,7 @@ def main(argv=None) -> int:
     p.add_argument("--lab-tokens", type=int, default=60)
     p.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
     args = p.parse_args(argv)
+    busy = machine_busy()
     folder = Path(args.models_dir) / "kieu"
     if not (folder / "model.keras").is_file():
         from training.textgen import write_tiny_text_model
@@ -180,9 +183,7 @@ def main(argv=None) -> int:
         ("ours: NumPy step, lục bát masks, beam search (width 4)", fast_beam, fast_beam / lab),
     ]
     cpu = platform.processor() or platform.machine()
-    from load import training_process  # benchmarks/ is on sys.path when run as a script
-
-    busy = training_process()
+    busy = busy or machine_busy()
     load_note = (f"while a training run (`{busy}`) shared the machine, so absolute numbers are noisy"
                  if busy else "with no training run on the machine")
     lines = [START, "## Text generation speed (benchmarks/generation.py)", "",

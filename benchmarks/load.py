@@ -81,6 +81,12 @@ def training_running() -> str:
     return ""
 
 
+def machine_busy() -> str:
+    """The training run sharing this machine, if any: the queue's status, else the process table.
+    Every benchmark calls it before and after measuring, and says so next to its figures."""
+    return training_running() or training_process()
+
+
 def training_process() -> str:
     """The command line of a `python -m training` run on this machine, if one is running."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
@@ -221,7 +227,7 @@ def run_variant(name: str, args) -> dict:
     """Start the server with the variant's environment, measure both phases, stop it."""
     port = free_port()
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"lstmlab-load-{port}.log"
-    training_before = training_running()
+    training_before = machine_busy()
     proc = start_server(port, log_path, VARIANTS[name])
     try:
         ready = wait_for_workers(proc, port, log_path, time.monotonic() + args.start_timeout)
@@ -260,7 +266,7 @@ def run_variant(name: str, args) -> dict:
         # a replaced worker shows as a new pid, and gunicorn logs every boot
         "worker_restarts": max(len(set(workers_end) - set(workers_start)),
                                log_text.count("Booting worker with pid") - len(workers_start)),
-        "training_running": sorted({t for t in (training_before, training_running()) if t}),
+        "training_running": sorted({t for t in (training_before, machine_busy()) if t}),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 

@@ -37,8 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 
-from load import (children, free_port, multipart, rss_mb, start_server, training_process,  # noqa: E402
-                  training_running)
+from load import children, free_port, machine_busy, multipart, rss_mb, start_server  # noqa: E402
 
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 START, END = "<!-- serving:start -->", "<!-- serving:end -->"
@@ -264,10 +263,10 @@ def main(argv=None) -> int:
     p.add_argument("--write", action="store_true")
     p.add_argument("--json", default=None, help="also save the raw results to this file")
     args = p.parse_args(argv)
-    busy = training_running() or training_process()
+    busy = machine_busy()
     web = {engine: http_phase(args, engine) for engine in ("litert", "xla")}
     rows = model_times(Path(args.models_dir), args.repeats)
-    busy = busy or training_running() or training_process()
+    busy = busy or machine_busy()
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "web": web, "busy": busy}, indent=1), encoding="utf-8")
     if args.write:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 ROOT = Path(__file__).resolve().parent.parent
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from load import training_process, training_running  # noqa: E402
+from load import machine_busy  # noqa: E402
 
 from app.config import default_data_dir  # noqa: E402
 from app.modelstore import InterpreterPool  # noqa: E402
@@ -117,7 +117,7 @@ def main() -> int:
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--write", action="store_true")
     args = p.parse_args()
-    busy = training_running() or training_process()
+    busy = machine_busy()
     import keras
 
     from training.build import make_image_classifier
@@ -131,7 +131,7 @@ def main() -> int:
     keras.utils.set_random_seed(0)
     rows += measure("baseline (untrained)", make_image_classifier(MNIST, "baseline"), images)
     rows += measure("renet (untrained)", make_image_classifier(MNIST, "renet"), images)
-    text = table(rows, len(images), busy or training_running() or training_process())
+    text = table(rows, len(images), busy or machine_busy())
     print(text)
     if args.write:
         write_section(text)
