@@ -222,17 +222,21 @@ def shift(ids: list[int], marker: int | None = None) -> tuple[list[int], list[in
     return [EOL_ID] + ids[:-1], ids
 
 
+def pad_pairs(pairs: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) pairs of `shift` as two arrays padded to the longest target."""
+    width = max(len(t) for _, t in pairs)
+    x = np.zeros((len(pairs), width), np.int32)
+    y = np.zeros((len(pairs), width), np.int32)
+    for r, (inputs, targets) in enumerate(pairs):
+        y[r, :len(targets)] = targets
+        x[r, :len(inputs)] = inputs
+    return x, y
+
+
 def to_arrays(seqs: list[list[str]], vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
     """Padded (inputs, targets) of `shift`."""
     marker = vocab.index.get(SNIPPET)
-    pairs = [shift(vocab.encode(s), marker) for s in seqs]
-    width = max(len(t) for _, t in pairs)
-    x = np.zeros((len(seqs), width), np.int32)
-    y = np.zeros((len(seqs), width), np.int32)
-    for r, (i, t) in enumerate(pairs):
-        y[r, :len(t)] = t
-        x[r, :len(i)] = i
-    return x, y
+    return pad_pairs([shift(vocab.encode(s), marker) for s in seqs])
 
 
 def make_batches(ids: list[list[int]], batch: int, seed: int, shuffle: bool, marker: int | None = None):
@@ -267,13 +271,7 @@ def make_batches(ids: list[list[int]], batch: int, seed: int, shuffle: bool, mar
             return len(self.chunks)
 
         def __getitem__(self, k):
-            rows = [shift(ids[i], marker) for i in self.chunks[k]]
-            width = max(len(t) for _, t in rows)
-            x = np.zeros((len(rows), width), np.int32)
-            y = np.zeros((len(rows), width), np.int32)
-            for r, (inputs, targets) in enumerate(rows):
-                y[r, :len(targets)] = targets
-                x[r, :len(inputs)] = inputs
+            x, y = pad_pairs([shift(ids[i], marker) for i in self.chunks[k]])
             return x, y, (y != PAD_ID).astype(np.float32)
 
     return Batches()
