@@ -29,6 +29,7 @@ class Config:
     DEFAULT_LANGUAGE = "vi"
     LANGUAGES = ("vi", "en")
     PREDICT_LITERT = True  # serve image models from their model.tflite (no TensorFlow in the worker)
+    PREDICT_INT8 = True  # serve model.int8.tflite when its card says it passed the accuracy check
     LITERT_INTERPRETERS = 2  # LiteRT interpreters per image model (one per request running it)
     PREDICT_JIT = True  # the Keras fallback: XLA-compile each image model's predict function
     XLA_CACHE_DIR = str(ROOT / ".cache" / "xla")  # compiled models kept across restarts ("" = off)

@@ -9,7 +9,10 @@ pipeline per call), so each model gets a function compiled once, here, with a wa
 - engine "litert": `models/<slug>/model.tflite` (written by `python -m training export`) run by
   LiteRT interpreters, when the card's `export.source_sha256` is the hash of the `model.keras`
   on disk. This path never imports TensorFlow or Keras: a worker stays small and starts in
-  seconds. An interpreter is not thread-safe, so each model keeps a small pool of them.
+  seconds. An interpreter is not thread-safe, so each model keeps a small pool of them. When the
+  card's `export.int8` says the int8 export passed its accuracy check on the test set, that file
+  is served instead (about 2x faster; PREDICT_INT8 off serves float32), and the task's
+  `precision` says which.
 - engine "xla" (or "tf" with PREDICT_JIT off): otherwise (no, stale or unreadable .tflite,
   LiteRT not installed, or PREDICT_LITERT off), a `tf.function` over the Keras model with a fixed
   input signature (None, H, W, C) float32, XLA-compiled by default.
@@ -54,6 +57,7 @@ class Entry:
     card: dict | None = None
     predict: Callable[[np.ndarray], np.ndarray] | None = None  # image tasks
     engine: str = ""  # "litert" | "xla" | "tf" (image), "numpy" (text)
+    precision: str = ""  # image tasks: of the weights served, "int8" (litert) or "float32"
     text_model: Any = None  # text tasks: app.generation.TextModel
     error: str = ""
     load_seconds: float = 0.0
@@ -89,6 +93,8 @@ class Entry:
         out = {"status": self.status, "kind": self.spec.kind, "load_seconds": round(self.load_seconds, 3)}
         if self.engine:
             out["engine"] = self.engine
+        if self.precision:
+            out["precision"] = self.precision
         if not self.available:
             out["error"] = self.error
             out["command"] = self.command
@@ -98,14 +104,27 @@ class Entry:
 PLOTS = ("training_curves.png", "confusion_matrix.png")
 
 
+@dataclass(frozen=True)
+class Engines:
+    """How image models are served (the app's PREDICT_* and LITERT_INTERPRETERS settings)."""
+
+    jit: bool = True  # the Keras fallback is XLA-compiled
+    litert: bool = True  # serve model.tflite when it is current
+    interpreters: int = 2  # LiteRT interpreters per model
+    int8: bool = True  # serve model.int8.tflite when its card accepted it
+
+    @classmethod
+    def from_config(cls, config) -> Engines:
+        return cls(jit=bool(config.get("PREDICT_JIT", True)), litert=bool(config.get("PREDICT_LITERT", True)),
+                   interpreters=int(config.get("LITERT_INTERPRETERS", 2)), int8=bool(config.get("PREDICT_INT8", True)))
+
+
 class ModelStore:
     """Every task of `models_dir`, loaded once."""
 
-    def __init__(self, models_dir: Path, jit: bool = True, litert: bool = True, interpreters: int = 2):
+    def __init__(self, models_dir: Path, engines: Engines = Engines()):
         self.models_dir = Path(models_dir)
-        self.jit = jit
-        self.litert = litert
-        self.interpreters = interpreters
+        self.engines = engines
         self.entries: dict[str, Entry] = {}
         self.loaded = False
         self.seconds = 0.0
@@ -114,7 +133,7 @@ class ModelStore:
         """Load every discovered task; failures are recorded per task, never raised."""
         t0 = time.perf_counter()
         for slug, spec in discover_tasks(self.models_dir).items():
-            self.entries[slug] = load_entry(self.models_dir / slug, spec, self.jit, self.litert, self.interpreters)
+            self.entries[slug] = load_entry(self.models_dir / slug, spec, self.engines)
         self.seconds = time.perf_counter() - t0
         self.loaded = True
         ready = [s for s, e in self.entries.items() if e.available]
@@ -135,7 +154,7 @@ class ModelStore:
                 "tasks": {slug: e.status_dict() for slug, e in self.entries.items()}}
 
 
-def load_entry(folder: Path, spec: TaskSpec, jit: bool = True, litert: bool = True, interpreters: int = 2) -> Entry:
+def load_entry(folder: Path, spec: TaskSpec, engines: Engines = Engines()) -> Entry:
     """Load one task folder into an Entry (status MISSING or ERROR instead of raising)."""
     entry = Entry(spec)
     t0 = time.perf_counter()
@@ -148,11 +167,12 @@ def load_entry(folder: Path, spec: TaskSpec, jit: bool = True, litert: bool = Tr
         check_card(card)
         entry.card = card  # only a sound card reaches the pages
         if spec.kind == IMAGE:
-            entry.predict = litert_predict(folder, card, spec, interpreters) if litert else None
-            entry.engine = "litert"
-            if entry.predict is None:
-                entry.predict = compile_predict(_load_keras(model_path), spec, jit)
-                entry.engine = "xla" if jit else "tf"
+            pool = litert_predict(folder, card, spec, engines.interpreters, engines.int8) if engines.litert else None
+            if pool is not None:
+                entry.predict, entry.engine, entry.precision = pool, "litert", pool.precision
+            else:
+                entry.predict = compile_predict(_load_keras(model_path), spec, engines.jit)
+                entry.engine, entry.precision = ("xla" if engines.jit else "tf"), "float32"
         elif spec.kind == TEXT:
             if load_text_model is None:
                 raise RuntimeError("app.generation is not installed")
@@ -164,7 +184,7 @@ def load_entry(folder: Path, spec: TaskSpec, jit: bool = True, litert: bool = Tr
         log.warning("task %s unavailable: %s: %s", spec.slug, exc.__class__.__name__, exc)
         entry.status, entry.error = ERROR, f"{exc.__class__.__name__}: {str(exc)[:300]}"
         entry.predict = entry.text_model = None
-        entry.engine = ""
+        entry.engine = entry.precision = ""
         return entry
     entry.plots = [p for p in PLOTS if (folder / p).is_file()]
     entry.status = READY
@@ -193,21 +213,32 @@ def check_card(card) -> None:
         raise ValueError("card.json: layers must be a list of objects")
 
 
-def current_tflite(folder: Path, card: dict) -> bytes | None:
-    """The bytes of folder/model.tflite when the card says it was exported from the model.keras
-    on disk and the file is the one exported (a damaged copy is not served)."""
-    path, export = folder / "model.tflite", card.get("export")
-    if not path.is_file() or not isinstance(export, dict) or not export.get("source_sha256"):
+def current_tflite(folder: Path, card: dict, int8: bool = True) -> tuple[bytes, str] | None:
+    """(flatbuffer, "int8" | "float32") to serve, or None. Only exports of the model.keras on disk
+    count, and only files whose sha256 is the card's (a damaged copy is not served). The int8
+    export (`training.export.export_int8`) comes first when `int8` and its card says it passed
+    the accuracy check on the test set; float32 model.tflite otherwise."""
+    export = card.get("export")
+    if not isinstance(export, dict) or not export.get("source_sha256"):
         return None
     if _sha256((folder / "model.keras").read_bytes()) != export["source_sha256"]:
         log.warning("task %s: model.tflite is older than model.keras (run: python -m training export %s)",
                     folder.name, folder.name)
         return None
-    flatbuffer = path.read_bytes()
-    if export.get("sha256") and _sha256(flatbuffer) != export["sha256"]:
-        log.warning("task %s: model.tflite does not match its card's sha256", folder.name)
-        return None
-    return flatbuffer
+    quantized = export.get("int8")
+    files = [("model.tflite", export.get("sha256"), "float32")]
+    if int8 and isinstance(quantized, dict) and quantized.get("accepted") and isinstance(quantized.get("file"), str):
+        files.insert(0, (Path(quantized["file"]).name, quantized.get("sha256"), "int8"))
+    for name, sha, precision in files:
+        path = folder / name
+        if not path.is_file():
+            continue
+        flatbuffer = path.read_bytes()
+        if sha and _sha256(flatbuffer) != sha:
+            log.warning("task %s: %s does not match its card's sha256", folder.name, name)
+            continue
+        return flatbuffer, precision
+    return None
 
 
 def _sha256(data: bytes) -> str:
@@ -218,9 +249,10 @@ class InterpreterPool:
     """LiteRT interpreters of one model, each used by one request thread at a time (an interpreter
     is not thread-safe; several let the worker's threads run the model in parallel)."""
 
-    def __init__(self, flatbuffer: bytes, size: int):
+    def __init__(self, flatbuffer: bytes, size: int, precision: str = "float32"):
         from ai_edge_litert.interpreter import Interpreter
 
+        self.precision = precision  # of the weights: "float32" or "int8" (shown on the pages)
         self.free: queue.LifoQueue = queue.LifoQueue()
         for _ in range(max(1, size)):
             interp = Interpreter(model_content=flatbuffer, num_threads=1)
@@ -229,30 +261,34 @@ class InterpreterPool:
             interp.set_tensor(self.input["index"], np.zeros(self.input["shape"], np.float32))
             interp.invoke()  # warm-up: the first invoke prepares the kernels
             self.free.put(interp)
+        self.in_index, self.out_index = self.input["index"], self.output["index"]
+        self.classes = int(self.output["shape"][-1])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W, C) float32 -> (N, classes) probabilities, one image per invoke (batch 1 model)."""
         batch = np.asarray(batch, dtype=np.float32)
+        out = np.empty((len(batch), self.classes), np.float32)
         interp = self.free.get()
         try:
-            rows = []
-            for x in batch:
-                interp.set_tensor(self.input["index"], x[None])
+            for k in range(len(batch)):
+                interp.set_tensor(self.in_index, batch[k:k + 1])
                 interp.invoke()
-                rows.append(interp.get_tensor(self.output["index"])[0].copy())
+                out[k] = interp.get_tensor(self.out_index)[0]
         finally:
             self.free.put(interp)
-        return np.stack(rows) if rows else np.zeros((0, int(self.output["shape"][-1])), np.float32)
+        return out
 
 
-def litert_predict(folder: Path, card: dict, spec: TaskSpec, size: int = 2) -> InterpreterPool | None:
-    """The LiteRT predict function of an image task, warmed up; None (the caller falls back to
-    Keras) when there is no current model.tflite, LiteRT is missing or the file does not load."""
-    flatbuffer = current_tflite(folder, card)
-    if flatbuffer is None:
+def litert_predict(folder: Path, card: dict, spec: TaskSpec, size: int = 2, int8: bool = True) -> InterpreterPool | None:
+    """The LiteRT predict function of an image task (its int8 export when `int8` and the card
+    accepted it), warmed up; None (the caller falls back to Keras) when there is no current
+    model.tflite, LiteRT is missing or the file does not load."""
+    found = current_tflite(folder, card, int8)
+    if found is None:
         return None
+    flatbuffer, precision = found
     try:
-        pool = InterpreterPool(flatbuffer, size)
+        pool = InterpreterPool(flatbuffer, size, precision)
         expected = (1, *spec.input_shape)
         if tuple(pool.input["shape"]) != expected:
             raise ValueError(f"model.tflite input {tuple(pool.input['shape'])} is not {expected}")
@@ -301,9 +337,7 @@ def init_app(app: Flask) -> None:
         Path(cache).mkdir(parents=True, exist_ok=True)
         os.environ["TF_XLA_FLAGS"] = (os.environ.get("TF_XLA_FLAGS", "") +
                                       f" --tf_xla_persistent_cache_directory={cache}").strip()
-    store = ModelStore(Path(app.config["MODELS_DIR"]), jit=bool(app.config.get("PREDICT_JIT", True)),
-                       litert=bool(app.config.get("PREDICT_LITERT", True)),
-                       interpreters=int(app.config.get("LITERT_INTERPRETERS", 2)))
+    store = ModelStore(Path(app.config["MODELS_DIR"]), Engines.from_config(app.config))
     app.extensions[EXTENSION] = store.load()
 
 

@@ -179,11 +179,23 @@ def test_shipped_tflite_and_trace_equal_keras_on_real_test_images(slug):
     if not (folder / "model.tflite").is_file():
         pytest.skip(f"{slug}: no model.tflite (python -m training export {slug})")
     card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
-    predict = litert_predict(folder, card, spec, 1)
-    assert predict is not None, "model.tflite is not current: run python -m training export --all"
-    x, _ = sample_images(load_image_data(spec).x_test, 128)
+    predict = litert_predict(folder, card, spec, 1, int8=False)
+    assert predict is not None and predict.precision == "float32", \
+        "model.tflite is not current: run python -m training export --all"
+    data = load_image_data(spec)
+    x, _ = sample_images(data.x_test, 128)
     expected = keras_probs(folder, x)
     np.testing.assert_allclose(predict(x), expected, atol=1e-4)
+    quantized = card["export"]["int8"]  # the int8 file served instead: its card figures reproduce
+    served = litert_predict(folder, card, spec, 1)
+    assert served.precision == ("int8" if quantized["accepted"] else "float32")
+    if quantized["accepted"]:
+        labels = data.y_test.reshape(-1)
+        got, full = served(data.x_test).argmax(1), predict(data.x_test).argmax(1)
+        assert quantized["test_count"] == len(labels)
+        assert np.mean(got == labels) == pytest.approx(quantized["test_accuracy"], abs=1e-9)
+        assert np.mean(full == labels) == pytest.approx(quantized["float_test_accuracy"], abs=1e-9)
+        assert np.mean(got == full) == pytest.approx(quantized["agreement"], abs=1e-9) and quantized["agreement"] >= 0.99
     from app.trace import load_tracer  # the gate trace, also read from the file without Keras
 
     np.testing.assert_allclose(load_tracer(folder, spec)(x[:2]).output, expected[:2], atol=1e-4)
@@ -251,6 +263,82 @@ def test_renet_export_folds_time_distributed_and_equals_keras(tmp_path):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(folded(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-6)
     block = export_model(model, spec, tmp_path, "0" * 64, x, "6 random images")  # raises unless LiteRT = Keras
     assert block["max_abs_diff"] <= 1e-4 and (tmp_path / "model.tflite").stat().st_size == block["bytes"]
+
+
+def test_int8_rule_accepts_only_a_close_enough_model():
+    from training.export import int8_verdict
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 2000)
+    float_probs = np.eye(10)[labels] * 0.8 + 0.02  # right on every image
+    same = int8_verdict(float_probs, float_probs + 0.001, labels)
+    assert same["accepted"] and same["test_accuracy"] == same["agreement"] == 1.0 and same["test_count"] == 2000
+    two_wrong = float_probs.copy()
+    two_wrong[:2] = np.roll(two_wrong[:2], 1, axis=1)  # 0.1 pp lower: still accepted
+    assert int8_verdict(float_probs, two_wrong, labels)["accepted"]
+    three_wrong = float_probs.copy()
+    three_wrong[:3] = np.roll(three_wrong[:3], 1, axis=1)  # 0.15 pp lower: refused
+    verdict = int8_verdict(float_probs, three_wrong, labels)
+    assert not verdict["accepted"] and verdict["test_accuracy"] == pytest.approx(0.9985)
+    # as accurate overall but another class on 2% of the images: refused
+    float_half = float_probs.copy()
+    float_half[:40] = np.roll(float_half[:40], 1, axis=1)  # float32 wrong on 40 images
+    swapped = float_probs.copy()
+    swapped[40:80] = np.roll(swapped[40:80], 1, axis=1)  # int8 wrong on 40 others
+    verdict = int8_verdict(float_half, swapped, labels)
+    assert verdict["test_accuracy"] == verdict["float_test_accuracy"] and verdict["agreement"] == pytest.approx(0.96)
+    assert not verdict["accepted"]
+
+
+def test_int8_export_is_written_only_when_it_passes_and_served_only_then(tmp_path, monkeypatch):
+    import keras
+
+    from app.modelstore import current_tflite, litert_predict
+    from training import export
+    from training.build import make_image_classifier
+
+    spec = BUILTIN_TASKS["mnist"]
+    keras.utils.set_random_seed(0)
+    model = make_image_classifier(spec, "rows_cols", units=4)
+    model.save(tmp_path / "model.keras")
+    sha = export.file_sha256(tmp_path / "model.keras")
+    x = np.random.default_rng(0).integers(0, 256, (40, *spec.input_shape)).astype(np.float32)
+    y = keras.ops.convert_to_numpy(model(x)).argmax(1)  # labels the float model gets right
+
+    def card_with(block):
+        return {"export": block}
+
+    no_labels = export.export_model(model, spec, tmp_path, sha, x[:8], "8 images")  # no test set: no int8
+    assert no_labels["int8"] == {"accepted": False, "rule": export.INT8_RULE, "why": "no labelled test images to check it on"}
+    assert not (tmp_path / export.INT8_TFLITE).exists()
+    assert current_tflite(tmp_path, card_with(no_labels))[1] == "float32"
+
+    monkeypatch.setattr(export, "INT8_MIN_AGREEMENT", 0.0)  # any int8 model passes
+    monkeypatch.setattr(export, "INT8_MAX_DROP", 1.0)
+    passed = export.export_model(model, spec, tmp_path, sha, x[:8], "8 images", test=(x, y))
+    block = passed["int8"]
+    assert block["accepted"] and block["test_count"] == 40 and block["float_test_accuracy"] == 1.0
+    assert (tmp_path / export.INT8_TFLITE).stat().st_size == block["bytes"] < passed["bytes"]
+    served = litert_predict(tmp_path, card_with(passed), spec, 1)
+    assert served.precision == "int8" and served(x).shape == (40, 10)
+    assert litert_predict(tmp_path, card_with(passed), spec, 1, int8=False).precision == "float32"
+    (tmp_path / export.INT8_TFLITE).write_bytes(b"damaged")  # a file that is not the card's: float32
+    assert current_tflite(tmp_path, card_with(passed))[1] == "float32"
+
+    monkeypatch.setattr(export, "INT8_MIN_AGREEMENT", 1.01)  # no int8 model passes
+    failed = export.export_model(model, spec, tmp_path, sha, x[:8], "8 images", test=(x, y))
+    assert not failed["int8"]["accepted"] and "file" not in failed["int8"]
+    assert not (tmp_path / export.INT8_TFLITE).exists()  # the older int8 file is gone with its approval
+    assert current_tflite(tmp_path, {"export": {**failed, "int8": block}})[1] == "float32"  # even if a card says so
+
+
+def test_the_card_page_says_which_weights_are_served(client):
+    page = client.get("/tasks/mnist/card?lang=en").get_data(as_text=True)
+    assert 'id="serving"' in page and "<code>litert</code>" in page and "<code>float32</code>" in page
+    status = client.get("/readyz").get_json()["tasks"]["mnist"]
+    assert status["precision"] == "float32"  # the tiny test model has no int8 export
+    vi = client.get("/tasks/mnist/card?lang=vi").get_data(as_text=True)
+    assert "Cách máy chủ chạy mô hình" in vi
 
 
 @pytest.mark.parametrize("wrap", ["bidirectional", "bidirectional_last", "lstm", "lstm_last"])

@@ -144,13 +144,13 @@ BAD_CARDS = [b"", b"[]", b'"just a string"', b"\xff\xfe\x00garbage", b'{"slug": 
 
 @pytest.mark.parametrize("card", BAD_CARDS)
 def test_unreadable_card_makes_only_that_task_unavailable(tiny_models_dir, tmp_path, card):
-    from app.modelstore import ERROR, load_entry
+    from app.modelstore import ERROR, Engines, load_entry
     from app.tasks import MNIST
 
     folder = tmp_path / "mnist"
     shutil.copytree(Path(tiny_models_dir) / "mnist", folder)
     (folder / "card.json").write_bytes(card)
-    entry = load_entry(folder, MNIST, jit=False)
+    entry = load_entry(folder, MNIST, Engines(jit=False))
     assert entry.status == ERROR and not entry.available and entry.error and entry.card is None
     assert entry.status_dict()["command"] == "python -m training mnist"
 
