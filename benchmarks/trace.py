@@ -1,16 +1,16 @@
-"""Cost of tracing one prediction, against the served prediction itself, in the same run, one CPU core.
+"""Cost of tracing one prediction, against the LiteRT float32 prediction itself, in the same run, one CPU core.
 
     python benchmarks/trace.py [--models-dir models] [--images 200] [--write]
 
 For the shipped MNIST model (and, untrained, the baseline and ReNet architectures: weights do
 not change the speed), per image of the MNIST test set:
-- served: what the model store serves, LiteRT over the model converted as
-  `python -m training export` converts it (`app.modelstore.InterpreterPool`), the cost every
-  request pays already;
+- predict: LiteRT over the float32 model converted as `python -m training export` converts it
+  (`app.modelstore.InterpreterPool`), the cost a request pays already (the app serves the int8
+  file where the card accepted it, about twice as fast: docs/BENCHMARKS.md, Serving);
 - trace: `app.trace` over the same image: every layer in NumPy, every LSTM's i, f, g, o, c, h
   recorded at every time step (the issue's budget: under 5 ms);
 - trace + panel: the trace plus the heatmap PNGs of the result page (`app.views.lstm.image_panel`).
-It also checks that the trace's output equals the served output. With --write the table
+It also checks that the trace's output equals the float32 prediction. With --write the table
 replaces the trace section of docs/BENCHMARKS.md.
 """
 
@@ -66,7 +66,7 @@ def measure(name: str, model, images: np.ndarray) -> list[dict]:
     diff = float(np.abs(served - traced).max())
     rows = []
     contenders = {
-        "served predict (LiteRT)": lambda img: predict(img[None].astype(np.float32)),
+        "predict (LiteRT, float32)": lambda img: predict(img[None].astype(np.float32)),
         "trace (NumPy, all gates)": lambda img: trace_image(tracer, img),
         "trace + heatmap panel": lambda img: image_panel(trace_image(tracer, img), img),
     }
@@ -88,7 +88,7 @@ def table(rows: list[dict], n: int, busy: str = "") -> str:
              f"one thread, {n} MNIST test images, medians"
              + (f"; the machine was also running a training run (`{busy}`), so absolute times are noisy"
                 if busy else "; no training run was using the machine") + "; the ratios are measured in the same run.", "",
-             "| model | what | median ms | p90 ms | × served | recorded LSTM directions | max abs(trace − served) |",
+             "| model | what | median ms | p90 ms | × predict | recorded LSTM directions | max abs(trace − predict) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['what']} | {r['median']:.2f} | {r['p90']:.2f} | {r['ratio']:.2f} | "
