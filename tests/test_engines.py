@@ -237,6 +237,8 @@ def test_export_command_skips_current_models_and_redoes_stale_ones(tiny_models_d
     assert card["export"]["source_sha256"] == file_sha256(models / "mnist" / "model.keras")
     assert card["export"]["max_abs_diff"] <= 1e-4 and card["export"]["argmax_agreement"] == 1.0
     assert card["export"]["checked_on"].endswith("random images (no data found)")
+    assert card["export"]["int8"]["why"] == "no labelled test images to check it on"  # no labels, no int8
+    assert not (models / "mnist" / "model.int8.tflite").exists()
     assert main(["export", "cifar10", "--models-dir", str(models)]) == 1  # nothing to export
     assert "no trained image model" in capsys.readouterr().err
     shutil.copytree(models / "mnist", models / "fashion_mnist")  # a damaged model does not stop --all

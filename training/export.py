@@ -255,7 +255,7 @@ def sample_images(x_test: np.ndarray, n: int = CHECK_IMAGES) -> tuple[np.ndarray
     return np.asarray(x_test[idx], np.float32), f"{len(idx)} test images"
 
 
-def test_set(spec: TaskSpec, data: str | None) -> tuple[np.ndarray, np.ndarray] | None:
+def labelled_test_set(spec: TaskSpec, data: str | None) -> tuple[np.ndarray, np.ndarray] | None:
     """The task's labelled test images from its local data; None when there is none (no download,
     so `export --all` stays quick offline)."""
     from training.data import DataError, load_image_data
@@ -337,7 +337,7 @@ def export_folder(folder: Path, spec: TaskSpec, data: str | None = None, force: 
     if not force and current.get("source_sha256") == sha and (folder / TFLITE).is_file():
         return None
     model = keras.saving.load_model(folder / "model.keras", compile=False)
-    test = test_set(spec, data)
+    test = labelled_test_set(spec, data)
     card["export"] = export_model(model, spec, folder, sha, *check_images(spec, test), test=test)
     fit.write_card(folder, card)
     return card["export"]
