@@ -215,6 +215,13 @@ def convert(model, int8: bool = False) -> bytes:
     return converter.convert()
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `path` through a temporary file beside it: a reader sees the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def int8_verdict(float_probs: np.ndarray, int8_probs: np.ndarray, labels: np.ndarray) -> dict:
     """Whether the int8 model may be served instead of the float32 one, from both models'
     probabilities on the labelled test images (INT8_RULE)."""
@@ -228,9 +235,10 @@ def int8_verdict(float_probs: np.ndarray, int8_probs: np.ndarray, labels: np.nda
             "max_abs_diff": float(np.max(np.abs(int8_probs - float_probs)))}
 
 
-def export_int8(model, folder: Path, float_flatbuffer: bytes, test: tuple[np.ndarray, np.ndarray] | None) -> dict:
-    """Write folder/model.int8.tflite when it passes `int8_verdict` on `test` (images, labels), and
-    return the card's `export.int8` block; otherwise remove any older int8 file."""
+def export_int8(model, folder: Path, float_predict, test: tuple[np.ndarray, np.ndarray] | None) -> dict:
+    """Write folder/model.int8.tflite when it passes `int8_verdict` on `test` (images, labels)
+    against `float_predict` (the float32 export's InterpreterPool), and return the card's
+    `export.int8` block; otherwise remove any older int8 file."""
     from app.modelstore import InterpreterPool
 
     stale = Path(folder) / INT8_TFLITE
@@ -239,13 +247,11 @@ def export_int8(model, folder: Path, float_flatbuffer: bytes, test: tuple[np.nda
         return {"accepted": False, "rule": INT8_RULE, "why": "no labelled test images to check it on"}
     x, y = test
     flatbuffer = convert(model, int8=True)
-    block = int8_verdict(InterpreterPool(float_flatbuffer, 1)(x), InterpreterPool(flatbuffer, 1)(x), y)
+    block = int8_verdict(float_predict(x), InterpreterPool(flatbuffer, 1)(x), y)
     if not block["accepted"]:
         stale.unlink(missing_ok=True)
         return block
-    tmp = Path(folder) / f".{INT8_TFLITE}.tmp-{os.getpid()}"
-    tmp.write_bytes(flatbuffer)
-    os.replace(tmp, stale)
+    write_atomically(stale, flatbuffer)
     return {**block, "file": INT8_TFLITE, "bytes": len(flatbuffer), "sha256": hashlib.sha256(flatbuffer).hexdigest()}
 
 
@@ -287,20 +293,19 @@ def export_model(model, spec: TaskSpec, folder: Path, source_sha256: str, images
 
     flatbuffer = convert(model)
     graph = graph_changes(model)
-    served = InterpreterPool(flatbuffer, 1)(images)
+    pool = InterpreterPool(flatbuffer, 1)
+    served = pool(images)
     reference = np.asarray(model.predict(images, batch_size=64, verbose=0))
     diff = float(np.max(np.abs(served - reference)))
     agreement = float(np.mean(served.argmax(1) == reference.argmax(1)))
     if not diff <= TOLERANCE:
         raise ExportError(f"{spec.slug}: LiteRT differs from Keras by {diff:.2e} (> {TOLERANCE:g})")
-    tmp = Path(folder) / f".{TFLITE}.tmp-{os.getpid()}"
-    tmp.write_bytes(flatbuffer)
-    os.replace(tmp, Path(folder) / TFLITE)
+    write_atomically(Path(folder) / TFLITE, flatbuffer)
     return {"format": "tflite", "file": TFLITE, "bytes": len(flatbuffer),
             "sha256": hashlib.sha256(flatbuffer).hexdigest(), "source_sha256": source_sha256,
             "max_abs_diff": diff, "argmax_agreement": agreement, "checked_on": checked_on,
             "converter": f"tensorflow {tf.__version__} TFLiteConverter (from_concrete_functions, frozen)",
-            "graph": graph, "int8": export_int8(model, folder, flatbuffer, test)}
+            "graph": graph, "int8": export_int8(model, folder, pool, test)}
 
 
 def int8_summary(block: dict) -> str:
