@@ -243,13 +243,13 @@ FACES_GENDER = TaskSpec(
     data_source="UTKFace aligned & cropped faces, 64×64, sha1-based 10% test split",
     licence="UTKFace: non-commercial research use only",
     architecture="renet",
-    epochs=12,
+    epochs=20,
     batch_size=64,
     learning_rate=2e-3,
     extra={
         "augment": 0.05,
         "flip": True,
-        "model": {"units": 32, "top_units": 96},
+        "model": {"units": 64, "top_units": 128, "patch": 8},
         "intended_use": (
             "Teaching: shows how a recurrent network reads a face image row by row. Not for "
             "identifying people, inferring anyone's gender identity, or any decision about a person."
