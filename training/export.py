@@ -1,8 +1,8 @@
 """`python -m training export <slug> | --all`: models/<slug>/model.tflite for the serving workers.
 
 The web app serves an image model with LiteRT when its `model.tflite` comes from the
-`model.keras` next to it, so a worker never imports TensorFlow (199 MB per worker with every
-shipped model instead of 1.7 GB, ready in under a second instead of 40-70 s of XLA compiling;
+`model.keras` next to it, so a worker never imports TensorFlow (195 MB per worker with every
+shipped model instead of 1.3-1.7 GB, ready in about a second instead of 27-70 s of XLA compiling;
 docs/BENCHMARKS.md). The conversion freezes the variables into constants (a `.tflite` that reads
 variables fails at READ_VARIABLE) and runs the same float32 weights in a graph LiteRT runs faster
 (`serving_graph`): TimeDistributed layers folded into one batched call (`fold_time_distributed`)
