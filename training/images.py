@@ -32,6 +32,9 @@ def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool):
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if spec.extra.get("label_smoothing"):  # smoothed targets need one-hot labels (train and validation)
+        n = len(spec.classes)
+        ds = ds.map(lambda a, b: (a, tf.one_hot(tf.cast(b, tf.int32), n)))
     if train:
         ds = ds.shuffle(min(len(y), 20000), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
@@ -42,11 +45,25 @@ def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool):
             aug.append(keras.layers.RandomFlip("horizontal", seed=seed))
         if shift:
             aug.append(keras.layers.RandomTranslation(shift, shift, fill_mode="constant", seed=seed))
+        jitter = float(spec.extra.get("jitter", 0.0))
+        if jitter:
+            aug.append(keras.layers.RandomBrightness(jitter, value_range=(0, 255), seed=seed))
+            aug.append(keras.layers.RandomContrast(jitter, value_range=(0, 255), seed=seed))
         if aug:
             pipeline = keras.Sequential(aug)
             ds = ds.map(lambda a, b: (pipeline(tf.cast(a, tf.float32), training=True), b),
                         num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def training_loss(spec: TaskSpec):
+    """Cross-entropy, with label smoothing when the task asks for it (one-hot targets then)."""
+    import keras
+
+    smoothing = float(spec.extra.get("label_smoothing", 0.0))
+    if smoothing:
+        return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+    return "sparse_categorical_crossentropy"
 
 
 def predict_probs(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -190,7 +207,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
                                                       warmup_target=lr, warmup_steps=steps // 20,
                                                       alpha=0.01)
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=1e-4, clipnorm=1.0)
-    model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer, training_loss(spec), metrics=["accuracy"])
     if args.verbose:
         model.summary()
 
@@ -231,7 +248,8 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
         "training": {"epochs_requested": epochs, "epochs_run": len(history.get("loss", [])),
                      "seconds_per_epoch": [round(s, 1) for s in seconds],
                      "seconds_total": round(train_seconds, 1), "seed": args.seed, "quick": bool(args.quick),
-                     "augmentation": {k: spec.extra[k] for k in ("augment", "flip") if k in spec.extra},
+                     "augmentation": {k: spec.extra[k] for k in ("augment", "flip", "jitter", "label_smoothing")
+                                      if k in spec.extra},
                      "early_stopping": {"monitor": "val_accuracy", "patience": args.patience}},
         "data": {"source": spec.data_source or data.source, "path": data.source,
                  "licence": spec.licence, "counts": {"train": int(len(train[1])), "validation": int(len(val[1])),
