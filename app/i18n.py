@@ -10,9 +10,12 @@ The language comes from `?lang=` (then remembered in a cookie), else the cookie,
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from urllib.parse import urlencode
 
 from flask import Flask, current_app, g, request
+from flask_babel import Babel, gettext
 
 from app.errors import InvalidInput
 
@@ -186,11 +189,33 @@ MESSAGES: dict[str, tuple[str, str]] = {
 }
 
 
+TRANSLATIONS = Path(__file__).resolve().parent / "translations"
+
+
 def init_app(app: Flask) -> None:
     """Pick the language per request, remember a `?lang=` choice, expose `_` to templates."""
+    compile_catalogues(TRANSLATIONS)
+    Babel(app, locale_selector=current_language, default_translation_directories=str(TRANSLATIONS))
     app.before_request(_choose_language)
     app.after_request(_remember_language)
     app.jinja_env.globals.update(_=translate, lang=current_language, lang_url=language_url)
+
+
+def compile_catalogues(folder: Path) -> None:
+    """Compile every `<lang>/LC_MESSAGES/messages.po` under `folder` whose `.mo` is missing or older."""
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    for po in folder.glob("*/LC_MESSAGES/*.po"):
+        mo = po.with_suffix(".mo")
+        if mo.exists() and mo.stat().st_mtime >= po.stat().st_mtime:
+            continue
+        with po.open("rb") as fh:
+            catalogue = read_po(fh)
+        tmp = mo.with_suffix(f".mo.{os.getpid()}")
+        with tmp.open("wb") as fh:
+            write_mo(fh, catalogue)
+        os.replace(tmp, mo)
 
 
 def _choose_language() -> None:
@@ -218,7 +243,10 @@ def current_language() -> str:
 
 
 def translate(key: str, **kw) -> str:
-    """The message `key` in the current language, with `{name}` fields filled from `kw`."""
+    """The message `key` in the current language, with `{name}` fields filled from `kw`;
+    a key that is not in MESSAGES is a gettext msgid (English) looked up in the catalogues."""
+    if key not in MESSAGES:
+        return gettext(key, **kw)
     vi, en = MESSAGES[key]
     text = vi if current_language() == "vi" else en
     return text.format(**kw) if kw else text
