@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from app.i18n import translate_to
+
 
 class InvalidInput(ValueError):
-    """Input a person can fix; carries the message in Vietnamese and English and an HTTP status."""
+    """Input a person can fix: an English gettext msgid with its `%(name)s` fields, rendered in
+    any language of the catalogue (the JSON errors carry Vietnamese and English), and an HTTP status.
+    """
 
-    def __init__(self, en: str, vi: str | None = None, status: int = 400):
-        super().__init__(en)
-        self.en = en
-        self.vi = vi or en
-        self.status = status
+    def __init__(self, msgid: str, status: int = 400, **params):
+        self.msgid, self.status, self.params = msgid, status, params
+        super().__init__(self.en)
 
     def message(self, lang: str = "vi") -> str:
-        """The message in `lang` ("vi" or "en")."""
-        return self.vi if lang == "vi" else self.en
+        """The message in `lang` (an English msgid is its own English text)."""
+        return translate_to(lang, self.msgid, **self.params)
+
+    @property
+    def en(self) -> str:
+        """The message in English."""
+        return self.message("en")
+
+    @property
+    def vi(self) -> str:
+        """The message in Vietnamese."""
+        return self.message("vi")

@@ -58,16 +58,12 @@ class GenerateRequest:
     meter: bool = True  # Kiều only: enforce lục bát while decoding
 
 
-def _bad(en: str, vi: str) -> InvalidInput:
-    return InvalidInput(en, vi, 400)
-
-
-def _number(params: dict, key: str, kind, lo, hi, default, vi_name: str):
+def _number(params: dict, key: str, kind, lo, hi, default):
     value = params.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         return default
     if isinstance(value, bool):
-        raise _bad(f"{key} must be a number", f"{vi_name} phải là một số")
+        raise InvalidInput("%(key)s must be a number", key=key)
     try:
         if kind is int:
             if isinstance(value, float):
@@ -80,11 +76,11 @@ def _number(params: dict, key: str, kind, lo, hi, default, vi_name: str):
             if not math.isfinite(out):
                 raise ValueError
     except (TypeError, ValueError):
-        raise _bad(f"{key} must be {'a whole number' if kind is int else 'a number'}, got {value!r}",
-                   f"{vi_name} phải là {'số nguyên' if kind is int else 'một số'} (nhận được {value!r})") from None
+        if kind is int:
+            raise InvalidInput("%(key)s must be a whole number, got %(value)s", key=key, value=repr(value)) from None
+        raise InvalidInput("%(key)s must be a number, got %(value)s", key=key, value=repr(value)) from None
     if not lo <= out <= hi:
-        raise _bad(f"{key} must be between {lo} and {hi}, got {out}",
-                   f"{vi_name} phải nằm trong khoảng {lo} đến {hi} (nhận được {out})")
+        raise InvalidInput("%(key)s must be between %(lo)s and %(hi)s, got %(value)s", key=key, lo=lo, hi=hi, value=out)
     return out
 
 
@@ -95,24 +91,20 @@ def validate_request(spec: TaskSpec, params: dict) -> GenerateRequest:
     or a value out of range. Unknown words in the seed are fine (they become <unk>).
     """
     if not isinstance(params, dict):
-        raise _bad("the request must be a JSON object", "yêu cầu phải là một đối tượng JSON")
+        raise InvalidInput("the request must be a JSON object")
     seed = params.get("seed")
     if not isinstance(seed, str) or not seed.strip():
-        raise _bad("enter a few words to start from (the seed is empty)",
-                   "hãy nhập vài từ để bắt đầu (câu gợi ý đang trống)")
+        raise InvalidInput("enter a few words to start from (the seed is empty)")
     if len(seed) > MAX_SEED_CHARS:
-        raise _bad(f"the seed is too long (at most {MAX_SEED_CHARS} characters)",
-                   f"câu gợi ý quá dài (tối đa {MAX_SEED_CHARS} ký tự)")
+        raise InvalidInput("the seed is too long (at most %(max_seed_chars)s characters)", max_seed_chars=MAX_SEED_CHARS)
     if not clean_words(seed):
-        raise _bad("the seed has no words (only punctuation or symbols)",
-                   "câu gợi ý không có từ nào (chỉ có dấu câu hoặc ký hiệu)")
+        raise InvalidInput("the seed has no words (only punctuation or symbols)")
     lo, hi, default = LIMITS.get(spec.tokenizer, LIMITS["words"])
-    unit_vi = "số cặp câu" if spec.tokenizer == "syllables" else "số từ"
-    length = _number(params, "length", int, lo, hi, default, unit_vi)
+    length = _number(params, "length", int, lo, hi, default)
     strategy = params.get("strategy") or DEFAULTS["strategy"]
     if not isinstance(strategy, str) or strategy.strip().lower() not in STRATEGIES:
-        raise _bad(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}",
-                   f"cách sinh phải là một trong {', '.join(STRATEGIES)} (nhận được {strategy!r})")
+        raise InvalidInput("strategy must be one of %(choices)s, got %(value)s",
+                           choices=", ".join(STRATEGIES), value=repr(strategy))
     meter = params.get("meter", True)
     if isinstance(meter, str):
         meter = meter.strip().lower() not in ("0", "false", "no", "off", "")
@@ -120,11 +112,11 @@ def validate_request(spec: TaskSpec, params: dict) -> GenerateRequest:
         seed=seed.strip(),
         length=length,
         strategy=strategy.strip().lower(),
-        temperature=_number(params, "temperature", float, 0.05, 5.0, DEFAULTS["temperature"], "nhiệt độ"),
-        top_k=_number(params, "top_k", int, 1, 1000, DEFAULTS["top_k"], "top-k"),
-        top_p=_number(params, "top_p", float, 0.01, 1.0, DEFAULTS["top_p"], "top-p"),
-        beam_width=_number(params, "beam_width", int, 1, 16, DEFAULTS["beam_width"], "độ rộng chùm"),
-        random_seed=_number(params, "random_seed", int, 0, 2**32 - 1, None, "hạt giống ngẫu nhiên"),
+        temperature=_number(params, "temperature", float, 0.05, 5.0, DEFAULTS["temperature"]),
+        top_k=_number(params, "top_k", int, 1, 1000, DEFAULTS["top_k"]),
+        top_p=_number(params, "top_p", float, 0.01, 1.0, DEFAULTS["top_p"]),
+        beam_width=_number(params, "beam_width", int, 1, 16, DEFAULTS["beam_width"]),
+        random_seed=_number(params, "random_seed", int, 0, 2**32 - 1, None),
         meter=bool(meter),
     )
 

@@ -27,20 +27,14 @@ _SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 def decode_image(data: bytes) -> Image.Image:
     """Decode untrusted bytes into an 'RGB' or 'L' image, or raise `InvalidInput`."""
     if not data:
-        raise InvalidInput("The file is empty.", "Tệp rỗng, không có dữ liệu ảnh.")
+        raise InvalidInput("The file is empty.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             width, height = img.size
             if width * height > MAX_PIXELS:
-                raise InvalidInput(
-                    f"The image is too large ({width}×{height} pixels); the limit is "
-                    f"{MAX_PIXELS // 1_000_000} megapixels.",
-                    f"Ảnh quá lớn ({width}×{height} điểm ảnh); giới hạn là "
-                    f"{MAX_PIXELS // 1_000_000} triệu điểm ảnh.",
-                    status=413,
-                )
+                raise InvalidInput("The image is too large (%(width)s×%(height)s pixels); the limit is %(value)s megapixels.", status=413, width=width, height=height, value=MAX_PIXELS // 1000000)
             img.seek(0)  # the first frame of an animation
             if img.format in ("JPEG", "MPO") and max(img.size) > 2 * MAX_SIDE_WORKING:
                 # Decode a big photo at 1/2, 1/4 or 1/8 scale (still >= the working size): a 40 MP
@@ -50,23 +44,13 @@ def decode_image(data: bytes) -> Image.Image:
     except InvalidInput:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidInput(
-            "The image decodes to too many pixels (a decompression bomb).",
-            "Ảnh giải nén ra quá nhiều điểm ảnh (nghi là 'bom giải nén').",
-            status=413,
-        ) from None
+        raise InvalidInput("The image decodes to too many pixels (a decompression bomb).", status=413) from None
     except UnidentifiedImageError:
-        raise InvalidInput(
-            "This file is not an image Pillow can read (PNG, JPEG, GIF, BMP, WebP…).",
-            "Tệp này không phải ảnh đọc được (PNG, JPEG, GIF, BMP, WebP…).",
-        ) from None
+        raise InvalidInput("This file is not an image Pillow can read (PNG, JPEG, GIF, BMP, WebP…).") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        raise InvalidInput(
-            f"The image is damaged or truncated ({exc.__class__.__name__}).",
-            f"Ảnh bị hỏng hoặc bị cắt cụt ({exc.__class__.__name__}).",
-        ) from None
+        raise InvalidInput("The image is damaged or truncated (%(name)s).", name=exc.__class__.__name__) from None
     if img.width < 1 or img.height < 1:
-        raise InvalidInput("The image has no pixels.", "Ảnh không có điểm ảnh nào.")
+        raise InvalidInput("The image has no pixels.")
     try:
         img = ImageOps.exif_transpose(img)
     except (OSError, ValueError, TypeError, KeyError):
@@ -164,10 +148,7 @@ def _ink_map(img: Image.Image) -> np.ndarray:
     floor = 3.0 * noise  # residual paper texture below this is not ink
     ink = resid[resid > max(24.0, 6.0 * noise)]
     if ink.size < 3:  # nothing stands out from the background
-        raise InvalidInput(
-            "No drawing found: the image is blank or has too little contrast.",
-            "Không tìm thấy nét vẽ: ảnh trống hoặc quá ít tương phản.",
-        )
+        raise InvalidInput("No drawing found: the image is blank or has too little contrast.")
     peak = float(np.percentile(ink, 90))
     return np.clip((resid - floor) / max(peak - floor, 1.0), 0.0, 1.0)
 

@@ -16,8 +16,8 @@ from PIL import Image
 
 import bad_uploads as bu
 from app.errors import InvalidInput
-from app.i18n import MESSAGES
 from app.generation import MAX_SEED_CHARS, generate, load_text_model, validate_request
+from app.i18n import translate_to
 from app.imaging import bytes_to_array, decode_image
 from app.tasks import BUILTIN_TASKS, IMAGE, KIEU, NYT_HEADLINES, TEXT
 
@@ -271,11 +271,11 @@ def test_no_file_and_fifty_megabytes_through_the_app(client, lang):
     i = LANGS.index(lang)
     for path in ("/api/v1/tasks/mnist/predict", "/tasks/mnist"):
         none = client.post(f"{path}?lang={lang}", data={}, content_type="multipart/form-data")
-        assert none.status_code == 400 and shows(none, MESSAGES["no_file"][i])
+        assert none.status_code == 400 and shows(none, translate_to(lang, "No picture was chosen."))
         big = client.post(f"{path}?lang={lang}", data=upload(bytes(50 * 1024 * 1024), "huge.png"))
         mb = client.application.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
         assert big.status_code == 413
-        assert shows(big, MESSAGES["error_413"][i].format(mb=mb))
+        assert shows(big, translate_to(lang, "The file is too large: the limit is %(mb)s MB.", mb=mb))
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -318,7 +318,7 @@ def test_unknown_task_is_404_everywhere(client, lang):
 def test_text_generate_route_given_an_image(text_client, spec, lang):
     png = bu.encode(bu.noise_rgb(), "PNG")
     api = text_client.post(f"/api/v1/tasks/{spec.slug}/generate?lang={lang}", data=upload(png, "x.png"))
-    assert api.status_code == 400 and api.get_json()["error"] == MESSAGES["bad_json"][LANGS.index(lang)]
+    assert api.status_code == 400 and api.get_json()["error"] == translate_to(lang, "The request body must be valid JSON.")
     page = text_client.post(f"/tasks/{spec.slug}?lang={lang}", data=upload(png, "x.png"), content_type="multipart/form-data")
     assert page.status_code == 400
     predict = text_client.post(f"/api/v1/tasks/{spec.slug}/predict?lang={lang}", data=upload(png, "x.png"))

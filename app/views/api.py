@@ -10,13 +10,14 @@ import json
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
 
-from app.i18n import current_language, invalid
+from app.i18n import current_language
 from app.imaging import bytes_to_array
 from app.inference import TOP_K, classify, png_data_url
 from app.modelstore import Entry, get_store
 from app.tasks import IMAGE, TEXT
 from app.views.lstm import image_trace_json, text_trace_json, wants_trace
 from app.views.pages import find_entry, read_upload
+from app.errors import InvalidInput
 
 try:  # the text engineer's module; image tasks work without it
     from app.generation import generate, generate_stream, validate_request
@@ -54,9 +55,11 @@ def ready_entry(slug: str, kind: str) -> Entry:
     """The loaded task `slug` of `kind`, or a bilingual 404 / 400 / 503."""
     entry = find_entry(slug)
     if entry.spec.kind != kind:
-        raise invalid("not_image_task" if kind == IMAGE else "not_text_task", 400, slug=slug)
+        if kind == IMAGE:
+            raise InvalidInput("'%(slug)s' is not an image task.", 400, slug=slug)
+        raise InvalidInput("'%(slug)s' is not a text task.", 400, slug=slug)
     if not entry.available:
-        raise invalid("error_503", 503)
+        raise InvalidInput("This task's model is not available.", 503)
     return entry
 
 
@@ -89,7 +92,7 @@ def generate_text(slug: str):
         if request.form:
             params = request.form.to_dict()
         else:
-            raise invalid("bad_json")
+            raise InvalidInput("The request body must be valid JSON.")
     req = validate_request(entry.spec, params)
     if request.args.get("stream") in ("1", "true") or request.accept_mimetypes.best == "text/event-stream":
         return Response(stream_with_context(sse(entry, req)), mimetype="text/event-stream",
@@ -107,7 +110,7 @@ def json_body():
         body = request.get_json(silent=True)
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except (RecursionError, UnicodeEncodeError):
-        raise invalid("bad_json") from None
+        raise InvalidInput("The request body must be valid JSON.") from None
     return body
 
 

@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, jsonify, make_response, render_templat
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from app.errors import InvalidInput
-from app.i18n import MESSAGES, current_language
+from app.i18n import N_, current_language
 
 bp = Blueprint("errors", __name__)
 log = logging.getLogger(__name__)
@@ -28,31 +28,39 @@ def wants_json() -> bool:
     return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
 
 
-def respond(status: int, vi: str, en: str):
-    """The error in the form the client wants."""
-    message = vi if current_language() == "vi" else en
+def respond(error: InvalidInput):
+    """The error in the form the client wants, in the current language (JSON: also vi and en)."""
+    message = error.message(current_language())
     if wants_json():
-        return make_response(jsonify({"error": message, "error_en": en, "error_vi": vi, "status": status}), status)
-    template = f"errors/{status}.html" if status in (404, 413, 500) else "errors/generic.html"
-    return make_response(render_template(template, status=status, message=message), status)
+        body = {"error": message, "error_en": error.en, "error_vi": error.vi, "status": error.status}
+        return make_response(jsonify(body), error.status)
+    template = f"errors/{error.status}.html" if error.status in (404, 413, 500) else "errors/generic.html"
+    return make_response(render_template(template, status=error.status, message=message), error.status)
 
 
-def http_message(status: int) -> tuple[str, str]:
-    """(vi, en) for an HTTP status."""
-    key = f"error_{status}"
-    if key not in MESSAGES:
-        key = "error_500" if status >= 500 else "error_400"
-    vi, en = MESSAGES[key]
+def http_message(status: int) -> InvalidInput:
+    """The message for an HTTP status."""
     if status == 413:
         mb = current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
-        vi, en = vi.format(mb=mb), en.format(mb=mb)
-    return vi, en
+        return InvalidInput("The file is too large: the limit is %(mb)s MB.", 413, mb=mb)
+    msgid = HTTP_MESSAGES.get(status) or HTTP_MESSAGES[500 if status >= 500 else 400]
+    return InvalidInput(msgid, status)
+
+
+HTTP_MESSAGES = {
+    400: N_("The request is not valid."),
+    404: N_("This page does not exist."),
+    405: N_("This method is not allowed here."),
+    429: N_("Too many requests; please try again later."),
+    500: N_("Something went wrong on the server. It has been logged."),
+    503: N_("This task's model is not available."),
+}
 
 
 @bp.app_errorhandler(InvalidInput)
 def invalid_input(exc: InvalidInput):
     """Bad input a person can fix, with its own status."""
-    return respond(exc.status, exc.vi, exc.en)
+    return respond(exc)
 
 
 @bp.app_errorhandler(HTTPException)
@@ -60,7 +68,7 @@ def http_error(exc: HTTPException):
     """404, 405, 413, 429... in the current language."""
     if isinstance(exc, InternalServerError):
         return server_error(exc)
-    response = respond(exc.code or 500, *http_message(exc.code or 500))
+    response = respond(http_message(exc.code or 500))
     if exc.code == 405 and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)
     return response
@@ -71,4 +79,4 @@ def server_error(exc):
     """Anything unexpected: logged with its traceback, the client sees a plain 500."""
     original = getattr(exc, "original_exception", None) or exc
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=original)
-    return respond(500, *http_message(500))
+    return respond(http_message(500))

@@ -9,7 +9,7 @@ from pathlib import Path
 from flask import Blueprint, abort, render_template, request, send_from_directory
 
 from app.errors import InvalidInput
-from app.i18n import current_language, invalid
+from app.i18n import current_language
 from app.imaging import bytes_to_array
 from app.inference import classify, png_data_url
 from app.modelstore import PLOTS, Entry, get_store
@@ -38,7 +38,7 @@ def find_entry(slug: str) -> Entry:
     try:
         return get_store().get(slug)
     except KeyError:
-        raise invalid("unknown_task", 404, slug=slug) from None
+        raise InvalidInput("There is no task '%(slug)s'.", 404, slug=slug) from None
 
 
 @bp.route("/tasks/<slug>", methods=["GET", "POST"])
@@ -75,10 +75,10 @@ def read_upload() -> bytes:
     and refused by `decode_image`)."""
     upload = request.files.get("file")
     if upload is None:
-        raise invalid("no_file")
+        raise InvalidInput("No picture was chosen.")
     data = upload.read()
     if not data and not upload.filename:
-        raise invalid("no_file")
+        raise InvalidInput("No picture was chosen.")
     return data
 
 
