@@ -1,19 +1,23 @@
-# LSTM Lab web app: serves the models in models/ with gunicorn (see gunicorn.conf.py).
+# LSTM Lab web app: serves the models in models/ with gunicorn (see gunicorn.conf.py). Only the
+# serving dependency group of pyproject.toml is installed: no TensorFlow, Keras, pytest or Playwright
+# (image models run from their model.tflite; one without a current export is shown unavailable with
+# `python -m training export <slug>`, to run where the training group is installed).
 #   docker build -t lstmlab . && docker run -p 8000:8000 -e FLASK_SECRET_KEY=$(openssl rand -hex 32) lstmlab
 FROM python:3.11-slim-bookworm
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 \
-    LSTMLAB_BIND=0.0.0.0:8000 WEB_CONCURRENCY=2 FLASK_XLA_CACHE_DIR=/tmp/lstmlab-xla
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 LSTMLAB_BIND=0.0.0.0:8000 WEB_CONCURRENCY=2
 WORKDIR /srv/lstmlab
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+COPY pyproject.toml .
+# pip reads PEP 735 dependency groups from 25.1 on
+RUN pip install --no-cache-dir --upgrade "pip>=25.1" && pip install --no-cache-dir --group serving
 COPY app ./app
 COPY templates ./templates
 COPY static ./static
 COPY models ./models
 COPY wsgi.py gunicorn.conf.py ./
+# The gettext catalogues compiled now: the app's user cannot write under /srv/lstmlab
+RUN python -c "from app.i18n import TRANSLATIONS, compile_catalogues; compile_catalogues(TRANSLATIONS)"
 RUN useradd --system --no-create-home lstmlab
 USER lstmlab
 EXPOSE 8000
-# /readyz answers 200 within a second of start with LiteRT; the start period covers an XLA fallback.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=90s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz').status != 200)"
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]

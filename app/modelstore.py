@@ -11,7 +11,7 @@ pipeline per call), so each model gets a function compiled once, here, with a wa
   on disk. This path never imports TensorFlow or Keras: a worker stays small and starts in
   seconds. An interpreter is not thread-safe, so each model keeps a small pool of them. When the
   card's `export.int8` says the int8 export passed its accuracy check on the test set, that file
-  is served instead (about 2x faster; PREDICT_INT8 off serves float32), and the task's
+  is served instead (faster; PREDICT_INT8 off serves float32), and the task's
   `precision` says which.
 - engine "xla" (or "tf" with PREDICT_JIT off): otherwise (no, stale or unreadable .tflite,
   LiteRT not installed, or PREDICT_LITERT off), a `tf.function` over the Keras model with a fixed
@@ -23,6 +23,7 @@ function over the weights read from model.keras without Keras).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -62,6 +63,7 @@ class Entry:
     error: str = ""
     load_seconds: float = 0.0
     plots: list[str] = field(default_factory=list)
+    fix_command: str = ""  # set when another command than training makes the task servable
 
     @property
     def slug(self) -> str:
@@ -75,7 +77,9 @@ class Entry:
 
     @property
     def command(self) -> str:
-        """The command that (re)trains this task."""
+        """The command that makes this task servable: its export when set, else its training."""
+        if self.fix_command:
+            return self.fix_command
         card_command = (self.card or {}).get("command")
         if self.spec.slug not in BUILTIN_TASKS and card_command:
             return card_command
@@ -170,6 +174,10 @@ def load_entry(folder: Path, spec: TaskSpec, engines: Engines = Engines()) -> En
             pool = litert_predict(folder, card, spec, engines.interpreters, engines.int8) if engines.litert else None
             if pool is not None:
                 entry.predict, entry.engine, entry.precision = pool, "litert", pool.precision
+            elif importlib.util.find_spec("keras") is None:  # a serving-only install: no fallback
+                entry.status, entry.fix_command = ERROR, f"python -m training export {spec.slug}"
+                entry.error = "no current model.tflite, and Keras is not installed to run model.keras"
+                return entry
             else:
                 entry.predict = compile_predict(_load_keras(model_path), spec, engines.jit)
                 entry.engine, entry.precision = ("xla" if engines.jit else "tf"), "float32"
