@@ -37,8 +37,8 @@ def decode_image(data: bytes) -> Image.Image:
                 raise InvalidInput("The image is too large (%(width)s×%(height)s pixels); the limit is %(value)s megapixels.", status=413, width=width, height=height, value=MAX_PIXELS // 1000000)
             img.seek(0)  # the first frame of an animation
             if img.format in ("JPEG", "MPO") and max(img.size) > 2 * MAX_SIDE_WORKING:
-                # Decode a big photo at 1/2, 1/4 or 1/8 scale (still >= the working size): a 40 MP
-                # JPEG would otherwise take ~300 MB per request. Data-set images are far smaller.
+                # Decode a big photo at 1/2, 1/4 or 1/8 scale (still >= the working size) instead
+                # of decoding every megapixel of it per request. Data-set images are far smaller.
                 img.draft(img.mode, (MAX_SIDE_WORKING, MAX_SIDE_WORKING))
             img.load()
     except InvalidInput:
@@ -83,8 +83,8 @@ def _flatten(img: Image.Image) -> Image.Image:
 
 def _shrink_early(img: Image.Image) -> Image.Image:
     """A picture over twice the working size, box-reduced by a whole factor before any
-    conversion copies it (the LANCZOS thumbnail still makes the working size). Without this a
-    90 KB 16-bit or RGBA PNG of 40 MP costs ~1 GB and seconds of CPU per request."""
+    conversion copies it (the LANCZOS thumbnail still makes the working size): a small file can
+    decode to tens of megapixels, and each conversion of them would copy them all."""
     factor = max(img.size) // (2 * MAX_SIDE_WORKING)
     if factor < 2:
         return img

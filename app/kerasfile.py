@@ -1,8 +1,8 @@
 """Read a saved Keras 3 model (`.keras` zip: config.json + model.weights.h5) without Keras.
 
 The serving workers run the text models and the gate traces in NumPy, so they need each layer's
-class, config and weights, and nothing else: reading them with h5py keeps TensorFlow (about 1 GB
-per worker and seconds of import) out of the web app.
+class, config and weights, and nothing else: reading them with h5py keeps TensorFlow (its memory
+and its import time) out of the web app.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ Phases, for each server variant (see VARIANTS), all in one run:
 1. baseline: one client, one request at a time (unsaturated latency and throughput);
 2. saturation: `--clients` closed-loop threads (more than workers × threads) for `--seconds`.
 Reported: requests/s, p50/p99 per kind, errors, each worker's RSS (from /proc) before and after
-the saturation phase, and worker restarts (worker pids that changed). Goal from issue 6: 0 errors,
-0 restarts, RSS growth under 5%.
+the saturation phase, and worker restarts (worker pids that changed). Goal: 0 errors, 0 restarts,
+RSS growth under 5%.
 """
 
 from __future__ import annotations
@@ -237,8 +237,8 @@ def run_variant(name: str, args) -> dict:
         if not plan["image"]:
             raise SystemExit("no image model is ready: train one first (python -m training mnist)")
         # Warm-up, not counted: every request thread of every worker serves its first classify and
-        # generate here (first-use allocations), so the RSS "before" is the steady state. A 3 s,
-        # 2-client warm-up left one worker at 285 MB, which then rose to its twin's 308 MB.
+        # generate here (first-use allocations), so the RSS "before" is the steady state (a short,
+        # two-client warm-up left one worker below its twin until the saturation phase).
         run_phase(port, plan, args.clients, args.warmup_seconds, args.max_requests)
         baseline = run_phase(port, plan, 1, args.baseline_seconds, args.max_requests)
         workers_start = children(proc.pid)

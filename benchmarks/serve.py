@@ -198,7 +198,7 @@ def http_phase(args, engine: str) -> dict:
 
 
 def goals(rows: list[dict], lite: dict) -> list[tuple[str, bool, str]]:
-    """(goal, met, measured) for each serving goal of issue 5."""
+    """(goal, met, measured) for each serving goal."""
     def per_model(ok, fmt):
         met, missed = [fmt(r) for r in rows if ok(r)], [fmt(r) for r in rows if not ok(r)]
         return all(ok(r) for r in rows), "; ".join(
@@ -253,7 +253,7 @@ def write(rows: list[dict], web: dict, busy: str) -> None:
               f"| XLA (fallback, empty XLA cache) | {', '.join(f'{m:.0f}' for m in xla['rss_mb'])} | {xla['start']:.1f} | "
               f"{'yes' if xla['tensorflow_loaded'] else 'no'} |",
               f"| XLA ÷ LiteRT | {xla_rss / lite_rss:.1f}× | {xla['start'] / lite['start']:.1f}× | |", "",
-              "Against the goals of issue 5 (served engine, this run):", ""]
+              "Against the serving goals (served engine, this run):", ""]
     lines += [f"- {goal}: {'met' if ok else '**not met**'} ({value})" for goal, ok, value in goals(rows, lite)]
     lines.append(END)
     text = DOC.read_text(encoding="utf-8") if DOC.is_file() else "# Benchmarks\n"

@@ -6,9 +6,9 @@ For the shipped MNIST model (and, untrained, the baseline and ReNet architecture
 not change the speed), per image of the MNIST test set:
 - predict: LiteRT over the float32 model converted as `python -m training export` converts it
   (`app.modelstore.InterpreterPool`), the cost a request pays already (the app serves the int8
-  file where the card accepted it, about twice as fast: docs/BENCHMARKS.md, Serving);
+  file where the card accepted it, faster: docs/BENCHMARKS.md, Serving);
 - trace: `app.trace` over the same image: every layer in NumPy, every LSTM's i, f, g, o, c, h
-  recorded at every time step (the issue's budget: under 5 ms);
+  recorded at every time step (budget: under 5 ms);
 - trace + panel: the trace plus the heatmap PNGs of the result page (`app.views.lstm.image_panel`).
 It also checks that the trace's output equals the float32 prediction. With --write the table
 replaces the trace section of docs/BENCHMARKS.md.
@@ -93,7 +93,7 @@ def table(rows: list[dict], n: int, busy: str = "") -> str:
     for r in rows:
         lines.append(f"| {r['model']} | {r['what']} | {r['median']:.2f} | {r['p90']:.2f} | {r['ratio']:.2f} | "
                      f"{r['layers']} | {r['diff']:.1e} |")
-    lines += ["", "The issue's budget is under 5 ms to trace one MNIST image (the shipped model's row). The heatmap",
+    lines += ["", "The budget is under 5 ms to trace one MNIST image (the shipped model's row). The heatmap",
               "panel (six PNGs per recorded direction: 48 for rows_cols) is drawn only for the HTML page when its",
               "box is ticked; the API's `trace` returns the numbers without drawing.", END]
     return "\n".join(lines)

@@ -19,15 +19,6 @@ LANGS = ("vi", "en")
 TEXT_SLUGS = ("nyt_headlines", "kieu")
 
 
-def png_digit() -> bytes:
-    """A '1' drawn in dark ink on white, as the canvas sends it."""
-    img = Image.new("L", (280, 280), 255)
-    ImageDraw.Draw(img).line((140, 40, 140, 240), fill=0, width=20)
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
 def upload(data: bytes, name: str = "digit.png") -> dict:
     return {"file": (io.BytesIO(data), name)}
 
@@ -80,7 +71,7 @@ def test_unknown_language_falls_back_to_vietnamese(client):
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_image_page_form_works_without_javascript(client, lang):
+def test_image_page_form_works_without_javascript(png_digit, client, lang):
     page = client.get(f"/tasks/mnist?lang={lang}")
     assert page.status_code == 200
     html = text_of(page)
@@ -194,7 +185,7 @@ def test_api_lists_every_task_with_status(client):
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_api_predict(client, lang):
+def test_api_predict(png_digit, client, lang):
     resp = client.post(f"/api/v1/tasks/mnist/predict?lang={lang}&image=1", data=upload(png_digit()))
     assert resp.status_code == 200
     body = resp.get_json()
@@ -208,7 +199,7 @@ def test_api_predict(client, lang):
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_api_errors_are_json_in_the_language(client, lang):
+def test_api_errors_are_json_in_the_language(png_digit, client, lang):
     bad = client.post(f"/api/v1/tasks/mnist/predict?lang={lang}", data=upload(b"plain text", "x.png"))
     assert bad.status_code == 400 and bad.is_json
     body = bad.get_json()
@@ -225,7 +216,7 @@ def test_api_errors_are_json_in_the_language(client, lang):
     assert untrained.status_code == 503 and untrained.is_json
 
 
-def test_api_wrong_kind_of_task(client, text_ready):
+def test_api_wrong_kind_of_task(png_digit, client, text_ready):
     image_to_text = client.post("/api/v1/tasks/nyt_headlines/predict", data=upload(png_digit()))
     assert image_to_text.status_code == 400 and image_to_text.is_json
     text_to_image = client.post("/api/v1/tasks/mnist/generate", json={"seed": "a"})
@@ -299,7 +290,7 @@ def test_error_pages_in_both_languages(client, app, monkeypatch, lang):
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_unexpected_error_is_a_plain_500(client, app, monkeypatch, lang):
+def test_unexpected_error_is_a_plain_500(png_digit, client, app, monkeypatch, lang):
     import app.views.api as api
     import app.views.pages as pages
 
@@ -318,14 +309,22 @@ def test_unexpected_error_is_a_plain_500(client, app, monkeypatch, lang):
 
 
 # ----------------------------------------------------------------------------- serving
-def test_no_request_calls_model_predict(client, monkeypatch):
+def test_no_request_calls_model_predict_on_the_keras_engine(png_digit, make_app, tiny_models_dir, monkeypatch):
+    """The Keras (XLA) fallback is the engine that holds a keras.Model: requests use its compiled
+    predict function, never `model.predict` (LiteRT serving has no Keras model at all)."""
     import keras
 
-    def forbidden(*args, **kwargs):
+    client = make_app(tiny_models_dir, PREDICT_LITERT=False).test_client()
+    assert client.get("/readyz").get_json()["tasks"]["mnist"]["engine"] == "xla"
+    calls = []
+
+    def forbidden(self, *args, **kwargs):
+        calls.append(self)
         raise AssertionError("model.predict on the request path")
 
     monkeypatch.setattr(keras.Model, "predict", forbidden)
     assert client.post("/api/v1/tasks/mnist/predict", data=upload(png_digit())).status_code == 200
+    assert not calls
 
 
 def test_compiled_predict_matches_the_keras_model(app, tiny_models_dir):
@@ -341,7 +340,7 @@ def test_compiled_predict_matches_the_keras_model(app, tiny_models_dir):
     np.testing.assert_allclose(got, keras.ops.convert_to_numpy(model(x, training=False)), atol=1e-5)
 
 
-def test_a_damaged_model_leaves_the_others_working(make_app, tiny_models_dir, tmp_path):
+def test_a_damaged_model_leaves_the_others_working(png_digit, make_app, tiny_models_dir, tmp_path):
     import shutil
 
     for slug in ("mnist", "fashion_mnist"):
@@ -372,7 +371,7 @@ def test_no_inline_script_or_event_handler_in_templates():
         assert not re.search(r"\son[a-z]+\s*=", html), path
 
 
-def test_images_have_alt_text_and_inputs_have_labels(client, text_ready):
+def test_images_have_alt_text_and_inputs_have_labels(png_digit, client, text_ready):
     pages = [client.get("/tasks/mnist/card"), client.post("/tasks/mnist", data=upload(png_digit()),
                                                           content_type="multipart/form-data"),
              client.get("/tasks/kieu"), client.get("/tasks/mnist")]

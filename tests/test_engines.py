@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_app import png_digit
 
 from app.config import MODELS_DIR, default_data_dir
 from app.tasks import BUILTIN_TASKS, IMAGE, TEXT
@@ -89,7 +88,7 @@ def statuses(client) -> dict:
 
 
 @pytest.mark.parametrize("damage", ["random bytes", "truncated", "bytes changed in the weights"])
-def test_a_damaged_tflite_falls_back_to_keras_for_that_task_only(make_app, copies, damage):
+def test_a_damaged_tflite_falls_back_to_keras_for_that_task_only(png_digit, make_app, copies, damage):
     path = copies / "fashion_mnist" / "model.tflite"
     data = path.read_bytes()
     path.write_bytes({"random bytes": np.random.default_rng(0).bytes(len(data)),

@@ -1,4 +1,4 @@
-"""Issue 6, faults: a full disk during a save; missing, truncated or corrupt model.keras and
+"""Faults: a full disk during a save; missing, truncated or corrupt model.keras and
 card.json at serving time (the app starts, that task is unavailable with its training command,
 the others keep working, /readyz says which).
 
@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from test_pipeline import digits_npz, old_model, snapshot
 from training import data as data_module
 from training import fit
 from training.__main__ import main
@@ -30,7 +29,7 @@ def private_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(data_module, "CACHE_DIR", tmp_path / "runs" / "cache")
 
 
-def test_full_disk_during_save_fails_that_run_only(tmp_path, monkeypatch, capsys, private_runs):
+def test_full_disk_during_save_fails_that_run_only(digits_npz, old_model, snapshot, tmp_path, monkeypatch, capsys, private_runs):
     models = tmp_path / "models"
     before = {slug: old_model(models, slug) for slug in ("mnist", "fashion_mnist")}
     npz = digits_npz(tmp_path / "mnist.npz", n_train=96, n_test=40)
@@ -125,10 +124,8 @@ def test_unavailable_tasks_show_the_command_that_trains_them(broken_client, lang
         assert api.status_code == 503 and api.is_json and api.get_json()["error"]
 
 
-def test_the_other_tasks_keep_working(broken_client):
-    from bad_uploads import digit_like, encode
-
-    png = encode(digit_like(64, 64), "PNG")
+def test_the_other_tasks_keep_working(uploads, broken_client):
+    png = uploads.encode(uploads.digit_like(64, 64), "PNG")
     resp = broken_client.post("/api/v1/tasks/mnist/predict", data={"file": (io.BytesIO(png), "d.png")})
     assert resp.status_code == 200 and resp.get_json()["top"]
     verse = broken_client.post("/api/v1/tasks/kieu/generate", json={"seed": "Trăm năm trong cõi", "length": 1})

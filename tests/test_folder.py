@@ -266,6 +266,19 @@ def test_folder_spec_defaults(shapes_dir, flags, architecture, shape):
     assert spec.title_vi and spec.summary_vi and spec.class_names == sorted(SHAPES)
 
 
+@pytest.mark.parametrize("size", [32, 64])
+def test_a_colour_folder_task_defaults_to_the_8x8_patch_grid(shapes_dir, size):
+    """The coarse grid the shipped ReNets use (fewer sequential steps), whatever the picture size."""
+    from training.build import make_image_classifier
+    from training.folder import folder_parser, folder_spec
+
+    args = folder_parser().parse_args(["--slug", "s", "--data-dir", str(shapes_dir), "--image-size", str(size)])
+    spec = folder_spec(args, sorted(SHAPES))
+    assert spec.architecture == "renet" and spec.extra["model"]["patch"] == size // 8
+    model = make_image_classifier(spec, "renet", **spec.extra["model"])
+    assert tuple(model.get_layer("patches").output.shape[1:3]) == (8, 8)
+
+
 def test_builtin_slug_keeps_its_served_input(shapes_dir, capsys):
     err = refused(["folder", "--slug", "cats_dogs", "--data-dir", str(shapes_dir),
                    "--image-size", "32", *TINY], capsys)

@@ -1,4 +1,4 @@
-"""Issue 6, property-based: random bytes and strings into the preprocessing and tokenization
+"""Property-based: random bytes and strings into the preprocessing and tokenization
 functions. Each may only return a valid input or raise the project's own `InvalidInput`.
 
 Random bytes alone rarely get past an image header, so the image properties also mutate real
@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import bad_uploads as bu
 from app.errors import InvalidInput
 from app.generation import GenerateRequest, validate_request
 from app.imaging import bytes_to_array, decode_image
@@ -26,16 +25,17 @@ TEXT_SPECS = [s for s in BUILTIN_TASKS.values() if s.kind == TEXT]
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _seed_files() -> list[bytes]:
-    rgb, grey = bu.noise_rgb(24, 20), bu.digit_like(24, 20)
-    files = [bu.encode(rgb, fmt) for fmt in ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "ICO", "PPM", "TGA")]
-    files += [bu.encode(grey, "PNG"), bu.encode(rgb.convert("P"), "GIF"), bu.encode(rgb.convert("RGBA"), "PNG"),
-              bu.cmyk_jpeg(), bu.png16(), bu.palette_transparent(), bu.animated_gif()[0],
-              bu.with_orientation(bu.asymmetric(), 6, "JPEG")]
+@pytest.fixture(scope="module")
+def seed_files(uploads) -> list[bytes]:
+    """Small files of every format Pillow reads, to be mutated."""
+    rgb, grey = uploads.noise_rgb(24, 20), uploads.digit_like(24, 20)
+    files = [uploads.encode(rgb, fmt) for fmt in ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "ICO", "PPM", "TGA")]
+    files += [uploads.encode(grey, "PNG"), uploads.encode(rgb.convert("P"), "GIF"), uploads.encode(rgb.convert("RGBA"), "PNG"),
+              uploads.cmyk_jpeg(), uploads.png16(), uploads.palette_transparent(), uploads.animated_gif()[0],
+              uploads.with_orientation(uploads.asymmetric(), 6, "JPEG")]
     return files
 
 
-SEED_FILES = _seed_files()
 
 
 def assert_valid_or_refused(call) -> None:
@@ -56,9 +56,9 @@ def assert_model_input(data: bytes, spec) -> None:
 
 
 @st.composite
-def mutated_images(draw):
+def mutated_images(draw, seed_files: list[bytes]):
     """A real image file with a few bytes overwritten, then possibly truncated."""
-    data = bytearray(draw(st.sampled_from(SEED_FILES)))
+    data = bytearray(draw(st.sampled_from(seed_files)))
     for _ in range(draw(st.integers(0, 8))):
         data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
     cut = draw(st.integers(0, len(data)))
@@ -77,20 +77,20 @@ def test_random_bytes_decode_or_refuse(data):
 
 @pytest.mark.parametrize("spec", IMAGE_SPECS, ids=lambda s: s.slug)
 @FAST
-@given(data=mutated_images())
-def test_mutated_images_give_model_input_or_refuse(spec, data):
-    assert_model_input(data, spec)
+@given(st.data())
+def test_mutated_images_give_model_input_or_refuse(seed_files, spec, data):
+    assert_model_input(data.draw(mutated_images(seed_files)), spec)
 
 
 @pytest.mark.parametrize("spec", IMAGE_SPECS, ids=lambda s: s.slug)
 @settings(max_examples=25, deadline=None)
 @given(h=st.integers(1, 300), w=st.integers(1, 300), mode=st.sampled_from(["1", "L", "LA", "P", "RGB", "RGBA", "I;16", "CMYK"]),
        fill=st.integers(0, 255), fmt=st.sampled_from(["PNG", "TIFF"]))
-def test_any_valid_image_gives_model_input_or_refuse(spec, h, w, mode, fill, fmt):
+def test_any_valid_image_gives_model_input_or_refuse(uploads, spec, h, w, mode, fill, fmt):
     img = Image.new(mode, (w, h), fill if mode not in ("RGB", "RGBA", "CMYK") else (fill,) * len(mode))
     if mode == "CMYK":
         fmt = "TIFF"  # PNG cannot store CMYK
-    assert_model_input(bu.encode(img, fmt), spec)
+    assert_model_input(uploads.encode(img, fmt), spec)
 
 
 # ----------------------------------------------------------------------------- text
@@ -162,11 +162,12 @@ def test_generate_api_answers_200_or_a_clear_400(text_client, slug, params):
 
 
 @APP_SETTINGS
-@given(data=mutated_images())
-def test_predict_api_answers_200_or_a_clear_4xx(client, data):
+@given(st.data())
+def test_predict_api_answers_200_or_a_clear_4xx(seed_files, client, data):
     import io
 
-    resp = client.post("/api/v1/tasks/mnist/predict", data={"file": (io.BytesIO(data), "x.png")})
+    upload = data.draw(mutated_images(seed_files))
+    resp = client.post("/api/v1/tasks/mnist/predict", data={"file": (io.BytesIO(upload), "x.png")})
     assert resp.status_code in (200, 400, 413) and resp.is_json
     body = resp.get_json()
     assert body["top"] if resp.status_code == 200 else (body["error_en"] and body["error_vi"])

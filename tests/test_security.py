@@ -1,4 +1,4 @@
-"""Issue 6, security: response headers, CSRF on the HTML forms (JSON API usable), the secret
+"""Security: response headers, CSRF on the HTML forms (JSON API usable), the secret
 key, no debug under gunicorn, per-client rate limits on generate, uploads never on disk in
 the project tree."""
 
@@ -16,7 +16,6 @@ from html.parser import HTMLParser
 
 import pytest
 
-import bad_uploads as bu
 from app import create_app, security
 from app.config import ROOT, Config
 
@@ -28,8 +27,10 @@ def upload(data: bytes, name: str = "x.png") -> dict:
     return {"file": (io.BytesIO(data), name)}
 
 
-def digit_png() -> bytes:
-    return bu.encode(bu.digit_like(64, 64), "PNG")
+@pytest.fixture(scope="module")
+def digit_png(uploads):
+    """A drawn digit as PNG bytes (a function, called where a test uploads it)."""
+    return lambda: uploads.encode(uploads.digit_like(64, 64), "PNG")
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ class ScriptFinder(HTMLParser):
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_rendered_pages_have_no_inline_script(app, client, lang):
+def test_rendered_pages_have_no_inline_script(digit_png, app, client, lang):
     text_ready(app)
     pages = [client.get(f"{p}?lang={lang}") for p in ("/", "/tasks/mnist", "/tasks/nyt_headlines", "/tasks/kieu",
                                                       "/tasks/mnist/card", "/tasks/kieu/card", "/docs/api",
@@ -128,7 +129,7 @@ def csrf_token(client, path: str) -> str:
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_html_image_form_needs_the_csrf_token(strict_client, lang):
+def test_html_image_form_needs_the_csrf_token(digit_png, strict_client, lang):
     forged = strict_client.post(f"/tasks/mnist?lang={lang}", data=upload(digit_png()), content_type="multipart/form-data")
     assert forged.status_code == 400
     assert security.CSRF_MESSAGE[LANGS.index(lang)].split(".")[0] in forged.get_data(as_text=True)
@@ -149,14 +150,14 @@ def test_html_text_form_needs_the_csrf_token(strict_app, strict_client):
     assert strict_client.post("/tasks/kieu", data={**form, "csrf_token": token}).status_code == 200
 
 
-def test_json_api_needs_no_csrf_token(strict_app, strict_client):
+def test_json_api_needs_no_csrf_token(digit_png, strict_app, strict_client):
     text_ready(strict_app)
     assert strict_client.post("/api/v1/tasks/mnist/predict", data=upload(digit_png())).status_code == 200
     resp = strict_client.post("/api/v1/tasks/kieu/generate", json=TEXT_BODY)
     assert resp.status_code == 200 and resp.get_json()["text"]
 
 
-def test_csrf_error_in_json_for_api_clients_that_post_forms(strict_client):
+def test_csrf_error_in_json_for_api_clients_that_post_forms(digit_png, strict_client):
     resp = strict_client.post("/tasks/mnist?lang=en", headers={"Accept": "application/json"},
                               data=upload(digit_png()), content_type="multipart/form-data")
     assert resp.status_code == 400 and resp.get_json()["error_en"] == security.CSRF_MESSAGE[1]
@@ -169,7 +170,7 @@ def test_session_cookie_is_httponly_and_samesite(strict_client):
 
 
 # ----------------------------------------------------------------------------- rate limit
-def test_generate_is_rate_limited_per_client(strict_app, strict_client):
+def test_generate_is_rate_limited_per_client(digit_png, strict_app, strict_client):
     text_ready(strict_app)
     codes = [strict_client.post("/api/v1/tasks/kieu/generate?lang=en", json=TEXT_BODY).status_code for _ in range(3)]
     assert codes == [200, 200, 200]
@@ -238,11 +239,11 @@ def test_gunicorn_refuses_to_serve_with_the_default_key(tmp_path):
 
 
 # ----------------------------------------------------------------------------- uploads stay off disk
-def test_uploads_are_never_written_under_the_project_tree(client, app):
+def test_uploads_are_never_written_under_the_project_tree(uploads, client, app):
     """A 2 MB upload (above werkzeug's in-memory threshold) carrying a unique marker: afterwards
     no file under the project tree contains the marker."""
     marker = secrets.token_bytes(32)
-    payload = bu.encode(bu.noise_rgb(1000, 700), "BMP") + marker
+    payload = uploads.encode(uploads.noise_rgb(1000, 700), "BMP") + marker
     assert len(payload) > 1024 * 1024
     start = time.time() - 1
     resp = client.post("/api/v1/tasks/mnist/predict", data=upload(payload, "big.bmp"))

@@ -206,3 +206,43 @@ def test_first_two_batches_differ_in_width():
     for seed in range(5):
         batches = textgen.make_batches(seqs, 2, seed=seed, shuffle=True)
         assert batches[0][0].shape[1] != batches[1][0].shape[1]
+
+
+# ----------------------------------------------------------------------------- the shipped cards, recomputed
+@pytest.mark.slow
+@pytest.mark.parametrize("slug", ["kieu", "nyt_headlines"])
+def test_shipped_text_card_figures_are_recomputed_exactly(slug):
+    """Perplexity and next-word accuracy, the tuned n-gram baseline and (Kiều) the meter pass rates
+    on the card are what the shipped model and the data give again."""
+    from app.config import MODELS_DIR
+    from app.tasks import BUILTIN_TASKS
+
+    spec = BUILTIN_TASKS[slug]
+    folder = MODELS_DIR / slug
+    if not (folder / "card.json").is_file():
+        pytest.skip(f"{slug} model not trained yet")
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    if not (default_data_dir() / spec.data_path).exists():
+        pytest.skip(f"no data at {default_data_dir() / spec.data_path}")
+    m, training = card["metrics"], card["training"]
+
+    result = textgen.evaluate_text_task(spec, None, MODELS_DIR)
+    assert result["test_count"] == result["card_test_count"] == m["test_tokens"]
+    assert result["measured_perplexity"] == pytest.approx(m["test_perplexity"], rel=1e-6)
+    assert result["measured_accuracy"] == m["test_top1_accuracy"]
+    assert result["measured_top5_accuracy"] == m["test_top5_accuracy"]
+
+    vocab = Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8"))
+    data = textgen.load_text_data(spec, None, training["seed"], False, spec.extra.get("aux_text", "none"))
+    ids = lambda seqs: [vocab.encode(s) for s in seqs]  # noqa: E731
+    ngram = textgen.ngram_baseline(ids(data.train), ids(data.validation), ids(data.test), len(vocab), ids(data.aux),
+                           vocab.index.get(SNIPPET))
+    for key in ("order", "discount", "test_top1_accuracy", "test_top5_accuracy"):
+        assert ngram[key] == m["ngram"][key], key
+    assert ngram["test_perplexity"] == pytest.approx(m["ngram"]["test_perplexity"], rel=1e-9)
+
+    if "meter" in m:
+        rates = textgen.meter_rates(folder, spec, data, training["seed"], m["meter"]["constrained"]["couplets"])
+        for name in ("constrained", "unconstrained", "real_poem_all"):
+            for key in ("couplets", "length", "tone", "rhyme", "all"):
+                assert rates[name][key] == m["meter"][name][key], (name, key)

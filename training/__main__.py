@@ -43,7 +43,9 @@ def image_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--model-kwargs", default=None, help='JSON, e.g. \'{"units": 96}\'')
     p.add_argument("--baseline-epochs", type=int, default=3,
                    help="epochs for the lab's baseline recipe trained in the same run (0: skip)")
-    p.add_argument("--verbose", type=int, default=1, help="Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
+    p.add_argument("--verbose", type=int, default=1,
+                   help="Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch; "
+                        "giving --verbose also keeps TensorFlow's C++ start-up log")
     return p
 
 
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     from training.data import DataError
 
     command, rest = argv[0], argv[1:]
+    if command != "report":
+        import_tensorflow(verbose=any(a.startswith("--verbose") for a in rest))
     try:
         if command == "evaluate":
             return evaluate(rest)
@@ -100,6 +104,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the disk is full ({exc}); nothing was replaced. Free some space and rerun "
               f"with --resume to continue from the last epoch.", file=sys.stderr)
         return 1
+
+
+def import_tensorflow(verbose: bool) -> None:
+    """Import TensorFlow; without `verbose` its C++ start-up log (written to the stderr file
+    descriptor before absl's logging is set up, so no environment variable reaches it) is dropped."""
+    if verbose:
+        import tensorflow  # noqa: F401
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
 
 
 def evaluate(rest: list[str]) -> int:

@@ -70,11 +70,10 @@ def make_renet(spec: TaskSpec, units: int = 64, patch: int | None = None, top_un
     LSTM along every row of patches, then another down every column, then read the resulting
     feature map row by row with a final bidirectional LSTM.
 
-    The shipped tasks use an 8×8 grid (`patch` = side // 8): serving time is mostly the number of
-    sequential steps, and an 8×8 grid with 64 units served in 0.22-0.26 ms (int8) against
-    0.38-0.45 ms for a 16×16 grid with 32 units (accuracies: the cards, README's results table)."""
+    The default is an 8×8 grid (`patch` = side // 8): serving time is mostly the number of
+    sequential steps, and a coarser grid has fewer (docs/BENCHMARKS.md compares the grids)."""
     h, w, c = spec.input_shape
-    patch = patch or max(2, h // 16)
+    patch = patch or max(2, h // 8)
     gh, gw = h // patch, w // patch
     inputs = keras.Input(spec.input_shape, name="pixels")
     x = layers.Rescaling(1 / 255, name="scale")(inputs)

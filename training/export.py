@@ -1,20 +1,19 @@
 """`python -m training export <slug> | --all`: models/<slug>/model.tflite for the serving workers.
 
 The web app serves an image model with LiteRT when its `model.tflite` comes from the
-`model.keras` next to it, so a worker never imports TensorFlow (195 MB per worker with every
-shipped model instead of 1.3-1.7 GB, ready in about a second instead of 27-70 s of XLA compiling;
-docs/BENCHMARKS.md). The conversion freezes the variables into constants (a `.tflite` that reads
+`model.keras` next to it, so a worker never imports TensorFlow (a fraction of the memory and
+start-up time of the XLA fallback: docs/BENCHMARKS.md). The conversion freezes the variables into constants (a `.tflite` that reads
 variables fails at READ_VARIABLE) and runs the same float32 weights in a graph LiteRT runs faster
 (`serving_graph`): TimeDistributed layers folded into one batched call (`fold_time_distributed`)
 and each LSTM / Bidirectional(LSTM) unrolled with its directions in lockstep (`lockstep_layer`).
 Beside it, `model.int8.tflite`: the same graph with dynamic-range int8 weights (per-channel int8
-weights, activations quantized on the fly; 2x faster: mnist 0.41 -> 0.20 ms per image). Rounding
+weights, activations quantized on the fly; faster again, see docs/BENCHMARKS.md). Rounding
 the weights moves the probabilities a little, so it is kept only when, on the whole test set, its
 accuracy is within INT8_MAX_DROP of the float32 export and it gives the float32 class on at least
 INT8_MIN_AGREEMENT of the images; without labelled test data it is not made. The app serves it
 when the card says it passed (PREDICT_INT8, on by default). Not done: the converter's fused LSTM
 op (its Keras pattern needs variables left in the file, and it clips the cell state at 10); one
-While loop per direction as Keras traces it (1.1 ms); float16 weights (LiteRT widens them back to
+While loop per direction as Keras traces it (slower than the lockstep graph); float16 weights (LiteRT widens them back to
 float32 at load: no faster). Each export is checked against Keras on real test images, and the
 card records the checks:
 
@@ -73,8 +72,8 @@ def fold_time_distributed(model, inner=None):
     as one call of its inner layer (or of `inner(layer)`) over the time steps folded into the batch.
 
     Keras 3 traces TimeDistributed as one inner call per step and stacks them (a ReNet sweep
-    becomes 16 separate BiLSTM loops); LiteRT ran that 4-5x slower than XLA (7.5 ms per cats_dogs
-    image against 1.6 ms folded), and the folded graph also converts faster and smaller.
+    becomes one BiLSTM loop per row of patches), which LiteRT runs far slower than the folded
+    graph; the folded graph also converts faster and smaller.
     """
     import keras
 
@@ -126,13 +125,10 @@ def lockstep_layer(layer):
     matmul per step for both directions of a Bidirectional), with the weights as constants; any
     other layer unchanged.
 
-    Keras's LSTM becomes a While loop that LiteRT runs ~4x slower per step than straight-line
-    ops that XNNPACK covers; unrolled one direction at a time it was slower still (3,400 small ops
-    for mnist). In lockstep the input projection is one matmul over all steps and each step is
-    ~12 ops for both directions. Measured against the While-loop export in one run (p50 of 2,000
-    single-image invokes, machine loaded by training): mnist 0.49-0.74 ms against 1.1 ms,
-    fashion_mnist 0.53 against 1.13, cats_dogs 0.92 against 1.73; mnist outputs equal to 6e-7
-    and the same class on all 10,000 test digits."""
+    Keras's LSTM becomes a While loop that LiteRT runs several times slower per step than
+    straight-line ops that XNNPACK covers; unrolled one direction at a time it is slower still
+    (thousands of small ops). In lockstep the input projection is one matmul over all steps and
+    each step is a dozen ops for both directions (docs/BENCHMARKS.md compares the exports)."""
     import keras
 
     rnns = _directions(layer)

@@ -12,7 +12,7 @@ the same test set. Class names are the sub-folder names in alphanumeric order, t
 Why not `keras.utils.image_dataset_from_directory`: its pipeline decodes with
 `tf.image.decode_image` and resizes with `tf.image.resize`, which is not what the web app does
 with an upload (no EXIF orientation, transparency not flattened onto white, a different resize
-filter). The issue requires preprocessing to be the same function at training and serving, so
+filter). Preprocessing must be the same function at training and serving, so
 every file here goes through `app.imaging.decode_image` + `image_to_array`, exactly as an upload
 does. It also stops the whole run at the first corrupt or mislabelled file (a text file named
 .jpg) instead of counting and skipping it, and silently ignores formats outside
@@ -234,10 +234,10 @@ def folder_spec(args, classes: list[str]) -> TaskSpec:
     if not 0 < args.test_fraction < 1:
         raise DataError(f"--test-fraction {args.test_fraction}: choose a value between 0 and 1")
     architecture = args.architecture or ("renet" if colour == "rgb" and size >= 32 else "rows_cols")
-    if architecture == "renet" and size % max(2, size // 16):
-        raise DataError(f"--image-size {size}: the renet architecture cuts the image into "
-                        f"{max(2, size // 16)}-pixel patches; use a multiple of 16 (e.g. 32, 48, 64)")
-    model = {"units": 32, "top_units": 96} if architecture == "renet" else {"units": 64}
+    if architecture == "renet" and size % max(2, size // 8):
+        raise DataError(f"--image-size {size}: the renet architecture cuts the image into an 8×8 grid of "
+                        f"{max(2, size // 8)}-pixel patches; use a multiple of 8 (e.g. 32, 48, 64)")
+    model = {"units": 64, "top_units": 128, "patch": size // 8} if architecture == "renet" else {"units": 64}
     listed = ", ".join(classes)
     title_en = args.title_en or args.slug.replace("_", " ").capitalize()
     return TaskSpec(

@@ -1,7 +1,7 @@
 """`python -m training report [--write]`: the results table of the shipped models, read from their cards.
 
 Every figure comes from a `card.json` written by a training run (and checked by `evaluate`);
-nothing here is typed in except the targets the issues set. With --write the table replaces the
+nothing here is typed in except the targets set for each task. With --write the table replaces the
 part of README.md between the RESULTS markers; a test checks README and cards agree.
 """
 
@@ -17,7 +17,7 @@ from app.config import MODELS_DIR, ROOT
 
 START, END = "<!-- RESULTS: python -m training report --write -->", "<!-- /RESULTS -->"
 
-# Floors, goals and the best published row-by-row LSTM, as issues 2 and 3 state them.
+# Floors, goals and the best published row-by-row LSTM: the project's targets for each task.
 IMAGE_TARGETS = {
     "mnist": (0.990, 0.993, 0.989),
     "fashion_mnist": (0.905, 0.915, 0.896),
