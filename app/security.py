@@ -28,6 +28,8 @@ from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from app.config import Config
+from app.errors import InvalidInput
+from app.i18n import N_
 from app.tasks import TEXT
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,7 @@ HEADERS = {
     "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate CSP 2
 }
 DEFAULT_GENERATE_LIMIT = "30 per minute"
-CSRF_MESSAGE = ("Biểu mẫu đã hết hạn hoặc không hợp lệ. Hãy tải lại trang rồi thử lại.",
-                "The form has expired or is not valid. Reload the page and try again.")
+CSRF_MESSAGE = N_("The form has expired or is not valid. Reload the page and try again.")
 
 csrf = CSRFProtect()
 
@@ -107,7 +108,7 @@ def csrf_error(exc: CSRFError):
     """A missing or stale CSRF token: 400 with a bilingual message, like any other bad input."""
     from app.views.errors import respond
 
-    return respond(400, *CSRF_MESSAGE)
+    return respond(InvalidInput(CSRF_MESSAGE, 400))
 
 
 def init_app(app: Flask) -> None:
