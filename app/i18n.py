@@ -37,7 +37,7 @@ def init_app(app: Flask) -> None:
     app.before_request(_choose_language)
     app.after_request(_remember_language)
     app.jinja_env.globals.update(lang=current_language, lang_url=language_url)
-    app.jinja_env.filters.update(number=format_number, percent=format_percent)
+    app.jinja_env.filters.update(number=format_number, percent=format_percent, scientific=format_scientific)
     app.cli.add_command(translate)
 
 
@@ -60,17 +60,24 @@ def N_(msgid: str) -> str:
 
 def format_number(value, digits: int | None = None) -> str:
     """`value` in the current locale's digits and separators (Vietnamese 1.234,5), `digits` decimals."""
-    return _format(value, digits, percent=False)
+    return _format(value, digits, kind="decimal")
 
 
 def format_percent(value, digits: int = 1) -> str:
     """A fraction as the current locale writes a percentage (0.9934 -> vi 99,34%, en 99.34%)."""
-    return _format(value, digits, percent=True)
+    return _format(value, digits, kind="percent")
 
 
-def _format(value, digits: int | None, percent: bool) -> str:
+def format_scientific(value, digits: int = 2) -> str:
+    """`value` in scientific notation with the current locale's decimal mark (vi 1,23E-5)."""
+    return _format(value, digits, kind="scientific")
+
+
+def _format(value, digits: int | None, kind: str) -> str:
     locale = get_locale() or Locale.parse(current_app.config["DEFAULT_LANGUAGE"])
-    pattern = parse_pattern((locale.percent_formats if percent else locale.decimal_formats)[None])
+    formats = {"decimal": locale.decimal_formats, "percent": locale.percent_formats,
+               "scientific": locale.scientific_formats}[kind]
+    pattern = parse_pattern(formats[None])
     if digits is not None:
         pattern = copy.copy(pattern)
         pattern.frac_prec = (digits, digits)

@@ -99,12 +99,15 @@ def test_the_checker_catches_bare_text_and_attributes():
     assert untranslated_text("<pre><code>curl -X POST</code></pre><p>API · LSTM 42</p>") == []
 
 
-@pytest.mark.parametrize(("lang", "percent", "number"), [("vi", "99,34%", "1.234,5"), ("en", "99.34%", "1,234.5")])
-def test_numbers_and_percentages_follow_the_locale(app, lang, percent, number):
+@pytest.mark.parametrize(("lang", "percent", "number", "count", "scientific"),
+                         [("vi", "99,34%", "1.234,5", "10.000", "1,23E-5"), ("en", "99.34%", "1,234.5", "10,000", "1.23E-5")])
+def test_numbers_and_percentages_follow_the_locale(app, lang, percent, number, count, scientific):
     with app.test_request_context(f"/?lang={lang}"):
         app.preprocess_request()
         assert render_template_string("{{ 0.99337|percent(2) }}") == percent
         assert render_template_string("{{ 1234.5|number(1) }}") == number
+        assert render_template_string("{{ 10000|number }}") == count
+        assert render_template_string("{{ 0.0000123|scientific(2) }}") == scientific
 
 
 @pytest.mark.parametrize("lang", ["vi", "en"])
