@@ -107,6 +107,18 @@ def make_app():
     return make
 
 
+@pytest.fixture
+def text_client(app, client):
+    """The test client, or a skip when the app's text models did not load."""
+    from app.modelstore import get_store
+    from app.tasks import BUILTIN_TASKS, TEXT
+
+    with app.app_context():
+        if not all(e.available for e in get_store() if e.spec.kind == TEXT and e.slug in BUILTIN_TASKS):
+            pytest.skip("text models not available")
+    return client
+
+
 @pytest.fixture(scope="session")
 def app(make_app, tiny_models_dir):
     """The web app over the tiny models, built once per session (loading models costs seconds)."""

@@ -240,16 +240,6 @@ def shows(resp, message: str) -> bool:
     return str(escape(message)) in resp.get_data(as_text=True)
 
 
-@pytest.fixture
-def text_client(app, client):
-    from app.modelstore import get_store
-
-    with app.app_context():
-        if not all(get_store().get(s.slug).available for s in TEXT_SPECS):
-            pytest.skip("text models not available")
-    return client
-
-
 @pytest.mark.parametrize("lang", LANGS)
 def test_refused_upload_through_the_app(client, refused_case, lang):
     data, name, status = refused_case

@@ -139,16 +139,6 @@ APP_SETTINGS = settings(max_examples=40, deadline=None,
                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
-@pytest.fixture
-def text_client(app, client):
-    from app.modelstore import get_store
-
-    with app.app_context():
-        if not all(get_store().get(s.slug).available for s in TEXT_SPECS):
-            pytest.skip("text models not available")
-    return client
-
-
 @pytest.mark.parametrize("slug", [s.slug for s in TEXT_SPECS])
 @APP_SETTINGS
 @given(params=st.one_of(st.dictionaries(st.sampled_from(PARAM_KEYS), PARAM_VALUES, max_size=9),
