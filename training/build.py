@@ -65,15 +65,22 @@ def make_rows_cols(spec: TaskSpec, units: int = 128) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"{spec.slug}_rows_cols")
 
 
+def default_patch(h: int, w: int) -> int:
+    """The patch side (at least 2, dividing both sides) whose grid is closest to 8 patches a side."""
+    sides = [p for p in range(2, min(h, w) + 1) if h % p == 0 and w % p == 0] or [1]
+    return min(sides, key=lambda p: (abs(h / p - 8), p))
+
+
 def make_renet(spec: TaskSpec, units: int = 64, patch: int | None = None, top_units: int = 128) -> keras.Model:
     """ReNet (Visin et al. 2015) with LSTMs: cut the image into patches, sweep a bidirectional
     LSTM along every row of patches, then another down every column, then read the resulting
     feature map row by row with a final bidirectional LSTM.
 
-    The default is an 8×8 grid (`patch` = side // 8): serving time is mostly the number of
-    sequential steps, and a coarser grid has fewer (docs/BENCHMARKS.md compares the grids)."""
+    The default grid is the one closest to 8×8 (`patch` = side // 8 when it divides the side):
+    serving time is mostly the number of sequential steps, and a coarser grid has fewer
+    (docs/BENCHMARKS.md compares the grids)."""
     h, w, c = spec.input_shape
-    patch = patch or max(2, h // 8)
+    patch = patch or default_patch(h, w)
     gh, gw = h // patch, w // patch
     inputs = keras.Input(spec.input_shape, name="pixels")
     x = layers.Rescaling(1 / 255, name="scale")(inputs)
