@@ -91,7 +91,7 @@ def test_palette_png_transparency_becomes_white():
 
 
 @pytest.mark.parametrize("spec", COLOUR_SPECS, ids=lambda s: s.slug)
-@pytest.mark.parametrize("size", [(1, 1), (10, 10000), (10000, 10)], ids=["1x1", "10000x10", "10x10000"])
+@pytest.mark.parametrize("size", [(1, 1), (10, 320), (320, 10)], ids=["1x1", "320x10", "10x320"])
 def test_extreme_sizes_give_the_model_input(spec, size):
     h, w = size
     arr = bytes_to_array(bu.encode(bu.noise_rgb(h, w), "PNG"), spec)
@@ -99,7 +99,7 @@ def test_extreme_sizes_give_the_model_input(spec, size):
 
 
 @pytest.mark.parametrize("spec", DRAWING_SPECS, ids=lambda s: s.slug)
-@pytest.mark.parametrize("size", [(10, 10000), (10000, 10)], ids=["10000x10", "10x10000"])
+@pytest.mark.parametrize("size", [(10, 320), (320, 10)], ids=["320x10", "10x320"])
 def test_extreme_drawings_give_the_model_input(spec, size):
     arr = bytes_to_array(bu.encode(bu.digit_like(*size), "PNG"), spec)
     assert arr.shape == spec.input_shape and arr.max() > 100  # the stroke survives
@@ -283,8 +283,8 @@ def test_odd_but_valid_uploads_through_the_app(client, lang):
     """The app answers exactly what the function does: the model's answer, or its clear 4xx."""
     gif, _ = bu.animated_gif()
     cases = [(gif, "a.gif"), (bu.cmyk_jpeg(), "c.jpg"), (bu.png16(), "d.png"), (bu.palette_transparent(), "p.png"),
-             (bu.with_orientation(bu.asymmetric(), 6, "JPEG"), "e.jpg"), (bu.encode(bu.digit_like(10, 10000), "PNG"), "w.png"),
-             (bu.encode(bu.digit_like(10000, 10), "PNG"), "t.png"), (bu.encode(Image.new("L", (1, 1), 255), "PNG"), "1.png")]
+             (bu.with_orientation(bu.asymmetric(), 6, "JPEG"), "e.jpg"), (bu.encode(bu.digit_like(10, 320), "PNG"), "w.png"),
+             (bu.encode(bu.digit_like(320, 10), "PNG"), "t.png"), (bu.encode(bu.digit_like(10, 10000), "PNG"), "l.png"), (bu.encode(Image.new("L", (1, 1), 255), "PNG"), "1.png")]
     digit = bu.digit_like(40, 40)  # the same odd formats carrying a drawing, so they reach the model
     blank = Image.new("L", (40, 40), 255)
     cases += [(bu.encode(digit, "GIF", save_all=True, append_images=[blank]), "digit.gif"),
@@ -374,8 +374,8 @@ def test_big_jpeg_decoded_at_reduced_scale_gives_the_same_input(spec):
     arr[1000:2200, 2000:2500] = 20  # ...with a dark stroke (a drawing for the digit tasks)
     jpeg = bu.encode(Image.fromarray(arr), "JPEG", quality=92)
     full = Image.open(io.BytesIO(jpeg))
-    full.load()
-    reference = bytes_to_array(bu.encode(full, "PNG"), spec).astype(int)
+    full.load()  # every pixel, then halved by hand (a PNG of the full size is over the pixel limit)
+    reference = bytes_to_array(bu.encode(full.reduce(2), "PNG"), spec).astype(int)
     got = bytes_to_array(jpeg, spec).astype(int)
     assert got.shape == reference.shape and np.abs(got - reference).mean() < 3.0
     rotated = bytes_to_array(bu.encode(Image.fromarray(arr).transpose(Image.Transpose.ROTATE_90), "JPEG",
@@ -411,7 +411,7 @@ def _wide_page(mode: str) -> tuple[bytes, Image.Image]:
         ref = img.convert("L")
     else:
         img, ref = base.convert(mode), base.convert(mode).convert("RGB")
-    return bu.encode(img, "TIFF" if mode == "CMYK" else "PNG"), ref
+    return bu.encode(img, "JPEG" if mode == "CMYK" else "PNG", **({"quality": 95} if mode == "CMYK" else {})), ref
 
 
 @pytest.mark.parametrize("spec", [BUILTIN_TASKS["cifar10"], BUILTIN_TASKS["mnist"]], ids=lambda s: s.slug)
@@ -422,3 +422,164 @@ def test_big_images_reduced_early_give_the_same_input(mode, spec):
     want = bytes_to_array(bu.encode(reference, "PNG"), spec).astype(int)
     assert got.shape == want.shape == spec.input_shape
     assert np.abs(got - want).mean() < 4.0
+
+
+# ----------------------------------------------------------------------------- issue 16: decoders
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\n"
+       b"newpath 2 2 moveto 14 14 lineto stroke showpage\n%%EOF\n")
+
+
+@pytest.fixture
+def stand_in_gs(tmp_path, monkeypatch):
+    """A `gs` first on PATH that records each call (and fails), with Pillow made to look it up
+    again; yields the record file, which exists only once the stand-in has run."""
+    from PIL import EpsImagePlugin
+
+    bindir, record = tmp_path / "bin", tmp_path / "gs-calls.txt"
+    bindir.mkdir()
+    gs = bindir / "gs"
+    gs.write_text(f'#!/bin/sh\necho "$@" >> "{record}"\n[ "$1" = "--version" ] && echo 10.0 && exit 0\nexit 1\n')
+    gs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)
+    return record
+
+
+def test_plain_pillow_runs_the_stand_in_gs_on_eps(stand_in_gs):
+    """The control for the tests below: without the allow-list, these bytes run `gs`."""
+    with pytest.raises(Exception):
+        Image.open(io.BytesIO(EPS)).load()
+    assert stand_in_gs.is_file()
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_eps_upload_never_runs_ghostscript(stand_in_gs, client, lang):
+    with pytest.raises(InvalidInput) as info:
+        decode_image(EPS)
+    assert_bilingual(info.value, 400)
+    for path in ("/api/v1/tasks/mnist/predict", "/tasks/mnist"):
+        resp = client.post(f"{path}?lang={lang}", data=upload(EPS, "kitten.png"), content_type="multipart/form-data")
+        assert resp.status_code == 400 and shows(resp, info.value.message(lang)), path
+    assert not stand_in_gs.exists()
+
+
+def test_eps_in_an_instructors_folder_is_skipped_without_ghostscript(stand_in_gs, tmp_path):
+    from training.folder import load_folder
+
+    root = tmp_path / "data"
+    for k, name in enumerate(("cats", "dogs")):
+        (root / name).mkdir(parents=True)
+        for i in range(5):
+            (root / name / f"{i}.png").write_bytes(bu.encode(bu.noise_rgb(20, 20, seed=10 * k + i), "PNG"))
+    (root / "cats" / "drawing.jpg").write_bytes(EPS)
+    spec = BUILTIN_TASKS["cifar10"].with_overrides(slug="t", classes=(), image_size=(16, 16))
+    data = load_folder(root, spec)
+    assert data.skipped["count"] == 1 and data.skipped["files"][0]["file"].endswith("drawing.jpg")
+    assert not stand_in_gs.exists()
+
+
+def _other_formats() -> dict[str, bytes]:
+    img = bu.noise_rgb(32, 32)
+    return {"EPS": EPS, **{fmt: bu.encode(img, fmt) for fmt in ("TIFF", "ICO", "PPM", "TGA", "PCX", "SGI")}}
+
+
+@pytest.mark.parametrize("fmt", sorted(_other_formats()))
+def test_only_the_allowed_formats_are_read(fmt):
+    with pytest.raises(InvalidInput) as info:
+        decode_image(_other_formats()[fmt])
+    assert_bilingual(info.value, 400)
+    assert "WebP" in info.value.en
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP"])
+def test_the_allowed_formats_are_read(fmt):
+    assert decode_image(bu.encode(bu.noise_rgb(32, 48), fmt)).size == (48, 32)
+
+
+def _pixels(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    return bu.encode(img, fmt, **kw)
+
+
+OVER_THE_LIMITS = {  # name -> (bytes builder, status): each decodes to more than a few megapixels
+    "RGBA PNG 4095×4095": (lambda: _pixels(Image.new("RGBA", (4095, 4095), (9, 9, 9, 128))), 413),
+    "grey PNG 1×39,000,000": (lambda: _pixels(Image.new("L", (39_000_000, 1))), 413),
+    "grey PNG 3000×3000": (lambda: _pixels(Image.new("L", (3000, 3000), 200)), 413),
+    "progressive JPEG 4000×3000": (lambda: _pixels(Image.new("RGB", (4000, 3000), "white"), "JPEG",
+                                                   progressive=True), 413),
+    "baseline JPEG 8000×5000": (lambda: _pixels(Image.new("L", (8000, 5000), 200), "JPEG"), 413),
+    "PNG 20×1000 (aspect 50:1)": (lambda: _pixels(bu.digit_like(20, 1000)), 400),
+    "GIF 2000×40 (aspect 50:1)": (lambda: _pixels(bu.noise_rgb(40, 2000).quantize(8), "GIF"), 400),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OVER_THE_LIMITS))
+def test_pixel_and_aspect_caps(case):
+    build, status = OVER_THE_LIMITS[case]
+    data = build()
+    with pytest.raises(InvalidInput) as info:
+        decode_image(data)
+    assert_bilingual(info.value, status)
+    assert ("megapixels" if status == 413 else "32 times") in info.value.en
+
+
+def test_a_big_baseline_jpeg_is_read_at_reduced_scale():
+    """A 24 MP camera photo passes: libjpeg decodes it at 1/2 scale or less."""
+    img = decode_image(_pixels(Image.new("RGB", (6000, 4000), (200, 30, 30)), "JPEG"))
+    assert max(img.size) <= 1024 and img.getpixel((5, 5))[0] > 150
+
+
+def test_sixteen_bit_is_converted_without_a_float_copy():
+    """Python-side allocations while decoding a 4 MP 16-bit PNG stay under 4 bytes a pixel (a
+    float64 copy alone is 8)."""
+    import tracemalloc
+
+    ramp = np.tile(np.linspace(0, 65535, 2000).astype(np.uint16), (2000, 1))
+    data = bu.encode(Image.fromarray(ramp), "PNG")
+    tracemalloc.start()
+    try:
+        img = decode_image(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert img.mode == "L" and peak < 4 * ramp.size, peak
+    row = np.asarray(img)[0].astype(int)
+    assert row[0] == 0 and row[-1] == 255 and np.all(np.diff(row) >= 0)
+
+
+def test_decodes_at_once_are_bounded_per_process(monkeypatch):
+    """Eight threads decoding together: never more than MAX_DECODES inside the decoder; a thread
+    that cannot get a slot in time gets a bilingual 503."""
+    import threading
+    import time
+
+    from app import imagefile
+
+    inside, peak, lock = [0], [0], threading.Lock()
+    real = imagefile._decode
+
+    def slow_decode(data, max_side):
+        with lock:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+        time.sleep(0.05)
+        with lock:
+            inside[0] -= 1
+        return real(data, max_side)
+
+    monkeypatch.setattr(imagefile, "_decode", slow_decode)
+    png = bu.encode(bu.noise_rgb(), "PNG")
+    threads = [threading.Thread(target=decode_image, args=(png,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == imagefile.MAX_DECODES
+    monkeypatch.setattr(imagefile, "DECODE_WAIT_SECONDS", 0.05)
+    held = [imagefile._slots.acquire() for _ in range(imagefile.MAX_DECODES)]
+    try:
+        with pytest.raises(InvalidInput) as info:
+            decode_image(png)
+        assert_bilingual(info.value, 503)
+    finally:
+        for _ in held:
+            imagefile._slots.release()
