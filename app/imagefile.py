@@ -43,7 +43,7 @@ MAX_PIXELS = 8_000_000  # decoded pixels (after a JPEG's draft): a 4:3 picture o
 MAX_JPEG_PIXELS = 4 * MAX_PIXELS  # a JPEG's own size: draft() decodes it at 1/2 scale or less
 MAX_PROGRESSIVE_JPEG_PIXELS = MAX_PIXELS  # progressive: libjpeg buffers every coefficient at full size
 MAX_ASPECT = 32  # a picture narrower than 1/32 of its length is a line, not something a model reads
-MAX_FILE_BYTES = 64 * 1024 * 1024  # a file read from a path (uploads are bounded by MAX_CONTENT_LENGTH)
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a file read from a path (uploads: MAX_CONTENT_LENGTH)
 MAX_DECODES = max(1, int(os.environ.get("LSTMLAB_MAX_DECODES", "2")))
 DECODE_WAIT_SECONDS = 30.0
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -69,15 +69,15 @@ def open_image(source: bytes | str | Path, max_side: int | None = None) -> Image
         _slots.release()
 
 
-def read_source(source: bytes | str | Path) -> bytes:
-    """The bytes of `source`: itself, or the file it names (refused above MAX_FILE_BYTES)."""
+def read_source(source: bytes | str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of `source`: itself, or the file it names (refused above `max_bytes`)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     path = Path(source)
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise InvalidInput(f"The file is larger than {MAX_FILE_BYTES // 2**20} MB; not an image to read.",
-                               f"Tệp lớn hơn {MAX_FILE_BYTES // 2**20} MB; không phải ảnh để đọc.")
+        if path.stat().st_size > max_bytes:
+            raise InvalidInput(f"The file is larger than {max_bytes / 2**20:g} MB; not an image to read.",
+                               f"Tệp lớn hơn {max_bytes / 2**20:g} MB; không phải ảnh để đọc.")
         return path.read_bytes()
     except OSError as exc:
         raise InvalidInput(f"The file cannot be read ({exc.strerror or exc.__class__.__name__}).",
