@@ -25,7 +25,6 @@ discovers and serves the new task with no code change.
 
 from __future__ import annotations
 
-import re
 import sys
 import unicodedata
 from pathlib import Path
@@ -35,13 +34,13 @@ import numpy as np
 from app.errors import InvalidInput
 from app.imagefile import read_source
 from app.imaging import decode_image, image_to_array
+from app.modelstore import SLUG_RE
 from app.tasks import BUILTIN_TASKS, IMAGE, ClassName, TaskSpec
 from training.data import DataError, ImageData
 from training.fit import class_imbalance
 
 SPLIT_SEED = 20261128  # fixed: the same folder always gives the same test set
 TEST_FRACTION = 0.2
-SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 FOLDER_BUILTINS = ("cats_dogs", "faces_gender")  # built-in tasks whose data is an image folder
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a video or archive left in a class folder is not read whole
 MAX_LISTED_SKIPS = 200  # file names listed on the card; the counts always cover all of them

@@ -9,6 +9,7 @@ whose details go to the log, never to the client.
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -34,7 +35,13 @@ def respond(status: int, vi: str, en: str):
     if wants_json():
         return make_response(jsonify({"error": message, "error_en": en, "error_vi": vi, "status": status}), status)
     template = f"errors/{status}.html" if status in (404, 413, 500) else "errors/generic.html"
-    return make_response(render_template(template, status=status, message=message), status)
+    return make_response(render_template(template, status=status, message=message, lang_url=query_lang_url), status)
+
+
+def query_lang_url(lang: str) -> str:
+    """The language switch of an error page as a query-only link ("?lang=en"): it stays on this
+    page whatever its path holds (a 404 for `/%5Cevil.example/x` must not link to `/\\evil.example`)."""
+    return "?" + urlencode({**request.args.to_dict(), "lang": lang})
 
 
 def http_message(status: int) -> tuple[str, str]:
@@ -44,9 +51,24 @@ def http_message(status: int) -> tuple[str, str]:
         key = "error_500" if status >= 500 else "error_400"
     vi, en = MESSAGES[key]
     if status == 413:
-        mb = current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
-        vi, en = vi.format(mb=mb), en.format(mb=mb)
+        return too_large_message(vi, en)
     return vi, en
+
+
+def too_large_message(vi: str, en: str) -> tuple[str, str]:
+    """(vi, en) of a 413: the upload over MAX_CONTENT_LENGTH, or, when the body was within it, a
+    form with too many parts or a text field over MAX_FORM_MEMORY_SIZE (werkzeug raises the same
+    413 for all three)."""
+    config = current_app.config
+    limit, length = config["MAX_CONTENT_LENGTH"], request.content_length
+    if length is None or not limit or length > limit:
+        mb = limit // (1024 * 1024) if limit else 0
+        return vi.format(mb=mb), en.format(mb=mb)
+    parts, field_kb = config.get("MAX_FORM_PARTS") or 1000, (config.get("MAX_FORM_MEMORY_SIZE") or 500_000) // 1000
+    return (f"Biểu mẫu có quá nhiều phần (tối đa {parts} phần) hoặc một trường chữ dài quá {field_kb} KB. "
+            f"Hãy gửi một tệp và ít trường hơn.",
+            f"The form has too many parts (at most {parts}) or a text field over {field_kb} KB. "
+            f"Send one file and fewer fields.")
 
 
 @bp.app_errorhandler(InvalidInput)
