@@ -1,5 +1,8 @@
-# LSTM Lab web app: serves the models in models/ with gunicorn (see gunicorn.conf.py).
+# LSTM Lab web app: serves the models in models/ with gunicorn (see gunicorn.conf.py); in
+# production behind nginx: docker-compose.yml. Alone, for a try:
 #   docker build -t lstmlab . && docker run -p 8000:8000 -e FLASK_SECRET_KEY=$(openssl rand -hex 32) lstmlab
+# (without FLASK_SECRET_KEY a key is generated into /srv/lstmlab/instance: mount a volume there
+# to keep it across containers).
 FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 \
     LSTMLAB_BIND=0.0.0.0:8000 WEB_CONCURRENCY=2 FLASK_XLA_CACHE_DIR=/tmp/lstmlab-xla
@@ -11,7 +14,10 @@ COPY templates ./templates
 COPY static ./static
 COPY models ./models
 COPY wsgi.py gunicorn.conf.py ./
-RUN useradd --system --no-create-home lstmlab
+# The models are code to the server: not writable by the app's user (the app refuses a group- or
+# world-writable models folder). The instance folder is the app's own (the generated secret key).
+RUN useradd --system --no-create-home lstmlab && chmod -R go-w models \
+    && mkdir -p instance && chown lstmlab instance && chmod 0700 instance
 USER lstmlab
 EXPOSE 8000
 # /readyz answers 200 within a second of start with LiteRT; the start period covers an XLA fallback.
