@@ -612,3 +612,34 @@ def test_the_xla_cache_folder_is_private(tmp_path, monkeypatch):
     monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
     create_app({"TESTING": True, "SECRET_KEY": "t", "MODELS_DIR": str(tmp_path / "none"), "XLA_CACHE_DIR": str(shared)})
     assert (shared.stat().st_mode & 0o777) == 0o700  # made private again (we own it)
+
+
+def test_a_full_disk_during_export_leaves_the_card_whole(tiny_models_dir, tmp_path, monkeypatch):
+    """Every card write (training, evaluate, export) goes through a temporary file and a rename:
+    a disk that fills up midway leaves the previous card, valid, and no temporary file."""
+    import errno
+    import json
+    import shutil
+    from pathlib import Path
+
+    from training import fit
+
+    folder = tmp_path / "mnist"
+    shutil.copytree(tiny_models_dir / "mnist", folder)
+    before = (folder / "card.json").read_text(encoding="utf-8")
+
+    def half_then_full(self, data, *args, **kw):
+        data = data.encode("utf-8") if isinstance(data, str) else data
+        with open(self, "wb") as fh:
+            fh.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_full)
+    monkeypatch.setattr(Path, "write_bytes", half_then_full)
+    card = json.loads(before)
+    card["export"] = {"note": "x" * 10_000}
+    with pytest.raises(OSError):
+        fit.write_card(folder, card)
+    monkeypatch.undo()
+    assert (folder / "card.json").read_text(encoding="utf-8") == before
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (tiny_models_dir / "mnist").iterdir())
