@@ -49,9 +49,6 @@ DECODE_WAIT_SECONDS = 30.0
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 _slots = threading.BoundedSemaphore(MAX_DECODES)
-# Pillow's own bomb check (a warning above MAX_IMAGE_PIXELS, an error above twice that) is a
-# second net behind ours: the largest file we accept stays under it.
-Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_JPEG_PIXELS)
 
 
 def open_image(source: bytes | str | Path, max_side: int | None = None) -> Image.Image:

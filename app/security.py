@@ -116,8 +116,11 @@ def instance_secret_key(instance: Path) -> str:
                 os.link(tmp, path)  # fails if another worker got there first: keep theirs
             except FileExistsError:
                 pass
+            except OSError:  # a file system without hard links (some volume drivers): rename
+                if not path.exists():
+                    os.replace(tmp, path)
             finally:
-                tmp.unlink()
+                tmp.unlink(missing_ok=True)
         if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
             path.chmod(0o600)
         key = path.read_text(encoding="ascii").strip()
