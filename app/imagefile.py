@@ -9,7 +9,8 @@ both open images here, so the rules hold everywhere:
   and the rarely used parsers (TIFF, PSD, ICNS, FITS...) are out of reach.
 - Size, checked from the header before any pixel is decoded: at most MAX_PIXELS decoded pixels
   (a JPEG is decoded at 1/2, 1/4 or 1/8 scale with `draft()` first, so a camera photo of up to
-  MAX_JPEG_PIXELS passes), at most MAX_ASPECT:1 between the sides.
+  MAX_JPEG_PIXELS passes; a WebP at most MAX_WEBP_PIXELS, its decoder being hungrier), at most
+  MAX_ASPECT:1 between the sides. docs/BENCHMARKS.md measures the memory each costs.
 - 16-bit greyscale becomes 8-bit through a lookup table, a band of rows at a time (no float64
   or other full-size copy of the picture).
 - With `max_side`, a picture over twice that size is box-reduced by a whole factor as soon as it
@@ -42,6 +43,7 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 MAX_PIXELS = 8_000_000  # decoded pixels (after a JPEG's draft): a 4:3 picture of 3264×2448
 MAX_JPEG_PIXELS = 4 * MAX_PIXELS  # a JPEG's own size: draft() decodes it at 1/2 scale or less
 MAX_PROGRESSIVE_JPEG_PIXELS = MAX_PIXELS  # progressive: libjpeg buffers every coefficient at full size
+MAX_WEBP_PIXELS = 2_100_000  # 1920×1080: libwebp's decoder holds about 15 bytes a pixel while it works
 MAX_ASPECT = 32  # a picture narrower than 1/32 of its length is a line, not something a model reads
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a file read from a path (uploads: MAX_CONTENT_LENGTH)
 MAX_DECODES = max(1, int(os.environ.get("LSTMLAB_MAX_DECODES", "2")))
@@ -122,6 +124,8 @@ def check_size(img: Image.Image) -> None:
     limit = MAX_PIXELS
     if img.format in ("JPEG", "MPO"):
         limit = MAX_PROGRESSIVE_JPEG_PIXELS if img.info.get("progressive") else MAX_JPEG_PIXELS
+    elif img.format == "WEBP":
+        limit = MAX_WEBP_PIXELS
     if width * height > limit:
         raise too_large(img.size, limit)
     if max(width, height) > MAX_ASPECT * min(width, height):
@@ -170,11 +174,17 @@ REDUCIBLE = ("L", "LA", "RGB", "RGBA", "CMYK", "I", "F")
 def reduce_early(img: Image.Image, max_side: int) -> Image.Image:
     """A picture over twice `max_side`, box-reduced by the smallest whole factor that brings its
     long side to at most twice `max_side` (and so still at least `max_side`: the caller's own
-    high-quality resize makes the final size). The full-size copy is then free to go."""
-    longest = max(img.size)
-    if longest <= 2 * max_side:
+    high-quality resize makes the final size). Done a band of rows at a time: Pillow's `reduce`
+    copies an RGBA picture whole (premultiplied), and a palette one must first become RGBA."""
+    width, height = img.size
+    if max(width, height) <= 2 * max_side:
         return img
-    factor = -(-longest // (2 * max_side))
-    if img.mode not in REDUCIBLE:  # palettes and 1-bit: to a mode `reduce` handles
-        img = img.convert("RGBA" if img.mode in ("P", "PA") else "L" if img.mode == "1" else "RGB")
-    return img.reduce(factor)
+    factor = -(-max(width, height) // (2 * max_side))
+    mode = img.mode if img.mode in REDUCIBLE else "RGBA" if img.mode in ("P", "PA") else "L" if img.mode == "1" else "RGB"
+    out = Image.new(mode, (-(-width // factor), -(-height // factor)))
+    rows = max(1, BAND_PIXELS // width // factor) * factor  # whole blocks: the same result as one reduce
+    for top in range(0, height, rows):
+        band = img.crop((0, top, width, min(height, top + rows)))
+        out.paste((band if band.mode == mode else band.convert(mode)).reduce(factor), (0, top // factor))
+    out.info = dict(img.info)  # EXIF orientation and the like, as `reduce` would keep them
+    return out

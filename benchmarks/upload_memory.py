@@ -43,13 +43,16 @@ GOAL_MB = 64
 def smooth(width: int, height: int, mode: str = "RGB", seed: int = 0, cell: int = 64):
     """A photo-like picture: a coarse random field blown up (compresses like a real one)."""
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
     bands = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
     coarse = np.random.default_rng(seed).integers(0, 256, (max(2, height // cell), max(2, width // cell), bands),
                                                   dtype=np.uint8)
+    coarse = coarse // 4 + 160  # light paper...
     img = Image.fromarray(coarse if bands > 1 else coarse[..., 0]).resize((width, height), Image.Resampling.BILINEAR)
-    return img
+    ink = {1: 20, 3: (20, 20, 20), 4: (20, 20, 20, 255)}[bands]
+    ImageDraw.Draw(img).rectangle((width * 9 // 20, height // 4, width * 11 // 20, height * 3 // 4), fill=ink)
+    return img  # ...with a dark stroke: a drawing for the digit tasks, a picture for the others
 
 
 def encode(img, fmt: str, **kw) -> bytes:
@@ -74,11 +77,12 @@ CASES = {  # name -> (builder, accepted by the app?)
     "PNG 16-bit grey 3264×2448 (8 MP)": (lambda: sixteen_bit(3264, 2448), True),
     "PNG grey 16000×500 (8 MP, 32:1)": (lambda: encode(smooth(16000, 500, "L"), "PNG"), True),
     "GIF 3264×2448 (8 MP)": (lambda: encode(smooth(3264, 2448).quantize(64), "GIF"), True),
-    "WebP 3264×2448 (8 MP)": (lambda: encode(smooth(3264, 2448), "WEBP", quality=80), True),
+    "WebP 1920×1080 (2 MP, its limit)": (lambda: encode(smooth(1920, 1080), "WEBP", quality=80), True),
     "BMP 1632×1632 (8 MB file)": (lambda: encode(smooth(1632, 1632), "BMP"), True),
     "PNG RGBA 4095×4095 (the issue's)": (lambda: encode(__import__("PIL.Image").Image.new("RGBA", (4095, 4095)), "PNG"), False),
     "PNG grey 1×39,000,000 (the issue's)": (lambda: encode(__import__("PIL.Image").Image.new("L", (39_000_000, 1)), "PNG"), False),
     "JPEG 9000×6000 (54 MP)": (lambda: encode(smooth(9000, 6000), "JPEG", quality=80), False),
+    "WebP 3264×2448 (8 MP)": (lambda: encode(smooth(3264, 2448), "WEBP", quality=80), False),
 }
 
 
@@ -145,10 +149,18 @@ def measure(case_file: Path, slug: str, mode: str, models_dir: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- the table
-def table(rows: list[dict], tasks: list[str], busy: str) -> str:
+def training_runs() -> list[str]:
+    """The task of every `python -m training` run on this machine now (from `ps`)."""
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+    return [line.split(" -m training ", 1)[1].split()[0] for line in out
+            if " -m training " in line and len(line.split(" -m training ", 1)[1].split())]
+
+
+def table(rows: list[dict], tasks: list[str], runs: list[str]) -> str:
     today = dt.date.today().isoformat()
-    beside = f"a training run was using the machine (`python -m training {busy}`)" if busy else \
-        "no training run was using the machine"
+    beside = (f"{len(runs)} training run(s) were using the machine at the same time "
+              f"({', '.join(f'`python -m training {r}`' for r in runs)}), so the seconds are slow; the memory "
+              f"figures are per process and not affected") if runs else "no training run was using the machine"
     lines = [START, "## Memory per upload (benchmarks/upload_memory.py)", "",
              f"`python benchmarks/upload_memory.py --write` on {today}, {platform.machine()}; {beside}. Each figure is "
              "one fresh process: the app loaded over the shipped models, one warm-up upload, then the peak RSS "
@@ -160,17 +172,18 @@ def table(rows: list[dict], tasks: list[str], busy: str) -> str:
     for r in rows:
         lines.append(f"| {r['case']} | {r['kb']:,} | {r['task']} | {r['status']} | {r['growth_mb']:.1f} | "
                      f"{r['seconds']:.2f} | {r['pillow_mb']:.1f} | {r['pillow_s']:.2f} |")
-    accepted = [r for r in rows if r["status"] == 200]
+    accepted = [r for r in rows if r["status"] != 413]
     worst = max(accepted, key=lambda r: r["growth_mb"]) if accepted else None
     lines += [""]
     if worst:
         verdict = "met" if worst["growth_mb"] <= GOAL_MB else "missed"
-        lines.append(f"Largest growth for an accepted upload: {worst['growth_mb']:.1f} MB ({worst['case']}, "
+        lines.append(f"Largest growth for an upload the decoder accepted (any status but 413): {worst['growth_mb']:.1f} MB ({worst['case']}, "
                      f"{worst['task']}); the goal of at most {GOAL_MB} MB is {verdict}.")
     lines += ["Limits behind these figures (`app/imagefile.py`): 8 MP decoded, a baseline JPEG up to 32 MP (decoded "
-              "at 1/2 scale or less with `draft()`), a progressive JPEG up to 8 MP, sides at most 32:1, 16-bit grey "
+              "at 1/2 scale or less with `draft()`), a progressive JPEG up to 8 MP, a WebP up to 2.1 MP (libwebp "
+              "holds about 15 bytes a pixel), sides at most 32:1, 16-bit grey "
               "converted through a lookup table in bands of rows, pictures over twice the working size box-reduced "
-              "as soon as they are decoded, at most two decodes at once per worker (`LSTMLAB_MAX_DECODES`). "
+              "a band of rows at a time as soon as they are decoded, at most two decodes at once per worker (`LSTMLAB_MAX_DECODES`). "
               "Refused uploads answer 413 from the header alone.", END]
     return "\n".join(lines)
 
@@ -198,9 +211,7 @@ def main() -> int:
     if args.child:
         print(json.dumps(child(*args.child, args.models_dir)))
         return 0
-    from load import machine_busy
-
-    busy = machine_busy()
+    runs = training_runs()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, (build, _)) in enumerate(CASES.items()):
@@ -213,7 +224,7 @@ def main() -> int:
                              "pillow_mb": pillow["growth_mb"], "pillow_s": pillow["seconds"]})
                 print(f"{name:40s} {slug:10s} {r['status']} {r['growth_mb']:7.1f} MB {r['seconds']:.2f} s"
                       f" | Pillow {pillow['growth_mb']:7.1f} MB {pillow['seconds']:.2f} s", flush=True)
-    text = table(rows, args.tasks, busy or machine_busy())
+    text = table(rows, args.tasks, sorted(set(runs) | set(training_runs())))
     print(text)
     if args.write:
         write_section(text)

@@ -507,6 +507,7 @@ OVER_THE_LIMITS = {  # name -> (bytes builder, status): each decodes to more tha
     "progressive JPEG 4000×3000": (lambda: _pixels(Image.new("RGB", (4000, 3000), "white"), "JPEG",
                                                    progressive=True), 413),
     "baseline JPEG 8000×5000": (lambda: _pixels(Image.new("L", (8000, 5000), 200), "JPEG"), 413),
+    "WebP 2000×1200": (lambda: _pixels(bu.noise_rgb(40, 40).resize((2000, 1200)), "WEBP"), 413),
     "PNG 20×1000 (aspect 50:1)": (lambda: _pixels(bu.digit_like(20, 1000)), 400),
     "GIF 2000×40 (aspect 50:1)": (lambda: _pixels(bu.noise_rgb(40, 2000).quantize(8), "GIF"), 400),
 }
@@ -583,3 +584,18 @@ def test_decodes_at_once_are_bounded_per_process(monkeypatch):
     finally:
         for _ in held:
             imagefile._slots.release()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "1", "L", "RGB"])
+def test_early_reduction_in_bands_equals_one_reduce(mode):
+    """`reduce_early` works a band of rows at a time (memory); the picture is the one a single
+    `reduce` of the whole image gives."""
+    from app.imagefile import reduce_early
+
+    rgba = np.random.default_rng(5).integers(0, 256, (1300, 2500, 4), dtype=np.uint8)
+    img = Image.fromarray(rgba, "RGBA")
+    img = img if mode == "RGBA" else img.convert("RGB").quantize(16) if mode == "P" else img.convert(mode)
+    whole = (img.convert("RGBA") if mode == "P" else img.convert("L") if mode == "1" else img).reduce(2)
+    banded = reduce_early(img, 1024)
+    assert banded.mode == whole.mode and banded.size == whole.size == (1250, 650)
+    np.testing.assert_array_equal(np.asarray(banded), np.asarray(whole))
