@@ -17,9 +17,9 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
-# A random secret per start unless FLASK_SECRET_KEY is set (sessions then do not survive a restart).
+# The secret key: FLASK_SECRET_KEY when set, else instance/secret_key, generated once by the app
+# (mode 0600), so open forms survive a restart. Nothing else to install: limits count in memory.
 serve: install
-	FLASK_SECRET_KEY=$${FLASK_SECRET_KEY:-$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(32))')} \
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
 test: install

@@ -1,5 +1,10 @@
 """gunicorn settings, from the environment (`make serve` uses this file).
 
+gunicorn's threads wait on slow clients, so on a network it runs behind nginx
+(docs/deploy/nginx.conf, docker-compose.yml): bind it where only nginx reaches it (the default
+loopback address, or `unix:/run/lstmlab/gunicorn.sock`) and set LSTMLAB_TRUSTED_PROXIES=1.
+FLASK_TESTING is refused and FLASK_DEBUG turned off under gunicorn (app/security.py).
+
 LSTMLAB_BIND (default 127.0.0.1:8000), WEB_CONCURRENCY (workers, default 2), LSTMLAB_THREADS
 (threads per worker, default 4: a streamed text holds one thread, not a whole worker),
 LSTMLAB_TF_THREADS (TensorFlow/BLAS threads per worker, default 1; 0 = one per core).

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.config import ROOT, Config
+from app.config import ROOT, Config, environment_settings
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """The app: defaults, then FLASK_* environment variables, then `test_config`; models loaded."""
-    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    """The app: defaults, then LSTMLAB_* and FLASK_* environment variables, then `test_config`;
+    models loaded. The instance folder (runtime files: the generated secret key...) is
+    `LSTMLAB_INSTANCE_PATH` when set, else Flask's `instance/` beside the app."""
+    instance = (test_config or {}).get("INSTANCE_PATH") or os.environ.get("LSTMLAB_INSTANCE_PATH")
+    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"),
+                instance_path=str(Path(instance).resolve()) if instance else None)
     app.config.from_object(Config)
+    app.config.update(environment_settings())
     app.config.from_prefixed_env()
     if test_config:
         app.config.update(test_config)
@@ -24,9 +31,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     from app import i18n, modelstore, security
     from app.views import api, errors, lstm, pages
 
-    security.init_app(app)  # first: refuses a default SECRET_KEY before the models load
+    security.init_app(app)  # first: the start-up checks (secret key, debug, TESTING) before the models load
     i18n.init_app(app)
     modelstore.init_app(app)
     for module in (pages, api, lstm, errors):
         app.register_blueprint(module.bp)
+    proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if proxies:  # behind nginx: the client's address and scheme come from its X-Forwarded-* headers
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
     return app

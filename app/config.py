@@ -32,4 +32,38 @@ class Config:
     PREDICT_INT8 = True  # serve model.int8.tflite when its card says it passed the accuracy check
     LITERT_INTERPRETERS = 2  # LiteRT interpreters per image model (one per request running it)
     PREDICT_JIT = True  # the Keras fallback: XLA-compile each image model's predict function
-    XLA_CACHE_DIR = str(ROOT / ".cache" / "xla")  # compiled models kept across restarts ("" = off)
+    XLA_CACHE_DIR = str(ROOT / ".cache" / "xla")  # compiled models kept across restarts ("" = off), made 0700
+    REQUIRED_TASKS: tuple[str, ...] = ()  # /readyz is 503 until these are ready (else: until one is)
+    ALLOW_SHARED_MODELS = False  # serve from a group- or world-writable models folder
+    HTTPS = False  # Secure cookies and HSTS on every response (also per request when it came over https)
+    TRUSTED_PROXIES = 0  # proxies in front that set X-Forwarded-For/-Proto (werkzeug's ProxyFix)
+    WTF_CSRF_TIME_LIMIT = 4 * 3600  # a form left open through a lesson still submits
+    RATELIMIT_STORAGE_URI = "memory://"  # per worker; a redis:// URL makes one budget for all
+
+
+def environment_settings(env=None) -> dict:
+    """The LSTMLAB_* deployment settings of the environment, as config keys (read when an app is
+    created, so FLASK_* variables and test_config still override them)."""
+    env = os.environ if env is None else env
+    out: dict = {}
+    if env.get("LSTMLAB_REQUIRED_TASKS"):
+        out["REQUIRED_TASKS"] = tuple(split_words(env["LSTMLAB_REQUIRED_TASKS"]))
+    if env.get("LSTMLAB_TRUSTED_HOSTS"):
+        out["TRUSTED_HOSTS"] = split_words(env["LSTMLAB_TRUSTED_HOSTS"])
+    for name, key in (("LSTMLAB_ALLOW_SHARED_MODELS", "ALLOW_SHARED_MODELS"), ("LSTMLAB_HTTPS", "HTTPS")):
+        if name in env:
+            out[key] = env[name].strip().lower() in ("1", "true", "yes", "on")
+    if env.get("LSTMLAB_TRUSTED_PROXIES"):
+        out["TRUSTED_PROXIES"] = int(env["LSTMLAB_TRUSTED_PROXIES"])
+    queue = env.get("LSTMLAB_QUEUE_URL", "")
+    storage = env.get("LSTMLAB_LIMITER_STORAGE") or (queue if queue.startswith(("redis://", "rediss://")) else "")
+    if storage:
+        out["RATELIMIT_STORAGE_URI"] = storage
+    return out
+
+
+def split_words(value) -> list[str]:
+    """A comma-separated setting ("mnist, kieu") as a list; a list or tuple is kept as it is."""
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [w.strip() for w in str(value or "").split(",") if w.strip()]

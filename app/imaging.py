@@ -9,16 +9,13 @@ sets and arrays made from uploads go through exactly the same layers.
 
 from __future__ import annotations
 
-import io
-import warnings
-
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps
 
 from app.errors import InvalidInput
+from app.imagefile import open_image
 from app.tasks import TaskSpec
 
-MAX_PIXELS = 40_000_000  # a decompression bomb above this is refused before decoding
 MAX_SIDE_WORKING = 1024  # large photos are shrunk first: the model reads at most 64 px anyway
 PHOTO_SIDE = 64  # from this size up an image is treated as a photo (fitted paper, noise cut)
 _SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -26,29 +23,7 @@ _SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 def decode_image(data: bytes) -> Image.Image:
     """Decode untrusted bytes into an 'RGB' or 'L' image, or raise `InvalidInput`."""
-    if not data:
-        raise InvalidInput("The file is empty.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > MAX_PIXELS:
-                raise InvalidInput("The image is too large (%(width)s×%(height)s pixels); the limit is %(value)s megapixels.", status=413, width=width, height=height, value=MAX_PIXELS // 1000000)
-            img.seek(0)  # the first frame of an animation
-            if img.format in ("JPEG", "MPO") and max(img.size) > 2 * MAX_SIDE_WORKING:
-                # Decode a big photo at 1/2, 1/4 or 1/8 scale (still >= the working size) instead
-                # of decoding every megapixel of it per request. Data-set images are far smaller.
-                img.draft(img.mode, (MAX_SIDE_WORKING, MAX_SIDE_WORKING))
-            img.load()
-    except InvalidInput:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidInput("The image decodes to too many pixels (a decompression bomb).", status=413) from None
-    except UnidentifiedImageError:
-        raise InvalidInput("This file is not an image Pillow can read (PNG, JPEG, GIF, BMP, WebP…).") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        raise InvalidInput("The image is damaged or truncated (%(name)s).", name=exc.__class__.__name__) from None
+    img = open_image(data, max_side=MAX_SIDE_WORKING)  # format allow-list, size caps, bounded decodes
     if img.width < 1 or img.height < 1:
         raise InvalidInput("The image has no pixels.")
     try:

@@ -22,12 +22,15 @@ function over the weights read from model.keras without Keras).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import queue
+import re
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +50,9 @@ log = logging.getLogger(__name__)
 
 READY, MISSING, ERROR = "ready", "missing", "error"
 EXTENSION = "modelstore"
+SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # a task's folder name, URL part and card slug
+# An absolute path (not a URL, not a fraction): what the pages and the API must not show.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/\\-])/(?:[^\s'\"/()<>,;:]+/)*([^\s'\"/()<>,;:]+)/?")
 
 
 @dataclass
@@ -137,6 +143,12 @@ class ModelStore:
         """Load every discovered task; failures are recorded per task, never raised."""
         t0 = time.perf_counter()
         for slug, spec in discover_tasks(self.models_dir).items():
+            if spec.slug != slug or not SLUG_RE.match(slug):
+                # A card that names another task (or a path) would make the pages read files
+                # outside its own folder.
+                log.warning("models/%s skipped: its card.json declares task %r (the slug must be the "
+                            "folder's name: lowercase letters, digits, underscores)", slug, spec.slug)
+                continue
             self.entries[slug] = load_entry(self.models_dir / slug, spec, self.engines)
         self.seconds = time.perf_counter() - t0
         self.loaded = True
@@ -169,7 +181,7 @@ def load_entry(folder: Path, spec: TaskSpec, engines: Engines = Engines()) -> En
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
         check_card(card)
-        entry.card = card  # only a sound card reaches the pages
+        entry.card = public_card(card)  # only a sound card reaches the pages
         if spec.kind == IMAGE:
             pool = litert_predict(folder, card, spec, engines.interpreters, engines.int8) if engines.litert else None
             if pool is not None:
@@ -190,7 +202,7 @@ def load_entry(folder: Path, spec: TaskSpec, engines: Engines = Engines()) -> En
             raise ValueError(f"unknown task kind {spec.kind!r}")
     except Exception as exc:  # noqa: BLE001 - any failure to load one model must not stop the others
         log.warning("task %s unavailable: %s: %s", spec.slug, exc.__class__.__name__, exc)
-        entry.status, entry.error = ERROR, f"{exc.__class__.__name__}: {str(exc)[:300]}"
+        entry.status, entry.error = ERROR, hide_paths(f"{exc.__class__.__name__}: {str(exc)[:300]}")
         entry.predict = entry.text_model = None
         entry.engine = entry.precision = ""
         return entry
@@ -198,6 +210,56 @@ def load_entry(folder: Path, spec: TaskSpec, engines: Engines = Engines()) -> En
     entry.status = READY
     entry.load_seconds = time.perf_counter() - t0
     return entry
+
+
+def hide_paths(text: str) -> str:
+    """`text` with every absolute path cut to its last part: the server's (or an instructor's)
+    folders are logged, never shown."""
+    return ABSOLUTE_PATH.sub(lambda m: m.group(1), text)
+
+
+def public_card(card: dict) -> dict:
+    """The card as the pages and the API show it: the data block's and the command's absolute
+    paths (an instructor's --data-dir) cut to their base names."""
+    card = copy.deepcopy(card)
+    if isinstance(card.get("data"), dict):
+        card["data"] = {k: hide_paths(v) if isinstance(v, str) else v for k, v in card["data"].items()}
+    if isinstance(card.get("command"), str):
+        card["command"] = hide_paths(card["command"])
+    return card
+
+
+def check_permissions(models_dir: Path) -> None:
+    """`InsecureConfiguration` when the models folder, a task folder or a file in one is writable
+    by its group or by anyone: whoever can write there chooses what the server loads and runs."""
+    from app.security import InsecureConfiguration
+
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return
+    paths = [models_dir]
+    for folder in sorted(models_dir.iterdir()):
+        if folder.is_dir() and not folder.name.startswith("."):
+            paths += [folder, *sorted(p for p in folder.iterdir() if not p.name.startswith("."))]
+    shared = [p for p in paths if p.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH)]
+    if shared:
+        raise InsecureConfiguration(
+            f"refusing to load models from a folder others can write to: {', '.join(map(str, shared[:5]))}"
+            f"{' ...' if len(shared) > 5 else ''} is group- or world-writable (fix: chmod -R go-w "
+            f"{models_dir}; or set LSTMLAB_ALLOW_SHARED_MODELS=1 if that is intended)")
+
+
+def private_folder(path: Path) -> bool:
+    """Create `path` (mode 0700) or make it 0700 when we own it; False when it belongs to someone
+    else (a shared cache another user could fill with compiled code)."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        return False
+    if info.st_mode & 0o077:
+        path.chmod(0o700)
+    return True
 
 
 # The card fields the pages read, with the JSON type each must have when present (null is fine).
@@ -339,12 +401,17 @@ def compile_predict(model, spec: TaskSpec, jit: bool = True) -> Callable[[np.nda
 
 def init_app(app: Flask) -> None:
     """Load the models of `app.config["MODELS_DIR"]` into `app.extensions`."""
+    if not app.config.get("ALLOW_SHARED_MODELS"):
+        check_permissions(Path(app.config["MODELS_DIR"]))
     cache = app.config.get("XLA_CACHE_DIR")
     if cache and "tf_xla_persistent_cache_directory" not in os.environ.get("TF_XLA_FLAGS", ""):
         # XLA keeps compiled models on disk: the second worker and every restart skip the compile.
-        Path(cache).mkdir(parents=True, exist_ok=True)
-        os.environ["TF_XLA_FLAGS"] = (os.environ.get("TF_XLA_FLAGS", "") +
-                                      f" --tf_xla_persistent_cache_directory={cache}").strip()
+        # Compiled code is loaded from there, so the folder is private (0700, ours) or not used.
+        if private_folder(Path(cache)):
+            os.environ["TF_XLA_FLAGS"] = (os.environ.get("TF_XLA_FLAGS", "") +
+                                          f" --tf_xla_persistent_cache_directory={cache}").strip()
+        else:
+            log.warning("XLA cache %s belongs to another user: not used", cache)
     store = ModelStore(Path(app.config["MODELS_DIR"]), Engines.from_config(app.config))
     app.extensions[EXTENSION] = store.load()
 

@@ -1,36 +1,47 @@
-"""Security for the web app: response headers, CSRF on the HTML forms, rate limits on the
-generate routes, and the start-up checks (secret key, no debug under gunicorn).
+"""Security for the web app: response headers, CSRF on the HTML forms, rate limits, uploads kept
+in memory, and the start-up checks (secret key, no debug or TESTING under gunicorn).
 
-`create_app` calls `init_app` once, right after the configuration is read, so a server with a
-default secret key refuses to start before it spends time loading models.
+`create_app` calls `init_app` once, right after the configuration is read, so a server that
+cannot start safely refuses before it spends time loading models.
 
+- Secret key: FLASK_SECRET_KEY when set; otherwise one generated once into the instance folder
+  (`secret_key`, mode 0600) and read back at every start, so forms survive a restart and
+  replicas that share the folder (or the variable) accept each other's forms.
 - Headers on every response: a Content-Security-Policy that allows scripts only from our own
   files (`script-src 'self'`: no inline script), `frame-ancestors 'none'`, `nosniff`, and a
-  Referrer-Policy. Images may be `data:` URLs (the preprocessed picture the LSTM read).
-- CSRF (Flask-WTF): every HTML form POST carries `csrf_token`; the JSON API under /api/ is exempt
-  (it holds no session state a forged request could abuse), so curl and scripts keep working.
-- Rate limit (Flask-Limiter, in-memory, per client address): one shared budget for every
-  generate request, the API's and the text pages' form posts, from `RATELIMIT_GENERATE`
-  (env `FLASK_RATELIMIT_GENERATE`, e.g. "30 per minute"). In-memory storage counts per gunicorn
-  worker, so the effective limit is up to workers × the setting. Off under TESTING unless
-  `RATELIMIT_ENABLED` is set. Behind a reverse proxy every client has the proxy's address:
-  wrap the app in werkzeug's ProxyFix there, or all clients share one budget.
+  Referrer-Policy. Images may be `data:` URLs (the preprocessed picture the LSTM read). Over
+  HTTPS (HTTPS config, or a request that came over https, seen through ProxyFix behind a proxy):
+  HSTS, and every cookie `Secure`.
+- CSRF (Flask-WTF): every HTML form POST carries `csrf_token` (valid WTF_CSRF_TIME_LIMIT, a class
+  session); the JSON API under /api/ is exempt (it holds no session state a forged request could
+  abuse), so curl and scripts keep working.
+- Rate limits (Flask-Limiter, per client address, storage RATELIMIT_STORAGE_URI: memory per
+  worker, or a shared Redis; README "Rate limits behind a proxy"): every generate request (the
+  API's and the text pages' form posts) counts against RATELIMIT_GENERATE and weighs its work
+  (tokens × beams, `generate_cost`) against RATELIMIT_GENERATE_WORK; predictions with a gate
+  trace count against RATELIMIT_TRACE. Off under TESTING unless `RATELIMIT_ENABLED` is set.
+- Uploads: multipart files are read into memory (bounded by MAX_CONTENT_LENGTH), never spooled
+  to a temporary file.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import secrets
+from pathlib import Path
 
-from flask import Flask, current_app, request
-from flask_limiter import Limiter
+from flask import Flask, Request, current_app, has_request_context, request
+from flask.sessions import SecureCookieSessionInterface
+from flask_limiter import ApplicationLimit, Limiter
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from app.config import Config
 from app.errors import InvalidInput
 from app.i18n import N_
-from app.tasks import TEXT
+from app.tasks import IMAGE, TEXT
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +63,13 @@ HEADERS = {
     "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate CSP 2
 }
 DEFAULT_GENERATE_LIMIT = "30 per minute"
+# Work units (tokens generated × beams) per client: the largest request (20 Kiều couplets, beam
+# width 16 = 4,480) still fits, once a minute.
+DEFAULT_GENERATE_WORK_LIMIT = "6000 per minute"
+DEFAULT_TRACE_LIMIT = "20 per minute"  # a gate trace costs many plain predictions
+SYLLABLES_PER_COUPLET = 14  # a lục bát couplet: 6 + 8 syllables
+HSTS = "max-age=31536000"
+SECRET_KEY_FILE = "secret_key"
 CSRF_MESSAGE = N_("The form has expired or is not valid. Reload the page and try again.")
 
 csrf = CSRFProtect()
@@ -67,15 +85,52 @@ def under_gunicorn() -> bool:
 
 
 def check_startup(app: Flask) -> None:
-    """No debug mode under gunicorn; no default or empty SECRET_KEY outside testing and debug."""
+    """No debug and no TESTING under gunicorn; a real SECRET_KEY (FLASK_SECRET_KEY, else the
+    instance folder's) outside testing."""
     if under_gunicorn() and app.debug:
         log.warning("debug mode requested under gunicorn: turned off")
         app.debug = False
-    key = app.config.get("SECRET_KEY")
-    if (not key or key == Config.SECRET_KEY) and not (app.testing or app.debug):
+    if under_gunicorn() and app.testing:
         raise InsecureConfiguration(
-            "refusing to start with the default SECRET_KEY: set FLASK_SECRET_KEY to a long random "
-            "value (`make serve` makes one: python -c 'import secrets; print(secrets.token_hex(32))')")
+            "refusing to start with TESTING under gunicorn: it turns off CSRF protection and rate "
+            "limits (unset FLASK_TESTING)")
+    key = app.config.get("SECRET_KEY")
+    if (not key or key == Config.SECRET_KEY) and not app.testing:
+        app.config["SECRET_KEY"] = instance_secret_key(Path(app.instance_path))
+
+
+def instance_secret_key(instance: Path) -> str:
+    """The key kept in `instance/secret_key`, generated (mode 0600) on first use; safe when
+    several workers start at once (the file appears whole or not at all)."""
+    path = instance / SECRET_KEY_FILE
+    try:
+        os.makedirs(instance, exist_ok=True)
+        if not path.exists():
+            tmp = instance / f".{SECRET_KEY_FILE}.{os.getpid()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)  # fails if another worker got there first: keep theirs
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links (some volume drivers): rename
+                if not path.exists():
+                    os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+            path.chmod(0o600)
+        key = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InsecureConfiguration(
+            f"cannot keep a secret key in the instance folder {instance} ({exc.__class__.__name__}: "
+            f"{exc}): make it writable, or set FLASK_SECRET_KEY to a long random value") from None
+    if len(key) < 32:
+        raise InsecureConfiguration(f"{path} holds no usable key: delete it, or set FLASK_SECRET_KEY")
+    return key
 
 
 def is_generate_request() -> bool:
@@ -92,16 +147,101 @@ def is_generate_request() -> bool:
         return False
 
 
+def not_generate_request() -> bool:
+    """Exempt from the generate limits: every request that generates no text."""
+    return not is_generate_request()
+
+
+def not_traced_predict() -> bool:
+    """Exempt from the trace limit: every request that computes no gate trace."""
+    return not is_traced_predict()
+
+
 def generate_limit() -> str:
     """The configured limit for generate requests (a Flask-Limiter rate string)."""
     return current_app.config.get("RATELIMIT_GENERATE") or DEFAULT_GENERATE_LIMIT
 
 
+def generate_work_limit() -> str:
+    """The configured work budget of generate requests (units: tokens generated × beams)."""
+    return current_app.config.get("RATELIMIT_GENERATE_WORK") or DEFAULT_GENERATE_WORK_LIMIT
+
+
+def trace_limit() -> str:
+    """The configured limit for predictions that ask for a gate trace."""
+    return current_app.config.get("RATELIMIT_TRACE") or DEFAULT_TRACE_LIMIT
+
+
+def generate_cost() -> int:
+    """The work a generate request asks for: tokens (words, or couplets × 14 syllables) × beams;
+    1 for a request that does not validate (it is refused without generating anything)."""
+    from app.generation import validate_request
+    from app.modelstore import get_store
+
+    try:
+        spec = get_store().get((request.view_args or {}).get("slug", "")).spec
+        params = request.get_json(silent=True) if request.is_json else None
+        if not isinstance(params, dict):
+            params = request.form.to_dict()
+            if request.endpoint == "pages.task" and spec.tokenizer == "syllables":
+                params["meter"] = "meter" in request.form
+        req = validate_request(spec, params)
+    except (KeyError, InvalidInput, RecursionError):
+        return 1
+    tokens = req.length * (SYLLABLES_PER_COUPLET if spec.tokenizer == "syllables" else 1)
+    return max(1, tokens * (req.beam_width if req.strategy == "beam" else 1))
+
+
+def is_traced_predict() -> bool:
+    """A prediction that also computes the gate trace (API `?trace=1` or the image form's box)."""
+    from app.views.lstm import wants_trace
+
+    if request.method != "POST" or request.endpoint not in ("api.predict", "pages.task"):
+        return False
+    if request.endpoint == "pages.task":
+        from app.modelstore import get_store
+
+        try:
+            if get_store().get((request.view_args or {}).get("slug", "")).spec.kind != IMAGE:
+                return False
+        except KeyError:
+            return False
+    return wants_trace(request.args.get("trace") or request.form.get("trace"))
+
+
+def https() -> bool:
+    """Whether this response goes out over HTTPS: the HTTPS setting, or the request's own scheme
+    (through ProxyFix, X-Forwarded-Proto of a trusted proxy)."""
+    return bool(current_app.config.get("HTTPS")) or (has_request_context() and request.is_secure)
+
+
 def add_headers(response):
-    """The security headers on every response (pages, API, static files, errors)."""
+    """The security headers on every response (pages, API, static files, errors); over HTTPS,
+    HSTS and `Secure` on the cookies set so far (the language cookie)."""
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
+    if https():
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+        cookies = response.headers.getlist("Set-Cookie")
+        if cookies:
+            response.headers.setlist("Set-Cookie", [c if "; Secure" in c else c + "; Secure" for c in cookies])
     return response
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, its cookie `Secure` also when the request came over HTTPS."""
+
+    def get_cookie_secure(self, app) -> bool:
+        """Secure when configured (SESSION_COOKIE_SECURE, HTTPS) or when this request is HTTPS."""
+        return super().get_cookie_secure(app) or https()
+
+
+class InMemoryRequest(Request):
+    """Flask's request, its multipart files read into memory (at most MAX_CONTENT_LENGTH) instead
+    of werkzeug's temporary file for parts over 500 KB: uploads never touch the disk."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
 
 
 def csrf_error(exc: CSRFError):
@@ -112,22 +252,36 @@ def csrf_error(exc: CSRFError):
 
 
 def init_app(app: Flask) -> None:
-    """Install the checks, headers, CSRF protection and rate limiter on `app`."""
+    """Install the checks, headers, CSRF protection, rate limiter and in-memory uploads on `app`."""
     check_startup(app)
     if app.config.get("SESSION_COOKIE_SAMESITE") is None:  # Flask's default is None, not absent
         app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    if app.config.get("HTTPS"):
+        app.config["SESSION_COOKIE_SECURE"] = True
     app.config.setdefault("WTF_CSRF_ENABLED", not app.testing)
     app.config.setdefault("RATELIMIT_ENABLED", not app.testing)
     app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
+    # A refused request uses none of the budget (a fixed window would count it: one heavy
+    # request refused twice would lock its client out for the rest of the minute).
+    app.config.setdefault("RATELIMIT_STRATEGY", "sliding-window-counter")
+    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)  # Redis down: per worker
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     app.config.setdefault("RATELIMIT_GENERATE", DEFAULT_GENERATE_LIMIT)
+    app.config.setdefault("RATELIMIT_GENERATE_WORK", DEFAULT_GENERATE_WORK_LIMIT)
+    app.config.setdefault("RATELIMIT_TRACE", DEFAULT_TRACE_LIMIT)
+    app.request_class = InMemoryRequest
+    app.session_interface = SessionInterface()
     app.after_request(add_headers)
     from app.views import api
 
     csrf.init_app(app)
     csrf.exempt(api.bp)
     app.register_error_handler(CSRFError, csrf_error)
-    limiter = Limiter(get_remote_address, application_limits=[generate_limit],
-                      application_limits_exempt_when=lambda: not is_generate_request())
+    limiter = Limiter(get_remote_address, application_limits=[
+        ApplicationLimit(generate_limit, scope="generate", exempt_when=not_generate_request),
+        ApplicationLimit(generate_work_limit, scope="generate-work", exempt_when=not_generate_request,
+                         cost=generate_cost),
+        ApplicationLimit(trace_limit, scope="trace", exempt_when=not_traced_predict),
+    ])
     limiter.init_app(app)
     app.extensions["security_limiter"] = limiter

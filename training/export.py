@@ -43,6 +43,7 @@ import numpy as np
 
 from app.config import MODELS_DIR
 from app.tasks import IMAGE, TaskSpec, discover_tasks
+from training.fit import write_atomically
 
 TFLITE = "model.tflite"
 INT8_TFLITE = "model.int8.tflite"
@@ -209,13 +210,6 @@ def convert(model, int8: bool = False) -> bytes:
     if int8:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     return converter.convert()
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `path` through a temporary file beside it: a reader sees the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def int8_verdict(float_probs: np.ndarray, int8_probs: np.ndarray, labels: np.ndarray) -> dict:

@@ -197,8 +197,23 @@ def plot_confusion(confusion: list[list[int]], names: list[str], out: Path, titl
 
 
 def write_card(folder: Path, card: dict) -> None:
-    """card.json, pretty-printed, UTF-8 (Vietnamese names stay readable)."""
-    (folder / "card.json").write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
+    """card.json, pretty-printed, UTF-8 (Vietnamese names stay readable), written atomically."""
+    write_atomically(Path(folder) / "card.json", json.dumps(card, ensure_ascii=False, indent=1).encode("utf-8"))
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `path` through a temporary file beside it, flushed to disk, then renamed: a reader,
+    a crash or a full disk midway leave the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def command_line() -> str:

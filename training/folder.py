@@ -14,7 +14,8 @@ Why not `keras.utils.image_dataset_from_directory`: its pipeline decodes with
 with an upload (no EXIF orientation, transparency not flattened onto white, a different resize
 filter). Preprocessing must be the same function at training and serving, so
 every file here goes through `app.imaging.decode_image` + `image_to_array`, exactly as an upload
-does. It also stops the whole run at the first corrupt or mislabelled file (a text file named
+does (`app.imagefile`: PNG, JPEG, GIF, BMP and WebP only, the same size limits; an EPS file never
+reaches Ghostscript). It also stops the whole run at the first corrupt or mislabelled file (a text file named
 .jpg) instead of counting and skipping it, and silently ignores formats outside
 bmp/gif/jpeg/png (WebP, TIFF) that Pillow reads and the app accepts.
 
@@ -24,7 +25,6 @@ discovers and serves the new task with no code change.
 
 from __future__ import annotations
 
-import re
 import sys
 import unicodedata
 from pathlib import Path
@@ -32,14 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import InvalidInput
+from app.imagefile import read_source
 from app.imaging import decode_image, image_to_array
+from app.modelstore import SLUG_RE
 from app.tasks import BUILTIN_TASKS, IMAGE, ClassName, TaskSpec
 from training.data import DataError, ImageData
 from training.fit import class_imbalance
 
 SPLIT_SEED = 20261128  # fixed: the same folder always gives the same test set
 TEST_FRACTION = 0.2
-SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 FOLDER_BUILTINS = ("cats_dogs", "faces_gender")  # built-in tasks whose data is an image folder
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a video or archive left in a class folder is not read whole
 MAX_LISTED_SKIPS = 200  # file names listed on the card; the counts always cover all of them
@@ -85,14 +86,10 @@ def _read_class(folder: Path, spec: TaskSpec, root: Path, skipped: list) -> list
     """Decode every file of one class folder the way the app decodes an upload."""
     arrays = []
     for f in _files(folder):
-        try:
-            if f.stat().st_size > MAX_FILE_BYTES:
-                raise InvalidInput(f"The file is larger than {MAX_FILE_BYTES // 2**20} MB; not an image to learn from.")
-            arrays.append(image_to_array(decode_image(f.read_bytes()), spec))
-        except InvalidInput as exc:
+        try:  # app.imagefile: the allow-listed formats and size limits of an upload
+            arrays.append(image_to_array(decode_image(read_source(f, MAX_FILE_BYTES)), spec))
+        except InvalidInput as exc:  # also unreadable (permissions, I/O error) or oversized files
             skipped.append((str(f.relative_to(root)), exc.en))
-        except OSError as exc:  # unreadable file (permissions, I/O error)
-            skipped.append((str(f.relative_to(root)), f"The file cannot be read ({exc.strerror or exc})."))
     return arrays
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context, url_for
 
+from app.config import split_words
 from app.i18n import current_language
 from app.imaging import bytes_to_array
 from app.inference import TOP_K, classify, png_data_url
@@ -128,10 +129,15 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Readiness: 200 once model loading has finished, with each task's status (ready, missing
-    or error + the command that trains it); 503 while loading."""
+    """Readiness: 200 once model loading has finished and a task is ready (every task of
+    REQUIRED_TASKS, when set), with each task's status (ready, missing or error + the command
+    that trains it); 503 otherwise, so a load balancer sends no traffic to an empty server."""
     status = get_store().status()
     ready = [s for s, t in status["tasks"].items() if t["status"] == "ready"]
-    body = {"ready": status["loaded"], "ready_tasks": ready,
+    required = split_words(current_app.config.get("REQUIRED_TASKS"))
+    serving = all(s in ready for s in required) if required else bool(ready)
+    body = {"ready": bool(status["loaded"] and serving), "ready_tasks": ready,
             "unavailable_tasks": sorted(set(status["tasks"]) - set(ready)), **status}
-    return jsonify(body), 200 if status["loaded"] else 503
+    if required:
+        body["required_tasks"] = required
+    return jsonify(body), 200 if body["ready"] else 503

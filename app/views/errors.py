@@ -9,6 +9,7 @@ whose details go to the log, never to the client.
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -35,14 +36,20 @@ def respond(error: InvalidInput):
         body = {"error": message, "error_en": error.en, "error_vi": error.vi, "status": error.status}
         return make_response(jsonify(body), error.status)
     template = f"errors/{error.status}.html" if error.status in (404, 413, 500) else "errors/generic.html"
-    return make_response(render_template(template, status=error.status, message=message), error.status)
+    return make_response(render_template(template, status=error.status, message=message, lang_url=query_lang_url),
+                         error.status)
+
+
+def query_lang_url(lang: str) -> str:
+    """The language switch of an error page as a query-only link ("?lang=en"): it stays on this
+    page whatever its path holds (a 404 for `/%5Cevil.example/x` must not link to `/\\evil.example`)."""
+    return "?" + urlencode({**request.args.to_dict(), "lang": lang})
 
 
 def http_message(status: int) -> InvalidInput:
     """The message for an HTTP status."""
     if status == 413:
-        mb = current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
-        return InvalidInput("The file is too large: the limit is %(mb)s MB.", 413, mb=mb)
+        return too_large_message()
     msgid = HTTP_MESSAGES.get(status) or HTTP_MESSAGES[500 if status >= 500 else 400]
     return InvalidInput(msgid, status)
 
@@ -55,6 +62,19 @@ HTTP_MESSAGES = {
     500: N_("Something went wrong on the server. It has been logged."),
     503: N_("This task's model is not available."),
 }
+
+
+def too_large_message() -> InvalidInput:
+    """A 413: the upload over MAX_CONTENT_LENGTH, or, when the body was within it, a form with too
+    many parts or a text field over MAX_FORM_MEMORY_SIZE (werkzeug raises the same 413 for all three)."""
+    config = current_app.config
+    limit, length = config["MAX_CONTENT_LENGTH"], request.content_length
+    if length is None or not limit or length > limit:
+        mb = limit // (1024 * 1024) if limit else 0
+        return InvalidInput("The file is too large: the limit is %(mb)s MB.", 413, mb=mb)
+    parts, field_kb = config.get("MAX_FORM_PARTS") or 1000, (config.get("MAX_FORM_MEMORY_SIZE") or 500_000) // 1000
+    return InvalidInput("The form has too many parts (at most %(parts)s) or a text field over %(field_kb)s KB. "
+                        "Send one file and fewer fields.", 413, parts=parts, field_kb=field_kb)
 
 
 @bp.app_errorhandler(InvalidInput)
