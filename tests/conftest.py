@@ -243,3 +243,218 @@ def finished_run(lab_app, tmp_path_factory):
         return run_id
 
     return make
+
+
+# ============================================================================ ENGINE (lab queue, real processes)
+@pytest.fixture(scope="session", autouse=True)
+def lab_instance_for_session(tmp_path_factory):
+    """Apps built without INSTANCE_PATH keep their records and queue in a temporary folder."""
+    import os
+
+    previous = os.environ.get("LSTMLAB_INSTANCE")
+    os.environ["LSTMLAB_INSTANCE"] = str(tmp_path_factory.mktemp("instance"))
+    yield
+    if previous is None:
+        os.environ.pop("LSTMLAB_INSTANCE", None)
+    else:
+        os.environ["LSTMLAB_INSTANCE"] = previous
+
+
+def mnist_data_or_skip():
+    """The MNIST file the lab's end-to-end runs train on, or a clean skip."""
+    from app.config import default_data_dir
+    from app.tasks import MNIST
+
+    path = default_data_dir() / MNIST.data_path
+    if not path.is_file():
+        pytest.skip(f"no data at {path}")
+    return path
+
+
+class LabStack:
+    """Real processes for the lab bench's tests: gunicorn (web), Huey consumers, redis-server.
+    Every process is started here and stopped by its pid at teardown."""
+
+    def __init__(self, tmp_path):
+        import os
+        import secrets
+        import sys
+        from pathlib import Path
+
+        self.root = Path(__file__).resolve().parent.parent
+        self.python = sys.executable
+        self.instance = tmp_path / "instance"
+        self.logs = tmp_path / "logs"
+        self.logs.mkdir()
+        self.procs: list = []
+        self.web_url = None
+        self.web_proc = None
+        self.env = {**os.environ, "LSTMLAB_INSTANCE": str(self.instance), "TF_CPP_MIN_LOG_LEVEL": "3",
+                    "FLASK_SECRET_KEY": secrets.token_hex(16), "LAB_PROGRESS_SECONDS": "1",
+                    "LAB_TEST_SUBSET": "500", "LSTMLAB_QUEUE_URL": "", "LSTMLAB_DATABASE_URL": "",
+                    "LSTMLAB_TRAIN_WORKERS": "0", "WEB_CONCURRENCY": "1", "PYTHONUNBUFFERED": "1"}
+
+    # processes ------------------------------------------------------------------------
+    def start(self, args: list[str], name: str, **env):
+        """Start a process with the stack's environment (+ `env`), output to logs/<name>.log."""
+        import subprocess
+
+        log = open(self.logs / f"{name}.log", "ab")
+        proc = subprocess.Popen(args, cwd=self.root, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        proc.lab_name = name
+        self.procs.append(proc)
+        return proc
+
+    def consumer(self, name: str = "consumer", **env):
+        """A Huey consumer process (`python -m app.lab`, what `make worker` runs)."""
+        return self.start([self.python, "-m", "app.lab"], name, **env)
+
+    def web(self, name: str = "web", **env):
+        """gunicorn serving wsgi:app on a free loopback port; waits for /healthz."""
+        port = free_port()
+        proc = self.start([self.python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], name,
+                          LSTMLAB_BIND=f"127.0.0.1:{port}", **env)
+        self.web_url, self.web_proc = f"http://127.0.0.1:{port}", proc
+        self.wait_for(lambda: self._healthy(), 60, f"{name} did not answer /healthz", proc)
+        return proc
+
+    def redis(self):
+        """redis-server on a free loopback port (no persistence); returns its URL."""
+        import shutil
+        import os
+
+        exe = shutil.which("redis-server")
+        if not exe:
+            if os.environ.get("CI") == "true":
+                pytest.fail("redis-server is missing (CI installs it: .ci/run)")
+            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        port = free_port()
+        proc = self.start([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                          "redis")
+        import redis as redis_client
+
+        client = redis_client.Redis(host="127.0.0.1", port=port)
+        self.wait_for(lambda: _ping(client), 20, "redis-server did not start", proc)
+        return f"redis://127.0.0.1:{port}/0"
+
+    def stop(self, proc, sig=None):
+        """Stop one process (and its session's children) by pid: SIGTERM, or `sig`; wait for it."""
+        import os
+        import signal
+        import subprocess
+
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig or signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if proc is self.web_proc:
+            self.web_proc = None
+
+    def close(self):
+        for proc in reversed(self.procs):
+            self.stop(proc)
+
+    def log(self, name: str) -> str:
+        """A process's output so far."""
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for(self, check, seconds: float, message: str, proc=None):
+        """Poll `check()` until it returns something truthy; fail with `message` (and the log)."""
+        import time
+
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            if proc is not None and proc.poll() is not None:
+                pytest.fail(f"{message}: {proc.lab_name} exited\n{self.log(proc.lab_name)[-3000:]}")
+            time.sleep(0.25)
+        logs = "\n".join(f"--- {p.lab_name}\n{self.log(p.lab_name)[-2000:]}" for p in self.procs)
+        pytest.fail(f"{message} (after {seconds:.0f} s)\n{logs}")
+
+    # HTTP -------------------------------------------------------------------------------
+    def _healthy(self) -> bool:
+        import requests
+
+        try:
+            return requests.get(self.web_url + "/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def session(self):
+        """A requests session: one browser (its own lab_owner cookie)."""
+        import requests
+
+        return requests.Session()
+
+    def submit(self, session, **payload):
+        """POST /api/v1/runs; returns the response."""
+        body = {"dataset": "mnist", "recipe": {"units": 8, "layers": 1}, "epochs": 1, "subset": 256,
+                "batch_size": 64, **payload}
+        return session.post(self.web_url + "/api/v1/runs", json=body, timeout=30)
+
+    def run(self, run_id: str) -> dict:
+        """GET /api/v1/runs/<id>."""
+        import requests
+
+        return requests.get(f"{self.web_url}/api/v1/runs/{run_id}", timeout=10).json()
+
+    def wait_status(self, run_id: str, statuses, seconds: float = 150) -> dict:
+        """Poll a run until its status is one of `statuses`; returns the run."""
+        statuses = (statuses,) if isinstance(statuses, str) else tuple(statuses)
+        return self.wait_for(lambda: (lambda r: r if r["status"] in statuses else None)(self.run(run_id)),
+                             seconds, f"run {run_id} never reached {statuses}")
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ping(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+@pytest.fixture
+def lab_stack(tmp_path):
+    """A LabStack on a fresh instance folder; every process it started is stopped afterwards."""
+    mnist_data_or_skip()
+    stack = LabStack(tmp_path)
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
+def mnist_png():
+    """`mnist_png(i)` -> (PNG bytes, label) of MNIST test digit i."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    path = mnist_data_or_skip()
+
+    def make(index: int = 0) -> tuple[bytes, int]:
+        with np.load(path) as data:
+            x, y = data["x_test"][index], int(data["y_test"][index])
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(x, np.uint8).reshape(28, 28), "L").save(buf, "PNG")
+        return buf.getvalue(), y
+
+    return make
