@@ -199,7 +199,7 @@ def cancel_run_record(run: Run) -> Run:
     if not may_manage(run):
         raise recipes.refusal("Only the browser that started this run, or an instructor, may change it.", 403)
     if run.status in DONE:
-        raise recipes.refusal("Run %(id)s has already ended (%(status)s).", 409, id=run.id, status=run.status)
+        raise recipes.refusal("Run %(id)s has already ended (%(state)s).", 409, id=run.id, state=run.status)
     db.session.execute(update(Run).where(Run.id == run.id, Run.status.in_(WAITING))
                        .values(status=CANCELLED, cancel_requested=True, finished_at=utcnow()))
     db.session.execute(update(Run).where(Run.id == run.id, Run.status == RUNNING).values(cancel_requested=True))
