@@ -293,7 +293,7 @@ def class_layout(items: list[Item]) -> tuple[int, list[str]]:
     while True:
         firsts = {it.parts[depth] for it in items if len(it.parts) > depth + 1}
         at_top = [it for it in items if len(it.parts) == depth + 1]
-        if len(firsts) == 1 and not at_top and all(len(it.parts) > depth + 2 for it in items):
+        if len(firsts) == 1 and not at_top and any(len(it.parts) > depth + 2 for it in items):
             depth += 1  # a single wrapping folder ("flowers/roses/1.jpg")
             continue
         break
