@@ -56,7 +56,7 @@ def replaced_dir() -> Path:
 def publish_lock():
     """One publish or unpublish at a time on this machine."""
     models_dir().mkdir(parents=True, exist_ok=True)
-    with open(models_dir() / ".publish.lock", "a+") as fh:
+    with open(Path(current_app.instance_path) / "publish.lock", "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
