@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export LSTMLAB_DATA ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install serve test benchmarks clean
+.PHONY: install serve worker test benchmarks clean
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,17 @@ $(STAMP): requirements.txt
 install: $(STAMP)
 
 # A random secret per start unless FLASK_SECRET_KEY is set (sessions then do not survive a restart).
+# gunicorn also starts LSTMLAB_TRAIN_WORKERS (default 1) lab-bench training consumers at lower CPU
+# priority and stops them with it (gunicorn.conf.py); the schema is migrated at start-up.
 serve: install
 	FLASK_SECRET_KEY=$${FLASK_SECRET_KEY:-$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(32))')} \
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+# One lab-bench training consumer only, e.g. on another machine: point it at the shared queue and
+# records (LSTMLAB_QUEUE_URL=redis://..., LSTMLAB_DATABASE_URL=postgresql+psycopg://...) and at the
+# shared instance folder holding runs/ (LSTMLAB_INSTANCE). LSTMLAB_WORKER_THREADS runs at once (default 1).
+worker: install
+	$(BIN)/python -m app.lab --workers $${LSTMLAB_WORKER_THREADS:-1}
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -292,7 +292,9 @@ class LabStack:
         self.env = {**os.environ, "LSTMLAB_INSTANCE": str(self.instance), "TF_CPP_MIN_LOG_LEVEL": "3",
                     "FLASK_SECRET_KEY": secrets.token_hex(16), "LAB_PROGRESS_SECONDS": "1",
                     "LAB_TEST_SUBSET": "500", "LSTMLAB_QUEUE_URL": "", "LSTMLAB_DATABASE_URL": "",
-                    "LSTMLAB_TRAIN_WORKERS": "0", "WEB_CONCURRENCY": "1", "PYTHONUNBUFFERED": "1"}
+                    "LSTMLAB_TRAIN_WORKERS": "0", "WEB_CONCURRENCY": "1", "PYTHONUNBUFFERED": "1",
+                    # the engine's tests are not about the bench's time estimate (test_lab_recipes.py is)
+                    "FLASK_LAB_MAX_SECONDS": str(10**15)}
 
     # processes ------------------------------------------------------------------------
     def start(self, args: list[str], name: str, **env):
@@ -432,12 +434,19 @@ def _ping(client) -> bool:
 
 
 @pytest.fixture
-def lab_stack(tmp_path):
-    """A LabStack on a fresh instance folder; every process it started is stopped afterwards."""
+def lab_stack():
+    """A LabStack on a fresh instance folder; every process it started is stopped afterwards.
+    Its folder is its own (not pytest's tmp_path: concurrent pytest sessions prune those)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
     mnist_data_or_skip()
-    stack = LabStack(tmp_path)
+    folder = Path(tempfile.mkdtemp(prefix="lstmlab-lab-stack-"))
+    stack = LabStack(folder)
     yield stack
     stack.close()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

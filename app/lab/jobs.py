@@ -140,10 +140,12 @@ def describe_failure(exc: BaseException) -> tuple[str, str]:
 
 def fault_for(run: Run) -> str:
     """The fault LAB_FAULT injects into this run ("crash" or "disk_full"), or "" (fault tests:
-    LAB_FAULT=<kind>@<nickname>)."""
-    spec = os.environ.get("LAB_FAULT", "")
-    kind, _, nickname = spec.partition("@")
-    return kind if kind and nickname and nickname == run.nickname else ""
+    LAB_FAULT=<kind>@<nickname>[,<kind>@<nickname>...])."""
+    for item in os.environ.get("LAB_FAULT", "").split(","):
+        kind, _, nickname = item.strip().partition("@")
+        if kind in ("crash", "disk_full") and nickname and nickname == run.nickname:
+            return kind
+    return ""
 
 
 # ----------------------------------------------------------------------------- progress
