@@ -214,3 +214,11 @@ def test_forms_need_the_csrf_token(make_app, tiny_models_dir, tmp_path):
     page = client.get("/lab").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
     assert client.post("/lab", data={**FORM, "action": "check", "csrf_token": token}).status_code == 200
+
+
+def test_api_docs_document_the_runs_api(client):
+    page = client.get("/docs/api?lang=en").get_data(as_text=True)
+    assert 'id="runs"' in page
+    for route in ("POST /api/v1/runs", "/api/v1/runs?dataset=mnist", "/events", "/predict", "/cancel"):
+        assert route in page, route
+    assert "curl -c lab.txt" in page and "cats_dogs | cifar10 | faces_gender | fashion_mnist | mnist" in page

@@ -329,27 +329,38 @@ def validate(payload, limits: Limits, datasets: dict[str, TaskSpec], throughput:
 
 
 # ----------------------------------------------------------------------------- cost
-def _rnn(cell: str, inputs: int, units: int, bidirectional: bool, steps: int, sweeps: int = 1) -> tuple[int, int, int]:
-    """(params, multiply-adds per image, output width) of one recurrent layer (Keras 3 cells: GRU
-    with reset_after, two bias vectors), run over `steps` steps `sweeps` times with shared weights."""
+@dataclass(frozen=True)
+class Layer:
+    """One layer of a recipe's model: parameters, multiply-adds per image, sequential steps."""
+
+    name: str
+    params: int
+    macs: int
+    steps: int = 0  # time steps run one after another (a bidirectional layer runs two sweeps)
+
+
+def _rnn(name: str, cell: str, inputs: int, units: int, bidirectional: bool, steps: int,
+         sweeps: int = 1) -> tuple[Layer, int]:
+    """One recurrent layer (Keras 3 cells; GRU with reset_after has two bias vectors) over `steps`
+    steps, on `sweeps` sequences at once with shared weights; returns it and its output width."""
     g = GATES[cell]
     bias = 2 * g * units if cell == "gru" else g * units
-    one = g * units * (inputs + units) + bias
     k = 2 if bidirectional else 1
-    return k * one, k * sweeps * steps * g * units * (inputs + units), k * units
+    one = g * units * (inputs + units) + bias
+    return Layer(name, k * one, k * sweeps * steps * g * units * (inputs + units), k * steps), k * units
 
 
-def layer_plan(spec: TaskSpec, recipe: Recipe | dict) -> list[tuple[str, int, int]]:
-    """(layer, parameters, multiply-adds per image) of `training.build.make_recipe_model`."""
+def layer_plan(spec: TaskSpec, recipe: Recipe | dict) -> list[Layer]:
+    """The layers of `training.build.make_recipe_model` for this data set and recipe."""
     r = recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
     h, w, c = spec.input_shape
     n_classes = len(spec.classes)
-    plan: list[tuple[str, int, int]] = []
+    plan: list[Layer] = []
 
     def stack(name: str, width: int, steps: int) -> int:
         for i in range(r.layers):
-            p, macs, width = _rnn(r.cell, width, r.units, r.bidirectional, steps)
-            plan.append((f"{name}_{i + 1}", p, macs))
+            layer, width = _rnn(f"{name}_{i + 1}", r.cell, width, r.units, r.bidirectional, steps)
+            plan.append(layer)
         return width
 
     if r.reading == "rows":
@@ -359,48 +370,61 @@ def layer_plan(spec: TaskSpec, recipe: Recipe | dict) -> list[tuple[str, int, in
     else:  # patches: an 8×8 grid, one sweep along each row of patches and one down each column
         patch = max(1, min(h, w) // 8)
         gh, gw = h // patch, w // patch
-        p, macs, width = _rnn(r.cell, patch * patch * c, r.units, r.bidirectional, gw, sweeps=gh)
-        plan.append(("sweep_rows", p, macs))
-        p, macs, width = _rnn(r.cell, width, r.units, r.bidirectional, gh, sweeps=gw)
-        plan.append(("sweep_cols", p, macs))
+        layer, width = _rnn("sweep_rows", r.cell, patch * patch * c, r.units, r.bidirectional, gw, sweeps=gh)
+        plan.append(layer)
+        layer, width = _rnn("sweep_cols", r.cell, width, r.units, r.bidirectional, gh, sweeps=gw)
+        plan.append(layer)
         width = stack("read_rows", gw * width, gh)
-    plan.append(("dense", width * HEAD_UNITS + HEAD_UNITS, width * HEAD_UNITS))
-    plan.append(("probs", HEAD_UNITS * n_classes + n_classes, HEAD_UNITS * n_classes))
+    plan.append(Layer("dense", width * HEAD_UNITS + HEAD_UNITS, width * HEAD_UNITS))
+    plan.append(Layer("probs", HEAD_UNITS * n_classes + n_classes, HEAD_UNITS * n_classes))
     return plan
 
 
 def param_count(spec: TaskSpec, recipe: Recipe | dict) -> int:
     """Trainable parameters of the recipe's model for this data set (Keras's count_params)."""
-    return sum(p for _, p, _ in layer_plan(spec, recipe))
+    return sum(layer.params for layer in layer_plan(spec, recipe))
 
 
-def work_per_image(spec: TaskSpec, recipe: Recipe | dict) -> int:
-    """Multiply-adds of one forward pass over one image (the unit of throughput)."""
-    return sum(m for _, _, m in layer_plan(spec, recipe))
+# A recurrent step of a batch costs a fixed part (launching the step's kernels) plus a part that
+# grows with its multiply-adds; STEP_MACS is how many multiply-adds of one step cost as much as the
+# fixed part on this kind of CPU (docs/BENCHMARKS.md, "Lab bench": measured with units 32-512).
+STEP_MACS = 2.5e6
+VALIDATION_BATCH = 512  # training.images evaluates in batches of 512
+FORWARD_SHARE = 1 / 3  # a forward pass costs about a third of a training step (forward + backward)
+
+
+def batch_cost(spec: TaskSpec, recipe: Recipe | dict, batch: int) -> float:
+    """Cost of one training step on `batch` images, in fixed step costs (the unit of throughput)."""
+    cost = 0.0
+    for layer in layer_plan(spec, recipe):
+        if layer.steps:
+            cost += layer.steps * (1 + batch * layer.macs / layer.steps / STEP_MACS)
+        else:
+            cost += batch * layer.macs / STEP_MACS
+    return cost
 
 
 @dataclass(frozen=True)
 class Throughput:
-    """Measured speed of this server's training: forward multiply-adds per second while training
-    (a training step counts three forward passes: forward, and twice that backward), and the
-    fixed seconds a run spends outside its epochs (start-up, test evaluation, export)."""
+    """Measured speed of this server's training: seconds per unit of `batch_cost`, and the fixed
+    seconds a run spends outside its epochs (start-up, data, test evaluation, export)."""
 
-    macs_per_second: float
+    seconds_per_unit: float
     overhead_seconds: float
     runs: int = 0  # finished runs it was measured from (0: the measured default)
 
 
-TRAIN_PASSES = 3  # forward + backward ≈ three forward passes
-
-
-def epoch_work(spec: TaskSpec, recipe: Recipe | dict, settings: RunSettings | dict, train_size: int | None) -> float | None:
-    """Forward multiply-adds of one epoch: training images × 3 passes + validation images × 1."""
+def epoch_cost(spec: TaskSpec, recipe: Recipe | dict, settings: RunSettings | dict, train_size: int | None) -> float | None:
+    """Cost of one epoch: the training steps, plus a forward pass over the validation images."""
     s = settings if isinstance(settings, RunSettings) else RunSettings(**settings)
     total = s.subset or train_size
     if not total:
         return None
     val = max(1, int(total * VALIDATION_FRACTION))
-    return work_per_image(spec, recipe) * ((total - val) * TRAIN_PASSES + val)
+    train_steps = math.ceil((total - val) / s.batch_size)
+    val_steps = math.ceil(val / VALIDATION_BATCH)
+    return train_steps * batch_cost(spec, recipe, s.batch_size) + \
+        val_steps * batch_cost(spec, recipe, VALIDATION_BATCH) * FORWARD_SHARE
 
 
 def estimate_seconds(spec: TaskSpec, recipe: Recipe | dict, settings: RunSettings | dict, throughput: Throughput,
@@ -408,10 +432,10 @@ def estimate_seconds(spec: TaskSpec, recipe: Recipe | dict, settings: RunSetting
     """Seconds from start to finish of a run on this server at the measured throughput (None if
     the training set size is unknown)."""
     s = settings if isinstance(settings, RunSettings) else RunSettings(**settings)
-    work = epoch_work(spec, recipe, s, train_size)
-    if work is None:
+    cost = epoch_cost(spec, recipe, s, train_size)
+    if cost is None:
         return None
-    return s.epochs * work / throughput.macs_per_second + throughput.overhead_seconds
+    return s.epochs * cost * throughput.seconds_per_unit + throughput.overhead_seconds
 
 
 def measure_throughput(runs, datasets: dict[str, TaskSpec], default: Throughput, models_dir: Path | None = None,
@@ -426,12 +450,12 @@ def measure_throughput(runs, datasets: dict[str, TaskSpec], default: Throughput,
         if spec is None or not seconds or not all(isinstance(x, (int, float)) and x > 0 for x in seconds):
             continue
         try:
-            work = epoch_work(spec, run["recipe"], run["settings"], training_size(spec, models_dir))
+            cost = epoch_cost(spec, run["recipe"], run["settings"], training_size(spec, models_dir))
         except (TypeError, KeyError):
             continue
-        if not work:
+        if not cost:
             continue
-        rates.append(work * len(seconds) / sum(seconds))
+        rates.append(sum(seconds) / (cost * len(seconds)))
         started, finished = run.get("started_at"), run.get("finished_at")
         if started and finished:
             overheads.append(max(0.0, (finished - started).total_seconds() - sum(seconds)))

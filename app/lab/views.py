@@ -99,6 +99,15 @@ def lab_helpers() -> dict:
             "status_label": lambda s: str(STATUS_LABELS.get(s, s))}
 
 
+@bp.app_context_processor
+def lab_docs_helper() -> dict:
+    """`lab_docs()` for /docs/api's runs section: the data sets, ranges and limits in force."""
+    def lab_docs() -> dict:
+        return {"datasets": sorted(datasets()), "ranges": RANGES, "limits": recipes.current_limits()}
+
+    return {"lab_docs": lab_docs}
+
+
 def finished_runs(dataset: str | None = None, limit: int = 200) -> list[Run]:
     """Finished runs, newest first (of one data set when given)."""
     query = select(Run).where(Run.status == FINISHED)
@@ -108,13 +117,14 @@ def finished_runs(dataset: str | None = None, limit: int = 200) -> list[Run]:
 
 
 def default_throughput() -> Throughput:
-    """The measured default (config LAB_DEFAULT_MACS_PER_SECOND, LAB_DEFAULT_OVERHEAD_SECONDS)."""
-    return Throughput(float(current_app.config.get("LAB_DEFAULT_MACS_PER_SECOND", DEFAULT_MACS_PER_SECOND)),
-                      float(current_app.config.get("LAB_DEFAULT_OVERHEAD_SECONDS", DEFAULT_OVERHEAD_SECONDS)))
+    """The measured default before any run has finished here (config LAB_SECONDS_PER_UNIT,
+    LAB_OVERHEAD_SECONDS override it)."""
+    return Throughput(float(current_app.config.get("LAB_SECONDS_PER_UNIT", DEFAULT_SECONDS_PER_UNIT)),
+                      float(current_app.config.get("LAB_OVERHEAD_SECONDS", DEFAULT_OVERHEAD_SECONDS)))
 
 
 # Measured on this server (docs/BENCHMARKS.md, "Lab bench"): the fallback before any run finished.
-DEFAULT_MACS_PER_SECOND = 1.0e9
+DEFAULT_SECONDS_PER_UNIT = 5.0e-4
 DEFAULT_OVERHEAD_SECONDS = 20.0
 
 
@@ -168,9 +178,17 @@ def preset_rows(slug: str, spec: TaskSpec) -> list[dict]:
         rows.append({"name": name, "label": PRESET_LABELS[name], "recipe_text": recipe_text(r) + " · " + settings_text(s),
                      "params": recipes.param_count(spec, recipe), "runs": len(same),
                      "best": None if best is None else {
-                         "id": best.id, "test_accuracy": best.metrics["test_accuracy"], "train_seconds": best.seconds,
+                         "id": best.id, "test_accuracy": best.metrics["test_accuracy"], "train_seconds": epoch_seconds(best),
                          "total_seconds": (as_utc(best.finished_at) - as_utc(best.created_at)).total_seconds()}})
     return rows
+
+
+def epoch_seconds(run: Run) -> float | None:
+    """Seconds the run spent in its epochs (training and validation), from its history."""
+    seconds = [e.get("seconds") for e in run.history or [] if isinstance(e, dict)]
+    if seconds and all(isinstance(x, (int, float)) for x in seconds):
+        return float(sum(seconds))
+    return run.seconds
 
 
 @bp.route("/lab", methods=["GET", "POST"])

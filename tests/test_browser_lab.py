@@ -1,0 +1,83 @@
+"""A real browser on the lab bench with real processes (gunicorn and a Huey consumer, ENGINE's
+LabStack): start a run from /lab, see a curve point drawn live from the server-sent events, see
+the run finish, open its try-it page and classify a digit with the run's own model.
+
+Skips where chromium, the playwright package or the MNIST data is absent, except in CI (CI=true).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def chromium_page():
+    """A Playwright page in Debian's chromium; fails the test on any page error or CSP refusal."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    missing = "the playwright package is not installed" if sync_playwright is None else (
+        "chromium is not installed" if not Path(CHROMIUM).is_file() else "")
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{missing} (CI must run the browser tests)")
+        pytest.skip(missing)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        page.on("console", lambda msg: problems.append(msg.text) if "Content Security Policy" in msg.text else None)
+        yield page
+        browser.close()
+    assert not problems, problems
+
+
+def test_train_watch_and_try_a_run(lab_stack, chromium_page, mnist_png, tmp_path):
+    from playwright.sync_api import expect
+
+    page = chromium_page
+    lab_stack.web()
+    lab_stack.consumer()
+    page.goto(f"{lab_stack.web_url}/lab?lang=en")
+    for field, value in (("units", "8"), ("layers", "1"), ("epochs", "3"), ("batch_size", "64"),
+                         ("subset", "3000"), ("nickname", "browser test")):
+        page.fill(f"#f-{field}", value)
+    # the live estimate follows the form (JavaScript), without a Check submit
+    expect(page.locator("#est-params")).not_to_have_text("", timeout=10_000)
+    with page.expect_navigation():
+        page.click("#submit-button")
+    assert "/lab/runs/" in page.url
+    run_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    # an epoch's point arrives by server-sent events and is drawn while the run still trains
+    # (data-epochs is set only by lab.js; the page rendered after the run ends has no such attribute)
+    expect(page.locator("#run[data-epochs]")).to_have_count(1, timeout=240_000)
+    assert page.locator("#chart-accuracy polyline").count() == 2
+    assert page.locator("#history-table tbody tr").count() >= 1
+    page.screenshot(path=str(SHOTS / "lab_run_live.png"), full_page=True)
+    # the page shows the results once the run has finished (it reloads itself)
+    expect(page.locator("#test-accuracy")).to_be_visible(timeout=240_000)
+    assert lab_stack.run(run_id)["status"] == "finished"
+    page.screenshot(path=str(SHOTS / "lab_run_finished.png"), full_page=True)
+    with page.expect_navigation():
+        page.click("#try-link")
+    assert page.url.endswith(f"/lab/runs/{run_id}/try")
+    digit = tmp_path / "digit.png"
+    digit.write_bytes(mnist_png(0)[0])
+    with page.expect_navigation():
+        page.set_input_files("#file", str(digit))  # choosing a file submits the form
+    expect(page.locator("#answer")).to_be_visible()
+    assert page.locator(".bars li").count() == 5
+    page.screenshot(path=str(SHOTS / "lab_try.png"), full_page=True)
