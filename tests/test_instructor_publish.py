@@ -39,7 +39,7 @@ def tiny_run_folder(tmp_path_factory):
 
 
 @pytest.fixture
-def finished_run(instructor_app, tiny_run_folder):
+def finished_lab_run(instructor_app, tiny_run_folder):
     """A finished Run record on data set "shapes" with its folder in <instance>/runs/<id>/."""
     from app.records import FINISHED, Run, db
 
@@ -62,7 +62,7 @@ def task_slugs(client) -> dict:
     return {t["slug"]: t for t in client.get("/api/v1/tasks").get_json()["tasks"]}
 
 
-def test_publish_serves_the_run_without_a_restart(signed_in, instructor_app, finished_run):
+def test_publish_serves_the_run_without_a_restart(signed_in, instructor_app, finished_lab_run):
     assert "shapes_task" not in task_slugs(signed_in)
     assert signed_in.get(f"/instructor/runs/{RUN_ID}/publish").status_code == 200
     response = publish_form(signed_in)
@@ -84,7 +84,7 @@ def test_publish_serves_the_run_without_a_restart(signed_in, instructor_app, fin
     assert "shapes_task" in signed_in.get("/?lang=en").get_data(as_text=True)  # on the home page
 
 
-def test_replacing_needs_confirmation_and_keeps_the_previous_model(signed_in, instructor_app, finished_run):
+def test_replacing_needs_confirmation_and_keeps_the_previous_model(signed_in, instructor_app, finished_lab_run):
     assert publish_form(signed_in).status_code == 303
     again = publish_form(signed_in, title_en="Second")
     assert again.status_code == 409 and 'id="confirm"' in again.get_data(as_text=True)
@@ -101,7 +101,7 @@ def test_replacing_needs_confirmation_and_keeps_the_previous_model(signed_in, in
     ({"classes": "only one"}, 400, "exactly 2 class names"),
     ({"title_vi": ""}, 400, "title"),
 ])
-def test_publish_refusals(signed_in, instructor_app, finished_run, form, status, words):
+def test_publish_refusals(signed_in, instructor_app, finished_lab_run, form, status, words):
     response = publish_form(signed_in, **form)
     assert response.status_code == status and words in response.get_data(as_text=True)
     assert set(task_slugs(signed_in)) == {"mnist", "fashion_mnist", "cifar10", "cats_dogs", "faces_gender",
@@ -109,7 +109,7 @@ def test_publish_refusals(signed_in, instructor_app, finished_run, form, status,
     assert Path(instructor_app.config["MODELS_DIR"], "mnist", "card.json").is_file()
 
 
-def test_only_finished_runs_are_published(signed_in, instructor_app, finished_run):
+def test_only_finished_runs_are_published(signed_in, instructor_app, finished_lab_run):
     from app.records import Run, db
 
     with instructor_app.app_context():
@@ -118,7 +118,7 @@ def test_only_finished_runs_are_published(signed_in, instructor_app, finished_ru
     assert publish_form(signed_in).status_code == 409
 
 
-def test_api_publish_and_unpublish(instructor_app, add_instructor, finished_run):
+def test_api_publish_and_unpublish(instructor_app, add_instructor, finished_lab_run):
     add_instructor(instructor_app)
     token = instructor_app.test_cli_runner().invoke(args=["instructor", "token", "teacher"]).output.strip()
     client, auth = instructor_app.test_client(), {"Authorization": f"Bearer {token}"}
@@ -142,7 +142,7 @@ def test_api_publish_and_unpublish(instructor_app, add_instructor, finished_run)
     assert client.delete("/api/v1/tasks/colours").status_code == 401
 
 
-def test_console_unpublish_and_report(signed_in, instructor_app, finished_run):
+def test_console_unpublish_and_report(signed_in, instructor_app, finished_lab_run):
     assert publish_form(signed_in).status_code == 303
     page = signed_in.get("/instructor/tasks").get_data(as_text=True)
     assert 'id="task-shapes_task"' in page and RUN_ID in page
@@ -227,7 +227,7 @@ def wait_for_status(base: str, slug: str, want: int, seconds: float = 30.0) -> d
 
 
 @pytest.mark.slow
-def test_a_second_process_already_running_serves_the_published_task(signed_in, instructor_app, finished_run):
+def test_a_second_process_already_running_serves_the_published_task(signed_in, instructor_app, finished_lab_run):
     proc, base = start_second_process(instructor_app.config["MODELS_DIR"], instructor_app.instance_path)
     try:
         wait_for_status(base, "shapes_task", 404)
@@ -239,3 +239,79 @@ def test_a_second_process_already_running_serves_the_published_task(signed_in, i
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.fixture
+def e2e_stack(tiny_models_dir):
+    """ENGINE's LabStack (real gunicorn and Huey consumer processes) on its own folder, with a
+    private copy of the tiny models the processes serve and the instructor publishes into."""
+    import tempfile
+
+    from conftest import LabStack
+
+    folder = Path(tempfile.mkdtemp(prefix="lstmlab-instructor-e2e-"))
+    stack = LabStack(folder)
+    shutil.copytree(tiny_models_dir, folder / "models")
+    stack.env.update(FLASK_MODELS_DIR=str(folder / "models"), FLASK_MODELS_RELOAD_SECONDS="0.5")
+    yield stack
+    stack.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_end_to_end_instructor_flow(e2e_stack, make_app):
+    """CLI account -> sign in -> upload a zip made here -> a tiny run trained by a real consumer
+    through the queue -> publish -> classify through a gunicorn process that was already running
+    before the task existed (hot reload, no restart)."""
+    import requests
+
+    from conftest import INSTRUCTOR_PASSWORD, make_zip
+
+    stack = e2e_stack
+    stack.web()  # the second app process, serving since before the task existed
+    assert requests.post(f"{stack.web_url}/api/v1/tasks/red_blue/predict", timeout=10,
+                         files={"file": ("x.png", png_bytes(), "image/png")}).status_code == 404
+    app = make_app(stack.instance.parent / "models", INSTANCE_PATH=str(stack.instance), MODELS_RELOAD_SECONDS=0)
+    result = app.test_cli_runner().invoke(args=["instructor", "add", "teacher"],
+                                          input=f"{INSTRUCTOR_PASSWORD}\n{INSTRUCTOR_PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    client = app.test_client()
+    assert client.post("/instructor/login", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD}).status_code == 302
+
+    files = {f"colours/red/{i}.png": png_bytes((200 + i, 30, 30), size=(20, 20)) for i in range(24)}
+    files.update({f"colours/blue/{i}.png": png_bytes((30, 30, 200 + i), size=(20, 20)) for i in range(24)})
+    staged = client.post("/instructor/datasets/upload", content_type="multipart/form-data",
+                         data={"file": (io.BytesIO(make_zip(files)), "colours.zip")})
+    assert staged.status_code == 303
+    assert client.get(staged.headers["Location"]).get_data(as_text=True).count('class="thumb"') == 16
+    saved = client.post(staged.headers["Location"], data={"slug": "colours", "title_en": "Colours",
+                                                          "title_vi": "Màu", "image_size": "16", "colour": "rgb"})
+    assert saved.status_code == 303
+
+    consumer = stack.consumer()
+    submitted = client.post("/api/v1/runs", json={"dataset": "colours", "recipe": {"units": 8, "layers": 1},
+                                                  "epochs": 2, "batch_size": 16, "nickname": "teacher"})
+    assert submitted.status_code == 202, submitted.get_json()
+    run_id = submitted.get_json()["id"]
+    run = stack.wait_status(run_id, ("finished", "failed"), seconds=240)
+    assert run["status"] == "finished", (run["error"], stack.log("consumer")[-3000:])
+    assert consumer.poll() is None
+
+    console = client.get("/instructor/?lang=en").get_data(as_text=True)
+    assert f'id="run-{run_id}"' in console and "colours" in console
+    published = client.post(f"/instructor/runs/{run_id}/publish", data={
+        "slug": "red_blue", "title_en": "Red or blue", "title_vi": "Đỏ hay xanh", "classes": "blue|Xanh\nred|Đỏ"})
+    assert published.status_code == 303, published.get_data(as_text=True)[:500]
+
+    deadline = time.monotonic() + 30
+    while True:
+        answer = requests.post(f"{stack.web_url}/api/v1/tasks/red_blue/predict?lang=vi", timeout=10,
+                               files={"file": ("x.png", png_bytes((220, 30, 30), size=(20, 20)), "image/png")})
+        if answer.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["task"] == "red_blue" and body["prediction"]["label"] in ("Xanh", "Đỏ")
+    assert {t["slug"] for t in requests.get(f"{stack.web_url}/api/v1/tasks", timeout=10).json()["tasks"]} >= {"red_blue"}
