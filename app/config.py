@@ -57,3 +57,4 @@ class LabEngineConfig:
     LAB_SSE_SECONDS = float(os.environ.get("LAB_SSE_SECONDS", "600"))  # one events stream's longest life
     LAB_SSE_POLL = float(os.environ.get("LAB_SSE_POLL", "0.5"))  # how often an events stream reads the record
     LAB_TEST_SUBSET = int(os.environ.get("LAB_TEST_SUBSET", "0"))  # test images per run (0: the official split)
+    LAB_EXPORT_INT8 = int(os.environ.get("LAB_EXPORT_INT8", "0"))  # also export and check int8 (slower runs)

@@ -131,16 +131,19 @@ def test_web_restart_crash_and_full_disk_nothing_lost(lab_stack):
     ids = {name: lab_stack.submit(browser, nickname=name).json()["id"] for name in ("boom", "after-boom")}
     lab_stack.stop(web)  # restarted while both are queued
     lab_stack.web("web-2")
-    ids.update({name: lab_stack.submit(browser, nickname=name).json()["id"] for name in ("full", "after-full")})
+    ids["full"] = lab_stack.submit(browser, nickname="full").json()["id"]
     lab_stack.consumer(LAB_FAULT="crash@boom,disk_full@full")
     runs = {name: lab_stack.wait_status(run_id, ("finished", "failed", "cancelled"), seconds=300)
             for name, run_id in ids.items()}
     assert runs["boom"]["status"] == "failed" and "injected crash" in runs["boom"]["error"]["en"]
     assert runs["boom"]["error"]["vi"].startswith("Quá trình huấn luyện dừng vì lỗi")
+    assert runs["after-boom"]["status"] == "finished" and runs["after-boom"]["attempts"] == 1
     assert runs["full"]["status"] == "failed" and "disk is full" in runs["full"]["error"]["en"]
     assert "Ổ đĩa" in runs["full"]["error"]["vi"]
-    assert runs["after-boom"]["status"] == runs["after-full"]["status"] == "finished"
     for name in ("boom", "full"):  # nothing half-written left behind
         assert not (lab_stack.instance / "runs" / ids[name]).exists()
         assert not (lab_stack.instance / "checkpoints" / ids[name]).exists()
     assert not [p for p in (lab_stack.instance / "runs").iterdir() if p.name.startswith(".")]
+    # the consumer is still serving: one more run after the full disk finishes
+    after = lab_stack.submit(browser, nickname="after-full").json()["id"]
+    assert lab_stack.wait_status(after, ("finished", "failed"), seconds=300)["status"] == "finished"

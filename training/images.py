@@ -295,7 +295,8 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
         # a failed export must not cost the trained model (the app then serves it with Keras).
         try:
             card["export"] = export.export_model(model, spec, folder, export.file_sha256(folder / "model.keras"),
-                                                 *export.sample_images(data.x_test), test=(data.x_test, data.y_test))
+                                                 *export.sample_images(data.x_test), test=(data.x_test, data.y_test),
+                                                 int8=getattr(args, "int8", True))
         except Exception as exc:  # noqa: BLE001 - converter errors have no common type
             card["export"] = {"error": f"{exc.__class__.__name__}: {str(exc)[:300]}"}
             print(f"[{spec.slug}] warning: model.tflite not written ({card['export']['error']}); "

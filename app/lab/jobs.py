@@ -27,7 +27,7 @@ import time
 import traceback
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, current_app
 from huey import crontab
 from sqlalchemy import update
 
@@ -100,6 +100,7 @@ def training_args(run: Run, resume: bool, test_subset: int):
     args.baseline_epochs = 0
     args.verbose = 0
     args.resume = resume
+    args.int8 = bool(int(current_app.config.get("LAB_EXPORT_INT8") or 0))
     args.card_extra = {"command": cli_command(run, args), "run": {"id": run.id, "nickname": run.nickname,
                                                                    "recipe": run.recipe, "settings": run.settings}}
     return args
