@@ -64,11 +64,13 @@ def test_too_many_attempts_fail_with_a_reason(records_app):
         assert run.finished_at is not None
 
 
-def test_cancel_requested_while_queued_is_never_trained(records_app):
-    run_id = add_run(records_app, status=QUEUED, cancel_requested=True)
+@pytest.mark.parametrize("status", [QUEUED, INTERRUPTED])
+def test_cancel_requested_while_waiting_is_never_trained(records_app, status):
+    run_id = add_run(records_app, status=status, cancel_requested=True)
     with records_app.app_context():
         assert jobs.execute_run(records_app, run_id) == "cancelled"
-        assert db.session.get(Run, run_id).attempts == 0
+        run = db.session.get(Run, run_id)
+        assert run.status == "cancelled" and run.attempts == 0
 
 
 def test_failures_are_described_in_both_languages():

@@ -291,7 +291,7 @@ def execute_run(app: Flask, run_id: str) -> str:
     run = db.session.get(Run, run_id)
     if run is None:
         return "missing"
-    if run.status == QUEUED and run.cancel_requested:
+    if run.status in (QUEUED, INTERRUPTED) and run.cancel_requested:  # cancelled while its consumer was gone
         run.status, run.finished_at = CANCELLED, utcnow()
         db.session.commit()
         return CANCELLED
@@ -314,11 +314,11 @@ def execute_run(app: Flask, run_id: str) -> str:
 
         spec = dataset_spec(run.dataset)
         args = training_args(run, resume, int(app.config.get("LAB_TEST_SUBSET") or 0))
-        dataset, attempts = run.dataset, run.attempts
+        dataset, attempts, fault = run.dataset, run.attempts, fault_for(run)
         db.session.commit()  # no transaction stays open while it trains
         log.info("run %s: training %s (attempt %d%s)", run_id, dataset, attempts, ", resumed" if resume else "")
         folder = train_image_task(spec, args, runs_dir(app), slug=run_id, work_dir=work,
-                                  callbacks=[reporter.callback(fault_for(run))])
+                                  callbacks=[reporter.callback(fault)])
         reporter.stop()
         card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
         history = merge_history(reporter.history, card.get("history") or {})
