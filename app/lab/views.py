@@ -96,6 +96,7 @@ def fmt(value, digits: int = 4) -> str:
 def lab_helpers() -> dict:
     """Formatting helpers for the lab's templates."""
     return {"duration": duration, "recipe_text": recipe_text, "settings_text": settings_text, "fmt": fmt,
+            "num": format_decimal,
             "status_label": lambda s: str(STATUS_LABELS.get(s, s))}
 
 

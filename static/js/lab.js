@@ -7,7 +7,9 @@
   // ------------------------------------------------------------------ the bench's live estimate
   var form = document.getElementById("lab-form");
   var box = document.getElementById("estimate");
-  if (form && box && form.dataset.estimateUrl && window.fetch) {
+  // getAttribute: the form's field named "dataset" shadows the form's dataset property
+  var estimateUrl = form && form.getAttribute("data-estimate-url");
+  if (form && box && estimateUrl && window.fetch) {
     var timer = null;
     var seq = 0;
     var show = function (html, isError) {
@@ -24,7 +26,7 @@
         if (key !== "csrf_token" && key !== "action" && key !== "preset") { params.append(key, value); }
       });
       var mine = ++seq;
-      fetch(form.dataset.estimateUrl + "?" + params.toString(), { headers: { Accept: "application/json" } })
+      fetch(estimateUrl + "?" + params.toString(), { headers: { Accept: "application/json" } })
         .then(function (r) { return r.json(); })
         .then(function (body) {
           if (mine !== seq) { return; }
@@ -128,14 +130,17 @@
     body.appendChild(tr);
   }
 
+  // The same wording as the server's duration() in the page's language (data-fmt-* hold its msgstrs).
+  function fill(fmt, values) {
+    return fmt.replace(/%\((\w+)\)s/g, function (_, k) { return values[k]; });
+  }
+  function two(n) { return (n < 10 ? "0" : "") + n; }
   function duration(s) {
     if (typeof s !== "number" || s < 0) { return "–"; }
     s = Math.round(s);
-    var m = Math.floor(s / 60), r = s % 60;
-    if (s < 60) { return s + " s"; }
-    if (s < 3600) { return m + " min " + (r < 10 ? "0" : "") + r + " s"; }
-    var mm = Math.floor(s % 3600 / 60);
-    return Math.floor(s / 3600) + " h " + (mm < 10 ? "0" : "") + mm + " min";
+    if (s < 60) { return fill(root.dataset.fmtS, { s: s }); }
+    if (s < 3600) { return fill(root.dataset.fmtM, { m: Math.floor(s / 60), s: two(s % 60) }); }
+    return fill(root.dataset.fmtH, { h: Math.floor(s / 3600), m: two(Math.floor(s % 3600 / 60)) });
   }
 
   // Elapsed time ticks locally between progress events.
