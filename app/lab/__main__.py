@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     lower_priority()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import training.images  # noqa: F401 - TensorFlow and Keras load once here, not inside the first run
-    huey.create_consumer(workers=max(1, args.workers), worker_type="thread", periodic=True).run()
+    # max_delay: an idle consumer looks at a SQLite queue at least every second (Huey's default
+    # backs off to 10 s, which a student would wait through); Redis wakes it at once anyway.
+    huey.create_consumer(workers=max(1, args.workers), worker_type="thread", periodic=True, max_delay=1.0).run()
     return 0
 
 
