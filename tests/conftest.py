@@ -181,6 +181,39 @@ def png_bytes(colour=(200, 30, 30), size=(24, 24), mode="RGB") -> bytes:
     return buf.getvalue()
 
 
+INSTRUCTOR_RUN_ID = "a1b2c3d4e5f6"
+
+
+@pytest.fixture(scope="session")
+def tiny_run_folder(tmp_path_factory):
+    """A finished lab run's folder as the engine writes it (model.keras, model.tflite, card.json,
+    plots): an untrained model for a two-class (blue, red) 16×16 grey data set."""
+    from app.tasks import IMAGE, ClassName, TaskSpec
+
+    spec = TaskSpec(slug=INSTRUCTOR_RUN_ID, kind=IMAGE, title_en="shapes", title_vi="shapes", image_size=(16, 16),
+                    colour="grey", classes=(ClassName("blue", "blue"), ClassName("red", "red")),
+                    architecture="rows_cols", extra={"model": {"units": 8}})
+    return write_tiny_image_model(tmp_path_factory.mktemp("runs"), spec, export=True)
+
+
+@pytest.fixture
+def finished_lab_run(instructor_app, tiny_run_folder):
+    """A finished Run record on data set "shapes" with its folder in <instance>/runs/<id>/."""
+    import shutil
+    from pathlib import Path
+
+    from app.records import FINISHED, Run, db
+
+    shutil.copytree(tiny_run_folder, Path(instructor_app.instance_path) / "runs" / INSTRUCTOR_RUN_ID)
+    with instructor_app.app_context():
+        db.session.add(Run(id=INSTRUCTOR_RUN_ID, dataset="shapes", nickname="An", status=FINISHED,
+                           metrics={"test_accuracy": 0.5, "confusion_matrix": [[1, 1], [1, 1]]},
+                           history=[{"epoch": 1, "loss": 0.7, "accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.5}],
+                           recipe={"reading": "rows", "cell": "lstm", "units": 8, "layers": 1}, settings={"seed": 3}))
+        db.session.commit()
+    return INSTRUCTOR_RUN_ID
+
+
 @pytest.fixture
 def class_zip():
     """`class_zip(n=6, extra={})`: a zip of two class folders (red, blue) of n PNGs each."""

@@ -17,40 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import png_bytes, write_tiny_image_model
+from conftest import INSTRUCTOR_RUN_ID as RUN_ID
+from conftest import png_bytes
 
-RUN_ID = "a1b2c3d4e5f6"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_spec(slug: str = RUN_ID):
-    """The TaskSpec a lab run on a two-class 16×16 grey data set carries on its card."""
-    from app.tasks import IMAGE, ClassName, TaskSpec
-
-    return TaskSpec(slug=slug, kind=IMAGE, title_en="shapes", title_vi="shapes", image_size=(16, 16), colour="grey",
-                    classes=(ClassName("blue", "blue"), ClassName("red", "red")), architecture="rows_cols",
-                    extra={"model": {"units": 8}})
-
-
-@pytest.fixture(scope="session")
-def tiny_run_folder(tmp_path_factory):
-    """A finished run's folder as the engine writes it (model.keras, model.tflite, card.json, plots)."""
-    return write_tiny_image_model(tmp_path_factory.mktemp("runs"), run_spec(), export=True)
-
-
-@pytest.fixture
-def finished_lab_run(instructor_app, tiny_run_folder):
-    """A finished Run record on data set "shapes" with its folder in <instance>/runs/<id>/."""
-    from app.records import FINISHED, Run, db
-
-    shutil.copytree(tiny_run_folder, Path(instructor_app.instance_path) / "runs" / RUN_ID)
-    with instructor_app.app_context():
-        db.session.add(Run(id=RUN_ID, dataset="shapes", nickname="An", status=FINISHED,
-                           metrics={"test_accuracy": 0.5, "confusion_matrix": [[1, 1], [1, 1]]},
-                           history=[{"epoch": 1, "loss": 0.7, "accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.5}],
-                           recipe={"reading": "rows", "cell": "lstm", "units": 8, "layers": 1}, settings={"seed": 3}))
-        db.session.commit()
-    return RUN_ID
 
 
 def publish_form(client, slug="shapes_task", **kw):

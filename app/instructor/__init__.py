@@ -7,7 +7,8 @@ import with every safety check, preview, fixed split), `publish` (a finished run
 served task, atomically; the previous model kept in <instance>/replaced/), `access` (open / class
 code / closed), `settings` (queue pause and lab limits), `views` (/instructor pages) and `api`
 (/api/v1 routes behind `Authorization: Bearer`). Every /instructor route except the sign-in page
-is guarded once, by the blueprint's `before_request`, so a new route cannot be left open.
+is guarded once, for the whole blueprint (`auth.require_instructor`), so a new route cannot
+be left open.
 """
 
 from __future__ import annotations
@@ -50,10 +51,10 @@ def init_app(app: Flask) -> None:
     from app.instructor import access, api, auth, cli, datasets, publish, views  # noqa: F401 - routes
     from app.security import csrf
 
-    auth.init_app(app)
     app.cli.add_command(cli.instructor)
     app.register_blueprint(bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(access.bp)
     csrf.exempt(api_bp)  # bearer tokens, no cookies: nothing a forged cross-site request could use
     app.before_request_funcs.setdefault(None, []).insert(0, raise_upload_limit)
+    auth.init_app(app)  # its guard goes first of all: refused before CSRF or the upload limit

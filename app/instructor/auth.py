@@ -104,11 +104,12 @@ def session_expired() -> bool:
             or now - seen > float(cfg["INSTRUCTOR_IDLE_MINUTES"]) * 60)
 
 
-@bp.before_request
 def require_instructor():
     """login_required for the whole blueprint: sign-in page for anonymous browsers, 403 for a
-    student's browser, and the end of a session that is too old or idle too long."""
-    if request.endpoint in PUBLIC_ENDPOINTS:
+    student's browser, and the end of a session that is too old or idle too long. Installed by
+    `init_app` as the app's first before_request hook (for requests to this blueprint), so a
+    refused request is answered before the CSRF check or an upload's body is even read."""
+    if request.blueprint != bp.name or request.endpoint in PUBLIC_ENDPOINTS:
         return None
     if current_user.is_authenticated:
         if session_expired():
@@ -166,6 +167,7 @@ def token_digest(token: str) -> str:
 def init_app(app: Flask) -> None:
     """Flask-Login on `app`."""
     login_manager.init_app(app)
+    app.before_request_funcs.setdefault(None, []).insert(0, require_instructor)
     login_manager.login_message = None  # the sign-in page says what to do; no untranslated flash
 
 
