@@ -396,6 +396,23 @@ class LabStack:
         for proc in reversed(self.procs):
             self.stop(proc)
 
+    @staticmethod
+    def children(pid: int, marker: bytes = b"") -> list[int]:
+        """Pids of the live child processes of `pid` whose command line contains `marker`."""
+        from pathlib import Path
+
+        out = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                text = status.read_text()
+                cmdline = (status.parent / "cmdline").read_bytes()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+            if int(fields["PPid"].strip()) == pid and marker in cmdline and "Z" not in fields["State"]:
+                out.append(int(status.parent.name))
+        return out
+
     def log(self, name: str) -> str:
         """A process's output so far."""
         path = self.logs / f"{name}.log"

@@ -87,6 +87,11 @@ def test_end_to_end_sqlite(lab_stack, mnist_png):
     assert probs == sorted(probs, reverse=True) and 0.0 < sum(probs) <= 1.0 + 1e-5
     assert {"label_en", "label_vi", "index"} <= set(result["prediction"])
     assert lab_stack.session().get(body["links"]["card"], timeout=10).json()["run"]["id"] == body["id"]
+    # the web workers served all of it without loading TensorFlow (LiteRT ships no libtensorflow)
+    workers = lab_stack.children(lab_stack.web_proc.pid, b"gunicorn")
+    assert workers
+    for pid in workers:
+        assert "libtensorflow_framework" not in Path(f"/proc/{pid}/maps").read_text()
     lab_stack.stop(consumer)
 
 
@@ -128,23 +133,9 @@ def test_serve_starts_and_stops_a_niced_consumer(lab_stack):
     """gunicorn's hooks (make serve) start LSTMLAB_TRAIN_WORKERS consumers at lower priority and
     stop them with the server."""
     web = lab_stack.web(LSTMLAB_TRAIN_WORKERS="1")
-
-    def consumer_pids():
-        out = []
-        for status in Path("/proc").glob("[0-9]*/status"):
-            try:
-                text = status.read_text()
-                cmdline = (status.parent / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            ppid = int(next(line.split()[1] for line in text.splitlines() if line.startswith("PPid:")))
-            if ppid == web.pid and b"app.lab" in cmdline:
-                out.append(int(status.parent.name))
-        return out
-
-    pids = lab_stack.wait_for(consumer_pids, 30, "no consumer started by gunicorn")
+    pids = lab_stack.wait_for(lambda: lab_stack.children(web.pid, b"app.lab"), 30, "no consumer started by gunicorn")
     assert len(pids) == 1
-    assert os.getpriority(os.PRIO_PROCESS, pids[0]) >= 10
+    lab_stack.wait_for(lambda: os.getpriority(os.PRIO_PROCESS, pids[0]) >= 10, 30, "the consumer was not niced")
     lab_stack.stop(web, signal.SIGTERM)
     lab_stack.wait_for(lambda: not Path(f"/proc/{pids[0]}").exists() or
                        "Z" in Path(f"/proc/{pids[0]}/stat").read_text().split()[2], 40, "consumer left running")
