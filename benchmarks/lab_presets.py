@@ -3,6 +3,7 @@
     python benchmarks/lab_presets.py                      # lab and fast presets (~5-15 min)
     python benchmarks/lab_presets.py --presets lab,fast,shipped
     python benchmarks/lab_presets.py --url http://127.0.0.1:8000 --no-submit   # table from a server's records
+    python benchmarks/lab_presets.py --step-cost           # the run-time estimate's STEP_MACS (~3 min)
 
 Each preset (app/lab/recipes.py) is submitted as a browser's Train button would (POST /api/v1/runs,
 the same `submit_run`), to gunicorn and one niced Huey consumer started like `make serve` does
@@ -114,13 +115,53 @@ def write_doc(rows: list[str], context: str) -> None:
     DOC.write_text(text, encoding="utf-8")
 
 
+STEP_COST_CASES = ((32, 128), (128, 128), (512, 128), (128, 32))  # (LSTM units, batch) over MNIST rows
+
+
+def step_cost(n: int = 12800) -> list[dict]:
+    """Training seconds per image of one-layer row LSTMs (make_recipe_model) of several widths and
+    batch sizes, and the fixed cost / multiply-add cost ratio app/lab/recipes.py's STEP_MACS models."""
+    import keras
+    import numpy as np
+
+    from app.config import default_data_dir
+    from training.build import make_recipe_model
+
+    with np.load(default_data_dir() / MNIST.data_path) as data:
+        x, y = data["x_train"][:n].astype("float32")[..., None], data["y_train"][:n]
+    out = []
+    for units, batch in STEP_COST_CASES:
+        model = make_recipe_model(MNIST, "rows", "lstm", units, 1, False, 0.0)
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(x[:batch * 4], y[:batch * 4], batch_size=batch, epochs=1, verbose=0)  # build and trace first
+        t0 = time.perf_counter()
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+        per_image = (time.perf_counter() - t0) / n
+        layer = recipes.layer_plan(MNIST, recipes.Recipe("rows", "lstm", units, 1, False, 0.0))[0]
+        out.append({"units": units, "batch": batch, "seconds_per_image": per_image,
+                    "seconds_per_batch_step": per_image * batch / layer.steps,
+                    "batch_step_macs": batch * layer.macs / layer.steps})
+        print(out[-1], flush=True)
+    # seconds per batch step = a + b * multiply-adds per batch step, fitted on relative error
+    # (weights 1/y: the widths span 30x); STEP_MACS = a / b
+    xs = np.array([o["batch_step_macs"] for o in out])
+    ys = np.array([o["seconds_per_batch_step"] for o in out])
+    b, a = np.polyfit(xs, ys, 1, w=1 / ys)
+    print(f"fixed part {a:.3g} s, {b:.3g} s per multiply-add: STEP_MACS ≈ {a / b:.3g}", flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="lab,fast", help="comma-separated: lab, fast, shipped")
     parser.add_argument("--url", help="a running server (else gunicorn and a consumer are started here)")
     parser.add_argument("--no-submit", action="store_true", help="only build the table from the records")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--step-cost", action="store_true", help="only measure the cost model's STEP_MACS")
     args = parser.parse_args(argv)
+    if args.step_cost:
+        step_cost()
+        return 0
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_before, others = load_average(), beside()
     stack = Stack(Path(tempfile.mkdtemp(prefix="lstmlab-bench-presets-")))

@@ -124,9 +124,10 @@ def default_throughput() -> Throughput:
                       float(current_app.config.get("LAB_OVERHEAD_SECONDS", DEFAULT_OVERHEAD_SECONDS)))
 
 
-# Measured on this server (docs/BENCHMARKS.md, "Lab bench"): the fallback before any run finished.
-DEFAULT_SECONDS_PER_UNIT = 5.0e-4
-DEFAULT_OVERHEAD_SECONDS = 20.0
+# Measured on this server through the queue (the fast preset's run, docs/BENCHMARKS.md "Lab bench
+# presets"): the fallback until a run has finished here.
+DEFAULT_SECONDS_PER_UNIT = 1.8e-3
+DEFAULT_OVERHEAD_SECONDS = 51.0
 
 
 def throughput() -> Throughput:
