@@ -55,6 +55,9 @@ IMBALANCE_RATIO = 1.5  # largest class / smallest class above this is flagged on
 MAX_LISTED_SKIPS = 500
 RATIO_CHECK_BYTES = 1024 * 1024  # the per-file ratio is checked for files larger than this
 STAGING_HOURS = 24  # unsaved previews older than this are deleted
+INDEX_THREADS = 4  # decode and write in parallel (Pillow and file I/O release the GIL)
+INDEX_CHUNK = 256  # files in flight at once: memory stays bounded whatever the archive's size
+GREY_SAMPLE = 1000  # colour is judged on the first files and every tenth after
 IGNORED_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
 ARCHIVE_SUFFIXES = {".zip", ".tar", ".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".7z", ".rar",
                     ".zst", ".lz", ".lzma", ".z", ".cab", ".jar", ".war", ".apk", ".whl", ".iso"}
@@ -312,7 +315,7 @@ def is_grey(img: Image.Image) -> bool:
     """True for a greyscale picture (mode L, or RGB whose channels agree)."""
     if img.mode == "L":
         return True
-    small = np.asarray(img.convert("RGB").resize((16, 16)), dtype=np.int16)
+    small = np.asarray(img.convert("RGB").resize((16, 16), Image.Resampling.NEAREST), dtype=np.int16)
     return int(np.abs(small - small[..., :1]).max()) <= 8
 
 
@@ -331,9 +334,42 @@ def suffix_of(name: str) -> str:
     return f".{suffix}" if suffix else ".img"
 
 
+def _skip(shown: str, en: str, vi: str) -> dict:
+    return {"file": shown, "en": en, "vi": vi}
+
+
+def check_file(item: Item, shown: str, out: Path, limits: Limits, thumb: bool, grey_check: bool) -> dict:
+    """Read, check and decode one file and copy it to `out` (run in a worker thread): a dict
+    with the picture's facts, or {"skipped": reason}; InvalidInput for a nested archive."""
+    try:
+        if item.size > limits.max_file:
+            raise _Skip(f"Larger than {limits.max_file // 2**20} MB.", f"Lớn hơn {limits.max_file // 2**20} MB.")
+        data = item.read(limits.max_file)
+        if len(data) > limits.max_file:
+            raise _Skip(f"Larger than {limits.max_file // 2**20} MB.", f"Lớn hơn {limits.max_file // 2**20} MB.")
+    except _Skip as exc:
+        return {"skipped": _skip(shown, exc.en, exc.vi)}
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:  # a damaged member (CRC, truncated)
+        return {"skipped": _skip(shown, f"Damaged or unreadable ({exc.__class__.__name__}).",
+                                 f"Bị hỏng hoặc không đọc được ({exc.__class__.__name__}).")}
+    if data[:8].startswith(ARCHIVE_MAGIC) or data[257:262] == b"ustar":
+        raise nested_archive(shown)
+    try:
+        img = decode_image(data)  # the app's decoder for uploads: not an image, too many pixels...
+    except InvalidInput as exc:
+        return {"skipped": _skip(shown, exc.en, exc.vi), "bytes": len(data)}
+    out.write_bytes(data)
+    return {"bytes": len(data), "short_side": min(img.size), "grey": is_grey(img) if grey_check else None,
+            "thumb": thumbnail(img) if thumb else None}
+
+
 def index_items(items: list[Item], staging: Path, limits: Limits, source: dict) -> dict:
     """Decode every file, copy the readable images into `staging/files/<class #>/`, and return
-    (and write as preview.json) the preview; InvalidInput for a data set that cannot be used."""
+    (and write as preview.json) the preview; InvalidInput for a data set that cannot be used.
+    A few threads decode and write while others wait on the disk (Pillow and file I/O release
+    the GIL); files go in chunks, so memory holds at most one chunk of pictures."""
+    from concurrent.futures import ThreadPoolExecutor
+
     depth, classes = class_layout(items)
     if len(classes) > limits.max_classes:
         raise refuse(f"{len(classes)} class folders; the limit is {limits.max_classes}.",
@@ -341,51 +377,42 @@ def index_items(items: list[Item], staging: Path, limits: Limits, source: dict) 
     for name in classes:
         check_class_name(name)
     index = {name: i for i, name in enumerate(classes)}
+    for i in range(len(classes)):
+        (staging / "files" / str(i)).mkdir(parents=True)
     files: dict[str, list[dict]] = {name: [] for name in classes}
     thumbs: dict[str, list[str]] = {name: [] for name in classes}
+    asked: dict[str, int] = {name: 0 for name in classes}
     skipped: list[dict] = []
-    grey = sides = 0
+    grey = sides = read_total = 0
     short_sides: list[int] = []
-    read_total = 0
-    for item in items:
+    jobs = []
+    for n, item in enumerate(items):
         shown = "/".join(item.parts)
         if len(item.parts) <= depth + 1:
-            skipped.append({"file": shown, "en": "Not inside a class folder.", "vi": "Không nằm trong thư mục lớp nào."})
+            skipped.append(_skip(shown, "Not inside a class folder.", "Không nằm trong thư mục lớp nào."))
             continue
         cls = item.parts[depth]
-        try:
-            if item.size > limits.max_file:
-                raise _Skip(f"Larger than {limits.max_file // 2**20} MB.", f"Lớn hơn {limits.max_file // 2**20} MB.")
-            data = item.read(limits.max_file)
-            if len(data) > limits.max_file:
-                raise _Skip(f"Larger than {limits.max_file // 2**20} MB.", f"Lớn hơn {limits.max_file // 2**20} MB.")
-        except _Skip as exc:
-            skipped.append({"file": shown, "en": exc.en, "vi": exc.vi})
-            continue
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:  # a damaged member (CRC, truncated)
-            skipped.append({"file": shown, "en": f"Damaged or unreadable ({exc.__class__.__name__}).",
-                            "vi": f"Bị hỏng hoặc không đọc được ({exc.__class__.__name__})."})
-            continue
-        read_total += len(data)
-        if read_total > limits.max_total:
-            raise bomb(f"the files add up to more than {limits.max_total // 2**20} MB")
-        if data[:8].startswith(ARCHIVE_MAGIC) or data[257:262] == b"ustar":
-            raise nested_archive(shown)
-        try:
-            img = decode_image(data)  # the app's decoder for uploads: not an image, too many pixels...
-        except InvalidInput as exc:
-            skipped.append({"file": shown, "en": exc.en, "vi": exc.vi})
-            continue
-        k = len(files[cls])
-        out = staging / "files" / str(index[cls]) / f"{k:06d}{suffix_of(item.parts[-1])}"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(data)
-        files[cls].append({"file": out.name, "original": "/".join(item.parts[depth + 1:])})
-        grey += is_grey(img)
-        sides += 1
-        short_sides.append(min(img.size))
-        if len(thumbs[cls]) < THUMBS_PER_CLASS:
-            thumbs[cls].append(thumbnail(img))
+        asked[cls] += 1
+        out = staging / "files" / str(index[cls]) / f"{n:06d}{suffix_of(item.parts[-1])}"
+        jobs.append((item, shown, cls, out, asked[cls] <= 2 * THUMBS_PER_CLASS, n < GREY_SAMPLE or n % 10 == 0))
+    with ThreadPoolExecutor(max_workers=INDEX_THREADS) as pool:
+        for start in range(0, len(jobs), INDEX_CHUNK):
+            chunk = jobs[start:start + INDEX_CHUNK]
+            results = pool.map(lambda j: check_file(j[0], j[1], j[3], limits, j[4], j[5]), chunk)
+            for (item, shown, cls, out, _t, _g), facts in zip(chunk, results):
+                read_total += facts.get("bytes", 0)
+                if read_total > limits.max_total:
+                    raise bomb(f"the files add up to more than {limits.max_total // 2**20} MB")
+                if "skipped" in facts:
+                    skipped.append(facts["skipped"])
+                    continue
+                files[cls].append({"file": out.name, "original": "/".join(item.parts[depth + 1:])})
+                short_sides.append(facts["short_side"])
+                if facts["grey"] is not None:
+                    grey += facts["grey"]
+                    sides += 1
+                if facts["thumb"] and len(thumbs[cls]) < THUMBS_PER_CLASS:
+                    thumbs[cls].append(facts["thumb"])
     check_classes(classes, files, skipped)
     counts = {c: len(files[c]) for c in classes}
     preview = {
