@@ -288,3 +288,20 @@ def test_console_sets_mode_code_limits_and_pause(signed_in, instructor_app):
     assert signed_in.post("/instructor/queue/resume").status_code == 303
     with instructor_app.app_context():
         assert settings.queue_paused() is False
+
+
+def test_the_lab_bench_obeys_the_access_mode(instructor_app):
+    from app.instructor import access
+
+    with instructor_app.test_request_context():
+        access.set_access_mode("closed")
+    client = instructor_app.test_client()
+    body = {"dataset": "mnist", "recipe": {"units": 8, "layers": 1}, "epochs": 1}
+    refused = client.post("/api/v1/runs?lang=en", json=body)
+    assert refused.status_code == 403 and "closed" in refused.get_json()["error_en"]
+    with instructor_app.test_request_context():
+        access.set_access_mode("code")
+        code = access.new_class_code(hours=1).code
+    assert client.post("/api/v1/runs", json=body).status_code == 403
+    assert client.post("/lab/join", data={"code": code}).status_code == 200
+    assert client.post("/api/v1/runs", json=body).status_code == 202  # queued (no consumer here)

@@ -285,3 +285,68 @@ def test_end_to_end_instructor_flow(e2e_stack, make_app):
     body = answer.json()
     assert body["task"] == "red_blue" and body["prediction"]["label"] in ("Xanh", "Đỏ")
     assert {t["slug"] for t in requests.get(f"{stack.web_url}/api/v1/tasks", timeout=10).json()["tasks"]} >= {"red_blue"}
+
+
+# ----------------------------------------------------------------------------- the run console
+def add_run(app, run_id: str, status: str, dataset: str = "shapes", nickname: str = "Bình") -> None:
+    from app.records import Run, db
+
+    with app.app_context():
+        db.session.add(Run(id=run_id, dataset=dataset, nickname=nickname, status=status, owner="someone-else",
+                           recipe={"reading": "rows", "cell": "gru", "units": 16, "layers": 2},
+                           settings={"epochs": 3, "seed": 7}, metrics={}))
+        db.session.commit()
+
+
+def run_status(app, run_id: str):
+    from app.records import Run, db
+
+    with app.app_context():
+        run = db.session.get(Run, run_id)
+        return None if run is None else (run.status, run.cancel_requested)
+
+
+def test_console_lists_cancels_requeues_and_deletes_runs(signed_in, instructor_app, finished_lab_run):
+    add_run(instructor_app, "00000000000a", "queued")
+    add_run(instructor_app, "00000000000b", "running")
+    add_run(instructor_app, "00000000000c", "failed", dataset="mnist")
+    page = signed_in.get("/instructor/?lang=en").get_data(as_text=True)
+    for run_id in (finished_lab_run, "00000000000a", "00000000000b", "00000000000c"):
+        assert f'id="run-{run_id}"' in page
+    assert "Bình" in page and "gru 16×2" in page
+    assert 'id="run-00000000000c"' not in signed_in.get("/instructor/?dataset=shapes").get_data(as_text=True)
+    assert 'id="run-00000000000a"' not in signed_in.get("/instructor/?status=failed").get_data(as_text=True)
+
+    assert signed_in.post("/instructor/runs/00000000000a/cancel").status_code == 303
+    assert run_status(instructor_app, "00000000000a") == ("cancelled", True)
+    assert signed_in.post("/instructor/runs/00000000000b/cancel").status_code == 303
+    assert run_status(instructor_app, "00000000000b") == ("running", True)  # its consumer stops it
+    assert signed_in.post("/instructor/runs/00000000000b/delete").status_code == 409  # cancel first
+    assert signed_in.post(f"/instructor/runs/{finished_lab_run}/requeue").status_code == 409
+
+    assert signed_in.post("/instructor/runs/00000000000c/requeue").status_code == 303
+    assert run_status(instructor_app, "00000000000c") == ("queued", False)
+    from app.lab import queue as lab_queue
+
+    assert lab_queue.pending_count() >= 1  # on the queue again (no consumer in this test)
+
+    folder = Path(instructor_app.instance_path) / "runs" / finished_lab_run
+    assert folder.is_dir()
+    assert signed_in.post(f"/instructor/runs/{finished_lab_run}/delete").status_code == 303
+    assert run_status(instructor_app, finished_lab_run) is None and not folder.exists()
+    assert signed_in.post("/instructor/runs/nosuchrun/delete").status_code == 404
+
+
+def test_csv_export_of_a_data_set(signed_in, instructor_app, finished_lab_run):
+    import csv
+
+    add_run(instructor_app, "00000000000d", "failed", nickname="=HYPERLINK(\"http://x\")")
+    add_run(instructor_app, "00000000000e", "finished", dataset="other")
+    response = signed_in.get("/instructor/datasets/shapes/runs.csv")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert {r["id"] for r in rows} == {finished_lab_run, "00000000000d"}  # every status, this data set only
+    bad = next(r for r in rows if r["id"] == "00000000000d")
+    assert bad["nickname"].startswith("'=")  # a spreadsheet will not run it as a formula
+    good = next(r for r in rows if r["id"] == finished_lab_run)
+    assert good["test_accuracy"] == "0.5" and good["units"] == "8" and good["seed"] == "3"
