@@ -302,7 +302,8 @@ def test_uploads_above_the_page_limit_are_accepted_up_to_their_own(signed_in, in
     instructor_app.config["MAX_CONTENT_LENGTH"] = 1000  # the app's limit for pictures
     try:
         assert upload(signed_in, class_zip()).status_code == 303
-        instructor_app.config["DATASET_MAX_UPLOAD_BYTES"] = 1000
-        assert upload(signed_in, class_zip()).status_code == 413
+        instructor_app.config["DATASET_MAX_UPLOAD_BYTES"] = 3 * 1024 * 1024
+        big = upload(signed_in, make_zip({f"{c}/{i}.bin": os.urandom(400_000) for c in "ab" for i in range(5)}))
+        assert big.status_code == 413 and "the limit is 3 MB" in big.get_data(as_text=True)  # the route's own
     finally:
         instructor_app.config["MAX_CONTENT_LENGTH"] = 8 * 1024 * 1024

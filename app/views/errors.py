@@ -44,7 +44,7 @@ def http_message(status: int) -> tuple[str, str]:
         key = "error_500" if status >= 500 else "error_400"
     vi, en = MESSAGES[key]
     if status == 413:
-        mb = current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+        mb = (request.max_content_length or current_app.config["MAX_CONTENT_LENGTH"]) // (1024 * 1024)  # per route
         vi, en = vi.format(mb=mb), en.format(mb=mb)
     return vi, en
 
