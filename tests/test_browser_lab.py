@@ -65,6 +65,7 @@ def test_train_watch_and_try_a_run(lab_stack, chromium_page, mnist_png, tmp_path
     # (data-epochs is set only by lab.js; the page rendered after the run ends has no such attribute)
     expect(page.locator("#run[data-epochs]")).to_have_count(1, timeout=240_000)
     assert page.locator("#chart-accuracy polyline").count() == 2
+    assert page.locator("#chart-accuracy circle.point").count() >= 2  # epoch 1: one dot per series
     assert page.locator("#history-table tbody tr").count() >= 1
     page.screenshot(path=str(SHOTS / "lab_run_live.png"), full_page=True)
     # the page shows the results once the run has finished (it reloads itself)

@@ -130,6 +130,7 @@ def test_finished_run_page_shows_the_results(client, finished_run):
     page = client.get(f"/lab/runs/{run_id}?lang=en").get_data(as_text=True)
     assert 'id="test-accuracy"' in page and "per-class" in page.lower()
     assert page.count("<polyline") == 4  # loss and accuracy, training and validation
+    assert page.count('<circle class="point') == 12  # a dot per epoch on each
     assert f'href="/lab/runs/{run_id}/try"' in page and f'href="/lab/runs/{run_id}/card"' in page
     assert f'href="/lab?again={run_id}"' in page
     assert 'class="confusion"' in page and 'http-equiv="refresh"' not in page

@@ -93,15 +93,22 @@
     series.forEach(function (vals, i) {
       if (!vals.length) { return; }
       n = Math.max(n, vals.length);
-      var pts = vals.map(function (v, j) {
+      var xy = vals.map(function (v, j) {
         var x = vals.length > 1 ? j * w / (vals.length - 1) : w / 2;
-        var y = h - (v - lo) / span * h;
-        return x.toFixed(1) + "," + y.toFixed(1);
-      }).join(" ");
+        return [x.toFixed(1), (h - (v - lo) / span * h).toFixed(1)];
+      });
       var pl = document.createElementNS(SVGNS, "polyline");
       pl.setAttribute("class", "series s" + i);
-      pl.setAttribute("points", pts);
+      pl.setAttribute("points", xy.map(function (p) { return p.join(","); }).join(" "));
       lines.appendChild(pl);
+      xy.forEach(function (p) {  // a dot per epoch: the first epoch shows before there is a line
+        var c = document.createElementNS(SVGNS, "circle");
+        c.setAttribute("class", "point s" + i);
+        c.setAttribute("cx", p[0]);
+        c.setAttribute("cy", p[1]);
+        c.setAttribute("r", "2.5");
+        lines.appendChild(c);
+      });
     });
     [[-4, 4, "end", sig3(hi)], [-4, h, "end", sig3(lo)], [0, h + 14, "start", "1"], [w, h + 14, "end", String(n)]]
       .forEach(function (t) {
