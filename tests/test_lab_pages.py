@@ -186,6 +186,8 @@ def test_presets_table_reads_measured_results_from_finished_runs(lab_app, client
     page = client.get("/lab?dataset=mnist&lang=en").get_data(as_text=True)
     row = re.search(r'<tr id="preset-fast">(.*?)</tr>', page, re.S).group(1)
     assert "99.12%" in row and f"/lab/runs/{run_id}" in row
+    shipped = re.search(r'<tr id="preset-shipped">(.*?)</tr>', page, re.S).group(1)
+    assert "not run yet" in shipped and "served model" in shipped  # the shipped card's own figures
 
 
 # ----------------------------------------------------------------------------- leaderboard

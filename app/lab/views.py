@@ -177,7 +177,7 @@ def preset_rows(slug: str, spec: TaskSpec) -> list[dict]:
                 and {**asdict(RunSettings()), **(run.settings or {})} == s
                 and isinstance((run.metrics or {}).get("test_accuracy"), (int, float))]
         best = max(same, key=lambda run: run.metrics["test_accuracy"], default=None)
-        rows.append({"name": name, "label": PRESET_LABELS[name], "recipe_text": recipe_text(r) + " · " + settings_text(s),
+        rows.append({"name": name, "card": shipped_card_figures(slug) if name == "shipped" else None, "label": PRESET_LABELS[name], "recipe_text": recipe_text(r) + " · " + settings_text(s),
                      "params": recipes.param_count(spec, recipe), "runs": len(same),
                      "best": None if best is None else {
                          "id": best.id, "test_accuracy": best.metrics["test_accuracy"], "train_seconds": epoch_seconds(best),
@@ -191,6 +191,22 @@ def epoch_seconds(run: Run) -> float | None:
     if seconds and all(isinstance(x, (int, float)) for x in seconds):
         return float(sum(seconds))
     return run.seconds
+
+
+def shipped_card_figures(slug: str) -> dict | None:
+    """The served model's own figures from its card (trained by `python -m training`, not the bench)."""
+    from app.modelstore import get_store
+
+    try:
+        card = get_store().get(slug).card or {}
+    except KeyError:
+        return None
+    acc = (card.get("metrics") or {}).get("test_accuracy")
+    seconds = (card.get("training") or {}).get("seconds_total")
+    if not isinstance(acc, (int, float)):
+        return None
+    return {"test_accuracy": acc, "train_seconds": seconds if isinstance(seconds, (int, float)) else None,
+            "epochs": (card.get("training") or {}).get("epochs_run")}
 
 
 @bp.route("/lab", methods=["GET", "POST"])
