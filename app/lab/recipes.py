@@ -388,7 +388,7 @@ def param_count(spec: TaskSpec, recipe: Recipe | dict) -> int:
 # A recurrent step of a batch costs a fixed part (launching the step's kernels) plus a part that
 # grows with its multiply-adds; STEP_MACS is how many multiply-adds of one step cost as much as the
 # fixed part on this kind of CPU (`python benchmarks/lab_presets.py --step-cost`; docs/BENCHMARKS.md).
-STEP_MACS = 2.9e6
+STEP_MACS = 3.7e6
 VALIDATION_BATCH = 512  # training.images evaluates in batches of 512
 FORWARD_SHARE = 1 / 3  # a forward pass costs about a third of a training step (forward + backward)
 

@@ -126,7 +126,7 @@ def default_throughput() -> Throughput:
 
 # Measured on this server through the queue (the fast preset's run, docs/BENCHMARKS.md "Lab bench
 # presets"): the fallback until a run has finished here.
-DEFAULT_SECONDS_PER_UNIT = 1.8e-3
+DEFAULT_SECONDS_PER_UNIT = 2.2e-3
 DEFAULT_OVERHEAD_SECONDS = 51.0
 
 
