@@ -275,7 +275,11 @@ def load_average() -> str:
 def beside() -> str:
     """Other training processes running on the machine while this benchmark ran."""
     out = subprocess.run(["ps", "-eo", "pid,ni,args"], capture_output=True, text=True).stdout.splitlines()
-    return "; ".join(line.strip()[:90] for line in out if "python -m training" in line and "benchmarks" not in line)
+    rows = [line.split(None, 2) for line in out[1:]]
+    return "; ".join(f"`{args[args.index('python -m training'):][:70]}` (nice {ni})" for _pid, ni, args in
+                     (r for r in rows if len(r) == 3) if args.startswith((".venv/bin/python -m training",
+                                                                           "python -m training"))
+                     and " evaluate " not in args)
 
 
 def main(argv=None) -> int:
@@ -283,11 +287,15 @@ def main(argv=None) -> int:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument("--seconds", type=float, default=20, help="classify traffic per phase")
+    parser.add_argument("--from-json", help="rewrite the section from a saved results file (runs/bench_lab.json)")
     args = parser.parse_args(argv)
+    if args.from_json:
+        write_doc(json.loads(Path(args.from_json).read_text()))
+        return 0
     folder = Path(tempfile.mkdtemp(prefix="lstmlab-bench-lab-"))
     stack = Stack(folder)
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": load_average(),
-                     "beside": beside()}
+                     "beside": beside(), "seconds": args.seconds}
     try:
         stack.web()
         pngs = digits()
@@ -329,6 +337,11 @@ def write_doc(r: dict) -> None:
     fit_ratio = statistics.mean(b["fit"] for b in bench) / statistics.mean(c["fit"] for c in cli)
     rph1, rph2 = r["rph"]
     per_machine = rph1["runs_per_hour"]
+    checks = [("first curve point ≤ 20 s", lat["first_curve_point"] <= 20),
+              ("finished and classifying ≤ 60 s", lat["classified"] <= 60),
+              ("queue overhead ≤ 1.10×", wall_ratio <= 1.10),
+              ("classify p99 ≤ 100 ms beside a niced run", r["classify_niced"]["p99_ms"] <= 100)]
+    miss = ", ".join(name for name, met in checks if not met)
     lines = [
         "<!-- lab:start -->",
         "## Lab bench (benchmarks/lab.py)",
@@ -366,12 +379,19 @@ def write_doc(r: dict) -> None:
         f"(the progress, heartbeat and cancel callbacks included). Errors during the classify phases: "
         f"{r['classify_idle']['errors']}, {r['classify_niced']['errors']}, {r['classify_not_niced']['errors']}.",
         "",
-        f"A class of 60 students each submitting this run at once: with one consumer per 2-core machine "
-        f"({per_machine} runs/hour measured here), N machines clear the queue in 60 / ({per_machine} × N) hours: "
+        f"Goals missed here: {miss or 'none'}. The machine had a load average of 15-18 on its 2 cores "
+        f"from other processes during this run (tests of other branches and the trainings above), so "
+        f"every figure is a loaded one; the classify phases last {r.get('seconds', 20):g} s each and their "
+        f"p99 moves with whatever else ran in that window (the idle row misses the goal too).",
+        "",
+        f"A class of 60 students each submitting this run at once: at {per_machine} runs/hour with one "
+        f"consumer per 2-core machine, N machines clear the queue in 60 / ({per_machine} × N) hours: "
         + ", ".join(f"N = {n}: {60 / (per_machine * n) * 60:.0f} min" for n in (1, 2, 4, 8))
-        + f". Two consumers on one 2-core machine gave {rph2['runs_per_hour']} runs/hour "
-        f"({rph2['runs_per_hour'] / rph1['runs_per_hour']:.2f}× one consumer): the cores, not the queue, are the limit, "
-        f"so scale out with machines (`make worker` against Redis and PostgreSQL), one consumer each.",
+        + f". Two consumers on this machine gave {rph2['runs_per_hour']} runs/hour "
+        f"({rph2['runs_per_hour'] / rph1['runs_per_hour']:.2f}× one): with other processes competing for the "
+        f"cores, two niced consumers also took a larger share of them (what a second consumer gains on an "
+        f"otherwise idle machine was not measured here). The arithmetic above uses the one-consumer "
+        f"rate; more students need more machines (`make worker` against Redis and PostgreSQL).",
         "<!-- lab:end -->",
     ]
     text = DOC.read_text(encoding="utf-8")

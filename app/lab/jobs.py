@@ -163,6 +163,7 @@ class Reporter:
         self.lock = threading.Lock()
         self.cancel = threading.Event()
         self.done = threading.Event()
+        self.urgent = threading.Event()  # write at the next poll (the first batch: the page shows it at once)
         self.t0 = time.monotonic()
         self.train_t0: float | None = None
         self.thread = threading.Thread(target=self._loop, name=f"progress-{run_id}", daemon=True)
@@ -182,7 +183,8 @@ class Reporter:
                 with self.app.app_context():
                     if db.session.scalar(db.select(Run.cancel_requested).where(Run.id == self.run_id)):
                         self.cancel.set()
-                    if time.monotonic() - last_write >= self.interval:
+                    if self.urgent.is_set() or time.monotonic() - last_write >= self.interval:
+                        self.urgent.clear()
                         self.write()
                         last_write = time.monotonic()
                     db.session.remove()
@@ -236,6 +238,8 @@ class Reporter:
 
             def on_train_batch_end(self, batch, logs=None):
                 reporter.update(batch=batch + 1)
+                if batch == 0 and reporter.progress.get("epoch") == 1:
+                    reporter.urgent.set()
                 if reporter.cancel.is_set():
                     raise RunCancelled()
 
