@@ -245,9 +245,12 @@ def make_folder(root, name="pets", n=3):
 
 
 def test_server_folder_under_the_root(signed_in, instructor_app, tmp_path):
-    make_folder(tmp_path / "server")
+    folder = make_folder(tmp_path / "server")
+    os.symlink(folder / "cat" / "0.png", folder / "dog" / "alias.png")  # inside the root: skipped, not followed
     response = signed_in.post("/instructor/datasets/folder", data={"folder": "pets"})
     assert response.status_code == 303
+    page = signed_in.get(response.headers["Location"] + "?lang=en").get_data(as_text=True)
+    assert "dog/alias.png" in page and "A symbolic link (not followed)." in page
     assert save(signed_in, response.headers["Location"], slug="pets").status_code == 303
 
 

@@ -224,7 +224,7 @@ def folder_items(root: Path, folder: Path, limits: Limits) -> list[Item]:
                     raise refuse(f"{path.relative_to(root)} is a symbolic link that leads outside the allowed folder.",
                                  f"{path.relative_to(root)} là liên kết tượng trưng trỏ ra ngoài thư mục được phép.", 403)
                 if name in filenames:
-                    items.append(Item(rel, 0, _skip_reader("link")))
+                    items.append(Item(rel, 0, _link_reader))
                 continue
             if name in dirnames or ignored(rel):
                 continue
@@ -251,10 +251,8 @@ def _file_reader(path: Path) -> Callable[[int], bytes]:
     return read
 
 
-def _skip_reader(kind: str) -> Callable[[int], bytes]:
-    def read(limit: int) -> bytes:
-        raise _Skip("A symbolic link (not followed).", "Liên kết tượng trưng (không đi theo).")
-    return read
+def _link_reader(limit: int) -> bytes:
+    raise _Skip("A symbolic link (not followed).", "Liên kết tượng trưng (không đi theo).")
 
 
 class _Skip(Exception):
