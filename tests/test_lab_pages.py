@@ -225,3 +225,15 @@ def test_api_docs_document_the_runs_api(client):
     for route in ("POST /api/v1/runs", "/api/v1/runs?dataset=mnist", "/events", "/predict", "/cancel"):
         assert route in page, route
     assert "curl -c lab.txt" in page and "cats_dogs | cifar10 | faces_gender | fashion_mnist | mnist" in page
+
+
+def test_api_trace_of_a_run_reads_the_runs_own_weights(lab_app, finished_run):
+    """The gate trace of a run's prediction is computed from the run's model, not models/mnist/."""
+    run_id = finished_run()
+    client = lab_app.test_client()
+    answer = client.post(f"/api/v1/runs/{run_id}/predict?trace=1",
+                         data={"file": (io.BytesIO(digit_png()), "one.png")}, content_type="multipart/form-data")
+    assert answer.status_code == 200
+    trace = answer.get_json()["trace"]
+    assert trace["difference_from_served"] < 1e-3  # the traced weights reproduce the served answer
+    assert str(lab_app.instance_path) in "".join(lab_app.extensions["lstm_tracers"])

@@ -241,6 +241,7 @@ def run_entry(run: Run):
         check_card(card)
         spec = TaskSpec.from_card(card)
         entry = Entry(spec, card=card)
+        entry.folder = folder  # app.trace.get_tracer reads this run's weights, not models/<task>/
         pool = litert_predict(folder, card, spec, int(current_app.config.get("LITERT_INTERPRETERS", 2)),
                               bool(current_app.config.get("PREDICT_INT8", True)))
         if pool is None:

@@ -342,7 +342,6 @@ def finished_entry(run: Run):
     entry = api.run_entry(run)
     if entry is None or not entry.available:
         raise recipes.refusal("The model of run %(id)s cannot be loaded.", 503, id=run.id)
-    entry.folder = api.run_folder(run)  # the gate trace reads this run's weights, not the shipped task's
     return entry
 
 
