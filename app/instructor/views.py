@@ -70,7 +70,7 @@ def console():
         "instructor/console.html", runs=runs, counts=counts, status=status, dataset=dataset, statuses=STATUSES,
         paused=settings.queue_paused(), limits=[(f.name, getattr(limits, f.name)) for f in fields(limits)],
         mode=access.access_mode(), modes=access.MODES, code=access.current_code(),
-        datasets=sorted({r.dataset for r in db.session.scalars(select(Run)).all()}), iso=iso,
+        datasets=db.session.scalars(select(Run.dataset).distinct().order_by(Run.dataset)).all(), iso=iso,
         requeueable=REQUEUEABLE, active=ACTIVE)
 
 
@@ -290,9 +290,7 @@ def publish_form(run_id: str):
     """Publish a finished run as a served task (slug, titles, class names; confirm to replace)."""
     run = find_run(run_id)
     classes = run_classes(run)
-    form = request.form if request.method == "POST" else {
-        "slug": run.published_slug or run.dataset if run.dataset not in BUILTIN_TASKS else "",
-        "classes": "\n".join(classes)}
+    form = request.form if request.method == "POST" else publish_defaults(run, classes)
     error, status, needs_confirm = None, 200, False
     if request.method == "POST":
         try:
@@ -308,6 +306,19 @@ def publish_form(run_id: str):
             return redirect(url_for("instructor.tasks"), 303)
     return render_template("instructor/publish.html", run=run, form=form, error=error, needs_confirm=needs_confirm,
                            n_classes=len(classes)), status
+
+
+def publish_defaults(run: Run, classes: list[str]) -> dict:
+    """The publish form's first values: the task published before, else the data set's name and titles."""
+    titles = {}
+    if run.dataset not in BUILTIN_TASKS:
+        try:
+            record, _folder = datasets.get_dataset(run.dataset)
+            titles = {"title_en": record["title_en"], "title_vi": record["title_vi"]}
+        except InvalidInput:
+            pass
+    slug = run.published_slug or ("" if run.dataset in BUILTIN_TASKS else run.dataset)
+    return {"slug": slug, "classes": "\n".join(classes), **titles}
 
 
 @bp.get("/tasks")
