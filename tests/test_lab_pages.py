@@ -193,13 +193,16 @@ def test_presets_table_reads_measured_results_from_finished_runs(lab_app, client
 # ----------------------------------------------------------------------------- leaderboard
 def test_leaderboard_overlays_ticked_runs_and_downloads_csv(client, finished_run):
     a = finished_run(nickname="=HYPERLINK(1)", metrics={"test_accuracy": 0.5})
-    b = finished_run(nickname="Bảo", metrics={"test_accuracy": 0.75})
+    b = finished_run(nickname="Bảo", metrics={"test_accuracy": 0.75},
+                     history=[{"epoch": i, "val_loss": 1.0 / i, "val_accuracy": 0.7 + i / 10, "seconds": 5.0} for i in (1, 2)])
     page = client.get("/lab/mnist?lang=en").get_data(as_text=True)
     assert page.index(f'id="row-{b}"') < page.index(f'id="row-{a}"')  # best first
     assert 'id="overlay-accuracy"' not in page
     page = client.get(f"/lab/mnist?lang=en&compare={a}&compare={b}").get_data(as_text=True)
     overlay = re.search(r'<svg[^>]*id="overlay-accuracy".*?</svg>', page, re.S).group(0)
     assert overlay.count("<polyline") == 2
+    ends = [pts.split()[-1].split(",")[0] for pts in re.findall(r'<polyline[^>]*points="([^"]+)"', overlay)]
+    assert ends == ["300.0", "150.0"]  # epoch 2 of 2 sits under epoch 2 of 3, not at the right edge
     assert re.search(rf'id="c-{a}"\s+checked', page)
     response = client.get("/lab/mnist.csv")
     assert response.mimetype == "text/csv" and "attachment" in response.headers["Content-Disposition"]
@@ -207,7 +210,7 @@ def test_leaderboard_overlays_ticked_runs_and_downloads_csv(client, finished_run
     by_id = {r["id"]: r for r in rows}
     assert by_id[b]["nickname"] == "Bảo" and by_id[b]["test_accuracy"] == "0.75"
     assert by_id[a]["nickname"].startswith("'=")  # no formula for a spreadsheet to run
-    assert by_id[a]["epochs_run"] == "3" and by_id[a]["units"] == "64"
+    assert by_id[a]["epochs_run"] == "3" and by_id[b]["epochs_run"] == "2" and by_id[a]["units"] == "64"
 
 
 def test_forms_need_the_csrf_token(make_app, tiny_models_dir, tmp_path):

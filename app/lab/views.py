@@ -406,7 +406,7 @@ def leaderboard(dataset: str):
         for key in ("val_accuracy", "val_loss"):
             exp = {"models": {i: {"history": {key: [e.get(key) for e in by_id[i].history or [] if isinstance(e, dict)]}}
                               for i in compared}}
-            charts[key] = curve_svg(exp, key)
+            charts[key] = curve_svg(exp, key, shared_x=True)
         series = [(i, by_id[i].nickname or i) for i in compared]
     return render_template("lab/leaderboard.html", dataset=dataset, dataset_title=spec.title(current_language()),
                            runs=runs, compared=compared, charts=charts, series=series)
