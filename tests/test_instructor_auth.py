@@ -148,7 +148,8 @@ def test_sign_in_and_out(instructor_app, add_instructor):
     assert client.get("/instructor/").status_code == 302
 
 
-@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "javascript:alert(1)"])
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "javascript:alert(1)",
+                                    "/\\evil.example/x"])
 def test_no_open_redirect_after_sign_in(instructor_app, add_instructor, target):
     add_instructor(instructor_app)
     response = instructor_app.test_client().post(f"/instructor/login?next={target}",
@@ -256,6 +257,9 @@ def test_access_modes_and_class_codes(instructor_app):
     client = instructor_app.test_client()
     assert client.post("/lab/join", data={"code": first}).status_code == 403  # rotated out
     assert client.post("/lab/join?lang=en", data={"code": second.lower().replace("-", " ")}).status_code == 200
+    assert client.post("/lab/join?next=//evil.example/", data={"code": second}).status_code == 200  # no open redirect
+    moved = client.post("/lab/join?next=/lab", data={"code": second})
+    assert moved.status_code == 302 and moved.headers["Location"] == "/lab"
     with client.session_transaction() as session:
         code_id = session["class_code"]
     with instructor_app.test_request_context():

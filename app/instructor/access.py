@@ -17,6 +17,7 @@ from sqlalchemy import select
 from werkzeug.routing import BuildError
 
 from app.errors import InvalidInput
+from app.instructor.auth import is_local_path
 from app.instructor.settings import ACCESS_MODE, get_setting, set_setting
 from app.records import ClassCode, as_utc, db, utcnow
 
@@ -109,7 +110,7 @@ def join():
             session[SESSION_KEY] = row.id
             joined = True
             nxt = request.args.get("next", "")
-            if nxt.startswith("/") and not nxt.startswith("//"):
+            if is_local_path(nxt):
                 return redirect(nxt)
         else:
             error = InvalidInput("This class code is not valid (wrong, expired or replaced by a new one).",

@@ -123,13 +123,18 @@ def require_instructor():
     return login_manager.unauthorized()
 
 
+def is_local_path(target: str | None) -> bool:
+    """True for a path on this site ("/..."): no scheme, no host, no "//" or "/\\" (browsers
+    read both as another host), so redirecting to it is no open redirect."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return False
+    parts = urlsplit(target)
+    return not parts.scheme and not parts.netloc
+
+
 def safe_next(target: str | None) -> str:
-    """`target` when it is a path on this site (no open redirect), else the console."""
-    if target:
-        parts = urlsplit(target)
-        if not parts.scheme and not parts.netloc and target.startswith("/") and not target.startswith("//"):
-            return target
-    return url_for("instructor.console")
+    """`target` when it is a path on this site, else the console."""
+    return target if is_local_path(target) else url_for("instructor.console")
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from app.errors import InvalidInput
 from app.instructor import access, bp, datasets, publish, settings
+from app.instructor.auth import is_local_path
 from app.modelstore import get_store
 from app.records import ACTIVE, CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, Run, db, iso
 from app.tasks import BUILTIN_TASKS
@@ -48,7 +49,7 @@ def lab_limits():
 def back(default: str = "instructor.console"):
     """303 to the page the form came from (a path on this site), else `default`."""
     target = request.form.get("back", "")
-    if target.startswith("/instructor") and not target.startswith("//"):
+    if is_local_path(target) and target.startswith("/instructor/"):
         return redirect(target, 303)
     return redirect(url_for(default), 303)
 
