@@ -73,6 +73,20 @@ def test_cancel_requested_while_waiting_is_never_trained(records_app, status):
         assert run.status == "cancelled" and run.attempts == 0
 
 
+def test_an_unreadable_checkpoint_is_not_resumed(tmp_path):
+    """A kill while a checkpoint was being written leaves a truncated file: start over instead."""
+    import h5py
+
+    (tmp_path / "backup").mkdir()
+    with h5py.File(tmp_path / "backup" / "latest.weights.h5", "w") as fh:
+        fh["w"] = [1.0, 2.0]
+    (tmp_path / "backup" / "training_metadata.json").write_text('{"epoch": 0}')
+    assert jobs.checkpoint_readable(tmp_path)
+    data = (tmp_path / "backup" / "latest.weights.h5").read_bytes()
+    (tmp_path / "backup" / "latest.weights.h5").write_bytes(data[:96])
+    assert not jobs.checkpoint_readable(tmp_path)
+
+
 def test_failures_are_described_in_both_languages():
     import errno
 
@@ -90,12 +104,15 @@ def test_killed_consumer_resumes_from_its_last_epoch_then_cancel_stops_within_a_
     lab_stack.web(FLASK_LAB_RUNS_PER_BROWSER="5")
     first = lab_stack.consumer("consumer-1")
     browser = lab_stack.session()
-    response = lab_stack.submit(browser, nickname="long", epochs=3, subset=3000, batch_size=32)
+    response = lab_stack.submit(browser, nickname="long", epochs=3, subset=3000, batch_size=16)
     assert response.status_code == 202, response.text
     run_id = response.json()["id"]
-    # wait until one epoch is done (its checkpoint written) and the second has started
-    lab_stack.wait_for(lambda: (lambda r: len(r["history"]) >= 1 and r["progress"].get("epoch", 0) >= 2)(
-        lab_stack.run(run_id)), 180, "the first epoch never finished", first)
+
+    def inside_second_epoch(run):  # epoch 1 checkpointed, and far from epoch 2's own checkpoint writes
+        p = run["progress"]
+        return len(run["history"]) == 1 and p.get("epoch") == 2 and 3 <= p.get("batch", 0) <= 0.5 * p["batches"]
+
+    lab_stack.wait_for(lambda: inside_second_epoch(lab_stack.run(run_id)), 180, "never saw epoch 2 under way", first)
     lab_stack.stop(first, signal.SIGKILL)
     assert lab_stack.run(run_id)["status"] == "running"  # the record cannot know yet
     second = lab_stack.consumer("consumer-2")

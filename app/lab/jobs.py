@@ -290,6 +290,22 @@ def queue_paused() -> bool:
     return bool(paused())
 
 
+def checkpoint_readable(work: Path) -> bool:
+    """True when every weights file and metadata file of a run's checkpoint folder opens whole."""
+    import h5py
+
+    for path in work.rglob("*"):
+        try:
+            if path.suffix == ".h5":
+                with h5py.File(path, "r") as fh:
+                    fh.visit(lambda name: None)
+            elif path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+    return True
+
+
 def execute_run(app: Flask, run_id: str) -> str:
     """Train run `run_id` if this consumer can claim it; returns its final status (or why not)."""
     run = db.session.get(Run, run_id)
@@ -309,6 +325,10 @@ def execute_run(app: Flask, run_id: str) -> str:
         return FAILED
     work = checkpoint_dir(app, run_id)
     resume = run.attempts > 1 and (work / "backup").is_dir()
+    if resume and not checkpoint_readable(work):  # killed while writing it: nothing to resume from
+        log.warning("run %s: its checkpoint is unreadable (a kill during the write); starting over", run_id)
+        shutil.rmtree(work, ignore_errors=True)
+        resume = False
     reporter = Reporter(app, run_id, float(app.config["LAB_PROGRESS_SECONDS"]),
                         run.history if resume else []).start()
     t0 = time.monotonic()
