@@ -110,6 +110,12 @@ def test_sign_in_upload_see_thumbnails_and_publish(browser, served, tmp_path):
         page.click("#publish-form button[type=submit]")
     expect(page.locator("#task-red_or_blue")).to_be_visible()
     page.screenshot(path=str(SHOTS / "instructor_published.png"), full_page=True)
+    page.goto(f"{served}/instructor/")
+    expect(page.locator("#csv-links")).to_contain_text("shapes")
+    page.screenshot(path=str(SHOTS / "instructor_console.png"), full_page=True)
+    page.goto(f"{served}/instructor/runs/{INSTRUCTOR_RUN_ID}/report")
+    expect(page.locator("#confusion")).to_be_visible()
+    page.screenshot(path=str(SHOTS / "instructor_report.png"), full_page=True)
     page.goto(f"{served}/tasks/red_or_blue?lang=vi")
     expect(page.locator("h1")).to_contain_text("Đỏ hay xanh")
     assert not problems, problems
