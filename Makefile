@@ -33,12 +33,13 @@ worker: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# Speed, memory and load against same-run baselines; results go into docs/BENCHMARKS.md (~10 min).
+# Speed, memory and load against same-run baselines; results go into docs/BENCHMARKS.md (~25 min).
 benchmarks: install
 	$(BIN)/python benchmarks/serve.py --write
 	$(BIN)/python benchmarks/load.py
 	$(BIN)/python benchmarks/generation.py --write
 	$(BIN)/python benchmarks/trace.py --write
+	$(BIN)/python benchmarks/lab.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -65,6 +65,7 @@ class Stack:
                     "FLASK_LAB_MAX_SECONDS": str(10**9), "PYTHONUNBUFFERED": "1"}
 
     def start(self, args, name, **env):
+        """Start a process with the stack's environment, output to <name>.log."""
         log = open(self.folder / f"{name}.log", "ab")
         proc = subprocess.Popen(args, cwd=ROOT, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -72,6 +73,7 @@ class Stack:
         return proc
 
     def web(self):
+        """gunicorn on a free loopback port, waited for until /readyz answers."""
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -81,6 +83,7 @@ class Stack:
         wait(lambda: ok(self.url + "/readyz"), 120, "web did not start")
 
     def consumer(self, name="consumer", nice=None):
+        """A consumer as `make worker` starts it, waited for until Huey reports it started."""
         env = {} if nice is None else {"LAB_WORKER_NICE": str(nice)}
         proc = self.start([PY, "-m", "app.lab"], name, **env)
         log = self.folder / f"{name}.log"
@@ -88,6 +91,7 @@ class Stack:
         return proc
 
     def stop(self, proc):
+        """SIGTERM to the process's group, SIGKILL after 30 s."""
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -97,24 +101,29 @@ class Stack:
                 proc.wait()
 
     def close(self):
+        """Stop every process this stack started."""
         for proc in reversed(self.procs):
             self.stop(proc)
 
     def submit(self, session, nickname="bench", **overrides):
+        """POST the benchmark's recipe; the 202 body."""
         body = {"dataset": "mnist", "recipe": RECIPE, **SETTINGS, "nickname": nickname, **overrides}
         r = session.post(self.url + "/api/v1/runs", json=body, timeout=30)
         r.raise_for_status()
         return r.json()
 
     def run(self, run_id):
+        """GET one run record."""
         return requests.get(f"{self.url}/api/v1/runs/{run_id}", timeout=30).json()
 
     def wait_done(self, run_id, seconds=1800):
+        """Poll a run until it has ended; the record."""
         return wait(lambda: (lambda r: r if r["status"] in ("finished", "failed", "cancelled") else None)(
             self.run(run_id)), seconds, f"run {run_id} did not end")
 
 
 def ok(url) -> bool:
+    """True when `url` answers 200."""
     try:
         return requests.get(url, timeout=5).status_code == 200
     except requests.RequestException:
@@ -122,6 +131,7 @@ def ok(url) -> bool:
 
 
 def wait(check, seconds, message):
+    """Poll `check()` until truthy; TimeoutError with `message` otherwise."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         value = check()
@@ -269,6 +279,7 @@ def runs_per_hour(stack: Stack, consumers: int, runs: int) -> dict:
 
 
 def load_average() -> str:
+    """The 1, 5 and 15 minute load averages."""
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
@@ -283,6 +294,7 @@ def beside() -> str:
 
 
 def main(argv=None) -> int:
+    """Run every phase (or rewrite the section from saved results)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")

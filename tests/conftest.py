@@ -393,6 +393,7 @@ class LabStack:
             self.web_proc = None
 
     def close(self):
+        """Stop every process this stack started, newest first."""
         for proc in reversed(self.procs):
             self.stop(proc)
 

@@ -169,10 +169,12 @@ class Reporter:
         self.thread = threading.Thread(target=self._loop, name=f"progress-{run_id}", daemon=True)
 
     def start(self) -> Reporter:
+        """Start the heartbeat and cancel-poll thread."""
         self.thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop the thread (idempotent)."""
         self.done.set()
         self.thread.join(timeout=5)
 
