@@ -240,3 +240,20 @@ def test_api_trace_of_a_run_reads_the_runs_own_weights(lab_app, finished_run):
     trace = answer.get_json()["trace"]
     assert trace["difference_from_served"] < 1e-3  # the traced weights reproduce the served answer
     assert str(lab_app.instance_path) in "".join(lab_app.extensions["lstm_tracers"])
+
+
+def test_closed_bench_refuses_in_the_pages_language_with_the_join_link(make_app, tiny_models_dir, tmp_path):
+    from app.instructor import access
+
+    app = make_app(tiny_models_dir, INSTANCE_PATH=str(tmp_path))
+    with app.app_context():
+        access.set_access_mode("code")
+    client = app.test_client()
+    response = client.post("/lab?lang=vi", data={**FORM, "action": "submit"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 403
+    assert "mã lớp" in page and 'href="/lab/join"' in page
+    from app.records import Run, db
+
+    with app.app_context():
+        assert db.session.query(Run).count() == 0  # nothing queued

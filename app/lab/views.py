@@ -213,7 +213,7 @@ def shipped_card_figures(slug: str) -> dict | None:
 def bench():
     """The bench: choose a data set and recipe, Check (parameters, time) and Train."""
     specs = datasets()
-    status, error, check = 200, None, None
+    status, error, check, join_url = 200, None, None, None
     if request.method == "POST":
         form = {k: v for k, v in request.form.items() if k != "csrf_token"}
         form["bidirectional"] = form.get("bidirectional") in ("1", "on", "true")
@@ -233,6 +233,8 @@ def bench():
                 check = estimate(payload)
             except InvalidInput as exc:
                 error, status = exc.message(current_language()), exc.status
+                if status == 403 and "access.join" in current_app.view_functions:  # a class code is needed
+                    join_url = url_for("access.join")
     else:
         form = initial_form(specs)
         slug = form["dataset"]
@@ -246,7 +248,7 @@ def bench():
                "preset_labels": list(PRESET_LABELS.items()), "ranges": RANGES, "limits": limits,
                "check": check, "error": error, "presets": preset_rows(spec.slug, spec),
                "dataset_title": spec.title(current_language()), "subset_hint": subset_hint,
-               "my_runs": my_runs()}
+               "my_runs": my_runs(), "join_url": join_url}
     return render_template("lab/bench.html", **context), status
 
 
