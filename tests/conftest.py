@@ -278,6 +278,45 @@ def finished_run(lab_app, tmp_path_factory):
     return make
 
 
+# Browser tests of the lab bench and the instructor console: Debian's chromium through Playwright.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def browser():
+    """Debian's chromium driven by Playwright; skips where it or playwright is absent (fails in CI)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    missing = "the playwright package is not installed" if sync_playwright is None else (
+        "chromium is not installed" if not Path(chromium).is_file() else "")
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{missing} (CI must run the browser tests)")
+        pytest.skip(missing)
+    (Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots").mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def new_page(browser, problems: list):
+    """A page that appends page errors and Content-Security-Policy refusals to `problems`."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("console", lambda msg: problems.append(msg.text) if "Content Security Policy" in msg.text else None)
+    return page
+
+
 # ============================================================================ ENGINE (lab queue, real processes)
 @pytest.fixture(scope="session", autouse=True)
 def lab_instance_for_session(tmp_path_factory):

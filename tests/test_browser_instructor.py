@@ -8,39 +8,15 @@ Skips where chromium or the playwright package is absent, except in CI (CI=true)
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
 
-from conftest import INSTRUCTOR_PASSWORD, INSTRUCTOR_RUN_ID, make_zip, png_bytes
+from conftest import INSTRUCTOR_PASSWORD, INSTRUCTOR_RUN_ID, make_zip, new_page, png_bytes
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    missing = "the playwright package is not installed" if sync_playwright is None else (
-        "chromium is not installed" if not Path(CHROMIUM).is_file() else "")
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{missing} (CI must run the browser tests)")
-        pytest.skip(missing)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture
@@ -53,14 +29,6 @@ def served(instructor_app, add_instructor, finished_lab_run):
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
-
-
-def new_page(browser, problems: list):
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    page.on("pageerror", lambda exc: problems.append(str(exc)))
-    page.on("console", lambda msg: problems.append(msg.text) if "Content Security Policy" in msg.text else None)
-    return page
 
 
 def test_sign_in_upload_see_thumbnails_and_publish(browser, served, tmp_path):

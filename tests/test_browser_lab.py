@@ -7,48 +7,22 @@ Skips where chromium, the playwright package or the MNIST data is absent, except
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from conftest import new_page
+
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def chromium_page():
-    """A Playwright page in Debian's chromium; fails the test on any page error or CSP refusal."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    missing = "the playwright package is not installed" if sync_playwright is None else (
-        "chromium is not installed" if not Path(CHROMIUM).is_file() else "")
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{missing} (CI must run the browser tests)")
-        pytest.skip(missing)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    problems: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
-        page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
-        page.on("pageerror", lambda exc: problems.append(str(exc)))
-        page.on("console", lambda msg: problems.append(msg.text) if "Content Security Policy" in msg.text else None)
-        yield page
-        browser.close()
-    assert not problems, problems
-
-
-def test_train_watch_and_try_a_run(lab_stack, chromium_page, mnist_png, tmp_path):
+def test_train_watch_and_try_a_run(lab_stack, browser, mnist_png, tmp_path):
     from playwright.sync_api import expect
 
-    page = chromium_page
+    problems: list[str] = []
+    page = new_page(browser, problems)
     lab_stack.web()
     lab_stack.consumer()
     page.goto(f"{lab_stack.web_url}/lab?lang=en")
@@ -82,3 +56,4 @@ def test_train_watch_and_try_a_run(lab_stack, chromium_page, mnist_png, tmp_path
     expect(page.locator("#answer")).to_be_visible()
     assert page.locator(".bars li").count() == 5
     page.screenshot(path=str(SHOTS / "lab_try.png"), full_page=True)
+    assert not problems, problems  # no script error, nothing refused by the Content-Security-Policy
