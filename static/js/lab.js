@@ -61,9 +61,8 @@
 
   // ------------------------------------------------------------------ a run's live page
   var root = document.getElementById("run");
-  var dataNode = document.getElementById("run-data");
-  if (!root || !dataNode || !window.EventSource) { return; }
-  var run = JSON.parse(dataNode.textContent);
+  if (!root || !root.dataset.run || !window.EventSource) { return; }
+  var run = JSON.parse(root.dataset.run);  // status, history, progress as the page was rendered
   var active = ["queued", "running", "interrupted"].indexOf(run.status) >= 0;
   if (!active) { return; }
 
