@@ -60,7 +60,7 @@ def too_large_message(vi: str, en: str) -> tuple[str, str]:
     form with too many parts or a text field over MAX_FORM_MEMORY_SIZE (werkzeug raises the same
     413 for all three)."""
     config = current_app.config
-    limit, length = config["MAX_CONTENT_LENGTH"], request.content_length
+    limit, length = request.max_content_length or config["MAX_CONTENT_LENGTH"], request.content_length  # per route
     if length is None or not limit or length > limit:
         mb = limit // (1024 * 1024) if limit else 0
         return vi.format(mb=mb), en.format(mb=mb)
