@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export LSTMLAB_DATA ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install serve test benchmarks clean
+.PHONY: install serve worker test benchmarks clean
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,18 +19,27 @@ install: $(STAMP)
 
 # The secret key: FLASK_SECRET_KEY when set, else instance/secret_key, generated once by the app
 # (mode 0600), so open forms survive a restart. Nothing else to install: limits count in memory.
+# gunicorn also starts LSTMLAB_TRAIN_WORKERS (default 1) lab-bench training consumers at lower CPU
+# priority and stops them with it (gunicorn.conf.py); the schema is migrated at start-up.
 serve: install
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+# One lab-bench training consumer only, e.g. on another machine: point it at the shared queue and
+# records (LSTMLAB_QUEUE_URL=redis://..., LSTMLAB_DATABASE_URL=postgresql+psycopg://...) and at the
+# shared instance folder holding runs/ (LSTMLAB_INSTANCE). LSTMLAB_WORKER_THREADS runs at once (default 1).
+worker: install
+	$(BIN)/python -m app.lab --workers $${LSTMLAB_WORKER_THREADS:-1}
 
 test: install
 	$(BIN)/python -m pytest -q
 
-# Speed, memory and load against same-run baselines; results go into docs/BENCHMARKS.md (~10 min).
+# Speed, memory and load against same-run baselines; results go into docs/BENCHMARKS.md (~25 min).
 benchmarks: install
 	$(BIN)/python benchmarks/serve.py --write
 	$(BIN)/python benchmarks/load.py
 	$(BIN)/python benchmarks/generation.py --write
 	$(BIN)/python benchmarks/trace.py --write
+	$(BIN)/python benchmarks/lab.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

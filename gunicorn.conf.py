@@ -35,3 +35,36 @@ _tf_threads = os.environ.get("LSTMLAB_TF_THREADS", "1")
 if _tf_threads != "0":
     raw_env += [f"{name}={_tf_threads}" for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
                                                       "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")]
+
+# The lab bench's training consumers (LSTMLAB_TRAIN_WORKERS, default 1; 0 = none, e.g. when
+# `make worker` runs them elsewhere): started by the master once it is ready, stopped when it
+# exits, each `python -m app.lab` at lower CPU priority (LAB_WORKER_NICE). Web workers never train.
+_consumers = []
+
+
+def when_ready(server):
+    """Start the Huey consumers beside the web workers."""
+    import subprocess
+    import sys
+
+    count = int(os.environ.get("LSTMLAB_TRAIN_WORKERS", "1"))
+    for _ in range(max(0, count)):
+        _consumers.append(subprocess.Popen([sys.executable, "-m", "app.lab"], start_new_session=True))
+    if count > 0:
+        server.log.info("lab bench: %d training consumer(s) started: pids %s", count,
+                        ", ".join(str(p.pid) for p in _consumers))
+
+
+def on_exit(server):
+    """Stop the consumers this master started (SIGINT: Huey's graceful stop lets a run checkpoint)."""
+    import signal
+    import subprocess
+
+    for proc in _consumers:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    for proc in _consumers:
+        try:
+            proc.wait(timeout=graceful_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.config import ROOT, Config, environment_settings
+from app.config import ROOT, Config, LabEngineConfig, environment_settings, instance_dir
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """The app: defaults, then LSTMLAB_* and FLASK_* environment variables, then `test_config`;
-    models loaded. The instance folder (runtime files: the generated secret key...) is
-    `LSTMLAB_INSTANCE_PATH` when set, else Flask's `instance/` beside the app."""
-    instance = (test_config or {}).get("INSTANCE_PATH") or os.environ.get("LSTMLAB_INSTANCE_PATH")
+    models loaded. The instance folder (runtime files: secret key, records, queue, runs) is
+    `LSTMLAB_INSTANCE` when set, else `instance/` beside the app."""
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"),
-                instance_path=str(Path(instance).resolve()) if instance else None)
+                instance_path=str((test_config or {}).get("INSTANCE_PATH") or instance_dir()))
+    app.config.from_object(LabEngineConfig)
     app.config.from_object(Config)
     app.config.update(environment_settings())
     app.config.from_prefixed_env()
@@ -28,15 +27,18 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not app.debug and not app.testing:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from app import i18n, modelstore, security
+    from app import i18n, instructor, lab, modelstore, records, security
     from app.views import api, errors, lstm, pages
 
     security.init_app(app)  # first: the start-up checks (secret key, debug, TESTING) before the models load
     i18n.init_app(app)
     modelstore.init_app(app)
+    records.init_app(app)  # the run records, schema migrated to the newest revision
     for module in (pages, api, lstm, errors):
         app.register_blueprint(module.bp)
     proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
     if proxies:  # behind nginx: the client's address and scheme come from its X-Forwarded-* headers
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
+    lab.init_app(app)  # the lab bench: its pages and /api/v1/runs
+    instructor.init_app(app)  # the instructor console: sign-in, data sets, publishing, the class's queue
     return app

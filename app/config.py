@@ -67,3 +67,28 @@ def split_words(value) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
     return [w.strip() for w in str(value or "").split(",") if w.strip()]
+
+
+def instance_dir() -> Path:
+    """The instance folder (runtime files: records, queue, runs): $LSTMLAB_INSTANCE, else ./instance."""
+    return Path(os.environ.get("LSTMLAB_INSTANCE") or ROOT / "instance").resolve()
+
+
+class LabEngineConfig:
+    """The lab bench's queue, records and workers (README, "Lab bench: queue, workers, scale-out").
+
+    Read from the environment under their own names (a consumer on another machine needs the same
+    two URLs as the web); FLASK_-prefixed variables and test_config override them as usual."""
+
+    LSTMLAB_QUEUE_URL = os.environ.get("LSTMLAB_QUEUE_URL", "")  # "" = Huey's SQLite file in the instance folder
+    LSTMLAB_DATABASE_URL = os.environ.get("LSTMLAB_DATABASE_URL", "")  # "" = SQLite file in the instance folder
+    LSTMLAB_TRAIN_WORKERS = int(os.environ.get("LSTMLAB_TRAIN_WORKERS", "1"))  # consumers `make serve` starts
+    LSTMLAB_AUTO_UPGRADE = os.environ.get("LSTMLAB_AUTO_UPGRADE", "1")  # migrate the schema at start-up
+    LAB_WORKER_NICE = int(os.environ.get("LAB_WORKER_NICE", "10"))  # consumers' CPU priority drop
+    LAB_PROGRESS_SECONDS = float(os.environ.get("LAB_PROGRESS_SECONDS", "2"))  # progress write within an epoch
+    LAB_STALE_SECONDS = float(os.environ.get("LAB_STALE_SECONDS", "60"))  # no heartbeat this long: interrupted
+    LAB_MAX_ATTEMPTS = int(os.environ.get("LAB_MAX_ATTEMPTS", "3"))  # starts of one run before it is failed
+    LAB_SSE_SECONDS = float(os.environ.get("LAB_SSE_SECONDS", "600"))  # one events stream's longest life
+    LAB_SSE_POLL = float(os.environ.get("LAB_SSE_POLL", "0.5"))  # how often an events stream reads the record
+    LAB_TEST_SUBSET = int(os.environ.get("LAB_TEST_SUBSET", "0"))  # test images per run (0: the official split)
+    LAB_EXPORT_INT8 = int(os.environ.get("LAB_EXPORT_INT8", "0"))  # also export and check int8 (slower runs)

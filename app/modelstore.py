@@ -31,6 +31,7 @@ import os
 import queue
 import re
 import stat
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,8 +415,80 @@ def init_app(app: Flask) -> None:
             log.warning("XLA cache %s belongs to another user: not used", cache)
     store = ModelStore(Path(app.config["MODELS_DIR"]), Engines.from_config(app.config))
     app.extensions[EXTENSION] = store.load()
+    watch_models(app, store)
 
 
 def get_store() -> ModelStore:
     """The current app's model store."""
     return current_app.extensions[EXTENSION]
+
+
+# ----------------------------------------------------------------------------- hot reload
+# A task published, replaced or unpublished by the instructor console appears, changes or goes
+# in every worker without a restart: at most every MODELS_RELOAD_SECONDS a request first stats
+# models/*/card.json (a few stat calls), and only the folders whose card changed are (re)loaded.
+WATCHER = "modelstore_watch"
+
+
+@dataclass
+class Watch:
+    """What one worker last saw of models/*/card.json, and when it looked."""
+
+    interval: float
+    signature: dict[str, tuple[int, int, int]]
+    checked: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def card_signature(models_dir: Path) -> dict[str, tuple[int, int, int]]:
+    """slug -> (mtime ns, size, inode) of every models/<slug>/card.json (hidden folders skipped)."""
+    out = {}
+    for path in Path(models_dir).glob("*/card.json"):
+        if path.parent.name.startswith("."):
+            continue
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out[path.parent.name] = (st.st_mtime_ns, st.st_size, st.st_ino)
+    return out
+
+
+def refresh_store(store: ModelStore, watch: Watch, now: float | None = None) -> list[str]:
+    """Reload the tasks whose card appeared, changed or vanished since the last look (at most
+    every `watch.interval` seconds, one thread at a time); returns their slugs."""
+    now = time.monotonic() if now is None else now
+    if now - watch.checked < watch.interval or not watch.lock.acquire(blocking=False):
+        return []
+    try:
+        watch.checked = now
+        signature = card_signature(store.models_dir)
+        if signature == watch.signature:
+            return []
+        changed = sorted(s for s in set(signature) | set(watch.signature) if signature.get(s) != watch.signature.get(s))
+        specs = discover_tasks(store.models_dir)
+        entries = dict(store.entries)
+        for slug in changed:
+            if slug in specs:
+                entries[slug] = load_entry(store.models_dir / slug, specs[slug], store.engines)
+            else:
+                entries.pop(slug, None)
+        store.entries = entries  # one assignment: a request sees the old set or the new one
+        watch.signature = signature
+        log.info("models reloaded: %s", changed)
+        return changed
+    finally:
+        watch.lock.release()
+
+
+def watch_models(app: Flask, store: ModelStore) -> None:
+    """Check for new, changed and removed cards before requests (MODELS_RELOAD_SECONDS; < 0: never)."""
+    interval = float(app.config.get("MODELS_RELOAD_SECONDS", 2.0))
+    if interval < 0:
+        return
+    app.extensions[WATCHER] = Watch(interval, card_signature(store.models_dir))
+
+    def refresh_before_request() -> None:
+        refresh_store(current_app.extensions[EXTENSION], current_app.extensions[WATCHER])
+
+    app.before_request(refresh_before_request)

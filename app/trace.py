@@ -313,7 +313,8 @@ def load_tracer(folder: Path, spec) -> Tracer:
 def get_tracer(app, entry) -> Tracer:
     """The tracer of a served task, built on its first trace and kept for the app's lifetime."""
     cache = app.extensions.setdefault("lstm_tracers", {})
+    folder = getattr(entry, "folder", None) or Path(app.config["MODELS_DIR"]) / entry.slug  # a lab run has its own
     with _LOCK:
-        if entry.slug not in cache:
-            cache[entry.slug] = load_tracer(Path(app.config["MODELS_DIR"]) / entry.slug, entry.spec)
-        return cache[entry.slug]
+        if str(folder) not in cache:
+            cache[str(folder)] = load_tracer(Path(folder), entry.spec)
+        return cache[str(folder)]

@@ -335,3 +335,446 @@ def _old_model(models: Path, slug: str) -> dict:
 def old_model():
     """Write a stand-in previous model for a slug and return its files' snapshot (the function)."""
     return _old_model
+
+
+# ============================================================================ INSTRUCTOR fixtures
+# (issue 14: the instructor console's tests; an app with its own instance folder per test)
+INSTRUCTOR_PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def instructor_app(make_app, tiny_models_dir, tmp_path):
+    """A fresh app over a private copy of the tiny models, with its own instance folder (records,
+    queue, data sets) under tmp_path; DATASET_SERVER_ROOT is tmp_path/server."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, models)
+    (tmp_path / "server").mkdir()
+    return make_app(models, INSTANCE_PATH=str(tmp_path / "instance"), DATASET_SERVER_ROOT=str(tmp_path / "server"),
+                    MODELS_RELOAD_SECONDS=0)
+
+
+@pytest.fixture
+def add_instructor():
+    """`add_instructor(app, name)`: create an account through the CLI (password typed twice)."""
+    def add(app, name: str = "teacher", password: str = INSTRUCTOR_PASSWORD):
+        result = app.test_cli_runner().invoke(args=["instructor", "add", name], input=f"{password}\n{password}\n")
+        assert result.exit_code == 0, result.output
+        return name
+    return add
+
+
+@pytest.fixture
+def signed_in(instructor_app, add_instructor):
+    """A test client signed in as instructor "teacher"."""
+    add_instructor(instructor_app)
+    client = instructor_app.test_client()
+    response = client.post("/instructor/login", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD})
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    return client
+
+
+def make_zip(files: dict) -> bytes:
+    """A zip archive in memory: {name: bytes} (a name ending in '/' is a folder)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def png_bytes(colour=(200, 30, 30), size=(24, 24), mode="RGB") -> bytes:
+    """A small PNG of one colour with a few noisy pixels."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(sum(colour) + size[0])
+    arr = np.full((size[1], size[0], 3), colour, np.uint8)
+    arr = np.clip(arr.astype(int) + rng.integers(-20, 20, arr.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).convert(mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+INSTRUCTOR_RUN_ID = "a1b2c3d4e5f6"
+
+
+@pytest.fixture(scope="session")
+def tiny_run_folder(tmp_path_factory):
+    """A finished lab run's folder as the engine writes it (model.keras, model.tflite, card.json,
+    plots): an untrained model for a two-class (blue, red) 16×16 grey data set."""
+    from app.tasks import IMAGE, ClassName, TaskSpec
+
+    spec = TaskSpec(slug=INSTRUCTOR_RUN_ID, kind=IMAGE, title_en="shapes", title_vi="shapes", image_size=(16, 16),
+                    colour="grey", classes=(ClassName("blue", "blue"), ClassName("red", "red")),
+                    architecture="rows_cols", extra={"model": {"units": 8}})
+    return write_tiny_image_model(tmp_path_factory.mktemp("runs"), spec, export=True)
+
+
+@pytest.fixture
+def finished_lab_run(instructor_app, tiny_run_folder):
+    """A finished Run record on data set "shapes" with its folder in <instance>/runs/<id>/."""
+    import shutil
+    from pathlib import Path
+
+    from app.records import FINISHED, Run, db
+
+    shutil.copytree(tiny_run_folder, Path(instructor_app.instance_path) / "runs" / INSTRUCTOR_RUN_ID)
+    with instructor_app.app_context():
+        db.session.add(Run(id=INSTRUCTOR_RUN_ID, dataset="shapes", nickname="An", status=FINISHED,
+                           metrics={"test_accuracy": 0.5, "confusion_matrix": [[1, 1], [1, 1]]},
+                           history=[{"epoch": 1, "loss": 0.7, "accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.5}],
+                           recipe={"reading": "rows", "cell": "lstm", "units": 8, "layers": 1}, settings={"seed": 3}))
+        db.session.commit()
+    return INSTRUCTOR_RUN_ID
+
+
+@pytest.fixture
+def class_zip():
+    """`class_zip(n=6, extra={})`: a zip of two class folders (red, blue) of n PNGs each."""
+    def build(n: int = 6, extra: dict | None = None, wrapper: str = "shapes/") -> bytes:
+        files = {f"{wrapper}red/{i}.png": png_bytes((220, 40, 40)) for i in range(n)}
+        files.update({f"{wrapper}blue/{i}.png": png_bytes((40, 40, 220)) for i in range(n)})
+        files.update(extra or {})
+        return make_zip(files)
+    return build
+
+
+# ============================================================================ BENCH (lab pages)
+# The lab bench's pages over a throw-away instance folder (records, queue, runs), and finished
+# runs written the way a consumer writes them: a record plus <instance>/runs/<id>/ with a tiny
+# exported model and its card.
+@pytest.fixture(scope="module")
+def lab_app(make_app, tiny_models_dir, tmp_path_factory):
+    """The web app with the lab bench on a fresh instance folder (SQLite records and queue)."""
+    instance = tmp_path_factory.mktemp("lab-instance")
+    return make_app(tiny_models_dir, INSTANCE_PATH=str(instance), LSTMLAB_QUEUE_URL="",
+                    LSTMLAB_DATABASE_URL=f"sqlite:///{instance / 'records.sqlite3'}")
+
+
+@pytest.fixture(scope="module")
+def finished_run(lab_app, tmp_path_factory):
+    """`finished_run(**fields)` -> id of a finished MNIST run record with a served model folder."""
+    import datetime as dt
+    import json
+    import shutil
+    from pathlib import Path
+
+    from app.records import FINISHED, Run, db
+    from app.tasks import MNIST
+
+    made = {}
+
+    def make(**fields):
+        if "model" not in made:  # one tiny exported model, copied per run
+            made["model"] = write_tiny_image_model(tmp_path_factory.mktemp("run-model"), MNIST, export=True)
+        now = dt.datetime.now(dt.timezone.utc)
+        card = json.loads((made["model"] / "card.json").read_text())
+        history = fields.pop("history", [{"epoch": i, "loss": 1.0 / i, "accuracy": 0.8 + i / 100, "val_loss": 1.2 / i,
+                                          "val_accuracy": 0.78 + i / 100, "seconds": 10.0} for i in (1, 2, 3)])
+        values = {"dataset": "mnist", "recipe": {"reading": "rows", "cell": "lstm", "units": 64, "layers": 2,
+                                                 "bidirectional": False, "dropout": 0.2},
+                  "settings": {"epochs": 3, "batch_size": 128, "learning_rate": 0.001, "subset": 0, "seed": 1},
+                  "nickname": "", "owner": "someone-else", "client": "127.0.0.1", "status": FINISHED,
+                  "created_at": now - dt.timedelta(seconds=50), "started_at": now - dt.timedelta(seconds=45),
+                  "finished_at": now, "history": history, "progress": {}, "params": card["params_total"],
+                  "seconds": 30.0, "metrics": card["metrics"]}
+        values.update(fields)
+        with lab_app.app_context():
+            run = Run(**values)
+            db.session.add(run)
+            db.session.commit()
+            run_id = run.id
+        folder = Path(lab_app.instance_path) / "runs" / run_id
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(made["model"], folder)
+        return run_id
+
+    return make
+
+
+# Browser tests of the lab bench and the instructor console: Debian's chromium through Playwright.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def browser():
+    """Debian's chromium driven by Playwright; skips where it or playwright is absent (fails in CI)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    missing = "the playwright package is not installed" if sync_playwright is None else (
+        "chromium is not installed" if not Path(chromium).is_file() else "")
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{missing} (CI must run the browser tests)")
+        pytest.skip(missing)
+    (Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots").mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def new_page(browser, problems: list):
+    """A page that appends page errors and Content-Security-Policy refusals to `problems`."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("console", lambda msg: problems.append(msg.text) if "Content Security Policy" in msg.text else None)
+    return page
+
+
+# ============================================================================ ENGINE (lab queue, real processes)
+@pytest.fixture(scope="session", autouse=True)
+def lab_instance_for_session(tmp_path_factory):
+    """Apps built without INSTANCE_PATH keep their records and queue in a temporary folder."""
+    import os
+
+    previous = os.environ.get("LSTMLAB_INSTANCE")
+    os.environ["LSTMLAB_INSTANCE"] = str(tmp_path_factory.mktemp("instance"))
+    yield
+    if previous is None:
+        os.environ.pop("LSTMLAB_INSTANCE", None)
+    else:
+        os.environ["LSTMLAB_INSTANCE"] = previous
+
+
+def mnist_data_or_skip():
+    """The MNIST file the lab's end-to-end runs train on, or a clean skip."""
+    from app.config import default_data_dir
+    from app.tasks import MNIST
+
+    path = default_data_dir() / MNIST.data_path
+    if not path.is_file():
+        pytest.skip(f"no data at {path}")
+    return path
+
+
+class LabStack:
+    """Real processes for the lab bench's tests: gunicorn (web), Huey consumers, redis-server.
+    Every process is started here and stopped by its pid at teardown."""
+
+    def __init__(self, tmp_path):
+        import os
+        import secrets
+        import sys
+        from pathlib import Path
+
+        self.root = Path(__file__).resolve().parent.parent
+        self.python = sys.executable
+        self.instance = tmp_path / "instance"
+        self.logs = tmp_path / "logs"
+        self.logs.mkdir()
+        self.procs: list = []
+        self.web_url = None
+        self.web_proc = None
+        self.env = {**os.environ, "LSTMLAB_INSTANCE": str(self.instance), "TF_CPP_MIN_LOG_LEVEL": "3",
+                    "FLASK_SECRET_KEY": secrets.token_hex(16), "LAB_PROGRESS_SECONDS": "1",
+                    "LAB_TEST_SUBSET": "500", "LSTMLAB_QUEUE_URL": "", "LSTMLAB_DATABASE_URL": "",
+                    "LSTMLAB_TRAIN_WORKERS": "0", "WEB_CONCURRENCY": "1", "PYTHONUNBUFFERED": "1",
+                    # the engine's tests are not about the bench's time estimate (test_lab_recipes.py is)
+                    "FLASK_LAB_MAX_SECONDS": str(10**15)}
+
+    # processes ------------------------------------------------------------------------
+    def start(self, args: list[str], name: str, **env):
+        """Start a process with the stack's environment (+ `env`), output to logs/<name>.log."""
+        import subprocess
+
+        log = open(self.logs / f"{name}.log", "ab")
+        proc = subprocess.Popen(args, cwd=self.root, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        proc.lab_name = name
+        self.procs.append(proc)
+        return proc
+
+    def consumer(self, name: str = "consumer", **env):
+        """A Huey consumer process (`python -m app.lab`, what `make worker` runs)."""
+        return self.start([self.python, "-m", "app.lab"], name, **env)
+
+    def web(self, name: str = "web", **env):
+        """gunicorn serving wsgi:app on a free loopback port; waits for /healthz."""
+        port = free_port()
+        proc = self.start([self.python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], name,
+                          LSTMLAB_BIND=f"127.0.0.1:{port}", **env)
+        self.web_url, self.web_proc = f"http://127.0.0.1:{port}", proc
+        self.wait_for(lambda: self._healthy(), 60, f"{name} did not answer /healthz", proc)
+        return proc
+
+    def redis(self):
+        """redis-server on a free loopback port (no persistence); returns its URL."""
+        import shutil
+        import os
+
+        exe = shutil.which("redis-server")
+        if not exe:
+            if os.environ.get("CI") == "true":
+                pytest.fail("redis-server is missing (CI installs it: .ci/run)")
+            pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        port = free_port()
+        proc = self.start([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                          "redis")
+        import redis as redis_client
+
+        client = redis_client.Redis(host="127.0.0.1", port=port)
+        self.wait_for(lambda: _ping(client), 20, "redis-server did not start", proc)
+        return f"redis://127.0.0.1:{port}/0"
+
+    def stop(self, proc, sig=None):
+        """Stop one process (and its session's children) by pid: SIGTERM, or `sig`; wait for it."""
+        import os
+        import signal
+        import subprocess
+
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig or signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if proc is self.web_proc:
+            self.web_proc = None
+
+    def close(self):
+        """Stop every process this stack started, newest first."""
+        for proc in reversed(self.procs):
+            self.stop(proc)
+
+    @staticmethod
+    def children(pid: int, marker: bytes = b"") -> list[int]:
+        """Pids of the live child processes of `pid` whose command line contains `marker`."""
+        from pathlib import Path
+
+        out = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                text = status.read_text()
+                cmdline = (status.parent / "cmdline").read_bytes()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+            if int(fields["PPid"].strip()) == pid and marker in cmdline and "Z" not in fields["State"]:
+                out.append(int(status.parent.name))
+        return out
+
+    def log(self, name: str) -> str:
+        """A process's output so far."""
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_for(self, check, seconds: float, message: str, proc=None):
+        """Poll `check()` until it returns something truthy; fail with `message` (and the log)."""
+        import time
+
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            if proc is not None and proc.poll() is not None:
+                pytest.fail(f"{message}: {proc.lab_name} exited\n{self.log(proc.lab_name)[-3000:]}")
+            time.sleep(0.25)
+        logs = "\n".join(f"--- {p.lab_name}\n{self.log(p.lab_name)[-2000:]}" for p in self.procs)
+        pytest.fail(f"{message} (after {seconds:.0f} s)\n{logs}")
+
+    # HTTP -------------------------------------------------------------------------------
+    def _healthy(self) -> bool:
+        import requests
+
+        try:
+            return requests.get(self.web_url + "/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def session(self):
+        """A requests session: one browser (its own lab_owner cookie)."""
+        import requests
+
+        return requests.Session()
+
+    def submit(self, session, **payload):
+        """POST /api/v1/runs; returns the response."""
+        body = {"dataset": "mnist", "recipe": {"units": 8, "layers": 1}, "epochs": 1, "subset": 256,
+                "batch_size": 64, **payload}
+        return session.post(self.web_url + "/api/v1/runs", json=body, timeout=30)
+
+    def run(self, run_id: str) -> dict:
+        """GET /api/v1/runs/<id>."""
+        import requests
+
+        return requests.get(f"{self.web_url}/api/v1/runs/{run_id}", timeout=10).json()
+
+    def wait_status(self, run_id: str, statuses, seconds: float = 150) -> dict:
+        """Poll a run until its status is one of `statuses`; returns the run."""
+        statuses = (statuses,) if isinstance(statuses, str) else tuple(statuses)
+        return self.wait_for(lambda: (lambda r: r if r["status"] in statuses else None)(self.run(run_id)),
+                             seconds, f"run {run_id} never reached {statuses}")
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ping(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+@pytest.fixture
+def lab_stack():
+    """A LabStack on a fresh instance folder; every process it started is stopped afterwards.
+    Its folder is its own (not pytest's tmp_path: concurrent pytest sessions prune those)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    mnist_data_or_skip()
+    folder = Path(tempfile.mkdtemp(prefix="lstmlab-lab-stack-"))
+    stack = LabStack(folder)
+    yield stack
+    stack.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def mnist_png():
+    """`mnist_png(i)` -> (PNG bytes, label) of MNIST test digit i."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    path = mnist_data_or_skip()
+
+    def make(index: int = 0) -> tuple[bytes, int]:
+        with np.load(path) as data:
+            x, y = data["x_test"][index], int(data["y_test"][index])
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(x, np.uint8).reshape(28, 28), "L").save(buf, "PNG")
+        return buf.getvalue(), y
+
+    return make

@@ -84,7 +84,8 @@ def gunicorn_port(tmp_path, tiny_models_dir):
     port = free_port()
     env = {**os.environ, "LSTMLAB_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1", "LSTMLAB_THREADS": "2",
            "FLASK_MODELS_DIR": str(tiny_models_dir), "FLASK_SECRET_KEY": secrets.token_hex(32),
-           "LSTMLAB_TRUSTED_PROXIES": "1", "LSTMLAB_INSTANCE_PATH": str(tmp_path / "instance")}
+           "LSTMLAB_TRUSTED_PROXIES": "1", "LSTMLAB_INSTANCE": str(tmp_path / "instance"),
+           "LSTMLAB_TRAIN_WORKERS": "0"}
     env.pop("FLASK_TESTING", None)
     log = tmp_path / "gunicorn.log"
     with open(log, "wb") as out:

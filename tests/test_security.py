@@ -204,7 +204,7 @@ def test_secret_key_from_the_environment_is_accepted(tmp_path, monkeypatch):
     key = secrets.token_hex(32)
     monkeypatch.setenv("FLASK_SECRET_KEY", key)
     monkeypatch.delenv("FLASK_DEBUG", raising=False)
-    monkeypatch.setenv("LSTMLAB_INSTANCE_PATH", str(tmp_path / "instance"))
+    monkeypatch.setenv("LSTMLAB_INSTANCE", str(tmp_path / "instance"))
     app = create_app({"MODELS_DIR": str(tmp_path)})
     assert app.secret_key == key and not app.debug and not app.testing
     assert not (tmp_path / "instance" / "secret_key").exists()  # nothing generated
@@ -214,7 +214,7 @@ def test_secret_key_from_the_environment_is_accepted(tmp_path, monkeypatch):
 def test_default_secret_key_is_never_used_outside_testing(tmp_path, monkeypatch, key):
     """The default (or an empty) key is replaced by the instance folder's, debug or not."""
     monkeypatch.delenv("FLASK_SECRET_KEY", raising=False)
-    monkeypatch.setenv("LSTMLAB_INSTANCE_PATH", str(tmp_path / "instance"))
+    monkeypatch.setenv("LSTMLAB_INSTANCE", str(tmp_path / "instance"))
     for debug in (False, True):
         app = create_app({"MODELS_DIR": str(tmp_path), "SECRET_KEY": key, "DEBUG": debug})
         assert app.secret_key == (tmp_path / "instance" / "secret_key").read_text().strip()
@@ -258,7 +258,7 @@ def production_app(tmp_path, monkeypatch, models_dir=None, **config):
     """create_app as a server runs it (not TESTING), with its instance folder under tmp_path."""
     monkeypatch.delenv("FLASK_SECRET_KEY", raising=False)
     monkeypatch.delenv("FLASK_DEBUG", raising=False)
-    monkeypatch.setenv("LSTMLAB_INSTANCE_PATH", str(tmp_path / "instance"))
+    monkeypatch.setenv("LSTMLAB_INSTANCE", str(tmp_path / "instance"))
     return create_app({"MODELS_DIR": str(models_dir or tmp_path / "no-models"), **config})
 
 
@@ -317,7 +317,7 @@ def test_gunicorn_refuses_to_serve_in_testing_mode(tmp_path):
     """`FLASK_TESTING=1 gunicorn ...` (CSRF and rate limits off) exits instead of serving."""
     env = {k: v for k, v in os.environ.items() if k != "FLASK_SECRET_KEY"}
     env.update(FLASK_TESTING="1", FLASK_MODELS_DIR=str(tmp_path), LSTMLAB_BIND="127.0.0.1:0", WEB_CONCURRENCY="1",
-               LSTMLAB_INSTANCE_PATH=str(tmp_path / "instance"))
+               LSTMLAB_INSTANCE=str(tmp_path / "instance"), LSTMLAB_TRAIN_WORKERS="0")
     proc = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--no-control-socket", "wsgi:app"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "refusing to start with TESTING" in proc.stderr

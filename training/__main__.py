@@ -34,6 +34,8 @@ def image_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--models-dir", default=os.environ.get("LSTMLAB_MODELS", str(MODELS_DIR)))
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--quick", action="store_true", help="tiny subset, one epoch (for tests)")
+    p.add_argument("--subset", type=int, default=0,
+                   help="train on this many training images (a fixed random choice; 0: all)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch's backup")
     p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
                    help="start from the weights of a finished model of the same architecture "

@@ -104,7 +104,74 @@ def make_renet(spec: TaskSpec, units: int = 64, patch: int | None = None, top_un
     return keras.Model(inputs, outputs, name=f"{spec.slug}_renet")
 
 
-IMAGE_BUILDERS = {"baseline": make_baseline, "rows_cols": make_rows_cols, "renet": make_renet}
+RECIPE_CELLS = {"lstm": layers.LSTM, "gru": layers.GRU, "simple_rnn": layers.SimpleRNN}
+RECIPE_HEAD_UNITS = 32  # the seed notebook's Dense(32, relu) before the classes
+
+
+def _recurrent(cell: str, units: int, bidirectional: bool, seq: bool, name: str):
+    """One recurrent layer of a recipe: the chosen cell, optionally bidirectional."""
+    try:
+        rnn = RECIPE_CELLS[cell](units, return_sequences=seq, name=f"{name}_{cell}")
+    except KeyError:
+        raise ValueError(f"unknown cell {cell!r}; choose from {sorted(RECIPE_CELLS)}") from None
+    return layers.Bidirectional(rnn, name=name) if bidirectional else rnn
+
+
+def _stack(x, prefix: str, cell: str, units: int, n: int, bidirectional: bool, dropout: float):
+    """`n` recurrent layers over a sequence, the last one returning only its final state."""
+    for i in range(n):
+        x = _recurrent(cell, units, bidirectional, i < n - 1, f"{prefix}_{i + 1}")(x)
+        if dropout and i < n - 1:
+            x = layers.Dropout(dropout, name=f"{prefix}_dropout_{i + 1}")(x)
+    return x
+
+
+def make_recipe_model(spec: TaskSpec, reading: str = "rows", cell: str = "lstm", units: int = 64,
+                      layers: int = 2, bidirectional: bool = False, dropout: float = 0.2) -> keras.Model:
+    """The lab bench's model from a student's recipe (app/lab/recipes.py counts its parameters):
+    `reading` rows (each image row a time step), rows_cols (rows and columns, joined) or patches
+    (an 8×8 grid of patches swept along rows then down columns, then read row by row: ReNet);
+    `layers` stacked `cell` layers (lstm, gru, simple_rnn) of `units`, bidirectional or not;
+    dropout between the recurrent layers and before the classes; Dense(32, relu) head."""
+    n_layers = int(layers)
+    h, w, c = spec.input_shape
+    inputs = keras.Input(spec.input_shape, name="pixels")
+    x = keras.layers.Rescaling(1 / 255, name="scale")(inputs)
+    if reading == "rows":
+        z = _stack(_rows(x, spec), "rows", cell, units, n_layers, bidirectional, dropout)
+    elif reading == "rows_cols":
+        r = _stack(_rows(x, spec), "rows", cell, units, n_layers, bidirectional, dropout)
+        cols = keras.layers.Reshape((w, h * c), name="cols")(keras.layers.Permute((2, 1, 3), name="transpose")(x))
+        k = _stack(cols, "cols", cell, units, n_layers, bidirectional, dropout)
+        z = keras.layers.Concatenate(name="join")([r, k])
+    elif reading == "patches":
+        patch = max(1, min(h, w) // 8)
+        gh, gw = h // patch, w // patch
+        if (gh * patch, gw * patch) != (h, w):  # e.g. 28 = 9×3 + 1: drop the last row/column of pixels
+            x = keras.layers.Cropping2D(((0, h - gh * patch), (0, w - gw * patch)), name="crop")(x)
+        x = keras.layers.Reshape((gh, patch, gw, patch * c), name="cut")(x)
+        x = keras.layers.Permute((1, 3, 2, 4), name="gather")(x)
+        x = keras.layers.Reshape((gh, gw, patch * patch * c), name="patches")(x)
+        x = keras.layers.TimeDistributed(_recurrent(cell, units, bidirectional, True, "sweep"), name="sweep_rows")(x)
+        x = keras.layers.Permute((2, 1, 3), name="to_cols")(x)
+        x = keras.layers.TimeDistributed(_recurrent(cell, units, bidirectional, True, "sweep"), name="sweep_cols")(x)
+        x = keras.layers.Permute((2, 1, 3), name="to_rows")(x)
+        width = units * (2 if bidirectional else 1)
+        x = keras.layers.Reshape((gh, gw * width), name="map_rows")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name="map_dropout")(x)
+        z = _stack(x, "read_rows", cell, units, n_layers, bidirectional, dropout)
+    else:
+        raise ValueError(f"unknown reading {reading!r}; choose rows, rows_cols or patches")
+    z = keras.layers.Dense(RECIPE_HEAD_UNITS, activation="relu", name="dense")(z)
+    if dropout:
+        z = keras.layers.Dropout(dropout, name="dense_dropout")(z)
+    outputs = keras.layers.Dense(len(spec.classes), activation="softmax", name="probs")(z)
+    return keras.Model(inputs, outputs, name=f"{spec.slug}_{reading}_{cell}")
+
+
+IMAGE_BUILDERS = {"baseline": make_baseline, "rows_cols": make_rows_cols, "renet": make_renet,
+                  "recipe": make_recipe_model}
 
 
 def make_image_classifier(spec: TaskSpec, architecture: str | None = None, **kw) -> keras.Model:

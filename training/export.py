@@ -273,10 +273,10 @@ def check_images(spec: TaskSpec, test: tuple[np.ndarray, np.ndarray] | None,
 
 
 def export_model(model, spec: TaskSpec, folder: Path, source_sha256: str, images: np.ndarray,
-                 checked_on: str, test: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
-    """Write folder/model.tflite for `model` (and model.int8.tflite when it passes on `test`) and
-    return the card's `export` block; ExportError (and no file) unless LiteRT reproduces Keras on
-    `images` within TOLERANCE."""
+                 checked_on: str, test: tuple[np.ndarray, np.ndarray] | None = None, int8: bool = True) -> dict:
+    """Write folder/model.tflite for `model` (and model.int8.tflite when `int8` and it passes on
+    `test`) and return the card's `export` block; ExportError (and no file) unless LiteRT
+    reproduces Keras on `images` within TOLERANCE."""
     import tensorflow as tf
 
     from app.modelstore import InterpreterPool  # the very code that serves it
@@ -295,7 +295,8 @@ def export_model(model, spec: TaskSpec, folder: Path, source_sha256: str, images
             "sha256": hashlib.sha256(flatbuffer).hexdigest(), "source_sha256": source_sha256,
             "max_abs_diff": diff, "argmax_agreement": agreement, "checked_on": checked_on,
             "converter": f"tensorflow {tf.__version__} TFLiteConverter (from_concrete_functions, frozen)",
-            "graph": graph, "int8": export_int8(model, folder, pool, test)}
+            "graph": graph, "int8": export_int8(model, folder, pool, test) if int8 else
+            {"accepted": False, "rule": INT8_RULE, "why": "not requested (a lab bench run serves float32)"}}
 
 
 def int8_summary(block: dict) -> str:

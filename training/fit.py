@@ -252,11 +252,17 @@ class EpochTimer:
         return _Timer()
 
 
-def standard_callbacks(slug: str, resume: bool, patience: int, monitor: str, mode: str, verbose: int):
-    """Backup for --resume, best-weights checkpoint, early stopping, CSV history, timer."""
+def standard_callbacks(slug: str, resume: bool, patience: int, monitor: str, mode: str, verbose: int,
+                       rdir: Path | None = None):
+    """Backup for --resume, best-weights checkpoint, early stopping, CSV history, timer (files in
+    `rdir`, default runs/<slug>/)."""
     import keras
 
-    rdir = run_dir(slug)
+    if rdir is None:
+        rdir = run_dir(slug)
+    else:
+        rdir = Path(rdir)
+        rdir.mkdir(parents=True, exist_ok=True)
     backup = rdir / "backup"
     history_csv = rdir / "history.csv"
     best = rdir / "best.weights.h5"

@@ -166,16 +166,30 @@ def whole_history(card: dict) -> dict:
     return {k: [v for h in runs for v in h.get(k, [])] for k in keys}
 
 
-def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
-    """The whole run for one image task; returns the folder the model was saved to."""
+def train_subset(data: ImageData, args) -> ImageData:
+    """The images a run trains and tests on: --quick's tiny slice, else `args.subset` training
+    images (0: all) and `args.test_subset` test images (0: the whole official test split)."""
+    if args.quick:
+        return data.subset(QUICK_TRAIN, QUICK_TEST)
+    n_train, n_test = getattr(args, "subset", 0) or 0, getattr(args, "test_subset", 0) or 0
+    if not (0 < n_train < len(data.y_train) or 0 < n_test < len(data.y_test)):
+        return data
+    return data.subset(min(n_train or len(data.y_train), len(data.y_train)),
+                       min(n_test or len(data.y_test), len(data.y_test)))
+
+
+def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None = None,
+                     callbacks: list | None = None, work_dir: Path | None = None) -> Path:
+    """The whole run for one image task; returns the folder the model was saved to.
+
+    The command line and the lab bench both call this: `slug` names the folder under
+    `models_dir` (default: the task's slug), `callbacks` are extra Keras callbacks (progress,
+    cancel), `work_dir` holds checkpoints and the --resume backup (default: runs/<slug>/)."""
     import keras
 
     # Data --------------------------------------------------------------------------------
-    data = load_image_data(spec, args.data)
-    epochs = args.epochs or spec.epochs
-    if args.quick:
-        data = data.subset(QUICK_TRAIN, QUICK_TEST)
-        epochs = 1
+    data = train_subset(load_image_data(spec, args.data), args)
+    epochs = 1 if args.quick else (args.epochs or spec.epochs)
     train, val = split_validation(data, args.seed)
     test = (data.x_test, data.y_test)
     batch = args.batch_size or spec.batch_size
@@ -212,12 +226,14 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
         model.summary()
 
     # Train ---------------------------------------------------------------------------------
-    callbacks, paths = fit.standard_callbacks(spec.slug, args.resume, args.patience,
-                                              "val_accuracy", "max", args.verbose)
+    standard, paths = fit.standard_callbacks(slug or spec.slug, args.resume, args.patience,
+                                             "val_accuracy", "max", args.verbose, rdir=work_dir)
+    # extra callbacks see each epoch before the backup marks it done (fit.standard_callbacks)
+    all_callbacks = standard[:-1] + list(callbacks or []) + standard[-1:]
     t0 = time.perf_counter()
     model.fit(make_dataset(*train, batch, spec, args.seed, True),
               validation_data=make_dataset(*val, 512, spec, args.seed, False),
-              epochs=epochs, callbacks=callbacks, verbose=args.verbose)
+              epochs=epochs, callbacks=all_callbacks, verbose=args.verbose)
     train_seconds = time.perf_counter() - t0
     if paths["best"].is_file():
         model.load_weights(paths["best"])
@@ -248,6 +264,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
         "training": {"epochs_requested": epochs, "epochs_run": len(history.get("loss", [])),
                      "seconds_per_epoch": [round(s, 1) for s in seconds],
                      "seconds_total": round(train_seconds, 1), "seed": args.seed, "quick": bool(args.quick),
+                     "subset": getattr(args, "subset", 0) or 0,
                      "augmentation": {k: spec.extra[k] for k in ("augment", "flip", "jitter", "label_smoothing")
                                       if k in spec.extra},
                      "early_stopping": {"monitor": "val_accuracy", "patience": args.patience}},
@@ -278,7 +295,8 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
         # a failed export must not cost the trained model (the app then serves it with Keras).
         try:
             card["export"] = export.export_model(model, spec, folder, export.file_sha256(folder / "model.keras"),
-                                                 *export.sample_images(data.x_test), test=(data.x_test, data.y_test))
+                                                 *export.sample_images(data.x_test), test=(data.x_test, data.y_test),
+                                                 int8=getattr(args, "int8", True))
         except Exception as exc:  # noqa: BLE001 - converter errors have no common type
             card["export"] = {"error": f"{exc.__class__.__name__}: {str(exc)[:300]}"}
             print(f"[{spec.slug}] warning: model.tflite not written ({card['export']['error']}); "
@@ -289,7 +307,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path) -> Path:
         fit.plot_confusion(metrics["confusion_matrix"], spec.class_names, folder / "confusion_matrix.png",
                            f"{spec.title_en}: test accuracy {metrics['test_accuracy']:.2%}")
 
-    out = fit.save_atomically(models_dir, spec.slug, write)
+    out = fit.save_atomically(models_dir, slug or spec.slug, write)
     fit.finish_run(paths)
     print(f"[{spec.slug}] saved {out}", flush=True)
     return out

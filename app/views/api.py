@@ -68,19 +68,24 @@ def ready_entry(slug: str, kind: str) -> Entry:
 def predict(slug: str):
     """Multipart field `file` -> top-k classes with probabilities (`?k=`, `?image=1` for the
     preprocessed picture as a data URL)."""
-    entry = ready_entry(slug, IMAGE)
+    return jsonify(classify_upload(ready_entry(slug, IMAGE)))
+
+
+def classify_upload(entry: Entry) -> dict:
+    """The predict answer for the request's uploaded `file` over a loaded image model (a task's,
+    or a lab-bench run's)."""
     array = bytes_to_array(read_upload(), entry.spec)
     k = request.args.get("k", TOP_K, type=int)
     result = classify(entry.predict, entry.spec, array, k=max(1, min(k, len(entry.spec.classes))))
     lang = current_language()
     for item in result["top"]:
         item["label"] = item["label_vi"] if lang == "vi" else item["label_en"]
-    body = {"task": slug, "prediction": result["top"][0], **result, "input_shape": list(array.shape)}
+    body = {"task": entry.spec.slug, "prediction": result["top"][0], **result, "input_shape": list(array.shape)}
     if request.args.get("image") in ("1", "true"):
         body["image"] = png_data_url(array)
     if wants_trace(request.args.get("trace") or request.form.get("trace")):
         body["trace"] = image_trace_json(entry, array)
-    return jsonify(body)
+    return body
 
 
 @bp.post("/api/v1/tasks/<slug>/generate")

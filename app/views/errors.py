@@ -68,7 +68,7 @@ def too_large_message() -> InvalidInput:
     """A 413: the upload over MAX_CONTENT_LENGTH, or, when the body was within it, a form with too
     many parts or a text field over MAX_FORM_MEMORY_SIZE (werkzeug raises the same 413 for all three)."""
     config = current_app.config
-    limit, length = config["MAX_CONTENT_LENGTH"], request.content_length
+    limit, length = request.max_content_length or config["MAX_CONTENT_LENGTH"], request.content_length  # per route
     if length is None or not limit or length > limit:
         mb = limit // (1024 * 1024) if limit else 0
         return InvalidInput("The file is too large: the limit is %(mb)s MB.", 413, mb=mb)

@@ -52,10 +52,11 @@ def task(slug: str):
     return text_page(entry)
 
 
-def image_page(entry: Entry):
-    """Upload (or drawing) -> top class, top-5 bars, the image the LSTM read, model time."""
+def image_page(entry: Entry, **extra):
+    """Upload (or drawing) -> top class, top-5 bars, the image the LSTM read, model time (`extra`:
+    more template context, e.g. a lab-bench run's form action and card link)."""
     context = {"entry": entry, "drawable": entry.spec.preprocess in DRAWABLE, "result": None, "error": None,
-               "show_trace": request.method == "GET" or wants_trace(request.form.get("trace"))}
+               "show_trace": request.method == "GET" or wants_trace(request.form.get("trace")), **extra}
     status = 200
     if request.method == "POST":
         try:

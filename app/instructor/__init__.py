@@ -1,0 +1,60 @@
+"""The instructor console (issue 14): sign-in, data sets, publishing, access to the lab bench,
+the run queue, and a token-authenticated JSON API.
+
+Feature package (microblog style): `auth` (Flask-Login sign-in, lock-out, session expiry),
+`cli` (`flask --app wsgi instructor add|passwd|remove|token`), `datasets` (zip or server-folder
+import with every safety check, preview, fixed split), `publish` (a finished run becomes a
+served task, atomically; the previous model kept in <instance>/replaced/), `access` (open / class
+code / closed), `settings` (queue pause and lab limits), `views` (/instructor pages) and `api`
+(/api/v1 routes behind `Authorization: Bearer`). Every /instructor route except the sign-in page
+is guarded once, for the whole blueprint (`auth.require_instructor`), so a new route cannot
+be left open.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, request
+
+bp = Blueprint("instructor", __name__, url_prefix="/instructor")
+api_bp = Blueprint("instructor_api", __name__)
+
+DEFAULTS = {
+    "INSTRUCTOR_SESSION_HOURS": 8,  # a sign-in lasts at most this long
+    "INSTRUCTOR_IDLE_MINUTES": 60,  # ... and ends after this long without a request
+    "INSTRUCTOR_MAX_FAILED": 5,  # wrong passwords in a row before the account is locked
+    "INSTRUCTOR_LOCK_MINUTES": 15,  # how long it stays locked
+    "DATASET_MAX_UPLOAD_BYTES": 512 * 1024 * 1024,  # one zip upload (the request body)
+    "DATASET_MAX_TOTAL_BYTES": 2 * 1024 * 1024 * 1024,  # all files of a data set, uncompressed
+    "DATASET_MAX_RATIO": 100,  # uncompressed / compressed, per file and for the whole archive
+    "DATASET_MAX_FILES": 50_000,  # entries in one archive or folder
+    "DATASET_MAX_FILE_BYTES": 20 * 1024 * 1024,  # one image file
+    "DATASET_MAX_CLASSES": 200,
+    "DATASET_SERVER_ROOT": "",  # folders under this root may be imported ("" = option off)
+    "MODELS_RELOAD_SECONDS": 2.0,  # how often a worker looks for new, changed or removed cards
+}
+UPLOAD_ENDPOINTS = ("instructor.dataset_upload", "instructor_api.create_dataset")
+
+
+def raise_upload_limit() -> None:
+    """The data-set upload routes accept DATASET_MAX_UPLOAD_BYTES instead of MAX_CONTENT_LENGTH
+    (runs before the CSRF check reads the form; werkzeug streams file parts to temporary files)."""
+    from flask import current_app
+
+    if request.endpoint in UPLOAD_ENDPOINTS:
+        request.max_content_length = int(current_app.config["DATASET_MAX_UPLOAD_BYTES"])
+
+
+def init_app(app: Flask) -> None:
+    """Install sign-in, the CLI, the console's pages and API, and the class-code page on `app`."""
+    for key, value in DEFAULTS.items():
+        app.config.setdefault(key, value)
+    from app.instructor import access, api, auth, cli, datasets, publish, views  # noqa: F401 - routes
+    from app.security import csrf
+
+    app.cli.add_command(cli.instructor)
+    app.register_blueprint(bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(access.bp)
+    csrf.exempt(api_bp)  # bearer tokens, no cookies: nothing a forged cross-site request could use
+    app.before_request_funcs.setdefault(None, []).insert(0, raise_upload_limit)
+    auth.init_app(app)  # its guard goes first of all: refused before CSRF or the upload limit

@@ -1,0 +1,105 @@
+"""The instructor's JSON API, behind `Authorization: Bearer <token>` (tokens from
+`flask --app wsgi instructor token NAME`, stored hashed, revocable):
+
+    POST   /api/v1/datasets               multipart `file` (zip) + slug, title_en, title_vi, image_size, colour
+    GET    /api/v1/datasets
+    POST   /api/v1/runs/<id>/publish      JSON {slug, title_vi, title_en, classes, confirm}
+    DELETE /api/v1/tasks/<slug>           unpublish (?confirm=1 for a shipped task)
+    POST   /api/v1/queue/pause | resume
+
+No cookies are read here (the blueprint is CSRF-exempt for that reason): a request without a
+valid token gets 401, whatever session it carries; a student's browser (its lab cookie) 403.
+"""
+
+from __future__ import annotations
+
+from flask import g, jsonify, request
+
+from app.errors import InvalidInput
+from app.instructor import api_bp, datasets, publish, settings
+from app.instructor.auth import STUDENT_COOKIES, instructor_for_token
+from app.instructor.views import find_run
+from app.views.errors import respond
+
+
+@api_bp.before_request
+def require_token():
+    """401 (with WWW-Authenticate) unless the request carries a valid, unrevoked bearer token."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    user = instructor_for_token(token.strip()) if scheme.lower() == "bearer" else None
+    if user is None:
+        if not header and any(request.cookies.get(c) for c in STUDENT_COOKIES):
+            return respond(InvalidInput("Only instructors (with an API token) can use this address.", 403))
+        response = respond(InvalidInput("A valid API token is required: Authorization: Bearer <token>.", 401))
+        response.headers["WWW-Authenticate"] = 'Bearer realm="lstmlab"'
+        return response
+    g.instructor = user
+    return None
+
+
+def json_body() -> dict:
+    """The request's JSON object, or form fields; a bilingual 400 for anything else."""
+    body = request.get_json(silent=True)
+    if body is None:
+        body = request.form.to_dict()
+    if not isinstance(body, dict):
+        raise InvalidInput("The body must be a JSON object.")
+    return body
+
+
+def truthy(value) -> bool:
+    """A JSON or form flag."""
+    return value is True or str(value).lower() in ("1", "true", "yes", "on")
+
+
+@api_bp.post("/api/v1/datasets")
+def create_dataset():
+    """Upload, check, index and save a zip data set in one request: 201 with its record."""
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        raise InvalidInput("Send the zip as the multipart field 'file'.")
+    form = request.form
+    datasets.check_choices(form.get("slug", ""), form.get("title_en", ""), form.get("title_vi", ""),
+                           form.get("image_size") or datasets.SIZES[2], form.get("colour") or "rgb")
+    token, preview = datasets.stage_zip(upload.stream, upload.filename)
+    try:
+        record = datasets.save_dataset(token, form.get("slug", ""), form.get("title_en", ""), form.get("title_vi", ""),
+                                       form.get("image_size"), form.get("colour"), created_by=g.instructor.name)
+    except InvalidInput:
+        datasets.discard(token)
+        raise
+    thumbs = {c["name"]: len(c["thumbs"]) for c in preview["classes"]}
+    return jsonify({"dataset": record, "thumbnails": thumbs}), 201
+
+
+@api_bp.get("/api/v1/datasets")
+def list_datasets():
+    """Every instructor data set with its classes, counts and split."""
+    return jsonify({"datasets": datasets.summaries(r for r, _f in datasets.iter_datasets())})
+
+
+@api_bp.post("/api/v1/runs/<run_id>/publish")
+def publish_run(run_id: str):
+    """Serve a finished run as task `slug` (409 when it exists, unless "confirm": true)."""
+    body = json_body()
+    result = publish.publish_run(find_run(run_id), str(body.get("slug", "")), str(body.get("title_en", "")),
+                                 str(body.get("title_vi", "")), body.get("classes"), confirm=truthy(body.get("confirm")),
+                                 by=g.instructor.name)
+    return jsonify({"published": result["slug"], "replaced": result["replaced"], "run": run_id}), 201
+
+
+@api_bp.delete("/api/v1/tasks/<slug>")
+def unpublish_task(slug: str):
+    """Stop serving task `slug` (kept in <instance>/replaced/); ?confirm=1 for a shipped task."""
+    result = publish.unpublish(slug, confirm=truthy(request.args.get("confirm")))
+    return jsonify({"unpublished": slug, "replaced": result["replaced"]})
+
+
+@api_bp.post("/api/v1/queue/<action>")
+def queue_action(action: str):
+    """Pause or resume the queue."""
+    if action not in ("pause", "resume"):
+        raise InvalidInput("Unknown queue action: use pause or resume.", 404)
+    settings.set_queue_paused(action == "pause")
+    return jsonify({"paused": settings.queue_paused()})

@@ -1,0 +1,219 @@
+"""Instructor sign-in: Flask-Login sessions, salted password hashes (werkzeug's scrypt), a
+lock-out after repeated wrong passwords, sessions that end after a fixed time or when idle, and
+the one guard every /instructor route passes through (`bp.before_request`).
+
+Refusals: an anonymous browser is sent to the sign-in page; a student's browser (it carries the
+lab bench's owner cookie or a class code) gets 403; the JSON API answers 401 without a valid
+bearer token (see api.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from urllib.parse import urlsplit
+
+from flask import Flask, current_app, flash, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+from flask_login import LoginManager, current_user, login_user, logout_user
+from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.errors import InvalidInput
+from app.instructor import bp
+from app.records import Instructor, as_utc, db, utcnow
+
+login_manager = LoginManager()
+login_manager.login_view = "instructor.login"
+login_manager.session_protection = "strong"  # a stolen cookie from another address/agent is dropped
+
+PUBLIC_ENDPOINTS = frozenset({"instructor.login"})  # the only /instructor page open to everyone
+STUDENT_COOKIES = ("lab_owner",)  # the lab bench's owner cookie: this browser is a student's
+STUDENT_SESSION_KEYS = ("lab_owner", "class_code")
+MIN_PASSWORD = 10
+# A password hash computed once, compared against when the name is unknown (same time either way).
+_DUMMY_HASH = generate_password_hash("not-a-real-password")
+
+
+def hash_password(password: str) -> str:
+    """A salted hash of `password` (werkzeug's scrypt)."""
+    return generate_password_hash(password)
+
+
+def check_password_strength(password: str) -> None:
+    """InvalidInput for a password too short to be one."""
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput("The password must have at least %(min_password)s characters.", min_password=MIN_PASSWORD)
+
+
+@login_manager.user_loader
+def load_instructor(token: str) -> Instructor | None:
+    """The instructor whose current session token is `token` (None after a password change)."""
+    return db.session.scalar(select(Instructor).where(Instructor.session_token == token))
+
+
+def find_instructor(name: str) -> Instructor | None:
+    """The instructor called `name`, or None."""
+    return db.session.scalar(select(Instructor).where(Instructor.name == name))
+
+
+def authenticate(name: str, password: str) -> Instructor:
+    """The instructor when `password` is right; InvalidInput (401, or 429 while locked) otherwise.
+    Each wrong password counts; INSTRUCTOR_MAX_FAILED in a row lock the account for
+    INSTRUCTOR_LOCK_MINUTES (a correct password is refused too while it is locked)."""
+    cfg, now = current_app.config, utcnow()
+    user = find_instructor(name.strip())
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password)  # no faster answer for an unknown name
+        raise wrong_password()
+    locked = as_utc(user.locked_until)
+    if locked and locked > now:
+        minutes = max(1, int((locked - now).total_seconds() // 60) + 1)
+        raise InvalidInput("Too many wrong passwords: this account is locked for %(minutes)s more minute(s).", 429, minutes=minutes)
+    if not check_password_hash(user.password_hash, password):
+        user.failed_logins = (user.failed_logins or 0) + 1
+        if user.failed_logins >= int(cfg["INSTRUCTOR_MAX_FAILED"]):
+            user.locked_until = now + dt.timedelta(minutes=float(cfg["INSTRUCTOR_LOCK_MINUTES"]))
+            user.failed_logins = 0
+        db.session.commit()
+        raise wrong_password()
+    user.failed_logins, user.locked_until, user.last_login_at = 0, None, now
+    db.session.commit()
+    return user
+
+
+def wrong_password() -> InvalidInput:
+    """The one answer for an unknown name or a wrong password (no hint which)."""
+    return InvalidInput("Wrong name or password.", 401)
+
+
+def is_student() -> bool:
+    """True when this browser carries the lab bench's owner cookie or a class code."""
+    return any(request.cookies.get(c) for c in STUDENT_COOKIES) or any(session.get(k) for k in STUDENT_SESSION_KEYS)
+
+
+def session_expired() -> bool:
+    """True when this sign-in is older than INSTRUCTOR_SESSION_HOURS or idle for INSTRUCTOR_IDLE_MINUTES."""
+    cfg, now = current_app.config, time.time()
+    since, seen = session.get("instructor_since", 0), session.get("instructor_seen", 0)
+    return (now - since > float(cfg["INSTRUCTOR_SESSION_HOURS"]) * 3600
+            or now - seen > float(cfg["INSTRUCTOR_IDLE_MINUTES"]) * 60)
+
+
+def require_instructor():
+    """login_required for the whole blueprint: sign-in page for anonymous browsers, 403 for a
+    student's browser, and the end of a session that is too old or idle too long. Installed by
+    `init_app` as the app's first before_request hook (for requests to this blueprint), so a
+    refused request is answered before the CSRF check or an upload's body is even read."""
+    if request.blueprint != bp.name or request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if current_user.is_authenticated:
+        if session_expired():
+            logout_user()
+            flash(_("Your session has ended; please sign in again."))
+            return login_manager.unauthorized()
+        session["instructor_seen"] = time.time()
+        return None
+    if is_student():
+        raise InvalidInput("Only instructors can open this page.", 403)
+    return login_manager.unauthorized()
+
+
+def is_local_path(target: str | None) -> bool:
+    """True for a path on this site ("/..."): no scheme, no host, no "//" or "/\\" (browsers
+    read both as another host), so redirecting to it is no open redirect."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return False
+    parts = urlsplit(target)
+    return not parts.scheme and not parts.netloc
+
+
+def safe_next(target: str | None) -> str:
+    """`target` when it is a path on this site, else the console."""
+    return target if is_local_path(target) else url_for("instructor.console")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """The sign-in form; a right name and password start a session."""
+    error, status = None, 200
+    if request.method == "POST":
+        try:
+            user = authenticate(request.form.get("name", ""), request.form.get("password", ""))
+        except InvalidInput as exc:
+            error, status = exc, exc.status
+        else:
+            session.clear()  # no session fixation: a fresh session for the signed-in instructor
+            login_user(user, remember=False)
+            session["instructor_since"] = session["instructor_seen"] = time.time()
+            return redirect(safe_next(request.args.get("next")))
+    return render_template("instructor/login.html", error=error), status
+
+
+@bp.post("/logout")
+def logout():
+    """End the session (a POST with the CSRF token: no sign-out by a link on another site)."""
+    logout_user()
+    session.pop("instructor_since", None)
+    session.pop("instructor_seen", None)
+    flash(_("You have signed out."))
+    return redirect(url_for("instructor.login"))
+
+
+def token_digest(token: str) -> str:
+    """SHA-256 of an API token (tokens are 256-bit random: a fast hash cannot be brute-forced)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def init_app(app: Flask) -> None:
+    """Flask-Login on `app`."""
+    login_manager.init_app(app)
+    app.before_request_funcs.setdefault(None, []).insert(0, require_instructor)
+    login_manager.login_message = None  # the sign-in page says what to do; no untranslated flash
+
+
+# ----------------------------------------------------------------------------- API tokens
+TOKEN_PREFIX = "lstm_"
+
+
+def issue_token(user: Instructor) -> str:
+    """A new API token for `user`: returned once, only its hash is stored."""
+    import secrets
+
+    from app.records import ApiToken
+
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    db.session.add(ApiToken(instructor_id=user.id, token_hash=token_digest(token), prefix=token[:12]))
+    db.session.commit()
+    return token
+
+
+def instructor_for_token(token: str) -> Instructor | None:
+    """The instructor owning a valid (not revoked) token, recording its use; None otherwise."""
+    from app.records import ApiToken
+
+    if not token:
+        return None
+    row = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token),
+                                                   ApiToken.revoked_at.is_(None)))
+    if row is None:
+        return None
+    user = db.session.get(Instructor, row.instructor_id)
+    if user is not None:
+        row.last_used_at = utcnow()
+        db.session.commit()
+    return user
+
+
+def revoke_tokens(user: Instructor, prefix: str | None = None) -> int:
+    """Revoke `user`'s tokens (those starting with `prefix`, or all); returns how many."""
+    from app.records import ApiToken
+
+    rows = db.session.scalars(select(ApiToken).where(ApiToken.instructor_id == user.id,
+                                                     ApiToken.revoked_at.is_(None))).all()
+    hit = [r for r in rows if prefix is None or r.prefix.startswith(prefix) or prefix.startswith(r.prefix)]
+    for row in hit:
+        row.revoked_at = utcnow()
+    db.session.commit()
+    return len(hit)

@@ -1,0 +1,97 @@
+"""`flask --app wsgi instructor add|passwd|remove|token NAME`: instructor accounts on the server.
+
+Passwords are read without echo (typed twice); tokens are printed once and stored hashed.
+"""
+
+from __future__ import annotations
+
+import re
+
+import click
+from flask.cli import AppGroup
+from sqlalchemy import delete, select
+
+from app.errors import InvalidInput
+from app.instructor.auth import (check_password_strength, find_instructor, hash_password, issue_token,
+                                 revoke_tokens)
+from app.records import ApiToken, Instructor, db, iso, new_session_token
+
+instructor = AppGroup("instructor", help="Instructor accounts and API tokens.")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+
+
+def _password() -> str:
+    password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        check_password_strength(password)
+    except InvalidInput as exc:
+        raise click.ClickException(exc.en) from None
+    return password
+
+
+def _existing(name: str) -> Instructor:
+    user = find_instructor(name)
+    if user is None:
+        raise click.ClickException(f"no instructor called {name!r}")
+    return user
+
+
+@instructor.command("add")
+@click.argument("name")
+def add(name: str) -> None:
+    """Create instructor NAME (the password is asked for twice, without echo)."""
+    if not NAME_RE.match(name):
+        raise click.ClickException("NAME: 1-64 letters, digits, '_', '.', '@' or '-', starting with a letter or digit")
+    if find_instructor(name) is not None:
+        raise click.ClickException(f"instructor {name!r} already exists (use `instructor passwd {name}`)")
+    db.session.add(Instructor(name=name, password_hash=hash_password(_password())))
+    db.session.commit()
+    click.echo(f"instructor {name} created")
+
+
+@instructor.command("passwd")
+@click.argument("name")
+def passwd(name: str) -> None:
+    """Set a new password for NAME; every browser signed in as NAME is signed out."""
+    user = _existing(name)
+    user.password_hash = hash_password(_password())
+    user.session_token = new_session_token()
+    user.failed_logins, user.locked_until = 0, None
+    db.session.commit()
+    click.echo(f"password of {name} changed; its sessions ended")
+
+
+@instructor.command("remove")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def remove(name: str, yes: bool) -> None:
+    """Delete instructor NAME and its API tokens."""
+    user = _existing(name)
+    if not yes:
+        click.confirm(f"Remove instructor {name} and its API tokens?", abort=True)
+    db.session.execute(delete(ApiToken).where(ApiToken.instructor_id == user.id))
+    db.session.delete(user)
+    db.session.commit()
+    click.echo(f"instructor {name} removed")
+
+
+@instructor.command("token")
+@click.argument("name")
+@click.option("--list", "list_", is_flag=True, help="list NAME's tokens (prefix, created, last used, revoked)")
+@click.option("--revoke", metavar="PREFIX", help="revoke NAME's token(s) starting with PREFIX")
+@click.option("--revoke-all", is_flag=True, help="revoke every token of NAME")
+def token(name: str, list_: bool, revoke: str | None, revoke_all: bool) -> None:
+    """Print a new API token for NAME (shown once; only its hash is kept), or list/revoke tokens."""
+    user = _existing(name)
+    if list_:
+        rows = db.session.scalars(select(ApiToken).where(ApiToken.instructor_id == user.id)
+                                  .order_by(ApiToken.created_at)).all()
+        for r in rows:
+            state = f"revoked {iso(r.revoked_at)}" if r.revoked_at else "active"
+            click.echo(f"{r.prefix}…  created {iso(r.created_at)}  last used {iso(r.last_used_at) or '-'}  {state}")
+        return
+    if revoke or revoke_all:
+        n = revoke_tokens(user, None if revoke_all else revoke)
+        click.echo(f"{n} token(s) revoked")
+        return
+    click.echo(issue_token(user))

@@ -1,0 +1,679 @@
+"""An instructor's data set: a zip of class folders (or a folder on the server) becomes
+`<instance>/datasets/<slug>/train/<class>/…` and `…/test/<class>/…`, the layout
+`python -m training folder --data-dir` reads, with its record in `dataset.json`.
+
+Two steps, as on the page: `stage_zip` / `stage_folder` check and index everything into a
+staging folder and return a preview (per-class counts, skipped files with the reason, class
+imbalance, thumbnails, a suggested image size and colour); `save_dataset` then fixes the
+stratified, seeded split once, writes the record and renames the finished folder into place.
+Nothing is half-written: a refusal deletes the staging folder, and the data set appears only by
+the final rename.
+
+Refused with a bilingual `InvalidInput` (the whole upload): names that escape the folder (`..`,
+absolute paths, drive letters), symbolic links, nested archives, more entries than
+DATASET_MAX_FILES, zip bombs (a file or the archive decompressing more than DATASET_MAX_RATIO
+times its size, or more than DATASET_MAX_TOTAL_BYTES in all), encrypted entries, fewer than two
+classes, a class with fewer than two readable images. Skipped with the reason (listed on the
+preview): files that are not images (decoded by `app.imaging.decode_image`, the app's decoder
+for uploads), images too large in bytes or pixels, files outside a class folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import time
+import unicodedata
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from flask import current_app, has_app_context
+from PIL import Image
+
+from app.errors import InvalidInput
+from app.imaging import decode_image
+from app.tasks import BUILTIN_TASKS, IMAGE, ClassName, TaskSpec
+
+SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+TOKEN_RE = re.compile(r"^[0-9a-f]{16}$")
+SPLIT_SEED = 20261128
+TEST_FRACTION = 0.2
+VALIDATION_FRACTION = 0.1  # held out of train by each run, seeded by the run's seed (training/images.py)
+SIZES = (16, 28, 32, 48, 64, 96, 128)
+SUGGESTED_SIZES = (16, 32, 48, 64)  # multiples of 16: every reading order of the bench fits them
+THUMBS_PER_CLASS = 8
+THUMB_SIDE = 72
+IMBALANCE_RATIO = 1.5  # largest class / smallest class above this is flagged on the preview
+MAX_LISTED_SKIPS = 500
+RATIO_CHECK_BYTES = 1024 * 1024  # the per-file ratio is checked for files larger than this
+STAGING_HOURS = 24  # unsaved previews older than this are deleted
+INDEX_THREADS = 4  # decode and write in parallel (Pillow and file I/O release the GIL)
+INDEX_CHUNK = 256  # files in flight at once: memory stays bounded whatever the archive's size
+GREY_SAMPLE = 1000  # colour is judged on the first files and every tenth after
+IGNORED_NAMES = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"}
+ARCHIVE_SUFFIXES = {".zip", ".tar", ".gz", ".tgz", ".bz2", ".tbz2", ".xz", ".txz", ".7z", ".rar",
+                    ".zst", ".lz", ".lzma", ".z", ".cab", ".jar", ".war", ".apk", ".whl", ".iso"}
+ARCHIVE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00",
+                 b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07", b"\x28\xb5\x2f\xfd")
+
+
+def refuse(en: str, vi: str, status: int = 400) -> InvalidInput:
+    """The bilingual refusal of a whole upload or folder."""
+    return InvalidInput(en, vi, status)
+
+
+@dataclass
+class Limits:
+    """The safety limits (DATASET_* config)."""
+
+    max_files: int = 50_000
+    max_total: int = 2 * 1024**3
+    max_ratio: float = 100.0
+    max_file: int = 20 * 1024**2
+    max_classes: int = 200
+
+    @classmethod
+    def from_config(cls, config) -> Limits:
+        """The limits of an app's config."""
+        return cls(int(config["DATASET_MAX_FILES"]), int(config["DATASET_MAX_TOTAL_BYTES"]),
+                   float(config["DATASET_MAX_RATIO"]), int(config["DATASET_MAX_FILE_BYTES"]),
+                   int(config["DATASET_MAX_CLASSES"]))
+
+
+@dataclass
+class Item:
+    """One file of an archive or folder: its path parts, declared size and a reader."""
+
+    parts: tuple[str, ...]
+    size: int
+    read: Callable[[int], bytes]  # read(limit) -> at most limit + 1 bytes
+
+
+# ----------------------------------------------------------------------------- folders
+def instance_datasets(instance_path: str | Path | None = None) -> Path:
+    """<instance>/datasets (created)."""
+    base = Path(instance_path or current_app.instance_path) / "datasets"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def staging_root(instance_path: str | Path | None = None) -> Path:
+    """Where previews wait to be saved: <instance>/datasets/.staging."""
+    path = instance_datasets(instance_path) / ".staging"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def staging_dir(token: str) -> Path:
+    """The staging folder of preview `token`, or a 404."""
+    path = staging_root() / token
+    if not TOKEN_RE.match(token or "") or not (path / "preview.json").is_file():
+        raise refuse("This preview does not exist any more: upload the data set again.",
+                     "Bản xem trước này không còn: hãy tải bộ dữ liệu lên lại.", 404)
+    return path
+
+
+def clean_staging(max_age_hours: float = STAGING_HOURS) -> None:
+    """Delete previews nobody saved."""
+    cutoff = time.time() - max_age_hours * 3600
+    for path in staging_root().iterdir():
+        try:
+            if path.stat().st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
+
+
+# ----------------------------------------------------------------------------- names
+def safe_parts(name: str) -> tuple[str, ...]:
+    """The path parts of an archive member name; refuses zip-slip names, absolute paths and
+    drive letters (backslashes count as separators, as Windows tools write them)."""
+    text = name.replace("\\", "/")
+    if "\x00" in text:
+        raise refuse(f"The archive holds a file name with a NUL character ({name!r}).",
+                     f"Tệp nén chứa tên tệp có ký tự NUL ({name!r}).")
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
+        raise refuse(f"The archive holds an absolute path ({name!r}); refused.",
+                     f"Tệp nén chứa đường dẫn tuyệt đối ({name!r}); bị từ chối.")
+    parts = tuple(p for p in PurePosixPath(text).parts if p not in ("", "."))
+    if ".." in parts:
+        raise refuse(f"The archive holds a path that leaves its folder ({name!r}); refused.",
+                     f"Tệp nén chứa đường dẫn trỏ ra ngoài thư mục ({name!r}); bị từ chối.")
+    return tuple(unicodedata.normalize("NFC", p) for p in parts)
+
+
+def ignored(parts: tuple[str, ...]) -> bool:
+    """macOS resource forks, hidden files and thumbnail caches are not part of a data set."""
+    return any(p in IGNORED_NAMES or p.startswith(".") for p in parts)
+
+
+def nested_archive(name: str) -> InvalidInput:
+    """The refusal of an archive inside the archive."""
+    return refuse(f"The archive holds another archive ({name}); unpack it first, one zip of class folders.",
+                  f"Tệp nén chứa một tệp nén khác ({name}); hãy giải nén nó trước, chỉ gửi một tệp zip các thư mục lớp.")
+
+
+# ----------------------------------------------------------------------------- sources
+def zip_items(zf: zipfile.ZipFile, archive_bytes: int, limits: Limits) -> list[Item]:
+    """Every file of an open zip, after the checks that need no decompression (names, links,
+    count, declared sizes and ratios, encryption, nested archives by name)."""
+    infos = zf.infolist()
+    if len(infos) > limits.max_files:
+        raise refuse(f"The archive holds {len(infos)} entries; the limit is {limits.max_files}.",
+                     f"Tệp nén chứa {len(infos)} mục; giới hạn là {limits.max_files}.", 413)
+    total, items = 0, []
+    for info in infos:
+        parts = safe_parts(info.filename)
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            raise refuse(f"The archive holds a symbolic link ({info.filename}); refused.",
+                         f"Tệp nén chứa liên kết tượng trưng ({info.filename}); bị từ chối.")
+        if info.is_dir() or not parts or ignored(parts):
+            continue
+        if info.flag_bits & 0x1:
+            raise refuse(f"The archive holds an encrypted file ({info.filename}); send it without a password.",
+                         f"Tệp nén chứa tệp được mã hoá ({info.filename}); hãy nén lại không đặt mật khẩu.")
+        if PurePosixPath(parts[-1]).suffix.lower() in ARCHIVE_SUFFIXES:
+            raise nested_archive(info.filename)
+        if info.file_size > 0 and (info.compress_size == 0 or (
+                info.file_size > RATIO_CHECK_BYTES and info.file_size / info.compress_size > limits.max_ratio)):
+            raise bomb(f"{info.filename} expands {info.file_size / max(1, info.compress_size):.0f} times")
+        total += info.file_size
+        if total > limits.max_total:
+            raise bomb(f"the files add up to more than {limits.max_total // 2**20} MB")
+        items.append(Item(parts, info.file_size, _zip_reader(zf, info)))
+    if total > RATIO_CHECK_BYTES * 10 and total / max(1, archive_bytes) > limits.max_ratio:
+        raise bomb(f"the archive expands {total / max(1, archive_bytes):.0f} times")
+    return items
+
+
+def bomb(detail: str) -> InvalidInput:
+    """The refusal of a decompression bomb."""
+    return refuse(f"The archive decompresses far beyond its size ({detail}); refused as a possible zip bomb.",
+                  f"Tệp nén giải nén ra lớn bất thường ({detail}); bị từ chối vì có thể là 'bom zip'.", 413)
+
+
+def _zip_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[int], bytes]:
+    def read(limit: int) -> bytes:
+        with zf.open(info) as fh:  # zipfile stops at the declared size and checks the CRC
+            return fh.read(limit + 1)
+    return read
+
+
+def folder_items(root: Path, folder: Path, limits: Limits) -> list[Item]:
+    """Every file below `folder` (already confined to `root`); a symbolic link that points
+    outside `root` refuses the folder, one inside it is skipped (links are not followed)."""
+    items, total = [], 0
+    real_root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        here = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            path = here / name
+            rel = tuple(unicodedata.normalize("NFC", p) for p in path.relative_to(folder).parts)
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(real_root):
+                    raise refuse(f"{path.relative_to(root)} is a symbolic link that leads outside the allowed folder.",
+                                 f"{path.relative_to(root)} là liên kết tượng trưng trỏ ra ngoài thư mục được phép.", 403)
+                if name in filenames:
+                    items.append(Item(rel, 0, _link_reader))
+                continue
+            if name in dirnames or ignored(rel):
+                continue
+            if PurePosixPath(name).suffix.lower() in ARCHIVE_SUFFIXES:
+                raise nested_archive(str(path.relative_to(root)))
+            size = path.stat().st_size
+            total += size
+            if len(items) >= limits.max_files:
+                raise refuse(f"The folder holds more than {limits.max_files} files.",
+                             f"Thư mục chứa hơn {limits.max_files} tệp.", 413)
+            if total > limits.max_total:
+                raise refuse(f"The folder's files add up to more than {limits.max_total // 2**20} MB.",
+                             f"Tổng dung lượng các tệp trong thư mục vượt quá {limits.max_total // 2**20} MB.", 413)
+            items.append(Item(rel, size, _file_reader(path)))
+        dirnames[:] = [d for d in dirnames if not (here / d).is_symlink() and not d.startswith(".")
+                       and d not in IGNORED_NAMES]
+    return items
+
+
+def _file_reader(path: Path) -> Callable[[int], bytes]:
+    def read(limit: int) -> bytes:
+        with open(path, "rb") as fh:
+            return fh.read(limit + 1)
+    return read
+
+
+def _link_reader(limit: int) -> bytes:
+    raise _Skip("A symbolic link (not followed).", "Liên kết tượng trưng (không đi theo).")
+
+
+class _Skip(Exception):
+    def __init__(self, en: str, vi: str):
+        super().__init__(en)
+        self.en, self.vi = en, vi
+
+
+def server_folder(relative: str) -> tuple[Path, Path]:
+    """(root, folder) for a folder named under DATASET_SERVER_ROOT: no `..`, nothing outside the
+    root (after following links), the option off when no root is configured."""
+    configured = current_app.config.get("DATASET_SERVER_ROOT") or ""
+    if not configured:
+        raise refuse("Importing a folder from the server is turned off (DATASET_SERVER_ROOT is not set).",
+                     "Chức năng nhập thư mục trên máy chủ đang tắt (chưa đặt DATASET_SERVER_ROOT).", 403)
+    root = Path(configured).resolve()
+    text = (relative or "").strip().replace("\\", "/")
+    if not text or "\x00" in text:
+        raise refuse("Name a folder under the allowed root.", "Hãy nêu một thư mục nằm trong thư mục gốc được phép.")
+    parts = PurePosixPath(text).parts
+    if ".." in parts:
+        raise refuse("The folder name may not contain '..'.", "Tên thư mục không được chứa '..'.", 403)
+    candidate = Path(text) if text.startswith("/") else root / text
+    folder = candidate.resolve()
+    if not folder.is_relative_to(root):
+        raise refuse(f"Only folders under {root} may be imported.",
+                     f"Chỉ được nhập các thư mục nằm trong {root}.", 403)
+    if not folder.is_dir():
+        raise refuse(f"No folder {text!r} under the allowed root.",
+                     f"Không có thư mục {text!r} trong thư mục gốc được phép.", 404)
+    return root, folder
+
+
+# ----------------------------------------------------------------------------- indexing
+def class_layout(items: list[Item]) -> tuple[int, list[str]]:
+    """(how many leading folders to drop, class names): class folders sit at the top of the
+    archive or inside one wrapping folder (what zipping a folder produces)."""
+    depth = 0
+    while True:
+        firsts = {it.parts[depth] for it in items if len(it.parts) > depth + 1}
+        at_top = [it for it in items if len(it.parts) == depth + 1]
+        if len(firsts) == 1 and not at_top and any(len(it.parts) > depth + 2 for it in items):
+            depth += 1  # a single wrapping folder ("flowers/roses/1.jpg")
+            continue
+        break
+    names = sorted({it.parts[depth] for it in items if len(it.parts) > depth + 1})
+    return depth, names
+
+
+def check_class_name(name: str) -> None:
+    """A class folder name that can be a folder and a label."""
+    if len(name) > 100 or any(ord(ch) < 32 for ch in name):
+        raise refuse(f"The class folder name {name[:40]!r} is too long or holds control characters.",
+                     f"Tên thư mục lớp {name[:40]!r} quá dài hoặc chứa ký tự điều khiển.")
+
+
+def is_grey(img: Image.Image) -> bool:
+    """True for a greyscale picture (mode L, or RGB whose channels agree)."""
+    if img.mode == "L":
+        return True
+    small = np.asarray(img.convert("RGB").resize((16, 16), Image.Resampling.NEAREST), dtype=np.int16)
+    return int(np.abs(small - small[..., :1]).max()) <= 8
+
+
+def thumbnail(img: Image.Image) -> str:
+    """A small JPEG of the picture as a data: URL (the page's CSP allows data: images)."""
+    thumb = img.convert("RGB")
+    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    buf = io.BytesIO()
+    thumb.save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def suffix_of(name: str) -> str:
+    """A short, safe file suffix kept from the original name (training reads the bytes, not it)."""
+    suffix = re.sub(r"[^a-z0-9]", "", PurePosixPath(name).suffix.lower())[:5]
+    return f".{suffix}" if suffix else ".img"
+
+
+def _skip(shown: str, en: str, vi: str) -> dict:
+    return {"file": shown, "en": en, "vi": vi}
+
+
+def check_file(item: Item, shown: str, out: Path, limits: Limits, thumb: bool, grey_check: bool) -> dict:
+    """Read, check and decode one file and copy it to `out` (run in a worker thread): a dict
+    with the picture's facts, or {"skipped": reason}; InvalidInput for a nested archive."""
+    try:
+        if item.size > limits.max_file:
+            raise _Skip(f"Larger than {limits.max_file // 2**20} MB.", f"Lớn hơn {limits.max_file // 2**20} MB.")
+        data = item.read(limits.max_file)
+        if len(data) > limits.max_file:
+            raise _Skip(f"Larger than {limits.max_file // 2**20} MB.", f"Lớn hơn {limits.max_file // 2**20} MB.")
+    except _Skip as exc:
+        return {"skipped": _skip(shown, exc.en, exc.vi)}
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:  # a damaged member (CRC, truncated)
+        return {"skipped": _skip(shown, f"Damaged or unreadable ({exc.__class__.__name__}).",
+                                 f"Bị hỏng hoặc không đọc được ({exc.__class__.__name__}).")}
+    if data[:8].startswith(ARCHIVE_MAGIC) or data[257:262] == b"ustar":
+        raise nested_archive(shown)
+    try:
+        img = decode_image(data)  # the app's decoder for uploads: not an image, too many pixels...
+    except InvalidInput as exc:
+        return {"skipped": _skip(shown, exc.en, exc.vi), "bytes": len(data)}
+    out.write_bytes(data)
+    return {"bytes": len(data), "short_side": min(img.size), "grey": is_grey(img) if grey_check else None,
+            "thumb": thumbnail(img) if thumb else None}
+
+
+def index_items(items: list[Item], staging: Path, limits: Limits, source: dict) -> dict:
+    """Decode every file, copy the readable images into `staging/files/<class #>/`, and return
+    (and write as preview.json) the preview; InvalidInput for a data set that cannot be used.
+    A few threads decode and write while others wait on the disk (Pillow and file I/O release
+    the GIL); files go in chunks, so memory holds at most one chunk of pictures."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    depth, classes = class_layout(items)
+    if len(classes) > limits.max_classes:
+        raise refuse(f"{len(classes)} class folders; the limit is {limits.max_classes}.",
+                     f"{len(classes)} thư mục lớp; giới hạn là {limits.max_classes}.", 413)
+    for name in classes:
+        check_class_name(name)
+    index = {name: i for i, name in enumerate(classes)}
+    for i in range(len(classes)):
+        (staging / "files" / str(i)).mkdir(parents=True)
+    files: dict[str, list[dict]] = {name: [] for name in classes}
+    thumbs: dict[str, list[str]] = {name: [] for name in classes}
+    asked: dict[str, int] = {name: 0 for name in classes}
+    skipped: list[dict] = []
+    grey = sides = read_total = 0
+    short_sides: list[int] = []
+    jobs = []
+    for n, item in enumerate(items):
+        shown = "/".join(item.parts)
+        if len(item.parts) <= depth + 1:
+            skipped.append(_skip(shown, "Not inside a class folder.", "Không nằm trong thư mục lớp nào."))
+            continue
+        cls = item.parts[depth]
+        asked[cls] += 1
+        out = staging / "files" / str(index[cls]) / f"{n:06d}{suffix_of(item.parts[-1])}"
+        jobs.append((item, shown, cls, out, asked[cls] <= 2 * THUMBS_PER_CLASS, n < GREY_SAMPLE or n % 10 == 0))
+    with ThreadPoolExecutor(max_workers=INDEX_THREADS) as pool:
+        for start in range(0, len(jobs), INDEX_CHUNK):
+            chunk = jobs[start:start + INDEX_CHUNK]
+            results = pool.map(lambda j: check_file(j[0], j[1], j[3], limits, j[4], j[5]), chunk)
+            for (item, shown, cls, out, _t, _g), facts in zip(chunk, results):
+                read_total += facts.get("bytes", 0)
+                if read_total > limits.max_total:
+                    raise bomb(f"the files add up to more than {limits.max_total // 2**20} MB")
+                if "skipped" in facts:
+                    skipped.append(facts["skipped"])
+                    continue
+                files[cls].append({"file": out.name, "original": "/".join(item.parts[depth + 1:])})
+                short_sides.append(facts["short_side"])
+                if facts["grey"] is not None:
+                    grey += facts["grey"]
+                    sides += 1
+                if facts["thumb"] and len(thumbs[cls]) < THUMBS_PER_CLASS:
+                    thumbs[cls].append(facts["thumb"])
+    check_classes(classes, files, skipped)
+    counts = {c: len(files[c]) for c in classes}
+    preview = {
+        "source": source,
+        "classes": [{"name": c, "count": counts[c], "thumbs": thumbs[c]} for c in classes],
+        "total": sum(counts.values()),
+        "skipped": {"count": len(skipped), "files": skipped[:MAX_LISTED_SKIPS]},
+        "imbalance": imbalance(counts),
+        "suggested": suggest(short_sides, grey, sides),
+        "created": time.time(),
+    }
+    (staging / "index.json").write_text(json.dumps({"classes": classes, "files": files}, ensure_ascii=False),
+                                        encoding="utf-8")
+    (staging / "preview.json").write_text(json.dumps(preview, ensure_ascii=False), encoding="utf-8")
+    return preview
+
+
+def check_classes(classes: list[str], files: dict[str, list], skipped: list[dict]) -> None:
+    """At least two classes, each with at least two readable images (one to train, one to test)."""
+    if len(classes) < 2:
+        found = f": {classes[0]}" if classes else ""
+        raise refuse(
+            f"A classifier needs at least two classes, one folder of images per class; found {len(classes)}{found}.",
+            f"Bộ phân loại cần ít nhất hai lớp, mỗi lớp một thư mục ảnh; chỉ thấy {len(classes)}{found}.")
+    for name in classes:
+        n = len(files[name])
+        if n == 0:
+            bad = sum(1 for s in skipped if s["file"].split("/").count(name))
+            raise refuse(f"The class {name!r} has no readable image ({bad} file(s) skipped).",
+                         f"Lớp {name!r} không có ảnh nào đọc được ({bad} tệp bị bỏ qua).")
+        if n < 2:
+            raise refuse(f"The class {name!r} has only one readable image; each class needs at least two.",
+                         f"Lớp {name!r} chỉ có một ảnh đọc được; mỗi lớp cần ít nhất hai ảnh.")
+
+
+def imbalance(counts: dict[str, int]) -> dict:
+    """Largest / smallest class and whether that is worth a warning."""
+    lo, hi = min(counts.values()), max(counts.values())
+    ratio = hi / max(1, lo)
+    return {"ratio": round(ratio, 2), "largest": max(counts, key=counts.get),
+            "smallest": min(counts, key=counts.get), "imbalanced": ratio > IMBALANCE_RATIO}
+
+
+def suggest(short_sides: list[int], grey: int, total: int) -> dict:
+    """An image size (the largest of SUGGESTED_SIZES not above the median short side) and a
+    colour mode (grey when nearly all pictures are)."""
+    median = int(np.median(short_sides)) if short_sides else 32
+    size = max([s for s in SUGGESTED_SIZES if s <= median] or [SUGGESTED_SIZES[0]])
+    return {"image_size": size, "colour": "grey" if total and grey / total >= 0.95 else "rgb",
+            "median_short_side": median, "grey_share": round(grey / total, 3) if total else 0.0}
+
+
+# ----------------------------------------------------------------------------- staging
+def new_staging() -> tuple[str, Path]:
+    """A fresh staging folder and its token."""
+    import secrets
+
+    clean_staging()
+    token = secrets.token_hex(8)
+    path = staging_root() / token
+    path.mkdir()
+    return token, path
+
+
+def _staged(build: Callable[[Path], dict]) -> tuple[str, dict]:
+    token, path = new_staging()
+    try:
+        preview = build(path)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)  # nothing half-written stays behind
+        raise
+    return token, preview
+
+
+def stage_zip(stream, filename: str = "upload.zip") -> tuple[str, dict]:
+    """Check and index an uploaded zip (a seekable binary stream): (preview token, preview)."""
+    limits = Limits.from_config(current_app.config)
+    stream.seek(0, os.SEEK_END)
+    size = stream.tell()
+    stream.seek(0)
+    if size == 0:
+        raise refuse("The uploaded file is empty.", "Tệp tải lên rỗng.")
+
+    def build(path: Path) -> dict:
+        try:
+            with zipfile.ZipFile(stream) as zf:
+                items = zip_items(zf, size, limits)
+                return index_items(items, path, limits, {"kind": "zip", "name": filename[:200], "bytes": size})
+        except zipfile.BadZipFile:
+            raise refuse("This file is not a zip archive (or it is damaged).",
+                         "Tệp này không phải tệp nén zip (hoặc đã bị hỏng).") from None
+
+    return _staged(build)
+
+
+def stage_folder(relative: str) -> tuple[str, dict]:
+    """Check and index a folder under DATASET_SERVER_ROOT: (preview token, preview)."""
+    limits = Limits.from_config(current_app.config)
+    root, folder = server_folder(relative)
+    return _staged(lambda path: index_items(folder_items(root, folder, limits), path, limits,
+                                            {"kind": "folder", "name": str(folder.relative_to(root)) or "."}))
+
+
+def read_preview(token: str) -> dict:
+    """The preview of a staged data set (404 when gone)."""
+    return json.loads((staging_dir(token) / "preview.json").read_text(encoding="utf-8"))
+
+
+def discard(token: str) -> None:
+    """Delete a staged data set."""
+    shutil.rmtree(staging_dir(token), ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- saving
+def split_counts(n: int, fraction: float) -> int:
+    """Images of one class held out for testing: `fraction`, at least one, never all."""
+    return min(max(int(round(n * fraction)), 1), n - 1)
+
+
+def check_choices(slug: str, title_en: str, title_vi: str, image_size, colour: str) -> tuple[str, str, str, int, str]:
+    """The save form's fields, checked (InvalidInput otherwise)."""
+    slug = (slug or "").strip()
+    if not SLUG_RE.match(slug):
+        raise refuse("Name: 1-40 lowercase letters, digits and underscores, starting with a letter.",
+                     "Tên: 1-40 chữ thường, chữ số và dấu gạch dưới, bắt đầu bằng một chữ cái.")
+    if slug in BUILTIN_TASKS:
+        raise refuse(f"{slug!r} is a built-in data set; choose another name.",
+                     f"{slug!r} là bộ dữ liệu có sẵn; hãy chọn tên khác.", 409)
+    try:
+        size = int(image_size)
+    except (TypeError, ValueError):
+        size = 0
+    if size not in SIZES:
+        raise refuse(f"Image size: choose one of {', '.join(map(str, SIZES))} pixels.",
+                     f"Kích thước ảnh: chọn một trong {', '.join(map(str, SIZES))} điểm ảnh.")
+    if colour not in ("rgb", "grey"):
+        raise refuse("Colour: choose rgb or grey.", "Màu: chọn rgb (màu) hoặc grey (xám).")
+    title_en = (title_en or "").strip()[:120] or slug.replace("_", " ").capitalize()
+    title_vi = (title_vi or "").strip()[:120] or title_en
+    return slug, title_en, title_vi, size, colour
+
+
+def save_dataset(token: str, slug: str, title_en: str = "", title_vi: str = "", image_size=None,
+                 colour: str | None = None, created_by: str = "", seed: int = SPLIT_SEED) -> dict:
+    """Fix the split of a staged data set and move it to <instance>/datasets/<slug>/; returns
+    its record (dataset.json). 409 when the name is taken."""
+    staging = staging_dir(token)
+    preview = json.loads((staging / "preview.json").read_text(encoding="utf-8"))
+    suggested = preview["suggested"]
+    slug, title_en, title_vi, size, colour = check_choices(
+        slug, title_en, title_vi, image_size or suggested["image_size"], colour or suggested["colour"])
+    final = instance_datasets() / slug
+    if final.exists():
+        raise refuse(f"A data set called {slug!r} exists already; choose another name.",
+                     f"Đã có bộ dữ liệu tên {slug!r}; hãy chọn tên khác.", 409)
+    index = json.loads((staging / "index.json").read_text(encoding="utf-8"))
+    out = staging / "dataset"
+    rng = np.random.default_rng(seed)
+    counts, listing = {}, {}
+    for i, name in enumerate(index["classes"]):
+        entries = index["files"][name]
+        order = rng.permutation(len(entries))
+        n_test = split_counts(len(entries), TEST_FRACTION)
+        chosen = {"test": sorted(order[:n_test].tolist()), "train": sorted(order[n_test:].tolist())}
+        counts[name] = {split: len(idx) for split, idx in chosen.items()}
+        for split, idx in chosen.items():
+            folder = out / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for j in idx:
+                os.replace(staging / "files" / str(i) / entries[j]["file"], folder / entries[j]["file"])
+            listing.setdefault(split, {})[name] = [entries[j]["file"] for j in idx]
+    record = {
+        "slug": slug, "title_en": title_en, "title_vi": title_vi, "kind": IMAGE,
+        "classes": index["classes"], "image_size": size, "colour": colour, "resize": "crop",
+        "counts": {"train": sum(c["train"] for c in counts.values()),
+                   "test": sum(c["test"] for c in counts.values()), "per_class": counts},
+        "split": {"method": "stratified", "seed": seed, "test_fraction": TEST_FRACTION,
+                  "validation": {"fraction": VALIDATION_FRACTION, "of": "train",
+                                 "seed": "the run's seed (training/images.py split_validation)"}},
+        "skipped": preview["skipped"], "imbalance": preview["imbalance"], "source": preview["source"],
+        "suggested": suggested, "created_by": created_by, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (out / "split.json").write_text(json.dumps(listing, ensure_ascii=False), encoding="utf-8")
+    (out / "dataset.json").write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
+    try:
+        os.rename(out, final)  # the data set appears complete, or not at all
+    except OSError:
+        raise refuse(f"A data set called {slug!r} exists already; choose another name.",
+                     f"Đã có bộ dữ liệu tên {slug!r}; hãy chọn tên khác.", 409) from None
+    shutil.rmtree(staging, ignore_errors=True)
+    _record(record)
+    return record
+
+
+def _record(record: dict) -> None:
+    from app.records import Dataset, db
+
+    db.session.merge(Dataset(slug=record["slug"], title_en=record["title_en"], title_vi=record["title_vi"],
+                             created_by=record["created_by"], manifest=record))
+    db.session.commit()
+
+
+# ----------------------------------------------------------------------------- listing
+def read_record(folder: Path) -> dict | None:
+    """A data set folder's dataset.json, or None when absent or unreadable."""
+    try:
+        record = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("slug") == folder.name else None
+
+
+def dataset_spec(record: dict, folder: Path) -> TaskSpec:
+    """The TaskSpec the lab bench trains a data set with (its folder as data_path)."""
+    classes = record["classes"]
+    size = int(record["image_size"])
+    listed = ", ".join(classes)
+    return TaskSpec(
+        slug=record["slug"], kind=IMAGE, title_en=record["title_en"], title_vi=record["title_vi"],
+        summary_en=f"An instructor's data set: {size}×{size} pictures of {len(classes)} classes: {listed}.",
+        summary_vi=f"Bộ dữ liệu của giảng viên: ảnh {size}×{size}, {len(classes)} lớp: {listed}.",
+        image_size=(size, size), colour=record["colour"], preprocess="plain", resize=record.get("resize", "crop"),
+        classes=tuple(ClassName(en=c, vi=c) for c in classes), data_path=str(folder),
+        data_source=f"Instructor's data set {record['slug']} ({record.get('source', {}).get('name', '')}, "
+                    f"{record['counts']['train']} train / {record['counts']['test']} test)",
+        architecture="rows_cols", epochs=10, batch_size=64, learning_rate=2e-3,
+        extra={"counts": {"train": record["counts"]["train"], "test": record["counts"]["test"]},
+               "split": record["split"], "dataset": "instructor", "model": {"units": 64}},
+    )
+
+
+def iter_datasets(instance_path: str | Path | None = None) -> Iterator[tuple[dict, Path]]:
+    """(record, folder) of every saved data set, by name."""
+    if instance_path is None and not has_app_context():
+        return
+    base = instance_datasets(instance_path)
+    for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        record = read_record(folder)
+        if record is not None:
+            yield record, folder
+
+
+def list_datasets(instance_path: str | Path | None = None) -> list[TaskSpec]:
+    """Every instructor data set as a TaskSpec (the lab bench offers them beside the built-in ones)."""
+    out = []
+    for record, folder in iter_datasets(instance_path):
+        try:
+            out.append(dataset_spec(record, folder))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def get_dataset(slug: str) -> tuple[dict, Path]:
+    """(record, folder) of data set `slug`, or a 404."""
+    folder = instance_datasets() / slug
+    record = read_record(folder) if SLUG_RE.match(slug or "") else None
+    if record is None:
+        raise refuse(f"There is no data set {slug!r}.", f"Không có bộ dữ liệu {slug!r}.", 404)
+    return record, folder
+
+
+def summaries(records: Iterable[dict]) -> list[dict]:
+    """The JSON list the API returns."""
+    return [{k: r.get(k) for k in ("slug", "title_en", "title_vi", "classes", "image_size", "colour",
+                                   "counts", "split", "created_by", "created_at")} for r in records]

@@ -1,0 +1,171 @@
+"""Publish a finished run as a served task, and unpublish one.
+
+Publishing copies `<instance>/runs/<id>/` (model.keras, model.tflite, card.json, plots) into a
+hidden folder beside the models (`models/.publish-<slug>-<token>/`, same file system), rewrites
+its card with the task's slug, titles and class names, and renames it to `models/<slug>/` in
+one step. A task that exists already (shipped or published before) is replaced only with an
+explicit confirmation, and the previous folder is moved, not deleted, to
+`<instance>/replaced/<slug>-<UTC time>/`. Every web worker notices the new, changed or removed
+card within MODELS_RELOAD_SECONDS (app/modelstore.py `refresh_store`): no restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+from flask import current_app
+
+from app.errors import InvalidInput
+from app.instructor.datasets import SLUG_RE
+from app.records import FINISHED, Run, db, utcnow
+from app.tasks import BUILTIN_TASKS, IMAGE, ClassName, TaskSpec
+
+RUN_FILES_SKIPPED = ("checkpoints",)  # never part of a served task
+
+
+def refuse(en: str, vi: str, status: int = 400) -> InvalidInput:
+    """A bilingual refusal."""
+    return InvalidInput(en, vi, status)
+
+
+def models_dir() -> Path:
+    """The folder the app serves tasks from."""
+    return Path(current_app.config["MODELS_DIR"])
+
+
+def run_folder(run: Run) -> Path:
+    """<instance>/runs/<id>: the finished run's model and card."""
+    return Path(current_app.instance_path) / "runs" / run.id
+
+
+def replaced_dir() -> Path:
+    """<instance>/replaced: previous versions of replaced or unpublished tasks."""
+    path = Path(current_app.instance_path) / "replaced"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def publish_lock():
+    """One publish or unpublish at a time on this machine."""
+    models_dir().mkdir(parents=True, exist_ok=True)
+    with open(Path(current_app.instance_path) / "publish.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def parse_classes(raw, n: int) -> tuple[ClassName, ...]:
+    """Class names from the form or the API: a list of {"en", "vi"} or of strings (both
+    languages), in the model's label order; exactly `n` of them."""
+    if isinstance(raw, str):
+        raw = [line for line in raw.splitlines() if line.strip()]
+    if not isinstance(raw, list) or len(raw) != n:
+        raise refuse(f"Give exactly {n} class names, in the model's order.",
+                     f"Hãy nêu đúng {n} tên lớp, theo thứ tự của mô hình.")
+    out = []
+    for item in raw:
+        if isinstance(item, str):
+            en, _, vi = item.partition("|")
+            item = {"en": en, "vi": vi or en}
+        if not isinstance(item, dict) or not isinstance(item.get("en"), str) or not isinstance(item.get("vi", ""), str):
+            raise refuse("Each class name is text, or {\"en\": ..., \"vi\": ...}.",
+                         "Mỗi tên lớp là một chuỗi, hoặc {\"en\": ..., \"vi\": ...}.")
+        en, vi = item["en"].strip()[:80], (item.get("vi") or item["en"]).strip()[:80]
+        if not en or not vi:
+            raise refuse("A class name is empty.", "Có tên lớp bị để trống.")
+        out.append(ClassName(en=en, vi=vi))
+    return tuple(out)
+
+
+def publish_run(run: Run, slug: str, title_en: str, title_vi: str, classes=None, confirm: bool = False,
+                by: str = "") -> dict:
+    """Serve finished run `run` as task `slug`; returns {"slug", "replaced"} (replaced: where
+    the previous version went, or None). 409 when `slug` exists and `confirm` is false."""
+    if run.status != FINISHED:
+        raise refuse("Only a finished run can be published.", "Chỉ công bố được lượt huấn luyện đã hoàn tất.", 409)
+    source = run_folder(run)
+    try:
+        card = json.loads((source / "card.json").read_text(encoding="utf-8"))
+        spec = TaskSpec.from_card(card)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise refuse("This run's model files are missing or damaged.",
+                     "Tệp mô hình của lượt huấn luyện này bị thiếu hoặc hỏng.", 409) from None
+    if spec.kind != IMAGE or not (source / "model.keras").is_file():
+        raise refuse("This run's model files are missing or damaged.",
+                     "Tệp mô hình của lượt huấn luyện này bị thiếu hoặc hỏng.", 409)
+    slug = (slug or "").strip()
+    if not SLUG_RE.match(slug):
+        raise refuse("Name: 1-40 lowercase letters, digits and underscores, starting with a letter.",
+                     "Tên: 1-40 chữ thường, chữ số và dấu gạch dưới, bắt đầu bằng một chữ cái.")
+    if slug in BUILTIN_TASKS and run.dataset != slug:
+        raise refuse(f"{slug!r} is a built-in task: only a run on its own data set can replace it.",
+                     f"{slug!r} là bài toán có sẵn: chỉ lượt huấn luyện trên chính bộ dữ liệu đó mới thay được nó.", 409)
+    title_en = (title_en or "").strip()[:120]
+    title_vi = (title_vi or "").strip()[:120]
+    if not title_en or not title_vi:
+        raise refuse("Give the task's title in English and in Vietnamese.",
+                     "Hãy nhập tên bài toán bằng tiếng Anh và tiếng Việt.")
+    names = parse_classes(classes, len(spec.classes)) if classes else spec.classes
+    new_spec = spec.with_overrides(slug=slug, title_en=title_en, title_vi=title_vi, classes=names)
+    card.update(slug=slug, task=new_spec.to_dict(),
+                published={"run": run.id, "dataset": run.dataset, "nickname": run.nickname, "by": by,
+                           "at": utcnow().isoformat(timespec="seconds")})
+    models = models_dir()
+    with publish_lock():
+        target = models / slug
+        if target.exists() and not confirm:
+            raise refuse(f"The task {slug!r} exists already. Confirm to replace it (the current model is kept "
+                         f"in the instance folder's replaced/ and can be restored).",
+                         f"Bài toán {slug!r} đã có. Hãy xác nhận để thay thế (mô hình hiện tại được giữ trong "
+                         f"thư mục replaced/ của máy chủ và có thể khôi phục).", 409)
+        tmp = models / f".publish-{slug}-{secrets.token_hex(4)}"
+        try:
+            shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(*RUN_FILES_SKIPPED, "*.tmp"))
+            (tmp / "card.json").write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
+            previous = set_aside(target) if target.exists() else None
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    run.published_slug = slug
+    db.session.commit()
+    return {"slug": slug, "replaced": str(previous) if previous else None}
+
+
+def set_aside(target: Path) -> Path:
+    """Move a task folder to <instance>/replaced/<slug>-<UTC time>/ (recoverable by moving it back)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = replaced_dir() / f"{target.name}-{stamp}"
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = replaced_dir() / f"{target.name}-{stamp}-{n}"
+    shutil.move(str(target), str(dest))
+    return dest
+
+
+def unpublish(slug: str, confirm: bool = False) -> dict:
+    """Stop serving task `slug` (its folder goes to <instance>/replaced/); a built-in task needs
+    `confirm`. Returns {"slug", "replaced"}."""
+    target = models_dir() / (slug or "")
+    if not SLUG_RE.match(slug or "") or not (target / "card.json").is_file():
+        raise refuse(f"There is no published task {slug!r}.", f"Không có bài toán đã công bố nào tên {slug!r}.", 404)
+    if slug in BUILTIN_TASKS and not confirm:
+        raise refuse(f"{slug!r} is a shipped task. Confirm to take it offline (its model is kept in replaced/).",
+                     f"{slug!r} là bài toán có sẵn. Hãy xác nhận để gỡ nó (mô hình được giữ trong replaced/).", 409)
+    with publish_lock():
+        previous = set_aside(target)
+    for run in db.session.scalars(db.select(Run).where(Run.published_slug == slug)):
+        run.published_slug = None
+    db.session.commit()
+    return {"slug": slug, "replaced": str(previous)}

@@ -1,0 +1,484 @@
+"""The training task a Huey consumer runs: `huey_consumer app.lab.jobs.huey` (or `make worker`).
+
+`train_run(run_id)` claims the run's record (queued or interrupted -> running, one consumer
+only), builds the arguments `python -m training` would parse and calls the very same
+`training.images.train_image_task`, saving into `<instance>/runs/<id>/` atomically, with two
+extra Keras callbacks: progress into the record (every epoch, and every LAB_PROGRESS_SECONDS
+within one, which is also the heartbeat) and a cancel check after every batch. Checkpoints go to
+`<instance>/checkpoints/<id>/` each epoch; a run whose consumer died is found by `sweep_stale`
+(at consumer start-up and every minute), marked interrupted and queued again, and resumes from
+its last finished epoch (`--resume`), up to LAB_MAX_ATTEMPTS starts. Any exception fails the run
+with a readable reason in both languages; the consumer goes on with the next run.
+
+TensorFlow is imported only inside a task, so the web process can import this module to enqueue.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from flask import Flask, current_app
+from huey import crontab
+from sqlalchemy import update
+
+from app.config import Config, LabEngineConfig, ROOT, instance_dir
+from app.lab.queue import enqueue_run, huey
+from app.records import (CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, as_utc, db,
+                         utcnow)
+
+log = logging.getLogger(__name__)
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class RunCancelled(Exception):
+    """Raised from the cancel callback: the owner or an instructor asked the run to stop."""
+
+
+class InjectedFault(RuntimeError):
+    """A crash injected by LAB_FAULT (the fault tests), raised inside training like a real one."""
+
+
+# ----------------------------------------------------------------------------- the worker's app
+@functools.cache
+def worker_app() -> Flask:
+    """A Flask app with the configuration and the records only (no models, no pages): what a
+    consumer needs to read and write run records."""
+    from app import records
+
+    app = Flask("app", instance_path=str(instance_dir()), root_path=str(ROOT / "app"))
+    app.config.from_object(LabEngineConfig)
+    app.config.from_object(Config)
+    app.config.from_prefixed_env()
+    records.init_app(app)
+    return app
+
+
+def runs_dir(app: Flask) -> Path:
+    """<instance>/runs: one folder per finished run (model.keras, model.tflite, card.json, plots)."""
+    return Path(app.instance_path) / "runs"
+
+
+def checkpoint_dir(app: Flask, run_id: str) -> Path:
+    """<instance>/checkpoints/<id>: the per-epoch backup a resumed run continues from."""
+    return Path(app.instance_path) / "checkpoints" / run_id
+
+
+def dataset_spec(slug: str):
+    """The TaskSpec of a lab data set (built-in or added by an instructor)."""
+    from app.lab.recipes import available_datasets
+
+    specs = available_datasets()
+    if slug not in specs:
+        raise KeyError(slug)
+    return specs[slug]
+
+
+def training_args(run: Run, resume: bool, test_subset: int):
+    """The argparse namespace `python -m training <dataset>` would build for this run."""
+    from training.__main__ import image_parser
+
+    s = run.settings or {}
+    args = image_parser("python -m training").parse_args([])
+    args.epochs = int(s.get("epochs") or 1)
+    args.batch_size = int(s.get("batch_size") or 128)
+    args.learning_rate = float(s.get("learning_rate") or 1e-3)
+    args.seed = int(s.get("seed") or 0)
+    args.subset = int(s.get("subset") or 0)
+    args.test_subset = test_subset
+    args.architecture = "recipe"
+    args.model_kwargs = json.dumps(run.recipe or {}, sort_keys=True)
+    args.baseline_epochs = 0
+    args.verbose = 0
+    args.resume = resume
+    args.int8 = bool(int(current_app.config.get("LAB_EXPORT_INT8") or 0))
+    args.card_extra = {"command": cli_command(run, args), "run": {"id": run.id, "nickname": run.nickname,
+                                                                   "recipe": run.recipe, "settings": run.settings}}
+    return args
+
+
+def cli_command(run: Run, args) -> str:
+    """The command line that trains the same recipe without the bench (for the card)."""
+    parts = ["python -m training", run.dataset, "--architecture recipe", f"--model-kwargs '{args.model_kwargs}'",
+             f"--epochs {args.epochs}", f"--batch-size {args.batch_size}", f"--learning-rate {args.learning_rate:g}",
+             f"--seed {args.seed}", "--baseline-epochs 0"]
+    if args.subset:
+        parts.append(f"--subset {args.subset}")
+    return " ".join(parts)
+
+
+# ----------------------------------------------------------------------------- failures
+def describe_failure(exc: BaseException) -> tuple[str, str]:
+    """(English, Vietnamese) reason a person can read for an exception raised by training."""
+    from training.data import DataError
+
+    name = exc.__class__.__name__
+    detail = str(exc)[:400]
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ("The server's disk is full: the run could not save its checkpoint or model. "
+                "Nothing was published. Ask the instructor to free some space, then run it again.",
+                "Ổ đĩa của máy chủ đã đầy: lượt huấn luyện không lưu được điểm lưu hoặc mô hình. "
+                "Không có gì bị ghi đè. Hãy nhờ giảng viên giải phóng dung lượng rồi chạy lại.")
+    if isinstance(exc, DataError):
+        return (f"The data set could not be read: {detail}", f"Không đọc được bộ dữ liệu: {detail}")
+    if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str):
+        return (f"Unknown data set: {exc.args[0]}.", f"Không có bộ dữ liệu: {exc.args[0]}.")
+    if isinstance(exc, MemoryError):
+        return ("The server ran out of memory: use fewer units, layers or a smaller batch.",
+                "Máy chủ hết bộ nhớ: hãy dùng ít đơn vị, ít lớp hơn hoặc lô nhỏ hơn.")
+    return (f"Training stopped with an error ({name}: {detail}).",
+            f"Quá trình huấn luyện dừng vì lỗi ({name}: {detail}).")
+
+
+def fault_for(run: Run) -> str:
+    """The fault LAB_FAULT injects into this run ("crash" or "disk_full"), or "" (fault tests:
+    LAB_FAULT=<kind>@<nickname>[,<kind>@<nickname>...])."""
+    for item in os.environ.get("LAB_FAULT", "").split(","):
+        kind, _, nickname = item.strip().partition("@")
+        if kind in ("crash", "disk_full") and nickname and nickname == run.nickname:
+            return kind
+    return ""
+
+
+# ----------------------------------------------------------------------------- progress
+class Reporter:
+    """Writes a run's progress into its record: at each epoch's end (history too), and from a
+    background thread every `interval` seconds (the heartbeat sweep_stale checks); polls the
+    record's cancel flag every `poll` seconds for the per-batch cancel check."""
+
+    def __init__(self, app: Flask, run_id: str, interval: float, history: list, poll: float = 0.25):
+        self.app, self.run_id, self.interval, self.poll = app, run_id, interval, poll
+        self.history = list(history)
+        self.progress: dict = {"phase": "starting", "epoch": 0, "epochs": 0, "batch": 0, "batches": 0,
+                               "elapsed": 0.0, "eta": None}
+        self.lock = threading.Lock()
+        self.cancel = threading.Event()
+        self.done = threading.Event()
+        self.urgent = threading.Event()  # write at the next poll (the first batch: the page shows it at once)
+        self.t0 = time.monotonic()
+        self.train_t0: float | None = None
+        self.thread = threading.Thread(target=self._loop, name=f"progress-{run_id}", daemon=True)
+
+    def start(self) -> Reporter:
+        """Start the heartbeat and cancel-poll thread."""
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread (idempotent)."""
+        self.done.set()
+        self.thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        last_write = 0.0
+        while not self.done.wait(self.poll):
+            try:
+                with self.app.app_context():
+                    if db.session.scalar(db.select(Run.cancel_requested).where(Run.id == self.run_id)):
+                        self.cancel.set()
+                    if self.urgent.is_set() or time.monotonic() - last_write >= self.interval:
+                        self.urgent.clear()
+                        self.write()
+                        last_write = time.monotonic()
+                    db.session.remove()
+            except Exception:  # noqa: BLE001 - a failed heartbeat must not kill the training thread
+                log.exception("run %s: progress write failed", self.run_id)
+
+    def update(self, **values) -> None:
+        """Change the in-memory progress (written by the next heartbeat or epoch end)."""
+        with self.lock:
+            self.progress.update(values)
+            p = self.progress
+            p["elapsed"] = round(time.monotonic() - self.t0, 1)
+            if self.train_t0 is not None and p.get("epochs") and p.get("batches"):
+                done = (max(p["epoch"] - 1, 0) + p["batch"] / p["batches"]) / p["epochs"]
+                spent = time.monotonic() - self.train_t0
+                p["eta"] = round(spent / done - spent, 1) if done > 0.01 else None
+
+    def write(self, history: bool = False) -> None:
+        """Store progress (and the history when `history`) with the heartbeat time; needs an app context."""
+        with self.lock:
+            values = {"progress": {**self.progress, "updated_at": utcnow().isoformat(timespec="seconds")}}
+            if history:
+                values["history"] = list(self.history)
+        db.session.execute(update(Run).where(Run.id == self.run_id).values(**values))
+        db.session.commit()
+
+    def end_epoch(self, entry: dict) -> None:
+        """Record one finished epoch (a resumed epoch replaces its earlier row)."""
+        with self.lock:
+            self.history = [h for h in self.history if h.get("epoch") != entry["epoch"]] + [entry]
+            self.history.sort(key=lambda h: h["epoch"])
+        self.update(batch=self.progress.get("batches", 0))
+        with self.app.app_context():
+            self.write(history=True)
+            db.session.remove()
+
+    def callback(self, fault: str = ""):
+        """The Keras callback that feeds this reporter and raises RunCancelled within one batch."""
+        import keras
+
+        reporter = self
+
+        class Progress(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                reporter.train_t0 = time.monotonic()
+                reporter.update(phase="training", epochs=int(self.params.get("epochs") or 0),
+                                batches=int(self.params.get("steps") or 0))
+
+            def on_epoch_begin(self, epoch, logs=None):
+                reporter.update(epoch=epoch + 1, batch=0)
+
+            def on_train_batch_end(self, batch, logs=None):
+                reporter.update(batch=batch + 1)
+                if batch == 0 and reporter.progress.get("epoch") == 1:
+                    reporter.urgent.set()
+                if reporter.cancel.is_set():
+                    raise RunCancelled()
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                entry = {"epoch": epoch + 1}
+                for key in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds"):
+                    if isinstance(logs.get(key), (int, float)):
+                        entry[key] = round(float(logs[key]), 6)
+                reporter.end_epoch(entry)
+                if fault == "crash":
+                    raise InjectedFault("injected crash after an epoch (LAB_FAULT)")
+                if fault == "disk_full":
+                    raise OSError(errno.ENOSPC, "No space left on device (injected by LAB_FAULT)")
+
+            def on_train_end(self, logs=None):
+                reporter.update(phase="testing")
+
+        return Progress()
+
+
+# ----------------------------------------------------------------------------- the task
+def claim(run_id: str) -> bool:
+    """Atomically mark a queued or interrupted run as running on this consumer (False when it is
+    taken, finished, cancelled, or its cancel was requested)."""
+    result = db.session.execute(
+        update(Run).where(Run.id == run_id, Run.status.in_((QUEUED, INTERRUPTED)), Run.cancel_requested.is_(False))
+        .values(status=RUNNING, worker=WORKER_ID, attempts=Run.attempts + 1, started_at=utcnow(), finished_at=None,
+                progress={"phase": "starting", "updated_at": utcnow().isoformat(timespec="seconds")}))
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def finish(run_id: str, status: str, **values) -> None:
+    """Set a claimed run's final status (only while this consumer holds it)."""
+    db.session.rollback()  # end any read transaction first: SQLite refuses to upgrade a stale snapshot
+    db.session.execute(update(Run).where(Run.id == run_id, Run.status == RUNNING, Run.worker == WORKER_ID)
+                       .values(status=status, finished_at=utcnow(), **values))
+    db.session.commit()
+
+
+def queue_paused() -> bool:
+    """The instructor console's pause switch, where it is installed."""
+    try:
+        from app.instructor.settings import queue_paused as paused
+    except ImportError:
+        return False
+    return bool(paused())
+
+
+def checkpoint_readable(work: Path) -> bool:
+    """True when every weights file and metadata file of a run's checkpoint folder opens whole."""
+    import h5py
+
+    for path in work.rglob("*"):
+        try:
+            if path.suffix == ".h5":
+                with h5py.File(path, "r") as fh:
+                    fh.visit(lambda name: None)
+            elif path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+    return True
+
+
+def execute_run(app: Flask, run_id: str) -> str:
+    """Train run `run_id` if this consumer can claim it; returns its final status (or why not)."""
+    run = db.session.get(Run, run_id)
+    if run is None:
+        return "missing"
+    if run.status in (QUEUED, INTERRUPTED) and run.cancel_requested:  # cancelled while its consumer was gone
+        run.status, run.finished_at = CANCELLED, utcnow()
+        db.session.commit()
+        return CANCELLED
+    if not claim(run_id):
+        return "skipped"
+    db.session.expire_all()
+    run = db.session.get(Run, run_id)
+    if run.attempts > int(app.config["LAB_MAX_ATTEMPTS"]):
+        finish(run_id, FAILED, error_en=f"The run was interrupted {run.attempts - 1} times; it was stopped.",
+               error_vi=f"Lượt huấn luyện bị ngắt {run.attempts - 1} lần nên đã dừng hẳn.")
+        return FAILED
+    work = checkpoint_dir(app, run_id)
+    resume = run.attempts > 1 and (work / "backup").is_dir()
+    if resume and not checkpoint_readable(work):  # killed while writing it: nothing to resume from
+        log.warning("run %s: its checkpoint is unreadable (a kill during the write); starting over", run_id)
+        shutil.rmtree(work, ignore_errors=True)
+        resume = False
+    reporter = Reporter(app, run_id, float(app.config["LAB_PROGRESS_SECONDS"]),
+                        run.history if resume else []).start()
+    t0 = time.monotonic()
+    previous_seconds = run.seconds or 0.0
+    try:
+        from training.images import train_image_task
+
+        spec = dataset_spec(run.dataset)
+        args = training_args(run, resume, int(app.config.get("LAB_TEST_SUBSET") or 0))
+        dataset, attempts, fault = run.dataset, run.attempts, fault_for(run)
+        db.session.commit()  # no transaction stays open while it trains
+        log.info("run %s: training %s (attempt %d%s)", run_id, dataset, attempts, ", resumed" if resume else "")
+        folder = train_image_task(spec, args, runs_dir(app), slug=run_id, work_dir=work,
+                                  callbacks=[reporter.callback(fault)])
+        reporter.stop()
+        card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+        history = merge_history(reporter.history, card.get("history") or {})
+        finish(run_id, FINISHED, metrics=card.get("metrics") or {}, params=int(card.get("params_total") or 0),
+               history=history, seconds=round(previous_seconds + time.monotonic() - t0, 1),
+               progress={**reporter.progress, "phase": "finished", "eta": 0,
+                         "updated_at": utcnow().isoformat(timespec="seconds")})
+        shutil.rmtree(work, ignore_errors=True)
+        return FINISHED
+    except RunCancelled:
+        reporter.stop()
+        finish(run_id, CANCELLED, seconds=round(previous_seconds + time.monotonic() - t0, 1),
+               progress={**reporter.progress, "phase": "cancelled", "updated_at": utcnow().isoformat(timespec="seconds")})
+        shutil.rmtree(work, ignore_errors=True)
+        return CANCELLED
+    except Exception as exc:  # noqa: BLE001 - any failure of one run must leave the consumer serving others
+        reporter.stop()
+        log.error("run %s failed: %s", run_id, "".join(traceback.format_exception(exc))[-3000:])
+        en, vi = describe_failure(exc)
+        db.session.rollback()
+        finish(run_id, FAILED, error_en=en, error_vi=vi, seconds=round(previous_seconds + time.monotonic() - t0, 1),
+               progress={**reporter.progress, "phase": "failed", "updated_at": utcnow().isoformat(timespec="seconds")})
+        shutil.rmtree(work, ignore_errors=True)
+        return FAILED
+    finally:
+        reporter.stop()
+
+
+def merge_history(rows: list[dict], card_history: dict) -> list[dict]:
+    """One dict per epoch: the card's CSV history (complete across resumes) over the reporter's rows."""
+    keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds") if k in card_history]
+    n = max((len(card_history[k]) for k in keys), default=0)
+    if not n:
+        return rows
+    by_epoch = {r["epoch"]: dict(r) for r in rows}
+    for i in range(n):
+        row = by_epoch.setdefault(i + 1, {"epoch": i + 1})
+        for k in keys:
+            if i < len(card_history[k]):
+                row[k] = round(float(card_history[k][i]), 6)
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+@huey.task(context=True)
+def train_run(run_id: str, task=None) -> str:
+    """Huey task: train one lab-bench run (see the module docstring)."""
+    app = worker_app()
+    with app.app_context():
+        try:
+            if queue_paused():  # the instructor paused the queue: look again in a little while
+                train_run.schedule((run_id,), delay=10)
+                return "paused"
+            return execute_run(app, run_id)
+        finally:
+            db.session.remove()
+
+
+# ----------------------------------------------------------------------------- lost runs
+def pid_alive(pid: int) -> bool:
+    """True when process `pid` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(run: Run, stale_seconds: float, now) -> bool:
+    """A running run whose consumer is gone: a dead pid on this host, or no heartbeat for a while."""
+    host, _, pid = (run.worker or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+        return True
+    beat = (run.progress or {}).get("updated_at")
+    try:
+        import datetime as dt
+
+        last = dt.datetime.fromisoformat(beat) if beat else as_utc(run.started_at)
+    except (TypeError, ValueError):
+        last = as_utc(run.started_at)
+    return last is None or (now - last).total_seconds() > stale_seconds
+
+
+def sweep_stale(app: Flask) -> list[str]:
+    """Mark runs whose consumer died as interrupted and queue them again (they resume from their
+    last epoch); re-queue runs recorded as queued that never reached the queue. Returns their ids."""
+    now = utcnow()
+    requeue = []
+    for run in db.session.scalars(db.select(Run).where(Run.status == RUNNING)).all():
+        if not is_stale(run, float(app.config["LAB_STALE_SECONDS"]), now):
+            continue
+        result = db.session.execute(
+            update(Run).where(Run.id == run.id, Run.status == RUNNING, Run.worker == run.worker)
+            .values(status=INTERRUPTED, progress={**(run.progress or {}), "phase": "interrupted",
+                                                  "updated_at": now.isoformat(timespec="seconds")}))
+        db.session.commit()
+        if result.rowcount == 1:
+            log.warning("run %s: consumer %s is gone; marked interrupted and queued again", run.id, run.worker)
+            requeue.append(run.id)
+    orphans = db.session.scalars(db.select(Run).where(Run.status.in_((QUEUED, INTERRUPTED)),
+                                                      Run.queue_task_id.is_(None))).all()
+    for run in orphans:
+        if (now - as_utc(run.created_at)).total_seconds() > float(app.config["LAB_STALE_SECONDS"]):
+            requeue.append(run.id)
+    for run_id in dict.fromkeys(requeue):
+        db.session.execute(update(Run).where(Run.id == run_id).values(queue_task_id=enqueue_run(run_id)))
+        db.session.commit()
+    return requeue
+
+
+@huey.on_startup()
+def sweep_at_startup() -> None:
+    """A consumer coming back first picks up the runs a killed consumer left behind."""
+    app = worker_app()
+    with app.app_context():
+        try:
+            sweep_stale(app)
+        finally:
+            db.session.remove()
+
+
+@huey.periodic_task(crontab(minute="*"))
+def sweep_every_minute() -> None:
+    """Catch runs whose consumer died on another machine (no heartbeat for LAB_STALE_SECONDS)."""
+    sweep_at_startup()
+
+
+def lower_priority() -> None:
+    """Drop this consumer's CPU priority by LAB_WORKER_NICE so the web stays responsive."""
+    step = int(os.environ.get("LAB_WORKER_NICE", str(LabEngineConfig.LAB_WORKER_NICE)))
+    if step > 0:
+        try:
+            os.nice(step)
+        except OSError:
+            log.warning("could not lower the consumer's CPU priority")
+

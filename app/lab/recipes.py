@@ -1,0 +1,465 @@
+"""What a lab-bench run may be: the recipe and settings a student chooses, their defaults and
+limits, the presets, and what a recipe costs (parameters, estimated seconds) before it is queued.
+
+Pure Python (no Flask at import, no TensorFlow): the web workers validate, count parameters and
+estimate run time without loading Keras. `param_count` follows `training.build.make_recipe_model`
+layer by layer; a test checks it against Keras's `count_params` for several recipes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from app.errors import InvalidInput
+from app.tasks import BUILTIN_TASKS, IMAGE, TaskSpec
+
+READINGS = ("rows", "rows_cols", "patches")
+CELLS = ("lstm", "gru", "simple_rnn")
+GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}  # weight blocks per cell (input, forget, cell, output...)
+HEAD_UNITS = 32  # the seed notebook's Dense(32) between the recurrent layers and the classes
+VALIDATION_FRACTION = 0.1  # training.images.split_validation holds out this share of the training set
+NICKNAME_MAX = 40
+
+# Bounds of every field that are not a configurable limit (the limits below cap what a run costs).
+RANGES = {
+    "units": (4, 512),
+    "layers": (1, 4),
+    "dropout": (0.0, 0.8),
+    "batch_size": (8, 1024),
+    "learning_rate": (1e-5, 1.0),
+    "seed": (0, 2**31 - 1),
+    "subset": (100, 10**9),  # 0 (or empty) means the whole training set
+    "epochs": (1, 10**6),
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The network: how the image is read, which cell, how wide and deep."""
+
+    reading: str = "rows"
+    cell: str = "lstm"
+    units: int = 64
+    layers: int = 2
+    bidirectional: bool = False
+    dropout: float = 0.2
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How it is trained: epochs, batch size, peak learning rate, training subset (0: all), seed."""
+
+    epochs: int = 3
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    subset: int = 0
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one run and one browser may ask for (config `LAB_*`, then the instructor's settings)."""
+
+    max_epochs: int = 30
+    max_subset: int = 0  # 0: the whole training set is allowed
+    max_params: int = 2_000_000
+    max_seconds: int = 1800  # estimated training time of one run
+    runs_per_browser: int = 2
+    runs_per_client: int = 6
+    queue_length: int = 40
+
+    @classmethod
+    def from_config(cls, config, overrides: dict | None = None) -> Limits:
+        """Defaults, then `LAB_<FIELD>` from the environment, then from the app config (e.g.
+        LAB_MAX_EPOCHS, or FLASK_LAB_MAX_EPOCHS), then `overrides` (the instructor's settings)."""
+        values = {}
+        for f in fields(cls):
+            key = f"LAB_{f.name.upper()}"
+            value = (overrides or {}).get(f.name, config.get(key, os.environ.get(key)))
+            if value is not None and value != "":
+                values[f.name] = int(value)
+        return cls(**values)
+
+
+def current_limits() -> Limits:
+    """The limits in force for this app: its config, then the instructor console's stored settings."""
+    from flask import current_app
+
+    overrides = None
+    try:  # the instructor console's settings table, where it is installed
+        from app.instructor.settings import limit_overrides
+    except ImportError:
+        limit_overrides = None
+    if limit_overrides is not None:
+        overrides = limit_overrides()
+    return Limits.from_config(current_app.config, overrides)
+
+
+# ----------------------------------------------------------------------------- languages
+def refusal(msgid: str, status: int = 400, **kw) -> InvalidInput:
+    """InvalidInput with the English msgid and its Vietnamese translation from the catalogue (a
+    `field` argument is a field's English name, translated too)."""
+    en = msgid % kw if kw else msgid
+    try:
+        from flask_babel import force_locale, gettext
+
+        with force_locale("vi"):
+            vi_kw = {**kw, "field": gettext(kw["field"])} if "field" in kw else kw
+            vi = gettext(msgid, **vi_kw)
+    except (ImportError, RuntimeError, KeyError):
+        vi = None
+    return InvalidInput(en, vi if vi and vi != en else None, status)
+
+
+# ----------------------------------------------------------------------------- data sets
+def available_datasets(models_dir: Path | None = None) -> dict[str, TaskSpec]:
+    """The image data sets a run may use: the built-in ones, then any an instructor added."""
+    out = {slug: spec for slug, spec in BUILTIN_TASKS.items() if spec.kind == IMAGE}
+    try:
+        from app.instructor.datasets import list_datasets
+    except ImportError:
+        return out
+    for spec in list_datasets():
+        if getattr(spec, "kind", IMAGE) == IMAGE:
+            out.setdefault(spec.slug, spec)
+    return out
+
+
+def training_size(spec: TaskSpec, models_dir: Path | None = None) -> int | None:
+    """Images in the training set (before the validation hold-out), from the data set's record:
+    the spec's `extra["counts"]`, else the shipped model card's counts; None when unknown."""
+    counts = spec.extra.get("counts") if isinstance(spec.extra, dict) else None
+    if not counts and models_dir is not None:
+        import json
+
+        try:
+            card = json.loads((Path(models_dir) / spec.slug / "card.json").read_text(encoding="utf-8"))
+            counts = (card.get("data") or {}).get("counts")
+        except (OSError, ValueError):
+            counts = None
+    if not isinstance(counts, dict):
+        return None
+    train = counts.get("train")
+    if not isinstance(train, int):
+        return None
+    return train + int(counts.get("validation") or 0)
+
+
+# ----------------------------------------------------------------------------- presets
+def shipped_recipe(spec: TaskSpec) -> tuple[Recipe, RunSettings]:
+    """The recipe closest to the data set's shipped model (app/tasks.py): its reading order,
+    units, stacked bidirectional LSTMs, epochs, batch size and learning rate."""
+    model = spec.extra.get("model", {}) if isinstance(spec.extra, dict) else {}
+    reading = {"rows_cols": "rows_cols", "renet": "patches"}.get(spec.architecture, "rows")
+    recipe = Recipe(reading=reading, cell="lstm", units=int(model.get("units", 64)), layers=2 if reading == "rows_cols" else 1,
+                    bidirectional=True, dropout=0.3)
+    return recipe, RunSettings(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate)
+
+
+PRESET_NAMES = ("lab", "shipped", "fast")
+
+
+def preset(name: str, spec: TaskSpec) -> tuple[Recipe, RunSettings]:
+    """A named preset for a data set: "lab" (the seed notebook's model, bugs fixed), "shipped"
+    (the data set's shipped recipe) or "fast" (tuned for this machine: see docs/BENCHMARKS.md)."""
+    if name == "lab":
+        return Recipe("rows", "lstm", 64, 2, False, 0.2), RunSettings(epochs=3, batch_size=128, learning_rate=1e-3)
+    if name == "shipped":
+        return shipped_recipe(spec)
+    if name == "fast":
+        return Recipe("rows", "lstm", 128, 1, False, 0.0), RunSettings(epochs=6, batch_size=128, learning_rate=3e-3)
+    raise refusal("Unknown preset '%(name)s'.", name=str(name)[:40])
+
+
+def as_payload(recipe: Recipe, settings: RunSettings) -> dict:
+    """The API's JSON body for a recipe and its settings (without dataset and nickname)."""
+    return {"recipe": asdict(recipe), **asdict(settings)}
+
+
+# ----------------------------------------------------------------------------- validation
+FIELD_NAMES = {  # English msgids of the field names, used inside the refusals
+    "reading": "reading order", "cell": "recurrent cell", "units": "units", "layers": "layers",
+    "bidirectional": "bidirectional", "dropout": "dropout", "epochs": "epochs", "batch_size": "batch size",
+    "learning_rate": "learning rate", "subset": "training subset", "seed": "random seed", "nickname": "nickname",
+}
+
+
+def _name(key: str) -> str:
+    return FIELD_NAMES.get(key, key)
+
+
+def _integer(key: str, value) -> int:
+    if isinstance(value, bool):
+        raise refusal("%(field)s must be a whole number.", field=_name(key))
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value.strip())
+    raise refusal("%(field)s must be a whole number.", field=_name(key))
+
+
+def _number(key: str, value) -> float:
+    if isinstance(value, bool):
+        raise refusal("%(field)s must be a number.", field=_name(key))
+    if isinstance(value, (int, float)):
+        out = float(value)
+    elif isinstance(value, str):
+        try:
+            out = float(value.strip().replace(",", "."))
+        except ValueError:
+            raise refusal("%(field)s must be a number.", field=_name(key)) from None
+    else:
+        raise refusal("%(field)s must be a number.", field=_name(key))
+    if not math.isfinite(out):
+        raise refusal("%(field)s must be a number.", field=_name(key))
+    return out
+
+
+def _boolean(key: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "on", "yes", "0", "false", "off", "no", ""):
+        return value.strip().lower() in ("1", "true", "on", "yes")
+    raise refusal("%(field)s must be true or false.", field=_name(key))
+
+
+def _choice(key: str, value, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise refusal("%(field)s must be one of: %(choices)s.", field=_name(key), choices=", ".join(choices))
+    return value
+
+
+def _in_range(key: str, value, lo, hi):
+    if not lo <= value <= hi:
+        raise refusal("%(field)s must be between %(lo)s and %(hi)s.", field=_name(key), lo=f"{lo:g}", hi=f"{hi:g}")
+    return value
+
+
+def validate_recipe(raw) -> Recipe:
+    """The recipe part of a payload, checked (missing keys take the defaults)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise refusal("The recipe must be an object.")
+    unknown = sorted(set(raw) - {f.name for f in fields(Recipe)})
+    if unknown:
+        raise refusal("Unknown recipe field: %(name)s.", name=str(unknown[0])[:40])
+    d = asdict(Recipe())
+    d.update({k: v for k, v in raw.items() if v is not None})
+    return Recipe(
+        reading=_choice("reading", d["reading"], READINGS),
+        cell=_choice("cell", d["cell"], CELLS),
+        units=_in_range("units", _integer("units", d["units"]), *RANGES["units"]),
+        layers=_in_range("layers", _integer("layers", d["layers"]), *RANGES["layers"]),
+        bidirectional=_boolean("bidirectional", d["bidirectional"]),
+        dropout=_in_range("dropout", _number("dropout", d["dropout"]), *RANGES["dropout"]),
+    )
+
+
+def validate_settings(raw: dict, limits: Limits, train_size: int | None = None) -> RunSettings:
+    """The training settings of a payload, checked against the ranges and the limits."""
+    d = asdict(RunSettings())
+    d.update({k: raw[k] for k in d if raw.get(k) is not None and raw.get(k) != ""})
+    epochs = _in_range("epochs", _integer("epochs", d["epochs"]), 1, limits.max_epochs)
+    batch = _in_range("batch_size", _integer("batch_size", d["batch_size"]), *RANGES["batch_size"])
+    lr = _in_range("learning_rate", _number("learning_rate", d["learning_rate"]), *RANGES["learning_rate"])
+    seed = _in_range("seed", _integer("seed", d["seed"]), *RANGES["seed"])
+    subset = _integer("subset", d["subset"])
+    if subset:
+        hi = min(x for x in (limits.max_subset or 10**9, train_size or 10**9, RANGES["subset"][1]))
+        _in_range("subset", subset, RANGES["subset"][0], hi)
+    elif limits.max_subset and train_size and train_size > limits.max_subset:
+        subset = limits.max_subset  # "all" means as many as the limit allows
+    return RunSettings(epochs=epochs, batch_size=batch, learning_rate=lr, subset=subset, seed=seed)
+
+
+def validate_nickname(value) -> str:
+    """A display name: printable, at most NICKNAME_MAX characters, never personal data we ask for."""
+    import unicodedata
+
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise refusal("%(field)s must be text.", field=_name("nickname"))
+    value = unicodedata.normalize("NFC", " ".join(value.split()))
+    if len(value) > NICKNAME_MAX:
+        raise refusal("The nickname may have at most %(n)s characters.", n=NICKNAME_MAX)
+    if any(unicodedata.category(ch).startswith("C") for ch in value):
+        raise refusal("%(field)s must be text.", field=_name("nickname"))
+    return value
+
+
+def validate(payload, limits: Limits, datasets: dict[str, TaskSpec], throughput: Throughput | None = None,
+             models_dir: Path | None = None) -> tuple[dict, dict]:
+    """(recipe, settings) as plain dicts from an API payload or a form, or InvalidInput (400):
+    unknown data set, unknown field, wrong type, out of range, over the parameter or time limit."""
+    if not isinstance(payload, dict):
+        raise refusal("The request must be a JSON object.")
+    slug = payload.get("dataset")
+    if not isinstance(slug, str) or slug not in datasets:
+        raise refusal("Unknown data set '%(name)s'. Choose one of: %(choices)s.", name=str(slug)[:40],
+                      choices=", ".join(sorted(datasets)))
+    allowed = {"dataset", "recipe", "nickname", "preset", "check"} | {f.name for f in fields(RunSettings)}
+    unknown = sorted(set(payload) - allowed)
+    if unknown:
+        raise refusal("Unknown field: %(name)s.", name=str(unknown[0])[:40])
+    spec = datasets[slug]
+    recipe = validate_recipe(payload.get("recipe"))
+    size = training_size(spec, models_dir)
+    settings = validate_settings(payload, limits, size)
+    params = param_count(spec, recipe)
+    if params > limits.max_params:
+        raise refusal("This recipe has %(params)s parameters; the limit is %(limit)s. Use fewer units or layers.",
+                      params=f"{params:,}", limit=f"{limits.max_params:,}")
+    if throughput is not None:
+        seconds = estimate_seconds(spec, recipe, settings, throughput, size)
+        if seconds is not None and seconds > limits.max_seconds:
+            raise refusal("This run would take about %(minutes)s minutes; the limit is %(limit)s minutes. "
+                          "Use fewer epochs, a smaller subset or a smaller network.",
+                          minutes=str(math.ceil(seconds / 60)), limit=str(max(1, limits.max_seconds // 60)))
+    return asdict(recipe), asdict(settings)
+
+
+# ----------------------------------------------------------------------------- cost
+@dataclass(frozen=True)
+class Layer:
+    """One layer of a recipe's model: parameters, multiply-adds per image, sequential steps."""
+
+    name: str
+    params: int
+    macs: int
+    steps: int = 0  # time steps run one after another (a bidirectional layer runs two sweeps)
+
+
+def _rnn(name: str, cell: str, inputs: int, units: int, bidirectional: bool, steps: int,
+         sweeps: int = 1) -> tuple[Layer, int]:
+    """One recurrent layer (Keras 3 cells; GRU with reset_after has two bias vectors) over `steps`
+    steps, on `sweeps` sequences at once with shared weights; returns it and its output width."""
+    g = GATES[cell]
+    bias = 2 * g * units if cell == "gru" else g * units
+    k = 2 if bidirectional else 1
+    one = g * units * (inputs + units) + bias
+    return Layer(name, k * one, k * sweeps * steps * g * units * (inputs + units), k * steps), k * units
+
+
+def layer_plan(spec: TaskSpec, recipe: Recipe | dict) -> list[Layer]:
+    """The layers of `training.build.make_recipe_model` for this data set and recipe."""
+    r = recipe if isinstance(recipe, Recipe) else Recipe(**recipe)
+    h, w, c = spec.input_shape
+    n_classes = len(spec.classes)
+    plan: list[Layer] = []
+
+    def stack(name: str, width: int, steps: int) -> int:
+        for i in range(r.layers):
+            layer, width = _rnn(f"{name}_{i + 1}", r.cell, width, r.units, r.bidirectional, steps)
+            plan.append(layer)
+        return width
+
+    if r.reading == "rows":
+        width = stack("rows", w * c, h)
+    elif r.reading == "rows_cols":
+        width = stack("rows", w * c, h) + stack("cols", h * c, w)
+    else:  # patches: an 8×8 grid, one sweep along each row of patches and one down each column
+        patch = max(1, min(h, w) // 8)
+        gh, gw = h // patch, w // patch
+        layer, width = _rnn("sweep_rows", r.cell, patch * patch * c, r.units, r.bidirectional, gw, sweeps=gh)
+        plan.append(layer)
+        layer, width = _rnn("sweep_cols", r.cell, width, r.units, r.bidirectional, gh, sweeps=gw)
+        plan.append(layer)
+        width = stack("read_rows", gw * width, gh)
+    plan.append(Layer("dense", width * HEAD_UNITS + HEAD_UNITS, width * HEAD_UNITS))
+    plan.append(Layer("probs", HEAD_UNITS * n_classes + n_classes, HEAD_UNITS * n_classes))
+    return plan
+
+
+def param_count(spec: TaskSpec, recipe: Recipe | dict) -> int:
+    """Trainable parameters of the recipe's model for this data set (Keras's count_params)."""
+    return sum(layer.params for layer in layer_plan(spec, recipe))
+
+
+# A recurrent step of a batch costs a fixed part (launching the step's kernels) plus a part that
+# grows with its multiply-adds; STEP_MACS is how many multiply-adds of one step cost as much as the
+# fixed part on this kind of CPU (`python benchmarks/lab_presets.py --step-cost`; docs/BENCHMARKS.md).
+STEP_MACS = 3.7e6
+VALIDATION_BATCH = 512  # training.images evaluates in batches of 512
+FORWARD_SHARE = 1 / 3  # a forward pass costs about a third of a training step (forward + backward)
+
+
+def batch_cost(spec: TaskSpec, recipe: Recipe | dict, batch: int) -> float:
+    """Cost of one training step on `batch` images, in fixed step costs (the unit of throughput)."""
+    cost = 0.0
+    for layer in layer_plan(spec, recipe):
+        if layer.steps:
+            cost += layer.steps * (1 + batch * layer.macs / layer.steps / STEP_MACS)
+        else:
+            cost += batch * layer.macs / STEP_MACS
+    return cost
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Measured speed of this server's training: seconds per unit of `batch_cost`, and the fixed
+    seconds a run spends outside its epochs (start-up, data, test evaluation, export)."""
+
+    seconds_per_unit: float
+    overhead_seconds: float
+    runs: int = 0  # finished runs it was measured from (0: the measured default)
+
+
+def epoch_cost(spec: TaskSpec, recipe: Recipe | dict, settings: RunSettings | dict, train_size: int | None) -> float | None:
+    """Cost of one epoch: the training steps, plus a forward pass over the validation images."""
+    s = settings if isinstance(settings, RunSettings) else RunSettings(**settings)
+    total = s.subset or train_size
+    if not total:
+        return None
+    val = max(1, int(total * VALIDATION_FRACTION))
+    train_steps = math.ceil((total - val) / s.batch_size)
+    val_steps = math.ceil(val / VALIDATION_BATCH)
+    return train_steps * batch_cost(spec, recipe, s.batch_size) + \
+        val_steps * batch_cost(spec, recipe, VALIDATION_BATCH) * FORWARD_SHARE
+
+
+def estimate_seconds(spec: TaskSpec, recipe: Recipe | dict, settings: RunSettings | dict, throughput: Throughput,
+                     train_size: int | None = None) -> float | None:
+    """Seconds from start to finish of a run on this server at the measured throughput (None if
+    the training set size is unknown)."""
+    s = settings if isinstance(settings, RunSettings) else RunSettings(**settings)
+    cost = epoch_cost(spec, recipe, s, train_size)
+    if cost is None:
+        return None
+    return s.epochs * cost * throughput.seconds_per_unit + throughput.overhead_seconds
+
+
+def measure_throughput(runs, datasets: dict[str, TaskSpec], default: Throughput, models_dir: Path | None = None,
+                       recent: int = 20) -> Throughput:
+    """Median throughput and overhead of the latest finished runs (dicts with dataset, recipe,
+    settings, history with per-epoch seconds, started_at, finished_at); `default` without any."""
+    rates, overheads = [], []
+    for run in list(runs)[:recent]:
+        spec = datasets.get(run.get("dataset"))
+        history = run.get("history") or []
+        seconds = [e.get("seconds") for e in history if isinstance(e, dict)]
+        if spec is None or not seconds or not all(isinstance(x, (int, float)) and x > 0 for x in seconds):
+            continue
+        try:
+            cost = epoch_cost(spec, run["recipe"], run["settings"], training_size(spec, models_dir))
+        except (TypeError, KeyError):
+            continue
+        if not cost:
+            continue
+        rates.append(sum(seconds) / (cost * len(seconds)))
+        started, finished = run.get("started_at"), run.get("finished_at")
+        if started and finished:
+            overheads.append(max(0.0, (finished - started).total_seconds() - sum(seconds)))
+    if not rates:
+        return default
+    return Throughput(statistics.median(rates), statistics.median(overheads) if overheads else default.overhead_seconds,
+                      len(rates))

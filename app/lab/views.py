@@ -1,0 +1,441 @@
+"""The lab bench's pages: the bench (/lab), a run's live page, its model card and try-it page, and
+a data set's leaderboard (with CSV). Every form works without JavaScript; static/js/lab.js adds the
+live estimate, the server-sent events of a running run and curves drawn as each epoch ends.
+
+The pages only read run records and call the engine's functions (app/lab/api.py) to submit,
+cancel and classify, so a page and the JSON API always answer the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict
+from pathlib import Path
+
+from flask import (Blueprint, Response, abort, current_app, jsonify, redirect, render_template, request,
+                   send_from_directory, url_for)
+from flask_babel import format_decimal, gettext as _, lazy_gettext
+from sqlalchemy import select
+
+from app.errors import InvalidInput
+from app.i18n import current_language
+from app.lab import api, recipes
+from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings, Throughput
+from app.records import ACTIVE, FINISHED, Run, as_utc, db, iso, utcnow
+from app.tasks import TaskSpec
+from app.views.lstm import curve_svg
+
+bp = Blueprint("lab", __name__)
+
+READING_LABELS = {"rows": lazy_gettext("Rows: one image row per time step (the lab's model)"),
+                  "rows_cols": lazy_gettext("Rows and columns: one LSTM reads rows, another reads columns"),
+                  "patches": lazy_gettext("Patch grid: sweeps along rows and columns of patches (ReNet)")}
+CELL_LABELS = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
+PRESET_LABELS = {"lab": lazy_gettext("The lab's recipe"), "shipped": lazy_gettext("The shipped recipe"),
+                 "fast": lazy_gettext("Fast (tuned for this server)")}
+STATUS_LABELS = {"queued": lazy_gettext("queued"), "running": lazy_gettext("running"),
+                 "finished": lazy_gettext("finished"), "failed": lazy_gettext("failed"),
+                 "cancelled": lazy_gettext("cancelled"), "interrupted": lazy_gettext("interrupted")}
+CSV_COLUMNS = ("id", "nickname", "dataset", "status", "reading", "cell", "units", "layers", "bidirectional",
+               "dropout", "epochs", "batch_size", "learning_rate", "subset", "seed", "params", "epochs_run",
+               "training_seconds", "test_accuracy", "created_at", "finished_at")
+DEFAULT_DATASET = "mnist"
+
+
+# ----------------------------------------------------------------------------- helpers
+def datasets() -> dict[str, TaskSpec]:
+    """The data sets a run may use on this server."""
+    return recipes.available_datasets(Path(current_app.config["MODELS_DIR"]))
+
+
+def find_dataset(slug: str) -> TaskSpec:
+    """The data set `slug` or a bilingual 404."""
+    spec = datasets().get(slug)
+    if spec is None:
+        raise recipes.refusal("Unknown data set '%(name)s'.", 404, name=slug[:40])
+    return spec
+
+
+def duration(seconds) -> str:
+    """Seconds as "1 min 05 s" / "42 s" ("–" when unknown)."""
+    if not isinstance(seconds, (int, float)) or seconds < 0:
+        return "–"
+    s = int(round(seconds))
+    if s < 60:
+        return _("%(s)s s", s=s)
+    if s < 3600:
+        return _("%(m)s min %(s)s s", m=s // 60, s=f"{s % 60:02d}")
+    return _("%(h)s h %(m)s min", h=s // 3600, m=f"{s % 3600 // 60:02d}")
+
+
+def recipe_text(recipe: dict) -> str:
+    """A recipe in one short line: "rows · LSTM 64 × 2 · bi · dropout 0.2"."""
+    r = {**asdict(Recipe()), **(recipe or {})}
+    parts = [str(r["reading"]), f"{CELL_LABELS.get(r['cell'], r['cell'])} {r['units']} × {r['layers']}"]
+    if r["bidirectional"]:
+        parts.append(_("bidirectional"))
+    parts.append(_("dropout %(d)s", d=format_decimal(r["dropout"])))
+    return " · ".join(parts)
+
+
+def settings_text(settings: dict) -> str:
+    """Training settings in one short line."""
+    s = {**asdict(RunSettings()), **(settings or {})}
+    subset = _("all images") if not s["subset"] else _("%(n)s images", n=format_decimal(s["subset"]))
+    return _("%(epochs)s epochs, batch %(batch)s, learning rate %(lr)s, %(subset)s, seed %(seed)s",
+             epochs=s["epochs"], batch=s["batch_size"], lr=f"{s['learning_rate']:g}", subset=subset, seed=s["seed"])
+
+
+def fmt(value, digits: int = 4) -> str:
+    """A number with `digits` decimals ("–" for none)."""
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
+
+
+@bp.context_processor
+def lab_helpers() -> dict:
+    """Formatting helpers for the lab's templates."""
+    return {"duration": duration, "recipe_text": recipe_text, "settings_text": settings_text, "fmt": fmt,
+            "num": format_decimal,
+            "status_label": lambda s: str(STATUS_LABELS.get(s, s))}
+
+
+@bp.app_context_processor
+def lab_docs_helper() -> dict:
+    """`lab_docs()` for /docs/api's runs section: the data sets, ranges and limits in force."""
+    def lab_docs() -> dict:
+        return {"datasets": sorted(datasets()), "ranges": RANGES, "limits": recipes.current_limits()}
+
+    return {"lab_docs": lab_docs}
+
+
+def finished_runs(dataset: str | None = None, limit: int = 200) -> list[Run]:
+    """Finished runs, newest first (of one data set when given)."""
+    query = select(Run).where(Run.status == FINISHED)
+    if dataset:
+        query = query.where(Run.dataset == dataset)
+    return list(db.session.scalars(query.order_by(Run.finished_at.desc()).limit(limit)))
+
+
+def default_throughput() -> Throughput:
+    """The measured default before any run has finished here (config LAB_SECONDS_PER_UNIT,
+    LAB_OVERHEAD_SECONDS override it)."""
+    return Throughput(float(current_app.config.get("LAB_SECONDS_PER_UNIT", DEFAULT_SECONDS_PER_UNIT)),
+                      float(current_app.config.get("LAB_OVERHEAD_SECONDS", DEFAULT_OVERHEAD_SECONDS)))
+
+
+# Measured on this server through the queue (the fast preset's run, docs/BENCHMARKS.md "Lab bench
+# presets"): the fallback until a run has finished here.
+DEFAULT_SECONDS_PER_UNIT = 2.2e-3
+DEFAULT_OVERHEAD_SECONDS = 51.0
+
+
+def throughput() -> Throughput:
+    """This server's training speed, from its latest finished runs (the measured default before)."""
+    runs = [{"dataset": r.dataset, "recipe": r.recipe, "settings": r.settings, "history": r.history,
+             "started_at": as_utc(r.started_at), "finished_at": as_utc(r.finished_at)} for r in finished_runs(limit=20)]
+    return recipes.measure_throughput(runs, datasets(), default_throughput(), Path(current_app.config["MODELS_DIR"]))
+
+
+# ----------------------------------------------------------------------------- the bench
+def form_from(recipe: dict, settings: dict, dataset: str, nickname: str = "") -> dict:
+    """The bench form's values from a recipe and settings."""
+    return {"dataset": dataset, "nickname": nickname, **{**asdict(Recipe()), **recipe},
+            **{**asdict(RunSettings()), **settings}}
+
+
+def payload_from_form(form) -> dict:
+    """The API's payload from the bench's form fields (a missing checkbox is False)."""
+    recipe = {k: form.get(k) for k in ("reading", "cell", "units", "layers", "dropout") if form.get(k) is not None}
+    recipe["bidirectional"] = form.get("bidirectional") in ("1", "on", "true")
+    payload = {"dataset": form.get("dataset"), "recipe": recipe, "nickname": form.get("nickname", "")}
+    payload.update({k: form.get(k) for k in asdict(RunSettings()) if form.get(k) not in (None, "")})
+    return payload
+
+
+def estimate(payload: dict) -> dict:
+    """{"params", "params_text", "seconds", "eta_text"} for a valid payload; InvalidInput otherwise."""
+    specs = datasets()
+    models_dir = Path(current_app.config["MODELS_DIR"])
+    tput = throughput()
+    recipe, settings = recipes.validate(payload, recipes.current_limits(), specs, tput, models_dir)
+    spec = specs[payload["dataset"]]
+    params = recipes.param_count(spec, recipe)
+    seconds = recipes.estimate_seconds(spec, recipe, settings, tput, recipes.training_size(spec, models_dir))
+    return {"params": params, "params_text": format_decimal(params), "seconds": seconds,
+            "eta_text": duration(seconds) if seconds is not None else _("unknown"), "measured_runs": tput.runs}
+
+
+def preset_rows(slug: str, spec: TaskSpec) -> list[dict]:
+    """Each preset for the data set with the best finished run of exactly its recipe and settings."""
+    runs = finished_runs(slug)
+    rows = []
+    for name in PRESET_NAMES:
+        recipe, settings = recipes.preset(name, spec)
+        r, s = asdict(recipe), asdict(settings)
+        same = [run for run in runs if {**asdict(Recipe()), **(run.recipe or {})} == r
+                and {**asdict(RunSettings()), **(run.settings or {})} == s
+                and isinstance((run.metrics or {}).get("test_accuracy"), (int, float))]
+        best = max(same, key=lambda run: run.metrics["test_accuracy"], default=None)
+        rows.append({"name": name, "card": shipped_card_figures(slug) if name == "shipped" else None, "label": PRESET_LABELS[name], "recipe_text": recipe_text(r) + " · " + settings_text(s),
+                     "params": recipes.param_count(spec, recipe), "runs": len(same),
+                     "best": None if best is None else {
+                         "id": best.id, "test_accuracy": best.metrics["test_accuracy"], "train_seconds": epoch_seconds(best),
+                         "total_seconds": (as_utc(best.finished_at) - as_utc(best.created_at)).total_seconds()}})
+    return rows
+
+
+def epoch_seconds(run: Run) -> float | None:
+    """Seconds the run spent in its epochs (training and validation), from its history."""
+    seconds = [e.get("seconds") for e in run.history or [] if isinstance(e, dict)]
+    if seconds and all(isinstance(x, (int, float)) for x in seconds):
+        return float(sum(seconds))
+    return run.seconds
+
+
+def shipped_card_figures(slug: str) -> dict | None:
+    """The served model's own figures from its card (trained by `python -m training`, not the bench)."""
+    from app.modelstore import get_store
+
+    try:
+        card = get_store().get(slug).card or {}
+    except KeyError:
+        return None
+    acc = (card.get("metrics") or {}).get("test_accuracy")
+    seconds = (card.get("training") or {}).get("seconds_total")
+    if not isinstance(acc, (int, float)):
+        return None
+    return {"test_accuracy": acc, "train_seconds": seconds if isinstance(seconds, (int, float)) else None,
+            "epochs": (card.get("training") or {}).get("epochs_run")}
+
+
+@bp.route("/lab", methods=["GET", "POST"])
+def bench():
+    """The bench: choose a data set and recipe, Check (parameters, time) and Train."""
+    specs = datasets()
+    status, error, check, join_url = 200, None, None, None
+    if request.method == "POST":
+        form = {k: v for k, v in request.form.items() if k != "csrf_token"}
+        form["bidirectional"] = form.get("bidirectional") in ("1", "on", "true")
+        slug = form.get("dataset") if form.get("dataset") in specs else DEFAULT_DATASET
+        name = request.form.get("preset")
+        if name:
+            try:
+                form = form_from(*(asdict(x) for x in recipes.preset(name, specs[slug])), slug, form.get("nickname", ""))
+            except InvalidInput as exc:
+                error, status = exc.message(current_language()), exc.status
+        else:
+            try:
+                payload = payload_from_form(request.form)
+                if request.form.get("action") == "submit":
+                    run = api.submit_run(payload)
+                    return redirect(url_for("lab.run_page", run_id=run.id), 303)
+                check = estimate(payload)
+            except InvalidInput as exc:
+                error, status = exc.message(current_language()), exc.status
+                if status == 403 and "access.join" in current_app.view_functions:  # a class code is needed
+                    join_url = url_for("access.join")
+    else:
+        form = initial_form(specs)
+        slug = form["dataset"]
+    spec = specs.get(slug) or specs[DEFAULT_DATASET]
+    limits = recipes.current_limits()
+    size = recipes.training_size(spec, Path(current_app.config["MODELS_DIR"]))
+    subset_hint = (_("%(n)s training images in this data set (a tenth of them is held out for validation).",
+                     n=format_decimal(size)) if size else None)
+    context = {"form": form, "datasets": [(s, sp.title(current_language())) for s, sp in specs.items()],
+               "readings": list(READING_LABELS.items()), "cells": list(CELL_LABELS.items()),
+               "preset_labels": list(PRESET_LABELS.items()), "ranges": RANGES, "limits": limits,
+               "check": check, "error": error, "presets": preset_rows(spec.slug, spec),
+               "dataset_title": spec.title(current_language()), "subset_hint": subset_hint,
+               "my_runs": my_runs(), "join_url": join_url}
+    return render_template("lab/bench.html", **context), status
+
+
+def initial_form(specs: dict[str, TaskSpec]) -> dict:
+    """The form on GET: a run's recipe (?again=<id>), a preset (?preset=&dataset=), or the lab's recipe."""
+    slug = request.args.get("dataset") if request.args.get("dataset") in specs else DEFAULT_DATASET
+    again = request.args.get("again")
+    if again:
+        run = api.find_run(again)
+        return form_from(run.recipe or {}, run.settings or {}, run.dataset if run.dataset in specs else slug,
+                         run.nickname or "")
+    name = request.args.get("preset") if request.args.get("preset") in PRESET_NAMES else "lab"
+    return form_from(*(asdict(x) for x in recipes.preset(name, specs[slug])), slug)
+
+
+@bp.get("/lab/estimate", endpoint="estimate")
+def estimate_json():
+    """The parameter count and estimated time of the form's recipe, as JSON (lab.js, live)."""
+    try:
+        return jsonify(estimate(payload_from_form(request.args)))
+    except InvalidInput as exc:
+        return jsonify({"error": exc.message(current_language()), "error_en": exc.en, "error_vi": exc.vi,
+                        "status": exc.status}), exc.status
+
+
+
+# ----------------------------------------------------------------------------- the engine's side
+def my_runs(limit: int = 10) -> list[Run]:
+    """This browser's latest runs."""
+    owner = api.owner_token(create=False)
+    if not owner:
+        return []
+    return list(db.session.scalars(select(Run).where(Run.owner == owner).order_by(Run.created_at.desc()).limit(limit)))
+
+
+# ----------------------------------------------------------------------------- a run
+def history_series(history: list[dict], keys: tuple[str, str]) -> dict:
+    """curve_svg's input for two history keys of one run (training and validation)."""
+    models = {}
+    for key in keys:
+        models[key] = {"history": {"v": [e.get(key) for e in history if isinstance(e, dict)]}}
+    return {"models": models}
+
+
+def run_charts(history: list[dict]) -> dict:
+    """Loss and accuracy curves (training, validation) of a run."""
+    return {"loss": curve_svg(rename(history_series(history, ("loss", "val_loss")), ("train", "validation")), "v"),
+            "accuracy": curve_svg(rename(history_series(history, ("accuracy", "val_accuracy")), ("train", "validation")), "v")}
+
+
+def rename(exp: dict, names: tuple[str, ...]) -> dict:
+    """The same series under new names (the chart's legend keys)."""
+    return {"models": dict(zip(names, exp["models"].values()))}
+
+
+@bp.get("/lab/runs/<run_id>")
+def run_page(run_id: str):
+    """A run: live progress and curves while it trains; results and links when it has finished."""
+    run = api.find_run(run_id)
+    spec = datasets().get(run.dataset)
+    history = [e for e in (run.history or []) if isinstance(e, dict)]
+    started = as_utc(run.started_at)
+    end = as_utc(run.finished_at) or utcnow()
+    elapsed = (end - started).total_seconds() if started else None
+    error = None
+    if run.error:
+        error = run.error["vi" if current_language() == "vi" else "en"]
+
+    def class_label(i: int) -> str:
+        return spec.label(i, current_language()) if spec and i < len(spec.classes) else str(i)
+
+    run_json = {"id": run.id, "status": run.status, "history": history, "progress": run.progress or {},
+                "elapsed": elapsed, "labels": {k: str(v) for k, v in STATUS_LABELS.items()}}
+    return render_template(
+        "lab/run.html", run=run, history=history, charts=run_charts(history), elapsed=elapsed, error=error,
+        series=[("train", _("training")), ("validation", _("validation"))], run_json=run_json,
+        dataset_title=spec.title(current_language()) if spec else run.dataset, class_label=class_label,
+        queue_position=api.queue_position(run), can_cancel=run.status in ACTIVE and api.may_manage(run),
+        events_url=url_for("lab_api.run_events", run_id=run.id))
+
+
+@bp.post("/lab/runs/<run_id>/cancel")
+def cancel(run_id: str):
+    """Cancel from the run page (owner or instructor): the same engine call as the API's cancel."""
+    run = api.cancel_run_record(api.find_run(run_id))
+    return redirect(url_for("lab.run_page", run_id=run.id), 303)
+
+
+def finished_entry(run: Run):
+    """The run's served model (LiteRT over its model.tflite, the model store's code), or 409/503."""
+    if run.status != FINISHED:
+        raise recipes.refusal("Run %(id)s has not finished: there is no model to show yet.", 409, id=run.id)
+    entry = api.run_entry(run)
+    if entry is None or not entry.available:
+        raise recipes.refusal("The model of run %(id)s cannot be loaded.", 503, id=run.id)
+    return entry
+
+
+@bp.get("/lab/runs/<run_id>/card")
+def run_card(run_id: str):
+    """The run's model card: the same card.html the shipped models have, over the run's card.json."""
+    from app.views.pages import scalar_metrics
+
+    run = api.find_run(run_id)
+    entry = finished_entry(run)
+    plots = {name: url_for("lab.run_plot", run_id=run.id, name=name) for name in entry.plots}
+    return render_template("card.html", entry=entry, card=entry.card, scalars=scalar_metrics(entry.card),
+                           try_url=url_for("lab.try_run", run_id=run.id), plot_urls=plots,
+                           run_note=_("Lab bench run %(id)s", id=run.id))
+
+
+@bp.get("/lab/runs/<run_id>/plots/<name>")
+def run_plot(run_id: str, name: str):
+    """The run's two plots (no other file of its folder can be reached)."""
+    from app.modelstore import PLOTS
+
+    run = api.find_run(run_id)
+    folder = api.run_folder(run)
+    if name not in PLOTS or not (folder / name).is_file():
+        abort(404)
+    return send_from_directory(folder, name, mimetype="image/png", max_age=60)
+
+
+@bp.route("/lab/runs/<run_id>/try", methods=["GET", "POST"])
+def try_run(run_id: str):
+    """The image-task page over the run's own model (upload, drag, paste, draw; top-5; gate trace)."""
+    from app.views.pages import image_page
+
+    run = api.find_run(run_id)
+    entry = finished_entry(run)
+    return image_page(entry, action=url_for("lab.try_run", run_id=run.id),
+                      card_url=url_for("lab.run_card", run_id=run.id),
+                      run_note=_("Lab bench run %(id)s", id=run.id))
+
+
+# ----------------------------------------------------------------------------- leaderboard
+def leaderboard_runs(dataset: str) -> list[Run]:
+    """Every run on a data set: finished ones by test accuracy, then the others newest first."""
+    runs = list(db.session.scalars(select(Run).where(Run.dataset == dataset).order_by(Run.created_at.desc())))
+
+    def key(run: Run):
+        acc = (run.metrics or {}).get("test_accuracy")
+        return (0, -acc) if isinstance(acc, (int, float)) else (1, 0)
+
+    return sorted(runs, key=key)
+
+
+@bp.get("/lab/<dataset>")
+def leaderboard(dataset: str):
+    """Every run on a data set side by side; ticked runs' curves overlaid."""
+    spec = find_dataset(dataset)
+    runs = leaderboard_runs(dataset)
+    by_id = {r.id: r for r in runs}
+    compared = [i for i in dict.fromkeys(request.args.getlist("compare")) if i in by_id][:12]
+    charts, series = {}, []
+    if compared:
+        for key in ("val_accuracy", "val_loss"):
+            exp = {"models": {i: {"history": {key: [e.get(key) for e in by_id[i].history or [] if isinstance(e, dict)]}}
+                              for i in compared}}
+            charts[key] = curve_svg(exp, key, shared_x=True)
+        series = [(i, by_id[i].nickname or i) for i in compared]
+    return render_template("lab/leaderboard.html", dataset=dataset, dataset_title=spec.title(current_language()),
+                           runs=runs, compared=compared, charts=charts, series=series)
+
+
+@bp.get("/lab/<dataset>.csv")
+def leaderboard_csv(dataset: str):
+    """The leaderboard as CSV (one row per run)."""
+    find_dataset(dataset)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for run in leaderboard_runs(dataset):
+        r = {**asdict(Recipe()), **(run.recipe or {})}
+        s = {**asdict(RunSettings()), **(run.settings or {})}
+        acc = (run.metrics or {}).get("test_accuracy")
+        writer.writerow([run.id, csv_safe(run.nickname or ""), run.dataset, run.status, r["reading"], r["cell"],
+                         r["units"], r["layers"], r["bidirectional"], r["dropout"], s["epochs"], s["batch_size"],
+                         s["learning_rate"], s["subset"], s["seed"], run.params or "", len(run.history or []),
+                         "" if run.seconds is None else round(run.seconds, 1),
+                         "" if not isinstance(acc, (int, float)) else round(acc, 4),
+                         iso(run.created_at) or "", iso(run.finished_at) or ""])
+    return Response(out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="lstmlab-{dataset}-runs.csv"'})
+
+
+def csv_safe(text: str) -> str:
+    """A cell a spreadsheet will not run as a formula (=, +, -, @ at the start)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+

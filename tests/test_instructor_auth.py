@@ -1,0 +1,311 @@
+"""Instructor accounts and authorization: the CLI, password hashes, sign-in with lock-out,
+sessions that expire, API tokens (hashed, revocable), and a walk over the URL map proving every
+/instructor page and instructor API route refuses anonymous and student requests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import pytest
+from sqlalchemy import select
+
+from conftest import INSTRUCTOR_PASSWORD
+
+PLACEHOLDERS = {"run_id": "abcdef123456", "token": "0123456789abcdef", "slug": "shapes", "action": "pause"}
+
+
+def instructor_rules(app):
+    """Every URL rule of the console and of the instructor API (what must be guarded)."""
+    from app.instructor.auth import PUBLIC_ENDPOINTS
+
+    rules = [r for r in app.url_map.iter_rules()
+             if (r.rule.startswith("/instructor") or r.endpoint.startswith(("instructor.", "instructor_api.")))
+             and r.endpoint not in PUBLIC_ENDPOINTS]
+    return rules
+
+
+def requests_for(app):
+    """(method, url, is_api) for every guarded rule and method."""
+    out = []
+    with app.test_request_context():
+        for rule in instructor_rules(app):
+            url = rule.build({a: PLACEHOLDERS.get(a, "x") for a in rule.arguments})[1]
+            for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                out.append((method, url, rule.endpoint.startswith("instructor_api.")))
+    return out
+
+
+def test_the_walk_covers_the_console_and_the_api(instructor_app):
+    endpoints = {r.endpoint for r in instructor_rules(instructor_app)}
+    for expected in ("instructor.console", "instructor.dataset_upload", "instructor.run_report",
+                     "instructor.publish_form", "instructor.cancel_run", "instructor_api.create_dataset",
+                     "instructor_api.list_datasets", "instructor_api.publish_run", "instructor_api.unpublish_task",
+                     "instructor_api.queue_action"):
+        assert expected in endpoints
+    from app.instructor.auth import PUBLIC_ENDPOINTS
+
+    assert PUBLIC_ENDPOINTS == {"instructor.login"}  # the only open page: the sign-in form
+
+
+def test_every_route_refuses_anonymous_requests(instructor_app):
+    client = instructor_app.test_client()
+    for method, url, is_api in requests_for(instructor_app):
+        response = client.open(url, method=method)
+        if is_api:
+            assert response.status_code == 401, (method, url)
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+            assert set(response.get_json()) == {"error", "error_en", "error_vi", "status"}
+        else:
+            assert response.status_code == 302, (method, url, response.status_code)
+            assert "/instructor/login" in response.headers["Location"], (method, url)
+
+
+def test_every_route_refuses_student_requests(instructor_app):
+    client = instructor_app.test_client()
+    client.set_cookie("lab_owner", "a-student-browser")
+    for method, url, is_api in requests_for(instructor_app):
+        response = client.open(url, method=method)
+        assert response.status_code == 403, (method, url, response.status_code)
+
+
+def test_a_student_with_a_class_code_is_refused_too(instructor_app):
+    client = instructor_app.test_client()
+    with client.session_transaction() as session:
+        session["class_code"] = 1
+    assert client.get("/instructor/").status_code == 403
+    assert client.get("/api/v1/datasets").status_code == 401  # the API reads no session at all
+
+
+def test_a_signed_in_browser_is_not_an_api_client(signed_in):
+    assert signed_in.get("/instructor/").status_code == 200
+    assert signed_in.get("/api/v1/datasets").status_code == 401  # bearer tokens only: no CSRF risk
+
+
+# ----------------------------------------------------------------------------- the CLI
+def test_cli_add_hashes_the_password_and_never_echoes_it(instructor_app):
+    result = instructor_app.test_cli_runner().invoke(
+        args=["instructor", "add", "ana"], input=f"{INSTRUCTOR_PASSWORD}\n{INSTRUCTOR_PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    assert INSTRUCTOR_PASSWORD not in result.output
+    from app.records import Instructor, db
+
+    with instructor_app.app_context():
+        user = db.session.scalar(select(Instructor).where(Instructor.name == "ana"))
+        assert user.password_hash.startswith("scrypt:") and INSTRUCTOR_PASSWORD not in user.password_hash
+
+
+@pytest.mark.parametrize("args,typed,message", [
+    (["instructor", "add", "bob"], "short\nshort\n", "at least"),
+    (["instructor", "add", "bob"], f"{INSTRUCTOR_PASSWORD}\nsomething else\n", "do not match"),
+    (["instructor", "add", "../bob"], "", "NAME"),
+    (["instructor", "passwd", "nobody"], "", "no instructor"),
+    (["instructor", "token", "nobody"], "", "no instructor"),
+])
+def test_cli_refusals(instructor_app, args, typed, message):
+    result = instructor_app.test_cli_runner().invoke(args=args, input=typed)
+    assert result.exit_code != 0
+    assert message in result.output
+
+
+def test_cli_add_twice_is_refused(instructor_app, add_instructor):
+    add_instructor(instructor_app, "ana")
+    result = instructor_app.test_cli_runner().invoke(
+        args=["instructor", "add", "ana"], input=f"{INSTRUCTOR_PASSWORD}\n{INSTRUCTOR_PASSWORD}\n")
+    assert result.exit_code != 0 and "already exists" in result.output
+
+
+def test_passwd_signs_every_browser_out(signed_in, instructor_app):
+    new = "a brand new passphrase"
+    result = instructor_app.test_cli_runner().invoke(args=["instructor", "passwd", "teacher"], input=f"{new}\n{new}\n")
+    assert result.exit_code == 0, result.output
+    assert signed_in.get("/instructor/").status_code == 302  # the old session ended
+    fresh = instructor_app.test_client()
+    assert fresh.post("/instructor/login", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD}).status_code == 401
+    assert fresh.post("/instructor/login", data={"name": "teacher", "password": new}).status_code == 302
+
+
+def test_remove_deletes_the_account_and_its_tokens(instructor_app, add_instructor):
+    add_instructor(instructor_app, "ana")
+    runner = instructor_app.test_cli_runner()
+    token = runner.invoke(args=["instructor", "token", "ana"]).output.strip()
+    assert instructor_app.test_client().get("/api/v1/datasets", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert runner.invoke(args=["instructor", "remove", "ana", "--yes"]).exit_code == 0
+    assert instructor_app.test_client().get("/api/v1/datasets", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+# ----------------------------------------------------------------------------- sign-in
+def test_sign_in_and_out(instructor_app, add_instructor):
+    add_instructor(instructor_app)
+    client = instructor_app.test_client()
+    page = client.get("/instructor/login?lang=vi").get_data(as_text=True)
+    assert "Đăng nhập" in page
+    response = client.post("/instructor/login?next=/instructor/datasets",
+                           data={"name": "teacher", "password": INSTRUCTOR_PASSWORD})
+    assert response.status_code == 302 and response.headers["Location"] == "/instructor/datasets"
+    assert client.get("/instructor/").status_code == 200
+    assert client.post("/instructor/logout").status_code == 302
+    assert client.get("/instructor/").status_code == 302
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "javascript:alert(1)",
+                                    "/\\evil.example/x"])
+def test_no_open_redirect_after_sign_in(instructor_app, add_instructor, target):
+    add_instructor(instructor_app)
+    response = instructor_app.test_client().post(f"/instructor/login?next={target}",
+                                                 data={"name": "teacher", "password": INSTRUCTOR_PASSWORD})
+    assert response.headers["Location"] == "/instructor/"
+
+
+def test_wrong_password_is_bilingual_and_gives_no_hint(instructor_app, add_instructor):
+    add_instructor(instructor_app)
+    client = instructor_app.test_client()
+    wrong = client.post("/instructor/login?lang=en", data={"name": "teacher", "password": "nope nope nope"})
+    unknown = client.post("/instructor/login?lang=en", data={"name": "nobody", "password": "nope nope nope"})
+    assert wrong.status_code == unknown.status_code == 401
+    assert "Wrong name or password." in wrong.get_data(as_text=True)
+    assert "Wrong name or password." in unknown.get_data(as_text=True)
+    vi = client.post("/instructor/login?lang=vi", data={"name": "teacher", "password": "x"})
+    assert "Sai tên hoặc mật khẩu." in vi.get_data(as_text=True)
+
+
+def test_lock_out_after_repeated_wrong_passwords(instructor_app, add_instructor):
+    add_instructor(instructor_app)
+    client = instructor_app.test_client()
+    limit = instructor_app.config["INSTRUCTOR_MAX_FAILED"]
+    for _ in range(limit):
+        assert client.post("/instructor/login", data={"name": "teacher", "password": "wrong guess"}).status_code == 401
+    locked = client.post("/instructor/login?lang=en", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD})
+    assert locked.status_code == 429  # even the right password, while locked
+    assert "locked" in locked.get_data(as_text=True)
+    from app.records import Instructor, db, utcnow
+
+    with instructor_app.app_context():  # the lock ends after INSTRUCTOR_LOCK_MINUTES
+        user = db.session.scalar(select(Instructor).where(Instructor.name == "teacher"))
+        user.locked_until = utcnow() - dt.timedelta(seconds=1)
+        db.session.commit()
+    assert client.post("/instructor/login", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD}).status_code == 302
+
+
+@pytest.mark.parametrize("key,age", [("instructor_seen", 2 * 3600), ("instructor_since", 9 * 3600)])
+def test_sessions_expire(signed_in, key, age):
+    import time
+
+    with signed_in.session_transaction() as session:
+        session[key] = time.time() - age
+    response = signed_in.get("/instructor/")
+    assert response.status_code == 302 and "/instructor/login" in response.headers["Location"]
+    assert signed_in.get("/instructor/").status_code == 302  # signed out, not only redirected once
+
+
+def test_forms_need_the_csrf_token(make_app, tiny_models_dir, tmp_path, add_instructor):
+    app = make_app(tiny_models_dir, INSTANCE_PATH=str(tmp_path / "instance"), WTF_CSRF_ENABLED=True)
+    add_instructor(app)
+    client = app.test_client()
+    response = client.post("/instructor/login", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD})
+    assert response.status_code == 400  # no csrf_token field
+    page = client.get("/instructor/login").get_data(as_text=True)
+    assert 'name="csrf_token"' in page
+
+
+# ----------------------------------------------------------------------------- API tokens
+def test_tokens_are_stored_hashed_and_can_be_revoked(instructor_app, add_instructor):
+    add_instructor(instructor_app)
+    runner = instructor_app.test_cli_runner()
+    first = runner.invoke(args=["instructor", "token", "teacher"]).output.strip()
+    second = runner.invoke(args=["instructor", "token", "teacher"]).output.strip()
+    assert first.startswith("lstm_") and first != second
+    from app.records import ApiToken, db
+
+    with instructor_app.app_context():
+        rows = db.session.scalars(select(ApiToken)).all()
+        stored = {r.token_hash for r in rows}
+        assert stored == {hashlib.sha256(t.encode()).hexdigest() for t in (first, second)}
+        assert not any(first in (r.token_hash + r.prefix) and len(r.prefix) >= len(first) for r in rows)
+    client = instructor_app.test_client()
+    ok = client.post("/api/v1/queue/pause", headers={"Authorization": f"Bearer {first}"})
+    assert ok.status_code == 200 and ok.get_json() == {"paused": True}
+    assert client.post("/api/v1/queue/resume", headers={"Authorization": f"Bearer {first[:-1]}x"}).status_code == 401
+    assert client.post("/api/v1/queue/resume", headers={"Authorization": f"Basic {first}"}).status_code == 401
+    listed = runner.invoke(args=["instructor", "token", "teacher", "--list"]).output
+    assert first[:12] in listed and first not in listed
+    revoked = runner.invoke(args=["instructor", "token", "teacher", "--revoke", first[:12]])
+    assert "1 token(s) revoked" in revoked.output
+    assert client.post("/api/v1/queue/resume", headers={"Authorization": f"Bearer {first}"}).status_code == 401
+    assert client.post("/api/v1/queue/resume", headers={"Authorization": f"Bearer {second}"}).status_code == 200
+    runner.invoke(args=["instructor", "token", "teacher", "--revoke-all"])
+    assert client.post("/api/v1/queue/resume", headers={"Authorization": f"Bearer {second}"}).status_code == 401
+
+
+# ----------------------------------------------------------------------------- access modes
+def test_access_modes_and_class_codes(instructor_app):
+    from app.instructor import access
+    from app.records import ClassCode, db, utcnow
+
+    with instructor_app.test_request_context():
+        assert access.may_train() is True  # open by default
+        access.set_access_mode("closed")
+        refused = access.may_train()
+        assert refused.status == 403 and "closed" in refused.en and refused.vi
+        access.set_access_mode("code")
+        assert access.may_train().status == 403
+        with pytest.raises(Exception):
+            access.set_access_mode("everyone")
+        first = access.new_class_code(hours=1).code
+        second = access.new_class_code(hours=1).code
+        assert first != second and access.current_code().code == second
+    client = instructor_app.test_client()
+    assert client.post("/lab/join", data={"code": first}).status_code == 403  # rotated out
+    assert client.post("/lab/join?lang=en", data={"code": second.lower().replace("-", " ")}).status_code == 200
+    assert client.post("/lab/join?next=//evil.example/", data={"code": second}).status_code == 200  # no open redirect
+    moved = client.post("/lab/join?next=/lab", data={"code": second})
+    assert moved.status_code == 302 and moved.headers["Location"] == "/lab"
+    with client.session_transaction() as session:
+        code_id = session["class_code"]
+    with instructor_app.test_request_context():
+        from flask import session
+
+        session["class_code"] = code_id
+        assert access.may_train() is True
+        row = db.session.get(ClassCode, code_id)
+        row.expires_at = utcnow() - dt.timedelta(minutes=1)
+        db.session.commit()
+        assert access.may_train().status == 403  # expired: no new runs from that browser
+
+
+def test_console_sets_mode_code_limits_and_pause(signed_in, instructor_app):
+    assert signed_in.post("/instructor/access", data={"action": "mode", "mode": "code"}).status_code == 303
+    assert signed_in.post("/instructor/access", data={"action": "rotate", "hours": "2"}).status_code == 303
+    page = signed_in.get("/instructor/?lang=en").get_data(as_text=True)
+    assert 'id="class-code"' in page
+    assert signed_in.post("/instructor/access", data={"action": "mode", "mode": "bogus"}).status_code == 400
+    assert signed_in.post("/instructor/limits", data={"max_epochs": "4", "runs_per_browser": "1"}).status_code == 303
+    assert signed_in.post("/instructor/limits", data={"max_epochs": "-3"}).status_code == 400
+    assert signed_in.post("/instructor/queue/pause").status_code == 303
+    with instructor_app.app_context():
+        from app.instructor import settings
+        from app.lab.recipes import current_limits
+
+        assert settings.queue_paused() is True
+        limits = current_limits()
+        assert limits.max_epochs == 4 and limits.runs_per_browser == 1
+    assert signed_in.post("/instructor/queue/resume").status_code == 303
+    with instructor_app.app_context():
+        assert settings.queue_paused() is False
+
+
+def test_the_lab_bench_obeys_the_access_mode(instructor_app):
+    from app.instructor import access
+
+    with instructor_app.test_request_context():
+        access.set_access_mode("closed")
+    client = instructor_app.test_client()
+    body = {"dataset": "mnist", "recipe": {"units": 8, "layers": 1}, "epochs": 1}
+    refused = client.post("/api/v1/runs?lang=en", json=body)
+    assert refused.status_code == 403 and "closed" in refused.get_json()["error_en"]
+    with instructor_app.test_request_context():
+        access.set_access_mode("code")
+        code = access.new_class_code(hours=1).code
+    assert client.post("/api/v1/runs", json=body).status_code == 403
+    assert client.post("/lab/join", data={"code": code}).status_code == 200
+    assert client.post("/api/v1/runs", json=body).status_code == 202  # queued (no consumer here)
