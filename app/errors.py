@@ -5,6 +5,10 @@ from __future__ import annotations
 from app.i18n import translate_to
 
 
+class Msgid(str):
+    """A msgid used as a field of another message: translated into that message's language."""
+
+
 class InvalidInput(ValueError):
     """Input a person can fix: an English gettext msgid with its `%(name)s` fields, rendered in
     any language of the catalogue (the JSON errors carry Vietnamese and English), and an HTTP status.
@@ -16,7 +20,8 @@ class InvalidInput(ValueError):
 
     def message(self, lang: str = "vi") -> str:
         """The message in `lang` (an English msgid is its own English text)."""
-        return translate_to(lang, self.msgid, **self.params)
+        params = {k: translate_to(lang, v) if isinstance(v, Msgid) else v for k, v in self.params.items()}
+        return translate_to(lang, self.msgid, **params)
 
     @property
     def en(self) -> str:

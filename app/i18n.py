@@ -27,7 +27,7 @@ TRANSLATIONS = Path(__file__).resolve().parent / "translations"
 ROOT = TRANSLATIONS.parent.parent
 DOMAIN = "messages"
 # Calls whose first argument is a msgid, beyond Babel's defaults (_, gettext, ngettext, N_...).
-KEYWORDS = {"InvalidInput": None, "lazy_gettext": None, "_l": None}
+KEYWORDS = {"InvalidInput": None, "refusal": None, "lazy_gettext": None, "_l": None}
 
 
 def init_app(app: Flask) -> None:

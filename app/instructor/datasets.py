@@ -65,11 +65,6 @@ ARCHIVE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x
                  b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07", b"\x28\xb5\x2f\xfd")
 
 
-def refuse(en: str, vi: str, status: int = 400) -> InvalidInput:
-    """The bilingual refusal of a whole upload or folder."""
-    return InvalidInput(en, vi, status)
-
-
 @dataclass
 class Limits:
     """The safety limits (DATASET_* config)."""
@@ -116,8 +111,7 @@ def staging_dir(token: str) -> Path:
     """The staging folder of preview `token`, or a 404."""
     path = staging_root() / token
     if not TOKEN_RE.match(token or "") or not (path / "preview.json").is_file():
-        raise refuse("This preview does not exist any more: upload the data set again.",
-                     "Bản xem trước này không còn: hãy tải bộ dữ liệu lên lại.", 404)
+        raise InvalidInput("This preview does not exist any more: upload the data set again.", 404)
     return path
 
 
@@ -138,15 +132,12 @@ def safe_parts(name: str) -> tuple[str, ...]:
     drive letters (backslashes count as separators, as Windows tools write them)."""
     text = name.replace("\\", "/")
     if "\x00" in text:
-        raise refuse(f"The archive holds a file name with a NUL character ({name!r}).",
-                     f"Tệp nén chứa tên tệp có ký tự NUL ({name!r}).")
+        raise InvalidInput("The archive holds a file name with a NUL character (%(name)s).", name=repr(name))
     if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
-        raise refuse(f"The archive holds an absolute path ({name!r}); refused.",
-                     f"Tệp nén chứa đường dẫn tuyệt đối ({name!r}); bị từ chối.")
+        raise InvalidInput("The archive holds an absolute path (%(name)s); refused.", name=repr(name))
     parts = tuple(p for p in PurePosixPath(text).parts if p not in ("", "."))
     if ".." in parts:
-        raise refuse(f"The archive holds a path that leaves its folder ({name!r}); refused.",
-                     f"Tệp nén chứa đường dẫn trỏ ra ngoài thư mục ({name!r}); bị từ chối.")
+        raise InvalidInput("The archive holds a path that leaves its folder (%(name)s); refused.", name=repr(name))
     return tuple(unicodedata.normalize("NFC", p) for p in parts)
 
 
@@ -157,8 +148,7 @@ def ignored(parts: tuple[str, ...]) -> bool:
 
 def nested_archive(name: str) -> InvalidInput:
     """The refusal of an archive inside the archive."""
-    return refuse(f"The archive holds another archive ({name}); unpack it first, one zip of class folders.",
-                  f"Tệp nén chứa một tệp nén khác ({name}); hãy giải nén nó trước, chỉ gửi một tệp zip các thư mục lớp.")
+    return InvalidInput("The archive holds another archive (%(name)s); unpack it first, one zip of class folders.", name=name)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -167,20 +157,17 @@ def zip_items(zf: zipfile.ZipFile, archive_bytes: int, limits: Limits) -> list[I
     count, declared sizes and ratios, encryption, nested archives by name)."""
     infos = zf.infolist()
     if len(infos) > limits.max_files:
-        raise refuse(f"The archive holds {len(infos)} entries; the limit is {limits.max_files}.",
-                     f"Tệp nén chứa {len(infos)} mục; giới hạn là {limits.max_files}.", 413)
+        raise InvalidInput("The archive holds %(len)s entries; the limit is %(max_files)s.", 413, len=len(infos), max_files=limits.max_files)
     total, items = 0, []
     for info in infos:
         parts = safe_parts(info.filename)
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
-            raise refuse(f"The archive holds a symbolic link ({info.filename}); refused.",
-                         f"Tệp nén chứa liên kết tượng trưng ({info.filename}); bị từ chối.")
+            raise InvalidInput("The archive holds a symbolic link (%(filename)s); refused.", filename=info.filename)
         if info.is_dir() or not parts or ignored(parts):
             continue
         if info.flag_bits & 0x1:
-            raise refuse(f"The archive holds an encrypted file ({info.filename}); send it without a password.",
-                         f"Tệp nén chứa tệp được mã hoá ({info.filename}); hãy nén lại không đặt mật khẩu.")
+            raise InvalidInput("The archive holds an encrypted file (%(filename)s); send it without a password.", filename=info.filename)
         if PurePosixPath(parts[-1]).suffix.lower() in ARCHIVE_SUFFIXES:
             raise nested_archive(info.filename)
         if info.file_size > 0 and (info.compress_size == 0 or (
@@ -197,8 +184,7 @@ def zip_items(zf: zipfile.ZipFile, archive_bytes: int, limits: Limits) -> list[I
 
 def bomb(detail: str) -> InvalidInput:
     """The refusal of a decompression bomb."""
-    return refuse(f"The archive decompresses far beyond its size ({detail}); refused as a possible zip bomb.",
-                  f"Tệp nén giải nén ra lớn bất thường ({detail}); bị từ chối vì có thể là 'bom zip'.", 413)
+    return InvalidInput("The archive decompresses far beyond its size (%(detail)s); refused as a possible zip bomb.", 413, detail=detail)
 
 
 def _zip_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[int], bytes]:
@@ -221,8 +207,7 @@ def folder_items(root: Path, folder: Path, limits: Limits) -> list[Item]:
             if path.is_symlink():
                 target = path.resolve()
                 if not target.is_relative_to(real_root):
-                    raise refuse(f"{path.relative_to(root)} is a symbolic link that leads outside the allowed folder.",
-                                 f"{path.relative_to(root)} là liên kết tượng trưng trỏ ra ngoài thư mục được phép.", 403)
+                    raise InvalidInput("%(value)s is a symbolic link that leads outside the allowed folder.", 403, value=path.relative_to(root))
                 if name in filenames:
                     items.append(Item(rel, 0, _link_reader))
                 continue
@@ -233,11 +218,9 @@ def folder_items(root: Path, folder: Path, limits: Limits) -> list[Item]:
             size = path.stat().st_size
             total += size
             if len(items) >= limits.max_files:
-                raise refuse(f"The folder holds more than {limits.max_files} files.",
-                             f"Thư mục chứa hơn {limits.max_files} tệp.", 413)
+                raise InvalidInput("The folder holds more than %(max_files)s files.", 413, max_files=limits.max_files)
             if total > limits.max_total:
-                raise refuse(f"The folder's files add up to more than {limits.max_total // 2**20} MB.",
-                             f"Tổng dung lượng các tệp trong thư mục vượt quá {limits.max_total // 2**20} MB.", 413)
+                raise InvalidInput("The folder's files add up to more than %(value)s MB.", 413, value=limits.max_total // 2 ** 20)
             items.append(Item(rel, size, _file_reader(path)))
         dirnames[:] = [d for d in dirnames if not (here / d).is_symlink() and not d.startswith(".")
                        and d not in IGNORED_NAMES]
@@ -266,23 +249,20 @@ def server_folder(relative: str) -> tuple[Path, Path]:
     root (after following links), the option off when no root is configured."""
     configured = current_app.config.get("DATASET_SERVER_ROOT") or ""
     if not configured:
-        raise refuse("Importing a folder from the server is turned off (DATASET_SERVER_ROOT is not set).",
-                     "Chức năng nhập thư mục trên máy chủ đang tắt (chưa đặt DATASET_SERVER_ROOT).", 403)
+        raise InvalidInput("Importing a folder from the server is turned off (DATASET_SERVER_ROOT is not set).", 403)
     root = Path(configured).resolve()
     text = (relative or "").strip().replace("\\", "/")
     if not text or "\x00" in text:
-        raise refuse("Name a folder under the allowed root.", "Hãy nêu một thư mục nằm trong thư mục gốc được phép.")
+        raise InvalidInput("Name a folder under the allowed root.")
     parts = PurePosixPath(text).parts
     if ".." in parts:
-        raise refuse("The folder name may not contain '..'.", "Tên thư mục không được chứa '..'.", 403)
+        raise InvalidInput("The folder name may not contain '..'.", 403)
     candidate = Path(text) if text.startswith("/") else root / text
     folder = candidate.resolve()
     if not folder.is_relative_to(root):
-        raise refuse(f"Only folders under {root} may be imported.",
-                     f"Chỉ được nhập các thư mục nằm trong {root}.", 403)
+        raise InvalidInput("Only folders under %(root)s may be imported.", 403, root=root)
     if not folder.is_dir():
-        raise refuse(f"No folder {text!r} under the allowed root.",
-                     f"Không có thư mục {text!r} trong thư mục gốc được phép.", 404)
+        raise InvalidInput("No folder %(text)s under the allowed root.", 404, text=repr(text))
     return root, folder
 
 
@@ -305,8 +285,7 @@ def class_layout(items: list[Item]) -> tuple[int, list[str]]:
 def check_class_name(name: str) -> None:
     """A class folder name that can be a folder and a label."""
     if len(name) > 100 or any(ord(ch) < 32 for ch in name):
-        raise refuse(f"The class folder name {name[:40]!r} is too long or holds control characters.",
-                     f"Tên thư mục lớp {name[:40]!r} quá dài hoặc chứa ký tự điều khiển.")
+        raise InvalidInput("The class folder name %(value)s is too long or holds control characters.", value=repr(name[:40]))
 
 
 def is_grey(img: Image.Image) -> bool:
@@ -370,8 +349,7 @@ def index_items(items: list[Item], staging: Path, limits: Limits, source: dict) 
 
     depth, classes = class_layout(items)
     if len(classes) > limits.max_classes:
-        raise refuse(f"{len(classes)} class folders; the limit is {limits.max_classes}.",
-                     f"{len(classes)} thư mục lớp; giới hạn là {limits.max_classes}.", 413)
+        raise InvalidInput("%(len)s class folders; the limit is %(max_classes)s.", 413, len=len(classes), max_classes=limits.max_classes)
     for name in classes:
         check_class_name(name)
     index = {name: i for i, name in enumerate(classes)}
@@ -432,18 +410,14 @@ def check_classes(classes: list[str], files: dict[str, list], skipped: list[dict
     """At least two classes, each with at least two readable images (one to train, one to test)."""
     if len(classes) < 2:
         found = f": {classes[0]}" if classes else ""
-        raise refuse(
-            f"A classifier needs at least two classes, one folder of images per class; found {len(classes)}{found}.",
-            f"Bộ phân loại cần ít nhất hai lớp, mỗi lớp một thư mục ảnh; chỉ thấy {len(classes)}{found}.")
+        raise InvalidInput("A classifier needs at least two classes, one folder of images per class; found %(len)s%(found)s.", len=len(classes), found=found)
     for name in classes:
         n = len(files[name])
         if n == 0:
             bad = sum(1 for s in skipped if s["file"].split("/").count(name))
-            raise refuse(f"The class {name!r} has no readable image ({bad} file(s) skipped).",
-                         f"Lớp {name!r} không có ảnh nào đọc được ({bad} tệp bị bỏ qua).")
+            raise InvalidInput("The class %(name)s has no readable image (%(bad)s file(s) skipped).", name=repr(name), bad=bad)
         if n < 2:
-            raise refuse(f"The class {name!r} has only one readable image; each class needs at least two.",
-                         f"Lớp {name!r} chỉ có một ảnh đọc được; mỗi lớp cần ít nhất hai ảnh.")
+            raise InvalidInput("The class %(name)s has only one readable image; each class needs at least two.", name=repr(name))
 
 
 def imbalance(counts: dict[str, int]) -> dict:
@@ -492,7 +466,7 @@ def stage_zip(stream, filename: str = "upload.zip") -> tuple[str, dict]:
     size = stream.tell()
     stream.seek(0)
     if size == 0:
-        raise refuse("The uploaded file is empty.", "Tệp tải lên rỗng.")
+        raise InvalidInput("The uploaded file is empty.")
 
     def build(path: Path) -> dict:
         try:
@@ -500,8 +474,7 @@ def stage_zip(stream, filename: str = "upload.zip") -> tuple[str, dict]:
                 items = zip_items(zf, size, limits)
                 return index_items(items, path, limits, {"kind": "zip", "name": filename[:200], "bytes": size})
         except zipfile.BadZipFile:
-            raise refuse("This file is not a zip archive (or it is damaged).",
-                         "Tệp này không phải tệp nén zip (hoặc đã bị hỏng).") from None
+            raise InvalidInput("This file is not a zip archive (or it is damaged).") from None
 
     return _staged(build)
 
@@ -534,20 +507,17 @@ def check_choices(slug: str, title_en: str, title_vi: str, image_size, colour: s
     """The save form's fields, checked (InvalidInput otherwise)."""
     slug = (slug or "").strip()
     if not SLUG_RE.match(slug):
-        raise refuse("Name: 1-40 lowercase letters, digits and underscores, starting with a letter.",
-                     "Tên: 1-40 chữ thường, chữ số và dấu gạch dưới, bắt đầu bằng một chữ cái.")
+        raise InvalidInput("Name: 1-40 lowercase letters, digits and underscores, starting with a letter.")
     if slug in BUILTIN_TASKS:
-        raise refuse(f"{slug!r} is a built-in data set; choose another name.",
-                     f"{slug!r} là bộ dữ liệu có sẵn; hãy chọn tên khác.", 409)
+        raise InvalidInput("%(slug)s is a built-in data set; choose another name.", 409, slug=repr(slug))
     try:
         size = int(image_size)
     except (TypeError, ValueError):
         size = 0
     if size not in SIZES:
-        raise refuse(f"Image size: choose one of {', '.join(map(str, SIZES))} pixels.",
-                     f"Kích thước ảnh: chọn một trong {', '.join(map(str, SIZES))} điểm ảnh.")
+        raise InvalidInput("Image size: choose one of %(value)s pixels.", value=', '.join(map(str, SIZES)))
     if colour not in ("rgb", "grey"):
-        raise refuse("Colour: choose rgb or grey.", "Màu: chọn rgb (màu) hoặc grey (xám).")
+        raise InvalidInput("Colour: choose rgb or grey.")
     title_en = (title_en or "").strip()[:120] or slug.replace("_", " ").capitalize()
     title_vi = (title_vi or "").strip()[:120] or title_en
     return slug, title_en, title_vi, size, colour
@@ -564,8 +534,7 @@ def save_dataset(token: str, slug: str, title_en: str = "", title_vi: str = "", 
         slug, title_en, title_vi, image_size or suggested["image_size"], colour or suggested["colour"])
     final = instance_datasets() / slug
     if final.exists():
-        raise refuse(f"A data set called {slug!r} exists already; choose another name.",
-                     f"Đã có bộ dữ liệu tên {slug!r}; hãy chọn tên khác.", 409)
+        raise InvalidInput("A data set called %(slug)s exists already; choose another name.", 409, slug=repr(slug))
     index = json.loads((staging / "index.json").read_text(encoding="utf-8"))
     out = staging / "dataset"
     rng = np.random.default_rng(seed)
@@ -598,8 +567,7 @@ def save_dataset(token: str, slug: str, title_en: str = "", title_vi: str = "", 
     try:
         os.rename(out, final)  # the data set appears complete, or not at all
     except OSError:
-        raise refuse(f"A data set called {slug!r} exists already; choose another name.",
-                     f"Đã có bộ dữ liệu tên {slug!r}; hãy chọn tên khác.", 409) from None
+        raise InvalidInput("A data set called %(slug)s exists already; choose another name.", 409, slug=repr(slug)) from None
     shutil.rmtree(staging, ignore_errors=True)
     _record(record)
     return record
@@ -669,7 +637,7 @@ def get_dataset(slug: str) -> tuple[dict, Path]:
     folder = instance_datasets() / slug
     record = read_record(folder) if SLUG_RE.match(slug or "") else None
     if record is None:
-        raise refuse(f"There is no data set {slug!r}.", f"Không có bộ dữ liệu {slug!r}.", 404)
+        raise InvalidInput("There is no data set %(slug)s.", 404, slug=repr(slug))
     return record, folder
 
 

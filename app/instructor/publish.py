@@ -30,11 +30,6 @@ from app.tasks import BUILTIN_TASKS, IMAGE, ClassName, TaskSpec
 RUN_FILES_SKIPPED = ("checkpoints",)  # never part of a served task
 
 
-def refuse(en: str, vi: str, status: int = 400) -> InvalidInput:
-    """A bilingual refusal."""
-    return InvalidInput(en, vi, status)
-
-
 def models_dir() -> Path:
     """The folder the app serves tasks from."""
     return Path(current_app.config["MODELS_DIR"])
@@ -70,19 +65,17 @@ def parse_classes(raw, n: int) -> tuple[ClassName, ...]:
     if isinstance(raw, str):
         raw = [line for line in raw.splitlines() if line.strip()]
     if not isinstance(raw, list) or len(raw) != n:
-        raise refuse(f"Give exactly {n} class names, in the model's order.",
-                     f"Hãy nêu đúng {n} tên lớp, theo thứ tự của mô hình.")
+        raise InvalidInput("Give exactly %(n)s class names, in the model's order.", n=n)
     out = []
     for item in raw:
         if isinstance(item, str):
             en, _, vi = item.partition("|")
             item = {"en": en, "vi": vi or en}
         if not isinstance(item, dict) or not isinstance(item.get("en"), str) or not isinstance(item.get("vi", ""), str):
-            raise refuse("Each class name is text, or {\"en\": ..., \"vi\": ...}.",
-                         "Mỗi tên lớp là một chuỗi, hoặc {\"en\": ..., \"vi\": ...}.")
+            raise InvalidInput("Each class name is text, or {\"en\": ..., \"vi\": ...}.")
         en, vi = item["en"].strip()[:80], (item.get("vi") or item["en"]).strip()[:80]
         if not en or not vi:
-            raise refuse("A class name is empty.", "Có tên lớp bị để trống.")
+            raise InvalidInput("A class name is empty.")
         out.append(ClassName(en=en, vi=vi))
     return tuple(out)
 
@@ -92,29 +85,24 @@ def publish_run(run: Run, slug: str, title_en: str, title_vi: str, classes=None,
     """Serve finished run `run` as task `slug`; returns {"slug", "replaced"} (replaced: where
     the previous version went, or None). 409 when `slug` exists and `confirm` is false."""
     if run.status != FINISHED:
-        raise refuse("Only a finished run can be published.", "Chỉ công bố được lượt huấn luyện đã hoàn tất.", 409)
+        raise InvalidInput("Only a finished run can be published.", 409)
     source = run_folder(run)
     try:
         card = json.loads((source / "card.json").read_text(encoding="utf-8"))
         spec = TaskSpec.from_card(card)
     except (OSError, ValueError, KeyError, TypeError):
-        raise refuse("This run's model files are missing or damaged.",
-                     "Tệp mô hình của lượt huấn luyện này bị thiếu hoặc hỏng.", 409) from None
+        raise InvalidInput("This run's model files are missing or damaged.", 409) from None
     if spec.kind != IMAGE or not (source / "model.keras").is_file():
-        raise refuse("This run's model files are missing or damaged.",
-                     "Tệp mô hình của lượt huấn luyện này bị thiếu hoặc hỏng.", 409)
+        raise InvalidInput("This run's model files are missing or damaged.", 409)
     slug = (slug or "").strip()
     if not SLUG_RE.match(slug):
-        raise refuse("Name: 1-40 lowercase letters, digits and underscores, starting with a letter.",
-                     "Tên: 1-40 chữ thường, chữ số và dấu gạch dưới, bắt đầu bằng một chữ cái.")
+        raise InvalidInput("Name: 1-40 lowercase letters, digits and underscores, starting with a letter.")
     if slug in BUILTIN_TASKS and run.dataset != slug:
-        raise refuse(f"{slug!r} is a built-in task: only a run on its own data set can replace it.",
-                     f"{slug!r} là bài toán có sẵn: chỉ lượt huấn luyện trên chính bộ dữ liệu đó mới thay được nó.", 409)
+        raise InvalidInput("%(slug)s is a built-in task: only a run on its own data set can replace it.", 409, slug=repr(slug))
     title_en = (title_en or "").strip()[:120]
     title_vi = (title_vi or "").strip()[:120]
     if not title_en or not title_vi:
-        raise refuse("Give the task's title in English and in Vietnamese.",
-                     "Hãy nhập tên bài toán bằng tiếng Anh và tiếng Việt.")
+        raise InvalidInput("Give the task's title in English and in Vietnamese.")
     names = parse_classes(classes, len(spec.classes)) if classes else spec.classes
     new_spec = spec.with_overrides(slug=slug, title_en=title_en, title_vi=title_vi, classes=names)
     card.update(slug=slug, task=new_spec.to_dict(),
@@ -124,10 +112,7 @@ def publish_run(run: Run, slug: str, title_en: str, title_vi: str, classes=None,
     with publish_lock():
         target = models / slug
         if target.exists() and not confirm:
-            raise refuse(f"The task {slug!r} exists already. Confirm to replace it (the current model is kept "
-                         f"in the instance folder's replaced/ and can be restored).",
-                         f"Bài toán {slug!r} đã có. Hãy xác nhận để thay thế (mô hình hiện tại được giữ trong "
-                         f"thư mục replaced/ của máy chủ và có thể khôi phục).", 409)
+            raise InvalidInput("The task %(slug)s exists already. Confirm to replace it (the current model is kept in the instance folder's replaced/ and can be restored).", 409, slug=repr(slug))
         tmp = models / f".publish-{slug}-{secrets.token_hex(4)}"
         try:
             shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(*RUN_FILES_SKIPPED, "*.tmp"))
@@ -159,10 +144,9 @@ def unpublish(slug: str, confirm: bool = False) -> dict:
     `confirm`. Returns {"slug", "replaced"}."""
     target = models_dir() / (slug or "")
     if not SLUG_RE.match(slug or "") or not (target / "card.json").is_file():
-        raise refuse(f"There is no published task {slug!r}.", f"Không có bài toán đã công bố nào tên {slug!r}.", 404)
+        raise InvalidInput("There is no published task %(slug)s.", 404, slug=repr(slug))
     if slug in BUILTIN_TASKS and not confirm:
-        raise refuse(f"{slug!r} is a shipped task. Confirm to take it offline (its model is kept in replaced/).",
-                     f"{slug!r} là bài toán có sẵn. Hãy xác nhận để gỡ nó (mô hình được giữ trong replaced/).", 409)
+        raise InvalidInput("%(slug)s is a shipped task. Confirm to take it offline (its model is kept in replaced/).", 409, slug=repr(slug))
     with publish_lock():
         previous = set_aside(target)
     for run in db.session.scalars(db.select(Run).where(Run.published_slug == slug)):

@@ -14,7 +14,7 @@ import statistics
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from app.errors import InvalidInput
+from app.errors import InvalidInput, Msgid
 from app.tasks import BUILTIN_TASKS, IMAGE, TaskSpec
 
 READINGS = ("rows", "rows_cols", "patches")
@@ -101,18 +101,9 @@ def current_limits() -> Limits:
 
 # ----------------------------------------------------------------------------- languages
 def refusal(msgid: str, status: int = 400, **kw) -> InvalidInput:
-    """InvalidInput with the English msgid and its Vietnamese translation from the catalogue (a
-    `field` argument is a field's English name, translated too)."""
-    en = msgid % kw if kw else msgid
-    try:
-        from flask_babel import force_locale, gettext
-
-        with force_locale("vi"):
-            vi_kw = {**kw, "field": gettext(kw["field"])} if "field" in kw else kw
-            vi = gettext(msgid, **vi_kw)
-    except (ImportError, RuntimeError, KeyError):
-        vi = None
-    return InvalidInput(en, vi if vi and vi != en else None, status)
+    """InvalidInput with the English msgid (a `field` argument is a field's English name,
+    translated too)."""
+    return InvalidInput(msgid, status, **{k: Msgid(v) if k == "field" else v for k, v in kw.items()})
 
 
 # ----------------------------------------------------------------------------- data sets
