@@ -38,7 +38,7 @@ def pins(lines) -> dict[str, str]:
         line = line.split("#")[0].strip()
         if line:
             name, version = line.split("==")
-            out[name.strip().lower()] = version.strip()
+            out[name.strip().lower().split("[")[0]] = version.strip()
     return out
 
 
