@@ -20,7 +20,8 @@ from babel import Locale
 from babel.numbers import parse_pattern
 from babel.support import NullTranslations, Translations
 from flask import Flask, current_app, g, request
-from flask_babel import Babel, get_locale
+from flask_babel import Babel, get_locale, gettext
+from markupsafe import Markup
 
 COOKIE = "lang"
 TRANSLATIONS = Path(__file__).resolve().parent / "translations"
@@ -36,7 +37,7 @@ def init_app(app: Flask) -> None:
     Babel(app, locale_selector=current_language, default_translation_directories=str(TRANSLATIONS))
     app.before_request(_choose_language)
     app.after_request(_remember_language)
-    app.jinja_env.globals.update(lang=current_language, lang_url=language_url)
+    app.jinja_env.globals.update(_=gettext_markup, gettext=gettext_markup, lang=current_language, lang_url=language_url)
     app.jinja_env.filters.update(number=format_number, percent=format_percent, scientific=format_scientific)
     app.cli.add_command(translate)
 
@@ -49,8 +50,17 @@ def translations(lang: str) -> NullTranslations:
 
 
 def translate_to(lang: str, msgid: str, **params) -> str:
-    """`msgid` in `lang` with its `%(name)s` fields filled, outside any request too."""
-    return translations(lang).ugettext(msgid) % params
+    """`msgid` in `lang` with its `%(name)s` fields filled, outside any request too (a message
+    given no fields is not %-formatted: gettext's python-format convention, as flask_babel's)."""
+    text = translations(lang).ugettext(msgid)
+    return text % params if params else text
+
+
+def gettext_markup(msgid: str, **params) -> Markup:
+    """Templates' `_`: the translation as markup, fields escaped and filled only when given (a
+    message without fields may hold a plain %, and JavaScript's own %(s)s templates pass through)."""
+    text = Markup(gettext(msgid))
+    return text % params if params else text
 
 
 def N_(msgid: str) -> str:

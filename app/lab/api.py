@@ -38,8 +38,8 @@ WAITING = (QUEUED, INTERRUPTED)  # in the queue, not yet (or no longer) on a con
 class QueueFull(InvalidInput):
     """A 429 refusal that carries the queue position a run submitted now would get."""
 
-    def __init__(self, en: str, vi: str | None, queue_position: int):
-        super().__init__(en, vi, 429)
+    def __init__(self, msgid: str, queue_position: int, **params):
+        super().__init__(msgid, 429, **params)
         self.queue_position = queue_position
 
 
@@ -138,8 +138,7 @@ def check_limits(limits: recipes.Limits, owner: str, client: str) -> None:
 
 
 def _queue_full(msgid: str, position: int, **kw) -> QueueFull:
-    refusal = recipes.refusal(msgid, 429, **kw)
-    return QueueFull(refusal.en, refusal.vi, position)
+    return QueueFull(msgid, position, **kw)
 
 
 def may_train() -> None:
