@@ -185,8 +185,10 @@ def test_camera_snapshot_is_shown_and_classified(playwright, base_url):
     ctx, page, problems = open_page(browser, viewport={"width": 1000, "height": 900}, permissions=["camera"])
     try:
         page.goto(base_url + "/tasks/mnist?lang=en")
+        assert page.locator("#camera-snap").is_hidden() and page.locator("#camera-video").is_hidden()
         page.click("#camera-start")
         page.wait_for_selector("#camera-snap:not([hidden])", timeout=15_000)
+        assert page.locator("#camera-snap").is_visible()
         page.wait_for_timeout(500)  # a few frames of the fake camera's moving pattern
         with page.expect_navigation():
             page.click("#camera-snap")
