@@ -10,6 +10,7 @@ tiny model without any data set.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -150,6 +151,7 @@ def test_task_page_offers_the_examples(served_client, evaluated):
     html = served_client.get("/tasks/mnist?lang=en").get_data(as_text=True)
     assert html.count('name="example"') == len(index) >= 3
     assert "/tasks/mnist/examples/01.png" in html
+    assert all('alt="Example ' in img for img in re.findall(r"<img\b[^>]*examples/[^>]*>", html))
     img = served_client.get("/tasks/mnist/examples/01.png")
     assert img.status_code == 200 and img.mimetype == "image/png"
     assert served_client.get("/tasks/mnist/examples/../card.json").status_code == 404
