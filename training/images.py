@@ -376,10 +376,11 @@ def evaluate_served(spec: TaskSpec, data_arg, models_dir: Path, examples: bool =
             "difference": served["correct"] / served["count"] - card["metrics"]["test_accuracy"]}
 
 
-def measure_served(spec: TaskSpec, data_arg, models_dir: Path) -> dict:
+def measure_served(spec: TaskSpec, data_arg, models_dir: Path, photos: bool = True) -> dict:
     """Every test image encoded as a user would send it, through the model store and the predict
-    path the app serves (LiteRT, the card's int8/float32 choice). Writes nothing; returns
-    {"served": the card's served block, "card", "examples": arguments of `write_examples`}."""
+    path the app serves (LiteRT, the card's int8/float32 choice), and the task's photo set unless
+    `photos` is False. Writes nothing; returns {"served": the card's served block, "card",
+    "examples": arguments of `write_examples`}."""
     from app.modelstore import Engines, load_entry
     from training.data import DataError
     from training.photos import photo_set, recipe
@@ -398,12 +399,12 @@ def measure_served(spec: TaskSpec, data_arg, models_dir: Path) -> dict:
               "input": encoding, "engine": entry.engine, "precision": entry.precision,
               "model_sha256": export.file_sha256(folder / "model.keras"),
               "command": f"python -m training evaluate {spec.slug} --through-upload"}
-    photos = PHOTO_SETS.get(spec.preprocess)
-    if photos and not quick:
+    photo_key = PHOTO_SETS.get(spec.preprocess)
+    if photo_key and photos and not quick:
         items = list(photo_set(data.x_test))
         photo_preds, photo_refused = served_predictions(entry, spec, (b for _, b in items))
         photo_labels = data.y_test[[i for i, _ in items]]
-        served[photos] = {"accuracy": float((photo_preds == photo_labels).mean()), "count": len(items),
+        served[photo_key] = {"accuracy": float((photo_preds == photo_labels).mean()), "count": len(items),
                           "refused": photo_refused, "recipe": recipe()}
     return {"served": served, "card": entry.card, "examples": (upload, index, labels, preds, suffix)}
 

@@ -82,7 +82,7 @@ EXAMPLE_FILE = re.compile(r"^[0-9]{2}\.(png|jpg)$")
 
 def example_folder(slug: str) -> Path:
     """models/<slug>/examples/ (written by `python -m training evaluate <slug> --through-upload`)."""
-    return Path(get_store().models_dir) / slug / "examples"
+    return (Path(get_store().models_dir) / slug / "examples").resolve()  # send_from_directory reads relative paths from the app package
 
 
 def load_examples(slug: str) -> list[dict]:
