@@ -207,3 +207,16 @@ def test_report_shows_the_served_figure():
                "served": {"product_photos": {"accuracy": 0.9095, "count": 2000}}}
     assert served_cell(metrics) == "91.63% (n=10,000); product photos 90.95% (n=2,000)"
     assert served_cell({}) == "not measured"
+
+
+def test_a_quick_card_is_measured_on_the_slice_it_was_tested_on():
+    from training.data import ImageData
+    from training.images import QUICK_TEST, QUICK_TRAIN, test_indices
+
+    rng = np.random.default_rng(5)
+    data = ImageData(rng.integers(0, 256, (900, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 900),
+                     rng.integers(0, 256, (400, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 400), "x")
+    index = test_indices(data, quick=True)
+    assert len(index) == QUICK_TEST
+    assert (data.x_test[index] == data.subset(QUICK_TRAIN, QUICK_TEST).x_test).all()
+    assert (test_indices(data, quick=False) == np.arange(400)).all()
