@@ -5,6 +5,14 @@
   var form = document.getElementById("generate-form");
   if (!form) { return; }
   var strategy = document.getElementById("strategy");
+  // Example seeds are links that reload the page with ?seed=; here they just fill the box.
+  document.querySelectorAll(".seed-example").forEach(function (a) {
+    a.addEventListener("click", function (e) {
+      e.preventDefault();
+      form.seed.value = a.getAttribute("data-seed");
+      form.seed.focus();
+    });
+  });
   var rows = form.querySelectorAll("[data-for]");
 
   function showParams() {  // only the parameters the chosen strategy uses
