@@ -199,3 +199,30 @@ def test_streamed_checks_say_which_rhymes_were_exact(tiny, strategy):
     assert len(checks) == 8 and checks[0]["rhyme"] is None
     for c, mine in zip(checks[1:], check_verse([e["line"] for e in events if "line" in e])[1:]):
         assert c["rhyme"]["ok"] and c["rhyme"]["exact"] == mine["rhyme"]["exact"]
+
+
+@pytest.mark.parametrize("lang, exact, near", [("vi", "vần chính", "vần thông"), ("en", "exact rhyme", "near rhyme")])
+def test_card_and_text_pages_say_which_rhymes_were_exact(tmp_path, make_app, lang, exact, near):
+    import json
+
+    from app.text import rhyme_shares
+
+    folder = write_tiny_text_model(tmp_path, KIEU)
+    opening = ["Trăm năm trong cõi người ta", "Chữ tài chữ mệnh khéo là ghét nhau",
+               "Trải qua một cuộc bể dâu", "Những điều trông thấy mà đau đớn lòng"]
+    checks = check_verse(opening)  # ta ~ là exact, nhau ~ dâu and dâu ~ đau near
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    card["metrics"]["meter"] = {"constrained": {"couplets": 2, "rhymes": rhyme_shares(checks)},
+                                "real_poem_all": {"couplets": 2, "rhymes": rhyme_shares(checks)},
+                                "examples": [{"line": ln, "check": c} for ln, c in zip(opening, checks)]}
+    (folder / "card.json").write_text(json.dumps(card, ensure_ascii=False), encoding="utf-8")
+    client = make_app(tmp_path).test_client()
+    page = client.get(f"/tasks/kieu/card?lang={lang}").get_data(as_text=True)
+    section = page[page.index('id="meter-examples"'):]
+    assert section.count(f"({exact})") == 1 and section.count(f"({near})") == 2 and "33.3%" in section
+    resp = client.post(f"/tasks/kieu?lang={lang}", data={"seed": "Trăm năm trong cõi người ta", "length": "2",
+                                                         "random_seed": "1", "meter": "1"})
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200
+    assert html.count(f"({exact})") + html.count(f"({near})") == 5  # every rhymed line of 6, each marked once
+    assert f'data-i18n-exact="{exact}"' in html and f'data-i18n-near="{near}"' in html
