@@ -392,8 +392,8 @@ def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, drop
 # ----------------------------------------------------------------------------- weight averaging
 def weight_average_callbacks(model, momentum: float, x: np.ndarray, y: np.ndarray) -> tuple:
     """Two Keras callbacks keeping an exponential moving average of the trainable weights
-    (Polyak averaging; AWD-LSTM averages with ASGD): after batch t avg = m_t·avg + (1-m_t)·w with
-    m_t = min(momentum, (1 + t) / (10 + t)), so the first batches' weights fade out fast.
+    (Polyak averaging; AWD-LSTM averages with ASGD): after every batch avg = m·avg + (1-m)·w,
+    starting from the first batch's weights.
 
     At each epoch's end the first (put it before the checkpoint, early-stopping and LR
     callbacks) swaps the averaged weights in and replaces the logs' val_loss by the averaged
@@ -404,19 +404,17 @@ def weight_average_callbacks(model, momentum: float, x: np.ndarray, y: np.ndarra
     import keras
 
     weights = model.trainable_weights
-    state = {"avg": None, "raw": None, "t": 0}
+    state = {"avg": None, "raw": None}
 
     class SwapIn(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             now = [keras.ops.convert_to_numpy(w) for w in weights]
-            state["t"] += 1
-            m = min(momentum, (1 + state["t"]) / (10 + state["t"]))
             if state["avg"] is None:
                 state["avg"] = now
             else:
                 for a, w in zip(state["avg"], now):
-                    a *= m
-                    a += (1.0 - m) * w
+                    a *= momentum
+                    a += (1.0 - momentum) * w
 
         def on_epoch_end(self, epoch, logs=None):
             if state["avg"] is None or logs is None:
@@ -724,9 +722,8 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
         "params_total": int(model.count_params()),
         "optimizer": {"name": "AdamW", "learning_rate": lr, "schedule": "halve on validation plateau",
                       "weight_decay": 1e-4, "clipnorm": 1.0, "batch_size": batch,
-                      "weight_average": ({"kind": "exponential moving average of the weights (momentum "
-                                                  "min(m, (1+t)/(10+t)) at batch t), validated and checkpointed "
-                                                  "in place of the raw weights", "momentum": average}
+                      "weight_average": ({"kind": "exponential moving average of the weights, validated and "
+                                                  "checkpointed in place of the raw weights", "momentum": average}
                                          if average else None),
                       "loss": "sparse categorical cross-entropy over every non-padding position"},
         "training": {"epochs_requested": epochs, "epochs_run": len(history.get("loss", [])),
