@@ -1,6 +1,7 @@
 """Generation speed: the project's decoder against the lab's method, in the same run, one CPU core.
 
     python benchmarks/generation.py [--models-dir models] [--couplets 20] [--repeats 5] [--write]
+    python benchmarks/generation.py --quality-only --write   # only the tables read from the cards
 
 Measured, for Truyện Kiều:
 - lab: the lab's generator: for every new syllable, `model.predict` over the whole padded window
@@ -9,7 +10,9 @@ Measured, for Truyện Kiều:
 - tf_step: our model stepped one token at a time by a compiled `tf.function` carrying the LSTM
   state (greedy, no meter);
 - ours: `app.generation.generate` with the lục bát constraints (top-p sampling), the NumPy step.
-With --write the table replaces the generation section of docs/BENCHMARKS.md.
+With --write the table replaces the generation section of docs/BENCHMARKS.md; with --quality-only
+nothing is timed and only the part read from the cards (after the speed table) is replaced, so a
+retrained model's figures can be written while the machine is too busy for a fair speed run.
 """
 
 from __future__ import annotations
@@ -155,6 +158,24 @@ def quality_table(models_dir: Path) -> list[str]:
     return out
 
 
+def write_quality_only(models_dir: Path, write: bool) -> int:
+    """Replace the card-derived tables of the generation section, keeping its measured speed part."""
+    doc = ROOT / "docs" / "BENCHMARKS.md"
+    text = doc.read_text(encoding="utf-8") if doc.is_file() else ""
+    if START not in text or END not in text:
+        print(f"error: {doc} has no generation section yet: run without --quality-only first", file=sys.stderr)
+        return 2
+    head, rest = text.split(START, 1)
+    section, tail = rest.split(END, 1)
+    cut = section.find("\nHeld-out quality")
+    speed = section[:cut] if cut >= 0 else section.rstrip("\n") + "\n"
+    table = START + speed.rstrip("\n") + "\n" + "\n".join(quality_table(models_dir)) + "\n" + END
+    print(table)
+    if write:
+        doc.write_text(head + table + tail, encoding="utf-8")
+    return 0
+
+
 def main(argv=None) -> int:
     """Run the benchmark, print the table, optionally write it into docs/BENCHMARKS.md."""
     import keras
@@ -168,7 +189,11 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--lab-tokens", type=int, default=60)
     p.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
+    p.add_argument("--quality-only", action="store_true",
+                   help="time nothing: rewrite only the tables read from the cards")
     args = p.parse_args(argv)
+    if args.quality_only:
+        return write_quality_only(Path(args.models_dir), args.write)
     busy = machine_busy()
     folder = Path(args.models_dir) / "kieu"
     if not (folder / "model.keras").is_file():

@@ -599,7 +599,8 @@ def meter_rates(folder: Path, spec: TaskSpec, data: TextData, seed: int, couplet
         out[name] = rates
     real = check_verse(data.all_lines)
     out["real_poem_all"] = couplet_pass_rates(real) | {"rhymes": rhyme_shares(real)}
-    out["real_poem_first_200"] = couplet_pass_rates(check_verse(data.all_lines[: 2 * couplets]))
+    first = check_verse(data.all_lines[: 2 * couplets])
+    out["real_poem_first_200"] = couplet_pass_rates(first) | {"rhymes": rhyme_shares(first)}
     words = [clean_words(ln) for ln in data.all_lines]
     sixth = [w[5] for w in words if len(w) >= 6]
     pairs = np.random.default_rng(seed).integers(0, len(sixth), size=(2, 20000))
