@@ -9,6 +9,7 @@ Examples:
     python -m training evaluate mnist --through-upload
                                                  # the test set uploaded as a user would: served accuracy on the card
     python -m training report --write            # README's results table, from the cards
+    python -m training meter kieu                # re-measure the verse model's meter and rhymes on its card
     python -m training export --all              # models/<slug>/model.tflite, what the web app serves
 """
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
-        print("tasks:", " ".join(BUILTIN_TASKS), "| commands: evaluate, folder, compare-rnn, report, export")
+        print("tasks:", " ".join(BUILTIN_TASKS), "| commands: evaluate, meter, folder, compare-rnn, report, export")
         return 0 if argv else 2
     from training.data import DataError
 
@@ -76,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             from training.report import main as report_main
 
             return report_main(rest)
+        if command == "meter":
+            from training.textgen import meter_main
+
+            return meter_main(rest)
         if command == "compare-rnn":
             from training.compare import main as compare_main
 

@@ -113,13 +113,17 @@ def text_table(cards: dict, models_dir: Path) -> list[str]:
     meter = cards.get("kieu", {}).get("metrics", {}).get("meter")
     if meter:
         rows += ["", "Kiều meter (share of generated couplets; a couplet is a 6-syllable and an 8-syllable line):", "",
-                 "| decoding | couplets | length 6/8 | tones | rhyme | all three |", "|---|---|---|---|---|---|"]
+                 "| decoding | couplets | length 6/8 | tones | rhyme | all three "
+                 "| exact rhymes (lục 6 ~ bát 6 / bát 8 ~ lục 6) |", "|---|---|---|---|---|---|---|"]
         for name, label in (("constrained", "ours: lục bát constraints"),
                             ("unconstrained", "same model, no constraints"),
                             ("real_poem_all", "the poem itself (check of the checker)")):
             r = meter[name]
+            ex = r.get("rhymes")
+            exact = (f"{pct(ex['exact'], 1)} ({pct(ex['luc6_bat6']['exact'], 1)} / {pct(ex['bat8_luc6']['exact'], 1)})"
+                     if ex else "–")
             rows.append(f"| {label} | {r['couplets']:,} | {pct(r['length'], 1)} | {pct(r['tone'], 1)} "
-                        f"| {pct(r['rhyme'], 1)} | {pct(r['all'], 1)} |")
+                        f"| {pct(r['rhyme'], 1)} | {pct(r['all'], 1)} | {exact} |")
     return rows
 
 

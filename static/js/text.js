@@ -47,6 +47,11 @@
       wrap.appendChild(document.createTextNode(" · "));
       wrap.appendChild(el("span", c.rhyme_ok ? "pass" : "fail", t.i18nRhyme + ": " + c.rhyme.syllable + " ~ " +
         c.rhyme.other + " " + (c.rhyme_ok ? t.i18nOk : t.i18nWrong)));
+      if (c.rhyme_ok) {  // exact (same vần) or near rhyme
+        wrap.appendChild(document.createTextNode(" "));
+        wrap.appendChild(el("span", c.rhyme.exact ? "rhyme-exact" : "rhyme-near",
+          "(" + (c.rhyme.exact ? t.i18nExact : t.i18nNear) + ")"));
+      }
     }
     if (c.relaxed && c.relaxed.length) {
       wrap.appendChild(document.createTextNode(" · "));
