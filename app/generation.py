@@ -14,6 +14,13 @@ previous bát 8 and bát 6 with lục 6. When no vocabulary entry fits (a seed e
 vocabulary does not have), the rules are relaxed in a fixed order: first the rhyme is dropped,
 then the tone (length is never dropped); each relaxation is reported in that line's check under
 "relaxed".
+
+Exact rhymes are preferred, near rhymes stay possible: at a rhyme position the candidates whose
+vần is the same as the target's get EXACT_RHYME_BONUS added to their (temperature-scaled) logits,
+i.e. their probability multiplied by e^bonus before sampling or beam scoring. The target syllable
+itself is not a candidate there (unless it is the only one): the poem almost never rhymes a
+syllable with itself, and without this rule the bonus would mostly buy repetitions. Each line's
+check says whether its rhyme was exact (`app.text.check_line`).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from app.errors import InvalidInput
 from app.kerasfile import keras_file_layers
 from app.tasks import TaskSpec
 from app.text import (BANG, BAT, EOL_ID, LUC, MARKERS, Vocabulary, check_line, clean_words, format_verse_line,
-                      is_syllable, line_kind, rhyme_key, title_case, tone)
+                      is_syllable, line_kind, rhyme_key, rime, title_case, tone)
 
 STRATEGIES = ("greedy", "temperature", "top_k", "top_p", "beam")
 MAX_SEED_CHARS = 500
@@ -40,6 +47,7 @@ LIMITS = {  # (min, max, default) of `length`: words for headlines, couplets for
     "syllables": (1, 20, 2),
 }
 DEFAULTS = {"strategy": "top_p", "temperature": 0.8, "top_k": 40, "top_p": 0.9, "beam_width": 4}
+EXACT_RHYME_BONUS = 1.5  # added to the logits of exact-rhyme candidates (see the module docstring)
 
 
 # ----------------------------------------------------------------------------- the request
@@ -136,6 +144,9 @@ class MeterTables:
         keys = [rhyme_key(t) if ok else "" for t, ok in zip(tokens, self.syllable)]
         self.rhyme_ids = {k: i for i, k in enumerate(sorted(set(keys) - {""}))}
         self.rhyme = np.array([self.rhyme_ids.get(k, -1) for k in keys], dtype=np.int32)
+        rimes = [rime(t) if ok else "" for t, ok in zip(tokens, self.syllable)]
+        self.rime_ids = {r: i for i, r in enumerate(sorted(set(rimes) - {""}))}
+        self.rime = np.array([self.rime_ids.get(r, -1) for r in rimes], dtype=np.int32)
 
 
 class TextModel:
@@ -364,7 +375,7 @@ class Headline:
         return self.remaining <= 0
 
     def allowed(self):
-        return self.mask, []
+        return self.mask, [], None
 
     def advance(self, token_id: int, token: str, relaxed: list) -> None:
         self.remaining -= 1
@@ -380,6 +391,7 @@ class Verse:
 
     def __init__(self, model: TextModel, lines: list[list[str]], target_lines: int, meter: bool):
         self.t = model.meter
+        self.vocab_index = model.vocab.index
         self.lines = [list(x) for x in lines] or [[]]
         self.target_lines = target_lines
         self.meter = meter
@@ -403,9 +415,10 @@ class Verse:
         return len(self.lines) - 1
 
     def allowed(self):
-        """The mask for the next token and, if rules had to be relaxed, which ones."""
+        """The mask for the next token, which rules had to be relaxed (if any), and the exact-rhyme
+        candidates to prefer (None where no rhyme is due)."""
         if not self.meter:
-            return self.free, []
+            return self.free, [], None
         t = self.t
         index = len(self.lines) - 1
         line = self.lines[-1]
@@ -414,7 +427,7 @@ class Verse:
         if p > n:
             only = np.zeros(len(t.syllable), bool)
             only[EOL_ID] = True
-            return only, []
+            return only, [], None
         tone_mask = t.syllable
         if p in (2, 6, 8):
             tone_mask = t.bang
@@ -431,14 +444,19 @@ class Verse:
         if target is not None:
             key = t.rhyme_ids.get(rhyme_key(target), -2)
             full = tone_mask & (t.rhyme == key)
+            same = self.vocab_index.get(target)
+            if same is not None and full[same] and full.sum() > 1:
+                full = full.copy()  # rhyming a syllable with itself: not a rhyme the poem makes
+                full[same] = False
             if full.any():
-                return full, []
+                exact = full & (t.rime == t.rime_ids.get(rime(target), -2))
+                return full, [], exact if exact.any() else None
             if tone_mask.any():
-                return tone_mask, ["rhyme"]
-            return t.syllable, ["rhyme", "tone"]
+                return tone_mask, ["rhyme"], None
+            return t.syllable, ["rhyme", "tone"], None
         if tone_mask.any():
-            return tone_mask, []
-        return t.syllable, ["tone"]
+            return tone_mask, [], None
+        return t.syllable, ["tone"], None
 
     def advance(self, token_id: int, token: str, relaxed: list) -> None:
         if relaxed:
@@ -467,13 +485,18 @@ def _verse_prefix(model: TextModel, words: list[str]) -> tuple[list[int], list[l
 
 
 # ----------------------------------------------------------------------------- sampling
-def _pick(logits: np.ndarray, mask: np.ndarray, req: GenerateRequest, rng: np.random.Generator) -> int:
-    """One token id from the masked logits by the request's strategy."""
+def _pick(logits: np.ndarray, mask: np.ndarray, req: GenerateRequest, rng: np.random.Generator,
+          prefer: np.ndarray | None = None) -> int:
+    """One token id from the masked logits by the request's strategy (`prefer`: the candidates
+    that get EXACT_RHYME_BONUS)."""
     candidates = np.flatnonzero(mask)
     s = logits[candidates]
+    if req.strategy != "greedy":
+        s = s / req.temperature
+    if prefer is not None:
+        s = s + EXACT_RHYME_BONUS * prefer[candidates]
     if req.strategy == "greedy":
         return int(candidates[np.argmax(s)])
-    s = s / req.temperature
     if req.strategy == "top_k" and req.top_k < len(candidates):
         keep = np.argpartition(-s, req.top_k - 1)[: req.top_k]
         candidates, s = candidates[keep], s[keep]
@@ -490,15 +513,18 @@ def _pick(logits: np.ndarray, mask: np.ndarray, req: GenerateRequest, rng: np.ra
 
 
 def _beam(model: TextModel, logits: np.ndarray, state: list, plan, width: int) -> list[tuple[int, list]]:
-    """Beam search over the constrained candidates; returns [(token_id, relaxed)] of the best beam."""
+    """Beam search over the constrained candidates (exact-rhyme candidates scored with the bonus);
+    returns [(token_id, relaxed)] of the best beam."""
     logp = log_softmax(logits)
     beams = [(0.0, state, [], plan)]
     finished = []
     for _ in range(10_000):
         cands = []
         for b, (score, st, toks, pl) in enumerate(beams):
-            mask, relaxed = pl.allowed()
+            mask, relaxed, prefer = pl.allowed()
             row = np.where(mask, logp[b], -np.inf)
+            if prefer is not None:
+                row = row + EXACT_RHYME_BONUS * prefer
             k = min(width, int(mask.sum()))
             top = np.argpartition(-row, k - 1)[:k]
             cands.extend((score + float(row[t]), b, int(t), relaxed) for t in top)
@@ -561,8 +587,8 @@ def generate_stream(model: TextModel, req: GenerateRequest):
             yield from emit(token_id, before)
     else:
         while not plan.done:
-            mask, relaxed = plan.allowed()
-            token_id = _pick(logits[0], mask, req, rng)
+            mask, relaxed, prefer = plan.allowed()
+            token_id = _pick(logits[0], mask, req, rng, prefer)
             before = plan.complete_lines() if verse else 0
             plan.advance(token_id, model.vocab.tokens[token_id], relaxed)
             yield from emit(token_id, before)

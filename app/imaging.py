@@ -70,15 +70,74 @@ def _shrink_early(img: Image.Image) -> Image.Image:
 
 
 def image_to_array(img: Image.Image, spec: TaskSpec) -> np.ndarray:
-    """A decoded image -> the uint8 array (height, width, channels) that `spec`'s model reads."""
-    if spec.preprocess == "mnist":
+    """A decoded image -> the uint8 array (height, width, channels) that `spec`'s model reads.
+
+    An image already at the model's size is used as it is (only negated when its backdrop is
+    light, the data sets' polarity being light on black); larger or smaller ones are mapped the
+    way the data set itself was made: MNIST's fit-into-20×20-and-centre-by-mass for digits,
+    Fashion-MNIST's trim, longest side to 28 and negate for clothes, a plain resize otherwise.
+    """
+    if spec.preprocess in ("mnist", "fashion") and img.size == (spec.image_size[1], spec.image_size[0]):
+        arr = _as_is(img)
+    elif spec.preprocess == "mnist":
         arr = _centre_ink(img, box=20, size=28, by_mass=True)
     elif spec.preprocess == "fashion":
-        arr = _centre_ink(img, box=28, size=28, by_mass=False)
+        arr = _fashion_photo(img, size=spec.image_size[0])
     else:
         arr = _resize_plain(img, spec)
     arr = arr.reshape(spec.input_shape) if arr.ndim == 2 else arr
     return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _blank() -> InvalidInput:
+    return InvalidInput("No drawing found: the image is blank or has too little contrast.")
+
+
+def _border(grey: np.ndarray) -> np.ndarray:
+    return np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+
+
+def _as_is(img: Image.Image) -> np.ndarray:
+    """An image at the model's size, grey: kept pixel for pixel, negated only when its border
+    is mostly light (the data sets are light on black); refused only when it is one flat value."""
+    grey = np.asarray(img.convert("L"), dtype=np.uint8)
+    if grey.min() == grey.max():
+        raise _blank()
+    return 255 - grey if np.median(_border(grey)) > 127 else grey
+
+
+def _fashion_photo(img: Image.Image, size: int) -> np.ndarray:
+    """Fashion-MNIST's own recipe applied to a photo: the backdrop (fitted to the border) becomes
+    black and the garment's difference from it the intensity (a light backdrop is negated),
+    stretched to full range, trimmed to the garment, the longest side resized to `size`,
+    centred on a black field."""
+    grey_img = img.convert("L")
+    if min(grey_img.size) >= PHOTO_SIDE:
+        grey_img = grey_img.filter(ImageFilter.MedianFilter(3))  # camera speckle and JPEG ringing
+    grey = np.asarray(grey_img, dtype=np.float32)
+    backdrop, noise = _backdrop_surface(grey)
+    if float(np.median(backdrop)) > 127:
+        value = (backdrop - grey) * (255.0 / np.maximum(backdrop, 1.0))
+    else:
+        value = (grey - backdrop) * (255.0 / np.maximum(255.0 - backdrop, 1.0))
+    value = np.clip(value, 0.0, 255.0)
+    mask = value > max(12.0, 4.0 * noise * 255.0 / max(float(np.median(backdrop)), 1.0))
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise _blank()
+    value = value[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    mask = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    # The data set's items all reach (nearly) full white: stretch a dim or washed-out photo likewise.
+    value = np.clip(value * (255.0 / max(float(np.percentile(value[mask], 99.5)), 1.0)), 0.0, 255.0)
+    h, w = value.shape
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    small = Image.fromarray(np.clip(value + 0.5, 0, 255).astype(np.uint8), "L")
+    small = np.asarray(small.resize((nw, nh), Image.Resampling.LANCZOS), dtype=np.uint8)
+    field = np.zeros((size, size), dtype=np.uint8)
+    top, left = (size - nh + 1) // 2, (size - nw + 1) // 2  # an odd margin's extra pixel on top/left, as in the data set
+    field[top : top + nh, left : left + nw] = small
+    return field
 
 
 def bytes_to_array(data: bytes, spec: TaskSpec) -> np.ndarray:
@@ -123,7 +182,7 @@ def _ink_map(img: Image.Image) -> np.ndarray:
     floor = 3.0 * noise  # residual paper texture below this is not ink
     ink = resid[resid > max(24.0, 6.0 * noise)]
     if ink.size < 3:  # nothing stands out from the background
-        raise InvalidInput("No drawing found: the image is blank or has too little contrast.")
+        raise _blank()
     peak = float(np.percentile(ink, 90))
     return np.clip((resid - floor) / max(peak - floor, 1.0), 0.0, 1.0)
 
@@ -152,6 +211,29 @@ def _paper_surface(grey: np.ndarray) -> np.ndarray:
         keep = resid <= max(4.0, 2.5 * _robust_sigma(resid[keep]))
     yy, xx = np.mgrid[0:h, 0:w]
     return (design(yy.astype(np.float32), xx.astype(np.float32)) @ coef.astype(np.float32)).astype(np.float32)
+
+
+def _backdrop_surface(grey: np.ndarray) -> tuple[np.ndarray, float]:
+    """The backdrop's brightness over the whole image, fitted to the border pixels (a bilinear
+    surface: light falling off across a shop photo), refitted without the border pixels the
+    object itself covers; and the backdrop's noise (robust sigma of the kept border)."""
+    h, w = grey.shape
+    ys = np.concatenate([np.zeros(w), np.full(w, h - 1), np.arange(h), np.arange(h)]).astype(np.float32)
+    xs = np.concatenate([np.arange(w), np.arange(w), np.zeros(h), np.full(h, w - 1)]).astype(np.float32)
+
+    def design(y, x):
+        y, x = y / max(h - 1, 1) - 0.5, x / max(w - 1, 1) - 0.5
+        return np.stack([np.ones_like(x), x, y, x * y], axis=-1)
+
+    values, a = _border(grey), design(ys, xs)
+    keep = np.abs(values - np.median(values)) <= max(8.0, 3.0 * _robust_sigma(values))
+    for _ in range(3):
+        coef, *_ = np.linalg.lstsq(a[keep], values[keep], rcond=None)
+        resid = values - a @ coef
+        keep = np.abs(resid) <= max(6.0, 3.0 * _robust_sigma(resid[keep]))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    surface = (design(yy, xx) @ coef.astype(np.float32)).astype(np.float32)
+    return np.clip(surface, 0.0, 255.0), _robust_sigma(resid[keep])
 
 
 def _centre_ink(img: Image.Image, box: int, size: int, by_mass: bool) -> np.ndarray:

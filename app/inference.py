@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from app.imaging import bytes_to_array
 from app.tasks import TaskSpec
 
 TOP_K = 5
@@ -29,6 +30,14 @@ def classify(predict: Callable[[np.ndarray], np.ndarray], spec: TaskSpec, array:
     top = [{"index": int(i), "label_en": spec.label(int(i), "en"), "label_vi": spec.label(int(i), "vi"),
             "probability": float(probs[i])} for i in order]
     return {"top": top, "model_ms": round(model_ms, 3)}
+
+
+def classify_upload(predict: Callable[[np.ndarray], np.ndarray], spec: TaskSpec, data: bytes,
+                    k: int = TOP_K) -> tuple[np.ndarray, dict]:
+    """What POST /api/v1/tasks/<slug>/predict and the task page do with an uploaded file: bytes ->
+    the model's input (or `InvalidInput`) -> `classify`. Returns (input array, result)."""
+    array = bytes_to_array(data, spec)
+    return array, classify(predict, spec, array, k=k)
 
 
 def array_to_png(array: np.ndarray) -> bytes:

@@ -276,12 +276,14 @@ NYT_HEADLINES = TaskSpec(
     data_source="Kaggle nyt-comments, nine Articles*.csv files (Jan 2017 – Apr 2018)",
     architecture="word_lstm",
     epochs=40,
-    batch_size=128,
+    batch_size=64,
     learning_rate=2e-3,
     # Also train on the training articles' snippets (training/textgen.py), which lets a larger
-    # LSTM with locked (variational) and whole-word dropout pay off.
-    extra={"aux_text": "snippets",
-           "model": {"units": 384, "dropout": 0.4, "word_dropout": 0.1, "locked": True}},
+    # LSTM with locked (variational) and whole-word dropout pay off; AWD-LSTM's weight drop on the
+    # recurrent kernel, tied input/output embeddings and an average of the weights on top.
+    extra={"aux_text": "snippets", "weight_average": 0.998,
+           "model": {"embedding": 200, "units": 384, "dropout": 0.4, "word_dropout": 0.1, "locked": True,
+                     "tied": True, "weight_drop": 0.3}},
 )
 
 KIEU = TaskSpec(

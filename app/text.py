@@ -22,9 +22,12 @@ Lục bát rules (`check_verse`), as the project defines them:
   one group: {a ă â ơ ư ươ ưa}, {o ô u uô ua}, {e ê i y iê ia yê}; before -nh, -ch and -i any
   vowel goes (thanh ~ tình, người ~ ngoài ~ tôi). This is the "vần thông" of lục bát that Nguyễn
   Du uses throughout (ta ~ hoa, nhau ~ dâu, ang ~ ương): by the exact vần alone his poem rhymes
-  in only about a third of the places the form asks for. The card reports how often the real
-  poem passes this checker, and how often two random syllables of the poem do (the rule must
-  still reject most pairs).
+  in only part of the places the form asks for (the card has the share). The card reports how
+  often the real poem passes this checker, and how often two random syllables of the poem do
+  (the rule must still reject most pairs).
+- exact rhyme: a rhyme whose two vần are the same letters (`exact_rhyme`: hoa ~ xoa, not hoa ~
+  ta). Near rhymes (the rule above) stay allowed; `check_line` says which rhymes were exact and
+  `rhyme_shares` counts them, so a generator can be compared with the poem on the same checker.
 """
 
 from __future__ import annotations
@@ -251,6 +254,12 @@ def rhymes(a: str, b: str) -> bool:
     return rhyme_key(a) == rhyme_key(b)
 
 
+def exact_rhyme(a: str, b: str) -> bool:
+    """Whether two syllables have the same vần (without initial consonant and tone): an exact
+    rhyme, stricter than `rhymes`."""
+    return rime(a) == rime(b)
+
+
 def line_kind(index: int) -> int:
     """Expected length of verse line `index` (0-based): lục (6) on even lines, bát (8) on odd."""
     return LUC if index % 2 == 0 else BAT
@@ -264,8 +273,8 @@ def check_line(syllables: list[str], index: int, previous: list[str] | None = No
     """Diagnostics of verse line `index` (0-based; even = lục, odd = bát) against the meter.
 
     `previous` is the line before it (None for the first line). Keys: kind, syllables, expected,
-    length_ok, tones ({position: tone}), tone_errors ([positions]), tone_ok, rhyme ({...} or None
-    when the line has no rhyme to keep), rhyme_ok (None when not applicable), ok.
+    length_ok, tones ({position: tone}), tone_errors ([positions]), tone_ok, rhyme ({..., ok,
+    exact} or None when the line has no rhyme to keep), rhyme_ok (None when not applicable), ok.
     """
     n = line_kind(index)
     kind = "lục" if n == LUC else "bát"
@@ -291,6 +300,7 @@ def check_line(syllables: list[str], index: int, previous: list[str] | None = No
                  "syllable": mine, "other": theirs,
                  "vần": rime(mine) if mine else None, "other_vần": rime(theirs) if theirs else None,
                  "ok": bool(mine and theirs and rhymes(mine, theirs))}
+        rhyme["exact"] = bool(rhyme["ok"] and exact_rhyme(mine, theirs))
     length_ok = len(syllables) == n
     tone_ok = not errors
     rhyme_ok = None if rhyme is None else rhyme["ok"]
@@ -317,3 +327,20 @@ def couplet_pass_rates(checks: list[dict]) -> dict:
     rhyme = sum(a["rhyme_ok"] is not False and b["rhyme_ok"] is not False for a, b in pairs)
     every = sum(a["ok"] and b["ok"] for a, b in pairs)
     return {"couplets": n, "length": length / n, "tone": tone_ / n, "rhyme": rhyme / n, "all": every / n}
+
+
+def rhyme_shares(checks: list[dict]) -> dict:
+    """Over the rhyme places of `check_verse` output: how many there are and the shares that
+    rhyme, rhyme exactly, and rhyme only nearly; overall and per place ("luc6_bat6": a bát
+    line's 6 with its lục's 6, "bat8_luc6": a lục line's 6 with the previous bát's 8)."""
+    def shares(places: list[dict]) -> dict:
+        n = len(places)
+        ok = sum(r["ok"] for r in places)
+        exact = sum(bool(r.get("exact")) for r in places)
+        return {"places": n, "rhyme": ok / n if n else 0.0, "exact": exact / n if n else 0.0,
+                "near": (ok - exact) / n if n else 0.0}
+
+    rhymed = [c for c in checks if c.get("rhyme")]
+    return shares([c["rhyme"] for c in rhymed]) | {
+        "luc6_bat6": shares([c["rhyme"] for c in rhymed if c["expected"] == BAT]),
+        "bat8_luc6": shares([c["rhyme"] for c in rhymed if c["expected"] == LUC])}

@@ -297,8 +297,8 @@ def test_unexpected_error_is_a_plain_500(png_digit, client, app, monkeypatch, la
     def broken(*args, **kwargs):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(pages, "classify", broken)
-    monkeypatch.setattr(api, "classify", broken)
+    monkeypatch.setattr(pages, "classify_upload", broken)
+    monkeypatch.setattr(api, "classify_upload", broken)
     monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)
     page = client.post(f"/tasks/mnist?lang={lang}", data=upload(png_digit()), content_type="multipart/form-data")
     assert page.status_code == 500 and says(text_of(page), "Something went wrong on the server. It has been logged.", lang)

@@ -142,3 +142,87 @@ def test_headlines_never_contain_the_snippet_marker(tmp_path):
         r = generate(tm, validate_request(NYT_HEADLINES, {"seed": "Trump says", "length": 5, "strategy": strategy,
                                                           "random_seed": 1}))
         assert r["tokens"] == 5 and "snippet" not in r["text"].lower()
+
+
+def _bat_six_plan(model):
+    """A plan whose next syllable is bát 6, to rhyme with lục 6 'ta'."""
+    from app.generation import Verse
+
+    return Verse(model, [clean_words("Trăm năm trong cõi người ta"), clean_words("Chữ tài chữ mệnh khéo")], 2, True)
+
+
+def test_rhyme_position_prefers_exact_rhymes_and_keeps_near_ones(tiny):
+    from app.text import exact_rhyme, rhymes
+
+    model = tiny["kieu"]
+    mask, relaxed, prefer = _bat_six_plan(model).allowed()
+    tokens = model.vocab.tokens
+    allowed = {tokens[i] for i in np.flatnonzero(mask)}
+    preferred = {tokens[i] for i in np.flatnonzero(prefer)}
+    assert relaxed == [] and preferred and preferred <= allowed
+    assert all(rhymes(t, "ta") for t in allowed)
+    assert preferred == {t for t in allowed if exact_rhyme(t, "ta")} and {"là", "nhà"} <= preferred
+    assert "tư" in allowed - preferred  # a near rhyme (ư ~ a) stays possible
+    assert "ta" not in allowed  # not the lục's own syllable again
+    # no preference where no rhyme is due
+    from app.generation import Verse
+
+    assert Verse(model, [clean_words("Trăm năm")], 2, True).allowed()[2] is None
+
+
+def test_the_exact_rhyme_bonus_outweighs_a_smaller_lead_only(tiny):
+    from app.generation import EXACT_RHYME_BONUS, _pick
+
+    model = tiny["kieu"]
+    mask, _, prefer = _bat_six_plan(model).allowed()
+    near, exact = model.vocab.index["tư"], model.vocab.index["là"]
+    req = validate_request(KIEU, {"seed": "x", "strategy": "greedy"})
+    logits = np.full(model.vocab_size, -10.0)
+    logits[near], logits[exact] = 0.0, -EXACT_RHYME_BONUS / 2
+    assert _pick(logits, mask, req, np.random.default_rng(0), prefer) == exact
+    logits[exact] = -EXACT_RHYME_BONUS * 2
+    assert _pick(logits, mask, req, np.random.default_rng(0), prefer) == near
+    # sampling: the exact rhyme's probability is multiplied by e^bonus
+    req = validate_request(KIEU, {"seed": "x", "strategy": "temperature", "temperature": 1})
+    logits[exact] = logits[near] = 0.0
+    rng = np.random.default_rng(0)
+    picks = [_pick(logits, mask, req, rng, prefer) for _ in range(2000)]
+    share = picks.count(exact) / (picks.count(exact) + picks.count(near))
+    assert share == pytest.approx(np.exp(EXACT_RHYME_BONUS) / (np.exp(EXACT_RHYME_BONUS) + 1), abs=0.05)
+
+
+@pytest.mark.parametrize("strategy", ["top_p", "beam"])
+def test_streamed_checks_say_which_rhymes_were_exact(tiny, strategy):
+    events = list(generate_stream(tiny["kieu"], validate_request(
+        KIEU, {"seed": "Trăm năm trong cõi người ta", "length": 3, "random_seed": 4, "strategy": strategy})))
+    checks = [e["check"] for e in events if "line" in e]
+    assert len(checks) == 8 and checks[0]["rhyme"] is None
+    for c, mine in zip(checks[1:], check_verse([e["line"] for e in events if "line" in e])[1:]):
+        assert c["rhyme"]["ok"] and c["rhyme"]["exact"] == mine["rhyme"]["exact"]
+
+
+@pytest.mark.parametrize("lang, exact, near", [("vi", "vần chính", "vần thông"), ("en", "exact rhyme", "near rhyme")])
+def test_card_and_text_pages_say_which_rhymes_were_exact(tmp_path, make_app, lang, exact, near):
+    import json
+
+    from app.text import rhyme_shares
+
+    folder = write_tiny_text_model(tmp_path, KIEU)
+    opening = ["Trăm năm trong cõi người ta", "Chữ tài chữ mệnh khéo là ghét nhau",
+               "Trải qua một cuộc bể dâu", "Những điều trông thấy mà đau đớn lòng"]
+    checks = check_verse(opening)  # ta ~ là exact, nhau ~ dâu and dâu ~ đau near
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    card["metrics"]["meter"] = {"constrained": {"couplets": 2, "rhymes": rhyme_shares(checks)},
+                                "real_poem_all": {"couplets": 2, "rhymes": rhyme_shares(checks)},
+                                "examples": [{"line": ln, "check": c} for ln, c in zip(opening, checks)]}
+    (folder / "card.json").write_text(json.dumps(card, ensure_ascii=False), encoding="utf-8")
+    client = make_app(tmp_path).test_client()
+    page = client.get(f"/tasks/kieu/card?lang={lang}").get_data(as_text=True)
+    section = page[page.index('id="meter-examples"'):]
+    assert section.count(f"({exact})") == 1 and section.count(f"({near})") == 2 and "33.3%" in section
+    resp = client.post(f"/tasks/kieu?lang={lang}", data={"seed": "Trăm năm trong cõi người ta", "length": "2",
+                                                         "random_seed": "1", "meter": "1"})
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 200
+    assert html.count(f"({exact})") + html.count(f"({near})") == 5  # every rhymed line of 6, each marked once
+    assert f'data-i18n-exact="{exact}"' in html and f'data-i18n-near="{near}"' in html

@@ -110,3 +110,35 @@ def test_greyscale_and_colour_give_the_same_digit(drawn):
     assert similarity(bytes_to_array(encode(colour), MNIST), drawn) > 0.95
     mnist_style = seven(ink=255, paper=0)  # already light on black: not inverted
     assert similarity(bytes_to_array(encode(mnist_style), MNIST), drawn) > 0.95
+
+
+# ----------------------------------------------------------------------------- issue 15
+def fashion_item() -> np.ndarray:
+    """A 28×28 Fashion-MNIST-like garment (a light shirt shape on black) with texture."""
+    img = Image.new("L", (28, 28), 0)
+    d = ImageDraw.Draw(img)
+    d.polygon([(4, 2), (10, 0), (18, 0), (24, 2), (27, 10), (22, 12), (22, 27), (6, 27), (6, 12), (0, 10)], fill=200)
+    d.line((14, 2, 14, 27), fill=255, width=2)
+    return np.asarray(img)
+
+
+def test_an_image_in_the_models_format_is_used_as_is():
+    from app.tasks import FASHION_MNIST
+
+    item = fashion_item()
+    for spec in (MNIST, FASHION_MNIST):
+        assert (bytes_to_array(encode(Image.fromarray(item)), spec)[..., 0] == item).all()
+        # the same picture drawn dark on white is only negated, not re-centred or rescaled
+        assert (bytes_to_array(encode(Image.fromarray(255 - item)), spec)[..., 0] == item).all()
+
+
+def test_a_product_photo_reads_like_the_data_set_item():
+    from app.tasks import FASHION_MNIST
+
+    rng = np.random.default_rng(1)
+    item = fashion_item()
+    from training.photos import make_photo
+
+    photo = bytes_to_array(make_photo(item, rng), FASHION_MNIST)[..., 0]
+    assert similarity(photo, item) > 0.9
+    assert photo.max() >= 250 and photo[0, 0] == 0  # full range, backdrop black like the data set

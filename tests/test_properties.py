@@ -161,3 +161,20 @@ def test_predict_api_answers_200_or_a_clear_4xx(seed_files, client, data):
     assert resp.status_code in (200, 400, 413) and resp.is_json
     body = resp.get_json()
     assert body["top"] if resp.status_code == 200 else (body["error_en"] and body["error_vi"])
+
+
+# ----------------------------------------------------------------------------- issue 15: in-format images
+@pytest.mark.parametrize("spec", [BUILTIN_TASKS["mnist"], BUILTIN_TASKS["fashion_mnist"]], ids=lambda s: s.slug)
+@settings(max_examples=80, deadline=None)
+@given(pixels=st.binary(min_size=28 * 28, max_size=28 * 28), fmt=st.sampled_from(["PNG", "BMP", "TIFF"]))
+def test_any_28x28_grey_image_is_read_as_is_unless_constant(spec, pixels, fmt):
+    arr = np.frombuffer(pixels, np.uint8).reshape(28, 28)
+    data = bu.encode(Image.fromarray(arr, "L"), fmt)
+    if arr.min() == arr.max():
+        with pytest.raises(InvalidInput) as info:
+            bytes_to_array(data, spec)
+        assert info.value.status == 400 and info.value.en and info.value.vi
+        return
+    out = bytes_to_array(data, spec)[..., 0]
+    light_backdrop = np.median(np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])) > 127
+    assert (out == (255 - arr if light_backdrop else arr)).all()  # pixel for pixel, never refused

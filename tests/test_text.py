@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.text import (EOL, UNK_ID, Vocabulary, check_verse, clean_words, couplet_pass_rates, format_verse_line,
-                      rhyme_key, rhymes, rime, title_case, tokenize, tokenize_verse, tone)
+from app.text import (EOL, UNK_ID, Vocabulary, check_verse, clean_words, couplet_pass_rates, exact_rhyme,
+                      format_verse_line, rhyme_key, rhyme_shares, rhymes, rime, title_case, tokenize, tokenize_verse,
+                      tone)
 
 KIEU_OPENING = ["Trăm năm trong cõi người ta,", "Chữ tài chữ mệnh khéo là ghét nhau.",
                 "Trải qua một cuộc bể dâu,", "Những điều trông thấy mà đau đớn lòng."]
@@ -72,6 +73,32 @@ def test_checker_passes_the_opening_of_kieu():
     assert checks[0]["rhyme_ok"] is None and checks[1]["rhyme"]["other"] == "ta"
     assert checks[1]["tones"] == {"2": "huyền", "4": "nặng", "6": "huyền", "8": "ngang"}
     assert couplet_pass_rates(checks) == {"couplets": 2, "length": 1.0, "tone": 1.0, "rhyme": 1.0, "all": 1.0}
+
+
+@pytest.mark.parametrize("a, b", [("là", "ta"), ("hoa", "xoa"), ("gìn", "tin"), ("quê", "bề"), ("Kiều", "chiều"),
+                                  ("nghiêng", "tiếng")])
+def test_exact_rhymes_share_the_whole_vần(a, b):
+    assert exact_rhyme(a, b) and rhymes(a, b)
+
+
+@pytest.mark.parametrize("a, b", [("nhau", "dâu"), ("hoa", "ta"), ("thanh", "tình"), ("vàng", "vương"),
+                                  ("hồng", "phong")])
+def test_near_rhymes_rhyme_but_not_exactly(a, b):
+    assert rhymes(a, b) and not exact_rhyme(a, b)
+
+
+def test_checker_says_which_rhymes_are_exact():
+    checks = check_verse(KIEU_OPENING)
+    # ta ~ là exact; nhau ~ dâu and dâu ~ đau near
+    assert [c["rhyme"] and c["rhyme"]["exact"] for c in checks] == [None, True, False, False]
+    shares = rhyme_shares(checks)
+    assert shares["places"] == 3 and shares["rhyme"] == 1.0
+    assert shares["exact"] == pytest.approx(1 / 3) and shares["near"] == pytest.approx(2 / 3)
+    assert shares["luc6_bat6"] == {"places": 2, "rhyme": 1.0, "exact": 0.5, "near": 0.5}
+    assert shares["bat8_luc6"] == {"places": 1, "rhyme": 1.0, "exact": 0.0, "near": 1.0}
+    broken = check_verse(["Trăm năm trong cõi người ta", "Chữ tài chữ mệnh khéo lòng ghét nhau"])
+    assert broken[1]["rhyme"]["exact"] is False  # no rhyme at all is not an exact one
+    assert rhyme_shares(broken)["rhyme"] == 0.0 and rhyme_shares([])["places"] == 0
 
 
 def test_checker_reports_each_failure():

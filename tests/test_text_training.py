@@ -120,8 +120,84 @@ def test_quick_run_writes_a_loadable_model_vocabulary_and_card(spec, tmp_path):
     if spec is KIEU:
         meter = m["meter"]
         assert meter["constrained"]["length"] == 1.0 and meter["constrained"]["tone"] == 1.0
-        assert set(meter) >= {"unconstrained", "real_poem_all", "real_poem_first_200"}
+        assert set(meter) >= {"unconstrained", "real_poem_all", "real_poem_first_200", "examples"}
+        assert meter["constrained"]["rhymes"]["places"] == 2 * meter["constrained"]["couplets"]
+        assert meter["real_poem_all"]["rhymes"]["exact"] > 0 and "exact_rhymes_at_least_poem" in meter
+        assert [len(e["line"].split()) for e in meter["examples"]] == [6, 8] * 4
+        assert all("exact" in e["check"]["rhyme"] for e in meter["examples"][1:])
+        assert cli(["meter", "kieu", "--models-dir", str(models), "--couplets", "4"]) == 0
+        again = json.loads((folder / "card.json").read_text(encoding="utf-8"))["metrics"]["meter"]
+        assert again["constrained"]["couplets"] == 4 and again["measured"]["command"].startswith("python -m training")
     assert cli(["evaluate", spec.slug, "--models-dir", str(models)]) == 0
+
+
+def test_meter_command_refuses_a_headline_task_and_a_missing_model(tmp_path, capsys):
+    assert cli(["meter", "nyt_headlines", "--models-dir", str(tmp_path)]) == 2
+    assert cli(["meter", "kieu", "--models-dir", str(tmp_path)]) == 2
+    assert "python -m training kieu" in capsys.readouterr().err
+
+
+def test_weight_drop_trains_with_a_dropped_recurrent_kernel_and_serves_as_a_plain_lstm(tmp_path):
+    import keras
+
+    kw = {"embedding": 8, "units": 12, "dropout": 0.0, "projection": 6, "tied": True, "weight_drop": 0.5}
+    folder = textgen.write_tiny_text_model(tmp_path, KIEU)
+    vocab = load_text_model(folder, KIEU).vocab
+    keras.utils.set_random_seed(0)
+    model = textgen.make_word_lstm(len(vocab), **kw)
+    for w in model.trainable_weights:
+        w.assign(np.random.default_rng(len(w.name)).normal(0, 0.8, w.shape).astype("float32"))
+    x = np.array([[EOL_ID] + vocab.encode(clean_words("Trăm năm trong cõi người ta"))])
+    run = lambda training: keras.ops.convert_to_numpy(model(x, training=training))  # noqa: E731
+    assert np.abs(run(True) - run(True)).max() > 1e-3  # a new mask per call while training
+    np.testing.assert_array_equal(run(False), run(False))  # none at inference
+    lstm = model.get_layer("lstm")
+    assert lstm.cell.weight_drop == 0.5 and lstm.cell._dropped is None  # reset after each call
+    twin = textgen.plain_twin(model, len(vocab), kw, "kieu")
+    assert type(twin.get_layer("lstm")) is keras.layers.LSTM
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(twin(x)), run(False), atol=1e-6)
+    twin.save(folder / "model.keras")
+    served = load_text_model(folder, KIEU)  # the NumPy engine reads the plain file
+    np.testing.assert_allclose(np.exp(served.sequence_log_probs(list(x[0]))), run(False)[0], atol=1e-4)
+    # gradients reach the recurrent kernel through the mask
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    before = keras.ops.convert_to_numpy(lstm.cell.recurrent_kernel).copy()
+    model.fit(x, x, epochs=1, verbose=0)
+    assert np.abs(keras.ops.convert_to_numpy(lstm.cell.recurrent_kernel) - before).max() > 0
+
+
+def test_weight_average_validates_the_average_and_trains_on_the_raw_weights():
+    import keras
+
+    seqs = [tokenize_verse(LINES[i:i + 4]) for i in range(0, len(LINES), 2)]
+    vocab = Vocabulary.build(seqs, "syllables")
+    x, y = textgen.to_arrays(seqs, vocab)
+    keras.utils.set_random_seed(0)
+    model = textgen.make_word_lstm(len(vocab), embedding=8, units=16, dropout=0.0, projection=0)
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    seen = []
+
+    class Spy(keras.callbacks.Callback):  # between the two: the weights validated, and the logs
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(([keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights], dict(logs)))
+
+    swap_in, swap_out = textgen.weight_average_callbacks(model, 0.9, x, y)
+    w = (y != PAD_ID).astype("float32")
+    model.fit(x, y, sample_weight=w, validation_data=(x, y, w), epochs=2, batch_size=2, verbose=0,
+              callbacks=[swap_in, Spy(), swap_out])
+    validated, logs = seen[-1]
+    raw = [keras.ops.convert_to_numpy(v) for v in model.trainable_weights]
+    assert any(np.abs(a - b).max() > 1e-4 for a, b in zip(validated, raw))  # the average, not the last step
+    assert logs["val_loss"] != logs["val_loss_raw"]
+    for v, a in zip(model.trainable_weights, validated):
+        v.assign(a)
+    assert logs["val_loss"] == pytest.approx(math.log(textgen.lm_metrics(model, x, y)["perplexity"]))
+    # momentum 0: the average is the last weights, validated as they are
+    swap_in, swap_out = textgen.weight_average_callbacks(model, 0.0, x, y)
+    seen.clear()
+    model.fit(x, y, sample_weight=w, validation_data=(x, y, w), epochs=1, batch_size=2, verbose=0,
+              callbacks=[swap_in, Spy(), swap_out])
+    assert seen[-1][1]["val_loss"] == pytest.approx(math.log(textgen.lm_metrics(model, x, y)["perplexity"]))
 
 
 def test_batches_pad_each_batch_to_its_own_longest():
@@ -246,3 +322,27 @@ def test_shipped_text_card_figures_are_recomputed_exactly(slug):
         for name in ("constrained", "unconstrained", "real_poem_all"):
             for key in ("couplets", "length", "tone", "rhyme", "all"):
                 assert rates[name][key] == m["meter"][name][key], (name, key)
+
+
+def test_init_from_continues_a_finished_model_on_the_headlines_only(tmp_path):
+    _data_or_skip(NYT_HEADLINES)
+    first, second = tmp_path / "first", tmp_path / "second"
+    kwargs = '{"weight_drop": 0.3, "tied": true, "embedding": 8, "projection": 8}'
+    assert cli(["nyt_headlines", "--quick", "--verbose", "0", "--models-dir", str(first),
+                "--model-kwargs", kwargs, "--weight-average", "0.9"]) == 0
+    card = json.loads((first / "nyt_headlines" / "card.json").read_text(encoding="utf-8"))
+    assert card["optimizer"]["weight_average"]["momentum"] == 0.9 and "val_loss_raw" in card["history"]
+    assert card["training"]["trained_on"] == "headlines and auxiliary text"
+    assert [r["type"] for r in card["layers"]].count("LSTM") == 1  # saved plain: served by the NumPy engine
+    assert cli(["nyt_headlines", "--quick", "--verbose", "0", "--models-dir", str(second),
+                "--init-from", str(first / "nyt_headlines"), "--train-text", "headlines"]) == 0
+    card2 = json.loads((second / "nyt_headlines" / "card.json").read_text(encoding="utf-8"))
+    assert card2["model_kwargs"]["weight_drop"] == 0.3 and card2["training"]["trained_on"] == "headlines only"
+    prev = card2["warm_start"]["previous_runs"]
+    assert len(prev) == 1 and prev[0]["test_perplexity"] == card["metrics"]["test_perplexity"]
+    assert card2["metrics"]["ngram"]["test_perplexity"] == card["metrics"]["ngram"]["test_perplexity"]
+    tm = load_text_model(second / "nyt_headlines", NYT_HEADLINES)
+    assert generate(tm, validate_request(NYT_HEADLINES, {"seed": "Trump", "length": 3, "random_seed": 0}))["tokens"] == 3
+    # a folder without a model is refused with a clear message (exit code 2)
+    assert cli(["nyt_headlines", "--quick", "--verbose", "0", "--models-dir", str(tmp_path / "x"),
+                "--init-from", str(tmp_path / "nowhere")]) == 2

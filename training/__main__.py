@@ -6,7 +6,10 @@ Examples:
     python -m training cifar10 --init-from models/cifar10 --epochs 8 --learning-rate 1e-3
                                                  # more epochs on top of a finished model
     python -m training evaluate mnist            # recompute the card's test metrics
+    python -m training evaluate mnist --through-upload
+                                                 # the test set uploaded as a user would: served accuracy on the card
     python -m training report --write            # README's results table, from the cards
+    python -m training meter kieu                # re-measure the verse model's meter and rhymes on its card
     python -m training export --all              # models/<slug>/model.tflite, what the web app serves
 """
 
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
-        print("tasks:", " ".join(BUILTIN_TASKS), "| commands: evaluate, folder, compare-rnn, report, export")
+        print("tasks:", " ".join(BUILTIN_TASKS), "| commands: evaluate, meter, folder, compare-rnn, report, export")
         return 0 if argv else 2
     from training.data import DataError
 
@@ -78,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             from training.report import main as report_main
 
             return report_main(rest)
+        if command == "meter":
+            from training.textgen import meter_main
+
+            return meter_main(rest)
         if command == "compare-rnn":
             from training.compare import main as compare_main
 
@@ -136,6 +143,11 @@ def evaluate(rest: list[str]) -> int:
     p.add_argument("--data", default=os.environ.get("LSTMLAB_DATA"))
     p.add_argument("--models-dir", default=os.environ.get("LSTMLAB_MODELS", str(MODELS_DIR)))
     p.add_argument("--tolerance", type=float, default=0.002, help="allowed accuracy difference")
+    p.add_argument("--through-upload", action="store_true",
+                   help="image tasks: encode every test image as a user would send it (PNG, or the stored "
+                        "JPEG), classify it through the app's own upload path and model store, and record "
+                        "served_accuracy on the card (and a few one-click examples in models/<slug>/examples/)")
+    p.add_argument("--no-examples", action="store_true", help="with --through-upload: leave examples/ alone")
     args = p.parse_args(rest)
     models_dir = Path(args.models_dir)
     if not (models_dir / args.slug / "card.json").is_file():
@@ -143,6 +155,16 @@ def evaluate(rest: list[str]) -> int:
               file=sys.stderr)
         return 2
     spec = get_task(args.slug, models_dir)
+    if spec.kind == IMAGE and args.through_upload:
+        from training.images import evaluate_served
+
+        result = evaluate_served(spec, args.data, models_dir, examples=not args.no_examples)
+        result["ok"] = abs(result["difference"]) <= max(args.tolerance, 0.003)
+        print(json.dumps(result, ensure_ascii=False, indent=1))
+        return 0 if result["ok"] else 1
+    if args.through_upload:
+        print("error: --through-upload is for image tasks", file=sys.stderr)
+        return 2
     if spec.kind == IMAGE:
         from training.images import evaluate_image_task
 

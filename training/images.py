@@ -329,3 +329,162 @@ def evaluate_image_task(spec: TaskSpec, data_arg, models_dir: Path) -> dict:
             "measured_accuracy": metrics["test_accuracy"], "test_count": metrics["test_count"],
             "card_test_count": card["metrics"].get("test_count"),
             "difference": metrics["test_accuracy"] - card["metrics"]["test_accuracy"]}
+
+
+# Served accuracy: the test set as a user would upload it, through the app's own path ------------
+SERVED_KEYS = ("served_accuracy", "served_count", "served")
+PHOTO_SETS = {"fashion": "product_photos", "mnist": "digit_photos"}  # photo-like sets per recipe
+EXAMPLES_DIR, EXAMPLES_INDEX = "examples", "examples.json"
+EXAMPLES_RIGHT, EXAMPLES_WRONG = 7, 3
+
+
+def test_uploads(spec: TaskSpec, data_arg, data: ImageData):
+    """(function index -> file bytes as a user would send test image `index`, description,
+    file suffix): the stored JPEG bytes when the data set keeps them, else a PNG of the array."""
+    from training.data import resolve, to_png_bytes
+
+    path = resolve(spec, data_arg)
+    if path.is_file() and path.suffix == ".npz":
+        stored = np.load(path, allow_pickle=False)
+        if "jpeg_test" in stored.files:
+            buf, off = stored["jpeg_test"], stored["off_test"]
+            return (lambda i: buf[off[i]: off[i + 1]].tobytes()), "stored JPEG bytes", ".jpg"
+    return (lambda i: to_png_bytes(data.x_test[i])), "PNG of the test array", ".png"
+
+
+def test_indices(data: ImageData, quick: bool) -> np.ndarray:
+    """Positions of the evaluated test images: all, or the slice a --quick run tested on."""
+    if not quick:
+        return np.arange(len(data.y_test))
+    n_train, n_test = len(data.y_train), len(data.y_test)
+    positions = ImageData(np.arange(n_train), np.zeros(n_train), np.arange(n_test), data.y_test, "")
+    return positions.subset(QUICK_TRAIN, QUICK_TEST).x_test
+
+
+def served_predictions(entry, spec: TaskSpec, files) -> tuple[np.ndarray, int]:
+    """Top class of each file through `app.inference.classify_upload` (the API's own function),
+    -1 for a file the app refuses; and the number refused."""
+    from app.errors import InvalidInput
+    from app.inference import classify_upload
+
+    preds, refused = [], 0
+    for data in files:
+        try:
+            preds.append(classify_upload(entry.predict, spec, data, k=1)[1]["top"][0]["index"])
+        except InvalidInput:
+            preds.append(-1)
+            refused += 1
+    return np.asarray(preds, dtype=np.int64), refused
+
+
+def evaluate_served(spec: TaskSpec, data_arg, models_dir: Path, examples: bool = True) -> dict:
+    """`measure_served`, then its figures on the card (and, with `examples`, the task's one-click
+    examples written); returns the comparison with the card's array figure."""
+    folder = Path(models_dir) / spec.slug
+    measured = measure_served(spec, data_arg, models_dir)
+    served, card = measured["served"], measured["card"]
+    record_served(folder, served["correct"] / served["count"], served)
+    if examples:
+        write_examples(folder, *measured["examples"])
+    photos = PHOTO_SETS.get(spec.preprocess)
+    return {"slug": spec.slug, "card_accuracy": card["metrics"]["test_accuracy"],
+            "served_accuracy": served["correct"] / served["count"], "served_count": served["count"],
+            "refused": served["refused"], "engine": served["engine"], "precision": served["precision"],
+            **({photos: served[photos]["accuracy"]} if photos in served else {}),
+            "difference": served["correct"] / served["count"] - card["metrics"]["test_accuracy"]}
+
+
+def measure_served(spec: TaskSpec, data_arg, models_dir: Path, photos: bool = True) -> dict:
+    """Every test image encoded as a user would send it, through the model store and the predict
+    path the app serves (LiteRT, the card's int8/float32 choice), and the task's photo set unless
+    `photos` is False. Writes nothing; returns {"served": the card's served block, "card",
+    "examples": arguments of `write_examples`}."""
+    from app.modelstore import Engines, load_entry
+    from training.data import DataError
+    from training.photos import photo_set, recipe
+
+    folder = Path(models_dir) / spec.slug
+    entry = load_entry(folder, spec, Engines())
+    if not entry.available:
+        raise DataError(f"{spec.slug}: the app cannot serve {folder} ({entry.error})")
+    data = load_image_data(spec, data_arg)
+    quick = bool(entry.card.get("training", {}).get("quick"))
+    index = test_indices(data, quick)
+    upload, encoding, suffix = test_uploads(spec, data_arg, data)
+    labels = data.y_test[index]
+    preds, refused = served_predictions(entry, spec, (upload(int(i)) for i in index))
+    served = {"count": int(len(index)), "correct": int((preds == labels).sum()), "refused": refused,
+              "input": encoding, "engine": entry.engine, "precision": entry.precision,
+              "model_sha256": export.file_sha256(folder / "model.keras"),
+              "command": f"python -m training evaluate {spec.slug} --through-upload"}
+    photo_key = PHOTO_SETS.get(spec.preprocess)
+    if photo_key and photos and not quick:
+        items = list(photo_set(data.x_test))
+        photo_preds, photo_refused = served_predictions(entry, spec, (b for _, b in items))
+        photo_labels = data.y_test[[i for i, _ in items]]
+        served[photo_key] = {"accuracy": float((photo_preds == photo_labels).mean()), "count": len(items),
+                          "refused": photo_refused, "recipe": recipe()}
+    return {"served": served, "card": entry.card, "examples": (upload, index, labels, preds, suffix)}
+
+
+def record_served(folder: Path, accuracy: float, served: dict) -> None:
+    """Put the served figures into the card's metrics right after test_count (replacing earlier
+    ones), leaving every other byte of card.json as it was; write to a temp file, then rename."""
+    path = folder / "card.json"
+    card = json.loads(path.read_text(encoding="utf-8"))
+    new = {"served_accuracy": accuracy, "served_count": served["count"], "served": served}
+    metrics = {}
+    for key, value in card["metrics"].items():
+        if key in SERVED_KEYS:
+            continue
+        metrics[key] = value
+        if key == "test_count":
+            metrics.update(new)
+    metrics.update({k: v for k, v in new.items() if k not in metrics})
+    card["metrics"] = metrics
+    tmp = folder / ".card.json.tmp"
+    tmp.write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def choose_examples(labels: np.ndarray, preds: np.ndarray, right: int = EXAMPLES_RIGHT,
+                    wrong: int = EXAMPLES_WRONG) -> list[int]:
+    """Positions of a fixed, varied set of test images: the first correctly served ones, taking
+    the classes in turn, and the first wrongly served ones of different true classes, mixed."""
+    classes = sorted(set(int(c) for c in labels))
+    queues = {c: [int(i) for i in np.flatnonzero((labels == c) & (preds == labels))] for c in classes}
+    chosen = []
+    while len(chosen) < right and any(queues.values()):
+        for c in classes:
+            if queues[c] and len(chosen) < right:
+                chosen.append(queues[c].pop(0))
+    seen = set()
+    for i in np.flatnonzero(preds != labels):
+        if len(seen) < wrong and int(labels[i]) not in seen:
+            seen.add(int(labels[i]))
+            chosen.append(int(i))
+    order = np.random.default_rng(0).permutation(len(chosen))
+    return [chosen[k] for k in order]
+
+
+def write_examples(folder: Path, upload, index: np.ndarray, labels: np.ndarray, preds: np.ndarray,
+                   suffix: str) -> None:
+    """models/<slug>/examples/: a few test files as a user would send them and an index with
+    their true labels (the task page offers them as one-click examples); replaced atomically."""
+    import shutil
+
+    tmp, final, old = folder / f".{EXAMPLES_DIR}.tmp", folder / EXAMPLES_DIR, folder / f".{EXAMPLES_DIR}.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    items = []
+    for n, pos in enumerate(choose_examples(labels, preds), 1):
+        name = f"{n:02d}{suffix}"
+        (tmp / name).write_bytes(upload(int(index[pos])))
+        items.append({"id": f"{n:02d}", "file": name, "label": int(labels[pos]), "test_index": int(index[pos])})
+    (tmp / EXAMPLES_INDEX).write_text(json.dumps({"source": "test split", "examples": items}, indent=1),
+                                      encoding="utf-8")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.replace(old)
+    tmp.replace(final)
+    shutil.rmtree(old, ignore_errors=True)

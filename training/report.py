@@ -60,22 +60,36 @@ def model_mb(models_dir: Path, slug: str) -> str:
 
 
 def image_table(cards: dict, models_dir: Path) -> list[str]:
-    rows = ["| task | test accuracy | floor / goal | verdict | lab recipe (same run) | published row-wise LSTM "
-            "| architecture | parameters | file MB | epochs | training time |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| task | test accuracy | served (upload path) | floor / goal | verdict | lab recipe (same run) "
+            "| published row-wise LSTM | architecture | parameters | file MB | epochs | training time |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for slug, (floor, goal, published) in IMAGE_TARGETS.items():
         card = cards.get(slug)
         if not card:
-            rows.append(f"| {slug} | not trained | {pct(floor, 1)} / {pct(goal, 1)} | | | | | | | | |")
+            rows.append(f"| {slug} | not trained | | {pct(floor, 1)} / {pct(goal, 1)} | | | | | | | | |")
             continue
         acc = card["metrics"]["test_accuracy"]
         epochs, seconds = epochs_and_time(card)
         base = (card.get("baseline") or {}).get("test_accuracy")
         rows.append(
-            f"| {slug} | **{pct(acc)}** (n={card['metrics']['test_count']:,}) | {pct(floor, 1)} / {pct(goal, 1)} "
+            f"| {slug} | **{pct(acc)}** (n={card['metrics']['test_count']:,}) | {served_cell(card['metrics'])} "
+            f"| {pct(floor, 1)} / {pct(goal, 1)} "
             f"| {verdict(acc, floor, goal)} | {pct(base)} | {pct(published, 1)} | {card['architecture']} "
             f"| {card['params_total']:,} | {model_mb(models_dir, slug)} | {epochs} | {seconds / 60:.0f} min |")
     return rows
+
+
+def served_cell(metrics: dict) -> str:
+    """The served accuracy (each test image uploaded through the app) and any photo set's."""
+    served = metrics.get("served_accuracy")
+    if served is None:
+        return "not measured"
+    cell = f"{pct(served)} (n={metrics.get('served_count', 0):,})"
+    for key, name in (("product_photos", "product photos"), ("digit_photos", "digit photos")):
+        photos = (metrics.get("served") or {}).get(key)
+        if photos:
+            cell += f"; {name} {pct(photos['accuracy'])} (n={photos['count']:,})"
+    return cell
 
 
 def text_table(cards: dict, models_dir: Path) -> list[str]:
@@ -99,20 +113,26 @@ def text_table(cards: dict, models_dir: Path) -> list[str]:
     meter = cards.get("kieu", {}).get("metrics", {}).get("meter")
     if meter:
         rows += ["", "Kiều meter (share of generated couplets; a couplet is a 6-syllable and an 8-syllable line):", "",
-                 "| decoding | couplets | length 6/8 | tones | rhyme | all three |", "|---|---|---|---|---|---|"]
+                 "| decoding | couplets | length 6/8 | tones | rhyme | all three "
+                 "| exact rhymes (lục 6 ~ bát 6 / bát 8 ~ lục 6) |", "|---|---|---|---|---|---|---|"]
         for name, label in (("constrained", "ours: lục bát constraints"),
                             ("unconstrained", "same model, no constraints"),
                             ("real_poem_all", "the poem itself (check of the checker)")):
             r = meter[name]
+            ex = r.get("rhymes")
+            exact = (f"{pct(ex['exact'], 1)} ({pct(ex['luc6_bat6']['exact'], 1)} / {pct(ex['bat8_luc6']['exact'], 1)})"
+                     if ex else "–")
             rows.append(f"| {label} | {r['couplets']:,} | {pct(r['length'], 1)} | {pct(r['tone'], 1)} "
-                        f"| {pct(r['rhyme'], 1)} | {pct(r['all'], 1)} |")
+                        f"| {pct(r['rhyme'], 1)} | {pct(r['all'], 1)} | {exact} |")
     return rows
 
 
 def render(models_dir: Path = MODELS_DIR) -> str:
     cards = load_cards(models_dir)
     lines = ["Image classifiers (full official test sets; cats_dogs and faces_gender: the held-out "
-             "test split of ../shared/data):", ""]
+             "test split of ../shared/data). \"Served\": every test image encoded as a user would send it "
+             "(PNG, or the stored JPEG) and classified through the app's upload path and served model "
+             "(`python -m training evaluate <slug> --through-upload`):", ""]
     lines += image_table(cards, models_dir)
     lines += ["", "Text generators (word-level; perplexity on the held-out test split):", ""]
     lines += text_table(cards, models_dir)

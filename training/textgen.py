@@ -31,6 +31,8 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
+import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ import numpy as np
 
 from app.tasks import TaskSpec
 from app.text import (EOL, EOL_ID, PAD_ID, SNIPPET, Vocabulary, check_verse, clean_words, couplet_pass_rates,
-                      display_forms, normalize, rhymes, tokenize_verse)
+                      display_forms, normalize, rhyme_shares, rhymes, tokenize_verse)
 from training import fit
 from training.data import DataError, resolve
 
@@ -278,9 +280,73 @@ def make_batches(ids: list[list[int]], batch: int, seed: int, shuffle: bool, mar
 
 
 # ----------------------------------------------------------------------------- model
+_WEIGHT_DROP = None
+
+
+def weight_drop_lstm_class():
+    """The `WeightDropLSTM` Keras layer class (AWD-LSTM's weight drop, Merity et al. 2017), made
+    on first use: an LSTM whose recurrent kernel, while training, is multiplied by one Bernoulli
+    mask per batch (DropConnect on the hidden-to-hidden weights, the same mask at every step).
+    Its weights are a plain LSTM's [kernel, recurrent_kernel, bias] and at inference it is a plain
+    LSTM, so the saved model uses `keras.layers.LSTM` (`plain_twin`) and serving is unchanged."""
+    global _WEIGHT_DROP
+    if _WEIGHT_DROP is None:
+        import keras
+        from keras import ops
+
+        class WeightDropCell(keras.layers.LSTMCell):
+            def __init__(self, units, weight_drop=0.0, **kw):
+                super().__init__(units, implementation=2, **kw)
+                self.weight_drop = float(weight_drop)
+                self.seed_generator = keras.random.SeedGenerator(kw.get("seed"))
+                object.__setattr__(self, "_dropped", None)
+
+            def call(self, inputs, states, training=False):
+                h_tm1, c_tm1 = states
+                kernel = self._dropped if (training and self._dropped is not None) else self.recurrent_kernel
+                z = ops.matmul(inputs, self.kernel) + ops.matmul(h_tm1, kernel) + self.bias
+                c, o = self._compute_carry_and_output_fused(ops.split(z, 4, axis=1), c_tm1)
+                h = o * self.activation(c)
+                return h, [h, c]
+
+        @keras.saving.register_keras_serializable(package="lstmlab")
+        class WeightDropLSTM(keras.layers.RNN):
+            def __init__(self, units, weight_drop=0.0, **kw):
+                super().__init__(WeightDropCell(units, weight_drop), **kw)
+                self.units, self.weight_drop = int(units), float(weight_drop)
+
+            def inner_loop(self, sequences, initial_state, mask, training=False):
+                cell = self.cell
+                if training and cell.weight_drop > 0:
+                    dropped = keras.random.dropout(cell.recurrent_kernel, cell.weight_drop, seed=cell.seed_generator)
+                    object.__setattr__(cell, "_dropped", dropped)
+                try:
+                    return super().inner_loop(sequences, initial_state, mask=mask, training=training)
+                finally:
+                    object.__setattr__(cell, "_dropped", None)
+
+            def get_config(self):
+                cfg = {k: v for k, v in super().get_config().items() if k != "cell"}
+                return cfg | {"units": self.units, "weight_drop": self.weight_drop}
+
+        _WEIGHT_DROP = WeightDropLSTM
+    return _WEIGHT_DROP
+
+
+def plain_twin(model, vocab_size: int, kwargs: dict, name: str):
+    """The inference model of a training model made with `weight_drop`: the same stack with a
+    plain LSTM, carrying the trained weights (what is saved and served)."""
+    if not kwargs.get("weight_drop"):
+        return model
+    twin = make_word_lstm(vocab_size, name=name, **(kwargs | {"weight_drop": 0.0}))
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, dropout: float = 0.4,
                    projection: int = 128, tied: bool = False, recurrent_dropout: float = 0.0,
-                   word_dropout: float = 0.0, locked: bool = False, name: str = "word_lstm"):
+                   word_dropout: float = 0.0, locked: bool = False, weight_drop: float = 0.0,
+                   name: str = "word_lstm"):
     """Embedding → Dropout → LSTM (every step) → Dropout → [Dense projection] → Dense softmax.
 
     The lab's reference is Embedding(10) → LSTM(100) → Dropout(0.1) → Dense(softmax); this is
@@ -289,7 +355,8 @@ def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, drop
     (projection = embedding width), which halves the parameters and regularises.
     `word_dropout` drops whole words (every unit of a token's embedding) and `locked` drops the
     same units at every step of a sequence (SpatialDropout1D, AWD-LSTM's variational dropout);
-    both are Dropout layers, which serving skips.
+    both are Dropout layers, which serving skips. `weight_drop` trains a `WeightDropLSTM`
+    (DropConnect on the recurrent kernel); save its `plain_twin`.
     """
     import keras
     from keras import layers
@@ -306,7 +373,10 @@ def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, drop
         x = layers.Dropout(word_dropout, noise_shape=(None, None, 1), name="word_dropout")(x)
     drop = layers.SpatialDropout1D if locked else layers.Dropout
     x = drop(dropout, name="embedding_dropout")(x)
-    x = layers.LSTM(units, return_sequences=True, recurrent_dropout=recurrent_dropout, name="lstm")(x)
+    if weight_drop:
+        x = weight_drop_lstm_class()(units, weight_drop, return_sequences=True, name="lstm")(x)
+    else:
+        x = layers.LSTM(units, return_sequences=True, recurrent_dropout=recurrent_dropout, name="lstm")(x)
     x = drop(dropout, name="lstm_dropout")(x)
     if tied:
         x = layers.Dense(embedding, name="projection")(x)
@@ -317,6 +387,52 @@ def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, drop
             x = layers.Dense(projection, name="projection")(x)
         probs = layers.Dense(vocab_size, activation="softmax", name="next_token")(x)
     return keras.Model(tokens, probs, name=name)
+
+
+# ----------------------------------------------------------------------------- weight averaging
+def weight_average_callbacks(model, momentum: float, x: np.ndarray, y: np.ndarray) -> tuple:
+    """Two Keras callbacks keeping an exponential moving average of the trainable weights
+    (Polyak averaging; AWD-LSTM averages with ASGD): after every batch avg = m·avg + (1-m)·w,
+    starting from the first batch's weights.
+
+    At each epoch's end the first (put it before the checkpoint, early-stopping and LR
+    callbacks) swaps the averaged weights in and replaces the logs' val_loss by the averaged
+    model's loss on (x, y) (the raw one is kept as val_loss_raw), so the best checkpoint is an
+    averaged model chosen on validation; the second (put it after them) swaps the raw weights
+    back for the next epoch. The average restarts from the current weights on --resume.
+    """
+    import keras
+
+    weights = model.trainable_weights
+    state = {"avg": None, "raw": None}
+
+    class SwapIn(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            now = [keras.ops.convert_to_numpy(w) for w in weights]
+            if state["avg"] is None:
+                state["avg"] = now
+            else:
+                for a, w in zip(state["avg"], now):
+                    a *= momentum
+                    a += (1.0 - momentum) * w
+
+        def on_epoch_end(self, epoch, logs=None):
+            if state["avg"] is None or logs is None:
+                return
+            state["raw"] = [keras.ops.convert_to_numpy(w) for w in weights]
+            for w, a in zip(weights, state["avg"]):
+                w.assign(a)
+            logs["val_loss_raw"] = logs.get("val_loss")
+            logs["val_loss"] = math.log(lm_metrics(model, x, y, batch=256)["perplexity"])
+
+    class SwapOut(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if state["raw"] is not None:
+                for w, r in zip(weights, state["raw"]):
+                    w.assign(r)
+                state["raw"] = None
+
+    return SwapIn(), SwapOut()
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -451,8 +567,9 @@ def ngram_baseline(train: list[list[int]], val: list[list[int]], test: list[list
 
 
 def meter_rates(folder: Path, spec: TaskSpec, data: TextData, seed: int, couplets: int = METER_COUPLETS) -> dict:
-    """Pass rates of length, tone and rhyme: constrained vs unconstrained sampling vs the poem."""
-    from app.generation import generate, load_text_model, validate_request
+    """Pass rates of length, tone and rhyme, and the shares of exact and near rhymes: constrained
+    vs unconstrained sampling vs the poem; plus the first constrained verses with their checks."""
+    from app.generation import EXACT_RHYME_BONUS, generate, load_text_model, validate_request
 
     model = load_text_model(folder, spec)
     per_seed = 10
@@ -467,6 +584,8 @@ def meter_rates(folder: Path, spec: TaskSpec, data: TextData, seed: int, couplet
                                           "random_seed": seed + k, "meter": meter})
             res = generate(model, req)
             lines = res["lines"]
+            if meter and k == 0:  # shown on the card: the seed's couplet and 3 generated ones
+                out["examples"] = [{"line": ln, "check": c} for ln, c in zip(lines[:8], check_verse(lines[:8]))]
             checks = check_verse(lines)[2:]  # the seed's couplet is not generated
             checks_all.extend(checks)
             relaxed += sum(len(c.get("relaxed", [])) for c in res["checks"][2:])
@@ -475,17 +594,23 @@ def meter_rates(folder: Path, spec: TaskSpec, data: TextData, seed: int, couplet
             made += n
             k += 1
         rates = couplet_pass_rates(checks_all)
-        rates.update(relaxed_positions=relaxed, syllables_per_second=round(toks / max(secs, 1e-9)))
+        rates.update(relaxed_positions=relaxed, syllables_per_second=round(toks / max(secs, 1e-9)),
+                     rhymes=rhyme_shares(checks_all))
         out[name] = rates
     real = check_verse(data.all_lines)
-    out["real_poem_all"] = couplet_pass_rates(real)
-    out["real_poem_first_200"] = couplet_pass_rates(check_verse(data.all_lines[: 2 * couplets]))
+    out["real_poem_all"] = couplet_pass_rates(real) | {"rhymes": rhyme_shares(real)}
+    first = check_verse(data.all_lines[: 2 * couplets])
+    out["real_poem_first_200"] = couplet_pass_rates(first) | {"rhymes": rhyme_shares(first)}
     words = [clean_words(ln) for ln in data.all_lines]
     sixth = [w[5] for w in words if len(w) >= 6]
     pairs = np.random.default_rng(seed).integers(0, len(sixth), size=(2, 20000))
     out["random_syllable_pairs_rhyme"] = float(np.mean([rhymes(sixth[a], sixth[b]) for a, b in pairs.T]))
     out["sampling"] = {"strategy": "top_p", "top_p": 0.9, "temperature": 0.8,
-                       "seeds": "first line of test couplets, 10 couplets per seed"}
+                       "seeds": "first line of test couplets, 10 couplets per seed",
+                       "exact_rhyme_bonus": EXACT_RHYME_BONUS}
+    goal = out["real_poem_all"]["rhymes"]
+    mine = out["constrained"]["rhymes"]
+    out["exact_rhymes_at_least_poem"] = all(mine[k]["exact"] >= goal[k]["exact"] for k in ("luc6_bat6", "bat8_luc6"))
     return out
 
 
@@ -496,6 +621,12 @@ def text_parser(prog: str) -> argparse.ArgumentParser:
 
     p = image_parser(prog)
     p.add_argument("--min-count", type=int, default=MIN_COUNT, help="rarer tokens become <unk>")
+    p.add_argument("--weight-average", type=float, default=None, metavar="MOMENTUM",
+                   help="validate and keep an exponential moving average of the weights, e.g. 0.998 "
+                        "(default: the task's; 0 turns it off)")
+    p.add_argument("--train-text", choices=("all", "headlines"), default="all",
+                   help="headlines: fit on the headlines only, the auxiliary text still loaded for the "
+                        "vocabulary and the n-gram (e.g. a last phase with --init-from)")
     p.add_argument("--aux-text", choices=AUX_TEXT, default=None,
                    help="headlines: also train on the training articles' snippets (default: the task's)")
     return p
@@ -527,9 +658,15 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
 
     # Model ---------------------------------------------------------------------------------
     keras.utils.set_random_seed(args.seed)
+    start = load_text_warm_start(spec, args.init_from, vocab)
     kw = dict(TINY_MODEL) if args.quick else DEFAULT_MODEL | spec.extra.get("model", {})
+    if start:
+        kw = dict(start["card"].get("model_kwargs", kw))
     kw.update(json.loads(args.model_kwargs) if args.model_kwargs else {})
     model = make_word_lstm(len(vocab), name=spec.slug, **kw)
+    if start:  # a weight-dropped LSTM has the plain one's weights, in the same order
+        model.set_weights(start["model"].get_weights())
+    train_seqs = data.train + (data.aux if args.train_text == "all" else [])
     lr = args.learning_rate or spec.learning_rate
     optimizer = keras.optimizers.AdamW(lr, weight_decay=1e-4, clipnorm=1.0)
     model.compile(optimizer, "sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
@@ -541,13 +678,20 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
                                               args.verbose)
     callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, args.patience // 3),
                                                        verbose=args.verbose))
+    average = args.weight_average if args.weight_average is not None else spec.extra.get("weight_average", 0.0)
+    if average:
+        swap_in, swap_out = weight_average_callbacks(model, average, xva, yva)
+        # In before the timer/CSV/checkpoint/early stopping, out just before the backup (last).
+        # The averaged val_loss is the per-token NLL; Keras' own also averages over padding.
+        callbacks = [swap_in, *callbacks[:-2], callbacks[-1], swap_out, callbacks[-2]]
     t0 = time.perf_counter()
-    model.fit(make_batches([vocab.encode(s) for s in data.train + data.aux], batch, args.seed, True, marker),
+    model.fit(make_batches([vocab.encode(s) for s in train_seqs], batch, args.seed, True, marker),
               validation_data=make_batches([vocab.encode(s) for s in data.validation], 256, args.seed, False),
               epochs=epochs, callbacks=callbacks, verbose=args.verbose)
     train_seconds = time.perf_counter() - t0
     if paths["best"].is_file():
         model.load_weights(paths["best"])
+    model = plain_twin(model, len(vocab), kw, spec.slug)  # what is evaluated, saved and served
 
     # Evaluate ------------------------------------------------------------------------------
     test = lm_metrics(model, xte, yte)
@@ -579,10 +723,15 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
         "params_total": int(model.count_params()),
         "optimizer": {"name": "AdamW", "learning_rate": lr, "schedule": "halve on validation plateau",
                       "weight_decay": 1e-4, "clipnorm": 1.0, "batch_size": batch,
+                      "weight_average": ({"kind": "exponential moving average of the weights, validated and "
+                                                  "checkpointed in place of the raw weights", "momentum": average}
+                                         if average else None),
                       "loss": "sparse categorical cross-entropy over every non-padding position"},
         "training": {"epochs_requested": epochs, "epochs_run": len(history.get("loss", [])),
                      "seconds_per_epoch": [round(s, 2) for s in seconds],
                      "seconds_total": round(train_seconds, 1), "seed": args.seed, "quick": bool(args.quick),
+                     "trained_on": ("headlines and auxiliary text" if data.aux and args.train_text == "all"
+                                    else "headlines only" if spec.tokenizer == "words" else "verse"),
                      "early_stopping": {"monitor": "val_loss", "patience": args.patience}},
         "data": {"source": spec.data_source, "path": data.source, "licence": spec.licence,
                  "counts": {**data.counts, "train": len(data.train), "validation": len(data.validation),
@@ -602,6 +751,8 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
         "git_commit": fit.git_commit(),
         "command": fit.command_line(),
     }
+    if start:
+        card["warm_start"] = warm_start_record(start, card["training"]["epochs_run"])
 
     def write(folder: Path) -> None:
         fit.save_without_optimizer(model, folder / "model.keras")
@@ -620,6 +771,48 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
                                                      if k != "sampling"}, ensure_ascii=False), flush=True)
     print(f"[{spec.slug}] saved {out}", flush=True)
     return out
+
+
+def load_text_warm_start(spec: TaskSpec, folder, vocab: Vocabulary) -> dict | None:
+    """The finished text model (and its card) a run continues from with --init-from, or None;
+    refused unless it is for this task and has exactly this run's vocabulary."""
+    if not folder:
+        return None
+    from app.generation import load_keras_text_model
+
+    folder = Path(folder)
+    try:
+        card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+        tokens = Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8")).tokens
+        model = load_keras_text_model(folder / "model.keras")
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"--init-from {folder}: expected a model folder with model.keras, vocab.json and "
+                        f"card.json ({exc})") from exc
+    if card.get("slug") != spec.slug:
+        raise DataError(f"--init-from {folder}: that model is for task {card.get('slug')!r}, not {spec.slug!r}")
+    if tokens != vocab.tokens:
+        raise DataError(f"--init-from {folder}: its vocabulary differs from this run's (same data, seed and "
+                        "--min-count needed)")
+    print(f"[{spec.slug}] starting from {folder} (test perplexity {card['metrics']['test_perplexity']:.1f})",
+          flush=True)
+    return {"folder": folder, "card": card, "model": model}
+
+
+def warm_start_record(start: dict, epochs_now: int) -> dict:
+    """What the card says about the run(s) it continued: enough to retrace every epoch."""
+    prev = start["card"]
+    earlier = list(prev.get("warm_start", {}).get("previous_runs", []))
+    m = prev["metrics"]
+    earlier.append({"created": prev.get("created"), "git_commit": prev.get("git_commit"),
+                    "command": prev.get("command"), "optimizer": prev.get("optimizer"),
+                    "model_kwargs": prev.get("model_kwargs"), "trained_on": prev["training"].get("trained_on"),
+                    "epochs_run": prev["training"]["epochs_run"],
+                    "seconds_total": prev["training"].get("seconds_total"),
+                    "validation_perplexity": m.get("validation_perplexity"),
+                    "test_perplexity": m.get("test_perplexity"), "test_accuracy": m.get("test_accuracy"),
+                    "history": prev.get("history")})
+    return {"from": str(start["folder"]), "previous_runs": earlier,
+            "epochs_total": sum(r["epochs_run"] for r in earlier) + epochs_now}
 
 
 def _nltk_version() -> str:
@@ -649,6 +842,56 @@ def evaluate_text_task(spec: TaskSpec, data_arg, models_dir: Path) -> dict:
             "card_perplexity": cm["test_perplexity"], "measured_perplexity": m["perplexity"],
             "measured_top5_accuracy": m["top5_accuracy"], "test_count": m["tokens"],
             "card_test_count": cm.get("test_tokens")}
+
+
+def measure_meter(spec: TaskSpec, data_arg, models_dir: Path, couplets: int = METER_COUPLETS) -> dict:
+    """Re-measure a shipped verse model's meter rates (`meter_rates`, with the current decoder and
+    checker) and write them into its card's metrics.meter, with the command and time; the model
+    is not touched. Returns the new rates."""
+    import os
+
+    folder = Path(models_dir) / spec.slug
+    card_path = folder / "card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    training = card.get("training", {})
+    seed = training.get("seed", 42)
+    data = load_text_data(spec, data_arg, seed, training.get("quick", False))
+    meter = meter_rates(folder, spec, data, seed, couplets)
+    meter["measured"] = {"command": fit.command_line(), "git_commit": fit.git_commit(),
+                         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    card.setdefault("metrics", {})["meter"] = meter
+    tmp = card_path.with_name(".card.json.tmp")
+    tmp.write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, card_path)
+    return meter
+
+
+def meter_main(argv: list[str]) -> int:
+    """`python -m training meter kieu`: `measure_meter` for a shipped verse model."""
+    from app.config import MODELS_DIR
+    from app.tasks import get_task
+
+    p = argparse.ArgumentParser(prog="python -m training meter")
+    p.add_argument("slug")
+    p.add_argument("--data", default=os.environ.get("LSTMLAB_DATA"))
+    p.add_argument("--models-dir", default=os.environ.get("LSTMLAB_MODELS", str(MODELS_DIR)))
+    p.add_argument("--couplets", type=int, default=METER_COUPLETS)
+    args = p.parse_args(argv)
+    folder = Path(args.models_dir) / args.slug
+    try:
+        spec = get_task(args.slug, Path(args.models_dir))
+    except KeyError:
+        spec = None
+    if spec is None or spec.tokenizer != "syllables":
+        print(f"error: {args.slug!r} is not a verse task (the meter applies to kieu)", file=sys.stderr)
+        return 2
+    if not (folder / "card.json").is_file() or not (folder / "model.keras").is_file():
+        print(f"error: no trained model at {folder}; run: python -m training {args.slug}", file=sys.stderr)
+        return 2
+    meter = measure_meter(spec, args.data, Path(args.models_dir), args.couplets)
+    print(json.dumps({k: meter[k] for k in ("constrained", "real_poem_all", "exact_rhymes_at_least_poem")},
+                     ensure_ascii=False, indent=1))
+    return 0
 
 
 def write_tiny_text_model(models_dir: Path, spec: TaskSpec) -> Path:

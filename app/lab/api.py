@@ -350,7 +350,7 @@ def delete_run(run_id: str):
 @bp.post("/api/v1/runs/<run_id>/predict")
 def predict_run(run_id: str):
     """Multipart `file` -> top-k classes from the run's own model (the task predict's answer)."""
-    from app.views.api import classify_upload
+    from app.views.api import predict_answer
 
     run = find_run(run_id)
     if run.status != FINISHED:
@@ -358,7 +358,7 @@ def predict_run(run_id: str):
     entry = run_entry(run)
     if entry is None or not entry.available:
         raise recipes.refusal("The model of run %(id)s cannot be loaded.", 503, id=run.id)
-    return jsonify({"run": run.id, **classify_upload(entry)})
+    return jsonify({"run": run.id, **predict_answer(entry)})
 
 
 def sse(event: str, data: dict) -> str:

@@ -12,8 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 
 from app.config import split_words
 from app.i18n import current_language
-from app.imaging import bytes_to_array
-from app.inference import TOP_K, classify, png_data_url
+from app.inference import TOP_K, classify_upload, png_data_url
 from app.modelstore import Entry, get_store
 from app.tasks import IMAGE, TEXT
 from app.views.lstm import image_trace_json, text_trace_json, wants_trace
@@ -68,15 +67,14 @@ def ready_entry(slug: str, kind: str) -> Entry:
 def predict(slug: str):
     """Multipart field `file` -> top-k classes with probabilities (`?k=`, `?image=1` for the
     preprocessed picture as a data URL)."""
-    return jsonify(classify_upload(ready_entry(slug, IMAGE)))
+    return jsonify(predict_answer(ready_entry(slug, IMAGE)))
 
 
-def classify_upload(entry: Entry) -> dict:
+def predict_answer(entry: Entry) -> dict:
     """The predict answer for the request's uploaded `file` over a loaded image model (a task's,
     or a lab-bench run's)."""
-    array = bytes_to_array(read_upload(), entry.spec)
     k = request.args.get("k", TOP_K, type=int)
-    result = classify(entry.predict, entry.spec, array, k=max(1, min(k, len(entry.spec.classes))))
+    array, result = classify_upload(entry.predict, entry.spec, read_upload(), k=max(1, min(k, len(entry.spec.classes))))
     lang = current_language()
     for item in result["top"]:
         item["label"] = item["label_vi"] if lang == "vi" else item["label_en"]

@@ -4,14 +4,15 @@ paste, the drawing canvas and streaming."""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
-from flask import Blueprint, abort, render_template, request, send_from_directory
+from flask import Blueprint, abort, current_app, render_template, request, send_from_directory
 
 from app.errors import InvalidInput
 from app.i18n import current_language
-from app.imaging import bytes_to_array
-from app.inference import classify, png_data_url
+from app.inference import classify_upload, png_data_url
 from app.modelstore import PLOTS, Entry, get_store
 from app.tasks import IMAGE, TEXT
 from app.views.lstm import image_trace_context, text_trace_context, wants_trace
@@ -55,13 +56,19 @@ def task(slug: str):
 def image_page(entry: Entry, **extra):
     """Upload (or drawing) -> top class, top-5 bars, the image the LSTM read, model time (`extra`:
     more template context, e.g. a lab-bench run's form action and card link)."""
+    examples = load_examples(entry.slug)
     context = {"entry": entry, "drawable": entry.spec.preprocess in DRAWABLE, "result": None, "error": None,
-               "show_trace": request.method == "GET" or wants_trace(request.form.get("trace")), **extra}
+               "show_trace": request.method == "GET" or wants_trace(request.form.get("trace")),
+               "examples": examples, "example": None, **extra}
     status = 200
     if request.method == "POST":
         try:
-            array = bytes_to_array(read_upload(), entry.spec)
-            context["result"] = classify(entry.predict, entry.spec, array)
+            if "example" in request.form:
+                context["example"] = find_example(examples, request.form["example"])
+                data = (example_folder(entry.slug) / context["example"]["file"]).read_bytes()
+            else:
+                data = read_upload()
+            array, context["result"] = classify_upload(entry.predict, entry.spec, data)
             context["result"]["image"] = png_data_url(array)
             context["result"]["shape"] = array.shape
             if context["show_trace"]:
@@ -69,6 +76,51 @@ def image_page(entry: Entry, **extra):
         except InvalidInput as exc:
             context["error"], status = exc.message(current_language()), exc.status
     return render_template("image_task.html", **context), status
+
+
+EXAMPLE_FILE = re.compile(r"^[0-9]{2}\.(png|jpg)$")
+
+
+def example_folder(slug: str) -> Path:
+    """models/<slug>/examples/ (written by `python -m training evaluate <slug> --through-upload`)."""
+    return (Path(get_store().models_dir) / slug / "examples").resolve()  # send_from_directory reads relative paths from the app package
+
+
+def load_examples(slug: str) -> list[dict]:
+    """The task's one-click examples from the test split ([] when there are none or the index is
+    unreadable): {"id", "file", "label"} with file names checked against EXAMPLE_FILE."""
+    folder = example_folder(slug)
+    try:
+        items = json.loads((folder / "examples.json").read_text(encoding="utf-8"))["examples"]
+        return [{"id": str(i["id"]), "file": i["file"], "label": int(i["label"])} for i in items
+                if EXAMPLE_FILE.match(str(i.get("file", ""))) and (folder / i["file"]).is_file()]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def find_example(examples: list[dict], example_id: str) -> dict:
+    """The example `example_id` or a bilingual 400."""
+    for item in examples:
+        if item["id"] == example_id:
+            return item
+    raise InvalidInput("There is no such example.")
+
+
+@bp.get("/tasks/<slug>/examples/<name>")
+def example_image(slug: str, name: str):
+    """One example file of a known task (only names in its examples index)."""
+    entry = find_entry(slug)
+    if not any(item["file"] == name for item in load_examples(entry.slug)):
+        abort(404)
+    mimetype = "image/png" if name.endswith(".png") else "image/jpeg"
+    return send_from_directory(example_folder(entry.slug), name, mimetype=mimetype, max_age=3600)
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """The site icon for clients that ask for /favicon.ico without reading the page's <link>."""
+    return send_from_directory(Path(current_app.static_folder), "favicon.ico", mimetype="image/vnd.microsoft.icon",
+                               max_age=86400)
 
 
 def read_upload() -> bytes:
@@ -148,7 +200,7 @@ def scalar_metrics(card: dict) -> list[tuple[str, object]]:
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
 
-    skip = {"per_class_accuracy", "confusion_matrix", "accuracy_by_race", "accuracy_by_age"}
+    skip = {"per_class_accuracy", "confusion_matrix", "accuracy_by_race", "accuracy_by_age", "served"}
     for key, value in (card.get("metrics") or {}).items():
         if key not in skip:
             walk(key, value)

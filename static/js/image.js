@@ -1,4 +1,4 @@
-// Image task page: drag-and-drop, paste and (for digits and clothes) a drawing canvas.
+// Image task page: drag-and-drop, paste, the camera and (for digits and clothes) a drawing canvas.
 // Every path ends in the same plain form submit, so the page also works without JavaScript.
 (function () {
   "use strict";
@@ -38,6 +38,54 @@
     if (f) { e.preventDefault(); submitFile(f); }
   });
   input.addEventListener("change", function () { if (input.files.length) { form.submit(); } });
+
+  // Camera: a live preview, one snapshot shown and sent like a chosen file. Without a camera
+  // (no API, refused, none found) the button says why; the file picker still works.
+  var cam = document.getElementById("camera");
+  if (cam) {
+    cam.hidden = false;
+    var start = document.getElementById("camera-start");
+    var snap = document.getElementById("camera-snap");
+    var video = document.getElementById("camera-video");
+    var shot = document.getElementById("camera-shot");
+    var status = document.getElementById("camera-status");
+    var say = function (key) { status.textContent = cam.dataset[key]; };
+    start.addEventListener("click", function () {
+      if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+        say("noApi");
+        start.disabled = true;
+        return;
+      }
+      navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false })
+        .then(function (stream) {
+          video.srcObject = stream;
+          video.hidden = false;
+          snap.hidden = false;
+          start.hidden = true;
+          say("ready");
+          return video.play();
+        })
+        .catch(function (err) {
+          var name = err && err.name;
+          say(name === "NotAllowedError" || name === "SecurityError" ? "refused"
+              : name === "NotFoundError" || name === "OverconstrainedError" ? "absent" : "busy");
+        });
+    });
+    snap.addEventListener("click", function () {
+      var c = document.createElement("canvas");
+      c.width = video.videoWidth || 640;
+      c.height = video.videoHeight || 480;
+      c.getContext("2d").drawImage(video, 0, 0, c.width, c.height);
+      shot.src = c.toDataURL("image/jpeg", 0.92);
+      shot.hidden = false;
+      video.hidden = true;
+      snap.disabled = true;
+      if (video.srcObject) { video.srcObject.getTracks().forEach(function (t) { t.stop(); }); }
+      c.toBlob(function (blob) {
+        submitFile(new File([blob], "camera.jpg", { type: "image/jpeg" }));
+      }, "image/jpeg", 0.92);
+    });
+  }
 
   // Drawing canvas: dark ink on white, like paper; the server's MNIST preprocessing inverts,
   // crops and centres it exactly as it does a photo.

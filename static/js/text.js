@@ -5,6 +5,14 @@
   var form = document.getElementById("generate-form");
   if (!form) { return; }
   var strategy = document.getElementById("strategy");
+  // Example seeds are links that reload the page with ?seed=; here they just fill the box.
+  document.querySelectorAll(".seed-example").forEach(function (a) {
+    a.addEventListener("click", function (e) {
+      e.preventDefault();
+      form.seed.value = a.getAttribute("data-seed");
+      form.seed.focus();
+    });
+  });
   var rows = form.querySelectorAll("[data-for]");
 
   function showParams() {  // only the parameters the chosen strategy uses
@@ -39,6 +47,11 @@
       wrap.appendChild(document.createTextNode(" · "));
       wrap.appendChild(el("span", c.rhyme_ok ? "pass" : "fail", t.i18nRhyme + ": " + c.rhyme.syllable + " ~ " +
         c.rhyme.other + " " + (c.rhyme_ok ? t.i18nOk : t.i18nWrong)));
+      if (c.rhyme_ok) {  // exact (same vần) or near rhyme
+        wrap.appendChild(document.createTextNode(" "));
+        wrap.appendChild(el("span", c.rhyme.exact ? "rhyme-exact" : "rhyme-near",
+          "(" + (c.rhyme.exact ? t.i18nExact : t.i18nNear) + ")"));
+      }
     }
     if (c.relaxed && c.relaxed.length) {
       wrap.appendChild(document.createTextNode(" · "));
