@@ -583,7 +583,7 @@ class LabStack:
         self.web_url = None
         self.web_proc = None
         self.env = {**os.environ, "LSTMLAB_INSTANCE": str(self.instance), "TF_CPP_MIN_LOG_LEVEL": "3",
-                    "FLASK_SECRET_KEY": secrets.token_hex(16), "LAB_PROGRESS_SECONDS": "1",
+                    "FLASK_SECRET_KEY": secrets.token_hex(16), "LAB_PROGRESS_SECONDS": "1", "LAB_SSE_POLL": "0.2",
                     "LAB_TEST_SUBSET": "500", "LSTMLAB_QUEUE_URL": "", "LSTMLAB_DATABASE_URL": "",
                     "LSTMLAB_TRAIN_WORKERS": "0", "WEB_CONCURRENCY": "1", "PYTHONUNBUFFERED": "1",
                     # the engine's tests are not about the bench's time estimate (test_lab_recipes.py is)
@@ -633,29 +633,62 @@ class LabStack:
         self.wait_for(lambda: _ping(client), 20, "redis-server did not start", proc)
         return f"redis://127.0.0.1:{port}/0"
 
-    def stop(self, proc, sig=None):
-        """Stop one process (and its session's children) by pid: SIGTERM, or `sig`; wait for it."""
+    def stop(self, proc, sig=None, wait: float = 20):
+        """Stop one process (and its session's children) by pid: SIGTERM, or `sig`; wait up to
+        `wait` seconds for it to exit, then SIGKILL."""
+        import time
+
+        self._signal(proc, sig)
+        self._reap(proc, time.monotonic() + wait)
+
+    def close(self, wait: float = 3):
+        """Stop every process this stack started: SIGTERM to all at once, then SIGKILL whatever
+        has not exited after `wait` seconds (a consumer logs "Consumer exiting." at once; what
+        follows is the interpreter unloading TensorFlow, seconds a teardown need not wait for)."""
         import os
         import signal
-        import subprocess
+        import time
+
+        live = [p for p in reversed(self.procs) if p.poll() is None]
+        spawned = [pid for p in live for pid in self.children(p.pid, b"app.lab")]  # gunicorn's own consumers
+        for proc in live:
+            self._signal(proc)
+        deadline = time.monotonic() + wait
+        for proc in live:
+            self._reap(proc, deadline)
+        for pid in spawned:  # in their own session: gunicorn stops them itself, this is in case it could not
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    @staticmethod
+    def _signal(proc, sig=None):
+        import os
+        import signal
 
         if proc.poll() is None:
             try:
                 os.killpg(proc.pid, sig or signal.SIGTERM)
             except ProcessLookupError:
                 pass
+
+    def _reap(self, proc, deadline: float):
+        import os
+        import signal
+        import subprocess
+        import time
+
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
+        except subprocess.TimeoutExpired:
             try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
         if proc is self.web_proc:
             self.web_proc = None
-
-    def close(self):
-        """Stop every process this stack started, newest first."""
-        for proc in reversed(self.procs):
-            self.stop(proc)
 
     @staticmethod
     def children(pid: int, marker: bytes = b"") -> list[int]:

@@ -93,7 +93,10 @@ def test_a_student_page_cannot_reach_the_console(browser, served):
     problems: list[str] = []
     page = new_page(browser, problems)
     page.goto(f"{served}/?lang=en")
-    assert page.locator("a[href^='/instructor']").count() == 0  # no way in from the student pages
+    # the student pages link only the sign-in page (in the footer), never the console itself
+    links = page.locator("a[href^='/instructor']")
+    assert [links.nth(i).get_attribute("href") for i in range(links.count())] == ["/instructor/login"]
+    assert page.locator("footer a[href='/instructor/login']").inner_text() == "Instructor sign-in"
     page.context.add_cookies([{"name": "lab_owner", "value": "a-student", "url": served}])
     for path in ("/instructor/", "/instructor/datasets", f"/instructor/runs/{INSTRUCTOR_RUN_ID}/report",
                  f"/instructor/runs/{INSTRUCTOR_RUN_ID}/publish", "/instructor/tasks"):

@@ -309,3 +309,36 @@ def test_the_lab_bench_obeys_the_access_mode(instructor_app):
     assert client.post("/api/v1/runs", json=body).status_code == 403
     assert client.post("/lab/join", data={"code": code}).status_code == 200
     assert client.post("/api/v1/runs", json=body).status_code == 202  # queued (no consumer here)
+
+
+def test_header_links_the_console_for_an_instructor_and_the_footer_the_sign_in(signed_in, instructor_app):
+    anonymous = instructor_app.test_client().get("/?lang=en").get_data(as_text=True)
+    assert 'href="/instructor/login"' in anonymous and "Instructor sign-in" in anonymous
+    assert 'href="/instructor/"' not in anonymous
+    page = signed_in.get("/lab?lang=vi").get_data(as_text=True)
+    header = page.split("</header>")[0]
+    assert 'href="/instructor/"' in header and "Bảng điều khiển của giảng viên" in header
+    assert 'href="/instructor/login"' not in page  # no sign-in link once signed in
+
+
+def test_the_bench_shows_the_join_form_in_code_mode_until_this_browser_joins(signed_in, instructor_app):
+    from app.instructor import access
+
+    with instructor_app.test_request_context():
+        access.set_access_mode("code")
+        code = access.new_class_code(hours=1).code
+    assert 'id="join-form"' not in signed_in.get("/lab").get_data(as_text=True)  # an instructor may always train
+    student = instructor_app.test_client()
+    page = student.get("/lab?lang=vi").get_data(as_text=True)
+    assert 'id="join-form"' in page and 'action="/lab/join?next=/lab"' in page
+    assert "Cần mã lớp do giảng viên cung cấp để huấn luyện ở đây." in page
+    joined = student.post("/lab/join?next=%2Flab", data={"code": code.lower().replace("-", " ")})
+    assert joined.status_code == 302 and joined.headers["Location"] == "/lab"
+    assert 'id="join-form"' not in student.get("/lab").get_data(as_text=True)
+    with instructor_app.test_request_context():
+        access.new_class_code(hours=1)  # rotation: the old code stops working, the form comes back
+        assert access.needs_class_code() is True
+    assert 'id="join-form"' in student.get("/lab").get_data(as_text=True)
+    with instructor_app.test_request_context():
+        access.set_access_mode("open")
+    assert 'id="join-form"' not in instructor_app.test_client().get("/lab").get_data(as_text=True)

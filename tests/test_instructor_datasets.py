@@ -5,6 +5,7 @@ folder option stays inside its root; the bearer API uploads and lists."""
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
@@ -173,13 +174,16 @@ def test_save_writes_the_training_layout_with_a_fixed_split(signed_in, instructo
     assert response.status_code == 303 and response.headers["Location"].endswith("/instructor/datasets/shapes")
     folder = os.path.join(instructor_app.instance_path, "datasets", "shapes")
     record = json.load(open(os.path.join(folder, "dataset.json"), encoding="utf-8"))
-    assert record["counts"]["per_class"] == {"blue": {"train": 8, "test": 2}, "red": {"train": 8, "test": 2}}
+    assert record["counts"]["per_class"] == {"blue": {"train": 7, "val": 1, "test": 2},
+                                             "red": {"train": 7, "val": 1, "test": 2}}
     assert record["split"]["method"] == "stratified" and record["split"]["seed"] == 20261128
     assert sorted(os.listdir(os.path.join(folder, "train"))) == ["blue", "red"]
     assert leftovers(instructor_app) == sorted(
         [f"shapes/{p}" for p in ("dataset.json", "split.json")] +
         [os.path.relpath(os.path.join(d, f), os.path.join(instructor_app.instance_path, "datasets"))
          for d, _x, fs in os.walk(os.path.join(folder, "train")) for f in fs] +
+        [os.path.relpath(os.path.join(d, f), os.path.join(instructor_app.instance_path, "datasets"))
+         for d, _x, fs in os.walk(os.path.join(folder, "val")) for f in fs] +
         [os.path.relpath(os.path.join(d, f), os.path.join(instructor_app.instance_path, "datasets"))
          for d, _x, fs in os.walk(os.path.join(folder, "test")) for f in fs])  # the staging folder is gone
     # the same zip and seed give the same split, recorded file by file
@@ -197,7 +201,8 @@ def test_save_writes_the_training_layout_with_a_fixed_split(signed_in, instructo
     assert spec.input_shape == (32, 32, 3) and spec.class_names == ["blue", "red"]
     assert spec.extra["counts"] == {"train": 16, "test": 4}
     data = load_folder(spec.data_path, spec)
-    assert data.x_train.shape == (16, 32, 32, 3) and len(data.y_test) == 4 and data.split["method"] == "folders"
+    assert data.x_train.shape == (14, 32, 32, 3) and len(data.y_test) == 4 and data.split["method"] == "folders"
+    assert len(data.y_val) == 2 and data.split["validation"] == {"method": "folder", "folder": "val", "count": 2}
     # the console lists it, and the lab bench offers it
     assert "shapes_again" in signed_in.get("/instructor/datasets").get_data(as_text=True)
     with instructor_app.test_request_context():
@@ -289,7 +294,7 @@ def test_api_upload_and_list(instructor_app, add_instructor, class_zip):
                                  "title_vi": "Hình", "image_size": "32", "colour": "rgb"})
     assert response.status_code == 201, response.get_json()
     body = response.get_json()
-    assert body["dataset"]["counts"]["train"] == 10 and body["thumbnails"] == {"blue": 6, "red": 6}
+    assert body["dataset"]["counts"]["train"] == 8 and body["dataset"]["counts"]["val"] == 2 and body["thumbnails"] == {"blue": 6, "red": 6}
     listed = client.get("/api/v1/datasets", headers=auth).get_json()["datasets"]
     assert [d["slug"] for d in listed] == ["shapes"] and listed[0]["created_by"] == "teacher"
     bad = client.post("/api/v1/datasets", headers=auth, content_type="multipart/form-data",
@@ -310,3 +315,108 @@ def test_uploads_above_the_page_limit_are_accepted_up_to_their_own(signed_in, in
         assert big.status_code == 413 and "the limit is 3 MB" in big.get_data(as_text=True)  # the route's own
     finally:
         instructor_app.config["MAX_CONTENT_LENGTH"] = 8 * 1024 * 1024
+
+
+def test_the_validation_set_is_fixed_once_and_every_run_uses_it(signed_in, instructor_app, class_zip):
+    from app.instructor.datasets import list_datasets
+    from training.folder import load_folder
+    from training.images import split_validation
+
+    assert save(signed_in, upload(signed_in, class_zip(n=20)).headers["Location"]).status_code == 303
+    folder = os.path.join(instructor_app.instance_path, "datasets", "shapes")
+    record = json.load(open(os.path.join(folder, "dataset.json"), encoding="utf-8"))
+    assert record["counts"]["per_class"]["red"] == {"train": 14, "val": 2, "test": 4}
+    assert record["split"]["validation"]["method"] == "fixed" and record["split"]["validation"]["folder"] == "val"
+    listing = json.load(open(os.path.join(folder, "split.json")))
+    assert sorted(listing["val"]["red"]) == sorted(os.listdir(os.path.join(folder, "val", "red")))
+    assert not set(listing["val"]["red"]) & (set(listing["train"]["red"]) | set(listing["test"]["red"]))
+    with instructor_app.app_context():
+        spec = {s.slug: s for s in list_datasets()}["shapes"]
+    assert spec.extra["counts"]["train"] == 32  # what the bench's subset counts from: train + validation
+    data = load_folder(spec.data_path, spec)
+    # the training code path (the one python -m training and the lab's jobs call): the same
+    # validation images whatever the run's seed, the whole of train shuffled by the seed
+    (xa, ya), (va, vya) = split_validation(data, seed=1)
+    (xb, yb), (vb, vyb) = split_validation(data, seed=2)
+    assert len(ya) == len(yb) == 28 and len(vya) == 4
+    assert (va == vb).all() and (vya == vyb).all() and (va == data.x_val).all()
+    assert not (xa == xb).all()  # the seed still shuffles the training images
+    # a subset (the bench's subset, --quick) keeps the fixed validation set whole
+    assert len(data.subset(10, 4).train_validation(seed=1)[1][1]) == 4
+
+
+def test_without_a_val_folder_each_run_holds_out_its_own(signed_in, instructor_app, class_zip):
+    from app.instructor.datasets import list_datasets
+    from training.folder import load_folder
+    from training.images import split_validation
+
+    # 2 images a class: one to test, one to train, none left to fix a validation set with
+    assert save(signed_in, upload(signed_in, class_zip(n=2)).headers["Location"]).status_code == 303
+    folder = os.path.join(instructor_app.instance_path, "datasets", "shapes")
+    record = json.load(open(os.path.join(folder, "dataset.json"), encoding="utf-8"))
+    assert record["split"]["validation"]["method"] == "per run" and not os.path.exists(os.path.join(folder, "val"))
+    with instructor_app.app_context():
+        spec = {s.slug: s for s in list_datasets()}["shapes"]
+    data = load_folder(spec.data_path, spec)
+    assert data.x_val is None and "validation" not in data.split
+    (_x, y), (_v, vy) = split_validation(data, seed=1)
+    assert len(y) + len(vy) == 2 and len(vy) == 1
+    assert "per run" in signed_in.get("/instructor/datasets/shapes?lang=en").get_data(as_text=True)
+
+
+def test_delete_a_data_set_refused_while_runs_wait_on_it(signed_in, instructor_app, class_zip, add_instructor):
+    from app.records import FINISHED, QUEUED, RUNNING, Dataset, Run, db
+
+    assert save(signed_in, upload(signed_in, class_zip()).headers["Location"]).status_code == 303
+    folder = os.path.join(instructor_app.instance_path, "datasets", "shapes")
+    with instructor_app.app_context():
+        db.session.add(Run(id="a00000000001", dataset="shapes", status=QUEUED, recipe={}, settings={}))
+        db.session.add(Run(id="a00000000002", dataset="shapes", status=RUNNING, recipe={}, settings={}))
+        db.session.commit()
+    page = signed_in.get("/instructor/datasets/shapes").get_data(as_text=True)
+    assert 'action="/instructor/datasets/shapes/delete"' in page
+    for lang, words in (("en", "2 run(s) on data set 'shapes' are queued or running"),
+                        ("vi", "Có 2 lượt huấn luyện trên bộ dữ liệu 'shapes' đang chờ hoặc đang chạy")):
+        refused = signed_in.post(f"/instructor/datasets/shapes/delete?lang={lang}")
+        assert refused.status_code == 409 and words in html.unescape(refused.get_data(as_text=True))
+    assert os.path.isfile(os.path.join(folder, "dataset.json"))  # nothing touched
+    with instructor_app.app_context():
+        for run in db.session.scalars(db.select(Run)):
+            run.status = FINISHED
+        db.session.commit()
+    response = signed_in.post("/instructor/datasets/shapes/delete")
+    assert response.status_code == 303 and response.headers["Location"].endswith("/instructor/datasets")
+    assert not os.path.exists(folder) and leftovers(instructor_app) == []  # the trash is emptied too
+    assert os.listdir(os.path.join(instructor_app.instance_path, "datasets", ".trash")) == []
+    with instructor_app.test_request_context():
+        from app.lab.recipes import available_datasets
+
+        assert "shapes" not in available_datasets()
+        assert db.session.get(Dataset, "shapes") is None
+        assert db.session.get(Run, "a00000000001") is not None  # finished runs keep their records
+    assert signed_in.post("/instructor/datasets/shapes/delete?lang=en").status_code == 404
+    # the same through the API, with a bearer token
+    add_instructor(instructor_app, "api")
+    token = instructor_app.test_cli_runner().invoke(args=["instructor", "token", "api"]).output.strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    missing = signed_in.delete("/api/v1/datasets/shapes", headers=auth)
+    assert missing.status_code == 404 and set(missing.get_json()) == {"error", "error_en", "error_vi", "status"}
+    assert save(signed_in, upload(signed_in, class_zip()).headers["Location"]).status_code == 303
+    assert signed_in.delete("/api/v1/datasets/shapes", headers=auth).get_json() == {"deleted": "shapes"}
+    assert not os.path.exists(folder)
+
+
+def test_a_rename_that_fails_leaves_the_data_set_whole(signed_in, instructor_app, class_zip, monkeypatch):
+    assert save(signed_in, upload(signed_in, class_zip()).headers["Location"]).status_code == 303
+    folder = os.path.join(instructor_app.instance_path, "datasets", "shapes")
+    before = leftovers(instructor_app)
+
+    def refuse_rename(src, dst):
+        raise OSError("disk says no")
+    monkeypatch.setattr(os, "rename", refuse_rename)
+    with pytest.raises(OSError):
+        with instructor_app.test_request_context():
+            from app.instructor.datasets import delete_dataset
+
+            delete_dataset("shapes")
+    assert leftovers(instructor_app) == before and os.path.isfile(os.path.join(folder, "dataset.json"))

@@ -102,6 +102,7 @@ def test_failures_are_described_in_both_languages():
 @pytest.mark.slow
 def test_killed_consumer_resumes_from_its_last_epoch_then_cancel_stops_within_a_batch(lab_stack):
     lab_stack.web(FLASK_LAB_RUNS_PER_BROWSER="5")
+    lab_stack.env["LAB_PROGRESS_SECONDS"] = "0.25"  # progress at every cancel poll: epoch 2's window is seen
     first = lab_stack.consumer("consumer-1")
     browser = lab_stack.session()
     response = lab_stack.submit(browser, nickname="long", epochs=3, subset=3000, batch_size=16)

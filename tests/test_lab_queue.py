@@ -46,10 +46,15 @@ def test_storage_from_queue_url(tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_sqlite(lab_stack, mnist_png):
-    """Submit through the JSON API, watch the events, see it finish, classify with its own model."""
-    lab_stack.web()
-    consumer = lab_stack.consumer()
+def test_end_to_end_sqlite_through_the_consumer_serve_starts(lab_stack, mnist_png):
+    """gunicorn's hooks (make serve) start LSTMLAB_TRAIN_WORKERS consumers at lower priority; submit
+    through the JSON API, watch the events, see the run finish on that consumer, classify with its
+    own model; stopping the server stops the consumer. (One stack for both: a gunicorn boot and a
+    consumer start-up less than two tests.)"""
+    web = lab_stack.web(LSTMLAB_TRAIN_WORKERS="1")
+    pids = lab_stack.wait_for(lambda: lab_stack.children(web.pid, b"app.lab"), 30, "no consumer started by gunicorn")
+    assert len(pids) == 1
+    lab_stack.wait_for(lambda: os.getpriority(os.PRIO_PROCESS, pids[0]) >= 10, 30, "the consumer was not niced")
     browser = lab_stack.session()
     response = lab_stack.submit(browser, nickname="e2e")
     assert response.status_code == 202, response.text
@@ -92,7 +97,10 @@ def test_end_to_end_sqlite(lab_stack, mnist_png):
     assert workers
     for pid in workers:
         assert "libtensorflow_framework" not in Path(f"/proc/{pid}/maps").read_text()
-    lab_stack.stop(consumer)
+    assert f"run {body['id']}: training mnist (attempt 1)" in lab_stack.log("web")  # trained by gunicorn's consumer
+    lab_stack.stop(web, signal.SIGTERM)
+    lab_stack.wait_for(lambda: not Path(f"/proc/{pids[0]}").exists() or
+                       "Z" in Path(f"/proc/{pids[0]}/stat").read_text().split()[2], 40, "consumer left running")
 
 
 @pytest.mark.slow
@@ -126,16 +134,3 @@ def test_redis_two_consumers(lab_stack):
     assert client.llen("huey.redis.lstmlab") == 0  # nothing left in the queue
     listed = lab_stack.session().get(lab_stack.web_url + "/api/v1/runs?dataset=mnist", timeout=10).json()
     assert sorted(r["id"] for r in listed["runs"]) == sorted(ids)
-
-
-@pytest.mark.slow
-def test_serve_starts_and_stops_a_niced_consumer(lab_stack):
-    """gunicorn's hooks (make serve) start LSTMLAB_TRAIN_WORKERS consumers at lower priority and
-    stop them with the server."""
-    web = lab_stack.web(LSTMLAB_TRAIN_WORKERS="1")
-    pids = lab_stack.wait_for(lambda: lab_stack.children(web.pid, b"app.lab"), 30, "no consumer started by gunicorn")
-    assert len(pids) == 1
-    lab_stack.wait_for(lambda: os.getpriority(os.PRIO_PROCESS, pids[0]) >= 10, 30, "the consumer was not niced")
-    lab_stack.stop(web, signal.SIGTERM)
-    lab_stack.wait_for(lambda: not Path(f"/proc/{pids[0]}").exists() or
-                       "Z" in Path(f"/proc/{pids[0]}/stat").read_text().split()[2], 40, "consumer left running")

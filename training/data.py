@@ -42,15 +42,28 @@ class ImageData:
     test_meta: dict = field(default_factory=dict)  # e.g. age and race per test image
     skipped: dict = field(default_factory=dict)  # unreadable files found in a folder
     split: dict = field(default_factory=dict)  # how a folder without test/ was split
+    x_val: np.ndarray | None = None  # a validation set fixed with the data (a folder's val/), else None
+    y_val: np.ndarray | None = None
 
     def subset(self, n_train: int, n_test: int) -> ImageData:
-        """A small stratified-enough slice for --quick runs."""
+        """A small stratified-enough slice for --quick runs (a fixed validation set is kept whole)."""
         rng = np.random.default_rng(0)
         tr = rng.permutation(len(self.y_train))[:n_train]
         te = rng.permutation(len(self.y_test))[:n_test]
         meta = {k: v[te] for k, v in self.test_meta.items()}
         return ImageData(self.x_train[tr], self.y_train[tr], self.x_test[te], self.y_test[te],
-                         self.source, self.class_names, meta, self.skipped, self.split)
+                         self.source, self.class_names, meta, self.skipped, self.split, self.x_val, self.y_val)
+
+    def train_validation(self, seed: int, fraction: float = 0.1):
+        """((x, y) train, (x, y) validation): the training set shuffled with `seed` (some sets are
+        stored sorted by class); validation is the data's fixed set when it has one, else a
+        `fraction` of the shuffled training set."""
+        order = np.random.default_rng(seed).permutation(len(self.y_train))
+        if self.y_val is not None and len(self.y_val):
+            return (self.x_train[order], self.y_train[order]), (self.x_val, self.y_val)
+        n_val = max(1, int(len(order) * fraction))
+        val, train = order[:n_val], order[n_val:]
+        return (self.x_train[train], self.y_train[train]), (self.x_train[val], self.y_train[val])
 
 
 def resolve(spec: TaskSpec, data: str | Path | None) -> Path:

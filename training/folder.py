@@ -4,7 +4,8 @@
         --title-vi "Các loài hoa" --title-en "Flowers"
 
 DIR holds one sub-folder per class (`DIR/<class>/*.jpg`), or `DIR/train/<class>/` and
-`DIR/test/<class>/`. Without a test folder a stratified split is made with a fixed seed (recorded
+`DIR/test/<class>/` (and optionally `DIR/val/<class>/`, a validation set fixed with the data, as
+the instructor console saves it; without it each run holds out part of train with its seed). Without a test folder a stratified split is made with a fixed seed (recorded
 in the task's `extra["split"]` and on the card), so `python -m training evaluate` rebuilds exactly
 the same test set. Class names are the sub-folder names in alphanumeric order, the convention of
 `keras.utils.image_dataset_from_directory`.
@@ -68,6 +69,13 @@ def folder_layout(root: Path) -> tuple[Path, Path | None]:
         test = root / "test"
         return root / "train", test if test.is_dir() else None
     return root, None
+
+
+def validation_folder(root: Path) -> Path | None:
+    """The fixed validation folder `val/` beside `train/` (an instructor's saved data set), or None."""
+    root = Path(root)
+    val = root / "val"
+    return val if (root / "train").is_dir() and val.is_dir() else None
 
 
 def list_classes(root: Path) -> list[str]:
@@ -177,13 +185,19 @@ def load_folder(path: Path, spec: TaskSpec) -> ImageData:
         split = {"method": "stratified", "test_fraction": fraction, "seed": seed}
     if len(y_test) == 0:
         raise DataError(f"{root}: too few images to hold any out for testing")
+    x_val = y_val = None
+    val_dir = validation_folder(root)
+    if val_dir is not None:  # fixed once with the data set: every run validates on the same images
+        x_val, y_val = _read_split(val_dir, spec, root, skipped, classes)
+        split = {**split, "validation": {"method": "folder", "folder": str(val_dir.relative_to(root)),
+                                         "count": int(len(y_val))}}
     if skipped:
         print(f"[{spec.slug}] skipped {len(skipped)} unreadable file(s) in {root}", file=sys.stderr)
     imbalance = class_imbalance(y_train, y_test, names)
     if imbalance["imbalanced"]:
         print(f"[{spec.slug}] class imbalance (train): {imbalance['train']}", file=sys.stderr)
     return ImageData(x_train, y_train, x_test, y_test, str(root), names,
-                     skipped=skipped_report(skipped), split=split)
+                     skipped=skipped_report(skipped), split=split, x_val=x_val, y_val=y_val)
 
 
 # ----------------------------------------------------------------------------- the command

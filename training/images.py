@@ -18,12 +18,8 @@ QUICK_TRAIN, QUICK_TEST = 512, 256
 
 
 def split_validation(data: ImageData, seed: int, fraction: float = 0.1):
-    """Shuffle the training set (some sets are stored sorted by class) and hold out a part."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(data.y_train))
-    n_val = max(1, int(len(order) * fraction))
-    val, train = order[:n_val], order[n_val:]
-    return (data.x_train[train], data.y_train[train]), (data.x_train[val], data.y_train[val])
+    """Shuffle the training set and hold out a part, or use the data's fixed validation set."""
+    return data.train_validation(seed, fraction)
 
 
 def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool):

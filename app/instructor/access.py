@@ -96,6 +96,15 @@ def may_train(req=None):
     return InvalidInput("Training needs the class code your instructor gave you: enter it at /lab/join.", 403)
 
 
+def needs_class_code() -> bool:
+    """True when training needs a class code and this browser has not entered a valid one
+    (the bench then shows the join form)."""
+    if current_user.is_authenticated or access_mode() != CODE:
+        return False
+    code_id = session.get(SESSION_KEY)
+    return not (code_id and is_valid(db.session.get(ClassCode, code_id)))
+
+
 @bp.route("/lab/join", methods=["GET", "POST"])
 def join():
     """The page where a student enters the class code."""

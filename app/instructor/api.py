@@ -79,6 +79,13 @@ def list_datasets():
     return jsonify({"datasets": datasets.summaries(r for r, _f in datasets.iter_datasets())})
 
 
+@api_bp.delete("/api/v1/datasets/<slug>")
+def delete_dataset(slug: str):
+    """Delete a data set (409 while runs on it are queued or running)."""
+    datasets.delete_dataset(slug)
+    return jsonify({"deleted": slug})
+
+
 @api_bp.post("/api/v1/runs/<run_id>/publish")
 def publish_run(run_id: str):
     """Serve a finished run as task `slug` (409 when it exists, unless "confirm": true)."""

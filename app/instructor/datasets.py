@@ -1,5 +1,6 @@
 """An instructor's data set: a zip of class folders (or a folder on the server) becomes
-`<instance>/datasets/<slug>/train/<class>/…` and `…/test/<class>/…`, the layout
+`<instance>/datasets/<slug>/train/<class>/…`, `…/val/<class>/…` (the validation set, fixed once)
+and `…/test/<class>/…`, the layout
 `python -m training folder --data-dir` reads, with its record in `dataset.json`.
 
 Two steps, as on the page: `stage_zip` / `stage_folder` check and index everything into a
@@ -46,7 +47,7 @@ SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 TOKEN_RE = re.compile(r"^[0-9a-f]{16}$")
 SPLIT_SEED = 20261128
 TEST_FRACTION = 0.2
-VALIDATION_FRACTION = 0.1  # held out of train by each run, seeded by the run's seed (training/images.py)
+VALIDATION_FRACTION = 0.1  # of what is left after the test images: the fixed validation set (val/)
 SIZES = (16, 28, 32, 48, 64, 96, 128)
 SUGGESTED_SIZES = (16, 32, 48, 64)  # multiples of 16: every reading order of the bench fits them
 THUMBS_PER_CLASS = 8
@@ -539,11 +540,17 @@ def save_dataset(token: str, slug: str, title_en: str = "", title_vi: str = "", 
     out = staging / "dataset"
     rng = np.random.default_rng(seed)
     counts, listing = {}, {}
+    orders = {name: rng.permutation(len(index["files"][name])) for name in index["classes"]}
+    n_tests = {name: split_counts(len(order), TEST_FRACTION) for name, order in orders.items()}
+    n_vals = {name: split_counts(len(order) - n_tests[name], VALIDATION_FRACTION) if len(order) - n_tests[name] > 1 else 0
+              for name, order in orders.items()}
+    fixed_val = all(n_vals.values())  # every class has a validation image: fix the set; else each run holds out its own
     for i, name in enumerate(index["classes"]):
-        entries = index["files"][name]
-        order = rng.permutation(len(entries))
-        n_test = split_counts(len(entries), TEST_FRACTION)
-        chosen = {"test": sorted(order[:n_test].tolist()), "train": sorted(order[n_test:].tolist())}
+        entries, order, n_test = index["files"][name], orders[name], n_tests[name]
+        n_val = n_vals[name] if fixed_val else 0
+        chosen = {"test": sorted(order[:n_test].tolist()), "train": sorted(order[n_test + n_val:].tolist())}
+        if fixed_val:
+            chosen["val"] = sorted(order[n_test:n_test + n_val].tolist())
         counts[name] = {split: len(idx) for split, idx in chosen.items()}
         for split, idx in chosen.items():
             folder = out / split / name
@@ -554,11 +561,13 @@ def save_dataset(token: str, slug: str, title_en: str = "", title_vi: str = "", 
     record = {
         "slug": slug, "title_en": title_en, "title_vi": title_vi, "kind": IMAGE,
         "classes": index["classes"], "image_size": size, "colour": colour, "resize": "crop",
-        "counts": {"train": sum(c["train"] for c in counts.values()),
-                   "test": sum(c["test"] for c in counts.values()), "per_class": counts},
+        "counts": {split: sum(c.get(split, 0) for c in counts.values()) for split in ("train", "val", "test")}
+        | {"per_class": counts},
         "split": {"method": "stratified", "seed": seed, "test_fraction": TEST_FRACTION,
-                  "validation": {"fraction": VALIDATION_FRACTION, "of": "train",
-                                 "seed": "the run's seed (training/images.py split_validation)"}},
+                  "validation": ({"method": "fixed", "folder": "val", "fraction": VALIDATION_FRACTION, "of": "train",
+                                  "seed": seed} if fixed_val else
+                                 {"method": "per run", "fraction": VALIDATION_FRACTION, "of": "train",
+                                  "seed": "the run's seed (too few images to fix one per class)"})},
         "skipped": preview["skipped"], "imbalance": preview["imbalance"], "source": preview["source"],
         "suggested": suggested, "created_by": created_by, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -605,7 +614,8 @@ def dataset_spec(record: dict, folder: Path) -> TaskSpec:
         data_source=f"Instructor's data set {record['slug']} ({record.get('source', {}).get('name', '')}, "
                     f"{record['counts']['train']} train / {record['counts']['test']} test)",
         architecture="rows_cols", epochs=10, batch_size=64, learning_rate=2e-3,
-        extra={"counts": {"train": record["counts"]["train"], "test": record["counts"]["test"]},
+        extra={"counts": {"train": record["counts"]["train"] + record["counts"].get("val", 0),  # before validation
+                          "test": record["counts"]["test"]},
                "split": record["split"], "dataset": "instructor", "model": {"units": 64}},
     )
 
@@ -639,6 +649,35 @@ def get_dataset(slug: str) -> tuple[dict, Path]:
     if record is None:
         raise InvalidInput("There is no data set %(slug)s.", 404, slug=repr(slug))
     return record, folder
+
+
+def delete_dataset(slug: str) -> None:
+    """Delete data set `slug` (404 if unknown; 409 while a run on it is queued, running or
+    interrupted): its folder is renamed into <instance>/datasets/.trash/ (it leaves the bench at
+    once and whole), its record removed, then the files deleted. Finished runs keep their records
+    and models."""
+    import secrets
+
+    from sqlalchemy import func, select
+
+    from app.records import ACTIVE, Dataset, Run, db
+
+    _record, folder = get_dataset(slug)
+    busy = db.session.scalar(select(func.count()).select_from(Run)
+                             .where(Run.dataset == slug, Run.status.in_(ACTIVE)))
+    if busy:
+        raise InvalidInput("%(busy)s run(s) on data set %(slug)s are queued or running: cancel them (or wait) before deleting it.", 409, busy=busy, slug=repr(slug))
+    trash = instance_datasets() / ".trash"
+    for old in trash.glob("*"):  # what an interrupted earlier delete left
+        shutil.rmtree(old, ignore_errors=True)
+    trash.mkdir(exist_ok=True)
+    target = trash / f"{slug}-{secrets.token_hex(4)}"
+    os.rename(folder, target)
+    row = db.session.get(Dataset, slug)
+    if row is not None:
+        db.session.delete(row)
+        db.session.commit()
+    shutil.rmtree(target, ignore_errors=True)
 
 
 def summaries(records: Iterable[dict]) -> list[dict]:

@@ -235,6 +235,14 @@ def dataset_detail(slug: str):
     return render_template("instructor/dataset.html", record=record, runs=runs, iso=iso)
 
 
+@bp.post("/datasets/<slug>/delete")
+def dataset_delete(slug: str):
+    """Delete a data set no run is waiting for or using (its finished runs stay listed)."""
+    datasets.delete_dataset(slug)
+    flash(_("Data set %(slug)s deleted.", slug=slug))
+    return redirect(url_for("instructor.dataset_list"), 303)
+
+
 CSV_FIELDS = ("id", "nickname", "dataset", "status", "created_at", "started_at", "finished_at", "seconds",
               "epochs", "batch_size", "learning_rate", "subset", "seed", "reading", "cell", "units", "layers",
               "bidirectional", "dropout", "params", "test_accuracy", "published_slug")

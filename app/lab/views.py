@@ -248,8 +248,17 @@ def bench():
                "preset_labels": list(PRESET_LABELS.items()), "ranges": RANGES, "limits": limits,
                "check": check, "error": error, "presets": preset_rows(spec.slug, spec),
                "dataset_title": spec.title(current_language()), "subset_hint": subset_hint,
-               "my_runs": my_runs(), "join_url": join_url}
+               "my_runs": my_runs(), "join_url": join_url, "join_form": class_code_needed()}
     return render_template("lab/bench.html", **context), status
+
+
+def class_code_needed() -> bool:
+    """True when the instructor asks for a class code and this browser has not entered one."""
+    if "access.join" not in current_app.view_functions:  # the instructor console is not installed
+        return False
+    from app.instructor.access import needs_class_code
+
+    return needs_class_code()
 
 
 def initial_form(specs: dict[str, TaskSpec]) -> dict:
