@@ -123,10 +123,10 @@ def test_pages_write_accuracy_with_the_locale_decimal_mark(client, lang):
 
 
 def test_bad_input_carries_both_languages_without_a_request():
-    err = InvalidInput("The image is too large (%(width)s×%(height)s pixels); the limit is %(value)s megapixels.",
-                       413, width=9000, height=9000, value=40)
-    assert err.en == "The image is too large (9000×9000 pixels); the limit is 40 megapixels."
-    assert err.vi == "Ảnh quá lớn (9000×9000 điểm ảnh); giới hạn là 40 triệu điểm ảnh."
+    err = InvalidInput("The image is too large (%(width)s×%(height)s pixels); the limit is %(mp)s megapixels. "
+                       "Make it smaller and try again.", 413, width=9000, height=9000, mp=8)
+    assert err.en == "The image is too large (9000×9000 pixels); the limit is 8 megapixels. Make it smaller and try again."
+    assert err.vi == "Ảnh quá lớn (9000×9000 điểm ảnh); giới hạn là 8 triệu điểm ảnh. Hãy thu nhỏ ảnh rồi thử lại."
     assert err.status == 413 and str(err) == err.en and err.message("vi") == err.vi
 
 
