@@ -175,7 +175,7 @@ def test_predict_api_answers_200_or_a_clear_4xx(client, data):
 # ----------------------------------------------------------------------------- issue 15: in-format images
 @pytest.mark.parametrize("spec", [BUILTIN_TASKS["mnist"], BUILTIN_TASKS["fashion_mnist"]], ids=lambda s: s.slug)
 @settings(max_examples=80, deadline=None)
-@given(pixels=st.binary(min_size=28 * 28, max_size=28 * 28), fmt=st.sampled_from(["PNG", "BMP", "TIFF"]))
+@given(pixels=st.binary(min_size=28 * 28, max_size=28 * 28), fmt=st.sampled_from(["PNG", "BMP"]))
 def test_any_28x28_grey_image_is_read_as_is_unless_constant(spec, pixels, fmt):
     arr = np.frombuffer(pixels, np.uint8).reshape(28, 28)
     data = bu.encode(Image.fromarray(arr, "L"), fmt)
