@@ -209,8 +209,24 @@ def _paper_surface(grey: np.ndarray) -> np.ndarray:
         coef, *_ = np.linalg.lstsq(a[keep], values[keep], rcond=None)
         resid = values - a @ coef
         keep = resid <= max(4.0, 2.5 * _robust_sigma(resid[keep]))
-    yy, xx = np.mgrid[0:h, 0:w]
-    return (design(yy.astype(np.float32), xx.astype(np.float32)) @ coef.astype(np.float32)).astype(np.float32)
+    return _polynomial_surface(coef, (h, w), (h, w))
+
+
+def _polynomial_surface(coef: np.ndarray, shape: tuple[int, int], scale: tuple[float, float]) -> np.ndarray:
+    """Evaluate c0 + c1·x + c2·y [+ c3·x² + c4·y²] + c_last·x·y over every pixel (x, y centred by
+    `scale`) as row and column terms broadcast together: one float32 plane, not one per term."""
+    h, w = shape
+    c = [float(v) for v in coef]
+    y = (np.arange(h, dtype=np.float32) / scale[0] - 0.5)[:, None]
+    x = (np.arange(w, dtype=np.float32) / scale[1] - 0.5)[None, :]
+    rows, cols = c[0] + c[2] * y, c[1] * x
+    if len(c) == 6:
+        rows, cols = rows + c[4] * y * y, cols + c[3] * x * x
+    surface = y * x
+    surface *= c[-1]
+    surface += rows
+    surface += cols
+    return surface
 
 
 def _backdrop_surface(grey: np.ndarray) -> tuple[np.ndarray, float]:
@@ -231,9 +247,8 @@ def _backdrop_surface(grey: np.ndarray) -> tuple[np.ndarray, float]:
         coef, *_ = np.linalg.lstsq(a[keep], values[keep], rcond=None)
         resid = values - a @ coef
         keep = np.abs(resid) <= max(6.0, 3.0 * _robust_sigma(resid[keep]))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    surface = (design(yy, xx) @ coef.astype(np.float32)).astype(np.float32)
-    return np.clip(surface, 0.0, 255.0), _robust_sigma(resid[keep])
+    surface = _polynomial_surface(coef, (h, w), (max(h - 1, 1), max(w - 1, 1)))
+    return np.clip(surface, 0.0, 255.0, out=surface), _robust_sigma(resid[keep])
 
 
 def _centre_ink(img: Image.Image, box: int, size: int, by_mass: bool) -> np.ndarray:
