@@ -81,6 +81,20 @@ def training_running() -> str:
     return ""
 
 
+def write_section(start: str, end: str, text: str) -> None:
+    """Replace the part of docs/BENCHMARKS.md between the markers `start` and `end` with `text`
+    (which carries both markers), or append it; written through a temporary file and a rename."""
+    old = DOC.read_text(encoding="utf-8") if DOC.is_file() else "# Benchmarks\n"
+    if start in old and end in old:
+        new = old[: old.index(start)] + text + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text + "\n"
+    DOC.parent.mkdir(exist_ok=True)
+    tmp = DOC.with_name(f".{DOC.name}.tmp-{os.getpid()}")
+    tmp.write_text(new, encoding="utf-8")
+    os.replace(tmp, DOC)
+
+
 def machine_busy() -> str:
     """The training run sharing this machine, if any: the queue's status, else the process table.
     Every benchmark calls it before and after measuring, and says so next to its figures."""

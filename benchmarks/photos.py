@@ -21,6 +21,7 @@ from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from app.config import default_data_dir  # noqa: E402
 from app.modelstore import Engines, load_entry  # noqa: E402
@@ -28,6 +29,7 @@ from app.tasks import FASHION_MNIST, MNIST  # noqa: E402
 from training.data import load_image_data, to_png_bytes  # noqa: E402
 from training.images import served_predictions  # noqa: E402
 from training.photos import PHOTO_COUNT, photo_set, recipe  # noqa: E402
+from load import write_section  # noqa: E402
 
 START, END = "<!-- photos:start -->", "<!-- photos:end -->"
 SETS = ((FASHION_MNIST, "product photos of test garments"), (MNIST, "photos of test digits"))
@@ -75,17 +77,6 @@ def section(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace (or append) the photos section of docs/BENCHMARKS.md."""
-    path = ROOT / "docs" / "BENCHMARKS.md"
-    old = path.read_text(encoding="utf-8")
-    if START in old and END in old:
-        new = old[: old.index(START)] + text + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new, encoding="utf-8")
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models-dir", default=str(ROOT / "models"))
@@ -101,7 +92,7 @@ def main() -> int:
             print(f"warning: {r['slug']}: the card says {r['card']:.4f}; rerun python -m training evaluate "
                   f"{r['slug']} --through-upload", file=sys.stderr)
     if args.write:
-        write_section(text)
+        write_section(START, END, text)
     return 0
 
 

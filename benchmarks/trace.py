@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 ROOT = Path(__file__).resolve().parent.parent
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from load import machine_busy  # noqa: E402
+from load import machine_busy, write_section  # noqa: E402
 
 from app.config import default_data_dir  # noqa: E402
 from app.modelstore import InterpreterPool  # noqa: E402
@@ -99,18 +99,6 @@ def table(rows: list[dict], n: int, busy: str = "") -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace (or append) the trace section of docs/BENCHMARKS.md."""
-    path = ROOT / "docs" / "BENCHMARKS.md"
-    old = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
-    if START in old and END in old:
-        new = old[: old.index(START)] + text + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(new, encoding="utf-8")
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models-dir", default=str(ROOT / "models"))
@@ -134,7 +122,7 @@ def main() -> int:
     text = table(rows, len(images), busy or machine_busy())
     print(text)
     if args.write:
-        write_section(text)
+        write_section(START, END, text)
     return 0
 
 

@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from load import write_section  # noqa: E402
+
 START, END = "<!-- upload-memory:start -->", "<!-- upload-memory:end -->"
 GOAL_MB = 64
 
@@ -209,19 +211,6 @@ def table(rows: list[dict], tasks: list[str], runs: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace (or append) the upload-memory section of docs/BENCHMARKS.md."""
-    path = ROOT / "docs" / "BENCHMARKS.md"
-    old = path.read_text(encoding="utf-8")
-    if START in old and END in old:
-        new = old[: old.index(START)] + text + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(new, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models-dir", default=str(ROOT / "models"))
@@ -250,7 +239,7 @@ def main() -> int:
     text = table(rows, args.tasks, sorted(set(runs) | set(training_runs())))
     print(text)
     if args.write:
-        write_section(text)
+        write_section(START, END, text)
     return 0
 
 
