@@ -42,7 +42,7 @@ from app.generation import (EXACT_RHYME_BONUS, generate, load_keras_text_model, 
                             validate_request)
 from app.tasks import KIEU  # noqa: E402
 from app.text import EOL_ID, clean_words  # noqa: E402
-from load import machine_busy  # noqa: E402
+from load import machine_busy, write_section  # noqa: E402
 
 SEED = "Trăm năm trong cõi người ta"
 START, END = "<!-- generation:start -->", "<!-- generation:end -->"
@@ -234,14 +234,7 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        doc = ROOT / "docs" / "BENCHMARKS.md"
-        text = doc.read_text(encoding="utf-8") if doc.is_file() else "# Benchmarks\n"
-        if START in text and END in text:
-            text = text[: text.index(START)] + table + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip("\n") + "\n\n" + table + "\n"
-        doc.parent.mkdir(exist_ok=True)
-        doc.write_text(text, encoding="utf-8")
+        write_section(START, END, table)
     return 0
 
 
