@@ -6,7 +6,7 @@
 #   docker build -t lstmlab . && docker run -p 8000:8000 -e FLASK_SECRET_KEY=$(openssl rand -hex 32) lstmlab
 # (without FLASK_SECRET_KEY a key is generated into /srv/lstmlab/instance: mount a volume there
 # to keep it across containers).
-FROM python:3.11-slim-bookworm
+FROM python:3.11-slim-bookworm AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 LSTMLAB_BIND=0.0.0.0:8000 WEB_CONCURRENCY=2
 WORKDIR /srv/lstmlab
 COPY pyproject.toml .
@@ -23,6 +23,17 @@ RUN python -c "from app.i18n import TRANSLATIONS, compile_catalogues; compile_ca
 # world-writable models folder). The instance folder is the app's own (the generated secret key).
 RUN useradd --system --no-create-home lstmlab && chmod -R go-w models \
     && mkdir -p instance && chown lstmlab instance && chmod 0700 instance
+
+# The lab bench's training worker (docker-compose.yml's `worker`, `--target training`): the same
+# app plus the training group (TensorFlow, Keras) and the trainer; one niced Huey consumer.
+FROM base AS training
+RUN pip install --no-cache-dir --group training
+COPY training ./training
+USER lstmlab
+CMD ["python", "-m", "app.lab"]
+
+# The web image (the default target): serving only.
+FROM base AS serving
 USER lstmlab
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=90s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz').status != 200)"

@@ -54,8 +54,17 @@ def test_the_serving_group_has_no_training_or_test_library():
 
 
 def test_the_dockerfile_installs_only_the_serving_group():
+    """The default (last) target, the web image, is `base` + `serving`: the serving group only;
+    the training group goes into the worker's `training` target alone."""
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
-    assert "--group serving" in dockerfile and "requirements.txt" not in dockerfile
+    stages = {}
+    for chunk in dockerfile.split("\nFROM ")[1:]:
+        head, _, body = chunk.partition("\n")
+        stages[head.split(" AS ")[-1].strip()] = body
+    assert list(stages)[-1] == "serving" and "FROM base AS serving" in dockerfile
+    assert "--group serving" in stages["base"] and "requirements.txt" not in dockerfile
+    assert "--group training" not in stages["base"] + stages["serving"]
+    assert "--group training" in stages["training"]
 
 
 # ----------------------------------------------------------------------------- a serving-only install
