@@ -143,13 +143,7 @@ class ModelStore:
     def load(self) -> ModelStore:
         """Load every discovered task; failures are recorded per task, never raised."""
         t0 = time.perf_counter()
-        for slug, spec in discover_tasks(self.models_dir).items():
-            if spec.slug != slug or not SLUG_RE.match(slug):
-                # A card that names another task (or a path) would make the pages read files
-                # outside its own folder.
-                log.warning("models/%s skipped: its card.json declares task %r (the slug must be the "
-                            "folder's name: lowercase letters, digits, underscores)", slug, spec.slug)
-                continue
+        for slug, spec in servable_tasks(self.models_dir).items():
             self.entries[slug] = load_entry(self.models_dir / slug, spec, self.engines)
         self.seconds = time.perf_counter() - t0
         self.loaded = True
@@ -430,6 +424,20 @@ def get_store() -> ModelStore:
 WATCHER = "modelstore_watch"
 
 
+def servable_tasks(models_dir: Path) -> dict[str, TaskSpec]:
+    """The discovered tasks whose card names its own folder under the slug rule; the others are
+    skipped and logged (a card that names another task, or a path, would make the pages read
+    files outside its own folder)."""
+    tasks = {}
+    for slug, spec in discover_tasks(models_dir).items():
+        if spec.slug != slug or not SLUG_RE.match(slug):
+            log.warning("models/%s skipped: its card.json declares task %r (the slug must be the "
+                        "folder's name: lowercase letters, digits, underscores)", slug, spec.slug)
+            continue
+        tasks[slug] = spec
+    return tasks
+
+
 @dataclass
 class Watch:
     """What one worker last saw of models/*/card.json, and when it looked."""
@@ -466,7 +474,7 @@ def refresh_store(store: ModelStore, watch: Watch, now: float | None = None) -> 
         if signature == watch.signature:
             return []
         changed = sorted(s for s in set(signature) | set(watch.signature) if signature.get(s) != watch.signature.get(s))
-        specs = discover_tasks(store.models_dir)
+        specs = servable_tasks(store.models_dir)
         entries = dict(store.entries)
         for slug in changed:
             if slug in specs:
