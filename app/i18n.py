@@ -136,10 +136,10 @@ def current_language() -> str:
 
 
 def language_url(lang: str) -> str:
-    """This page's URL with `?lang=` set (the language switch)."""
-    args = request.args.to_dict()
-    args["lang"] = lang
-    return request.path + "?" + urlencode(args)
+    """The language switch: this page with `?lang=` set, as a query-only link ("?lang=en") that
+    stays on this page whatever its path holds (a 404 for `/%5Cevil.example/x` must not link to
+    `/\\evil.example`)."""
+    return "?" + urlencode({**request.args.to_dict(), "lang": lang})
 
 
 # ----------------------------------------------------------------------------- flask translate

@@ -9,7 +9,6 @@ whose details go to the log, never to the client.
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -36,14 +35,8 @@ def respond(error: InvalidInput):
         body = {"error": message, "error_en": error.en, "error_vi": error.vi, "status": error.status}
         return make_response(jsonify(body), error.status)
     template = f"errors/{error.status}.html" if error.status in (404, 413, 500) else "errors/generic.html"
-    return make_response(render_template(template, status=error.status, message=message, lang_url=query_lang_url),
+    return make_response(render_template(template, status=error.status, message=message),
                          error.status)
-
-
-def query_lang_url(lang: str) -> str:
-    """The language switch of an error page as a query-only link ("?lang=en"): it stays on this
-    page whatever its path holds (a 404 for `/%5Cevil.example/x` must not link to `/\\evil.example`)."""
-    return "?" + urlencode({**request.args.to_dict(), "lang": lang})
 
 
 def http_message(status: int) -> InvalidInput:
