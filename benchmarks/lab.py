@@ -45,6 +45,10 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from load import training_processes  # noqa: E402
+
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 PY = sys.executable
 RECIPE = {"reading": "rows", "cell": "lstm", "units": 64, "layers": 1, "bidirectional": False, "dropout": 0.0}
@@ -288,12 +292,8 @@ def load_average() -> str:
 
 def beside() -> str:
     """Other training processes running on the machine while this benchmark ran."""
-    out = subprocess.run(["ps", "-eo", "pid,ni,args"], capture_output=True, text=True).stdout.splitlines()
-    rows = [line.split(None, 2) for line in out[1:]]
-    return "; ".join(f"`{args[args.index('python -m training'):][:70]}` (nice {ni})" for _pid, ni, args in
-                     (r for r in rows if len(r) == 3) if args.startswith((".venv/bin/python -m training",
-                                                                           "python -m training"))
-                     and " evaluate " not in args)
+    return "; ".join(f"`{('python -m training ' + ' '.join(args))[:70]}` (nice {nice})"
+                     for nice, args in training_processes() if args[:1] != ["evaluate"])
 
 
 def main(argv=None) -> int:

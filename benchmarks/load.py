@@ -101,17 +101,24 @@ def machine_busy() -> str:
     return training_running() or training_process()
 
 
-def training_process() -> str:
-    """The command line of a `python -m training` run on this machine, if one is running."""
+def training_processes() -> list[tuple[int, list[str]]]:
+    """(nice, the arguments after `-m training`) of every `python -m training` process on this machine."""
+    found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             args = cmdline.read_bytes().decode(errors="replace").split("\0")
-        except OSError:
+            if "-m" not in args or "training" not in args:
+                continue
+            nice = int((cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[16])
+        except (OSError, ValueError, IndexError):
             continue
-        if "-m" in args and "training" in args:
-            rest = args[args.index("training") + 1:]
-            return " ".join(a for a in rest[:1] if a)
-    return ""
+        found.append((nice, [a for a in args[args.index("training") + 1:] if a]))
+    return found
+
+
+def training_process() -> str:
+    """The first argument (the task or command) of a `python -m training` run, if one is running."""
+    return next((" ".join(args[:1]) for _nice, args in training_processes()), "")
 
 
 def make_images(n: int = 16) -> list[bytes]:

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from load import write_section  # noqa: E402
+from load import training_processes, write_section  # noqa: E402
 
 START, END = "<!-- upload-memory:start -->", "<!-- upload-memory:end -->"
 GOAL_MB = 64
@@ -168,10 +168,8 @@ def measure(case_file: Path, slug: str, mode: str, models_dir: str) -> dict:
 
 # ----------------------------------------------------------------------------- the table
 def training_runs() -> list[str]:
-    """The task of every `python -m training` run on this machine now (from `ps`)."""
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
-    return [line.split(" -m training ", 1)[1].split()[0] for line in out
-            if " -m training " in line and len(line.split(" -m training ", 1)[1].split())]
+    """The task of every `python -m training` run on this machine now."""
+    return [args[0] for _nice, args in training_processes() if args]
 
 
 def table(rows: list[dict], tasks: list[str], runs: list[str]) -> str:
