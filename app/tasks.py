@@ -225,7 +225,7 @@ CATS_DOGS = TaskSpec(
     epochs=20,
     batch_size=64,
     learning_rate=2e-3,
-    extra={"augment": 0.15, "flip": True, "jitter": 0.25, "label_smoothing": 0.1,
+    extra={"augment": 0.15, "flip": True, "jitter": 0.25, "label_smoothing": 0.1, "weight_average": 0.998,
            "model": {"units": 64, "top_units": 128, "patch": 8}},
 )
 

@@ -181,7 +181,10 @@ def test_weight_average_validates_the_average_and_trains_on_the_raw_weights():
         def on_epoch_end(self, epoch, logs=None):
             seen.append(([keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights], dict(logs)))
 
-    swap_in, swap_out = textgen.weight_average_callbacks(model, 0.9, x, y)
+    def validate(m):
+        return {"val_loss": math.log(textgen.lm_metrics(m, x, y)["perplexity"])}
+
+    swap_in, swap_out = fit.weight_average_callbacks(model, 0.9, validate)
     w = (y != PAD_ID).astype("float32")
     model.fit(x, y, sample_weight=w, validation_data=(x, y, w), epochs=2, batch_size=2, verbose=0,
               callbacks=[swap_in, Spy(), swap_out])
@@ -193,7 +196,7 @@ def test_weight_average_validates_the_average_and_trains_on_the_raw_weights():
         v.assign(a)
     assert logs["val_loss"] == pytest.approx(math.log(textgen.lm_metrics(model, x, y)["perplexity"]))
     # momentum 0: the average is the last weights, validated as they are
-    swap_in, swap_out = textgen.weight_average_callbacks(model, 0.0, x, y)
+    swap_in, swap_out = fit.weight_average_callbacks(model, 0.0, validate)
     seen.clear()
     model.fit(x, y, sample_weight=w, validation_data=(x, y, w), epochs=1, batch_size=2, verbose=0,
               callbacks=[swap_in, Spy(), swap_out])

@@ -284,6 +284,53 @@ def standard_callbacks(slug: str, resume: bool, patience: int, monitor: str, mod
     return callbacks, {"backup": backup, "history_csv": history_csv, "best": best, "timer": timer}
 
 
+def weight_average_callbacks(model, momentum: float, validate) -> tuple:
+    """Two Keras callbacks keeping an exponential moving average of the trainable weights
+    (Polyak averaging): after every batch avg = m·avg + (1-m)·w, starting from the first
+    batch's weights.
+
+    At each epoch's end the first (put it before the checkpoint, early-stopping and LR
+    callbacks) swaps the averaged weights in and replaces the logs' entries by `validate(model)`
+    (a dict such as {"val_loss": ...}), keeping each replaced figure as <name>_raw, so the best
+    checkpoint is an averaged model chosen on validation; the second (put it after them) swaps
+    the raw weights back for the next epoch. The average restarts from the current weights on
+    --resume.
+    """
+    import keras
+
+    weights = model.trainable_weights
+    state = {"avg": None, "raw": None}
+
+    class SwapIn(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            now = [keras.ops.convert_to_numpy(w) for w in weights]
+            if state["avg"] is None:
+                state["avg"] = now
+            else:
+                for a, w in zip(state["avg"], now):
+                    a *= momentum
+                    a += (1.0 - momentum) * w
+
+        def on_epoch_end(self, epoch, logs=None):
+            if state["avg"] is None or logs is None:
+                return
+            state["raw"] = [keras.ops.convert_to_numpy(w) for w in weights]
+            for w, a in zip(weights, state["avg"]):
+                w.assign(a)
+            for name, value in validate(model).items():
+                logs[f"{name}_raw"] = logs.get(name)
+                logs[name] = value
+
+    class SwapOut(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if state["raw"] is not None:
+                for w, r in zip(weights, state["raw"]):
+                    w.assign(r)
+                state["raw"] = None
+
+    return SwapIn(), SwapOut()
+
+
 def save_without_optimizer(model, path: Path) -> None:
     """Save an uncompiled copy: the optimizer's moment estimates would triple the file's size
     and serving never needs them (resuming uses the runs/ backup instead). clone_model and

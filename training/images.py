@@ -226,6 +226,12 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
                                              "val_accuracy", "max", args.verbose, rdir=work_dir)
     # extra callbacks see each epoch before the backup marks it done (fit.standard_callbacks)
     all_callbacks = standard[:-1] + list(callbacks or []) + standard[-1:]
+    average = float(spec.extra.get("weight_average", 0.0))
+    if average:  # the averaged weights are validated, checkpointed and shown to the extra callbacks
+        val_ds = make_dataset(*val, 512, spec, args.seed, False)
+        swap_in, swap_out = fit.weight_average_callbacks(model, average, lambda m: {
+            f"val_{k}": v for k, v in m.evaluate(val_ds, verbose=0, return_dict=True).items()})
+        all_callbacks = [swap_in, *all_callbacks[:-1], swap_out, all_callbacks[-1]]
     t0 = time.perf_counter()
     model.fit(make_dataset(*train, batch, spec, args.seed, True),
               validation_data=make_dataset(*val, 512, spec, args.seed, False),
@@ -256,7 +262,10 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
         "layers": fit.layer_table(model),
         "params_total": int(model.count_params()),
         "optimizer": {"name": "AdamW", "peak_learning_rate": lr, "schedule": "linear warm-up then cosine decay",
-                      "weight_decay": 1e-4, "clipnorm": 1.0, "batch_size": batch},
+                      "weight_decay": 1e-4, "clipnorm": 1.0, "batch_size": batch,
+                      "weight_average": ({"kind": "exponential moving average of the weights, validated and "
+                                                  "checkpointed in place of the raw weights", "momentum": average}
+                                         if average else None)},
         "training": {"epochs_requested": epochs, "epochs_run": len(history.get("loss", [])),
                      "seconds_per_epoch": [round(s, 1) for s in seconds],
                      "seconds_total": round(train_seconds, 1), "seed": args.seed, "quick": bool(args.quick),

@@ -389,52 +389,6 @@ def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, drop
     return keras.Model(tokens, probs, name=name)
 
 
-# ----------------------------------------------------------------------------- weight averaging
-def weight_average_callbacks(model, momentum: float, x: np.ndarray, y: np.ndarray) -> tuple:
-    """Two Keras callbacks keeping an exponential moving average of the trainable weights
-    (Polyak averaging; AWD-LSTM averages with ASGD): after every batch avg = m·avg + (1-m)·w,
-    starting from the first batch's weights.
-
-    At each epoch's end the first (put it before the checkpoint, early-stopping and LR
-    callbacks) swaps the averaged weights in and replaces the logs' val_loss by the averaged
-    model's loss on (x, y) (the raw one is kept as val_loss_raw), so the best checkpoint is an
-    averaged model chosen on validation; the second (put it after them) swaps the raw weights
-    back for the next epoch. The average restarts from the current weights on --resume.
-    """
-    import keras
-
-    weights = model.trainable_weights
-    state = {"avg": None, "raw": None}
-
-    class SwapIn(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            now = [keras.ops.convert_to_numpy(w) for w in weights]
-            if state["avg"] is None:
-                state["avg"] = now
-            else:
-                for a, w in zip(state["avg"], now):
-                    a *= momentum
-                    a += (1.0 - momentum) * w
-
-        def on_epoch_end(self, epoch, logs=None):
-            if state["avg"] is None or logs is None:
-                return
-            state["raw"] = [keras.ops.convert_to_numpy(w) for w in weights]
-            for w, a in zip(weights, state["avg"]):
-                w.assign(a)
-            logs["val_loss_raw"] = logs.get("val_loss")
-            logs["val_loss"] = math.log(lm_metrics(model, x, y, batch=256)["perplexity"])
-
-    class SwapOut(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if state["raw"] is not None:
-                for w, r in zip(weights, state["raw"]):
-                    w.assign(r)
-                state["raw"] = None
-
-    return SwapIn(), SwapOut()
-
-
 # ----------------------------------------------------------------------------- evaluation
 def lm_metrics(model, x: np.ndarray, y: np.ndarray, batch: int = 64) -> dict:
     """Perplexity and top-1/top-5 next-token accuracy over the non-padding targets."""
@@ -680,7 +634,8 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
                                                        verbose=args.verbose))
     average = args.weight_average if args.weight_average is not None else spec.extra.get("weight_average", 0.0)
     if average:
-        swap_in, swap_out = weight_average_callbacks(model, average, xva, yva)
+        swap_in, swap_out = fit.weight_average_callbacks(
+            model, average, lambda m: {"val_loss": math.log(lm_metrics(m, xva, yva, batch=256)["perplexity"])})
         # In before the timer/CSV/checkpoint/early stopping, out just before the backup (last).
         # The averaged val_loss is the per-token NLL; Keras' own also averages over padding.
         callbacks = [swap_in, *callbacks[:-2], callbacks[-1], swap_out, callbacks[-2]]
