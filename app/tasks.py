@@ -249,8 +249,11 @@ FACES_GENDER = TaskSpec(
     batch_size=64,
     learning_rate=2e-3,
     extra={
-        "augment": 0.05,
+        "augment": 0.1,
         "flip": True,
+        "jitter": 0.2,
+        "label_smoothing": 0.1,
+        "weight_average": 0.998,
         "model": {"units": 64, "top_units": 128, "patch": 8},
         "intended_use": (
             "Teaching: shows how a recurrent network reads a face image row by row. Not for "

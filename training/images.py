@@ -83,14 +83,35 @@ def train_baseline(spec: TaskSpec, train, val, test, epochs: int, seed: int, ver
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of a proportion correct/n."""
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 def group_accuracy(y_true, pred, groups: np.ndarray, names: dict) -> dict:
-    """Accuracy within each group (e.g. race or age band), with the group's size."""
+    """Accuracy within each group (e.g. race or age band), with the group's size and the
+    accuracy's 95% Wilson interval."""
     out = {}
     for g, name in names.items():
         mask = groups == g
         if mask.any():
-            out[name] = {"n": int(mask.sum()), "accuracy": float((pred[mask] == y_true[mask]).mean())}
+            n, correct = int(mask.sum()), int((pred[mask] == y_true[mask]).sum())
+            out[name] = {"n": n, "accuracy": correct / n, "ci95": list(wilson_interval(correct, n))}
     return out
+
+
+def accuracy_gap(groups: dict) -> dict:
+    """The gap between the most and the least accurate group, with its 95% interval (Newcombe's
+    hybrid score interval for a difference of two independent proportions)."""
+    best = max(groups, key=lambda k: groups[k]["accuracy"])
+    worst = min(groups, key=lambda k: groups[k]["accuracy"])
+    (p1, (l1, u1)), (p2, (l2, u2)) = ((groups[k]["accuracy"], groups[k]["ci95"]) for k in (best, worst))
+    gap = p1 - p2
+    return {"most_accurate": best, "least_accurate": worst, "gap": gap,
+            "ci95": [float(gap - np.hypot(p1 - l1, u2 - p2)), float(gap + np.hypot(u1 - p1, p2 - l2))]}
 
 
 RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others", 255: "missing"}
@@ -103,6 +124,7 @@ def fairness_breakdown(data: ImageData, pred: np.ndarray) -> dict:
     out = {}
     if "race" in data.test_meta:
         out["accuracy_by_race"] = group_accuracy(data.y_test, pred, data.test_meta["race"], RACES)
+        out["race_gap"] = accuracy_gap({k: v for k, v in out["accuracy_by_race"].items() if k != "missing"})
     if "age" in data.test_meta:
         age = data.test_meta["age"].astype(int)
         band = np.full(len(age), -1)
@@ -422,6 +444,8 @@ def measure_served(spec: TaskSpec, data_arg, models_dir: Path, photos: bool = Tr
               "input": encoding, "engine": entry.engine, "precision": entry.precision,
               "model_sha256": export.file_sha256(folder / "model.keras"),
               "command": f"python -m training evaluate {spec.slug} --through-upload"}
+    if len(index) == len(data.y_test):  # per-group figures where the data set records groups
+        served.update(fairness_breakdown(data, preds))
     photo_key = PHOTO_SETS.get(spec.preprocess)
     if photo_key and photos and not quick:
         items = list(photo_set(data.x_test))

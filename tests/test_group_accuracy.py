@@ -1,0 +1,33 @@
+"""Per-group accuracy on the cards: Wilson intervals and the gap between groups with its interval."""
+import numpy as np
+import pytest
+
+from training.images import accuracy_gap, group_accuracy, wilson_interval
+
+
+def test_wilson_interval_matches_the_published_values():
+    # Newcombe (1998), Statistics in Medicine 17:857, table I: 81/263 -> 0.2553 to 0.3662
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0)
+
+
+def test_gap_interval_is_newcombes_hybrid_score_interval():
+    # Newcombe (1998), Statistics in Medicine 17:873, example (a): 56/70 - 48/80 = 0.2000, 0.0524 to 0.3339
+    groups = {"a": {"n": 70, "accuracy": 56 / 70, "ci95": list(wilson_interval(56, 70))},
+              "b": {"n": 80, "accuracy": 48 / 80, "ci95": list(wilson_interval(48, 80))}}
+    gap = accuracy_gap(groups)
+    assert (gap["most_accurate"], gap["least_accurate"]) == ("a", "b")
+    assert gap["gap"] == pytest.approx(0.2)
+    assert gap["ci95"] == pytest.approx([0.0524, 0.3339], abs=1e-4)
+
+
+def test_group_accuracy_counts_each_group_and_skips_empty_ones():
+    y = np.array([0, 1, 1, 0, 1, 0])
+    pred = np.array([0, 1, 0, 0, 0, 0])
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    out = group_accuracy(y, pred, groups, {0: "x", 1: "y", 2: "empty"})
+    assert set(out) == {"x", "y"}
+    assert out["x"]["n"] == 3 and out["x"]["accuracy"] == pytest.approx(2 / 3)
+    assert out["x"]["ci95"] == pytest.approx(list(wilson_interval(2, 3)))
