@@ -44,10 +44,15 @@ _consumers = []
 
 def when_ready(server):
     """Start the Huey consumers beside the web workers."""
+    import importlib.util
     import subprocess
     import sys
 
     count = int(os.environ.get("LSTMLAB_TRAIN_WORKERS", "1"))
+    if count > 0 and importlib.util.find_spec("keras") is None:  # a serving-only install cannot train
+        server.log.info("lab bench: no training consumer started: the training libraries are not installed "
+                        "(a serving-only install; run `make worker` where they are)")
+        return
     for _ in range(max(0, count)):
         _consumers.append(subprocess.Popen([sys.executable, "-m", "app.lab"], start_new_session=True))
     if count > 0:

@@ -232,13 +232,15 @@ VARIANTS = {
 }
 
 
-def start_server(port: int, log_path: Path, overrides: dict) -> subprocess.Popen:
-    """gunicorn exactly as `make serve` starts it, on a free loopback port."""
+def start_server(port: int, log_path: Path, overrides: dict, python: str = sys.executable) -> subprocess.Popen:
+    """gunicorn exactly as `make serve` starts it, on a free loopback port, from the installation
+    of `python` (this one by default)."""
     env = dict(os.environ, LSTMLAB_BIND=f"127.0.0.1:{port}", FLASK_SECRET_KEY=secrets.token_hex(32),
-               FLASK_RATELIMIT_GENERATE="1000000 per minute", TF_CPP_MIN_LOG_LEVEL="2", **overrides)
+               FLASK_RATELIMIT_GENERATE="1000000 per minute", TF_CPP_MIN_LOG_LEVEL="2",
+               LSTMLAB_TRAIN_WORKERS="0", **overrides)  # the web workers alone: no lab consumer
     env.pop("FLASK_DEBUG", None)
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    cmd = [str(gunicorn) if gunicorn.exists() else sys.executable, *([] if gunicorn.exists() else ["-m", "gunicorn"]),
+    gunicorn = Path(python).with_name("gunicorn")
+    cmd = [str(gunicorn) if gunicorn.exists() else python, *([] if gunicorn.exists() else ["-m", "gunicorn"]),
            "-c", "gunicorn.conf.py", "--no-control-socket", "wsgi:app"]  # leave a running server's socket alone
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)

@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -170,9 +171,9 @@ def load_phase(port: int, clients: int, requests: int, seconds: float) -> dict:
             "p99": float(np.percentile(lat, 99)), "errors": errors[0]}
 
 
-def http_phase(args, engine: str) -> dict:
-    """Start gunicorn with `engine` ("litert": as served; "xla": FLASK_PREDICT_LITERT=0, empty
-    XLA cache); measure cold start, worker RSS and classify load."""
+def http_phase(args, engine: str, python: str = sys.executable) -> dict:
+    """Start gunicorn from the installation of `python` with `engine` ("litert": as served; "xla":
+    FLASK_PREDICT_LITERT=0, empty XLA cache); measure cold start, worker RSS and classify load."""
     cache = Path(tempfile.mkdtemp(prefix="lstmlab-xla-"))
     env = {"FLASK_XLA_CACHE_DIR": str(cache)}
     if engine == "xla":
@@ -181,7 +182,7 @@ def http_phase(args, engine: str) -> dict:
     log = Path(tempfile.gettempdir()) / f"lstmlab-serve-{port}.log"
     try:
         t0 = time.monotonic()
-        proc = start_server(port, log, env)
+        proc = start_server(port, log, env, python)
         try:
             out = {"engine": engine, "start": wait_ready(proc, port, t0 + 600)}
             out["rss_mb"] = [round(rss_mb(p), 1) for p in children(proc.pid)]
@@ -252,8 +253,16 @@ def write(rows: list[dict], web: dict, busy: str) -> None:
               f"{'yes' if lite['tensorflow_loaded'] else 'no'} |",
               f"| XLA (fallback, empty XLA cache) | {', '.join(f'{m:.0f}' for m in xla['rss_mb'])} | {xla['start']:.1f} | "
               f"{'yes' if xla['tensorflow_loaded'] else 'no'} |",
-              f"| XLA ÷ LiteRT | {xla_rss / lite_rss:.1f}× | {xla['start'] / lite['start']:.1f}× | |", "",
-              "Against the serving goals (served engine, this run):", ""]
+              f"| XLA ÷ LiteRT | {xla_rss / lite_rss:.1f}× | {xla['start'] / lite['start']:.1f}× | |"]
+    if "serving" in web:  # the same app started from the serving-only install (no TensorFlow installed)
+        lean = web["serving"]
+        lines += [f"| LiteRT, serving-only install (TensorFlow installed: "
+                  f"{'yes' if lean['tensorflow_installed'] else 'no'}) | "
+                  f"{', '.join(f'{m:.0f}' for m in lean['rss_mb'])} | {lean['start']:.1f} | "
+                  f"{'yes' if lean['tensorflow_loaded'] else 'no'} |",
+                  f"| serving-only ÷ full install | {max(lean['rss_mb']) / lite_rss:.2f}× | "
+                  f"{lean['start'] / lite['start']:.2f}× | |"]
+    lines += ["", "Against the serving goals (served engine, this run):", ""]
     lines += [f"- {goal}: {'met' if ok else '**not met**'} ({value})" for goal, ok, value in goals(rows, lite)]
     lines.append(END)
     text = DOC.read_text(encoding="utf-8") if DOC.is_file() else "# Benchmarks\n"
@@ -274,9 +283,17 @@ def main(argv=None) -> int:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--write", action="store_true")
     p.add_argument("--json", default=None, help="also save the raw results to this file")
+    p.add_argument("--serving-python", default=None, metavar="PYTHON",
+                   help="also start the app from this Python's installation (e.g. the serving-only virtual "
+                        "environment tests/test_packaging.py builds under .cache/) and compare it with this one")
     args = p.parse_args(argv)
     busy = machine_busy()
     web = {engine: http_phase(args, engine) for engine in ("litert", "xla")}
+    if args.serving_python:
+        web["serving"] = http_phase(args, "litert", args.serving_python)
+        web["serving"]["tensorflow_installed"] = subprocess.run(
+            [args.serving_python, "-c", "import importlib.util as u; print(u.find_spec('tensorflow') is not None)"],
+            capture_output=True, text=True, check=True).stdout.strip() == "True"
     rows = model_times(Path(args.models_dir), args.repeats)
     busy = busy or machine_busy()
     if args.json:

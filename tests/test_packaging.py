@@ -159,4 +159,6 @@ def test_serving_group_alone_serves_every_shipped_model(serving_venv, png_digit)
         assert any(cards[s]["kind"] == "image" for s in served) and any(cards[s]["kind"] == "text" for s in served)
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        log = server.communicate(timeout=30)[0]
+    # no lab consumer is started without the training libraries (it could only crash)
+    assert "no training consumer started" in log and "Traceback" not in log, log
