@@ -1,4 +1,5 @@
-"""The LSTM cell written from its equations: once in NumPy, once as a small Keras layer.
+"""The LSTM cell written from its equations in NumPy: the one implementation the app runs (text
+serving, gate traces) and the export's check of which LSTMs it computes.
 
 At time step t, with input x_t, previous hidden state h_{t-1} and previous cell state c_{t-1}:
 
@@ -20,6 +21,8 @@ recurrent kernel U (units, 4·units) and one bias b (4·units,), in the order i,
 A bidirectional layer runs a second LSTM over the reversed sequence and concatenates the two
 hidden states; with `return_sequences` the backward outputs are flipped back so that position t
 holds both directions' state for time step t.
+
+The same equations as a Keras layer: `training.layers.lstm_from_scratch_layer`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-GATE_ORDER = ("i", "f", "c", "o")  # Keras's order inside the fused kernel
 TRACE_KEYS = ("i", "f", "g", "o", "c", "h")  # what `lstm_sequence(record=True)` records per step
 
 
@@ -182,86 +184,3 @@ def bidirectional_sequence(x: np.ndarray, forward: LSTMWeights, backward: LSTMWe
         return out, None
     return out, {"forward": {k: v[0] for k, v in rec.items()},
                  "backward": {k: v[1][:, ::-1] for k, v in rec.items()}}
-
-
-# ----------------------------------------------------------------------------- the Keras layer
-def _keras_layer_class():
-    """Defined lazily so that importing this module does not import Keras (the app's NumPy path)."""
-    import keras
-    from keras import ops
-
-    @keras.saving.register_keras_serializable(package="lstmlab")
-    class LSTMFromScratch(keras.layers.Layer):
-        """An LSTM layer whose cell is the equations of this module's docstring in `keras.ops`.
-
-        Same weights, shapes and gate order (i, f, c, o) as `keras.layers.LSTM`, so
-        `set_weights(lstm.get_weights())` makes the two layers compute the same function; it also
-        has the attributes `keras.layers.Bidirectional` needs (go_backwards, return_sequences,
-        return_state, stateful), so it can be wrapped like an LSTM.
-        """
-
-        def __init__(self, units: int, return_sequences: bool = False, go_backwards: bool = False, **kwargs):
-            super().__init__(**kwargs)
-            self.units = int(units)
-            self.return_sequences = return_sequences
-            self.go_backwards = go_backwards
-            self.return_state = False
-            self.stateful = False
-
-        def build(self, input_shape):
-            dim, n = input_shape[-1], self.units
-            self.kernel = self.add_weight(shape=(dim, 4 * n), initializer="glorot_uniform", name="kernel")
-            self.recurrent_kernel = self.add_weight(shape=(n, 4 * n), initializer="orthogonal",
-                                                    name="recurrent_kernel")
-            # Forget-gate bias starts at 1 (unit_forget_bias, as in Keras): remember by default.
-            self.bias = self.add_weight(
-                shape=(4 * n,), name="bias",
-                initializer=lambda shape, dtype=None: ops.concatenate(
-                    [ops.zeros((n,)), ops.ones((n,)), ops.zeros((2 * n,))]))
-
-        def call(self, inputs, initial_state=None):
-            if initial_state is not None:  # Bidirectional passes the argument; only zeros are supported
-                raise ValueError("LSTMFromScratch starts from h = c = 0; initial_state is not supported")
-            n = self.units
-            x = ops.flip(inputs, axis=1) if self.go_backwards else inputs
-            proj = ops.matmul(x, self.kernel) + self.bias  # every step's x_t W + b at once
-            batch = ops.shape(inputs)[0]
-            state = (ops.zeros((batch, n), dtype=self.compute_dtype), ops.zeros((batch, n), dtype=self.compute_dtype))
-
-            def step(carry, z_x):
-                h, c = carry
-                z = z_x + ops.matmul(h, self.recurrent_kernel)
-                i = ops.sigmoid(z[:, :n])
-                f = ops.sigmoid(z[:, n:2 * n])
-                g = ops.tanh(z[:, 2 * n:3 * n])
-                o = ops.sigmoid(z[:, 3 * n:])
-                c = f * c + i * g
-                h = o * ops.tanh(c)
-                return (h, c), (h, c)  # TensorFlow's scan wants ys shaped like the carry
-
-            (h, _), (hs, _) = ops.scan(step, state, ops.moveaxis(proj, 1, 0))
-            return ops.moveaxis(hs, 0, 1) if self.return_sequences else h
-
-        def compute_output_shape(self, input_shape):
-            if self.return_sequences:
-                return (input_shape[0], input_shape[1], self.units)
-            return (input_shape[0], self.units)
-
-        def get_config(self):
-            return {**super().get_config(), "units": self.units, "return_sequences": self.return_sequences,
-                    "go_backwards": self.go_backwards}
-
-    return LSTMFromScratch
-
-
-_LAYER = None
-
-
-def __getattr__(name: str):
-    """`from app.lstm_cell import LSTMFromScratch` builds the Keras class on first use."""
-    global _LAYER
-    if name == "LSTMFromScratch":
-        if _LAYER is None:
-            _LAYER = _keras_layer_class()
-        return _LAYER
-    raise AttributeError(name)

@@ -43,7 +43,9 @@ def test_numpy_cell_equals_keras_lstm(x, return_sequences, go_backwards):
 
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_keras_layer_from_scratch_equals_keras_lstm(x, return_sequences):
-    from app.lstm_cell import LSTMFromScratch
+    from training.layers import lstm_from_scratch_layer
+
+    LSTMFromScratch = lstm_from_scratch_layer()
 
     layer = _keras_lstm(x, return_sequences)
     mine = LSTMFromScratch(UNITS, return_sequences=return_sequences)
@@ -54,7 +56,9 @@ def test_keras_layer_from_scratch_equals_keras_lstm(x, return_sequences):
 
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_bidirectional_equals_keras(x, return_sequences):
-    from app.lstm_cell import LSTMFromScratch
+    from training.layers import lstm_from_scratch_layer
+
+    LSTMFromScratch = lstm_from_scratch_layer()
 
     bi = keras.layers.Bidirectional(keras.layers.LSTM(UNITS, return_sequences=return_sequences))
     bi.build(x.shape)
@@ -92,7 +96,9 @@ def test_gate_order_is_i_f_c_o():
 
 
 def test_layer_from_scratch_in_a_saved_model(tmp_path, x):
-    from app.lstm_cell import LSTMFromScratch
+    from training.layers import lstm_from_scratch_layer
+
+    LSTMFromScratch = lstm_from_scratch_layer()
 
     inputs = keras.Input((STEPS, DIM))
     model = keras.Model(inputs, LSTMFromScratch(UNITS, name="scratch")(inputs))
