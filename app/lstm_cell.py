@@ -1,4 +1,5 @@
-"""The LSTM cell written from its equations: once in NumPy, once as a small Keras layer.
+"""The LSTM cell written from its equations in NumPy: the one implementation the app runs (text
+serving, gate traces) and the export's check of which LSTMs it computes.
 
 At time step t, with input x_t, previous hidden state h_{t-1} and previous cell state c_{t-1}:
 
@@ -20,15 +21,17 @@ recurrent kernel U (units, 4·units) and one bias b (4·units,), in the order i,
 A bidirectional layer runs a second LSTM over the reversed sequence and concatenates the two
 hidden states; with `return_sequences` the backward outputs are flipped back so that position t
 holds both directions' state for time step t.
+
+The same equations as a Keras layer: `training.layers.lstm_from_scratch_layer`.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-GATE_ORDER = ("i", "f", "c", "o")  # Keras's order inside the fused kernel
 TRACE_KEYS = ("i", "f", "g", "o", "c", "h")  # what `lstm_sequence(record=True)` records per step
 
 
@@ -38,9 +41,22 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def split_gates(z: np.ndarray, units: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pre-activations (..., 4·units) -> i, f, g, o after their activations (Keras order i, f, c, o)."""
-    return (sigmoid(z[..., :units]), sigmoid(z[..., units:2 * units]),
-            np.tanh(z[..., 2 * units:3 * units]), sigmoid(z[..., 3 * units:]))
+    """Pre-activations (..., 4·units) -> i, f, g, o after their activations (Keras order i, f, c, o).
+
+    One tanh over all four: σ(z) = (tanh(z/2) + 1)/2, so the i, f, o columns are halved first
+    (halving is exact in floating point: the gates equal `sigmoid` of their columns bit for bit)."""
+    a = np.tanh(z * _half_sigmoid_scale(units, z.dtype))
+    gates = 0.5 * a + 0.5
+    return gates[..., :units], gates[..., units:2 * units], a[..., 2 * units:3 * units], gates[..., 3 * units:]
+
+
+@functools.cache
+def _half_sigmoid_scale(units: int, dtype) -> np.ndarray:
+    """0.5 on the i, f, o columns, 1 on the candidate's."""
+    scale = np.full(4 * units, 0.5, dtype)
+    scale[2 * units:3 * units] = 1.0
+    scale.flags.writeable = False
+    return scale
 
 
 @dataclass(frozen=True)
@@ -54,7 +70,7 @@ class LSTMWeights:
     @property
     def units(self) -> int:
         """Size of the hidden and cell states."""
-        return self.recurrent_kernel.shape[0]
+        return self.recurrent_kernel.shape[-2]
 
     @classmethod
     def from_list(cls, weights: list, dtype=np.float32) -> LSTMWeights:
@@ -66,8 +82,30 @@ class LSTMWeights:
         return cls(kernel, recurrent, bias)
 
 
+def cell_problem(cfg: dict) -> str | None:
+    """Why the NumPy cell cannot run the Keras LSTM layer with this config (None when it can): it
+    computes the default activations (tanh, sigmoid gates) from h = c = 0, without returned state."""
+    if cfg.get("activation") != "tanh" or cfg.get("recurrent_activation") != "sigmoid":
+        return "the NumPy cell supports the default LSTM activations only"
+    if cfg.get("stateful") or cfg.get("return_state"):
+        return "stateful / return_state LSTMs are not supported"
+    return None
+
+
+def lstm_weights(cfg: dict, weights: list) -> LSTMWeights:
+    """The weights of a Keras LSTM layer (its config and `get_weights()`), or ValueError when
+    `cell_problem` refuses the layer."""
+    problem = cell_problem(cfg)
+    if problem:
+        raise ValueError(f"{cfg.get('name', 'LSTM')}: {problem}")
+    return LSTMWeights.from_list(weights)
+
+
 def lstm_step(x_proj: np.ndarray, h: np.ndarray, c: np.ndarray, w: LSTMWeights):
-    """One time step from the input projection x_t W + b: returns (i, f, g, o, c_t, h_t)."""
+    """One time step from the input projection x_t W + b: returns (i, f, g, o, c_t, h_t).
+
+    Works on stacked independent LSTMs too: with a recurrent kernel (K, U, 4U), h and c are
+    (K, B, U) and x_proj (K, B, 4U)."""
     z = x_proj + h @ w.recurrent_kernel
     i, f, g, o = split_gates(z, w.units)
     c = f * c + i * g
@@ -75,47 +113,28 @@ def lstm_step(x_proj: np.ndarray, h: np.ndarray, c: np.ndarray, w: LSTMWeights):
     return i, f, g, o, c, h
 
 
-def _half_sigmoid_scale(units: int, dtype) -> np.ndarray:
-    """0.5 on the i, f, o columns, 1 on the candidate's: σ(z) = (tanh(z/2) + 1)/2, so one tanh
-    over the scaled pre-activations gives all four gates."""
-    scale = np.full(4 * units, 0.5, dtype)
-    scale[2 * units:3 * units] = 1.0
-    return scale
+def _scan(proj: np.ndarray, w: LSTMWeights, keep_sequence: bool, record: bool):
+    """The time loop (`lstm_step` at every step) for K independent LSTMs at once (the two
+    directions of a bidirectional layer run side by side: half the Python steps).
 
-
-def _scan(proj: np.ndarray, recurrent: np.ndarray, keep_sequence: bool, record: bool):
-    """The time loop for K independent LSTMs of U units at once (the two directions of a
-    bidirectional layer run side by side: half the Python steps).
-
-    proj (K, B, T, 4U) holds x_t W + b already scaled by `_half_sigmoid_scale`, recurrent
-    (K, U, 4U) the equally scaled U. Returns the last h (K, B, U), every h (K, B, T, U) or None,
-    and with `record` the activated gates (K, B, T, 4U) and cell states (K, B, T, U).
+    proj (K, B, T, 4U) holds x_t W + b, w the recurrent kernels stacked (K, U, 4U). Returns the
+    last h (K, B, U), every h (K, B, T, U) or None, and with `record` a dict of TRACE_KEYS ->
+    (K, B, T, U) arrays (else None).
     """
     k, batch, steps, four_u = proj.shape
-    n = four_u // 4
-    h = np.zeros((k, batch, n), proj.dtype)
+    h = np.zeros((k, batch, four_u // 4), proj.dtype)
     c = np.zeros_like(h)
-    hs = np.empty((k, batch, steps, n), proj.dtype) if keep_sequence or record else None
-    acts = np.empty_like(proj) if record else None
-    cs = np.empty((k, batch, steps, n), proj.dtype) if record else None
+    recs = [np.empty((k, batch, steps, h.shape[-1]), proj.dtype) for _ in TRACE_KEYS] if record else None
+    hs = recs[-1] if record else np.empty_like(proj[..., :h.shape[-1]]) if keep_sequence else None
     for t in range(steps):
-        a = np.tanh(proj[:, :, t] + h @ recurrent)  # tanh(z/2) for i, f, o; tanh(z) = g
-        gates = 0.5 * a + 0.5  # σ(z) for i, f, o (the candidate's slot is not used)
-        c = gates[..., n:2 * n] * c + gates[..., :n] * a[..., 2 * n:3 * n]
-        h = gates[..., 3 * n:] * np.tanh(c)
-        if hs is not None:
-            hs[:, :, t] = h
+        values = lstm_step(proj[:, :, t], h, c, w)
+        c, h = values[4], values[5]
         if record:
-            acts[:, :, t] = gates
-            acts[:, :, t, 2 * n:3 * n] = a[..., 2 * n:3 * n]
-            cs[:, :, t] = c
-    return h, hs, acts, cs
-
-
-def _split_record(acts: np.ndarray, cs: np.ndarray, hs: np.ndarray) -> dict:
-    n = cs.shape[-1]
-    return {"i": acts[..., :n], "f": acts[..., n:2 * n], "g": acts[..., 2 * n:3 * n], "o": acts[..., 3 * n:],
-            "c": cs, "h": hs}
+            for array, value in zip(recs, values):
+                array[:, :, t] = value
+        elif hs is not None:
+            hs[:, :, t] = h
+    return h, hs, (dict(zip(TRACE_KEYS, recs)) if record else None)
 
 
 def _check(x: np.ndarray, w: LSTMWeights) -> np.ndarray:
@@ -132,16 +151,16 @@ def lstm_sequence(x: np.ndarray, w: LSTMWeights, return_sequences: bool = False,
     Returns the output ((batch, T, U) with `return_sequences`, else the last h (batch, U)) and,
     with `record`, a dict of TRACE_KEYS -> (batch, T, U) arrays in processing order (else None).
     With `go_backwards` the sequence is read from its last step, and, as in Keras, the returned
-    sequence is in that reversed order. Each step is `lstm_step`, computed with one tanh.
+    sequence is in that reversed order. Each step is `lstm_step`.
     """
     x = _check(x, w)
     if go_backwards:
         x = x[:, ::-1]
-    scale = _half_sigmoid_scale(w.units, w.kernel.dtype)
     # One matrix product for every step's input projection, then only h @ U inside the loop.
-    proj = (x @ w.kernel + w.bias) * scale
-    h, hs, acts, cs = _scan(proj[None], (w.recurrent_kernel * scale)[None], return_sequences, record)
-    rec = {k: v[0] for k, v in _split_record(acts, cs, hs).items()} if record else None
+    proj = x @ w.kernel + w.bias
+    stacked = LSTMWeights(w.kernel[None], w.recurrent_kernel[None], w.bias[None])
+    h, hs, rec = _scan(proj[None], stacked, return_sequences, record)
+    rec = {k: v[0] for k, v in rec.items()} if record else None
     return (hs[0] if return_sequences else h[0]), rec
 
 
@@ -153,99 +172,15 @@ def bidirectional_sequence(x: np.ndarray, forward: LSTMWeights, backward: LSTMWe
     backward record is flipped into the input's time order (step t is image row / word t).
     """
     x = _check(x, forward)
-    scale = _half_sigmoid_scale(forward.units, forward.kernel.dtype)
-    proj = np.stack([x @ forward.kernel + forward.bias, (x @ backward.kernel + backward.bias)[:, ::-1]]) * scale
-    recurrent = np.stack([forward.recurrent_kernel, backward.recurrent_kernel]) * scale
-    h, hs, acts, cs = _scan(proj, recurrent, return_sequences, record)
+    proj = np.stack([x @ forward.kernel + forward.bias, (x @ backward.kernel + backward.bias)[:, ::-1]])
+    stacked = LSTMWeights(*(np.stack([getattr(forward, a), getattr(backward, a)])
+                            for a in ("kernel", "recurrent_kernel", "bias")))
+    h, hs, rec = _scan(proj, stacked, return_sequences, record)
     if return_sequences:
         out = np.concatenate([hs[0], hs[1][:, ::-1]], axis=-1)
     else:
         out = np.concatenate([h[0], h[1]], axis=-1)
     if not record:
         return out, None
-    rec = _split_record(acts, cs, hs)
     return out, {"forward": {k: v[0] for k, v in rec.items()},
                  "backward": {k: v[1][:, ::-1] for k, v in rec.items()}}
-
-
-# ----------------------------------------------------------------------------- the Keras layer
-def _keras_layer_class():
-    """Defined lazily so that importing this module does not import Keras (the app's NumPy path)."""
-    import keras
-    from keras import ops
-
-    @keras.saving.register_keras_serializable(package="lstmlab")
-    class LSTMFromScratch(keras.layers.Layer):
-        """An LSTM layer whose cell is the equations of this module's docstring in `keras.ops`.
-
-        Same weights, shapes and gate order (i, f, c, o) as `keras.layers.LSTM`, so
-        `set_weights(lstm.get_weights())` makes the two layers compute the same function; it also
-        has the attributes `keras.layers.Bidirectional` needs (go_backwards, return_sequences,
-        return_state, stateful), so it can be wrapped like an LSTM.
-        """
-
-        def __init__(self, units: int, return_sequences: bool = False, go_backwards: bool = False, **kwargs):
-            super().__init__(**kwargs)
-            self.units = int(units)
-            self.return_sequences = return_sequences
-            self.go_backwards = go_backwards
-            self.return_state = False
-            self.stateful = False
-
-        def build(self, input_shape):
-            dim, n = input_shape[-1], self.units
-            self.kernel = self.add_weight(shape=(dim, 4 * n), initializer="glorot_uniform", name="kernel")
-            self.recurrent_kernel = self.add_weight(shape=(n, 4 * n), initializer="orthogonal",
-                                                    name="recurrent_kernel")
-            # Forget-gate bias starts at 1 (unit_forget_bias, as in Keras): remember by default.
-            self.bias = self.add_weight(
-                shape=(4 * n,), name="bias",
-                initializer=lambda shape, dtype=None: ops.concatenate(
-                    [ops.zeros((n,)), ops.ones((n,)), ops.zeros((2 * n,))]))
-
-        def call(self, inputs, initial_state=None):
-            if initial_state is not None:  # Bidirectional passes the argument; only zeros are supported
-                raise ValueError("LSTMFromScratch starts from h = c = 0; initial_state is not supported")
-            n = self.units
-            x = ops.flip(inputs, axis=1) if self.go_backwards else inputs
-            proj = ops.matmul(x, self.kernel) + self.bias  # every step's x_t W + b at once
-            batch = ops.shape(inputs)[0]
-            state = (ops.zeros((batch, n), dtype=self.compute_dtype), ops.zeros((batch, n), dtype=self.compute_dtype))
-
-            def step(carry, z_x):
-                h, c = carry
-                z = z_x + ops.matmul(h, self.recurrent_kernel)
-                i = ops.sigmoid(z[:, :n])
-                f = ops.sigmoid(z[:, n:2 * n])
-                g = ops.tanh(z[:, 2 * n:3 * n])
-                o = ops.sigmoid(z[:, 3 * n:])
-                c = f * c + i * g
-                h = o * ops.tanh(c)
-                return (h, c), (h, c)  # TensorFlow's scan wants ys shaped like the carry
-
-            (h, _), (hs, _) = ops.scan(step, state, ops.moveaxis(proj, 1, 0))
-            return ops.moveaxis(hs, 0, 1) if self.return_sequences else h
-
-        def compute_output_shape(self, input_shape):
-            if self.return_sequences:
-                return (input_shape[0], input_shape[1], self.units)
-            return (input_shape[0], self.units)
-
-        def get_config(self):
-            return {**super().get_config(), "units": self.units, "return_sequences": self.return_sequences,
-                    "go_backwards": self.go_backwards}
-
-    return LSTMFromScratch
-
-
-_LAYER = None
-
-
-def __getattr__(name: str):
-    """`from app.lstm_cell import LSTMFromScratch` builds the Keras class on first use."""
-    global _LAYER
-    if name == "LSTMFromScratch":
-        if _LAYER is None:
-            _LAYER = _keras_layer_class()
-        return _LAYER
-    raise AttributeError(name)

@@ -16,7 +16,7 @@ pipeline per call), so each model gets a function compiled once, here, with a wa
 - engine "xla" (or "tf" with PREDICT_JIT off): otherwise (no, stale or unreadable .tflite,
   LiteRT not installed, or PREDICT_LITERT off), a `tf.function` over the Keras model with a fixed
   input signature (None, H, W, C) float32, XLA-compiled by default.
-Text models are loaded by `app.generation.load_text_model` (engine "numpy": a NumPy step
+Text models are loaded by `app.textmodel.load_text_model` (engine "numpy": a NumPy step
 function over the weights read from model.keras without Keras).
 """
 
@@ -41,11 +41,7 @@ import numpy as np
 from flask import Flask, current_app
 
 from app.tasks import BUILTIN_TASKS, IMAGE, TEXT, TaskSpec, discover_tasks
-
-try:  # the text engineer's module; the image tasks work without it
-    from app.generation import load_text_model
-except ImportError:  # pragma: no cover - only while app/generation.py is absent
-    load_text_model = None
+from app.textmodel import load_text_model
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +62,7 @@ class Entry:
     predict: Callable[[np.ndarray], np.ndarray] | None = None  # image tasks
     engine: str = ""  # "litert" | "xla" | "tf" (image), "numpy" (text)
     precision: str = ""  # image tasks: of the weights served, "int8" (litert) or "float32"
-    text_model: Any = None  # text tasks: app.generation.TextModel
+    text_model: Any = None  # text tasks: app.textmodel.TextModel
     error: str = ""
     load_seconds: float = 0.0
     plots: list[str] = field(default_factory=list)
@@ -189,8 +185,6 @@ def load_entry(folder: Path, spec: TaskSpec, engines: Engines = Engines()) -> En
                 entry.predict = compile_predict(_load_keras(model_path), spec, engines.jit)
                 entry.engine, entry.precision = ("xla" if engines.jit else "tf"), "float32"
         elif spec.kind == TEXT:
-            if load_text_model is None:
-                raise RuntimeError("app.generation is not installed")
             entry.text_model = load_text_model(folder, spec)
             entry.engine = "numpy"
         else:

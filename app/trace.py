@@ -1,22 +1,25 @@
 """Trace a served prediction: what every LSTM gate did at every time step.
 
-`Tracer` walks the shipped model's graph once, when it is built, and turns every layer into a NumPy
-function holding that layer's own weights; it reads model.keras's config and weights directly
-(`app.kerasfile`), so a trace needs neither Keras nor TensorFlow in the serving worker. Running it on an input reproduces the model's
-output (tests check it equals `model(x)` to 1e-5) and, on the way, records for each LSTM (and each
-direction of a bidirectional LSTM), per time step and per unit: the input gate i, forget gate f,
-output gate o, the candidate g, the cell state c and the hidden state h (see app/lstm_cell.py).
+For each LSTM (and each direction of a bidirectional LSTM), per time step and per unit: the
+input gate i, forget gate f, output gate o, the candidate g, the cell state c and the hidden
+state h (see app/lstm_cell.py).
 
-Layers handled in NumPy: InputLayer, Rescaling, Reshape, Permute, Flatten, LayerNormalization,
-Dropout (a no-op at inference), Dense, Concatenate, Embedding, TiedEmbedding, LSTM,
+Text: the served NumPy model records the gates while it generates (`app.textmodel.TextModel.step`);
+`word_trace` lays out those of the very run that made the text. Images: `Tracer` walks the
+shipped model's graph once, when it is built, and turns every layer into a NumPy function holding
+that layer's own weights; it reads model.keras's config and weights directly (`app.kerasfile`), so
+a trace needs neither Keras nor TensorFlow in the serving worker. Running it on an input
+reproduces the model's output (tests check it equals `model(x)` to 1e-5).
+
+Layers `Tracer` handles in NumPy: InputLayer, Rescaling, Reshape, Permute, Flatten,
+LayerNormalization, Dropout (a no-op at inference), Dense, Activation, Concatenate, LSTM,
 Bidirectional(LSTM) and TimeDistributed(Bidirectional(LSTM)); any other layer is refused
 (ValueError: the trace panel then says the model cannot be shown).
 Architectures: baseline (LSTM → LSTM over the image rows), rows_cols (bidirectional LSTMs over the
-rows and over the columns: every one is traced), the text model (Embedding → LSTM → Dense, one time
-step per word) and ReNet, where the two patch sweeps (a TimeDistributed BiLSTM along every row of
-patches, then down every column) run in NumPy but are not recorded (one sequence per patch row
-or column: too many to show); the final BiLSTM that reads the feature map one patch row per time
-step is traced. Masking (Embedding mask_zero) is not supported: traced inputs carry no padding.
+rows and over the columns: every one is traced) and ReNet, where the two patch sweeps (a
+TimeDistributed BiLSTM along every row of patches, then down every column) run in NumPy but are
+not recorded (one sequence per patch row or column: too many to show); the final BiLSTM that
+reads the feature map one patch row per time step is traced.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ from typing import Callable
 import numpy as np
 
 from app.kerasfile import read_keras_file
-from app.lstm_cell import LSTMWeights, bidirectional_sequence, lstm_sequence
+from app.lstm_cell import TRACE_KEYS, LSTMWeights, bidirectional_sequence, lstm_sequence, lstm_weights, sigmoid
 
 ROWS, COLUMNS, PATCH_ROWS, WORDS = "rows", "columns", "patch_rows", "words"
 SHOWN = ("f", "i", "g", "o", "c", "h")  # display order: keep, add, candidate, show, cell, hidden
+MAX_WORDS = 60  # a text trace shows the last MAX_WORDS tokens the model read
 
 
 @dataclass
@@ -69,15 +73,16 @@ class LayerTrace:
 
 @dataclass
 class Trace:
-    """The traced output (probabilities) and every recurrent layer's record."""
+    """Every recurrent layer's record, and the traced output (an image model's probabilities;
+    None for text, whose trace is recorded by the served model itself)."""
 
-    output: np.ndarray
+    output: np.ndarray | None
     layers: list[LayerTrace] = field(default_factory=list)
 
     def to_dict(self, decimals: int = 3) -> dict:
         """JSON-ready trace (the API's `"trace": true`)."""
-        return {"output": _rounded(self.output, 6), "gates": list(SHOWN),
-                "layers": [lt.to_dict(decimals) for lt in self.layers]}
+        body = {"gates": list(SHOWN), "layers": [lt.to_dict(decimals) for lt in self.layers]}
+        return body if self.output is None else {"output": _rounded(self.output, 6), **body}
 
 
 def _rounded(values: np.ndarray, decimals: int) -> list:
@@ -95,15 +100,7 @@ def _activation(name: str) -> Callable[[np.ndarray], np.ndarray] | None:
         return e / e.sum(axis=-1, keepdims=True)
 
     return {"linear": lambda x: x, None: lambda x: x, "relu": lambda x: np.maximum(x, 0),
-            "tanh": np.tanh, "sigmoid": lambda x: 0.5 * (np.tanh(0.5 * x) + 1.0), "softmax": softmax}.get(name)
-
-
-def _lstm_weights(cfg: dict, weights: list) -> LSTMWeights:
-    if cfg.get("activation") != "tanh" or cfg.get("recurrent_activation") != "sigmoid":
-        raise ValueError(f"{cfg['name']}: the NumPy cell supports the default LSTM activations only")
-    if cfg.get("stateful") or cfg.get("return_state"):
-        raise ValueError(f"{cfg['name']}: stateful / return_state LSTMs are not traced")
-    return LSTMWeights.from_list(weights)
+            "tanh": np.tanh, "sigmoid": sigmoid, "softmax": softmax}.get(name)
 
 
 def _record(name: str, direction: str, rec: dict, returns_sequences: bool) -> LayerTrace:
@@ -117,17 +114,17 @@ def _bidirectional(cfg: dict, weights: list) -> tuple[LSTMWeights, LSTMWeights, 
             or ("backward_layer" in cfg and not bw["config"].get("go_backwards")):
         raise ValueError(f"{cfg['name']}: only Bidirectional(LSTM) merged by concatenation is traced")
     half = len(weights) // 2  # forward layer's weights, then the backward layer's
-    return (_lstm_weights(fw["config"], weights[:half]), _lstm_weights(bw["config"], weights[half:]),
+    return (lstm_weights(fw["config"], weights[:half]), lstm_weights(bw["config"], weights[half:]),
             bool(fw["config"].get("return_sequences")))
 
 
-def _numpy_layer(kind: str, cfg: dict, weights: list, kwargs: dict) -> Fn:
+def _numpy_layer(kind: str, cfg: dict, weights: list) -> Fn:
     """The NumPy function computing one layer at inference, from its class name, config and
     weights (as saved in model.keras); ValueError for a layer the tracer does not know."""
     name = cfg["name"]
     weights = [np.asarray(w, np.float32) for w in weights]
     if kind == "LSTM":
-        w, seq, back = _lstm_weights(cfg, weights), bool(cfg.get("return_sequences")), bool(cfg.get("go_backwards"))
+        w, seq, back = lstm_weights(cfg, weights), bool(cfg.get("return_sequences")), bool(cfg.get("go_backwards"))
 
         def lstm(xs, recs):
             out, rec = lstm_sequence(xs[0], w, seq, back, record=True)
@@ -170,14 +167,6 @@ def _numpy_layer(kind: str, cfg: dict, weights: list, kwargs: dict) -> Fn:
     if kind == "Concatenate":
         axis = cfg["axis"]
         return lambda xs, recs: np.concatenate(xs, axis=axis)
-    if kind == "Embedding" and not cfg.get("mask_zero"):
-        table = weights[0]
-        return lambda xs, recs: table[np.asarray(xs[0], np.int64)]
-    if kind == "TiedEmbedding":  # app.generation's layer: a lookup, or (reverse) the output logits
-        table, bias = weights
-        if kwargs.get("reverse"):
-            return lambda xs, recs: xs[0] @ table.T + bias
-        return lambda xs, recs: table[np.asarray(xs[0], np.int64)]
     if kind == "Activation" and _activation(cfg["activation"]) is not None:
         act = _activation(cfg["activation"])
         return lambda xs, recs: act(xs[0])
@@ -231,10 +220,10 @@ class Tracer:
                 continue
             cfg = layer["config"]
             for k, node in enumerate(layer.get("inbound_nodes") or []):  # a shared layer has several
-                fn = _numpy_layer(layer["class_name"], cfg, weights.get(cfg["name"], []), node.get("kwargs") or {})
+                fn = _numpy_layer(layer["class_name"], cfg, weights.get(cfg["name"], []))
                 pending.append((fn, _tensor_refs(node.get("args", [])), (cfg["name"], k, 0)))
         self.input_ids = _endpoints(config["input_layers"])
-        # Run order: each call once all its inputs exist (a tied embedding's second call comes last).
+        # Run order: each call once all its inputs exist.
         self.steps: list[tuple[Fn, list[tuple], tuple]] = []
         ready = set(self.input_ids)
         while pending:
@@ -250,7 +239,7 @@ class Tracer:
 
     def __call__(self, x: np.ndarray) -> Trace:
         """Trace a batch (the records keep its first sample)."""
-        values = {self.input_ids[0]: np.asarray(x, np.float32 if np.asarray(x).dtype.kind == "f" else np.int64)}
+        values = {self.input_ids[0]: np.asarray(x, np.float32)}
         records: list[LayerTrace] = []
         for fn, ins, out in self.steps:
             values[out] = fn([values[i] for i in ins], records)
@@ -284,19 +273,25 @@ def image_tracer(model, spec) -> Tracer:
     return Tracer(*model_graph(model), image_axes(spec))
 
 
-def text_tracer(model) -> Tracer:
-    """The tracer of a Keras text model (input: token ids (1, T)); every time step is a word."""
-    return Tracer(*model_graph(model), lambda lt: WORDS)
-
-
 def trace_image(tracer: Tracer, array: np.ndarray) -> Trace:
     """Trace one preprocessed image (H, W, C), as `app.inference.classify` receives it."""
     return tracer(np.asarray(array, np.float32)[None])
 
 
-def trace_tokens(tracer: Tracer, ids: list[int]) -> Trace:
-    """Trace one token sequence; the output is the next-token distribution after each token."""
-    return tracer(np.asarray(ids, np.int64)[None])
+def served_difference(trace: Trace, served: np.ndarray) -> float:
+    """Largest absolute difference between an image trace's output and the served model's
+    probabilities for the same image."""
+    return float(np.abs(trace.output[0] - np.asarray(served).reshape(trace.output[0].shape)).max())
+
+
+def word_trace(model, path: list, last: int = MAX_WORDS) -> tuple[Trace, list[int]]:
+    """The trace of a text generation from the gates its model recorded (`app.decoding.generate`'s
+    `path`), over the last `last` tokens read: the trace and those tokens' ids."""
+    path = path[-last:]
+    layers = [LayerTrace(name, "", {key: np.stack([entry[1][k][n] for entry in path])
+                                    for n, key in enumerate(TRACE_KEYS)}, WORDS)
+              for k, name in enumerate(model.lstm_names)]
+    return Trace(None, layers), [entry[0] for entry in path]
 
 
 # ----------------------------------------------------------------------------- per-app cache
@@ -304,14 +299,14 @@ _LOCK = threading.Lock()
 
 
 def load_tracer(folder: Path, spec) -> Tracer:
-    """Build the tracer of models/<slug>/model.keras (the file the model store serves), reading
-    the file directly: no Keras, no TensorFlow in the serving worker."""
+    """Build the tracer of an image model's models/<slug>/model.keras (the file the model store
+    serves), reading the file directly: no Keras, no TensorFlow in the serving worker."""
     config, weights = read_keras_file(Path(folder) / "model.keras")
-    return Tracer(config, weights, (lambda lt: WORDS) if spec.kind == "text" else image_axes(spec))
+    return Tracer(config, weights, image_axes(spec))
 
 
 def get_tracer(app, entry) -> Tracer:
-    """The tracer of a served task, built on its first trace and kept for the app's lifetime."""
+    """The tracer of a served image task, built on its first trace and kept for the app's lifetime."""
     cache = app.extensions.setdefault("lstm_tracers", {})
     folder = getattr(entry, "folder", None) or Path(app.config["MODELS_DIR"]) / entry.slug  # a lab run has its own
     with _LOCK:

@@ -9,7 +9,7 @@ Measured, for Truyện Kiều:
   own Embedding(10) → LSTM(100) → Dense model; the weights do not change the speed);
 - tf_step: our model stepped one token at a time by a compiled `tf.function` carrying the LSTM
   state (greedy, no meter);
-- ours: `app.generation.generate` with the lục bát constraints (top-p sampling), the NumPy step.
+- ours: `app.decoding.generate` with the lục bát constraints (top-p sampling), the NumPy step.
 With --write the table replaces the generation section of docs/BENCHMARKS.md; with --quality-only
 nothing is timed and only the part read from the cards (after the speed table) is replaced, so a
 retrained model's figures can be written while the machine is too busy for a fair speed run.
@@ -38,10 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from app.generation import (EXACT_RHYME_BONUS, generate, load_keras_text_model, load_text_model,  # noqa: E402
-                            validate_request)
+from app.decoding import EXACT_RHYME_BONUS, generate  # noqa: E402
+from app.textmodel import load_text_model  # noqa: E402
+from app.views.generate_params import validate_request  # noqa: E402
 from app.tasks import KIEU  # noqa: E402
 from app.text import EOL_ID, clean_words  # noqa: E402
+from training.layers import load_keras_text_model  # noqa: E402
 from load import machine_busy, write_section  # noqa: E402
 
 SEED = "Trăm năm trong cõi người ta"

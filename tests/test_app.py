@@ -39,7 +39,7 @@ def text_ready(app):
 
     with app.app_context():
         if not get_store().get("kieu").available:
-            pytest.skip("app.generation / training.textgen not available")
+            pytest.skip("training.textgen not available")
 
 
 # ----------------------------------------------------------------------------- pages

@@ -201,18 +201,33 @@ def test_shipped_tflite_and_trace_equal_keras_on_real_test_images(slug):
 
 
 @pytest.mark.parametrize("slug", [s for s, spec in BUILTIN_TASKS.items() if spec.kind == TEXT])
-def test_text_weights_read_with_h5py_equal_keras(slug):
-    from app.generation import load_keras_text_model, model_layers, text_layers
+def test_shipped_text_model_equals_keras(slug):
+    """Every layer's weights read with h5py are Keras's, and the served NumPy model's
+    log-probabilities are the Keras model's (float32: 1e-5, relative 1e-6 for improbable tokens)."""
+    import keras
+
+    from app.kerasfile import read_keras_file
+    from app.text import EOL_ID, clean_words
+    from app.textmodel import load_text_model
+    from training.layers import load_keras_text_model
 
     path = MODELS_DIR / slug / "model.keras"
     if not path.is_file():
         pytest.skip(f"{slug} model not trained yet")
-    ours, ours_relu = text_layers(path)
-    theirs, theirs_relu = model_layers(load_keras_text_model(path))
-    assert ours_relu == theirs_relu
-    assert [kind for kind, _ in ours] == [kind for kind, _ in theirs]
-    for (_, a), (_, b) in zip(ours, theirs):
-        assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    model = load_keras_text_model(path)
+    _, ours = read_keras_file(path)
+    for layer in model.layers:
+        theirs = layer.get_weights()
+        assert len(ours.get(layer.name, [])) == len(theirs), layer.name
+        assert all(np.array_equal(x, y) for x, y in zip(ours.get(layer.name, []), theirs)), layer.name
+    served = load_text_model(path.parent, BUILTIN_TASKS[slug])
+    text = "Trăm năm trong cõi người ta chữ tài chữ mệnh khéo là ghét nhau" if slug == "kieu" else \
+        "the new president says the economy is strong"
+    ids = [EOL_ID] + served.vocab.encode(clean_words(text))
+    want = keras.ops.convert_to_numpy(model(np.array([ids]), training=False))[0]
+    got = served.sequence_log_probs(ids)
+    np.testing.assert_allclose(np.exp(got), want, atol=1e-6)
+    np.testing.assert_allclose(got, np.log(want), atol=1e-5, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- the export command
@@ -376,5 +391,19 @@ def test_lockstep_leaves_other_recurrent_layers_to_keras():
     from training.export import lockstep_layer
 
     for layer in (keras.layers.GRU(4), keras.layers.LSTM(4, activation="relu"), keras.layers.LSTM(4, go_backwards=True),
+                  keras.layers.LSTM(4, recurrent_activation="hard_sigmoid"), keras.layers.LSTM(4, use_bias=False),
                   keras.layers.Bidirectional(keras.layers.LSTM(4), merge_mode="sum")):
         assert lockstep_layer(layer) is layer
+
+
+def test_export_asks_the_numpy_cell_which_lstms_it_computes(monkeypatch):
+    """The export's lockstep graph runs exactly the LSTMs `app.lstm_cell.cell_problem` accepts."""
+    import keras
+
+    from training import export
+
+    layer = keras.layers.LSTM(4, return_sequences=True)
+    layer.build((1, 5, 3))
+    assert export.lockstep_layer(layer) is not layer
+    monkeypatch.setattr(export, "cell_problem", lambda cfg: "refused by the cell")
+    assert export.lockstep_layer(layer) is layer

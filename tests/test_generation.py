@@ -1,4 +1,4 @@
-"""app.generation on tiny models: request validation, strategies, determinism, streaming, meter."""
+"""app.textmodel and app.decoding on tiny models: request validation, strategies, determinism, streaming, meter."""
 
 import unicodedata
 
@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from app.errors import InvalidInput
-from app.generation import (STRATEGIES, generate, generate_stream, load_keras_text_model, load_text_model,
-                            validate_request)
+from app.decoding import STRATEGIES, generate, generate_stream
+from app.textmodel import load_text_model
+from app.views.generate_params import validate_request
 from app.tasks import KIEU, NYT_HEADLINES
 from app.text import EOL_ID, SNIPPET, check_verse, clean_words
+from training.layers import load_keras_text_model
 from training.textgen import write_tiny_text_model
 
 
@@ -146,7 +148,7 @@ def test_headlines_never_contain_the_snippet_marker(tmp_path):
 
 def _bat_six_plan(model):
     """A plan whose next syllable is bát 6, to rhyme with lục 6 'ta'."""
-    from app.generation import Verse
+    from app.decoding import Verse
 
     return Verse(model, [clean_words("Trăm năm trong cõi người ta"), clean_words("Chữ tài chữ mệnh khéo")], 2, True)
 
@@ -165,13 +167,13 @@ def test_rhyme_position_prefers_exact_rhymes_and_keeps_near_ones(tiny):
     assert "tư" in allowed - preferred  # a near rhyme (ư ~ a) stays possible
     assert "ta" not in allowed  # not the lục's own syllable again
     # no preference where no rhyme is due
-    from app.generation import Verse
+    from app.decoding import Verse
 
     assert Verse(model, [clean_words("Trăm năm")], 2, True).allowed()[2] is None
 
 
 def test_the_exact_rhyme_bonus_outweighs_a_smaller_lead_only(tiny):
-    from app.generation import EXACT_RHYME_BONUS, _pick
+    from app.decoding import EXACT_RHYME_BONUS, _pick
 
     model = tiny["kieu"]
     mask, _, prefer = _bat_six_plan(model).allowed()

@@ -5,7 +5,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from app.lstm_cell import LSTMWeights, bidirectional_sequence, lstm_sequence, split_gates  # noqa: E402
+from app.lstm_cell import (LSTMWeights, bidirectional_sequence, cell_problem, lstm_sequence, lstm_weights,  # noqa: E402
+                           sigmoid, split_gates)
 
 TOL = 1e-5
 BATCH, STEPS, DIM, UNITS = 3, 7, 5, 4
@@ -42,7 +43,9 @@ def test_numpy_cell_equals_keras_lstm(x, return_sequences, go_backwards):
 
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_keras_layer_from_scratch_equals_keras_lstm(x, return_sequences):
-    from app.lstm_cell import LSTMFromScratch
+    from training.layers import lstm_from_scratch_layer
+
+    LSTMFromScratch = lstm_from_scratch_layer()
 
     layer = _keras_lstm(x, return_sequences)
     mine = LSTMFromScratch(UNITS, return_sequences=return_sequences)
@@ -53,7 +56,9 @@ def test_keras_layer_from_scratch_equals_keras_lstm(x, return_sequences):
 
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_bidirectional_equals_keras(x, return_sequences):
-    from app.lstm_cell import LSTMFromScratch
+    from training.layers import lstm_from_scratch_layer
+
+    LSTMFromScratch = lstm_from_scratch_layer()
 
     bi = keras.layers.Bidirectional(keras.layers.LSTM(UNITS, return_sequences=return_sequences))
     bi.build(x.shape)
@@ -91,7 +96,9 @@ def test_gate_order_is_i_f_c_o():
 
 
 def test_layer_from_scratch_in_a_saved_model(tmp_path, x):
-    from app.lstm_cell import LSTMFromScratch
+    from training.layers import lstm_from_scratch_layer
+
+    LSTMFromScratch = lstm_from_scratch_layer()
 
     inputs = keras.Input((STEPS, DIM))
     model = keras.Model(inputs, LSTMFromScratch(UNITS, name="scratch")(inputs))
@@ -120,3 +127,24 @@ def test_fast_loop_equals_the_readable_step(x):
         for key, value in zip(("i", "f", "g", "o", "c", "h"), values):
             np.testing.assert_allclose(rec[key][:, t], value, atol=1e-6)
         c, h = values[4], values[5]
+
+
+def test_one_tanh_gates_are_the_sigmoid_bit_for_bit():
+    z = np.random.default_rng(5).normal(scale=4, size=(3, 4 * UNITS)).astype(np.float32)
+    i, f, g, o = split_gates(z, UNITS)
+    for got, columns in ((i, slice(0, UNITS)), (f, slice(UNITS, 2 * UNITS)), (o, slice(3 * UNITS, None))):
+        np.testing.assert_array_equal(got, sigmoid(z[:, columns]))
+    np.testing.assert_array_equal(g, np.tanh(z[:, 2 * UNITS:3 * UNITS]))
+
+
+@pytest.mark.parametrize("kwargs", [{"activation": "relu"}, {"recurrent_activation": "hard_sigmoid"},
+                                    {"stateful": True}, {"return_state": True}])
+def test_the_cell_refuses_what_it_does_not_compute(x, kwargs):
+    layer = keras.layers.LSTM(UNITS, **kwargs)
+    layer.build(x.shape)
+    assert cell_problem(layer.get_config())
+    with pytest.raises(ValueError, match=layer.name):
+        lstm_weights(layer.get_config(), layer.get_weights())
+    plain = _keras_lstm(x, False)
+    assert cell_problem(plain.get_config()) is None
+    np.testing.assert_array_equal(lstm_weights(plain.get_config(), plain.get_weights()).kernel, plain.get_weights()[0])

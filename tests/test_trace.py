@@ -6,7 +6,8 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from app.tasks import MNIST  # noqa: E402
-from app.trace import COLUMNS, PATCH_ROWS, ROWS, SHOWN, WORDS, image_tracer, text_tracer, trace_image, trace_tokens  # noqa: E402
+from app.trace import (COLUMNS, PATCH_ROWS, ROWS, SHOWN, WORDS, Tracer, image_tracer, model_graph,  # noqa: E402
+                       trace_image, word_trace)
 from training.build import make_image_classifier  # noqa: E402
 
 TOL = 1e-5
@@ -59,36 +60,56 @@ def test_backward_record_is_in_time_order(digit):
     np.testing.assert_allclose(np.concatenate([fwd.values["h"], back.values["h"]], axis=1), out, atol=TOL)
 
 
-def _tiny_text_model(vocab=30):
-    keras.utils.set_random_seed(0)
-    tokens = keras.Input((None,), dtype="int32")
-    x = keras.layers.Embedding(vocab, 6)(tokens)
-    x = keras.layers.LSTM(8, return_sequences=True)(x)
-    x = keras.layers.Dropout(0.2)(x)
-    probs = keras.layers.Dense(vocab, activation="softmax")(x)
-    return _randomise(keras.Model(tokens, probs), seed=2)
-
-
-def test_text_trace_equals_the_prediction():
-    model = _tiny_text_model()
-    ids = [4, 9, 1, 17, 3]
-    expected = np.asarray(model(np.array([ids])))[0]
-    trace = trace_tokens(text_tracer(model), ids)
-    np.testing.assert_allclose(trace.output[0], expected, atol=TOL)
-    (lt,) = trace.layers
-    assert lt.axis == WORDS and lt.steps == len(ids) and lt.units == 8
-
-
-def test_text_engineers_tiny_model(tmp_path):
-    textgen = pytest.importorskip("training.textgen")
+def _text_model(tmp_path, tied: bool):
+    """A served text model (nyt_headlines' vocabulary) with random weights, and its Keras twin."""
     from app.tasks import NYT_HEADLINES
-    from app.trace import load_tracer
+    from app.textmodel import load_text_model
+    from training.layers import load_keras_text_model
+    from training.textgen import make_word_lstm, write_tiny_text_model
 
-    folder = textgen.write_tiny_text_model(tmp_path, NYT_HEADLINES)
-    model = keras.saving.load_model(folder / "model.keras", compile=False)
-    ids = [3, 4, 5, 6]
-    trace = trace_tokens(load_tracer(folder, NYT_HEADLINES), ids)
-    np.testing.assert_allclose(trace.output[0], np.asarray(model(np.array([ids])))[0], atol=TOL)
+    folder = write_tiny_text_model(tmp_path, NYT_HEADLINES)
+    vocab = load_text_model(folder, NYT_HEADLINES).vocab
+    keras.utils.set_random_seed(0)
+    _randomise(make_word_lstm(len(vocab), embedding=6, units=8, dropout=0.2, tied=tied), seed=3).save(
+        folder / "model.keras")
+    return load_text_model(folder, NYT_HEADLINES), load_keras_text_model(folder / "model.keras")
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "top_p", "beam"])
+@pytest.mark.parametrize("tied", [False, True], ids=["plain", "tied"])
+def test_text_trace_records_the_gates_of_the_generating_run(tmp_path, tied, strategy):
+    from app.decoding import generate
+    from app.tasks import NYT_HEADLINES
+    from app.text import EOL_ID, clean_words
+    from app.views.generate_params import validate_request
+
+    served, model = _text_model(tmp_path, tied)
+    path = []
+    result = generate(served, validate_request(NYT_HEADLINES, {"seed": "the new", "length": 4, "strategy": strategy,
+                                                               "random_seed": 1}), path)
+    trace, ids = word_trace(served, path)
+    # the tokens the model read: end of line, the seed, every generated word (the last one too)
+    assert ids == [EOL_ID] + served.vocab.encode(clean_words(result["text"]))
+    (lstm,) = [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+    (lt,) = trace.layers
+    assert lt.name == lstm.name and lt.axis == WORDS and lt.steps == len(ids) and lt.units == 8
+    hidden = keras.Model(model.inputs[0], lstm.output)(np.array([ids]), training=False)
+    np.testing.assert_allclose(lt.values["h"], keras.ops.convert_to_numpy(hidden)[0], atol=TOL)
+    assert np.all((lt.values["f"] > 0) & (lt.values["f"] < 1))
+    assert trace.to_dict()["layers"][0]["steps"] == len(ids) and "output" not in trace.to_dict()
+
+
+def test_text_trace_keeps_the_last_words(tmp_path):
+    from app.decoding import generate
+    from app.tasks import NYT_HEADLINES
+    from app.views.generate_params import validate_request
+
+    served, _ = _text_model(tmp_path, False)
+    path = []
+    generate(served, validate_request(NYT_HEADLINES, {"seed": "the new", "length": 30, "strategy": "greedy"}), path)
+    trace, ids = word_trace(served, path, last=10)
+    assert len(path) == 33 and ids == [entry[0] for entry in path[-10:]] and trace.layers[0].steps == 10
+    np.testing.assert_array_equal(trace.layers[0].values["c"][-1], path[-1][1][0][4])
 
 
 def test_trace_to_dict_is_json_ready(digit):
@@ -107,7 +128,7 @@ def test_unsupported_recurrent_layer_is_refused():
     inputs = keras.Input((5, 3))
     model = keras.Model(inputs, keras.layers.GRU(4)(inputs))
     with pytest.raises(ValueError):
-        text_tracer(model)
+        Tracer(*model_graph(model))
 
 
 # ----------------------------------------------------------------------------- the web app
@@ -167,9 +188,30 @@ def test_text_page_and_api_trace(app, client):
     body = client.post("/api/v1/tasks/nyt_headlines/generate",
                        json={"seed": "the new", "length": 3, "strategy": "greedy", "trace": True}).get_json()
     trace = body["trace"]
-    assert trace["difference_from_served"] < TOL
     assert trace["tokens"][-3:] == [w.lower() for w in body["text"].split()][-3:]
     assert trace["layers"][0]["steps"] == len(trace["tokens"])
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "top_p"])
+def test_a_traced_generation_runs_the_model_once(app, client, monkeypatch, strategy):
+    """One text model step per token read, traced or not: the trace is recorded by the run that
+    generates (plus the step that reads the last word), not by a second interpreter."""
+    from app.modelstore import get_store
+    from app.textmodel import TextModel
+
+    with app.app_context():
+        if "nyt_headlines" not in get_store().entries or not get_store().get("nyt_headlines").available:
+            pytest.skip("no text model in the test models")
+    calls = []
+    step = TextModel.step
+    monkeypatch.setattr(TextModel, "step", lambda self, *a, **kw: calls.append(1) or step(self, *a, **kw))
+    params = {"seed": "the new", "length": 5, "strategy": strategy, "random_seed": 2}
+    plain = client.post("/api/v1/tasks/nyt_headlines/generate", json=params).get_json()
+    untraced = len(calls)
+    calls.clear()
+    body = client.post("/api/v1/tasks/nyt_headlines/generate", json={**params, "trace": True}).get_json()
+    assert body["text"] == plain["text"]
+    assert len(calls) == len(body["trace"]["tokens"]) == untraced + 1 == 1 + 2 + 5
 
 
 @pytest.mark.parametrize("lang, words", [("en", "forget gate"), ("vi", "cổng quên")])
@@ -184,18 +226,3 @@ def io_bytes(data: bytes):
     import io
 
     return io.BytesIO(data)
-
-
-def test_tied_text_model_is_traced_from_its_file(tmp_path):
-    from app.tasks import NYT_HEADLINES
-    from app.trace import load_tracer
-    from training.textgen import make_word_lstm
-
-    model = _randomise(make_word_lstm(30, embedding=6, units=8, dropout=0.2, tied=True), seed=3)
-    (tmp_path / "m").mkdir()
-    model.save(tmp_path / "m" / "model.keras")
-    ids = [1, 5, 9, 2]
-    trace = trace_tokens(load_tracer(tmp_path / "m", NYT_HEADLINES), ids)
-    want = keras.ops.convert_to_numpy(model(np.array([ids]), training=False))
-    np.testing.assert_allclose(trace.output, want, atol=TOL)
-    assert [lt.axis for lt in trace.layers] == [WORDS]

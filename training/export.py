@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from app.config import MODELS_DIR
+from app.lstm_cell import cell_problem
 from app.tasks import IMAGE, TaskSpec, discover_tasks
 from training.fit import write_atomically
 
@@ -101,7 +102,8 @@ def fold_time_distributed(model, inner=None):
 
 def _directions(layer) -> list | None:
     """The LSTM layers of an LSTM or a Bidirectional(LSTM) that `lockstep_layer` can run: the
-    Keras cell (tanh, sigmoid gates, bias) and outputs that are a sequence or the last step."""
+    cell `app.lstm_cell` computes (`cell_problem`), with a bias, and outputs that are a sequence
+    or the last step."""
     import keras
 
     if isinstance(layer, keras.layers.Bidirectional):
@@ -113,10 +115,7 @@ def _directions(layer) -> list | None:
     else:
         return None
     for rnn in rnns:
-        cell = rnn.cell
-        if not (isinstance(rnn, keras.layers.LSTM) and cell.use_bias and not rnn.stateful and not rnn.return_state
-                and cell.activation is keras.activations.tanh
-                and cell.recurrent_activation is keras.activations.sigmoid):
+        if not (isinstance(rnn, keras.layers.LSTM) and rnn.cell.use_bias and cell_problem(rnn.get_config()) is None):
             return None
     return rnns
 

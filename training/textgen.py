@@ -361,7 +361,7 @@ def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, drop
     import keras
     from keras import layers
 
-    from app.generation import tied_embedding_layer
+    from training.layers import tied_embedding_layer
 
     tokens = keras.Input((None,), dtype="int32", name="tokens")
     if tied:
@@ -523,7 +523,9 @@ def ngram_baseline(train: list[list[int]], val: list[list[int]], test: list[list
 def meter_rates(folder: Path, spec: TaskSpec, data: TextData, seed: int, couplets: int = METER_COUPLETS) -> dict:
     """Pass rates of length, tone and rhyme, and the shares of exact and near rhymes: constrained
     vs unconstrained sampling vs the poem; plus the first constrained verses with their checks."""
-    from app.generation import EXACT_RHYME_BONUS, generate, load_text_model, validate_request
+    from app.decoding import EXACT_RHYME_BONUS, generate
+    from app.textmodel import load_text_model
+    from app.views.generate_params import validate_request
 
     model = load_text_model(folder, spec)
     per_seed = 10
@@ -733,7 +735,7 @@ def load_text_warm_start(spec: TaskSpec, folder, vocab: Vocabulary) -> dict | No
     refused unless it is for this task and has exactly this run's vocabulary."""
     if not folder:
         return None
-    from app.generation import load_keras_text_model
+    from training.layers import load_keras_text_model
 
     folder = Path(folder)
     try:
@@ -781,7 +783,7 @@ def _nltk_version() -> str:
 
 def evaluate_text_task(spec: TaskSpec, data_arg, models_dir: Path) -> dict:
     """Recompute the shipped model's test metrics from the data; compare with its card."""
-    from app.generation import load_keras_text_model
+    from training.layers import load_keras_text_model
 
     folder = Path(models_dir) / spec.slug
     card = json.loads((folder / "card.json").read_text(encoding="utf-8"))

@@ -11,18 +11,15 @@ import json
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context, url_for
 
 from app.config import split_words
+from app.decoding import generate, generate_stream
+from app.errors import InvalidInput
 from app.i18n import current_language
 from app.inference import TOP_K, classify_upload, png_data_url
 from app.modelstore import Entry, get_store
 from app.tasks import IMAGE, TEXT
+from app.views.generate_params import validate_request
 from app.views.lstm import image_trace_json, text_trace_json, wants_trace
 from app.views.pages import find_entry, read_upload
-from app.errors import InvalidInput
-
-try:  # the text engineer's module; image tasks work without it
-    from app.generation import generate, generate_stream, validate_request
-except ImportError:  # pragma: no cover - only while app/generation.py is absent
-    generate = generate_stream = validate_request = None
 
 bp = Blueprint("api", __name__)
 
@@ -101,9 +98,10 @@ def generate_text(slug: str):
     if request.args.get("stream") in ("1", "true") or request.accept_mimetypes.best == "text/event-stream":
         return Response(stream_with_context(sse(entry, req)), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    result = generate(entry.text_model, req)
-    if wants_trace(params.get("trace")):
-        result["trace"] = text_trace_json(entry, result)
+    path = [] if wants_trace(params.get("trace")) else None
+    result = generate(entry.text_model, req, path)
+    if path is not None:
+        result["trace"] = text_trace_json(entry.text_model, path)
     return jsonify({"task": slug, **result})
 
 

@@ -17,13 +17,13 @@ import numpy as np
 from flask import Blueprint, abort, current_app, render_template, send_from_directory
 from PIL import Image
 
-from app.trace import COLUMNS, SHOWN, WORDS, Trace, get_tracer, trace_image, trace_tokens
+from app.text import EOL_ID
+from app.trace import COLUMNS, SHOWN, WORDS, Trace, get_tracer, served_difference, trace_image, word_trace
 
 bp = Blueprint("lstm", __name__)
 
 COMPARE_DIR = "compare_rnn"  # written by `python -m training compare-rnn` (training/compare.py)
 RESULTS, PLOT = "results.json", "comparison.png"
-MAX_WORDS = 60  # the text trace shows the last MAX_WORDS tokens
 GATE_RGB = np.array([[255, 255, 255], [20, 60, 150]], np.float32)  # 0 -> white, 1 -> dark blue
 NEG_RGB, POS_RGB = np.array([33, 102, 172], np.float32), np.array([178, 24, 43], np.float32)
 
@@ -84,7 +84,7 @@ def image_panel(trace: Trace, array: np.ndarray, served: np.ndarray | None = Non
         layers.append({"label": lt.name, "direction": lt.direction, "axis": lt.axis, "steps": lt.steps,
                        "units": lt.units, "picture": pictures[lt.axis == COLUMNS], "picture_width": pic_width,
                        "height": height, "width": pic_width + len(maps) * (MAP_WIDTH + GAP), "maps": maps})
-    return _panel("image", trace, layers, served)
+    return _panel("image", layers, None if served is None else served_difference(trace, served))
 
 
 def image_trace(entry, array: np.ndarray, served: np.ndarray | None = None) -> tuple[Trace, dict]:
@@ -93,18 +93,7 @@ def image_trace(entry, array: np.ndarray, served: np.ndarray | None = None) -> t
     return trace, image_panel(trace, array, served)
 
 
-def text_ids(text_model, result: dict) -> list[int]:
-    """The token ids the text model read for a generation result (seed and generated words)."""
-    from app.text import EOL_ID, clean_words, tokenize_verse
-
-    if text_model.spec.tokenizer == "syllables":
-        tokens = tokenize_verse(result.get("lines") or [])
-    else:
-        tokens = clean_words(result.get("text", ""))
-    return ([EOL_ID] + text_model.vocab.encode(tokens))[-MAX_WORDS:]
-
-
-def text_panel(trace: Trace, words: list[str], served: np.ndarray | None = None) -> dict:
+def text_panel(trace: Trace, words: list[str]) -> dict:
     """Template context for templates/lstm/_trace.html of a text generation."""
     layers = []
     for lt in trace.layers:
@@ -116,17 +105,7 @@ def text_panel(trace: Trace, words: list[str], served: np.ndarray | None = None)
                        "units": lt.units, "width": width + LABEL, "height": len(maps) * (MAP_HEIGHT + GAP) + WORD_LABEL,
                        "words": [{"x": LABEL + (t + 0.5) * WORD_WIDTH, "text": w[:9]} for t, w in enumerate(words)],
                        "maps": maps})
-    return _panel("text", trace, layers, served)
-
-
-def text_trace(entry, result: dict) -> tuple[Trace, dict]:
-    """Trace the text model over the seed and generated words of `result`: trace and panel."""
-    model = entry.text_model
-    ids = text_ids(model, result)
-    trace = trace_tokens(get_tracer(current_app, entry), ids)
-    served = np.exp(model.feed(ids)[0][0])  # the serving path's next-word distribution
-    words = ["↵" if i == 2 else model.vocab.tokens[i] for i in ids]
-    return trace, text_panel(trace, words, served)
+    return _panel("text", layers, None)
 
 
 def wants_trace(value) -> bool:
@@ -144,37 +123,29 @@ def image_trace_context(entry, array: np.ndarray) -> dict:
         return {"trace_error": str(exc)}
 
 
-def text_trace_context(entry, result: dict) -> dict:
-    """{"trace_panel": ...} (or {"trace_error": ...}) for a text result page."""
-    try:
-        return {"trace_panel": text_trace(entry, result)[1]}
-    except ValueError as exc:
-        return {"trace_error": str(exc)}
+def text_trace_context(text_model, path: list) -> dict:
+    """{"trace_panel": ...} for a text result page, from the gates the generation recorded
+    (`app.decoding.generate`'s `path`)."""
+    trace, ids = word_trace(text_model, path)
+    return {"trace_panel": text_panel(trace, ["↵" if i == EOL_ID else text_model.vocab.tokens[i] for i in ids])}
 
 
 def image_trace_json(entry, array: np.ndarray) -> dict:
     """The API's `trace` for an image prediction: every recorded layer's values per time step."""
     served = entry.predict(np.asarray(array, np.float32)[None])[0]
     trace = trace_image(get_tracer(current_app, entry), array)
-    return {**trace.to_dict(), "difference_from_served": float(np.abs(trace.output[0] - served).max())}
+    return {**trace.to_dict(), "difference_from_served": served_difference(trace, served)}
 
 
-def text_trace_json(entry, result: dict) -> dict:
-    """The API's `trace` for a generation: the words read and every layer's values per word."""
-    model = entry.text_model
-    ids = text_ids(model, result)
-    trace = trace_tokens(get_tracer(current_app, entry), ids)
-    served = np.exp(model.feed(ids)[0][0])
-    body = trace.to_dict()
-    body.pop("output")  # a vocabulary-wide distribution per word: too large to be useful here
-    return {**body, "tokens": [model.vocab.tokens[i] for i in ids],
-            "difference_from_served": float(np.abs(trace.output[0, -1] - served).max())}
+def text_trace_json(text_model, path: list) -> dict:
+    """The API's `trace` for a generation: the tokens read and every layer's values per token."""
+    trace, ids = word_trace(text_model, path)
+    return {**trace.to_dict(), "tokens": [text_model.vocab.tokens[i] for i in ids]}
 
 
-def _panel(kind: str, trace: Trace, layers: list[dict], served) -> dict:
-    final = trace.output[0] if trace.output.ndim == 2 else trace.output[0, -1]
-    diff = None if served is None else float(np.abs(final - np.asarray(served).reshape(final.shape)).max())
-    return {"kind": kind, "layers": layers, "difference": diff, "renet": any(l["axis"] == "patch_rows" for l in layers),
+def _panel(kind: str, layers: list[dict], difference: float | None) -> dict:
+    return {"kind": kind, "layers": layers, "difference": difference,
+            "renet": any(l["axis"] == "patch_rows" for l in layers),
             "step": STEP, "map_width": MAP_WIDTH, "map_height": MAP_HEIGHT, "label": LABEL}
 
 

@@ -10,18 +10,14 @@ from pathlib import Path
 
 from flask import Blueprint, abort, current_app, render_template, request, send_from_directory
 
+from app.decoding import DEFAULTS, STRATEGIES, generate
 from app.errors import InvalidInput
 from app.i18n import current_language
 from app.inference import classify_upload, png_data_url
 from app.modelstore import PLOTS, Entry, get_store
 from app.tasks import IMAGE, TEXT
+from app.views.generate_params import LIMITS, validate_request
 from app.views.lstm import image_trace_context, text_trace_context, wants_trace
-
-try:  # the text engineer's module; image tasks work without it
-    from app.generation import DEFAULTS, LIMITS, STRATEGIES, generate, validate_request
-except ImportError:  # pragma: no cover - only while app/generation.py is absent
-    generate = validate_request = None
-    DEFAULTS, LIMITS, STRATEGIES = {}, {}, ()
 
 bp = Blueprint("pages", __name__)
 
@@ -139,7 +135,7 @@ def text_page(entry: Entry):
     """Seed and decoding options -> the generated text (streamed by JS, whole without it)."""
     form = dict(DEFAULTS)
     form.update(request.form.to_dict() if request.method == "POST" else {})
-    lo, hi, default = LIMITS.get(entry.spec.tokenizer, (1, 40, 10)) if LIMITS else (1, 40, 10)
+    lo, hi, default = LIMITS.get(entry.spec.tokenizer, LIMITS["words"])
     form.setdefault("length", default)
     context = {"entry": entry, "form": form, "strategies": STRATEGIES, "limits": (lo, hi),
                "result": None, "error": None, "verse": entry.spec.tokenizer == "syllables",
@@ -150,9 +146,10 @@ def text_page(entry: Entry):
             params = request.form.to_dict()
             if entry.spec.tokenizer == "syllables":
                 params["meter"] = "meter" in request.form
-            context["result"] = generate(entry.text_model, validate_request(entry.spec, params))
-            if context["show_trace"]:
-                context.update(text_trace_context(entry, context["result"]))
+            path = [] if context["show_trace"] else None
+            context["result"] = generate(entry.text_model, validate_request(entry.spec, params), path)
+            if path is not None:
+                context.update(text_trace_context(entry.text_model, path))
         except InvalidInput as exc:
             context["error"], status = exc.message(current_language()), exc.status
     return render_template("text_task.html", **context), status

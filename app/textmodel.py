@@ -1,0 +1,172 @@
+"""A text model as served: the vocabulary and the weights of models/<slug>/model.keras, run one
+token at a time in NumPy.
+
+The saved model is an Embedding → LSTM(s) → Dense(s) stack (Dropout being a no-op at inference);
+each LSTM step is `app.lstm_cell.lstm_step`. The (h, c) state is carried from step to step, so
+each new token costs the same however long the text is, and no `model.predict` runs on the
+request path (for one sample a NumPy step is far cheaper than a TensorFlow call: see
+docs/BENCHMARKS.md; tests check it equals the Keras model). The weights are read from the file
+with h5py (`app.kerasfile`), so serving text never imports Keras or TensorFlow.
+
+Asked to, a step also records every LSTM layer's gates: a traced request shows the gates of
+the very run that produced its text (`app.trace.word_trace`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from app.kerasfile import keras_file_layers
+from app.lstm_cell import LSTMWeights, lstm_step, lstm_weights
+from app.tasks import TaskSpec
+from app.text import BANG, Vocabulary, is_syllable, rhyme_key, rime, tone
+
+
+class MeterTables:
+    """Per-vocabulary tone class and vần, computed once per model (meter masks are then array ops)."""
+
+    def __init__(self, vocab: Vocabulary):
+        tokens = vocab.tokens
+        self.syllable = np.array([i >= 3 and is_syllable(t) for i, t in enumerate(tokens)])
+        tones = [tone(t) if ok else "" for t, ok in zip(tokens, self.syllable)]
+        self.bang = self.syllable & np.array([t in BANG for t in tones])
+        self.trac = self.syllable & ~self.bang
+        self.huyen = self.syllable & np.array([t == "huyền" for t in tones])
+        self.ngang = self.syllable & np.array([t == "ngang" for t in tones])
+        keys = [rhyme_key(t) if ok else "" for t, ok in zip(tokens, self.syllable)]
+        self.rhyme_ids = {k: i for i, k in enumerate(sorted(set(keys) - {""}))}
+        self.rhyme = np.array([self.rhyme_ids.get(k, -1) for k in keys], dtype=np.int32)
+        rimes = [rime(t) if ok else "" for t, ok in zip(tokens, self.syllable)]
+        self.rime_ids = {r: i for i, r in enumerate(sorted(set(rimes) - {""}))}
+        self.rime = np.array([self.rime_ids.get(r, -1) for r in rimes], dtype=np.int32)
+
+
+class TextModel:
+    """A loaded text model: vocabulary, NumPy weights and a single-step LSTM function.
+
+    `layers`: [(kind, name, weights)] with kind "embedding", "lstm" (weights: LSTMWeights) or
+    "dense" (`text_layers`);
+    `relu`: which Dense layers apply relu (the others give logits or linear features)."""
+
+    def __init__(self, spec: TaskSpec, vocab: Vocabulary, layers: list, card: dict | None = None,
+                 relu: tuple = ()):
+        self.spec = spec
+        self.vocab = vocab
+        self.card = card or {}
+        self.embedding = None
+        self.lstms: list[LSTMWeights] = []
+        self.lstm_names: list[str] = []
+        self.denses: list[tuple[np.ndarray, np.ndarray]] = []
+        for kind, name, weights in layers:
+            if kind == "embedding":
+                self.embedding = np.asarray(weights[0], np.float32)
+            elif kind == "lstm":
+                self.lstms.append(weights)
+                self.lstm_names.append(name)
+            elif kind == "dense":
+                self.denses.append(tuple(np.asarray(w, np.float32) for w in weights))
+        if self.embedding is None or not self.lstms or not self.denses:
+            raise ValueError("a text model is Embedding → LSTM(s) → Dense(s)")
+        self.relu = tuple(relu) or (False,) * len(self.denses)
+        # The first LSTM's input projection for every token, looked up instead of multiplied.
+        self.input_table = self.embedding @ self.lstms[0].kernel + self.lstms[0].bias
+        self.units = [w.units for w in self.lstms]
+        self.meter = MeterTables(vocab) if spec.tokenizer == "syllables" else None
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of entries in the vocabulary (the softmax width)."""
+        return len(self.vocab)
+
+    def initial_state(self, batch: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Zero (h, c) for every LSTM layer."""
+        return [(np.zeros((batch, u), np.float32), np.zeros((batch, u), np.float32)) for u in self.units]
+
+    def step(self, ids: np.ndarray, state: list, gates: list | None = None) -> tuple[np.ndarray, list]:
+        """One token per row in; the next token's logits (unnormalised) and the new state out.
+
+        With a `gates` list, appends this step's (i, f, g, o, c, h) of every LSTM layer (one
+        tuple per layer, arrays (rows, units))."""
+        new_state, recorded = [], []
+        x = None
+        for layer, (w, (h, c)) in enumerate(zip(self.lstms, state)):
+            values = lstm_step(self.input_table[ids] if layer == 0 else x @ w.kernel + w.bias, h, c, w)
+            new_state.append((values[5], values[4]))
+            recorded.append(values)
+            x = values[5]
+        for (w, b), relu in zip(self.denses, self.relu):
+            x = x @ w + b
+            if relu:
+                x = np.maximum(x, 0)
+        if gates is not None:
+            gates.append(recorded)
+        return x, new_state
+
+    def feed(self, ids: list[int], state=None, gates: list | None = None) -> tuple[np.ndarray, list]:
+        """Run a prefix through the model; the log-probabilities (1, V) after its last token, and
+        the state (`gates`: as in `step`, one entry per token)."""
+        state = state or self.initial_state(1)
+        logits = None
+        for t in ids:
+            logits, state = self.step(np.array([t]), state, gates)
+        return log_softmax(logits), state
+
+    def sequence_log_probs(self, ids: list[int]) -> np.ndarray:
+        """Log-probabilities (len(ids), V) of each next token (used by tests and evaluation)."""
+        state = self.initial_state(1)
+        out = []
+        for t in ids:
+            logits, state = self.step(np.array([t]), state)
+            out.append(log_softmax(logits)[0])
+        return np.array(out)
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Log-probabilities from logits along the last axis."""
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def text_layers(path: Path) -> tuple[list, tuple]:
+    """[(kind, name, weights)] of a saved Embedding → LSTM → Dense text model, plus which Denses
+    use relu; a tied embedding also gives the output logits (its matrix transposed + bias)."""
+    layers, relu, tied = [], [], None
+    for kind, cfg, weights in keras_file_layers(path):
+        name = cfg.get("name", kind)
+        if kind == "TiedEmbedding":
+            tied = weights
+            layers.append(("embedding", name, weights[:1]))
+        elif kind == "Embedding":
+            layers.append(("embedding", name, weights))
+        elif kind == "LSTM":
+            layers.append(("lstm", name, lstm_weights(cfg, weights)))
+        elif kind == "Dense":
+            act = cfg.get("activation")
+            if act not in ("linear", "relu", "softmax"):
+                raise ValueError(f"Dense activation {act!r} not supported")
+            layers.append(("dense", name, weights))
+            relu.append(act == "relu")
+        elif kind == "Activation" and cfg.get("activation") in ("softmax", "linear"):
+            continue  # the step returns logits; softmax is applied by the decoder
+        elif kind not in ("Dropout", "SpatialDropout1D", "GaussianNoise"):
+            raise ValueError(f"layer {kind} is not part of a word LSTM")
+    if tied is not None:
+        layers.append(("dense", "tied_output", [tied[0].T.copy(), tied[1]]))
+        relu.append(False)
+    return layers, tuple(relu)
+
+
+def load_text_model(folder: Path, spec: TaskSpec) -> TextModel:
+    """Load models/<slug>/ (model.keras, vocab.json, card.json) once, before serving."""
+    folder = Path(folder)
+    vocab = Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8"))
+    card_path = folder / "card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    layers, relu = text_layers(folder / "model.keras")
+    tm = TextModel(spec, vocab, layers, card, relu)
+    if tm.denses[-1][0].shape[1] != len(vocab):
+        raise ValueError(f"model output {tm.denses[-1][0].shape[1]} != vocabulary {len(vocab)}")
+    return tm
