@@ -189,7 +189,7 @@ def io_bytes(data: bytes):
 def test_tied_text_model_is_traced_from_its_file(tmp_path):
     from app.tasks import NYT_HEADLINES
     from app.trace import load_tracer
-    from training.textgen import make_word_lstm
+    from training.build import make_word_lstm
 
     model = _randomise(make_word_lstm(30, embedding=6, units=8, dropout=0.2, tied=True), seed=3)
     (tmp_path / "m").mkdir()
