@@ -26,11 +26,11 @@ def test_why_page_without_results(make_app, tmp_path):
 def test_quick_run_writes_results_and_the_page_reads_them(make_app, tmp_path):
     from app.config import default_data_dir
     from app.tasks import MNIST
-    from training.compare import main
+    from training.__main__ import main
 
     if not (default_data_dir() / MNIST.data_path).is_file():
         pytest.skip("no MNIST data")
-    assert main(["--quick", "--models-dir", str(tmp_path), "--verbose", "0"]) == 0
+    assert main(["compare-rnn", "--quick", "--models-dir", str(tmp_path), "--verbose", "0"]) == 0
     folder = tmp_path / "compare_rnn"
     assert (folder / PLOT).stat().st_size > 0
     assert not (folder / "card.json").exists()  # an experiment, not a task the app would serve

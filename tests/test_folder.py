@@ -187,7 +187,8 @@ def test_vietnamese_class_folders_match_in_any_unicode_form(tmp_path):
     """macOS writes folder names decomposed (NFD); the task's class names are composed (NFC)."""
     import unicodedata
 
-    from training.folder import folder_parser, folder_spec, list_classes
+    from training.cli import folder_parser
+    from training.folder import folder_spec, list_classes
 
     root = tmp_path / "vi"
     rng = np.random.default_rng(0)
@@ -257,7 +258,8 @@ def test_train_test_layout_grey(tmp_path):
 ])
 def test_folder_spec_defaults(shapes_dir, flags, architecture, shape):
     """renet for colour pictures of 32 px and more, rows and columns for small or grey ones."""
-    from training.folder import folder_parser, folder_spec
+    from training.cli import folder_parser
+    from training.folder import folder_spec
 
     args = folder_parser().parse_args(["--slug", "s", "--data-dir", str(shapes_dir), *flags])
     spec = folder_spec(args, sorted(SHAPES))
@@ -270,7 +272,8 @@ def test_folder_spec_defaults(shapes_dir, flags, architecture, shape):
 def test_a_colour_folder_task_defaults_to_the_8x8_patch_grid(shapes_dir, size):
     """The coarse grid the shipped ReNets use (fewer sequential steps), whatever the picture size."""
     from training.build import make_image_classifier
-    from training.folder import folder_parser, folder_spec
+    from training.cli import folder_parser
+    from training.folder import folder_spec
 
     args = folder_parser().parse_args(["--slug", "s", "--data-dir", str(shapes_dir), "--image-size", str(size)])
     spec = folder_spec(args, sorted(SHAPES))

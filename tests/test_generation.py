@@ -26,7 +26,7 @@ def tiny(tmp_path_factory):
 def test_numpy_step_equals_the_keras_model(tmp_path, kw):
     import keras
 
-    from training.textgen import make_word_lstm
+    from training.build import make_word_lstm
 
     folder = write_tiny_text_model(tmp_path, KIEU)
     vocab = load_text_model(folder, KIEU).vocab

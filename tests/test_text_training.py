@@ -1,4 +1,4 @@
-"""training.textgen: the Kneser-Ney baseline, a tiny trained verse model, the --quick run."""
+"""Text training: the Kneser-Ney baseline, a tiny trained verse model, the --quick run."""
 
 import json
 import math
@@ -14,8 +14,9 @@ from app.tasks import KIEU, NYT_HEADLINES
 from app.text import (EOL, EOL_ID, PAD_ID, SNIPPET, Vocabulary, check_verse, clean_words, display_forms,
                       tokenize_verse)
 from training import fit
-from training import textgen
+from training import build, meter, textdata, textgen
 from training.__main__ import main as cli
+from training.ngram import KneserNey, ngram_baseline
 
 LINES = textgen.SAMPLE_TEXT["syllables"].splitlines()
 
@@ -36,7 +37,7 @@ def test_kneser_ney_equals_nltk():
         padded = [[EOL] * (order - 1) + s for s in seqs]
         ref = KneserNeyInterpolated(order, discount=0.75)
         ref.fit([list(everygrams(p, max_len=order)) for p in padded], [t for p in padded for t in p])
-        mine = textgen.KneserNey(order, 0.75, len(vocab)).fit([vocab.encode(s) for s in seqs])
+        mine = KneserNey(order, 0.75, len(vocab)).fit([vocab.encode(s) for s in seqs])
         p = padded[1]
         for i in range(len(seqs[1])):
             ctx = p[i:i + order - 1]
@@ -50,13 +51,13 @@ def test_kneser_ney_equals_nltk():
 
 def test_kneser_ney_metrics_are_consistent():
     seqs = [[3, 4, 5, 2], [3, 5, 4, 2], [4, 4, 3, 2]]
-    m = textgen.KneserNey(2, 0.75, 6).fit(seqs).metrics(seqs)
+    m = KneserNey(2, 0.75, 6).fit(seqs).metrics(seqs)
     assert 1 < m["perplexity"] < 6 and 0 <= m["top1_accuracy"] <= m["top5_accuracy"] <= 1 and m["tokens"] == 12
 
 
 def test_arrays_shift_targets_by_one():
     vocab = Vocabulary.build([["a", "b", EOL]], "words")
-    x, y = textgen.to_arrays([["a", "b", EOL], ["b", EOL]], vocab)
+    x, y = textdata.to_arrays([["a", "b", EOL], ["b", EOL]], vocab)
     assert x[0].tolist() == [2, vocab.index["a"], vocab.index["b"]]
     assert y[0].tolist() == vocab.encode(["a", "b", EOL]) and y[1, 2] == PAD_ID
 
@@ -68,10 +69,10 @@ def trained_tiny_kieu(tmp_path_factory):
 
     seqs = [tokenize_verse(LINES[i:i + 4]) for i in range(0, len(LINES), 2)]
     vocab = Vocabulary.build(seqs, "syllables", display=display_forms(LINES))
-    x, y = textgen.to_arrays(seqs, vocab)
+    x, y = textdata.to_arrays(seqs, vocab)
     x, y = np.tile(x, (40, 1)), np.tile(y, (40, 1))  # few long epochs: Keras' per-epoch overhead dominates
     keras.utils.set_random_seed(0)
-    model = textgen.make_word_lstm(len(vocab), embedding=16, units=32, dropout=0.0, projection=0)
+    model = build.make_word_lstm(len(vocab), embedding=16, units=32, dropout=0.0, projection=0)
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
     model.fit(x, y, sample_weight=(y != PAD_ID).astype("float32"), epochs=4, batch_size=8, verbose=0)
     folder = tmp_path_factory.mktemp("kieu_tiny")
@@ -146,7 +147,7 @@ def test_weight_drop_trains_with_a_dropped_recurrent_kernel_and_serves_as_a_plai
     folder = textgen.write_tiny_text_model(tmp_path, KIEU)
     vocab = load_text_model(folder, KIEU).vocab
     keras.utils.set_random_seed(0)
-    model = textgen.make_word_lstm(len(vocab), **kw)
+    model = build.make_word_lstm(len(vocab), **kw)
     for w in model.trainable_weights:
         w.assign(np.random.default_rng(len(w.name)).normal(0, 0.8, w.shape).astype("float32"))
     x = np.array([[EOL_ID] + vocab.encode(clean_words("Trăm năm trong cõi người ta"))])
@@ -155,7 +156,7 @@ def test_weight_drop_trains_with_a_dropped_recurrent_kernel_and_serves_as_a_plai
     np.testing.assert_array_equal(run(False), run(False))  # none at inference
     lstm = model.get_layer("lstm")
     assert lstm.cell.weight_drop == 0.5 and lstm.cell._dropped is None  # reset after each call
-    twin = textgen.plain_twin(model, len(vocab), kw, "kieu")
+    twin = build.plain_twin(model, len(vocab), kw, "kieu")
     assert type(twin.get_layer("lstm")) is keras.layers.LSTM
     np.testing.assert_allclose(keras.ops.convert_to_numpy(twin(x)), run(False), atol=1e-6)
     twin.save(folder / "model.keras")
@@ -173,9 +174,9 @@ def test_weight_average_validates_the_average_and_trains_on_the_raw_weights():
 
     seqs = [tokenize_verse(LINES[i:i + 4]) for i in range(0, len(LINES), 2)]
     vocab = Vocabulary.build(seqs, "syllables")
-    x, y = textgen.to_arrays(seqs, vocab)
+    x, y = textdata.to_arrays(seqs, vocab)
     keras.utils.set_random_seed(0)
-    model = textgen.make_word_lstm(len(vocab), embedding=8, units=16, dropout=0.0, projection=0)
+    model = build.make_word_lstm(len(vocab), embedding=8, units=16, dropout=0.0, projection=0)
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
     seen = []
 
@@ -207,7 +208,7 @@ def test_weight_average_validates_the_average_and_trains_on_the_raw_weights():
 
 def test_batches_pad_each_batch_to_its_own_longest():
     seqs = [[3] * n + [2] for n in (1, 9, 2, 8, 3, 7)]
-    batches = textgen.make_batches(seqs, 2, seed=0, shuffle=True)
+    batches = textdata.make_batches(seqs, 2, seed=0, shuffle=True)
     seen = []
     for k in range(len(batches)):
         x, y, w = batches[k]
@@ -225,11 +226,11 @@ def test_vocabulary_puts_markers_after_the_specials():
 
 def test_snippet_start_is_read_but_never_a_target():
     vocab = Vocabulary.build([["a", "b", EOL]], "words", markers=(SNIPPET,))
-    x, y = textgen.to_arrays([["a", "b", EOL], [SNIPPET, "b", "a", EOL]], vocab)
+    x, y = textdata.to_arrays([["a", "b", EOL], [SNIPPET, "b", "a", EOL]], vocab)
     assert x[0].tolist() == [EOL_ID, vocab.index["a"], vocab.index["b"]]  # a headline starts from EOL
     assert x[1].tolist() == [vocab.index[SNIPPET], vocab.index["b"], vocab.index["a"]]
     assert y[1].tolist() == vocab.encode(["b", "a", EOL]) and vocab.index[SNIPPET] not in y
-    batches = textgen.make_batches([vocab.encode(s) for s in ([SNIPPET, "b", EOL], ["a", EOL])], 2, 0, False,
+    batches = textdata.make_batches([vocab.encode(s) for s in ([SNIPPET, "b", EOL], ["a", EOL])], 2, 0, False,
                                    marker=vocab.index[SNIPPET])
     bx, by, _ = batches[0]
     assert sorted(bx[:, 0].tolist()) == sorted([vocab.index[SNIPPET], EOL_ID])
@@ -239,7 +240,7 @@ def test_snippet_start_is_read_but_never_a_target():
 def test_kneser_ney_keeps_snippet_contexts_apart_and_never_predicts_the_marker():
     a, b, mark = 4, 5, 3
     heads = [[a, EOL_ID]] * 5
-    lm = textgen.KneserNey(2, 0.75, 6).fit(heads + [[mark, b, EOL_ID]] * 5, marker=mark)
+    lm = KneserNey(2, 0.75, 6).fit(heads + [[mark, b, EOL_ID]] * 5, marker=mark)
     assert lm.distribution((EOL_ID,))[a] > lm.distribution((EOL_ID,))[b]  # headlines start with a
     assert lm.distribution((mark,))[b] > lm.distribution((mark,))[a]  # snippets with b
     assert lm.distribution((a,))[mark] == 0
@@ -258,7 +259,7 @@ ARTICLES = [  # headline, snippet: one article per split, a duplicate headline, 
 
 def test_snippets_of_validation_and_test_articles_never_reach_training():
     split_of = {("train", "headline"): "train", ("valid", "headline"): "validation", ("test", "headline"): "test"}
-    aux, counts = textgen.snippet_sequences(ARTICLES, split_of)
+    aux, counts = textdata.snippet_sequences(ARTICLES, split_of)
     texts = [" ".join(s[1:-1]) for s in aux]
     assert all(s[0] == SNIPPET and s[-1] == EOL for s in aux)
     assert texts == ["train text", "briefing text", "train abstract"]  # distinct; 'Test text.' is held out
@@ -267,15 +268,15 @@ def test_snippets_of_validation_and_test_articles_never_reach_training():
 
 def test_real_snippets_leave_the_headline_split_unchanged_and_hold_out_its_articles():
     _data_or_skip(NYT_HEADLINES)
-    plain = textgen.load_text_data(NYT_HEADLINES, None, 42)
-    data = textgen.load_text_data(NYT_HEADLINES, None, 42, aux_text="snippets")
+    plain = textdata.load_text_data(NYT_HEADLINES, None, 42)
+    data = textdata.load_text_data(NYT_HEADLINES, None, 42, aux_text="snippets")
     assert (data.train, data.validation, data.test) == (plain.train, plain.validation, plain.test)
     assert not plain.aux and len(data.aux) > len(data.train)
-    articles, _ = textgen.read_articles(default_data_dir() / NYT_HEADLINES.data_path)
+    articles, _ = textdata.read_articles(default_data_dir() / NYT_HEADLINES.data_path)
     held_heads = {tuple(s[:-1]) for s in data.validation + data.test}
-    held_text = {tuple(clean_words(a[k])[:textgen.MAX_SNIPPET_TOKENS])
+    held_text = {tuple(clean_words(a[k])[:textdata.MAX_SNIPPET_TOKENS])
                  for a in articles for k in ("snippet", "abstract")
-                 if tuple(clean_words(a["headline"])[:textgen.MAX_HEADLINE_TOKENS - 1]) in held_heads}
+                 if tuple(clean_words(a["headline"])[:textdata.MAX_HEADLINE_TOKENS - 1]) in held_heads}
     trained = {tuple(s[1:-1]) for s in data.aux}
     assert held_text and not trained & held_text
     assert not trained & held_heads
@@ -285,7 +286,7 @@ def test_first_two_batches_differ_in_width():
     """Keras fixes the input signature from the first two batches; equal widths would freeze it."""
     seqs = [[3] * 4 + [2]] * 4 + [[3] * 9 + [2]] * 2
     for seed in range(5):
-        batches = textgen.make_batches(seqs, 2, seed=seed, shuffle=True)
+        batches = textdata.make_batches(seqs, 2, seed=seed, shuffle=True)
         assert batches[0][0].shape[1] != batches[1][0].shape[1]
 
 
@@ -314,16 +315,16 @@ def test_shipped_text_card_figures_are_recomputed_exactly(slug):
     assert result["measured_top5_accuracy"] == m["test_top5_accuracy"]
 
     vocab = Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8"))
-    data = textgen.load_text_data(spec, None, training["seed"], False, spec.extra.get("aux_text", "none"))
+    data = textdata.load_text_data(spec, None, training["seed"], False, spec.extra.get("aux_text", "none"))
     ids = lambda seqs: [vocab.encode(s) for s in seqs]  # noqa: E731
-    ngram = textgen.ngram_baseline(ids(data.train), ids(data.validation), ids(data.test), len(vocab), ids(data.aux),
+    ngram = ngram_baseline(ids(data.train), ids(data.validation), ids(data.test), len(vocab), ids(data.aux),
                            vocab.index.get(SNIPPET))
     for key in ("order", "discount", "test_top1_accuracy", "test_top5_accuracy"):
         assert ngram[key] == m["ngram"][key], key
     assert ngram["test_perplexity"] == pytest.approx(m["ngram"]["test_perplexity"], rel=1e-9)
 
     if "meter" in m:
-        rates = textgen.meter_rates(folder, spec, data, training["seed"], m["meter"]["constrained"]["couplets"])
+        rates = meter.meter_rates(folder, spec, data, training["seed"], m["meter"]["constrained"]["couplets"])
         for name in ("constrained", "unconstrained", "real_poem_all"):
             for key in ("couplets", "length", "tone", "rhyme", "all"):
                 assert rates[name][key] == m["meter"][name][key], (name, key)

@@ -1,4 +1,5 @@
-"""Model builders, one per kind of task. Every image model is LSTM-only: no convolutions.
+"""Model builders, one per kind of task: image classifiers (LSTM-only: no convolutions) and the
+word/syllable generator of the text tasks.
 
 Each image model takes uint8-range pixels (height, width, channels) and rescales them itself,
 so serving feeds the model exactly what `app.imaging.image_to_array` returns.
@@ -7,7 +8,7 @@ so serving feeds the model exactly what `app.imaging.image_to_array` returns.
 from __future__ import annotations
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from app.tasks import TaskSpec
 
@@ -182,3 +183,106 @@ def make_image_classifier(spec: TaskSpec, architecture: str | None = None, **kw)
     except KeyError:
         raise ValueError(f"unknown architecture {name!r}; choose from {sorted(IMAGE_BUILDERS)}") from None
     return builder(spec, **kw)
+
+
+# ----------------------------------------------------------------------------- text
+DEFAULT_MODEL = {"embedding": 128, "units": 256, "dropout": 0.4, "projection": 128}
+TINY_MODEL = {"embedding": 8, "units": 16, "dropout": 0.0, "projection": 0}
+
+
+class WeightDropCell(layers.LSTMCell):
+    """An LSTM cell that uses a dropped copy of its recurrent kernel when `WeightDropLSTM` sets one."""
+
+    def __init__(self, units, weight_drop=0.0, **kw):
+        super().__init__(units, implementation=2, **kw)
+        self.weight_drop = float(weight_drop)
+        self.seed_generator = keras.random.SeedGenerator(kw.get("seed"))
+        object.__setattr__(self, "_dropped", None)
+
+    def call(self, inputs, states, training=False):
+        h_tm1, c_tm1 = states
+        kernel = self._dropped if (training and self._dropped is not None) else self.recurrent_kernel
+        z = ops.matmul(inputs, self.kernel) + ops.matmul(h_tm1, kernel) + self.bias
+        c, o = self._compute_carry_and_output_fused(ops.split(z, 4, axis=1), c_tm1)
+        h = o * self.activation(c)
+        return h, [h, c]
+
+
+@keras.saving.register_keras_serializable(package="lstmlab")
+class WeightDropLSTM(layers.RNN):
+    """AWD-LSTM's weight drop (Merity et al. 2017): an LSTM whose recurrent kernel, while training,
+    is multiplied by one Bernoulli mask per batch (DropConnect on the hidden-to-hidden weights, the
+    same mask at every step). Its weights are a plain LSTM's [kernel, recurrent_kernel, bias] and at
+    inference it is a plain LSTM, so the saved model uses `keras.layers.LSTM` (`plain_twin`) and
+    serving is unchanged."""
+
+    def __init__(self, units, weight_drop=0.0, **kw):
+        super().__init__(WeightDropCell(units, weight_drop), **kw)
+        self.units, self.weight_drop = int(units), float(weight_drop)
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        cell = self.cell
+        if training and cell.weight_drop > 0:
+            dropped = keras.random.dropout(cell.recurrent_kernel, cell.weight_drop, seed=cell.seed_generator)
+            object.__setattr__(cell, "_dropped", dropped)
+        try:
+            return super().inner_loop(sequences, initial_state, mask=mask, training=training)
+        finally:
+            object.__setattr__(cell, "_dropped", None)
+
+    def get_config(self):
+        cfg = {k: v for k, v in super().get_config().items() if k != "cell"}
+        return cfg | {"units": self.units, "weight_drop": self.weight_drop}
+
+
+def plain_twin(model, vocab_size: int, kwargs: dict, name: str):
+    """The inference model of a training model made with `weight_drop`: the same stack with a
+    plain LSTM, carrying the trained weights (what is saved and served)."""
+    if not kwargs.get("weight_drop"):
+        return model
+    twin = make_word_lstm(vocab_size, name=name, **(kwargs | {"weight_drop": 0.0}))
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, dropout: float = 0.4,
+                   projection: int = 128, tied: bool = False, recurrent_dropout: float = 0.0,
+                   word_dropout: float = 0.0, locked: bool = False, weight_drop: float = 0.0,
+                   name: str = "word_lstm"):
+    """Embedding → Dropout → LSTM (every step) → Dropout → [Dense projection] → Dense softmax.
+
+    The lab's reference is Embedding(10) → LSTM(100) → Dropout(0.1) → Dense(softmax); this is
+    wider, with more dropout (small corpora), and a linear projection that keeps the output
+    layer (the largest) small. With `tied` the output layer is the embedding matrix transposed
+    (projection = embedding width), which halves the parameters and regularises.
+    `word_dropout` drops whole words (every unit of a token's embedding) and `locked` drops the
+    same units at every step of a sequence (SpatialDropout1D, AWD-LSTM's variational dropout);
+    both are Dropout layers, which serving skips. `weight_drop` trains a `WeightDropLSTM`
+    (DropConnect on the recurrent kernel); save its `plain_twin`.
+    """
+    from training.layers import tied_embedding_layer
+
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    if tied:
+        emb = tied_embedding_layer()(vocab_size, embedding, name="embedding")
+    else:
+        emb = layers.Embedding(vocab_size, embedding, name="embedding")
+    x = emb(tokens)
+    if word_dropout:
+        x = layers.Dropout(word_dropout, noise_shape=(None, None, 1), name="word_dropout")(x)
+    drop = layers.SpatialDropout1D if locked else layers.Dropout
+    x = drop(dropout, name="embedding_dropout")(x)
+    if weight_drop:
+        x = WeightDropLSTM(units, weight_drop, return_sequences=True, name="lstm")(x)
+    else:
+        x = layers.LSTM(units, return_sequences=True, recurrent_dropout=recurrent_dropout, name="lstm")(x)
+    x = drop(dropout, name="lstm_dropout")(x)
+    if tied:
+        x = layers.Dense(embedding, name="projection")(x)
+        x = layers.Dropout(dropout / 2, name="projection_dropout")(x)
+        probs = layers.Activation("softmax", name="next_token")(emb(x, reverse=True))
+    else:
+        if projection:
+            x = layers.Dense(projection, name="projection")(x)
+        probs = layers.Dense(vocab_size, activation="softmax", name="next_token")(x)
+    return keras.Model(tokens, probs, name=name)

@@ -20,16 +20,13 @@ and comparison.png (not card.json: this is an experiment, not a servable task).
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from app.config import MODELS_DIR
 from app.tasks import MNIST
 
 OUT_NAME = "compare_rnn"
@@ -196,15 +193,9 @@ def run(cfg: dict, data: str | None, seed: int, quick: bool, verbose: int) -> di
             "experiments": experiments}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m training compare-rnn`; returns the exit code."""
-    p = argparse.ArgumentParser(prog="python -m training compare-rnn", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes, one epoch (for tests)")
-    p.add_argument("--data", default=os.environ.get("LSTMLAB_DATA"), help="data file or folder for MNIST")
-    p.add_argument("--models-dir", default=os.environ.get("LSTMLAB_MODELS", str(MODELS_DIR)))
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--verbose", type=int, default=2)
-    args = p.parse_args(argv)
+def main(args) -> int:
+    """Entry point of `python -m training compare-rnn` (options from `training.cli.compare_parser`);
+    returns the exit code."""
     from training import fit
 
     results = run(QUICK if args.quick else FULL, args.data, args.seed, args.quick, args.verbose)

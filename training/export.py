@@ -30,18 +30,15 @@ card records the checks:
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
-import os
 import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from app.config import MODELS_DIR
 from app.lstm_cell import cell_problem
 from app.tasks import IMAGE, TaskSpec, discover_tasks
 from training.fit import write_atomically
@@ -338,19 +335,11 @@ def export_folder(folder: Path, spec: TaskSpec, data: str | None = None, force: 
     return card["export"]
 
 
-def main(argv: list[str]) -> int:
-    """`python -m training export <slug>... | --all [--models-dir DIR] [--data PATH] [--force]`."""
-    p = argparse.ArgumentParser(prog="python -m training export")
-    p.add_argument("slugs", nargs="*")
-    p.add_argument("--all", action="store_true", help="every image task found in --models-dir")
-    p.add_argument("--models-dir", default=os.environ.get("LSTMLAB_MODELS", str(MODELS_DIR)))
-    p.add_argument("--data", default=os.environ.get("LSTMLAB_DATA"), help="data root for the check images")
-    p.add_argument("--force", action="store_true", help="export even when the card says it is current")
-    args = p.parse_args(argv)
+def main(args) -> int:
+    """`python -m training export <slug>... | --all [--models-dir DIR] [--data PATH] [--force]`
+    (options from `training.cli.export_parser`)."""
     models_dir = Path(args.models_dir)
     tasks = discover_tasks(models_dir)
-    if args.all == bool(args.slugs):
-        p.error("name the tasks to export, or --all")
     slugs = [s for s, spec in tasks.items() if spec.kind == IMAGE and (models_dir / s / "model.keras").is_file()] \
         if args.all else args.slugs
     failed = 0

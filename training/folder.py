@@ -201,25 +201,6 @@ def load_folder(path: Path, spec: TaskSpec) -> ImageData:
 
 
 # ----------------------------------------------------------------------------- the command
-def folder_parser():
-    """`python -m training folder` options: the common training flags plus the task's own."""
-    from training.__main__ import image_parser
-
-    p = image_parser("python -m training folder")
-    p.add_argument("--slug", required=True, help="task name: lowercase letters, digits, underscore")
-    p.add_argument("--data-dir", required=True, help="folder of class sub-folders (or train/ and test/)")
-    p.add_argument("--image-size", type=int, default=None, help="square side in pixels (default 64)")
-    p.add_argument("--colour", choices=("rgb", "grey"), default=None, help="default rgb")
-    p.add_argument("--resize", choices=("crop", "stretch"), default="crop",
-                   help="crop: keep the aspect ratio and centre-crop (default); stretch: ignore it")
-    p.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
-                   help="share of each class held out for testing when there is no test/ folder")
-    p.add_argument("--flip", action="store_true", help="augment with mirror images (not for text or arrows)")
-    p.add_argument("--title-en", default=None)
-    p.add_argument("--title-vi", default=None)
-    return p
-
-
 def check_slug(slug: str) -> None:
     """Refuse a slug that is not a safe folder/URL name or that would replace a built-in task."""
     if not SLUG_RE.match(slug):
@@ -277,9 +258,9 @@ def folder_spec(args, classes: list[str]) -> TaskSpec:
     )
 
 
-def main(argv: list[str]) -> int:
-    """`python -m training folder ...`; a bad folder or flag raises `DataError` (exit code 2)."""
-    args = folder_parser().parse_args(argv)
+def main(args) -> int:
+    """`python -m training folder ...` (options from `training.cli.folder_parser`); a bad folder or
+    flag raises `DataError` (exit code 2)."""
     check_slug(args.slug)
     classes = list_classes(Path(args.data_dir))
     spec = folder_spec(args, classes)

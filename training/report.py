@@ -7,9 +7,7 @@ part of README.md between the RESULTS markers; a test checks README and cards ag
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -147,11 +145,8 @@ def replace_section(text: str, table: str) -> str:
     return f"{head}{START}\n{table}{END}{tail}"
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m training report")
-    p.add_argument("--models-dir", default=os.environ.get("LSTMLAB_MODELS", str(MODELS_DIR)))
-    p.add_argument("--write", action="store_true", help="replace the results section of README.md")
-    args = p.parse_args(argv)
+def main(args) -> int:
+    """`python -m training report [--write]` (options from `training.cli.report_parser`)."""
     table = render(Path(args.models_dir))
     if not args.write:
         sys.stdout.write(table)

@@ -85,10 +85,10 @@ def dataset_spec(slug: str):
 
 def training_args(run: Run, resume: bool, test_subset: int):
     """The argparse namespace `python -m training <dataset>` would build for this run."""
-    from training.__main__ import image_parser
+    from training.cli import training_parser
 
     s = run.settings or {}
-    args = image_parser("python -m training").parse_args([])
+    args = training_parser("python -m training").parse_args([])
     args.epochs = int(s.get("epochs") or 1)
     args.batch_size = int(s.get("batch_size") or 128)
     args.learning_rate = float(s.get("learning_rate") or 1e-3)

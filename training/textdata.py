@@ -1,0 +1,240 @@
+"""Text data for the text tasks (NYT headlines by word, Truyện Kiều by syllable): read, split,
+and turn into padded arrays or length-bucketed batches.
+
+Splits: headlines are deduplicated, then split 80/10/10 by headline. Kiều is split by couplet,
+in runs of COUPLETS_PER_BLOCK consecutive couplets so that every sequence keeps the
+cross-couplet rhyme (bát 8 → next lục 6) the model must learn. Training is many-to-many: each
+headline or block is one sequence and the loss covers every position.
+
+Headlines alone are ~54k training words, little for an LSTM. With `aux_text="snippets"` (the
+task's default) the model also trains on the snippets of the training articles: one more
+sequence per article, starting from the SNIPPET marker instead of EOL, so the model keeps the
+two styles apart and headlines stay what is validated, tested and generated. The text goes
+with its article's headline split, so nothing of a validation or test article is trained on
+(`snippet_sequences`). The n-gram baseline is offered the same text after the same marker.
+
+The vocabulary is built from the training headlines only (tokens seen at least MIN_COUNT times),
+so the test tokens do not depend on the extra text; the rest become <unk>, which both the LSTM
+and the n-gram predict as one token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from app.tasks import TaskSpec
+from app.text import EOL, EOL_ID, PAD_ID, SNIPPET, Vocabulary, clean_words, display_forms, normalize, tokenize_verse
+from training.data import DataError, resolve
+
+COUPLETS_PER_BLOCK = 4
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+MIN_COUNT = 2
+MAX_HEADLINE_TOKENS = 40
+MAX_SNIPPET_TOKENS = 60
+AUX_TEXT = ("none", "snippets")
+QUICK_SEQUENCES = 200
+
+
+@dataclass
+class TextData:
+    """Token sequences per split (each ends with EOL), with provenance and counts."""
+
+    train: list[list[str]]
+    validation: list[list[str]]
+    test: list[list[str]]
+    source: str
+    counts: dict = field(default_factory=dict)
+    display: dict = field(default_factory=dict)
+    test_lines: list[str] = field(default_factory=list)  # Kiều: the test verses, for meter rates
+    all_lines: list[str] = field(default_factory=list)
+    aux: list[list[str]] = field(default_factory=list)  # training only: SNIPPET + words + EOL each
+
+
+def read_articles(folder: Path) -> tuple[list[dict], dict]:
+    """Headline, snippet and abstract of every article of every Articles*.csv (empty when absent)."""
+    import pandas as pd
+
+    files = sorted(Path(folder).glob("Articles*.csv"))
+    if not files:
+        raise DataError(f"no Articles*.csv in {folder}; pass --data with the nyt_headlines folder")
+    rows, per_file = [], {}
+    for f in files:
+        frame = pd.read_csv(f, dtype=str).fillna("")
+        cols = [c for c in ("headline", "snippet", "abstract") if c in frame]
+        part = [{c: str(r.get(c, "")).strip() for c in ("headline", "snippet", "abstract")} | {"file": f.name}
+                for r in frame[cols].to_dict("records")]
+        per_file[f.name] = sum(1 for r in part if r["headline"] and r["headline"] != "Unknown")
+        rows.extend(part)
+    return rows, {"files": len(files), "headlines_per_file": per_file}
+
+
+def snippet_sequences(articles: list[dict], split_of: dict, quick: bool = False) -> tuple[list[list[str]], dict]:
+    """Training-only auxiliary sequences: SNIPPET + the words of an article's snippet (and of its
+    abstract where that differs) + EOL.
+
+    Split by article: `split_of` maps a headline's words to its split, and an article's text goes
+    with its headline, so nothing of a validation or test article is trained on. Articles whose
+    headline is 'Unknown' belong to no split and are kept, except a text equal to that of a
+    validation or test article (the same briefing under two records).
+    """
+    held_out, kept, seen = set(), [], set()
+    texts = []
+    for a in articles:
+        head = tuple(clean_words(a["headline"])[:MAX_HEADLINE_TOKENS - 1]) if a["headline"] != "Unknown" else ()
+        split = split_of.get(head, "unknown") if head else "unknown"
+        if split == "unknown" and head:
+            continue  # a headline dropped from the split (quick runs): its text goes nowhere
+        parts = [a["snippet"]] + ([a["abstract"]] if a["abstract"] and a["abstract"] != a["snippet"] else [])
+        for text in parts:
+            words = tuple(clean_words(text)[:MAX_SNIPPET_TOKENS])
+            if words:
+                texts.append((split, words))
+                if split in ("validation", "test"):
+                    held_out.add(words)
+    dropped = 0
+    for split, words in texts:
+        if split not in ("train", "unknown") or words in seen:
+            continue
+        if words in held_out:
+            dropped += 1
+            continue
+        seen.add(words)
+        kept.append([SNIPPET, *words, EOL])
+    if quick:
+        kept = kept[:QUICK_SEQUENCES]
+    counts = {"text": "snippet (and abstract where it differs) of each article",
+              "marker": SNIPPET, "sequences": len(kept), "tokens": sum(len(k) - 1 for k in kept),
+              "from_unknown_headline_articles": sum(1 for sp, w in texts if sp == "unknown" and w in seen),
+              "dropped_equal_to_held_out_text": dropped,
+              "split": "by article: an article's text goes with its headline's split and only the training "
+                       "split's is used; articles headed 'Unknown' (in no split) are used unless their text "
+                       "equals a validation or test article's; distinct texts only, at most "
+                       f"{MAX_SNIPPET_TOKENS} words each"}
+    return kept, counts
+
+
+def read_verses(path: Path) -> list[str]:
+    """Verse lines of the poem, NFC, blank lines dropped."""
+    if not Path(path).is_file():
+        raise DataError(f"no verse file at {path}; pass --data with truyen_kieu/truyen_kieu.txt")
+    return [normalize(ln.strip()) for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def split_indices(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded 80/10/10 permutation split of n units."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, round(n * SPLIT_FRACTIONS[1]))
+    n_test = max(1, round(n * SPLIT_FRACTIONS[2]))
+    return order[n_val + n_test:], order[:n_val], order[n_val:n_val + n_test]
+
+
+def load_text_data(spec: TaskSpec, data_arg, seed: int, quick: bool = False, aux_text: str = "none") -> TextData:
+    """Read the task's text and split it (see the module docstring); with aux_text "snippets"
+    (headlines only) also the training articles' snippets (`snippet_sequences`)."""
+    path = resolve(spec, data_arg)
+    if spec.tokenizer == "words":
+        articles, info = read_articles(path)
+        heads = [a["headline"] for a in articles if a["headline"] and a["headline"] != "Unknown"]
+        seqs, seen = [], set()
+        for h in heads:
+            words = clean_words(h)[:MAX_HEADLINE_TOKENS - 1]
+            if words and tuple(words) not in seen:
+                seen.add(tuple(words))
+                seqs.append(words + [EOL])
+        if quick:
+            seqs = seqs[:QUICK_SEQUENCES]
+        tr, va, te = split_indices(len(seqs), seed)
+        counts = {"headlines": len(heads), "distinct_headlines": len(seqs), "unit": "headline", **info}
+        aux = []
+        if aux_text == "snippets":
+            split_of = {tuple(seqs[i][:-1]): name for name, idx in (("train", tr), ("validation", va), ("test", te))
+                        for i in idx}
+            aux, counts["auxiliary"] = snippet_sequences(articles, split_of, quick)
+        return TextData([seqs[i] for i in tr], [seqs[i] for i in va], [seqs[i] for i in te], str(path),
+                        counts, aux=aux)
+    lines = read_verses(path)
+    couplets = [lines[i:i + 2] for i in range(0, len(lines) - 1, 2)]
+    blocks = [couplets[i:i + COUPLETS_PER_BLOCK] for i in range(0, len(couplets), COUPLETS_PER_BLOCK)]
+    if quick:
+        blocks = blocks[:QUICK_SEQUENCES // 4]
+    tr, va, te = split_indices(len(blocks), seed)
+
+    def seqs(idx):
+        return [tokenize_verse([ln for c in blocks[i] for ln in c]) for i in sorted(idx)]
+
+    test_lines = [ln for i in sorted(te) for c in blocks[i] for ln in c]
+    counts = {"verses": len(lines), "couplets": len(couplets), "unit": "couplet",
+              "couplets_per_block": COUPLETS_PER_BLOCK,
+              "couplets_per_split": {"train": sum(len(blocks[i]) for i in tr),
+                                     "validation": sum(len(blocks[i]) for i in va),
+                                     "test": sum(len(blocks[i]) for i in te)}}
+    train_lines = [ln for i in tr for c in blocks[i] for ln in c]
+    return TextData(seqs(tr), seqs(va), seqs(te), str(path), counts, display_forms(train_lines), test_lines,
+                    [ln for b in blocks for c in b for ln in c])
+
+
+def shift(ids: list[int], marker: int | None = None) -> tuple[list[int], list[int]]:
+    """(inputs, targets) of one sequence: the targets are the sequence and the inputs EOL + the
+    sequence shifted right by one, except that a sequence starting with `marker` (an auxiliary
+    one) has it as its first input and never as a target."""
+    if marker is not None and ids and ids[0] == marker:
+        return ids[:-1], ids[1:]
+    return [EOL_ID] + ids[:-1], ids
+
+
+def pad_pairs(pairs: list[tuple[list[int], list[int]]]) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) pairs of `shift` as two arrays padded to the longest target."""
+    width = max(len(t) for _, t in pairs)
+    x = np.zeros((len(pairs), width), np.int32)
+    y = np.zeros((len(pairs), width), np.int32)
+    for r, (inputs, targets) in enumerate(pairs):
+        y[r, :len(targets)] = targets
+        x[r, :len(inputs)] = inputs
+    return x, y
+
+
+def to_arrays(seqs: list[list[str]], vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
+    """Padded (inputs, targets) of `shift`."""
+    marker = vocab.index.get(SNIPPET)
+    return pad_pairs([shift(vocab.encode(s), marker) for s in seqs])
+
+
+def make_batches(ids: list[list[int]], batch: int, seed: int, shuffle: bool, marker: int | None = None):
+    """A Keras PyDataset of (inputs, targets, weights) batches of similar length, each padded only
+    to its own longest sequence (headlines vary from 1 to ~30 words: padding all of them to the
+    longest would triple the work). Reshuffled every epoch when `shuffle`."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.on_epoch_end()
+
+        def on_epoch_end(self):
+            order = self.rng.permutation(len(ids)) if shuffle else np.arange(len(ids))
+            pool = batch * 16
+            chunks = []
+            for s in range(0, len(order), pool):
+                part = sorted(order[s:s + pool], key=lambda i: len(ids[i]))
+                chunks += [part[k:k + batch] for k in range(0, len(part), batch)]
+            self.chunks = [chunks[i] for i in self.rng.permutation(len(chunks))] if shuffle else chunks
+            # Keras reads the input signature off the first two batches: if they were equally wide
+            # it would take the width as fixed and fail on the next batch. Keep them different.
+            width = lambda c: max(len(ids[i]) for i in c)  # noqa: E731
+            other = next((k for k in range(2, len(self.chunks))
+                          if width(self.chunks[k]) != width(self.chunks[0])), None)
+            if len(self.chunks) > 2 and width(self.chunks[1]) == width(self.chunks[0]) and other:
+                self.chunks[1], self.chunks[other] = self.chunks[other], self.chunks[1]
+
+        def __len__(self):
+            return len(self.chunks)
+
+        def __getitem__(self, k):
+            x, y = pad_pairs([shift(ids[i], marker) for i in self.chunks[k]])
+            return x, y, (y != PAD_ID).astype(np.float32)
+
+    return Batches()
