@@ -322,6 +322,7 @@ class Card(Part):
     intended_use: str | None = None
     limitations: str | None = None
     run: dict | None = None  # a lab-bench run's id and nickname
+    published: dict | None = None  # the instructor's publish record: run, data set, by, when
     export: Export | None = None
 
     @classmethod

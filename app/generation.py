@@ -25,7 +25,6 @@ check says whether its rhyme was exact (`app.text.check_line`).
 
 from __future__ import annotations
 
-import json
 import math
 import secrets
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.cards import Card
 from app.errors import InvalidInput
 from app.kerasfile import keras_file_layers
 from app.tasks import TaskSpec
@@ -344,8 +344,7 @@ def load_text_model(folder: Path, spec: TaskSpec) -> TextModel:
     are read from the file directly, so serving text never imports Keras or TensorFlow."""
     folder = Path(folder)
     vocab = Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8"))
-    card_path = folder / "card.json"
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    card = Card.from_json(folder).to_json() if (folder / "card.json").is_file() else {}
     layers, relu = text_layers(folder / "model.keras")
     tm = TextModel(spec, vocab, layers, card)
     tm._hidden_relu = relu

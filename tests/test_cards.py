@@ -116,3 +116,33 @@ def test_the_schema_module_imports_no_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_the_model_store_marks_a_card_off_schema_unavailable_with_the_reason(make_app, tiny_models_dir, tmp_path):
+    shutil.copytree(Path(tiny_models_dir) / "mnist", tmp_path / "mnist")
+    path = tmp_path / "mnist" / "card.json"
+    card = json.loads(path.read_text(encoding="utf-8"))
+    del card["metrics"]
+    path.write_text(json.dumps({**card, "params_total": "many"}), encoding="utf-8")
+    client = make_app(tmp_path, PREDICT_JIT=False).test_client()
+    status = client.get("/readyz").get_json()["tasks"]["mnist"]
+    assert status["status"] == "error" and "metrics is missing" in status["error"]
+    assert status["error_en"] == "Its card.json does not fit the card schema (params_total, metrics)."
+    assert status["error_vi"].startswith("Tệp card.json của nó không khớp") and "params_total, metrics" in status["error_vi"]
+    assert client.get("/").status_code == 200
+    for lang, text in (("en", "does not fit the card schema (params_total, metrics)"),
+                       ("vi", "không khớp lược đồ thẻ mô hình (params_total, metrics)")):
+        page = client.get(f"/tasks/mnist/card?lang={lang}")
+        assert page.status_code == 503 and text in page.get_data(as_text=True)
+    assert client.post("/api/v1/tasks/mnist/predict").status_code == 503
+
+
+def test_the_card_page_shows_the_check_count_from_its_field(make_app, tiny_models_dir, tmp_path):
+    shutil.copytree(Path(tiny_models_dir) / "mnist", tmp_path / "mnist")
+    card = Card.from_json(tmp_path / "mnist")
+    card.export = Card.from_json({**MINIMAL, "export": {"file": "model.tflite", "max_abs_diff": 1e-6,
+                                                         "argmax_agreement": 1.0, "checked_count": 1234,
+                                                         "checked_on": "no count in this sentence"}}).export
+    card.write(tmp_path / "mnist")
+    html = make_app(tmp_path, PREDICT_JIT=False).test_client().get("/tasks/mnist/card?lang=en").get_data(as_text=True)
+    assert "of 1,234 test images" in html

@@ -663,25 +663,14 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
                "test_top5_accuracy": test["top5_accuracy"], "test_tokens": test["tokens"],
                "test_unk_rate": unk_rate,
                "validation_perplexity": val["perplexity"], "validation_top1_accuracy": val["top1_accuracy"],
-               "ngram": ngram, "perplexity_below_ngram": gain, "goal_perplexity_10pct_below_ngram": gain >= 0.10,
+               "ngram": ngram, "perplexity_below_ngram": gain, "goal_perplexity_10pct_below_ngram": gain >= spec.goal_below_ngram,
                # `python -m training evaluate` compares this figure:
                "test_accuracy": test["top1_accuracy"]}
 
     card = {
-        "slug": spec.slug,
-        "kind": spec.kind,
-        "task": spec.to_dict(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "architecture": "word_lstm",
-        "model_kwargs": kw,
-        "layers": fit.layer_table(model),
-        "params_total": int(model.count_params()),
-        "optimizer": {"name": "AdamW", "learning_rate": lr, "schedule": "halve on validation plateau",
-                      "weight_decay": 1e-4, "clipnorm": 1.0, "batch_size": batch,
-                      "weight_average": ({"kind": "exponential moving average of the weights, validated and "
-                                                  "checkpointed in place of the raw weights", "momentum": average}
-                                         if average else None),
-                      "loss": "sparse categorical cross-entropy over every non-padding position"},
+        **fit.card_header(spec, model, "word_lstm", kw),
+        "optimizer": fit.optimizer_record(batch, average, learning_rate=lr, schedule="halve on validation plateau",
+                                          loss="sparse categorical cross-entropy over every non-padding position"),
         "training": {"epochs_requested": epochs, "epochs_run": len(history.get("loss", [])),
                      "seconds_per_epoch": [round(s, 2) for s in seconds],
                      "seconds_total": round(train_seconds, 1), "seed": args.seed, "quick": bool(args.quick),
@@ -803,21 +792,17 @@ def measure_meter(spec: TaskSpec, data_arg, models_dir: Path, couplets: int = ME
     """Re-measure a shipped verse model's meter rates (`meter_rates`, with the current decoder and
     checker) and write them into its card's metrics.meter, with the command and time; the model
     is not touched. Returns the new rates."""
-    import os
+    from app.cards import Card
 
     folder = Path(models_dir) / spec.slug
-    card_path = folder / "card.json"
-    card = json.loads(card_path.read_text(encoding="utf-8"))
-    training = card.get("training", {})
-    seed = training.get("seed", 42)
-    data = load_text_data(spec, data_arg, seed, training.get("quick", False))
+    card = Card.from_json(folder)
+    seed = card.training.seed if card.training and card.training.seed is not None else 42
+    data = load_text_data(spec, data_arg, seed, bool(card.training and card.training.quick))
     meter = meter_rates(folder, spec, data, seed, couplets)
     meter["measured"] = {"command": fit.command_line(), "git_commit": fit.git_commit(),
                          "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    card.setdefault("metrics", {})["meter"] = meter
-    tmp = card_path.with_name(".card.json.tmp")
-    tmp.write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, card_path)
+    card.metrics.meter = meter
+    card.write(folder)
     return meter
 
 
