@@ -358,11 +358,6 @@ class Card(Part):
         except (TypeError, ValueError, KeyError) as exc:
             raise CardError([("task", f"is not a task declaration ({exc})")]) from exc
 
-    def headline(self) -> tuple[str, float | None]:
-        """The figure the home page shows: ("test_perplexity" | "test_accuracy", value)."""
-        key = "test_perplexity" if self.kind == "text" else "test_accuracy"
-        return key, getattr(self.metrics, key)
-
     def epochs_and_seconds(self) -> tuple[int, float]:
         """Epochs and training seconds over this run and every run it continued (--init-from)."""
         runs = (self.warm_start.previous_runs if self.warm_start else []) + [(self.training or Training()).to_json()]

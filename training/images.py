@@ -131,9 +131,10 @@ def load_warm_start(spec: TaskSpec, folder) -> dict | None:
     except (OSError, ValueError) as exc:
         raise DataError(f"--init-from {folder}: expected a model folder with model.keras and "
                         f"card.json ({exc})") from exc
-    if card.slug != spec.slug or card.training is None or card.metrics.test_accuracy is None:
-        raise DataError(f"--init-from {folder}: that model is for task {card.slug!r} (trained: "
-                        f"{card.training is not None}), not a trained {spec.slug!r}")
+    if card.slug != spec.slug:
+        raise DataError(f"--init-from {folder}: that model is for task {card.slug!r}, not {spec.slug!r}")
+    if card.training is None or card.metrics.test_accuracy is None:
+        raise DataError(f"--init-from {folder}: its card has no training record or test accuracy")
     print(f"[{spec.slug}] starting from {folder} (test accuracy {card.metrics.test_accuracy:.4f} after "
           f"{card.training.epochs_run} epochs)", flush=True)
     return {"folder": folder, "card": card, "model": model}
