@@ -146,3 +146,10 @@ def test_the_card_page_shows_the_check_count_from_its_field(make_app, tiny_model
     card.write(tmp_path / "mnist")
     html = make_app(tmp_path, PREDICT_JIT=False).test_client().get("/tasks/mnist/card?lang=en").get_data(as_text=True)
     assert "of 1,234 test images" in html
+
+
+@pytest.mark.parametrize("lang, target", [("en", "goal 99.3%, floor 99.0%; best published row-by-row LSTM: 98.9%"),
+                                          ("vi", "mục tiêu 99,3")])
+def test_the_card_page_shows_the_targets_from_the_task_registry(client, lang, target):
+    html = client.get(f"/tasks/mnist/card?lang={lang}").get_data(as_text=True)
+    assert 'id="target"' in html and target in html
