@@ -22,10 +22,8 @@ function over the weights read from model.keras without Keras).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 import queue
@@ -40,6 +38,8 @@ from typing import Any, Callable
 import numpy as np
 from flask import Flask, current_app
 
+from app.cards import Card, CardError
+from app.errors import InvalidInput
 from app.tasks import BUILTIN_TASKS, IMAGE, TEXT, TaskSpec, discover_tasks
 from app.textmodel import load_text_model
 
@@ -58,12 +58,13 @@ class Entry:
 
     spec: TaskSpec
     status: str = MISSING
-    card: dict | None = None
+    card: Card | None = None  # the card as the pages show it (absolute paths hidden)
     predict: Callable[[np.ndarray], np.ndarray] | None = None  # image tasks
     engine: str = ""  # "litert" | "xla" | "tf" (image), "numpy" (text)
     precision: str = ""  # image tasks: of the weights served, "int8" (litert) or "float32"
     text_model: Any = None  # text tasks: app.textmodel.TextModel
     error: str = ""
+    reason: InvalidInput | None = None  # why, in any language, when the card does not fit the schema
     load_seconds: float = 0.0
     plots: list[str] = field(default_factory=list)
     fix_command: str = ""  # set when another command than training makes the task servable
@@ -83,17 +84,15 @@ class Entry:
         """The command that makes this task servable: its export when set, else its training."""
         if self.fix_command:
             return self.fix_command
-        card_command = (self.card or {}).get("command")
+        card_command = self.card.command if self.card else None
         if self.spec.slug not in BUILTIN_TASKS and card_command:
             return card_command
         return f"python -m training {self.spec.slug}"
 
     def metric(self) -> tuple[str, float | None]:
         """The headline figure for the home page: ("test_accuracy" | "test_perplexity", value)."""
-        metrics = (self.card or {}).get("metrics") or {}
         key = "test_perplexity" if self.spec.kind == TEXT else "test_accuracy"
-        value = metrics.get(key)
-        return key, value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        return key, getattr(self.card.metrics, key) if self.card else None
 
     def status_dict(self) -> dict:
         """JSON-ready status (for /readyz and /api/v1/tasks)."""
@@ -104,6 +103,8 @@ class Entry:
             out["precision"] = self.precision
         if not self.available:
             out["error"] = self.error
+            if self.reason:
+                out["error_en"], out["error_vi"] = self.reason.en, self.reason.vi
             out["command"] = self.command
         return out
 
@@ -170,8 +171,7 @@ def load_entry(folder: Path, spec: TaskSpec, engines: Engines = Engines()) -> En
         entry.error = "model not trained yet" if not model_path.is_file() else "card.json is missing"
         return entry
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        check_card(card)
+        card = Card.from_json(card_path)
         entry.card = public_card(card)  # only a sound card reaches the pages
         if spec.kind == IMAGE:
             pool = litert_predict(folder, card, spec, engines.interpreters, engines.int8) if engines.litert else None
@@ -191,6 +191,9 @@ def load_entry(folder: Path, spec: TaskSpec, engines: Engines = Engines()) -> En
             raise ValueError(f"unknown task kind {spec.kind!r}")
     except Exception as exc:  # noqa: BLE001 - any failure to load one model must not stop the others
         log.warning("task %s unavailable: %s: %s", spec.slug, exc.__class__.__name__, exc)
+        if isinstance(exc, CardError):
+            entry.reason = InvalidInput("Its card.json does not fit the card schema (%(fields)s).", 503,
+                                        fields=", ".join(exc.fields))
         entry.status, entry.error = ERROR, hide_paths(f"{exc.__class__.__name__}: {str(exc)[:300]}")
         entry.predict = entry.text_model = None
         entry.engine = entry.precision = ""
@@ -207,15 +210,15 @@ def hide_paths(text: str) -> str:
     return ABSOLUTE_PATH.sub(lambda m: m.group(1), text)
 
 
-def public_card(card: dict) -> dict:
+def public_card(card: Card) -> Card:
     """The card as the pages and the API show it: the data block's and the command's absolute
     paths (an instructor's --data-dir) cut to their base names."""
-    card = copy.deepcopy(card)
-    if isinstance(card.get("data"), dict):
-        card["data"] = {k: hide_paths(v) if isinstance(v, str) else v for k, v in card["data"].items()}
-    if isinstance(card.get("command"), str):
-        card["command"] = hide_paths(card["command"])
-    return card
+    shown = card.to_json()
+    if "data" in shown:
+        shown["data"] = {k: hide_paths(v) if isinstance(v, str) else v for k, v in shown["data"].items()}
+    if "command" in shown:
+        shown["command"] = hide_paths(shown["command"])
+    return Card.from_json(shown)
 
 
 def check_permissions(models_dir: Path) -> None:
@@ -251,43 +254,21 @@ def private_folder(path: Path) -> bool:
     return True
 
 
-# The card fields the pages read, with the JSON type each must have when present (null is fine).
-CARD_TYPES = {"metrics": dict, "training": dict, "data": dict, "baseline": dict, "optimizer": dict,
-              "versions": dict, "history": dict, "layers": list, "params_total": int, "command": str}
-METRIC_TYPES = {"per_class_accuracy": list, "confusion_matrix": list, "accuracy_by_race": dict,
-                "accuracy_by_age": dict, "ngram": dict, "test_accuracy": (int, float), "test_perplexity": (int, float)}
-
-
-def check_card(card) -> None:
-    """ValueError unless `card` is an object whose page-facing fields have the right JSON types
-    (a hand-edited or half-migrated card makes its task unavailable instead of a page a 500)."""
-    if not isinstance(card, dict):
-        raise ValueError("card.json is not a JSON object")
-    for where, fields, types in (("", card, CARD_TYPES), ("metrics.", card.get("metrics") or {}, METRIC_TYPES)):
-        for key, kind in types.items():
-            value = fields.get(key)
-            if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-                raise ValueError(f"card.json: {where}{key} has the wrong type ({type(value).__name__})")
-    if not all(isinstance(row, dict) for row in card.get("layers") or []):
-        raise ValueError("card.json: layers must be a list of objects")
-
-
-def current_tflite(folder: Path, card: dict, int8: bool = True) -> tuple[bytes, str] | None:
+def current_tflite(folder: Path, card: Card, int8: bool = True) -> tuple[bytes, str] | None:
     """(flatbuffer, "int8" | "float32") to serve, or None. Only exports of the model.keras on disk
     count, and only files whose sha256 is the card's (a damaged copy is not served). The int8
     export (`training.export.export_int8`) comes first when `int8` and its card says it passed
     the accuracy check on the test set; float32 model.tflite otherwise."""
-    export = card.get("export")
-    if not isinstance(export, dict) or not export.get("source_sha256"):
+    export = card.export
+    if export is None or not export.source_sha256:
         return None
-    if _sha256((folder / "model.keras").read_bytes()) != export["source_sha256"]:
+    if _sha256((folder / "model.keras").read_bytes()) != export.source_sha256:
         log.warning("task %s: model.tflite is older than model.keras (run: python -m training export %s)",
                     folder.name, folder.name)
         return None
-    quantized = export.get("int8")
-    files = [("model.tflite", export.get("sha256"), "float32")]
-    if int8 and isinstance(quantized, dict) and quantized.get("accepted") and isinstance(quantized.get("file"), str):
-        files.insert(0, (Path(quantized["file"]).name, quantized.get("sha256"), "int8"))
+    files = [("model.tflite", export.sha256, "float32")]
+    if int8 and export.int8 and export.int8.served_file:
+        files.insert(0, (export.int8.served_file, export.int8.sha256, "int8"))
     for name, sha, precision in files:
         path = folder / name
         if not path.is_file():
@@ -338,7 +319,7 @@ class InterpreterPool:
         return out
 
 
-def litert_predict(folder: Path, card: dict, spec: TaskSpec, size: int = 2, int8: bool = True) -> InterpreterPool | None:
+def litert_predict(folder: Path, card: Card, spec: TaskSpec, size: int = 2, int8: bool = True) -> InterpreterPool | None:
     """The LiteRT predict function of an image task (its int8 export when `int8` and the card
     accepted it), warmed up; None (the caller falls back to Keras) when there is no current
     model.tflite, LiteRT is missing or the file does not load."""

@@ -54,6 +54,11 @@ class TaskSpec:
     epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 1e-3
+    # Targets (the results report, the cards and the pages read them) --------------------------
+    floor: float | None = None  # image: test accuracy below which the model falls short
+    goal: float | None = None  # image: test accuracy aimed for
+    published: float | None = None  # image: best published row-by-row LSTM's test accuracy
+    goal_below_ngram: float | None = None  # text: share the perplexity should be below the n-gram's
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -133,6 +138,9 @@ MNIST = TaskSpec(
     batch_size=128,
     learning_rate=2e-3,
     extra={"augment": 0.08, "model": {"units": 64}},
+    floor=0.99,
+    goal=0.993,
+    published=0.989,
 )
 
 FASHION_MNIST = TaskSpec(
@@ -168,6 +176,9 @@ FASHION_MNIST = TaskSpec(
     batch_size=128,
     learning_rate=2e-3,
     extra={"augment": 0.0, "flip": True, "model": {"units": 64}},
+    floor=0.905,
+    goal=0.915,
+    published=0.896,
 )
 
 CIFAR10 = TaskSpec(
@@ -205,6 +216,9 @@ CIFAR10 = TaskSpec(
     # 4×4-pixel patches: an 8×8 grid, 8 steps per sweep (serving time is mostly sequential steps).
     extra={"augment": 0.125, "flip": True, "jitter": 0.2, "label_smoothing": 0.1,
            "model": {"units": 64, "top_units": 128, "patch": 4}},
+    floor=0.76,
+    goal=0.8,
+    published=0.56,
 )
 
 CATS_DOGS = TaskSpec(
@@ -227,6 +241,8 @@ CATS_DOGS = TaskSpec(
     learning_rate=2e-3,
     extra={"augment": 0.15, "flip": True, "jitter": 0.25, "label_smoothing": 0.1, "weight_average": 0.998,
            "model": {"units": 64, "top_units": 128, "patch": 8}},
+    floor=0.83,
+    goal=0.85,
 )
 
 FACES_GENDER = TaskSpec(
@@ -265,6 +281,8 @@ FACES_GENDER = TaskSpec(
             "uncropped photos, profiles and children are read less reliably."
         ),
     },
+    floor=0.9,
+    goal=0.92,
 )
 
 NYT_HEADLINES = TaskSpec(
@@ -287,6 +305,7 @@ NYT_HEADLINES = TaskSpec(
     extra={"aux_text": "snippets", "weight_average": 0.998,
            "model": {"embedding": 200, "units": 384, "dropout": 0.4, "word_dropout": 0.1, "locked": True,
                      "tied": True, "weight_drop": 0.3}},
+    goal_below_ngram=0.10,
 )
 
 KIEU = TaskSpec(
@@ -304,6 +323,7 @@ KIEU = TaskSpec(
     epochs=60,
     batch_size=64,
     learning_rate=2e-3,
+    goal_below_ngram=0.10,
 )
 
 BUILTIN_TASKS: dict[str, TaskSpec] = {

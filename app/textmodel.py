@@ -14,11 +14,11 @@ the very run that produced its text (`app.trace.word_trace`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from app.cards import Card
 from app.kerasfile import keras_file_layers
 from app.lstm_cell import LSTMWeights, lstm_step, lstm_weights
 from app.tasks import TaskSpec
@@ -163,8 +163,7 @@ def load_text_model(folder: Path, spec: TaskSpec) -> TextModel:
     """Load models/<slug>/ (model.keras, vocab.json, card.json) once, before serving."""
     folder = Path(folder)
     vocab = Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8"))
-    card_path = folder / "card.json"
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    card = Card.from_json(folder).to_json() if (folder / "card.json").is_file() else {}
     layers, relu = text_layers(folder / "model.keras")
     tm = TextModel(spec, vocab, layers, card, relu)
     if tm.denses[-1][0].shape[1] != len(vocab):

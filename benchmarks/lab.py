@@ -204,8 +204,10 @@ def cli_run(stack: Stack, out: Path) -> dict:
     subprocess.run(["nice", "-n", os.environ.get("LAB_WORKER_NICE", "10"), *args], cwd=ROOT, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.monotonic() - t0
-    card = json.loads((out / "mnist" / "card.json").read_text())
-    return {"wall": wall, "fit": card["training"]["seconds_total"], "test_accuracy": card["metrics"]["test_accuracy"]}
+    from app.cards import Card
+
+    card = Card.from_json(out / "mnist")
+    return {"wall": wall, "fit": card.training.seconds_total, "test_accuracy": card.metrics.test_accuracy}
 
 
 def bench_run(stack: Stack) -> dict:
@@ -214,8 +216,10 @@ def bench_run(stack: Stack) -> dict:
     run = stack.submit(requests.Session(), nickname="overhead")
     record = stack.wait_done(run["id"])
     wall = time.monotonic() - t0
-    card = requests.get(run["links"]["card"], timeout=30).json()
-    return {"wall": wall, "fit": card["training"]["seconds_total"], "test_accuracy": record["metrics"]["test_accuracy"]}
+    from app.cards import Card
+
+    card = Card.from_json(requests.get(run["links"]["card"], timeout=30).json())
+    return {"wall": wall, "fit": card.training.seconds_total, "test_accuracy": record["metrics"]["test_accuracy"]}
 
 
 # ----------------------------------------------------------------------------- 3. classify

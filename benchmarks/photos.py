@@ -49,7 +49,7 @@ def measure(spec, count: int, models_dir: Path, save: Path | None) -> dict:
     photo_preds, refused = served_predictions(entry, spec, (b for _, b in photos))
     seconds = time.perf_counter() - t0
     png_preds, _ = served_predictions(entry, spec, (to_png_bytes(data.x_test[i]) for i, _ in photos))
-    card = ((entry.card or {}).get("metrics", {}).get("served") or {})
+    card = entry.card.metrics.served.extra if entry.card and entry.card.metrics.served else {}
     return {"slug": spec.slug, "count": len(photos), "photos": float((photo_preds == labels).mean()),
             "png": float((png_preds == labels).mean()), "refused": refused, "engine": entry.engine,
             "precision": entry.precision, "ms": 1000 * seconds / len(photos),

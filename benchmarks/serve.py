@@ -60,6 +60,7 @@ def model_times(models_dir: Path, repeats: int) -> list[dict]:
     """Served engine (LiteRT) vs the XLA tf.function vs model.predict, one sample, per image model."""
     import keras
 
+    from app.cards import Card
     from app.modelstore import compile_predict, litert_predict
     from app.tasks import IMAGE, discover_tasks
 
@@ -68,7 +69,7 @@ def model_times(models_dir: Path, repeats: int) -> list[dict]:
         folder = models_dir / slug
         if spec.kind != IMAGE or not (folder / "model.keras").is_file():
             continue
-        card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+        card = Card.from_json(folder)
         served, full = litert_predict(folder, card, spec, 1), litert_predict(folder, card, spec, 1, int8=False)
         if served is None or full is None:
             print(f"{slug}: no current model.tflite (python -m training export {slug}); skipped", flush=True)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from markupsafe import escape
-from PIL import Image, ImageDraw
 
 from app.i18n import translate_to
 from app.tasks import BUILTIN_TASKS, IMAGE

@@ -7,7 +7,6 @@ Skips where chromium or the playwright package is absent, except in CI (CI=true)
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import threading

@@ -81,9 +81,8 @@ def models_dir(tmp_path_factory):
     preds = labels.copy()
     preds[:2] = 9 - labels[:2]
     write_examples(d / "mnist", lambda i: to_png_bytes(x[i]), np.arange(12), labels, preds, ".png")
-    record_served(d / "mnist", 10 / 12, {"count": 12, "correct": 10, "refused": 0, "input": "PNG of the test array",
-                                         "engine": "litert", "precision": "float32",
-                                         "digit_photos": {"accuracy": 0.5, "count": 12}})
+    record_served(d / "mnist", {"count": 12, "correct": 10, "refused": 0, "input": "PNG of the test array",
+                                "engine": "litert", "precision": "float32", "digit_photos": {"accuracy": 0.5, "count": 12}})
     return d
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.cards import Card, Export, Metrics
 from app.config import MODELS_DIR, default_data_dir
 from app.tasks import BUILTIN_TASKS, IMAGE, TEXT
 
@@ -177,24 +178,24 @@ def test_shipped_tflite_and_trace_equal_keras_on_real_test_images(slug):
         pytest.skip(f"no data at {data_file}")
     if not (folder / "model.tflite").is_file():
         pytest.skip(f"{slug}: no model.tflite (python -m training export {slug})")
-    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    card = Card.from_json(folder)
     predict = litert_predict(folder, card, spec, 1, int8=False)
     assert predict is not None and predict.precision == "float32", \
         "model.tflite is not current: run python -m training export --all"
     data = load_image_data(spec)
-    x, _ = sample_images(data.x_test, 128)
+    x = sample_images(data.x_test, 128)[0]
     expected = keras_probs(folder, x)
     np.testing.assert_allclose(predict(x), expected, atol=1e-4)
-    quantized = card["export"]["int8"]  # the int8 file served instead: its card figures reproduce
+    quantized = card.export.int8  # the int8 file served instead: its card figures reproduce
     served = litert_predict(folder, card, spec, 1)
-    assert served.precision == ("int8" if quantized["accepted"] else "float32")
-    if quantized["accepted"]:
+    assert served.precision == ("int8" if quantized.accepted else "float32")
+    if quantized.accepted:
         labels = data.y_test.reshape(-1)
         got, full = served(data.x_test).argmax(1), predict(data.x_test).argmax(1)
-        assert quantized["test_count"] == len(labels)
-        assert np.mean(got == labels) == pytest.approx(quantized["test_accuracy"], abs=1e-9)
-        assert np.mean(full == labels) == pytest.approx(quantized["float_test_accuracy"], abs=1e-9)
-        assert np.mean(got == full) == pytest.approx(quantized["agreement"], abs=1e-9) and quantized["agreement"] >= 0.99
+        assert quantized.test_count == len(labels)
+        assert np.mean(got == labels) == pytest.approx(quantized.test_accuracy, abs=1e-9)
+        assert np.mean(full == labels) == pytest.approx(quantized.float_test_accuracy, abs=1e-9)
+        assert np.mean(got == full) == pytest.approx(quantized.agreement, abs=1e-9) and quantized.agreement >= 0.99
     from app.trace import load_tracer  # the gate trace, also read from the file without Keras
 
     np.testing.assert_allclose(load_tracer(folder, spec)(x[:2]).output, expected[:2], atol=1e-4)
@@ -322,7 +323,7 @@ def test_int8_export_is_written_only_when_it_passes_and_served_only_then(tmp_pat
     y = keras.ops.convert_to_numpy(model(x)).argmax(1)  # labels the float model gets right
 
     def card_with(block):
-        return {"export": block}
+        return Card(slug=spec.slug, kind=spec.kind, task=spec.to_dict(), metrics=Metrics(), export=Export.parse(block))
 
     no_labels = export.export_model(model, spec, tmp_path, sha, x[:8], "8 images")  # no test set: no int8
     assert no_labels["int8"] == {"accepted": False, "rule": export.INT8_RULE, "why": "no labelled test images to check it on"}
@@ -345,7 +346,7 @@ def test_int8_export_is_written_only_when_it_passes_and_served_only_then(tmp_pat
     failed = export.export_model(model, spec, tmp_path, sha, x[:8], "8 images", test=(x, y))
     assert not failed["int8"]["accepted"] and "file" not in failed["int8"]
     assert not (tmp_path / export.INT8_TFLITE).exists()  # the older int8 file is gone with its approval
-    assert current_tflite(tmp_path, {"export": {**failed, "int8": block}})[1] == "float32"  # even if a card says so
+    assert current_tflite(tmp_path, card_with({**failed, "int8": block}))[1] == "float32"  # even if a card says so
 
 
 def test_the_card_page_says_which_weights_are_served(client):

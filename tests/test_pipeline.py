@@ -304,7 +304,8 @@ def test_init_from_continues_a_finished_model_and_keeps_its_history(digits_npz, 
     # a model of another task is refused with a message, not a traceback
     cifar = tmp_path / "c" / "cifar10"
     cifar.mkdir(parents=True)
-    (cifar / "card.json").write_text(json.dumps({"slug": "cifar10"}), encoding="utf-8")
+    (cifar / "card.json").write_text(json.dumps({"slug": "cifar10", "kind": "image", "task": CIFAR10.to_dict(),
+                                                 "metrics": {"test_accuracy": 0.5}}), encoding="utf-8")
     (cifar / "model.keras").write_bytes((first / "mnist" / "model.keras").read_bytes())
     capsys.readouterr()
     assert main(["mnist", "--models-dir", str(second), "--init-from", str(cifar)] + common) == 2

@@ -20,7 +20,9 @@ def test_readme_results_match_the_cards():
 def test_every_figure_comes_from_a_card(tmp_path):
     folder = tmp_path / "mnist"
     folder.mkdir()
-    card = {"architecture": "rows_cols", "params_total": 1234,
+    card = {"slug": "mnist", "kind": "image", "task": {"slug": "mnist", "kind": "image", "title_en": "Digits",
+                                                       "title_vi": "Chữ số"},
+            "architecture": "rows_cols", "params_total": 1234,
             "metrics": {"test_accuracy": 0.98765, "test_count": 10000},
             "baseline": {"test_accuracy": 0.5},
             "training": {"epochs_run": 3, "seconds_total": 600.0},

@@ -201,12 +201,14 @@ def test_text_pages_offer_seeds_that_work_without_javascript(client):
 
 
 def test_report_shows_the_served_figure():
+    from app.cards import Metrics
     from training.report import served_cell
 
-    metrics = {"served_accuracy": 0.9163, "served_count": 10000,
-               "served": {"product_photos": {"accuracy": 0.9095, "count": 2000}}}
+    metrics = Metrics.parse({"served_accuracy": 0.9163, "served_count": 10000,
+                             "served": {"count": 10000, "correct": 9163,
+                                        "product_photos": {"accuracy": 0.9095, "count": 2000}}})
     assert served_cell(metrics) == "91.63% (n=10,000); product photos 90.95% (n=2,000)"
-    assert served_cell({}) == "not measured"
+    assert served_cell(Metrics()) == "not measured"
 
 
 def test_a_quick_card_is_measured_on_the_slice_it_was_tested_on():

@@ -32,16 +32,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from app.cards import Card, Export, write_atomically
 from app.lstm_cell import cell_problem
 from app.tasks import IMAGE, TaskSpec, discover_tasks
-from training.fit import write_atomically
 
 TFLITE = "model.tflite"
 INT8_TFLITE = "model.int8.tflite"
@@ -241,10 +240,11 @@ def export_int8(model, folder: Path, float_predict, test: tuple[np.ndarray, np.n
     return {**block, "file": INT8_TFLITE, "bytes": len(flatbuffer), "sha256": hashlib.sha256(flatbuffer).hexdigest()}
 
 
-def sample_images(x_test: np.ndarray, n: int = CHECK_IMAGES) -> tuple[np.ndarray, str]:
-    """Up to `n` of the test images (a fixed random choice) and how to describe them on the card."""
+def sample_images(x_test: np.ndarray, n: int = CHECK_IMAGES) -> tuple[np.ndarray, str, bool]:
+    """Up to `n` of the test images (a fixed random choice), how to describe them on the card, and
+    False (they are not random pixels)."""
     idx = np.sort(np.random.default_rng(0).choice(len(x_test), min(n, len(x_test)), replace=False))
-    return np.asarray(x_test[idx], np.float32), f"{len(idx)} test images"
+    return np.asarray(x_test[idx], np.float32), f"{len(idx)} test images", False
 
 
 def labelled_test_set(spec: TaskSpec, data: str | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -260,16 +260,17 @@ def labelled_test_set(spec: TaskSpec, data: str | None) -> tuple[np.ndarray, np.
 
 
 def check_images(spec: TaskSpec, test: tuple[np.ndarray, np.ndarray] | None,
-                 n: int = CHECK_IMAGES) -> tuple[np.ndarray, str]:
-    """Up to `n` of the test images (random pixels when there are none)."""
+                 n: int = CHECK_IMAGES) -> tuple[np.ndarray, str, bool]:
+    """Up to `n` of the test images (random pixels when there are none), as `sample_images`."""
     if test is not None and len(test[0]):
         return sample_images(test[0], n)
     x = np.random.default_rng(0).integers(0, 256, (min(n, 32), *spec.input_shape))
-    return x.astype(np.float32), f"{len(x)} random images (no data found)"
+    return x.astype(np.float32), f"{len(x)} random images (no data found)", True
 
 
 def export_model(model, spec: TaskSpec, folder: Path, source_sha256: str, images: np.ndarray,
-                 checked_on: str, test: tuple[np.ndarray, np.ndarray] | None = None, int8: bool = True) -> dict:
+                 checked_on: str, checked_random: bool = False, test: tuple[np.ndarray, np.ndarray] | None = None,
+                 int8: bool = True) -> dict:
     """Write folder/model.tflite for `model` (and model.int8.tflite when `int8` and it passes on
     `test`) and return the card's `export` block; ExportError (and no file) unless LiteRT
     reproduces Keras on `images` within TOLERANCE."""
@@ -290,6 +291,7 @@ def export_model(model, spec: TaskSpec, folder: Path, source_sha256: str, images
     return {"format": "tflite", "file": TFLITE, "bytes": len(flatbuffer),
             "sha256": hashlib.sha256(flatbuffer).hexdigest(), "source_sha256": source_sha256,
             "max_abs_diff": diff, "argmax_agreement": agreement, "checked_on": checked_on,
+            "checked_count": len(images), "checked_random": checked_random,
             "converter": f"tensorflow {tf.__version__} TFLiteConverter (from_concrete_functions, frozen)",
             "graph": graph, "int8": export_int8(model, folder, pool, test) if int8 else
             {"accepted": False, "rule": INT8_RULE, "why": "not requested (a lab bench run serves float32)"}}
@@ -320,19 +322,16 @@ def export_folder(folder: Path, spec: TaskSpec, data: str | None = None, force: 
     """Export models/<slug>/ in place and record it in its card; None when already current."""
     import keras
 
-    from training import fit
-
     folder = Path(folder)
-    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    card = Card.from_json(folder)
     sha = file_sha256(folder / "model.keras")
-    current = card.get("export") or {}
-    if not force and current.get("source_sha256") == sha and (folder / TFLITE).is_file():
+    if not force and card.export and card.export.source_sha256 == sha and (folder / TFLITE).is_file():
         return None
     model = keras.saving.load_model(folder / "model.keras", compile=False)
     test = labelled_test_set(spec, data)
-    card["export"] = export_model(model, spec, folder, sha, *check_images(spec, test), test=test)
-    fit.write_card(folder, card)
-    return card["export"]
+    card.export = Export.parse(export_model(model, spec, folder, sha, *check_images(spec, test), test=test))
+    card.write(folder)
+    return card.export.to_json()
 
 
 def main(args) -> int:

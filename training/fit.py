@@ -7,7 +7,7 @@ Checkpoints, the Keras backup used by --resume, and logs live in `runs/<slug>/` 
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 import os
 import platform
 import shutil
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.cards import Card
 from app.config import ROOT
 from app.tasks import TaskSpec
 
@@ -196,24 +197,28 @@ def plot_confusion(confusion: list[list[int]], names: list[str], out: Path, titl
     plt.close(fig)
 
 
-def write_card(folder: Path, card: dict) -> None:
-    """card.json, pretty-printed, UTF-8 (Vietnamese names stay readable), written atomically."""
-    write_atomically(Path(folder) / "card.json", json.dumps(card, ensure_ascii=False, indent=1).encode("utf-8"))
+def card_header(spec: TaskSpec, model, architecture: str, model_kwargs: dict) -> dict:
+    """The fields every trained model's card opens with: its task, when, and the model's layers."""
+    return {"slug": spec.slug, "kind": spec.kind, "task": spec.to_dict(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "architecture": architecture, "model_kwargs": model_kwargs, "layers": layer_table(model),
+            "params_total": int(model.count_params())}
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `path` through a temporary file beside it, flushed to disk, then renamed: a reader,
-    a crash or a full disk midway leave the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def optimizer_record(batch: int, average: float, **schedule) -> dict:
+    """The card's optimizer block: AdamW (weight decay 1e-4, clip norm 1.0) with `schedule`, the
+    batch size, and the weight average (EMA momentum) when there is one."""
+    return {"name": "AdamW", **schedule, "weight_decay": 1e-4, "clipnorm": 1.0, "batch_size": batch,
+            "weight_average": ({"kind": "exponential moving average of the weights, validated and checkpointed "
+                                        "in place of the raw weights", "momentum": average} if average else None)}
+
+
+def write_card(folder: Path, card: dict | Card) -> Card:
+    """folder/card.json through the card schema (CardError, and nothing written, when a field is
+    missing or of the wrong type), written atomically; returns the card."""
+    card = card if isinstance(card, Card) else Card.from_json(card)
+    card.write(folder)
+    return card
 
 
 def command_line() -> str:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from app.cards import Card, Export
 from app.tasks import TaskSpec
 from training import export, fit
 from training.build import BASELINE_RECIPE, make_baseline, make_image_classifier
@@ -148,39 +148,37 @@ def load_warm_start(spec: TaskSpec, folder) -> dict | None:
     if folder.is_file():
         folder = folder.parent
     try:
-        card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+        card = Card.from_json(folder)
         model = keras.models.load_model(folder / "model.keras", compile=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"--init-from {folder}: expected a model folder with model.keras and "
                         f"card.json ({exc})") from exc
-    if card.get("slug") != spec.slug:
-        raise DataError(f"--init-from {folder}: that model is for task {card.get('slug')!r}, "
-                        f"not {spec.slug!r}")
-    print(f"[{spec.slug}] starting from {folder} (test accuracy "
-          f"{card['metrics']['test_accuracy']:.4f} after "
-          f"{card['training']['epochs_run']} epochs)", flush=True)
+    if card.slug != spec.slug:
+        raise DataError(f"--init-from {folder}: that model is for task {card.slug!r}, not {spec.slug!r}")
+    if card.training is None or card.metrics.test_accuracy is None:
+        raise DataError(f"--init-from {folder}: its card has no training record or test accuracy")
+    print(f"[{spec.slug}] starting from {folder} (test accuracy {card.metrics.test_accuracy:.4f} after "
+          f"{card.training.epochs_run} epochs)", flush=True)
     return {"folder": folder, "card": card, "model": model}
 
 
 def warm_start_record(start: dict, epochs_now: int) -> dict:
     """What the card says about the run it continued: enough to retrace every epoch."""
-    prev = start["card"]
-    earlier = list(prev.get("warm_start", {}).get("previous_runs", []))
-    earlier.append({"created": prev.get("created"), "git_commit": prev.get("git_commit"),
-                    "command": prev.get("command"), "optimizer": prev.get("optimizer"),
-                    "epochs_run": prev["training"]["epochs_run"],
-                    "seconds_total": prev["training"].get("seconds_total"),
-                    "test_accuracy": prev["metrics"]["test_accuracy"],
-                    "history": prev.get("history")})
+    prev: Card = start["card"]
+    earlier = list(prev.warm_start.previous_runs if prev.warm_start else [])
+    earlier.append({"created": prev.created, "git_commit": prev.git_commit, "command": prev.command,
+                    "optimizer": prev.optimizer, "epochs_run": prev.training.epochs_run,
+                    "seconds_total": prev.training.seconds_total, "test_accuracy": prev.metrics.test_accuracy,
+                    "history": prev.history})
     return {"from": str(start["folder"]), "previous_runs": earlier,
             "epochs_total": sum(r["epochs_run"] for r in earlier) + epochs_now}
 
 
-def whole_history(card: dict) -> dict:
+def whole_history(card: Card) -> dict:
     """Per-epoch curves across the continued runs and this one (for the training-curves plot)."""
-    runs = [r.get("history") or {} for r in card.get("warm_start", {}).get("previous_runs", [])]
-    runs.append(card["history"])
-    keys = card["history"].keys()
+    runs = [r.get("history") or {} for r in (card.warm_start.previous_runs if card.warm_start else [])]
+    runs.append(card.history)
+    keys = card.history.keys()
     return {k: [v for h in runs for v in h.get(k, [])] for k in keys}
 
 
@@ -218,7 +216,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
     start = load_warm_start(spec, getattr(args, "init_from", None))
     baseline = None
     if start and args.baseline_epochs <= 0:
-        baseline = start["card"].get("baseline")  # measured by the run being continued, same data
+        baseline = start["card"].baseline.to_json() if start["card"].baseline else None  # same data, earlier run
     if args.baseline_epochs > 0:
         baseline = train_baseline(spec, train, val, test, 1 if args.quick else args.baseline_epochs,
                                   args.seed, args.verbose)
@@ -228,8 +226,8 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
     keras.utils.set_random_seed(args.seed)
     kw = json.loads(args.model_kwargs) if args.model_kwargs else dict(spec.extra.get("model", {}))
     if start:
-        kw = start["card"].get("model_kwargs", kw) if not args.model_kwargs else kw
-        args.architecture = args.architecture or start["card"].get("architecture")
+        kw = start["card"].model_kwargs or kw if not args.model_kwargs else kw
+        args.architecture = args.architecture or start["card"].architecture
     model = make_image_classifier(spec, args.architecture, **kw)
     if start:
         model.set_weights(start["model"].get_weights())  # raises if the architectures differ
@@ -271,23 +269,13 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
     seconds = history.pop("seconds", paths["timer"].seconds)
 
     card = {
-        "slug": spec.slug,
-        "kind": spec.kind,
-        "task": spec.to_dict(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **fit.card_header(spec, model, args.architecture or spec.architecture, kw),
         "input": {"shape": list(spec.input_shape), "colour": spec.colour, "dtype": "uint8 (0-255)",
                   "preprocess": spec.preprocess, "resize": spec.resize,
                   "aspect_ratio_kept": spec.resize == "crop" or spec.preprocess != "plain",
                   "time_steps": spec.input_shape[0], "features_per_step": spec.input_shape[1] * spec.input_shape[2]},
-        "architecture": args.architecture or spec.architecture,
-        "model_kwargs": kw,
-        "layers": fit.layer_table(model),
-        "params_total": int(model.count_params()),
-        "optimizer": {"name": "AdamW", "peak_learning_rate": lr, "schedule": "linear warm-up then cosine decay",
-                      "weight_decay": 1e-4, "clipnorm": 1.0, "batch_size": batch,
-                      "weight_average": ({"kind": "exponential moving average of the weights, validated and "
-                                                  "checkpointed in place of the raw weights", "momentum": average}
-                                         if average else None)},
+        "optimizer": fit.optimizer_record(batch, average, peak_learning_rate=lr,
+                                          schedule="linear warm-up then cosine decay"),
         "training": {"epochs_requested": epochs, "epochs_run": len(history.get("loss", [])),
                      "seconds_per_epoch": [round(s, 1) for s in seconds],
                      "seconds_total": round(train_seconds, 1), "seed": args.seed, "quick": bool(args.quick),
@@ -314,19 +302,19 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
     for key in ("intended_use", "limitations"):
         if key in spec.extra:
             card[key] = spec.extra[key]
-    card.update(getattr(args, "card_extra", None) or {})
+    card = Card.from_json({**card, **(getattr(args, "card_extra", None) or {})})  # CardError now, not after saving
 
     def write(folder: Path) -> None:
         fit.save_without_optimizer(model, folder / "model.keras")
         # The .tflite the web app serves, checked against this model, lands in the same atomic save;
         # a failed export must not cost the trained model (the app then serves it with Keras).
         try:
-            card["export"] = export.export_model(model, spec, folder, export.file_sha256(folder / "model.keras"),
-                                                 *export.sample_images(data.x_test), test=(data.x_test, data.y_test),
-                                                 int8=getattr(args, "int8", True))
+            card.export = Export.parse(export.export_model(
+                model, spec, folder, export.file_sha256(folder / "model.keras"), *export.sample_images(data.x_test),
+                test=(data.x_test, data.y_test), int8=getattr(args, "int8", True)))
         except Exception as exc:  # noqa: BLE001 - converter errors have no common type
-            card["export"] = {"error": f"{exc.__class__.__name__}: {str(exc)[:300]}"}
-            print(f"[{spec.slug}] warning: model.tflite not written ({card['export']['error']}); "
+            card.export = Export(error=f"{exc.__class__.__name__}: {str(exc)[:300]}")
+            print(f"[{spec.slug}] warning: model.tflite not written ({card.export.error}); "
                   f"the app will serve this model with Keras. Retry: python -m training export {spec.slug}",
                   flush=True)
         fit.write_card(folder, card)
@@ -345,21 +333,20 @@ def evaluate_image_task(spec: TaskSpec, data_arg, models_dir: Path) -> dict:
     import keras
 
     folder = Path(models_dir) / spec.slug
-    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    card = Card.from_json(folder)
     model = keras.models.load_model(folder / "model.keras", compile=False)
     data = load_image_data(spec, data_arg)
-    if card.get("training", {}).get("quick"):
+    if card.training and card.training.quick:
         data = data.subset(QUICK_TRAIN, QUICK_TEST)  # the same slice the quick run tested on
     probs = predict_probs(model, data.x_test)
     metrics = fit.classification_metrics(data.y_test, probs, len(spec.classes))
-    return {"slug": spec.slug, "card_accuracy": card["metrics"]["test_accuracy"],
+    return {"slug": spec.slug, "card_accuracy": card.metrics.test_accuracy,
             "measured_accuracy": metrics["test_accuracy"], "test_count": metrics["test_count"],
-            "card_test_count": card["metrics"].get("test_count"),
-            "difference": metrics["test_accuracy"] - card["metrics"]["test_accuracy"]}
+            "card_test_count": card.metrics.test_count,
+            "difference": metrics["test_accuracy"] - card.metrics.test_accuracy}
 
 
 # Served accuracy: the test set as a user would upload it, through the app's own path ------------
-SERVED_KEYS = ("served_accuracy", "served_count", "served")
 PHOTO_SETS = {"fashion": "product_photos", "mnist": "digit_photos"}  # photo-like sets per recipe
 EXAMPLES_DIR, EXAMPLES_INDEX = "examples", "examples.json"
 EXAMPLES_RIGHT, EXAMPLES_WRONG = 7, 3
@@ -410,15 +397,15 @@ def evaluate_served(spec: TaskSpec, data_arg, models_dir: Path, examples: bool =
     folder = Path(models_dir) / spec.slug
     measured = measure_served(spec, data_arg, models_dir)
     served, card = measured["served"], measured["card"]
-    record_served(folder, served["correct"] / served["count"], served)
+    record_served(folder, served)
     if examples:
         write_examples(folder, *measured["examples"])
     photos = PHOTO_SETS.get(spec.preprocess)
-    return {"slug": spec.slug, "card_accuracy": card["metrics"]["test_accuracy"],
+    return {"slug": spec.slug, "card_accuracy": card.metrics.test_accuracy,
             "served_accuracy": served["correct"] / served["count"], "served_count": served["count"],
             "refused": served["refused"], "engine": served["engine"], "precision": served["precision"],
             **({photos: served[photos]["accuracy"]} if photos in served else {}),
-            "difference": served["correct"] / served["count"] - card["metrics"]["test_accuracy"]}
+            "difference": served["correct"] / served["count"] - card.metrics.test_accuracy}
 
 
 def measure_served(spec: TaskSpec, data_arg, models_dir: Path, photos: bool = True) -> dict:
@@ -435,7 +422,7 @@ def measure_served(spec: TaskSpec, data_arg, models_dir: Path, photos: bool = Tr
     if not entry.available:
         raise DataError(f"{spec.slug}: the app cannot serve {folder} ({entry.error})")
     data = load_image_data(spec, data_arg)
-    quick = bool(entry.card.get("training", {}).get("quick"))
+    quick = bool(entry.card.training and entry.card.training.quick)
     index = test_indices(data, quick)
     upload, encoding, suffix = test_uploads(spec, data_arg, data)
     labels = data.y_test[index]
@@ -456,24 +443,12 @@ def measure_served(spec: TaskSpec, data_arg, models_dir: Path, photos: bool = Tr
     return {"served": served, "card": entry.card, "examples": (upload, index, labels, preds, suffix)}
 
 
-def record_served(folder: Path, accuracy: float, served: dict) -> None:
-    """Put the served figures into the card's metrics right after test_count (replacing earlier
-    ones), leaving every other byte of card.json as it was; write to a temp file, then rename."""
-    path = folder / "card.json"
-    card = json.loads(path.read_text(encoding="utf-8"))
-    new = {"served_accuracy": accuracy, "served_count": served["count"], "served": served}
-    metrics = {}
-    for key, value in card["metrics"].items():
-        if key in SERVED_KEYS:
-            continue
-        metrics[key] = value
-        if key == "test_count":
-            metrics.update(new)
-    metrics.update({k: v for k, v in new.items() if k not in metrics})
-    card["metrics"] = metrics
-    tmp = folder / ".card.json.tmp"
-    tmp.write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(path)
+def record_served(folder: Path, served: dict) -> None:
+    """Put the served figures into the card's metrics (replacing earlier ones; the schema places
+    them after test_count), leaving every other field as it was; written atomically."""
+    card = Card.from_json(folder)
+    card.metrics.record_served(served)
+    card.write(folder)
 
 
 def choose_examples(labels: np.ndarray, preds: np.ndarray, right: int = EXAMPLES_RIGHT,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -74,19 +73,17 @@ def measure_meter(spec: TaskSpec, data_arg, models_dir: Path, couplets: int = ME
     """Re-measure a shipped verse model's meter rates (`meter_rates`, with the current decoder and
     checker) and write them into its card's metrics.meter, with the command and time; the model
     is not touched. Returns the new rates."""
+    from app.cards import Card
+
     folder = Path(models_dir) / spec.slug
-    card_path = folder / "card.json"
-    card = json.loads(card_path.read_text(encoding="utf-8"))
-    training = card.get("training", {})
-    seed = training.get("seed", 42)
-    data = load_text_data(spec, data_arg, seed, training.get("quick", False))
+    card = Card.from_json(folder)
+    seed = card.training.seed if card.training and card.training.seed is not None else 42
+    data = load_text_data(spec, data_arg, seed, bool(card.training and card.training.quick))
     meter = meter_rates(folder, spec, data, seed, couplets)
     meter["measured"] = {"command": fit.command_line(), "git_commit": fit.git_commit(),
                          "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    card.setdefault("metrics", {})["meter"] = meter
-    tmp = card_path.with_name(".card.json.tmp")
-    tmp.write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, card_path)
+    card.metrics.meter = meter
+    card.write(folder)
     return meter
 
 

@@ -1,29 +1,21 @@
 """`python -m training report [--write]`: the results table of the shipped models, read from their cards.
 
 Every figure comes from a `card.json` written by a training run (and checked by `evaluate`);
-nothing here is typed in except the targets set for each task. With --write the table replaces the
+nothing here is typed in: the targets (floor, goal, published figure) are the tasks' own
+(`app.tasks`). With --write the table replaces the
 part of README.md between the RESULTS markers; a test checks README and cards agree.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
+from app.cards import Card, CardError, Metrics
 from app.config import MODELS_DIR, ROOT
+from app.tasks import BUILTIN_TASKS, IMAGE, TEXT
 
 START, END = "<!-- RESULTS: python -m training report --write -->", "<!-- /RESULTS -->"
-
-# Floors, goals and the best published row-by-row LSTM: the project's targets for each task.
-IMAGE_TARGETS = {
-    "mnist": (0.990, 0.993, 0.989),
-    "fashion_mnist": (0.905, 0.915, 0.896),
-    "cifar10": (0.76, 0.80, 0.56),
-    "cats_dogs": (0.83, 0.85, None),
-    "faces_gender": (0.90, 0.92, None),
-}
-
 
 def pct(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{100 * x:.{digits}f}%"
@@ -35,21 +27,15 @@ def verdict(acc: float, floor: float, goal: float) -> str:
     return "floor met, goal missed" if acc >= floor else "**below floor**"
 
 
-def load_cards(models_dir: Path) -> dict[str, dict]:
+def load_cards(models_dir: Path) -> dict[str, Card]:
+    """slug -> card of every readable models/<slug>/card.json (a damaged one is left out)."""
     cards = {}
     for path in sorted(Path(models_dir).glob("*/card.json")):
         try:
-            cards[path.parent.name] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            cards[path.parent.name] = Card.from_json(path)
+        except CardError:
             continue
     return cards
-
-
-def epochs_and_time(card: dict) -> tuple[int, float]:
-    """Epochs and training seconds over the run and every run it continued (--init-from)."""
-    runs = card.get("warm_start", {}).get("previous_runs", []) + [card["training"]]
-    return (sum(r.get("epochs_run", 0) for r in runs),
-            sum(r.get("seconds_total") or 0 for r in runs))
 
 
 def model_mb(models_dir: Path, slug: str) -> str:
@@ -57,58 +43,61 @@ def model_mb(models_dir: Path, slug: str) -> str:
     return f"{path.stat().st_size / 1e6:.1f}" if path.is_file() else "–"
 
 
-def image_table(cards: dict, models_dir: Path) -> list[str]:
+def image_table(cards: dict[str, Card], models_dir: Path) -> list[str]:
     rows = ["| task | test accuracy | served (upload path) | floor / goal | verdict | lab recipe (same run) "
             "| published row-wise LSTM | architecture | parameters | file MB | epochs | training time |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for slug, (floor, goal, published) in IMAGE_TARGETS.items():
-        card = cards.get(slug)
+    for slug, spec in BUILTIN_TASKS.items():
+        if spec.kind != IMAGE:
+            continue
+        floor, goal, card = spec.floor, spec.goal, cards.get(slug)
         if not card:
             rows.append(f"| {slug} | not trained | | {pct(floor, 1)} / {pct(goal, 1)} | | | | | | | | |")
             continue
-        acc = card["metrics"]["test_accuracy"]
-        epochs, seconds = epochs_and_time(card)
-        base = (card.get("baseline") or {}).get("test_accuracy")
+        acc = card.metrics.test_accuracy
+        epochs, seconds = card.epochs_and_seconds()
+        base = card.baseline.test_accuracy if card.baseline else None
         rows.append(
-            f"| {slug} | **{pct(acc)}** (n={card['metrics']['test_count']:,}) | {served_cell(card['metrics'])} "
+            f"| {slug} | **{pct(acc)}** (n={card.metrics.test_count:,}) | {served_cell(card.metrics)} "
             f"| {pct(floor, 1)} / {pct(goal, 1)} "
-            f"| {verdict(acc, floor, goal)} | {pct(base)} | {pct(published, 1)} | {card['architecture']} "
-            f"| {card['params_total']:,} | {model_mb(models_dir, slug)} | {epochs} | {seconds / 60:.0f} min |")
+            f"| {verdict(acc, floor, goal)} | {pct(base)} | {pct(spec.published, 1)} | {card.architecture} "
+            f"| {card.params_total:,} | {model_mb(models_dir, slug)} | {epochs} | {seconds / 60:.0f} min |")
     return rows
 
 
-def served_cell(metrics: dict) -> str:
+def served_cell(metrics: Metrics) -> str:
     """The served accuracy (each test image uploaded through the app) and any photo set's."""
-    served = metrics.get("served_accuracy")
-    if served is None:
+    if metrics.served_accuracy is None:
         return "not measured"
-    cell = f"{pct(served)} (n={metrics.get('served_count', 0):,})"
+    cell = f"{pct(metrics.served_accuracy)} (n={metrics.served_count or 0:,})"
     for key, name in (("product_photos", "product photos"), ("digit_photos", "digit photos")):
-        photos = (metrics.get("served") or {}).get(key)
+        photos = metrics.served.extra.get(key) if metrics.served else None
         if photos:
             cell += f"; {name} {pct(photos['accuracy'])} (n={photos['count']:,})"
     return cell
 
 
-def text_table(cards: dict, models_dir: Path) -> list[str]:
+def text_table(cards: dict[str, Card], models_dir: Path) -> list[str]:
+    text_tasks = [spec for spec in BUILTIN_TASKS.values() if spec.kind == TEXT]
+    goals = sorted({f"{spec.goal_below_ngram:.0%}" for spec in text_tasks if spec.goal_below_ngram is not None})
     rows = ["| task | test perplexity | Kneser-Ney n-gram (tuned on validation) | LSTM vs n-gram "
-            "| goal: ≥ 10% below | top-1 / top-5 next word | parameters | file MB |",
+            f"| goal: ≥ {' / '.join(goals)} below | top-1 / top-5 next word | parameters | file MB |",
             "|---|---|---|---|---|---|---|---|"]
-    for slug in ("nyt_headlines", "kieu"):
-        card = cards.get(slug)
+    for spec in text_tasks:
+        card = cards.get(spec.slug)
         if not card:
-            rows.append(f"| {slug} | not trained | | | | | | |")
+            rows.append(f"| {spec.slug} | not trained | | | | | | |")
             continue
-        m = card["metrics"]
-        below = m["perplexity_below_ngram"]
+        m = card.metrics
+        below = m.perplexity_below_ngram
         rows.append(
-            f"| {slug} | **{m['test_perplexity']:.1f}** | {m['ngram']['test_perplexity']:.1f} "
-            f"(order {m['ngram']['order']}{', + snippets' if m['ngram'].get('auxiliary_text') else ''}) "
+            f"| {spec.slug} | **{m.test_perplexity:.1f}** | {m.ngram['test_perplexity']:.1f} "
+            f"(order {m.ngram['order']}{', + snippets' if m.ngram.get('auxiliary_text') else ''}) "
             f"| {abs(below):.1%} {'lower' if below > 0 else 'higher'} "
-            f"| {'met' if m['goal_perplexity_10pct_below_ngram'] else 'missed'} "
-            f"| {pct(m['test_top1_accuracy'], 1)} / {pct(m['test_top5_accuracy'], 1)} "
-            f"| {card['params_total']:,} | {model_mb(models_dir, slug)} |")
-    meter = cards.get("kieu", {}).get("metrics", {}).get("meter")
+            f"| {'met' if below >= spec.goal_below_ngram else 'missed'} "
+            f"| {pct(m.test_top1_accuracy, 1)} / {pct(m.test_top5_accuracy, 1)} "
+            f"| {card.params_total:,} | {model_mb(models_dir, spec.slug)} |")
+    meter = cards["kieu"].metrics.meter if "kieu" in cards else None
     if meter:
         rows += ["", "Kiều meter (share of generated couplets; a couplet is a 6-syllable and an 8-syllable line):", "",
                  "| decoding | couplets | length 6/8 | tones | rhyme | all three "

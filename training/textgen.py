@@ -7,7 +7,6 @@ Read top to bottom: data (`training.textdata`: load, split, vocabulary), model
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import time
@@ -135,25 +134,14 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
                "test_top5_accuracy": test["top5_accuracy"], "test_tokens": test["tokens"],
                "test_unk_rate": unk_rate,
                "validation_perplexity": val["perplexity"], "validation_top1_accuracy": val["top1_accuracy"],
-               "ngram": ngram, "perplexity_below_ngram": gain, "goal_perplexity_10pct_below_ngram": gain >= 0.10,
+               "ngram": ngram, "perplexity_below_ngram": gain, "goal_perplexity_10pct_below_ngram": gain >= spec.goal_below_ngram,
                # `python -m training evaluate` compares this figure:
                "test_accuracy": test["top1_accuracy"]}
 
     card = {
-        "slug": spec.slug,
-        "kind": spec.kind,
-        "task": spec.to_dict(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "architecture": "word_lstm",
-        "model_kwargs": kw,
-        "layers": fit.layer_table(model),
-        "params_total": int(model.count_params()),
-        "optimizer": {"name": "AdamW", "learning_rate": lr, "schedule": "halve on validation plateau",
-                      "weight_decay": 1e-4, "clipnorm": 1.0, "batch_size": batch,
-                      "weight_average": ({"kind": "exponential moving average of the weights, validated and "
-                                                  "checkpointed in place of the raw weights", "momentum": average}
-                                         if average else None),
-                      "loss": "sparse categorical cross-entropy over every non-padding position"},
+        **fit.card_header(spec, model, "word_lstm", kw),
+        "optimizer": fit.optimizer_record(batch, average, learning_rate=lr, schedule="halve on validation plateau",
+                                          loss="sparse categorical cross-entropy over every non-padding position"),
         "training": {"epochs_requested": epochs, "epochs_run": len(history.get("loss", [])),
                      "seconds_per_epoch": [round(s, 2) for s in seconds],
                      "seconds_total": round(train_seconds, 1), "seed": args.seed, "quick": bool(args.quick),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import secrets
 import shutil
@@ -22,10 +21,11 @@ from pathlib import Path
 
 from flask import current_app
 
+from app.cards import Card, CardError
 from app.errors import InvalidInput
 from app.instructor.datasets import SLUG_RE
 from app.records import FINISHED, Run, db, utcnow
-from app.tasks import BUILTIN_TASKS, IMAGE, ClassName, TaskSpec
+from app.tasks import BUILTIN_TASKS, IMAGE, ClassName
 
 RUN_FILES_SKIPPED = ("checkpoints",)  # never part of a served task
 
@@ -88,9 +88,9 @@ def publish_run(run: Run, slug: str, title_en: str, title_vi: str, classes=None,
         raise InvalidInput("Only a finished run can be published.", 409)
     source = run_folder(run)
     try:
-        card = json.loads((source / "card.json").read_text(encoding="utf-8"))
-        spec = TaskSpec.from_card(card)
-    except (OSError, ValueError, KeyError, TypeError):
+        card = Card.from_json(source)
+        spec = card.spec
+    except CardError:
         raise InvalidInput("This run's model files are missing or damaged.", 409) from None
     if spec.kind != IMAGE or not (source / "model.keras").is_file():
         raise InvalidInput("This run's model files are missing or damaged.", 409)
@@ -105,9 +105,9 @@ def publish_run(run: Run, slug: str, title_en: str, title_vi: str, classes=None,
         raise InvalidInput("Give the task's title in English and in Vietnamese.")
     names = parse_classes(classes, len(spec.classes)) if classes else spec.classes
     new_spec = spec.with_overrides(slug=slug, title_en=title_en, title_vi=title_vi, classes=names)
-    card.update(slug=slug, task=new_spec.to_dict(),
-                published={"run": run.id, "dataset": run.dataset, "nickname": run.nickname, "by": by,
-                           "at": utcnow().isoformat(timespec="seconds")})
+    card.slug, card.task = slug, new_spec.to_dict()
+    card.published = {"run": run.id, "dataset": run.dataset, "nickname": run.nickname, "by": by,
+                      "at": utcnow().isoformat(timespec="seconds")}
     models = models_dir()
     with publish_lock():
         target = models / slug
@@ -116,7 +116,7 @@ def publish_run(run: Run, slug: str, title_en: str, title_vi: str, classes=None,
         tmp = models / f".publish-{slug}-{secrets.token_hex(4)}"
         try:
             shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(*RUN_FILES_SKIPPED, "*.tmp"))
-            (tmp / "card.json").write_text(json.dumps(card, ensure_ascii=False, indent=1), encoding="utf-8")
+            card.write(tmp)
             previous = set_aside(target) if target.exists() else None
             os.rename(tmp, target)
         except BaseException:

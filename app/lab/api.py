@@ -23,6 +23,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, stream_
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import func, select, update
 
+from app.cards import Card, CardError
 from app.errors import InvalidInput
 from app.i18n import current_language
 from app.lab import queue, recipes
@@ -221,8 +222,7 @@ def run_folder(run: Run) -> Path:
 def run_entry(run: Run):
     """The finished run's model as the model store serves one (LiteRT over its own model.tflite,
     never TensorFlow); None when its folder or card is missing."""
-    from app.modelstore import ERROR, PLOTS, READY, Entry, check_card, litert_predict
-    from app.tasks import TaskSpec
+    from app.modelstore import ERROR, PLOTS, READY, Entry, litert_predict
 
     folder = run_folder(run)
     card_path = folder / "card.json"
@@ -236,9 +236,8 @@ def run_entry(run: Run):
             _models.move_to_end(run.id)
             return cached[1]
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        check_card(card)
-        spec = TaskSpec.from_card(card)
+        card = Card.from_json(card_path)
+        spec = card.spec
         entry = Entry(spec, card=card)
         entry.folder = folder  # app.trace.get_tracer reads this run's weights, not models/<task>/
         pool = litert_predict(folder, card, spec, int(current_app.config.get("LITERT_INTERPRETERS", 2)),
@@ -320,7 +319,10 @@ def run_card(run_id: str):
     path = run_folder(run) / "card.json"
     if run.status != FINISHED or not path.is_file():
         raise recipes.refusal("Run %(id)s has not finished: there is no model to show yet.", 409, id=run.id)
-    return Response(path.read_bytes(), mimetype="application/json")
+    try:
+        return jsonify(Card.from_json(path).to_json())
+    except CardError as exc:
+        raise recipes.refusal("The model of run %(id)s cannot be loaded.", 503, id=run.id) from exc
 
 
 @bp.post("/api/v1/runs/<run_id>/cancel")

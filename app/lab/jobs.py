@@ -31,6 +31,7 @@ from flask import Flask, current_app
 from huey import crontab
 from sqlalchemy import update
 
+from app.cards import Card
 from app.config import Config, LabEngineConfig, ROOT, instance_dir
 from app.lab.queue import enqueue_run, huey
 from app.records import (CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, as_utc, db,
@@ -346,9 +347,9 @@ def execute_run(app: Flask, run_id: str) -> str:
         folder = train_image_task(spec, args, runs_dir(app), slug=run_id, work_dir=work,
                                   callbacks=[reporter.callback(fault)])
         reporter.stop()
-        card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
-        history = merge_history(reporter.history, card.get("history") or {})
-        finish(run_id, FINISHED, metrics=card.get("metrics") or {}, params=int(card.get("params_total") or 0),
+        card = Card.from_json(folder)
+        history = merge_history(reporter.history, card.history or {})
+        finish(run_id, FINISHED, metrics=card.metrics.to_json(), params=card.params_total or 0,
                history=history, seconds=round(previous_seconds + time.monotonic() - t0, 1),
                progress={**reporter.progress, "phase": "finished", "eta": 0,
                          "updated_at": utcnow().isoformat(timespec="seconds")})

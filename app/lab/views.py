@@ -18,6 +18,7 @@ from flask import (Blueprint, Response, abort, current_app, jsonify, redirect, r
 from flask_babel import format_decimal, gettext as _, lazy_gettext
 from sqlalchemy import select
 
+from app.cards import Training
 from app.errors import InvalidInput
 from app.i18n import current_language
 from app.lab import api, recipes
@@ -198,15 +199,14 @@ def shipped_card_figures(slug: str) -> dict | None:
     from app.modelstore import get_store
 
     try:
-        card = get_store().get(slug).card or {}
+        card = get_store().get(slug).card
     except KeyError:
         return None
-    acc = (card.get("metrics") or {}).get("test_accuracy")
-    seconds = (card.get("training") or {}).get("seconds_total")
-    if not isinstance(acc, (int, float)):
+    if card is None or card.metrics.test_accuracy is None:
         return None
-    return {"test_accuracy": acc, "train_seconds": seconds if isinstance(seconds, (int, float)) else None,
-            "epochs": (card.get("training") or {}).get("epochs_run")}
+    training = card.training or Training()
+    return {"test_accuracy": card.metrics.test_accuracy, "train_seconds": training.seconds_total,
+            "epochs": training.epochs_run}
 
 
 @bp.route("/lab", methods=["GET", "POST"])
@@ -364,7 +364,7 @@ def run_card(run_id: str):
     run = api.find_run(run_id)
     entry = finished_entry(run)
     plots = {name: url_for("lab.run_plot", run_id=run.id, name=name) for name in entry.plots}
-    return render_template("card.html", entry=entry, card=entry.card, scalars=scalar_metrics(entry.card),
+    return render_template("card.html", entry=entry, card=entry.card.to_json(), scalars=scalar_metrics(entry.card),
                            try_url=url_for("lab.try_run", run_id=run.id), plot_urls=plots,
                            run_note=_("Lab bench run %(id)s", id=run.id))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from flask import Blueprint, abort, current_app, render_template, request, send_from_directory
 
+from app.cards import Card
 from app.decoding import DEFAULTS, STRATEGIES, generate
 from app.errors import InvalidInput
 from app.i18n import current_language
@@ -161,7 +162,7 @@ def card(slug: str):
     entry = find_entry(slug)
     if entry.card is None:
         return render_template("unavailable.html", entry=entry), 503
-    return render_template("card.html", entry=entry, card=entry.card, scalars=scalar_metrics(entry.card))
+    return render_template("card.html", entry=entry, card=entry.card.to_json(), scalars=scalar_metrics(entry.card))
 
 
 @bp.get("/tasks/<slug>/plots/<name>")
@@ -186,7 +187,7 @@ def api_docs():
                            base=request.host_url.rstrip("/"), strategies=STRATEGIES, limits=LIMITS)
 
 
-def scalar_metrics(card: dict) -> list[tuple[str, object]]:
+def scalar_metrics(card: Card) -> list[tuple[str, object]]:
     """Every scalar metric of a card, nested ones flattened as 'group.name' (rendered as a table)."""
     out = []
 
@@ -198,7 +199,7 @@ def scalar_metrics(card: dict) -> list[tuple[str, object]]:
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
 
     skip = {"per_class_accuracy", "confusion_matrix", "accuracy_by_race", "accuracy_by_age", "served"}
-    for key, value in (card.get("metrics") or {}).items():
+    for key, value in card.metrics.to_json().items():
         if key not in skip:
             walk(key, value)
     return out

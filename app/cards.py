@@ -1,0 +1,404 @@
+"""The model card (`card.json`): one schema that every writer and reader goes through.
+
+A card is written by training (`python -m training`, the lab bench, the instructor's publish step,
+`export` and `evaluate`) and read by the model store, the pages, the API, the results report and
+the benchmarks. `Card.from_json` checks a card once, field by field, and raises `CardError`
+naming every missing or mistyped field; `Card.to_json` gives it back. Keys the schema does not
+name are kept as read (`extra`), so read -> write loses nothing. No TensorFlow, no Flask.
+
+Versions: `CARD_VERSION` is written on every card; a card without one is version 0 (written
+before the schema) and is upgraded on reading (`_upgrade`); a newer version is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+CARD_VERSION = 1
+CARD_FILE = "card.json"
+
+
+class CardError(ValueError):
+    """A card that does not fit the schema; `problems` is a list of (field path, what is wrong)."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("card.json: " + "; ".join(f"{name} {what}" for name, what in problems))
+
+    @property
+    def fields(self) -> list[str]:
+        """The dotted names of the fields at fault."""
+        return [name for name, _ in self.problems]
+
+
+@dataclass(kw_only=True)
+class Part:
+    """One block of a card: its named fields, and `extra` for every other key, kept as read."""
+
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def parse(cls, data: Any, where: str = "", problems: list | None = None):
+        """The block `data` as `cls`, appending (field, problem) to `problems` (raises CardError
+        at the top when `problems` is not given)."""
+        top, problems = problems is None, [] if problems is None else problems
+        if not isinstance(data, dict):
+            problems.append((where.rstrip(".") or "card", f"must be an object, not {_json_type(data)}"))
+            if top:
+                raise CardError(problems)
+            return None
+        hints, values, named = _hints(cls), {}, set()
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            key = _key(f)
+            named.add(key)
+            if key not in data or (data[key] is None and _optional(hints[f.name])):
+                if f.default is MISSING and f.default_factory is MISSING:
+                    problems.append((where + key, "is missing"))
+                continue
+            values[f.name] = _check(data[key], hints[f.name], where + key, problems)
+        extra = {k: v for k, v in data.items() if k not in named or v is None}
+        if top and problems:
+            raise CardError(problems)
+        try:
+            return cls(**values, extra=extra)
+        except TypeError:  # a required field was missing: already reported
+            return None
+
+    def to_json(self) -> dict:
+        """The block as JSON-ready dict: named fields in schema order (unset ones left out), then
+        the extra keys as read."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "extra" and value is not None:
+                out[_key(f)] = _dump(value)
+        for key, value in self.extra.items():
+            out.setdefault(key, value)
+        return out
+
+
+def _key(f) -> str:
+    return f.metadata.get("json", f.name)
+
+
+@cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _optional(tp) -> bool:
+    return _is_union(tp) and type(None) in typing.get_args(tp)
+
+
+def _is_union(tp) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _json_type(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null",
+            int: "a whole number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+SIMPLE = {str: "a string", bool: "true/false", int: "a whole number", float: "a number", dict: "an object",
+          list: "a list"}
+
+
+def _check(value, tp, where: str, problems: list):
+    """`value` checked against the type hint `tp` (a Part becomes its dataclass)."""
+    if tp is Any:
+        return value
+    if _is_union(tp):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(tp)):
+            return None
+        tp = args[0]
+    if isinstance(tp, type) and issubclass(tp, Part):
+        return tp.parse(value, where + ".", problems)
+    origin = typing.get_origin(tp) or tp
+    ok = (isinstance(value, origin) and not (isinstance(value, bool) and origin is not bool)) or \
+        (origin is float and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        problems.append((where, f"must be {SIMPLE.get(origin, origin.__name__)}, not {_json_type(value)}"))
+        return value
+    item = typing.get_args(tp)[:1] if origin is list else ()
+    for i, v in enumerate(value if item else ()):
+        _check(v, item[0], f"{where}[{i}]", problems)
+    return value
+
+
+def _dump(value):
+    return value.to_json() if isinstance(value, Part) else value
+
+
+# ----------------------------------------------------------------------------- the blocks
+@dataclass(kw_only=True)
+class Input(Part):
+    """What an image model reads: shape, colour, preprocessing (image tasks only)."""
+
+    shape: list[int] | None = None
+    colour: str | None = None
+    dtype: str | None = None
+    preprocess: str | None = None
+    resize: str | None = None
+    aspect_ratio_kept: bool | None = None
+    time_steps: int | None = None
+    features_per_step: int | None = None
+
+
+@dataclass(kw_only=True)
+class Training(Part):
+    """How the run went: epochs, time, seed, early stopping."""
+
+    epochs_requested: int | None = None
+    epochs_run: int | None = None
+    seconds_per_epoch: list[float] | None = None
+    seconds_total: float | None = None
+    seed: int | None = None
+    quick: bool | None = None
+    subset: int | None = None
+    untrained: bool | None = None  # a test fixture's card
+    augmentation: dict | None = None
+    early_stopping: dict | None = None
+
+
+@dataclass(kw_only=True)
+class Data(Part):
+    """Where the data came from and how it was split and counted."""
+
+    source: str | None = None
+    path: str | None = None
+    licence: str | None = None
+    counts: dict | None = None
+    class_counts_train: list[int] | None = None
+    class_imbalance: dict | None = None
+    split: Any = None  # a sentence (text tasks) or the folder split's record
+    skipped_files: dict | None = None
+    tokenizer: str | None = None
+
+
+@dataclass(kw_only=True)
+class Served(Part):
+    """The test set uploaded as a user would send it, through the app's own path."""
+
+    count: int
+    correct: int
+    refused: int | None = None
+    input: str | None = None
+    engine: str | None = None
+    precision: str | None = None
+    model_sha256: str | None = None
+    command: str | None = None
+
+
+@dataclass(kw_only=True)
+class Metrics(Part):
+    """Held-out figures: accuracy (image) or perplexity (text), served accuracy, breakdowns."""
+
+    test_accuracy: float | None = None
+    test_top5_accuracy: float | None = None
+    test_count: int | None = None
+    served_accuracy: float | None = None
+    served_count: int | None = None
+    served: Served | None = None
+    per_class_accuracy: list[float] | None = None
+    confusion_matrix: list[list] | None = None
+    accuracy_by_race: dict | None = None
+    accuracy_by_age: dict | None = None
+    test_perplexity: float | None = None
+    test_top1_accuracy: float | None = None
+    test_tokens: int | None = None
+    test_unk_rate: float | None = None
+    validation_perplexity: float | None = None
+    validation_top1_accuracy: float | None = None
+    ngram: dict | None = None
+    perplexity_below_ngram: float | None = None
+    goal_perplexity_10pct_below_ngram: bool | None = None
+    meter: dict | None = None
+
+    def record_served(self, served: dict) -> None:
+        """Set the served figures from a `Served` block's dict."""
+        self.served = Served.parse(served, "metrics.served.")
+        self.served_accuracy, self.served_count = served["correct"] / served["count"], served["count"]
+
+
+@dataclass(kw_only=True)
+class Baseline(Part):
+    """The lab's original recipe, trained in the same run on the same data."""
+
+    recipe: str | None = None
+    epochs: int | None = None
+    optimizer: str | None = None
+    params: int | None = None
+    test_accuracy: float | None = None
+    seconds: float | None = None
+
+
+@dataclass(kw_only=True)
+class WarmStart(Part):
+    """The runs this one continued (--init-from): enough to retrace every epoch."""
+
+    source: str | None = field(default=None, metadata={"json": "from"})
+    previous_runs: list[dict] = field(default_factory=list)
+    epochs_total: int | None = None
+
+
+@dataclass(kw_only=True)
+class Int8(Part):
+    """The int8 export's acceptance check against float32 on the labelled test set."""
+
+    accepted: bool
+    rule: str | None = None
+    why: str | None = None  # when it was not made
+    test_count: int | None = None
+    test_accuracy: float | None = None
+    float_test_accuracy: float | None = None
+    agreement: float | None = None
+    max_abs_diff: float | None = None
+    file: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+
+    @property
+    def served_file(self) -> str | None:
+        """The int8 file's name when it passed its check and may be served, else None."""
+        return Path(self.file).name if self.accepted and self.file else None
+
+
+@dataclass(kw_only=True)
+class Export(Part):
+    """The LiteRT export the app serves, checked against the model.keras it was made from."""
+
+    format: str | None = None
+    file: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    source_sha256: str | None = None
+    max_abs_diff: float | None = None
+    argmax_agreement: float | None = None
+    checked_on: str | None = None
+    checked_count: int | None = None
+    checked_random: bool | None = None  # random pixels, as no test data was found
+    converter: str | None = None
+    graph: str | None = None
+    int8: Int8 | None = None
+    error: str | None = None  # the export failed; the model is served with Keras
+
+
+@dataclass(kw_only=True)
+class Card(Part):
+    """A trained model's card: the task it serves, how it was trained, and what it measured."""
+
+    version: int = CARD_VERSION
+    slug: str
+    kind: str
+    task: dict  # TaskSpec.to_dict(): the card alone declares its task
+    created: str | None = None
+    input: Input | None = None
+    architecture: str | None = None
+    model_kwargs: dict | None = None
+    layers: list[dict] | None = None
+    params_total: int | None = None
+    optimizer: dict | None = None
+    training: Training | None = None
+    data: Data | None = None
+    vocabulary: dict | None = None
+    metrics: Metrics
+    history: dict | None = None
+    baseline: Baseline | None = None
+    versions: dict | None = None
+    git_commit: str | None = None
+    command: str | None = None
+    warm_start: WarmStart | None = None
+    intended_use: str | None = None
+    limitations: str | None = None
+    run: dict | None = None  # a lab-bench run's id and nickname
+    published: dict | None = None  # the instructor's publish record: run, data set, by, when
+    export: Export | None = None
+
+    @classmethod
+    def from_json(cls, source: dict | str | Path) -> Card:
+        """The card in `source` (a dict, or the path of a card.json or of its folder); CardError
+        naming every field that is missing or of the wrong type, or an unknown version."""
+        if not isinstance(source, dict):
+            path = Path(source)
+            path = path / CARD_FILE if path.is_dir() else path
+            try:
+                source = json.loads(path.read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise CardError([("card.json", f"cannot be read ({exc.strerror or exc})")]) from exc
+            except ValueError as exc:
+                raise CardError([("card.json", f"is not valid JSON ({exc})")]) from exc
+        if not isinstance(source, dict):
+            raise CardError([("card", f"must be an object, not {_json_type(source)}")])
+        version = source.get("version", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= CARD_VERSION:
+            raise CardError([("version", f"is unknown ({version!r}; this code reads up to {CARD_VERSION})")])
+        card = cls.parse(_upgrade(source) if version < CARD_VERSION else source)
+        card.version = CARD_VERSION
+        card.spec  # noqa: B018 - a task block TaskSpec cannot read is a card error too
+        return card
+
+    @property
+    def spec(self):
+        """The TaskSpec this card declares."""
+        from app.tasks import TaskSpec
+
+        try:
+            return TaskSpec.from_dict(self.task)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CardError([("task", f"is not a task declaration ({exc})")]) from exc
+
+    def epochs_and_seconds(self) -> tuple[int, float]:
+        """Epochs and training seconds over this run and every run it continued (--init-from)."""
+        runs = (self.warm_start.previous_runs if self.warm_start else []) + [(self.training or Training()).to_json()]
+        return sum(r.get("epochs_run") or 0 for r in runs), sum(r.get("seconds_total") or 0 for r in runs)
+
+    def write(self, folder: Path) -> Path:
+        """Write folder/card.json (pretty-printed UTF-8, Vietnamese kept readable) atomically."""
+        path = Path(folder) / CARD_FILE
+        write_atomically(path, json.dumps(self.to_json(), ensure_ascii=False, indent=1).encode("utf-8"))
+        return path
+
+
+def _upgrade(data: dict) -> dict:
+    """A version-0 card in the current layout: the export check's image count becomes a field
+    (it was only in the `checked_on` sentence)."""
+    export = data.get("export")
+    if isinstance(export, dict) and isinstance(export.get("checked_on"), str) and "checked_count" not in export:
+        found = re.match(r"(\d+) ", export["checked_on"])
+        if found:
+            export = {**export, "checked_count": int(found.group(1))}
+            if "random" in export["checked_on"]:
+                export["checked_random"] = True
+            data = {**data, "export": export}
+    return data
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `path` through a temporary file beside it, flushed to disk, then renamed: a reader,
+    a crash or a full disk midway leave the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def from_json(source: dict | str | Path) -> Card:
+    """`Card.from_json`: the card in a dict, a card.json or its folder."""
+    return Card.from_json(source)
