@@ -175,7 +175,7 @@ def trace_limit() -> str:
 def generate_cost() -> int:
     """The work a generate request asks for: tokens (words, or couplets × 14 syllables) × beams;
     1 for a request that does not validate (it is refused without generating anything)."""
-    from app.views.generate_params import validate_request
+    from app.decoding import validate_request
     from app.modelstore import get_store
 
     try:

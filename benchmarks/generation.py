@@ -38,9 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from app.decoding import EXACT_RHYME_BONUS, generate  # noqa: E402
+from app.decoding import EXACT_RHYME_BONUS, generate, validate_request  # noqa: E402
 from app.textmodel import load_text_model  # noqa: E402
-from app.views.generate_params import validate_request  # noqa: E402
 from app.tasks import KIEU  # noqa: E402
 from app.text import EOL_ID, clean_words  # noqa: E402
 from training.layers import load_keras_text_model  # noqa: E402

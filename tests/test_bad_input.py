@@ -1,6 +1,6 @@
 """Bad input: every awkward upload and text request gets a clear 4xx or the right answer.
 
-Function level first (app.imaging, app.views.generate_params, no Flask), then the same cases through the
+Function level first (app.imaging, app.decoding, no Flask), then the same cases through the
 Flask test client, in both languages: never a 500, never a stack trace.
 """
 
@@ -14,13 +14,12 @@ import pytest
 from markupsafe import escape
 from PIL import Image
 
-from app.decoding import generate
+from app.decoding import MAX_SEED_CHARS, generate, validate_request
 from app.errors import InvalidInput
 from app.i18n import translate_to
 from app.imaging import bytes_to_array, decode_image
 from app.tasks import BUILTIN_TASKS, IMAGE, KIEU, NYT_HEADLINES, TEXT
 from app.textmodel import load_text_model
-from app.views.generate_params import MAX_SEED_CHARS, validate_request
 
 IMAGE_SPECS = [s for s in BUILTIN_TASKS.values() if s.kind == IMAGE]
 TEXT_SPECS = [s for s in BUILTIN_TASKS.values() if s.kind == TEXT]

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from app.errors import InvalidInput
-from app.decoding import STRATEGIES, generate, generate_stream
+from app.decoding import STRATEGIES, generate, generate_stream, validate_request
 from app.textmodel import load_text_model
-from app.views.generate_params import validate_request
 from app.tasks import KIEU, NYT_HEADLINES
 from app.text import EOL_ID, SNIPPET, check_verse, clean_words
 from training.layers import load_keras_text_model

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from app.errors import InvalidInput
-from app.decoding import GenerateRequest
-from app.views.generate_params import validate_request
+from app.decoding import GenerateRequest, validate_request
 from app.imaging import bytes_to_array, decode_image
 from app.tasks import BUILTIN_TASKS, IMAGE, TEXT
 from app.text import Vocabulary, clean_words, normalize, split_lines, tokenize, tokenize_verse

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from app.config import default_data_dir
-from app.decoding import generate
+from app.decoding import generate, validate_request
 from app.textmodel import load_text_model
-from app.views.generate_params import validate_request
 from app.tasks import KIEU, NYT_HEADLINES
 from app.text import (EOL, EOL_ID, PAD_ID, SNIPPET, Vocabulary, check_verse, clean_words, display_forms,
                       tokenize_verse)

@@ -78,10 +78,9 @@ def _text_model(tmp_path, tied: bool):
 @pytest.mark.parametrize("strategy", ["greedy", "top_p", "beam"])
 @pytest.mark.parametrize("tied", [False, True], ids=["plain", "tied"])
 def test_text_trace_records_the_gates_of_the_generating_run(tmp_path, tied, strategy):
-    from app.decoding import generate
+    from app.decoding import generate, validate_request
     from app.tasks import NYT_HEADLINES
     from app.text import EOL_ID, clean_words
-    from app.views.generate_params import validate_request
 
     served, model = _text_model(tmp_path, tied)
     path = []
@@ -100,9 +99,8 @@ def test_text_trace_records_the_gates_of_the_generating_run(tmp_path, tied, stra
 
 
 def test_text_trace_keeps_the_last_words(tmp_path):
-    from app.decoding import generate
+    from app.decoding import generate, validate_request
     from app.tasks import NYT_HEADLINES
-    from app.views.generate_params import validate_request
 
     served, _ = _text_model(tmp_path, False)
     path = []

@@ -22,9 +22,8 @@ METER_COUPLETS = 200
 def meter_rates(folder: Path, spec: TaskSpec, data: TextData, seed: int, couplets: int = METER_COUPLETS) -> dict:
     """Pass rates of length, tone and rhyme, and the shares of exact and near rhymes: constrained
     vs unconstrained sampling vs the poem; plus the first constrained verses with their checks."""
-    from app.decoding import EXACT_RHYME_BONUS, generate
+    from app.decoding import EXACT_RHYME_BONUS, generate, validate_request
     from app.textmodel import load_text_model
-    from app.views.generate_params import validate_request
 
     model = load_text_model(folder, spec)
     per_seed = 10

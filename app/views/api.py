@@ -11,13 +11,12 @@ import json
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context, url_for
 
 from app.config import split_words
-from app.decoding import generate, generate_stream
+from app.decoding import generate, generate_stream, validate_request
 from app.errors import InvalidInput
 from app.i18n import current_language
 from app.inference import TOP_K, classify_upload, png_data_url
 from app.modelstore import Entry, get_store
 from app.tasks import IMAGE, TEXT
-from app.views.generate_params import validate_request
 from app.views.lstm import image_trace_json, text_trace_json, wants_trace
 from app.views.pages import find_entry, read_upload
 

@@ -11,13 +11,12 @@ from pathlib import Path
 from flask import Blueprint, abort, current_app, render_template, request, send_from_directory
 
 from app.cards import Card
-from app.decoding import DEFAULTS, STRATEGIES, generate
+from app.decoding import DEFAULTS, LIMITS, STRATEGIES, generate, validate_request
 from app.errors import InvalidInput
 from app.i18n import current_language
 from app.inference import classify_upload, png_data_url
 from app.modelstore import PLOTS, Entry, get_store
 from app.tasks import IMAGE, TEXT
-from app.views.generate_params import LIMITS, validate_request
 from app.views.lstm import image_trace_context, text_trace_context, wants_trace
 
 bp = Blueprint("pages", __name__)
