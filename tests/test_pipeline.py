@@ -233,13 +233,24 @@ def test_a_failed_export_keeps_the_trained_model(digits_npz, tmp_path, monkeypat
     assert "python -m training export mnist" in capsys.readouterr().out
 
 
-def test_quick_run_writes_loadable_model_card_and_plots(digits_npz, tmp_path):
+QUICK_ARGS = ["--quick", "--verbose", "0", "--model-kwargs", '{"units": 8}']
+
+
+@pytest.fixture(scope="module")
+def quick_mnist(digits_npz, tmp_path_factory):
+    """One quick MNIST run (96 training and 40 test images, baseline included), shared by the
+    tests that read it: (its data file, its models folder). Tests copy it before changing it."""
+    root = tmp_path_factory.mktemp("quick")
+    npz = digits_npz(root / "mnist.npz", n_train=96, n_test=40)
+    assert main(["mnist", "--data", str(npz), "--models-dir", str(root / "models"), "--baseline-epochs", "1",
+                 *QUICK_ARGS]) == 0
+    return npz, root / "models"
+
+
+def test_quick_run_writes_loadable_model_card_and_plots(quick_mnist):
     import keras
 
-    models = tmp_path / "models"
-    npz = digits_npz(tmp_path / "mnist.npz", n_train=96, n_test=40)
-    assert main(["mnist", "--data", str(npz), "--models-dir", str(models), "--quick",
-                 "--baseline-epochs", "1", "--verbose", "0", "--model-kwargs", '{"units": 8}']) == 0
+    npz, models = quick_mnist
     folder = models / "mnist"
     card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
     assert CARD_KEYS <= set(card)
@@ -273,13 +284,12 @@ def test_quick_run_writes_loadable_model_card_and_plots(digits_npz, tmp_path):
     assert main(["evaluate", "mnist", "--data", str(npz), "--models-dir", str(models)]) == 0
 
 
-def test_init_from_continues_a_finished_model_and_keeps_its_history(digits_npz, tmp_path, capsys):
+def test_init_from_continues_a_finished_model_and_keeps_its_history(quick_mnist, tmp_path, capsys):
     import keras
 
-    first, second = tmp_path / "first", tmp_path / "second"
-    npz = digits_npz(tmp_path / "mnist.npz", n_train=96, n_test=40)
-    common = ["--data", str(npz), "--quick", "--verbose", "0", "--model-kwargs", '{"units": 8}']
-    assert main(["mnist", "--models-dir", str(first), "--baseline-epochs", "1"] + common) == 0
+    npz, first = quick_mnist
+    second = tmp_path / "second"
+    common = ["--data", str(npz), *QUICK_ARGS]
     old = json.loads((first / "mnist" / "card.json").read_text(encoding="utf-8"))
     start = keras.models.load_model(first / "mnist" / "model.keras", compile=False)
 
