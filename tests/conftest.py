@@ -504,9 +504,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-@pytest.fixture
-def browser():
-    """Debian's chromium driven by Playwright; skips where it or playwright is absent (fails in CI)."""
+@pytest.fixture(scope="module")
+def chromium():
+    """A function launching Debian's chromium through Playwright (extra command-line flags
+    allowed), each browser closed at the module's end; skips where chromium or playwright is
+    absent, fails instead in CI (CI=true), where .ci/run installs both."""
     import os
     import shutil
     from pathlib import Path
@@ -515,18 +517,31 @@ def browser():
         from playwright.sync_api import sync_playwright
     except ImportError:
         sync_playwright = None
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    path = shutil.which("chromium") or "/usr/bin/chromium"
     missing = "the playwright package is not installed" if sync_playwright is None else (
-        "chromium is not installed" if not Path(chromium).is_file() else "")
+        "chromium is not installed" if not Path(path).is_file() else "")
     if missing:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{missing} (CI must run the browser tests)")
         pytest.skip(missing)
     (Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots").mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
+        launched = []
+
+        def launch(*extra_args: str):
+            launched.append(p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS + list(extra_args),
+                                              headless=True))
+            return launched[-1]
+
+        yield launch
+        for b in launched:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    """One chromium for the module's tests (each test opens its own context)."""
+    return chromium()
 
 
 def new_page(browser, problems: list):

@@ -26,11 +26,8 @@ from app.config import MODELS_DIR
 from app.tasks import KIEU, MNIST, NYT_HEADLINES
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 AXE = ROOT / ".cache" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 PAGES = {"home": "/", "image_task": "/tasks/mnist", "text_task": "/tasks/kieu", "card": "/tasks/mnist/card",
          "lstm": "/lstm", "why": "/lstm/why", "api_docs": "/docs/api"}
@@ -42,18 +39,6 @@ def missing(reason: str):
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI must run the accessibility test)")
     pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("the playwright package is not installed")
-    if not Path(CHROMIUM).is_file():
-        missing("chromium is not installed")
-    with sync_playwright() as p:
-        yield p
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +91,6 @@ def open_page(browser, **context):
     page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
     page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     return ctx, page, problems
-
-
-@pytest.fixture(scope="module")
-def browser(playwright):
-    b = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-    yield b
-    b.close()
 
 
 @pytest.mark.parametrize("name", PAGES)
@@ -179,8 +157,8 @@ def test_one_click_example_without_javascript(browser, base_url):
         ctx.close()
 
 
-def test_camera_snapshot_is_shown_and_classified(playwright, base_url):
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS + FAKE_CAMERA, headless=True)
+def test_camera_snapshot_is_shown_and_classified(chromium, base_url):
+    browser = chromium(*FAKE_CAMERA)
     ctx, page, problems = open_page(browser, viewport={"width": 1000, "height": 900}, permissions=["camera"])
     try:
         page.goto(base_url + "/tasks/mnist?lang=en")
@@ -198,7 +176,6 @@ def test_camera_snapshot_is_shown_and_classified(playwright, base_url):
         assert not problems, problems
     finally:
         ctx.close()
-        browser.close()
 
 
 def test_no_camera_the_button_says_why(browser, base_url):
