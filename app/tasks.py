@@ -299,7 +299,7 @@ NYT_HEADLINES = TaskSpec(
     epochs=40,
     batch_size=64,
     learning_rate=2e-3,
-    # Also train on the training articles' snippets (training/textgen.py), which lets a larger
+    # Also train on the training articles' snippets (training/textdata.py), which lets a larger
     # LSTM with locked (variational) and whole-word dropout pay off; AWD-LSTM's weight drop on the
     # recurrent kernel, tied input/output embeddings and an average of the weights on top.
     extra={"aux_text": "snippets", "weight_average": 0.998,
