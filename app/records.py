@@ -103,10 +103,6 @@ class Run(db.Model):
             return None
         return {"en": self.error_en or self.error_vi, "vi": self.error_vi or self.error_en}
 
-    def set_error(self, en: str, vi: str) -> None:
-        """Record a readable failure reason in English and Vietnamese."""
-        self.error_en, self.error_vi = en[:2000], vi[:2000]
-
     def links(self) -> dict:
         """The API addresses of this run (absolute URLs; needs a request or SERVER_NAME)."""
         return {"self": url_for("lab_api.get_run", run_id=self.id, _external=True),

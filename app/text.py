@@ -200,11 +200,6 @@ def tone(syllable: str) -> str:
     return "ngang"
 
 
-def is_bang(syllable: str) -> bool:
-    """Level tone (bằng): ngang or huyền."""
-    return tone(syllable) in BANG
-
-
 def strip_tone(syllable: str) -> str:
     """The syllable without its tone mark (vowel hats and horns kept), lower case, NFC."""
     nfd = unicodedata.normalize("NFD", syllable.lower())

@@ -166,11 +166,6 @@ def preset(name: str, spec: TaskSpec) -> tuple[Recipe, RunSettings]:
     raise refusal("Unknown preset '%(name)s'.", name=str(name)[:40])
 
 
-def as_payload(recipe: Recipe, settings: RunSettings) -> dict:
-    """The API's JSON body for a recipe and its settings (without dataset and nickname)."""
-    return {"recipe": asdict(recipe), **asdict(settings)}
-
-
 # ----------------------------------------------------------------------------- validation
 FIELD_NAMES = {  # English msgids of the field names, used inside the refusals
     "reading": "reading order", "cell": "recurrent cell", "units": "units", "layers": "layers",
