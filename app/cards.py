@@ -198,6 +198,9 @@ class Served(Part):
     precision: str | None = None
     model_sha256: str | None = None
     command: str | None = None
+    accuracy_by_race: dict | None = None
+    accuracy_by_age: dict | None = None
+    race_gap: dict | None = None
 
 
 @dataclass(kw_only=True)
@@ -214,6 +217,7 @@ class Metrics(Part):
     confusion_matrix: list[list] | None = None
     accuracy_by_race: dict | None = None
     accuracy_by_age: dict | None = None
+    race_gap: dict | None = None
     test_perplexity: float | None = None
     test_top1_accuracy: float | None = None
     test_tokens: int | None = None

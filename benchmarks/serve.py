@@ -57,14 +57,14 @@ def p50_ms(fn, n: int) -> float:
 
 
 def model_times(models_dir: Path, repeats: int) -> list[dict]:
-    """Served engine (LiteRT) vs the XLA tf.function vs model.predict, one sample, per image model."""
-    import keras
-
+    """Served engine (LiteRT) vs the XLA tf.function vs model.predict, one sample, per image model.
+    Every LiteRT time is taken first, before TensorFlow runs anything in this process (its thread
+    pools keep spinning after work and would slow what is timed next)."""
     from app.cards import Card
     from app.modelstore import compile_predict, litert_predict
     from app.tasks import IMAGE, discover_tasks
 
-    rows = []
+    rows, runs = [], []
     for slug, spec in discover_tasks(models_dir).items():
         folder = models_dir / slug
         if spec.kind != IMAGE or not (folder / "model.keras").is_file():
@@ -74,21 +74,25 @@ def model_times(models_dir: Path, repeats: int) -> list[dict]:
         if served is None or full is None:
             print(f"{slug}: no current model.tflite (python -m training export {slug}); skipped", flush=True)
             continue
+        x = np.random.default_rng(0).integers(0, 256, (1, *spec.input_shape)).astype(np.float32)
+        rows.append({"slug": slug, "precision": served.precision, "litert_ms": p50_ms(lambda: served(x), repeats),
+                     "float_ms": p50_ms(lambda: full(x), repeats)})
+        runs.append((folder, spec, x, served(x), full(x)))
+    import keras
+
+    for row, (folder, spec, x, served_out, full_out) in zip(rows, runs):
         model = keras.saving.load_model(folder / "model.keras", compile=False)
         xla = compile_predict(model, spec, jit=True)
-        x = np.random.default_rng(0).integers(0, 256, (1, *spec.input_shape)).astype(np.float32)
         reference = model.predict(x, verbose=0)
-        np.testing.assert_allclose(full(x), reference, atol=1e-4)
+        np.testing.assert_allclose(full_out, reference, atol=1e-4)
         np.testing.assert_allclose(xla(x), reference, atol=1e-4)
-        np.testing.assert_allclose(served(x), reference, atol=0.2)  # int8 weights: close, not equal
-        row = {"slug": slug, "precision": served.precision, "litert_ms": p50_ms(lambda: served(x), repeats),
-               "float_ms": p50_ms(lambda: full(x), repeats), "xla_ms": p50_ms(lambda: xla(x), repeats),
-               "predict_ms": p50_ms(lambda: model.predict(x, verbose=0), max(10, repeats // 20))}
+        np.testing.assert_allclose(served_out, reference, atol=0.2)  # int8 weights: close, not equal
+        row.update(xla_ms=p50_ms(lambda: xla(x), repeats),
+                   predict_ms=p50_ms(lambda: model.predict(x, verbose=0), max(10, repeats // 20)))
         row["ratio"], row["xla_ratio"] = row["predict_ms"] / row["litert_ms"], row["xla_ms"] / row["litert_ms"]
         row["float_ratio"] = row["float_ms"] / row["litert_ms"]
-        rows.append(row)
-        print(f"{slug}: litert {row['precision']} {row['litert_ms']:.3f} ms (float32 {row['float_ms']:.3f}), xla "
-              f"{row['xla_ms']:.3f} ms, predict {row['predict_ms']:.1f} ms, ×{row['ratio']:.0f} vs predict, "
+        print(f"{row['slug']}: litert {row['precision']} {row['litert_ms']:.3f} ms (float32 {row['float_ms']:.3f}), "
+              f"xla {row['xla_ms']:.3f} ms, predict {row['predict_ms']:.1f} ms, ×{row['ratio']:.0f} vs predict, "
               f"×{row['xla_ratio']:.1f} vs xla", flush=True)
     return rows
 
@@ -172,9 +176,10 @@ def load_phase(port: int, clients: int, requests: int, seconds: float) -> dict:
             "p99": float(np.percentile(lat, 99)), "errors": errors[0]}
 
 
-def http_phase(args, engine: str, python: str = sys.executable) -> dict:
+def http_phase(args, engine: str, python: str = sys.executable, load: bool = True) -> dict:
     """Start gunicorn from the installation of `python` with `engine` ("litert": as served; "xla":
-    FLASK_PREDICT_LITERT=0, empty XLA cache); measure cold start, worker RSS and classify load."""
+    FLASK_PREDICT_LITERT=0, empty XLA cache); measure cold start, worker RSS and (with `load`)
+    classify load."""
     cache = Path(tempfile.mkdtemp(prefix="lstmlab-xla-"))
     env = {"FLASK_XLA_CACHE_DIR": str(cache)}
     if engine == "xla":
@@ -188,8 +193,9 @@ def http_phase(args, engine: str, python: str = sys.executable) -> dict:
             out = {"engine": engine, "start": wait_ready(proc, port, t0 + 600)}
             out["rss_mb"] = [round(rss_mb(p), 1) for p in children(proc.pid)]
             out["tensorflow_loaded"] = any(tensorflow_mapped(p) for p in children(proc.pid))
-            out["baseline"] = load_phase(port, 1, args.requests // 4, args.seconds / 2)
-            out["load"] = load_phase(port, args.clients, args.requests, args.seconds)
+            if load:
+                out["baseline"] = load_phase(port, 1, args.requests // 4, args.seconds / 2)
+                out["load"] = load_phase(port, args.clients, args.requests, args.seconds)
         finally:
             os.killpg(proc.pid, 15)
             proc.wait(30)
@@ -257,12 +263,14 @@ def write(rows: list[dict], web: dict, busy: str) -> None:
               f"| XLA ÷ LiteRT | {xla_rss / lite_rss:.1f}× | {xla['start'] / lite['start']:.1f}× | |"]
     if "serving" in web:  # the same app started from the serving-only install (no TensorFlow installed)
         lean = web["serving"]
-        lines += [f"| LiteRT, serving-only install (TensorFlow installed: "
-                  f"{'yes' if lean['tensorflow_installed'] else 'no'}) | "
-                  f"{', '.join(f'{m:.0f}' for m in lean['rss_mb'])} | {lean['start']:.1f} | "
+        lines += [f"| LiteRT, full install: median of {lean['starts']} cold starts | "
+                  f"{', '.join(f'{m:.0f}' for m in lean['full_rss_mb'])} | {lean['full_start']:.2f} | no |",
+                  f"| LiteRT, serving-only install (TensorFlow installed: "
+                  f"{'yes' if lean['tensorflow_installed'] else 'no'}): median of {lean['starts']}, alternated | "
+                  f"{', '.join(f'{m:.0f}' for m in lean['rss_mb'])} | {lean['start']:.2f} | "
                   f"{'yes' if lean['tensorflow_loaded'] else 'no'} |",
-                  f"| serving-only ÷ full install | {max(lean['rss_mb']) / lite_rss:.2f}× | "
-                  f"{lean['start'] / lite['start']:.2f}× | |"]
+                  f"| serving-only ÷ full install | {max(lean['rss_mb']) / max(lean['full_rss_mb']):.2f}× | "
+                  f"{lean['start'] / lean['full_start']:.2f}× | |"]
     lines += ["", "Against the serving goals (served engine, this run):", ""]
     lines += [f"- {goal}: {'met' if ok else '**not met**'} ({value})" for goal, ok, value in goals(rows, lite)]
     lines.append(END)
@@ -284,14 +292,22 @@ def main(argv=None) -> int:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--write", action="store_true")
     p.add_argument("--json", default=None, help="also save the raw results to this file")
+    p.add_argument("--starts", type=int, default=5, help="cold starts of each install with --serving-python")
     p.add_argument("--serving-python", default=None, metavar="PYTHON",
                    help="also start the app from this Python's installation (e.g. the serving-only virtual "
                         "environment tests/test_packaging.py builds under .cache/) and compare it with this one")
     args = p.parse_args(argv)
     busy = machine_busy()
     web = {engine: http_phase(args, engine) for engine in ("litert", "xla")}
-    if args.serving_python:
-        web["serving"] = http_phase(args, "litert", args.serving_python)
+    if args.serving_python:  # cold starts of the two installs, alternated; the medians are compared
+        full, lean = [], []
+        for _ in range(args.starts):
+            full.append(http_phase(args, "litert", sys.executable, load=False))
+            lean.append(http_phase(args, "litert", args.serving_python, load=False))
+        web["serving"] = {"engine": "litert", "start": float(np.median([r["start"] for r in lean])),
+                          "full_start": float(np.median([r["start"] for r in full])),
+                          "starts": args.starts, "rss_mb": lean[-1]["rss_mb"], "full_rss_mb": full[-1]["rss_mb"],
+                          "tensorflow_loaded": any(r["tensorflow_loaded"] for r in lean)}
         web["serving"]["tensorflow_installed"] = subprocess.run(
             [args.serving_python, "-c", "import importlib.util as u; print(u.find_spec('tensorflow') is not None)"],
             capture_output=True, text=True, check=True).stdout.strip() == "True"
