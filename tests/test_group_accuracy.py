@@ -31,3 +31,21 @@ def test_group_accuracy_counts_each_group_and_skips_empty_ones():
     assert set(out) == {"x", "y"}
     assert out["x"]["n"] == 3 and out["x"]["accuracy"] == pytest.approx(2 / 3)
     assert out["x"]["ci95"] == pytest.approx(list(wilson_interval(2, 3)))
+
+
+@pytest.mark.parametrize("lang, words", [("en", "Gap between the most accurate group"),
+                                         ("vi", "Chênh lệch giữa nhóm chính xác nhất")])
+def test_card_page_shows_the_served_race_gap_with_its_interval(make_app, lang, words):
+    from app.cards import Card
+    from app.config import MODELS_DIR
+
+    folder = MODELS_DIR / "faces_gender"
+    if not (folder / "card.json").is_file():
+        pytest.skip("faces_gender is not shipped")
+    served = Card.from_json(folder).metrics.served
+    if not served or not served.race_gap:
+        pytest.skip("the card has no served race figures (python -m training evaluate faces_gender --through-upload)")
+    html = make_app(MODELS_DIR).test_client().get(f"/tasks/faces_gender/card?lang={lang}").get_data(as_text=True)
+    assert words in html and served.race_gap["least_accurate"] in html
+    lo = f"{served.race_gap['ci95'][0] * 100:.1f}"
+    assert (lo if lang == "en" else lo.replace(".", ",")) in html
