@@ -104,13 +104,12 @@ def _is_union(tp) -> bool:
     return typing.get_origin(tp) in (typing.Union, types.UnionType)
 
 
-def _json_type(value) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null",
-            int: "a whole number", float: "a number"}.get(type(value), type(value).__name__)
-
-
 SIMPLE = {str: "a string", bool: "true/false", int: "a whole number", float: "a number", dict: "an object",
           list: "a list"}
+
+
+def _json_type(value) -> str:
+    return "null" if value is None else SIMPLE.get(type(value), type(value).__name__)
 
 
 def _check(value, tp, where: str, problems: list):

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from app.cards import Card
 from app.kerasfile import keras_file_layers
 from app.lstm_cell import LSTMWeights, lstm_step, lstm_weights
 from app.tasks import TaskSpec
@@ -51,11 +50,9 @@ class TextModel:
     "dense" (`text_layers`);
     `relu`: which Dense layers apply relu (the others give logits or linear features)."""
 
-    def __init__(self, spec: TaskSpec, vocab: Vocabulary, layers: list, card: dict | None = None,
-                 relu: tuple = ()):
+    def __init__(self, spec: TaskSpec, vocab: Vocabulary, layers: list, relu: tuple = ()):
         self.spec = spec
         self.vocab = vocab
-        self.card = card or {}
         self.embedding = None
         self.lstms: list[LSTMWeights] = []
         self.lstm_names: list[str] = []
@@ -160,12 +157,11 @@ def text_layers(path: Path) -> tuple[list, tuple]:
 
 
 def load_text_model(folder: Path, spec: TaskSpec) -> TextModel:
-    """Load models/<slug>/ (model.keras, vocab.json, card.json) once, before serving."""
+    """Load models/<slug>/ (model.keras, vocab.json) once, before serving."""
     folder = Path(folder)
     vocab = Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8"))
-    card = Card.from_json(folder).to_json() if (folder / "card.json").is_file() else {}
     layers, relu = text_layers(folder / "model.keras")
-    tm = TextModel(spec, vocab, layers, card, relu)
+    tm = TextModel(spec, vocab, layers, relu)
     if tm.denses[-1][0].shape[1] != len(vocab):
         raise ValueError(f"model output {tm.denses[-1][0].shape[1]} != vocabulary {len(vocab)}")
     return tm
