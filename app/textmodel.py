@@ -6,7 +6,7 @@ each LSTM step is `app.lstm_cell.lstm_step`. The (h, c) state is carried from st
 each new token costs the same however long the text is, and no `model.predict` runs on the
 request path (for one sample a NumPy step is far cheaper than a TensorFlow call: see
 docs/BENCHMARKS.md; tests check it equals the Keras model). The weights are read from the file
-with h5py (`app.kerasfile`), so serving text never imports Keras or TensorFlow.
+with h5py (`app.lstm_cell.read_keras_file`), so serving text never imports Keras or TensorFlow.
 
 Asked to, a step also records every LSTM layer's gates: a traced request shows the gates of
 the very run that produced its text (`app.trace.word_trace`).
@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.kerasfile import keras_file_layers
-from app.lstm_cell import LSTMWeights, lstm_step, lstm_weights
+from app.lstm_cell import LSTMWeights, keras_file_layers, lstm_step, lstm_weights
 from app.tasks import TaskSpec
 from app.text import BANG, Vocabulary, is_syllable, rhyme_key, rime, tone
 

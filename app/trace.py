@@ -7,9 +7,9 @@ state h (see app/lstm_cell.py).
 Text: the served NumPy model records the gates while it generates (`app.textmodel.TextModel.step`);
 `word_trace` lays out those of the very run that made the text. Images: `Tracer` walks the
 shipped model's graph once, when it is built, and turns every layer into a NumPy function holding
-that layer's own weights; it reads model.keras's config and weights directly (`app.kerasfile`), so
-a trace needs neither Keras nor TensorFlow in the serving worker. Running it on an input
-reproduces the model's output (tests check it equals `model(x)` to 1e-5).
+that layer's own weights; it reads model.keras's config and weights directly
+(`app.lstm_cell.read_keras_file`), so a trace needs neither Keras nor TensorFlow in the serving
+worker. Running it on an input reproduces the model's output (tests check it equals `model(x)` to 1e-5).
 
 Layers `Tracer` handles in NumPy: InputLayer, Rescaling, Reshape, Permute, Flatten,
 LayerNormalization, Dropout (a no-op at inference), Dense, Activation, Concatenate, LSTM,
@@ -31,8 +31,8 @@ from typing import Callable
 
 import numpy as np
 
-from app.kerasfile import read_keras_file
-from app.lstm_cell import TRACE_KEYS, LSTMWeights, bidirectional_sequence, lstm_sequence, lstm_weights, sigmoid
+from app.lstm_cell import (TRACE_KEYS, LSTMWeights, bidirectional_sequence, lstm_sequence, lstm_weights,
+                           read_keras_file, sigmoid)
 
 ROWS, COLUMNS, PATCH_ROWS, WORDS = "rows", "columns", "patch_rows", "words"
 SHOWN = ("f", "i", "g", "o", "c", "h")  # display order: keep, add, candidate, show, cell, hidden
@@ -210,7 +210,7 @@ def _endpoints(spec: list) -> list[tuple]:
 class Tracer:
     """A Keras functional model compiled into NumPy steps that record the LSTM gates.
 
-    Built from the model's config and weights (`app.kerasfile.read_keras_file`, or `model_graph`
+    Built from the model's config and weights (`app.lstm_cell.read_keras_file`, or `model_graph`
     of a live Keras model): serving a trace never needs Keras or TensorFlow."""
 
     def __init__(self, config: dict, weights: dict, axes: Callable[[LayerTrace], str] | None = None):

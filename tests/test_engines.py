@@ -207,7 +207,7 @@ def test_shipped_text_model_equals_keras(slug):
     log-probabilities are the Keras model's (float32: 1e-5, relative 1e-6 for improbable tokens)."""
     import keras
 
-    from app.kerasfile import read_keras_file
+    from app.lstm_cell import read_keras_file
     from app.text import EOL_ID, clean_words
     from app.textmodel import load_text_model
     from training.layers import load_keras_text_model
