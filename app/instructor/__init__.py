@@ -1,4 +1,4 @@
-"""The instructor console (issue 14): sign-in, data sets, publishing, access to the lab bench,
+"""The instructor console: sign-in, data sets, publishing, access to the lab bench,
 the run queue, and a token-authenticated JSON API.
 
 Feature package (microblog style): `auth` (Flask-Login sign-in, lock-out, session expiry),
@@ -13,7 +13,7 @@ be left open.
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask, current_app, request
 
 bp = Blueprint("instructor", __name__, url_prefix="/instructor")
 api_bp = Blueprint("instructor_api", __name__)
@@ -38,8 +38,6 @@ UPLOAD_ENDPOINTS = ("instructor.dataset_upload", "instructor_api.create_dataset"
 def raise_upload_limit() -> None:
     """The data-set upload routes accept DATASET_MAX_UPLOAD_BYTES instead of MAX_CONTENT_LENGTH
     (runs before the CSRF check reads the form; werkzeug streams file parts to temporary files)."""
-    from flask import current_app
-
     if request.endpoint in UPLOAD_ENDPOINTS:
         request.max_content_length = int(current_app.config["DATASET_MAX_UPLOAD_BYTES"])
 

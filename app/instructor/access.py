@@ -13,8 +13,7 @@ import secrets
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from flask_login import current_user
-from sqlalchemy import select
-from werkzeug.routing import BuildError
+from sqlalchemy import select, update
 
 from app.errors import InvalidInput
 from app.instructor.auth import is_local_path
@@ -46,8 +45,7 @@ def new_class_code(hours: float = 24) -> ClassCode:
     """A fresh code valid for `hours`; every older code is revoked (rotation)."""
     if not 0 < hours <= 24 * 365:
         raise InvalidInput("A code lasts between a few minutes and a year.")
-    for old in db.session.scalars(select(ClassCode).where(ClassCode.revoked.is_(False))):
-        old.revoked = True
+    db.session.execute(update(ClassCode).where(ClassCode.revoked.is_(False)).values(revoked=True))
     raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
     row = ClassCode(code=f"{raw[:4]}-{raw[4:]}", expires_at=utcnow() + dt.timedelta(hours=hours))
     db.session.add(row)
@@ -57,8 +55,7 @@ def new_class_code(hours: float = 24) -> ClassCode:
 
 def revoke_codes() -> None:
     """Revoke every code (browsers that entered one can no longer train in code mode)."""
-    for old in db.session.scalars(select(ClassCode).where(ClassCode.revoked.is_(False))):
-        old.revoked = True
+    db.session.execute(update(ClassCode).where(ClassCode.revoked.is_(False)).values(revoked=True))
     db.session.commit()
 
 
@@ -66,12 +63,18 @@ def current_code() -> ClassCode | None:
     """The newest code still valid, or None."""
     row = db.session.scalar(select(ClassCode).where(ClassCode.revoked.is_(False))
                             .order_by(ClassCode.id.desc()))
-    return row if row is not None and is_valid(row) else None
+    return row if is_valid(row) else None
 
 
 def is_valid(row: ClassCode | None) -> bool:
     """True for a code neither revoked nor expired."""
     return row is not None and not row.revoked and as_utc(row.expires_at) > utcnow()
+
+
+def has_valid_code() -> bool:
+    """True when this browser entered a class code that is still valid."""
+    code_id = session.get(SESSION_KEY)
+    return bool(code_id) and is_valid(db.session.get(ClassCode, code_id))
 
 
 def normalize_code(text: str) -> str:
@@ -80,29 +83,23 @@ def normalize_code(text: str) -> str:
     return f"{raw[:4]}-{raw[4:]}" if len(raw) == 8 else raw
 
 
-def may_train(req=None):
+def may_train():
     """True when this browser may start a run; otherwise an InvalidInput (403) saying why, in
     both languages, for the caller to raise or show."""
     if current_user.is_authenticated:
         return True
     mode = access_mode()
-    if mode == OPEN:
+    if mode == OPEN or (mode == CODE and has_valid_code()):
         return True
     if mode == CLOSED:
         return InvalidInput("Training is closed on this server for now; trying the models stays open.", 403)
-    code_id = session.get(SESSION_KEY)
-    if code_id and is_valid(db.session.get(ClassCode, code_id)):
-        return True
     return InvalidInput("Training needs the class code your instructor gave you: enter it at /lab/join.", 403)
 
 
 def needs_class_code() -> bool:
     """True when training needs a class code and this browser has not entered a valid one
     (the bench then shows the join form)."""
-    if current_user.is_authenticated or access_mode() != CODE:
-        return False
-    code_id = session.get(SESSION_KEY)
-    return not (code_id and is_valid(db.session.get(ClassCode, code_id)))
+    return not current_user.is_authenticated and access_mode() == CODE and not has_valid_code()
 
 
 @bp.route("/lab/join", methods=["GET", "POST"])
@@ -120,14 +117,7 @@ def join():
         else:
             error = InvalidInput("This class code is not valid (wrong, expired or replaced by a new one).", 403)
             status = 403
-    elif session.get(SESSION_KEY) and is_valid(db.session.get(ClassCode, session[SESSION_KEY])):
-        joined = True
+    else:
+        joined = has_valid_code()
     return render_template("instructor/join.html", error=error, joined=joined, mode=access_mode(),
-                           lab_url=_lab_url()), status
-
-
-def _lab_url() -> str:
-    try:
-        return url_for("lab.bench")
-    except BuildError:  # the bench's pages are not installed
-        return url_for("pages.home")
+                           lab_url=url_for("lab.bench")), status

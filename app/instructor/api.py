@@ -35,7 +35,6 @@ def require_token():
         response.headers["WWW-Authenticate"] = 'Bearer realm="lstmlab"'
         return response
     g.instructor = user
-    return None
 
 
 def json_body() -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import secrets
 import time
 from urllib.parse import urlsplit
 
@@ -22,7 +23,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.errors import InvalidInput
 from app.instructor import bp
-from app.records import Instructor, as_utc, db, utcnow
+from app.records import ApiToken, Instructor, as_utc, db, utcnow
 
 login_manager = LoginManager()
 login_manager.login_view = "instructor.login"
@@ -34,11 +35,6 @@ STUDENT_SESSION_KEYS = ("lab_owner", "class_code")
 MIN_PASSWORD = 10
 # A password hash computed once, compared against when the name is unknown (same time either way).
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
-
-
-def hash_password(password: str) -> str:
-    """A salted hash of `password` (werkzeug's scrypt)."""
-    return generate_password_hash(password)
 
 
 def check_password_strength(password: str) -> None:
@@ -129,11 +125,6 @@ def is_local_path(target: str | None) -> bool:
     return not parts.scheme and not parts.netloc
 
 
-def safe_next(target: str | None) -> str:
-    """`target` when it is a path on this site, else the console."""
-    return target if is_local_path(target) else url_for("instructor.console")
-
-
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     """The sign-in form; a right name and password start a session."""
@@ -147,7 +138,8 @@ def login():
             session.clear()  # no session fixation: a fresh session for the signed-in instructor
             login_user(user, remember=False)
             session["instructor_since"] = session["instructor_seen"] = time.time()
-            return redirect(safe_next(request.args.get("next")))
+            target = request.args.get("next")
+            return redirect(target if is_local_path(target) else url_for("instructor.console"))
     return render_template("instructor/login.html", error=error), status
 
 
@@ -179,10 +171,6 @@ TOKEN_PREFIX = "lstm_"
 
 def issue_token(user: Instructor) -> str:
     """A new API token for `user`: returned once, only its hash is stored."""
-    import secrets
-
-    from app.records import ApiToken
-
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     db.session.add(ApiToken(instructor_id=user.id, token_hash=token_digest(token), prefix=token[:12]))
     db.session.commit()
@@ -191,8 +179,6 @@ def issue_token(user: Instructor) -> str:
 
 def instructor_for_token(token: str) -> Instructor | None:
     """The instructor owning a valid (not revoked) token, recording its use; None otherwise."""
-    from app.records import ApiToken
-
     if not token:
         return None
     row = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token),
@@ -208,8 +194,6 @@ def instructor_for_token(token: str) -> Instructor | None:
 
 def revoke_tokens(user: Instructor, prefix: str | None = None) -> int:
     """Revoke `user`'s tokens (those starting with `prefix`, or all); returns how many."""
-    from app.records import ApiToken
-
     rows = db.session.scalars(select(ApiToken).where(ApiToken.instructor_id == user.id,
                                                      ApiToken.revoked_at.is_(None))).all()
     hit = [r for r in rows if prefix is None or r.prefix.startswith(prefix) or prefix.startswith(r.prefix)]

@@ -10,10 +10,10 @@ import re
 import click
 from flask.cli import AppGroup
 from sqlalchemy import delete, select
+from werkzeug.security import generate_password_hash
 
 from app.errors import InvalidInput
-from app.instructor.auth import (check_password_strength, find_instructor, hash_password, issue_token,
-                                 revoke_tokens)
+from app.instructor.auth import check_password_strength, find_instructor, issue_token, revoke_tokens
 from app.records import ApiToken, Instructor, db, iso, new_session_token
 
 instructor = AppGroup("instructor", help="Instructor accounts and API tokens.")
@@ -44,7 +44,7 @@ def add(name: str) -> None:
         raise click.ClickException("NAME: 1-64 letters, digits, '_', '.', '@' or '-', starting with a letter or digit")
     if find_instructor(name) is not None:
         raise click.ClickException(f"instructor {name!r} already exists (use `instructor passwd {name}`)")
-    db.session.add(Instructor(name=name, password_hash=hash_password(_password())))
+    db.session.add(Instructor(name=name, password_hash=generate_password_hash(_password())))
     db.session.commit()
     click.echo(f"instructor {name} created")
 
@@ -54,7 +54,7 @@ def add(name: str) -> None:
 def passwd(name: str) -> None:
     """Set a new password for NAME; every browser signed in as NAME is signed out."""
     user = _existing(name)
-    user.password_hash = hash_password(_password())
+    user.password_hash = generate_password_hash(_password())
     user.session_token = new_session_token()
     user.failed_logins, user.locked_until = 0, None
     db.session.commit()

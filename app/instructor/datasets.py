@@ -22,10 +22,12 @@ for uploads), images too large in bytes or pixels, files outside a class folder.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import os
 import re
+import secrets
 import shutil
 import stat
 import time
@@ -34,16 +36,19 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 import numpy as np
 from flask import current_app, has_app_context
 from PIL import Image
+from sqlalchemy import func, select
 
 from app.errors import InvalidInput
 from app.imaging import decode_image
+from app.modelstore import SLUG_RE  # a task's name: a data set may become one
+from app.records import ACTIVE, Dataset, Run, db
 from app.tasks import BUILTIN_TASKS, IMAGE, ClassName, TaskSpec
 
-SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 TOKEN_RE = re.compile(r"^[0-9a-f]{16}$")
 SPLIT_SEED = 20261128
 TEST_FRACTION = 0.2
@@ -70,11 +75,11 @@ ARCHIVE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x
 class Limits:
     """The safety limits (DATASET_* config)."""
 
-    max_files: int = 50_000
-    max_total: int = 2 * 1024**3
-    max_ratio: float = 100.0
-    max_file: int = 20 * 1024**2
-    max_classes: int = 200
+    max_files: int
+    max_total: int
+    max_ratio: float
+    max_file: int
+    max_classes: int
 
     @classmethod
     def from_config(cls, config) -> Limits:
@@ -86,24 +91,24 @@ class Limits:
 
 @dataclass
 class Item:
-    """One file of an archive or folder: its path parts, declared size and a reader."""
+    """One file of an archive or folder: its path parts, declared size and how to open it."""
 
     parts: tuple[str, ...]
     size: int
-    read: Callable[[int], bytes]  # read(limit) -> at most limit + 1 bytes
+    open: Callable[[], BinaryIO]
 
 
 # ----------------------------------------------------------------------------- folders
-def instance_datasets(instance_path: str | Path | None = None) -> Path:
+def instance_datasets() -> Path:
     """<instance>/datasets (created)."""
-    base = Path(instance_path or current_app.instance_path) / "datasets"
+    base = Path(current_app.instance_path) / "datasets"
     base.mkdir(parents=True, exist_ok=True)
     return base
 
 
-def staging_root(instance_path: str | Path | None = None) -> Path:
+def staging_root() -> Path:
     """Where previews wait to be saved: <instance>/datasets/.staging."""
-    path = instance_datasets(instance_path) / ".staging"
+    path = instance_datasets() / ".staging"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -177,7 +182,7 @@ def zip_items(zf: zipfile.ZipFile, archive_bytes: int, limits: Limits) -> list[I
         total += info.file_size
         if total > limits.max_total:
             raise bomb(f"the files add up to more than {limits.max_total // 2**20} MB")
-        items.append(Item(parts, info.file_size, _zip_reader(zf, info)))
+        items.append(Item(parts, info.file_size, functools.partial(zf.open, info)))
     if total > RATIO_CHECK_BYTES * 10 and total / max(1, archive_bytes) > limits.max_ratio:
         raise bomb(f"the archive expands {total / max(1, archive_bytes):.0f} times")
     return items
@@ -186,13 +191,6 @@ def zip_items(zf: zipfile.ZipFile, archive_bytes: int, limits: Limits) -> list[I
 def bomb(detail: str) -> InvalidInput:
     """The refusal of a decompression bomb."""
     return InvalidInput("The archive decompresses far beyond its size (%(detail)s); refused as a possible zip bomb.", 413, detail=detail)
-
-
-def _zip_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[int], bytes]:
-    def read(limit: int) -> bytes:
-        with zf.open(info) as fh:  # zipfile stops at the declared size and checks the CRC
-            return fh.read(limit + 1)
-    return read
 
 
 def folder_items(root: Path, folder: Path, limits: Limits) -> list[Item]:
@@ -210,7 +208,7 @@ def folder_items(root: Path, folder: Path, limits: Limits) -> list[Item]:
                 if not target.is_relative_to(real_root):
                     raise InvalidInput("%(value)s is a symbolic link that leads outside the allowed folder.", 403, value=path.relative_to(root))
                 if name in filenames:
-                    items.append(Item(rel, 0, _link_reader))
+                    items.append(Item(rel, 0, _open_link))
                 continue
             if name in dirnames or ignored(rel):
                 continue
@@ -222,20 +220,13 @@ def folder_items(root: Path, folder: Path, limits: Limits) -> list[Item]:
                 raise InvalidInput("The folder holds more than %(max_files)s files.", 413, max_files=limits.max_files)
             if total > limits.max_total:
                 raise InvalidInput("The folder's files add up to more than %(value)s MB.", 413, value=limits.max_total // 2 ** 20)
-            items.append(Item(rel, size, _file_reader(path)))
+            items.append(Item(rel, size, functools.partial(open, path, "rb")))
         dirnames[:] = [d for d in dirnames if not (here / d).is_symlink() and not d.startswith(".")
                        and d not in IGNORED_NAMES]
     return items
 
 
-def _file_reader(path: Path) -> Callable[[int], bytes]:
-    def read(limit: int) -> bytes:
-        with open(path, "rb") as fh:
-            return fh.read(limit + 1)
-    return read
-
-
-def _link_reader(limit: int) -> bytes:
+def _open_link() -> BinaryIO:
     raise _Skip("A symbolic link (not followed).", "Liên kết tượng trưng (không đi theo).")
 
 
@@ -320,10 +311,11 @@ def check_file(item: Item, shown: str, out: Path, limits: Limits, thumb: bool, g
     """Read, check and decode one file and copy it to `out` (run in a worker thread): a dict
     with the picture's facts, or {"skipped": reason}; InvalidInput for a nested archive."""
     try:
-        if item.size > limits.max_file:
-            raise _Skip(f"Larger than {limits.max_file // 2**20} MB.", f"Lớn hơn {limits.max_file // 2**20} MB.")
-        data = item.read(limits.max_file)
-        if len(data) > limits.max_file:
+        data = None
+        if item.size <= limits.max_file:
+            with item.open() as fh:  # zipfile stops at the declared size and checks the CRC
+                data = fh.read(limits.max_file + 1)
+        if data is None or len(data) > limits.max_file:
             raise _Skip(f"Larger than {limits.max_file // 2**20} MB.", f"Lớn hơn {limits.max_file // 2**20} MB.")
     except _Skip as exc:
         return {"skipped": _skip(shown, exc.en, exc.vi)}
@@ -439,19 +431,11 @@ def suggest(short_sides: list[int], grey: int, total: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- staging
-def new_staging() -> tuple[str, Path]:
-    """A fresh staging folder and its token."""
-    import secrets
-
+def _staged(build: Callable[[Path], dict]) -> tuple[str, dict]:
     clean_staging()
     token = secrets.token_hex(8)
     path = staging_root() / token
     path.mkdir()
-    return token, path
-
-
-def _staged(build: Callable[[Path], dict]) -> tuple[str, dict]:
-    token, path = new_staging()
     try:
         preview = build(path)
     except BaseException:
@@ -578,16 +562,10 @@ def save_dataset(token: str, slug: str, title_en: str = "", title_vi: str = "", 
     except OSError:
         raise InvalidInput("A data set called %(slug)s exists already; choose another name.", 409, slug=repr(slug)) from None
     shutil.rmtree(staging, ignore_errors=True)
-    _record(record)
-    return record
-
-
-def _record(record: dict) -> None:
-    from app.records import Dataset, db
-
     db.session.merge(Dataset(slug=record["slug"], title_en=record["title_en"], title_vi=record["title_vi"],
                              created_by=record["created_by"], manifest=record))
     db.session.commit()
+    return record
 
 
 # ----------------------------------------------------------------------------- listing
@@ -620,21 +598,21 @@ def dataset_spec(record: dict, folder: Path) -> TaskSpec:
     )
 
 
-def iter_datasets(instance_path: str | Path | None = None) -> Iterator[tuple[dict, Path]]:
-    """(record, folder) of every saved data set, by name."""
-    if instance_path is None and not has_app_context():
+def iter_datasets() -> Iterator[tuple[dict, Path]]:
+    """(record, folder) of every saved data set, by name (none outside an app)."""
+    if not has_app_context():
         return
-    base = instance_datasets(instance_path)
+    base = instance_datasets()
     for folder in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
         record = read_record(folder)
         if record is not None:
             yield record, folder
 
 
-def list_datasets(instance_path: str | Path | None = None) -> list[TaskSpec]:
+def list_datasets() -> list[TaskSpec]:
     """Every instructor data set as a TaskSpec (the lab bench offers them beside the built-in ones)."""
     out = []
-    for record, folder in iter_datasets(instance_path):
+    for record, folder in iter_datasets():
         try:
             out.append(dataset_spec(record, folder))
         except (KeyError, TypeError, ValueError):
@@ -656,12 +634,6 @@ def delete_dataset(slug: str) -> None:
     interrupted): its folder is renamed into <instance>/datasets/.trash/ (it leaves the bench at
     once and whole), its record removed, then the files deleted. Finished runs keep their records
     and models."""
-    import secrets
-
-    from sqlalchemy import func, select
-
-    from app.records import ACTIVE, Dataset, Run, db
-
     _record, folder = get_dataset(slug)
     busy = db.session.scalar(select(func.count()).select_from(Run)
                              .where(Run.dataset == slug, Run.status.in_(ACTIVE)))

@@ -23,7 +23,8 @@ from flask import current_app
 
 from app.cards import Card, CardError
 from app.errors import InvalidInput
-from app.instructor.datasets import SLUG_RE
+from app.lab.api import run_folder
+from app.modelstore import SLUG_RE
 from app.records import FINISHED, Run, db, utcnow
 from app.tasks import BUILTIN_TASKS, IMAGE, ClassName
 
@@ -35,11 +36,6 @@ def models_dir() -> Path:
     return Path(current_app.config["MODELS_DIR"])
 
 
-def run_folder(run: Run) -> Path:
-    """<instance>/runs/<id>: the finished run's model and card."""
-    return Path(current_app.instance_path) / "runs" / run.id
-
-
 def replaced_dir() -> Path:
     """<instance>/replaced: previous versions of replaced or unpublished tasks."""
     path = Path(current_app.instance_path) / "replaced"
@@ -49,14 +45,11 @@ def replaced_dir() -> Path:
 
 @contextlib.contextmanager
 def publish_lock():
-    """One publish or unpublish at a time on this machine."""
+    """One publish or unpublish at a time on this machine (closing the file releases the lock)."""
     models_dir().mkdir(parents=True, exist_ok=True)
     with open(Path(current_app.instance_path) / "publish.lock", "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        yield
 
 
 def parse_classes(raw, n: int) -> tuple[ClassName, ...]:

@@ -8,13 +8,11 @@ form posts its CSRF token (Flask-WTF's CSRFProtect covers the whole app).
 
 from __future__ import annotations
 
-import csv
-import io
 import shutil
 from dataclasses import fields
 from pathlib import Path
 
-from flask import Response, current_app, flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
@@ -22,6 +20,10 @@ from sqlalchemy import select
 from app.errors import InvalidInput
 from app.instructor import access, bp, datasets, publish, settings
 from app.instructor.auth import is_local_path
+from app.lab.api import cancel_run_record
+from app.lab.queue import enqueue_run
+from app.lab.recipes import Limits, available_datasets, current_limits
+from app.lab.views import csv_download, csv_safe, run_charts
 from app.modelstore import get_store
 from app.records import ACTIVE, CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, Run, db, iso
 from app.tasks import BUILTIN_TASKS
@@ -37,13 +39,6 @@ def find_run(run_id: str) -> Run:
     if run is None:
         raise InvalidInput("There is no run %(run_id)s.", 404, run_id=repr(run_id))
     return run
-
-
-def lab_limits():
-    """The lab bench's Limits in force (config, then the stored overrides)."""
-    from app.lab.recipes import current_limits
-
-    return current_limits()
 
 
 def back(default: str = "instructor.console"):
@@ -66,7 +61,7 @@ def console():
         query = query.where(Run.dataset == dataset)
     runs = db.session.scalars(query).all()
     counts = dict(db.session.execute(select(Run.status, db.func.count()).group_by(Run.status)).all())
-    limits = lab_limits()
+    limits = current_limits()
     return render_template(
         "instructor/console.html", runs=runs, counts=counts, status=status, dataset=dataset, statuses=STATUSES,
         paused=settings.queue_paused(), limits=[(f.name, getattr(limits, f.name)) for f in fields(limits)],
@@ -81,8 +76,6 @@ def cancel_run(run_id: str):
     run = find_run(run_id)
     if run.status not in ACTIVE:
         raise InvalidInput("This run is not queued or running.", 409)
-    from app.lab.api import cancel_run_record
-
     cancel_run_record(run)
     flash(_("Run %(id)s: cancel requested.", id=run.id))
     return back()
@@ -106,8 +99,6 @@ def delete_run(run_id: str):
 @bp.post("/runs/<run_id>/requeue")
 def requeue_run(run_id: str):
     """Put a failed, cancelled or interrupted run back on the queue, from scratch."""
-    from app.lab.queue import enqueue_run
-
     run = find_run(run_id)
     if run.status not in REQUEUEABLE:
         raise InvalidInput("Only a failed, cancelled or interrupted run can be queued again.", 409)
@@ -135,8 +126,6 @@ def queue_action(action: str):
 @bp.post("/limits")
 def edit_limits():
     """Store the lab bench's limits (whole numbers, none negative)."""
-    from app.lab.recipes import Limits
-
     values = {}
     for f in fields(Limits):
         raw = request.form.get(f.name, "").strip()
@@ -251,12 +240,8 @@ CSV_FIELDS = ("id", "nickname", "dataset", "status", "created_at", "started_at",
 @bp.get("/datasets/<slug>/runs.csv")
 def dataset_csv(slug: str):
     """Every run of data set `slug` (any status) as CSV, newest first."""
-    from app.lab.views import csv_safe
-
     runs = db.session.scalars(select(Run).where(Run.dataset == slug).order_by(Run.created_at.desc())).all()
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_FIELDS)
+    rows = []
     for run in runs:
         s, r, m = run.settings or {}, run.recipe or {}, run.metrics or {}
         row = {"id": run.id, "nickname": csv_safe(run.nickname or ""), "dataset": run.dataset, "status": run.status,
@@ -266,17 +251,14 @@ def dataset_csv(slug: str):
                "published_slug": run.published_slug or "", **{k: s.get(k, "") for k in
                                                                ("epochs", "batch_size", "learning_rate", "subset", "seed")},
                **{k: r.get(k, "") for k in ("reading", "cell", "units", "layers", "bidirectional", "dropout")}}
-        writer.writerow([row[k] for k in CSV_FIELDS])
-    return Response(out.getvalue(), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="lstmlab-{slug}-all-runs.csv"'})
+        rows.append([row[k] for k in CSV_FIELDS])
+    return csv_download(f"lstmlab-{slug}-all-runs.csv", CSV_FIELDS, rows)
 
 
 # ----------------------------------------------------------------------------- one run
 @bp.get("/runs/<run_id>/report")
 def run_report(run_id: str):
     """A printable page: recipe, settings and seed, curves, confusion matrix, test accuracy."""
-    from app.lab.views import run_charts
-
     run = find_run(run_id)
     return render_template("instructor/report.html", run=run, charts=run_charts(run.history or []), iso=iso,
                            metrics=run.metrics or {}, classes=run_classes(run))
@@ -284,8 +266,6 @@ def run_report(run_id: str):
 
 def run_classes(run: Run) -> list[str]:
     """The class names of a run's data set (for its confusion matrix), or numbers."""
-    from app.lab.recipes import available_datasets
-
     spec = available_datasets().get(run.dataset)
     if spec is not None:
         return spec.class_names

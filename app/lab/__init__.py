@@ -1,8 +1,9 @@
-"""The lab bench: design and train an LSTM from the browser (issue 13).
+"""The lab bench: design and train an LSTM from the browser.
 
 Feature package: `queue` (Huey), `jobs` (the training task a consumer runs), `api` (the
-/api/v1/runs routes), and BENCH's `recipes` and pages. The web side only enqueues and reads run
-records; training happens in Huey consumers (`make serve` starts one, `make worker` more).
+/api/v1/runs routes), `recipes` (what a run may be and what it costs) and `views` (the pages).
+The web side only enqueues and reads run records; training happens in Huey consumers
+(`make serve` starts one, `make worker` more).
 """
 
 from __future__ import annotations
@@ -11,16 +12,11 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Configure the queue and register the lab's API (and the bench's pages when present)."""
-    from app.lab import api, queue
+    """Configure the queue and register the lab's API and pages."""
+    from app.lab import api, queue, views
     from app.security import csrf
 
     queue.init_app(app)
     csrf.exempt(api.bp)  # JSON API: no session state a forged form could abuse (as /api/v1/tasks)
     app.register_blueprint(api.bp)
-    try:  # BENCH's pages; the API works without them
-        from app.lab import views
-    except ImportError:
-        views = None
-    if views is not None and hasattr(views, "bp"):
-        app.register_blueprint(views.bp)
+    app.register_blueprint(views.bp)

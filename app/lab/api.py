@@ -3,8 +3,8 @@
 The web side only writes a new record and enqueues it (`submit_run`), flips a cancel flag
 (`cancel_run_record`) and otherwise reads records; consumers train. A run belongs to the browser
 that started it: a random token in the signed `lab_owner` cookie (no account, no personal data);
-only its owner or an instructor may cancel or delete it. Limits: the recipe's own (BENCH's
-`recipes.validate`, 400), then queued runs per browser, per client address and in the whole
+only its owner or an instructor may cancel or delete it. Limits: the recipe's own
+(`recipes.validate`, 400), then queued runs per browser, per client address and in the whole
 queue (429 with the queue position to expect). Predictions come from the run's own model.tflite
 through the model store's LiteRT code: this module never imports TensorFlow.
 """
@@ -20,12 +20,15 @@ from collections import OrderedDict
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+from flask_login import current_user
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import func, select, update
 
 from app.cards import Card, CardError
 from app.errors import InvalidInput
 from app.i18n import current_language
+from app.instructor.access import may_train
+from app.instructor.auth import instructor_for_token
 from app.lab import queue, recipes
 from app.records import (ACTIVE, CANCELLED, DONE, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, db, utcnow)
 
@@ -54,13 +57,10 @@ def owner_token(create: bool = False) -> str | None:
     `create` and there is none or it was tampered with."""
     if "lab_owner" in g:
         return g.lab_owner
-    token = None
-    raw = request.cookies.get(OWNER_COOKIE)
-    if raw:
-        try:
-            token = _serializer().loads(raw)
-        except BadSignature:
-            token = None
+    try:
+        token = _serializer().loads(request.cookies.get(OWNER_COOKIE, ""))
+    except BadSignature:  # no cookie, or one not signed by this server
+        token = None
     if not isinstance(token, str) or len(token) != 32:
         token = None
     if token is None and create:
@@ -82,18 +82,10 @@ def set_owner_cookie(response):
 
 def is_instructor() -> bool:
     """True for a signed-in instructor (Flask-Login session) or a valid instructor Bearer token."""
-    if not hasattr(current_app, "login_manager"):
-        return False  # the instructor console is not installed on this app
-    from flask_login import current_user
-
-    if getattr(current_user, "is_authenticated", False):
+    if current_user.is_authenticated:
         return True
     header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
-        from app.instructor.auth import instructor_for_token
-
-        return instructor_for_token(header[len("Bearer "):].strip()) is not None
-    return False
+    return header.startswith("Bearer ") and instructor_for_token(header[len("Bearer "):].strip()) is not None
 
 
 def may_manage(run: Run) -> bool:
@@ -132,48 +124,24 @@ def check_limits(limits: recipes.Limits, owner: str, client: str) -> None:
     ]
     for condition, limit, msgid in checks:
         if limit and waiting_count(condition) >= limit:
-            raise _queue_full(msgid, expected, n=limit)
+            raise QueueFull(msgid, expected, n=limit)
     if limits.queue_length and expected - 1 >= limits.queue_length:
-        raise _queue_full("The queue is full (%(n)s runs waiting); try again when it is shorter.", expected,
-                          n=limits.queue_length)
-
-
-def _queue_full(msgid: str, position: int, **kw) -> QueueFull:
-    return QueueFull(msgid, position, **kw)
-
-
-def may_train() -> None:
-    """403 when the instructor console's access mode (closed, class code) refuses this browser."""
-    try:
-        from app.instructor.access import may_train as check
-    except ImportError:
-        return
-    verdict = check(request)
-    if verdict is True:
-        return
-    if isinstance(verdict, InvalidInput):
-        raise verdict
-    reason = verdict if isinstance(verdict, str) and verdict else "Training is closed on this server right now."
-    raise recipes.refusal(reason, 403)
-
-
-def current_throughput():
-    """The bench's measured throughput (for the time limit), when the bench's pages are installed."""
-    try:
-        from app.lab.views import throughput
-    except ImportError:
-        return None
-    return throughput()
+        raise QueueFull("The queue is full (%(n)s runs waiting); try again when it is shorter.", expected,
+                        n=limits.queue_length)
 
 
 def submit_run(payload) -> Run:
     """Validate `payload` (the API's JSON or the bench's form), check the limits, write a queued
     record and enqueue it; InvalidInput (400/403) or QueueFull (429) with nothing queued."""
-    may_train()
+    from app.lab.views import throughput  # the bench's pages import this module
+
+    verdict = may_train()  # the instructor's access mode: closed, or a class code not entered
+    if verdict is not True:
+        raise verdict
     limits = recipes.current_limits()
     models_dir = Path(current_app.config["MODELS_DIR"])
-    datasets = recipes.available_datasets(models_dir)
-    recipe, settings = recipes.validate(payload, limits, datasets, current_throughput(), models_dir)
+    datasets = recipes.available_datasets()
+    recipe, settings = recipes.validate(payload, limits, datasets, throughput(), models_dir)
     nickname = recipes.validate_nickname(payload.get("nickname"))
     owner, client = owner_token(create=True), client_address()
     check_limits(limits, owner, client)
@@ -254,6 +222,16 @@ def run_entry(run: Run):
         _models[run.id] = (stamp, entry)
         while len(_models) > MODELS_KEPT:
             _models.popitem(last=False)
+    return entry
+
+
+def finished_entry(run: Run):
+    """The finished run's served model, or 409 (not finished) / 503 (its model cannot be loaded)."""
+    if run.status != FINISHED:
+        raise recipes.refusal("Run %(id)s has not finished: there is no model to show yet.", 409, id=run.id)
+    entry = run_entry(run)
+    if entry is None or not entry.available:
+        raise recipes.refusal("The model of run %(id)s cannot be loaded.", 503, id=run.id)
     return entry
 
 
@@ -355,12 +333,7 @@ def predict_run(run_id: str):
     from app.views.api import predict_answer
 
     run = find_run(run_id)
-    if run.status != FINISHED:
-        raise recipes.refusal("Run %(id)s has not finished: there is no model to show yet.", 409, id=run.id)
-    entry = run_entry(run)
-    if entry is None or not entry.available:
-        raise recipes.refusal("The model of run %(id)s cannot be loaded.", 503, id=run.id)
-    return jsonify({"run": run.id, **predict_answer(entry)})
+    return jsonify({"run": run.id, **predict_answer(finished_entry(run))})
 
 
 def sse(event: str, data: dict) -> str:

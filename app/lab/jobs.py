@@ -15,6 +15,7 @@ TensorFlow is imported only inside a task, so the web process can import this mo
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import functools
 import json
@@ -33,12 +34,15 @@ from sqlalchemy import update
 
 from app.cards import Card
 from app.config import Config, LabEngineConfig, ROOT, instance_dir
+from app.instructor.settings import queue_paused
 from app.lab.queue import enqueue_run, huey
+from app.lab.recipes import available_datasets
 from app.records import (CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, as_utc, db,
                          utcnow)
 
 log = logging.getLogger(__name__)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")  # per-epoch figures kept in a record
 
 
 class RunCancelled(Exception):
@@ -62,26 +66,6 @@ def worker_app() -> Flask:
     app.config.from_prefixed_env()
     records.init_app(app)
     return app
-
-
-def runs_dir(app: Flask) -> Path:
-    """<instance>/runs: one folder per finished run (model.keras, model.tflite, card.json, plots)."""
-    return Path(app.instance_path) / "runs"
-
-
-def checkpoint_dir(app: Flask, run_id: str) -> Path:
-    """<instance>/checkpoints/<id>: the per-epoch backup a resumed run continues from."""
-    return Path(app.instance_path) / "checkpoints" / run_id
-
-
-def dataset_spec(slug: str):
-    """The TaskSpec of a lab data set (built-in or added by an instructor)."""
-    from app.lab.recipes import available_datasets
-
-    specs = available_datasets()
-    if slug not in specs:
-        raise KeyError(slug)
-    return specs[slug]
 
 
 def training_args(run: Run, resume: bool, test_subset: int):
@@ -249,7 +233,7 @@ class Reporter:
             def on_epoch_end(self, epoch, logs=None):
                 logs = logs or {}
                 entry = {"epoch": epoch + 1}
-                for key in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds"):
+                for key in HISTORY_KEYS:
                     if isinstance(logs.get(key), (int, float)):
                         entry[key] = round(float(logs[key]), 6)
                 reporter.end_epoch(entry)
@@ -282,15 +266,6 @@ def finish(run_id: str, status: str, **values) -> None:
     db.session.execute(update(Run).where(Run.id == run_id, Run.status == RUNNING, Run.worker == WORKER_ID)
                        .values(status=status, finished_at=utcnow(), **values))
     db.session.commit()
-
-
-def queue_paused() -> bool:
-    """The instructor console's pause switch, where it is installed."""
-    try:
-        from app.instructor.settings import queue_paused as paused
-    except ImportError:
-        return False
-    return bool(paused())
 
 
 def checkpoint_readable(work: Path) -> bool:
@@ -326,7 +301,7 @@ def execute_run(app: Flask, run_id: str) -> str:
         finish(run_id, FAILED, error_en=f"The run was interrupted {run.attempts - 1} times; it was stopped.",
                error_vi=f"Lượt huấn luyện bị ngắt {run.attempts - 1} lần nên đã dừng hẳn.")
         return FAILED
-    work = checkpoint_dir(app, run_id)
+    work = Path(app.instance_path) / "checkpoints" / run_id  # the per-epoch backup a resumed run continues from
     resume = run.attempts > 1 and (work / "backup").is_dir()
     if resume and not checkpoint_readable(work):  # killed while writing it: nothing to resume from
         log.warning("run %s: its checkpoint is unreadable (a kill during the write); starting over", run_id)
@@ -336,47 +311,41 @@ def execute_run(app: Flask, run_id: str) -> str:
                         run.history if resume else []).start()
     t0 = time.monotonic()
     previous_seconds = run.seconds or 0.0
+
+    def end(status: str, progress: dict | None = None, **values) -> str:
+        reporter.stop()  # first: no heartbeat may overwrite the final progress
+        finish(run_id, status, seconds=round(previous_seconds + time.monotonic() - t0, 1), **values,
+               progress={**reporter.progress, **(progress or {}), "phase": status,
+                         "updated_at": utcnow().isoformat(timespec="seconds")})
+        shutil.rmtree(work, ignore_errors=True)
+        return status
+
     try:
         from training.images import train_image_task
 
-        spec = dataset_spec(run.dataset)
+        spec = available_datasets()[run.dataset]
         args = training_args(run, resume, int(app.config.get("LAB_TEST_SUBSET") or 0))
         dataset, attempts, fault = run.dataset, run.attempts, fault_for(run)
         db.session.commit()  # no transaction stays open while it trains
         log.info("run %s: training %s (attempt %d%s)", run_id, dataset, attempts, ", resumed" if resume else "")
-        folder = train_image_task(spec, args, runs_dir(app), slug=run_id, work_dir=work,
+        folder = train_image_task(spec, args, Path(app.instance_path) / "runs", slug=run_id, work_dir=work,
                                   callbacks=[reporter.callback(fault)])
-        reporter.stop()
         card = Card.from_json(folder)
-        history = merge_history(reporter.history, card.history or {})
-        finish(run_id, FINISHED, metrics=card.metrics.to_json(), params=card.params_total or 0,
-               history=history, seconds=round(previous_seconds + time.monotonic() - t0, 1),
-               progress={**reporter.progress, "phase": "finished", "eta": 0,
-                         "updated_at": utcnow().isoformat(timespec="seconds")})
-        shutil.rmtree(work, ignore_errors=True)
-        return FINISHED
+        return end(FINISHED, {"eta": 0}, metrics=card.metrics.to_json(), params=card.params_total or 0,
+                   history=merge_history(reporter.history, card.history or {}))
     except RunCancelled:
-        reporter.stop()
-        finish(run_id, CANCELLED, seconds=round(previous_seconds + time.monotonic() - t0, 1),
-               progress={**reporter.progress, "phase": "cancelled", "updated_at": utcnow().isoformat(timespec="seconds")})
-        shutil.rmtree(work, ignore_errors=True)
-        return CANCELLED
+        return end(CANCELLED)
     except Exception as exc:  # noqa: BLE001 - any failure of one run must leave the consumer serving others
-        reporter.stop()
         log.error("run %s failed: %s", run_id, "".join(traceback.format_exception(exc))[-3000:])
         en, vi = describe_failure(exc)
-        db.session.rollback()
-        finish(run_id, FAILED, error_en=en, error_vi=vi, seconds=round(previous_seconds + time.monotonic() - t0, 1),
-               progress={**reporter.progress, "phase": "failed", "updated_at": utcnow().isoformat(timespec="seconds")})
-        shutil.rmtree(work, ignore_errors=True)
-        return FAILED
+        return end(FAILED, error_en=en, error_vi=vi)
     finally:
         reporter.stop()
 
 
 def merge_history(rows: list[dict], card_history: dict) -> list[dict]:
     """One dict per epoch: the card's CSV history (complete across resumes) over the reporter's rows."""
-    keys = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds") if k in card_history]
+    keys = [k for k in HISTORY_KEYS if k in card_history]
     n = max((len(card_history[k]) for k in keys), default=0)
     if not n:
         return rows
@@ -422,8 +391,6 @@ def is_stale(run: Run, stale_seconds: float, now) -> bool:
         return True
     beat = (run.progress or {}).get("updated_at")
     try:
-        import datetime as dt
-
         last = dt.datetime.fromisoformat(beat) if beat else as_utc(run.started_at)
     except (TypeError, ValueError):
         last = as_utc(run.started_at)
@@ -482,4 +449,3 @@ def lower_priority() -> None:
             os.nice(step)
         except OSError:
             log.warning("could not lower the consumer's CPU priority")
-

@@ -34,33 +34,21 @@ def storage_settings(url: str, instance: Path) -> tuple[type, dict]:
     return SqliteStorage, {"filename": str(instance / "queue.sqlite3")}
 
 
-def make_huey(url: str, instance: Path) -> Huey:
-    """A Huey instance for `url` (results are not stored: the run record is the result)."""
-    storage_class, kwargs = storage_settings(url, instance)
-    return Huey(NAME, results=False, storage_class=storage_class, **kwargs)
-
-
 # Built from the environment at import: the consumer process has no app until a task runs.
-huey = make_huey(os.environ.get("LSTMLAB_QUEUE_URL", ""), instance_dir())
-_configured: tuple[str, str] = (os.environ.get("LSTMLAB_QUEUE_URL", ""), str(instance_dir()))
-
-
-def configure(url: str, instance: Path) -> Huey:
-    """Point the shared instance at another storage (create_app does this from its config; a
-    process serves one app, tests build several)."""
-    global _configured
-    key = (url or "", str(Path(instance)))
-    if key != _configured:
-        storage_class, kwargs = storage_settings(url or "", Path(instance))
-        huey.storage_class, huey.storage_kwargs = storage_class, kwargs
-        huey.storage = huey.create_storage()
-        _configured = key
-    return huey
+_configured = (os.environ.get("LSTMLAB_QUEUE_URL", ""), str(instance_dir()))
+_storage_class, _storage_kwargs = storage_settings(_configured[0], Path(_configured[1]))
+huey = Huey(NAME, results=False, storage_class=_storage_class, **_storage_kwargs)  # the run record is the result
 
 
 def init_app(app) -> None:
-    """Configure the queue from the app's LSTMLAB_QUEUE_URL and instance folder."""
-    configure(app.config.get("LSTMLAB_QUEUE_URL", ""), Path(app.instance_path))
+    """Point the shared instance at the app's LSTMLAB_QUEUE_URL and instance folder (a process
+    serves one app, tests build several)."""
+    global _configured
+    key = (app.config.get("LSTMLAB_QUEUE_URL", "") or "", str(Path(app.instance_path)))
+    if key != _configured:
+        huey.storage_class, huey.storage_kwargs = storage_settings(key[0], Path(key[1]))
+        huey.storage = huey.create_storage()
+        _configured = key
 
 
 def enqueue_run(run_id: str) -> str:

@@ -8,6 +8,7 @@ layer by layer; a test checks it against Keras's `count_params` for several reci
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import statistics
@@ -89,14 +90,9 @@ def current_limits() -> Limits:
     """The limits in force for this app: its config, then the instructor console's stored settings."""
     from flask import current_app
 
-    overrides = None
-    try:  # the instructor console's settings table, where it is installed
-        from app.instructor.settings import limit_overrides
-    except ImportError:
-        limit_overrides = None
-    if limit_overrides is not None:
-        overrides = limit_overrides()
-    return Limits.from_config(current_app.config, overrides)
+    from app.instructor.settings import limit_overrides
+
+    return Limits.from_config(current_app.config, limit_overrides())
 
 
 # ----------------------------------------------------------------------------- languages
@@ -107,16 +103,13 @@ def refusal(msgid: str, status: int = 400, **kw) -> InvalidInput:
 
 
 # ----------------------------------------------------------------------------- data sets
-def available_datasets(models_dir: Path | None = None) -> dict[str, TaskSpec]:
+def available_datasets() -> dict[str, TaskSpec]:
     """The image data sets a run may use: the built-in ones, then any an instructor added."""
+    from app.instructor.datasets import list_datasets
+
     out = {slug: spec for slug, spec in BUILTIN_TASKS.items() if spec.kind == IMAGE}
-    try:
-        from app.instructor.datasets import list_datasets
-    except ImportError:
-        return out
-    for spec in list_datasets():
-        if getattr(spec, "kind", IMAGE) == IMAGE:
-            out.setdefault(spec.slug, spec)
+    for spec in list_datasets():  # every one an image data set
+        out.setdefault(spec.slug, spec)
     return out
 
 
@@ -146,8 +139,8 @@ def shipped_recipe(spec: TaskSpec) -> tuple[Recipe, RunSettings]:
     units, stacked bidirectional LSTMs, epochs, batch size and learning rate."""
     model = spec.extra.get("model", {}) if isinstance(spec.extra, dict) else {}
     reading = {"rows_cols": "rows_cols", "renet": "patches"}.get(spec.architecture, "rows")
-    recipe = Recipe(reading=reading, cell="lstm", units=int(model.get("units", 64)), layers=2 if reading == "rows_cols" else 1,
-                    bidirectional=True, dropout=0.3)
+    recipe = Recipe(reading=reading, cell="lstm", units=int(model.get("units", 64)),
+                    layers=2 if reading == "rows_cols" else 1, bidirectional=True, dropout=0.3)
     return recipe, RunSettings(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate)
 
 
@@ -179,9 +172,7 @@ def _name(key: str) -> str:
 
 
 def _integer(key: str, value) -> int:
-    if isinstance(value, bool):
-        raise refusal("%(field)s must be a whole number.", field=_name(key))
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -191,26 +182,19 @@ def _integer(key: str, value) -> int:
 
 
 def _number(key: str, value) -> float:
-    if isinstance(value, bool):
-        raise refusal("%(field)s must be a number.", field=_name(key))
-    if isinstance(value, (int, float)):
+    out = math.nan  # refused below: a boolean, not a number or text, or text that is no number
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         out = float(value)
     elif isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             out = float(value.strip().replace(",", "."))
-        except ValueError:
-            raise refusal("%(field)s must be a number.", field=_name(key)) from None
-    else:
-        raise refusal("%(field)s must be a number.", field=_name(key))
     if not math.isfinite(out):
         raise refusal("%(field)s must be a number.", field=_name(key))
     return out
 
 
 def _boolean(key: str, value) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
+    if isinstance(value, int) and value in (0, 1):  # True and False too
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("1", "true", "on", "yes", "0", "false", "off", "no", ""):
         return value.strip().lower() in ("1", "true", "on", "yes")
@@ -231,8 +215,7 @@ def _in_range(key: str, value, lo, hi):
 
 def validate_recipe(raw) -> Recipe:
     """The recipe part of a payload, checked (missing keys take the defaults)."""
-    if raw is None:
-        raw = {}
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise refusal("The recipe must be an object.")
     unknown = sorted(set(raw) - {f.name for f in fields(Recipe)})

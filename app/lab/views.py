@@ -21,6 +21,7 @@ from sqlalchemy import select
 from app.cards import Training
 from app.errors import InvalidInput
 from app.i18n import current_language
+from app.instructor.access import needs_class_code
 from app.lab import api, recipes
 from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings, Throughput
 from app.records import ACTIVE, FINISHED, Run, as_utc, db, iso, utcnow
@@ -47,7 +48,7 @@ DEFAULT_DATASET = "mnist"
 # ----------------------------------------------------------------------------- helpers
 def datasets() -> dict[str, TaskSpec]:
     """The data sets a run may use on this server."""
-    return recipes.available_datasets(Path(current_app.config["MODELS_DIR"]))
+    return recipes.available_datasets()
 
 
 def find_dataset(slug: str) -> TaskSpec:
@@ -118,15 +119,8 @@ def finished_runs(dataset: str | None = None, limit: int = 200) -> list[Run]:
     return list(db.session.scalars(query.order_by(Run.finished_at.desc()).limit(limit)))
 
 
-def default_throughput() -> Throughput:
-    """The measured default before any run has finished here (config LAB_SECONDS_PER_UNIT,
-    LAB_OVERHEAD_SECONDS override it)."""
-    return Throughput(float(current_app.config.get("LAB_SECONDS_PER_UNIT", DEFAULT_SECONDS_PER_UNIT)),
-                      float(current_app.config.get("LAB_OVERHEAD_SECONDS", DEFAULT_OVERHEAD_SECONDS)))
-
-
-# Measured on this server through the queue (the fast preset's run, docs/BENCHMARKS.md "Lab bench
-# presets"): the fallback until a run has finished here.
+# The fallback until a run has finished here (config LAB_SECONDS_PER_UNIT, LAB_OVERHEAD_SECONDS override
+# it): measured through the queue, the fast preset's run (docs/BENCHMARKS.md "Lab bench presets").
 DEFAULT_SECONDS_PER_UNIT = 2.2e-3
 DEFAULT_OVERHEAD_SECONDS = 51.0
 
@@ -135,7 +129,9 @@ def throughput() -> Throughput:
     """This server's training speed, from its latest finished runs (the measured default before)."""
     runs = [{"dataset": r.dataset, "recipe": r.recipe, "settings": r.settings, "history": r.history,
              "started_at": as_utc(r.started_at), "finished_at": as_utc(r.finished_at)} for r in finished_runs(limit=20)]
-    return recipes.measure_throughput(runs, datasets(), default_throughput(), Path(current_app.config["MODELS_DIR"]))
+    default = Throughput(float(current_app.config.get("LAB_SECONDS_PER_UNIT", DEFAULT_SECONDS_PER_UNIT)),
+                         float(current_app.config.get("LAB_OVERHEAD_SECONDS", DEFAULT_OVERHEAD_SECONDS)))
+    return recipes.measure_throughput(runs, datasets(), default, Path(current_app.config["MODELS_DIR"]))
 
 
 # ----------------------------------------------------------------------------- the bench
@@ -219,22 +215,20 @@ def bench():
         form["bidirectional"] = form.get("bidirectional") in ("1", "on", "true")
         slug = form.get("dataset") if form.get("dataset") in specs else DEFAULT_DATASET
         name = request.form.get("preset")
-        if name:
-            try:
-                form = form_from(*(asdict(x) for x in recipes.preset(name, specs[slug])), slug, form.get("nickname", ""))
-            except InvalidInput as exc:
-                error, status = exc.message(current_language()), exc.status
-        else:
-            try:
+        try:
+            if name:
+                chosen = recipes.preset(name, specs[slug])
+                form = form_from(*(asdict(x) for x in chosen), slug, form.get("nickname", ""))
+            else:
                 payload = payload_from_form(request.form)
                 if request.form.get("action") == "submit":
                     run = api.submit_run(payload)
                     return redirect(url_for("lab.run_page", run_id=run.id), 303)
                 check = estimate(payload)
-            except InvalidInput as exc:
-                error, status = exc.message(current_language()), exc.status
-                if status == 403 and "access.join" in current_app.view_functions:  # a class code is needed
-                    join_url = url_for("access.join")
+        except InvalidInput as exc:
+            error, status = exc.message(current_language()), exc.status
+            if status == 403:  # the access mode refused: a class code may be needed
+                join_url = url_for("access.join")
     else:
         form = initial_form(specs)
         slug = form["dataset"]
@@ -248,17 +242,8 @@ def bench():
                "preset_labels": list(PRESET_LABELS.items()), "ranges": RANGES, "limits": limits,
                "check": check, "error": error, "presets": preset_rows(spec.slug, spec),
                "dataset_title": spec.title(current_language()), "subset_hint": subset_hint,
-               "my_runs": my_runs(), "join_url": join_url, "join_form": class_code_needed()}
+               "my_runs": my_runs(), "join_url": join_url, "join_form": needs_class_code()}
     return render_template("lab/bench.html", **context), status
-
-
-def class_code_needed() -> bool:
-    """True when the instructor asks for a class code and this browser has not entered one."""
-    if "access.join" not in current_app.view_functions:  # the instructor console is not installed
-        return False
-    from app.instructor.access import needs_class_code
-
-    return needs_class_code()
 
 
 def initial_form(specs: dict[str, TaskSpec]) -> dict:
@@ -283,7 +268,6 @@ def estimate_json():
                         "status": exc.status}), exc.status
 
 
-
 # ----------------------------------------------------------------------------- the engine's side
 def my_runs(limit: int = 10) -> list[Run]:
     """This browser's latest runs."""
@@ -294,23 +278,20 @@ def my_runs(limit: int = 10) -> list[Run]:
 
 
 # ----------------------------------------------------------------------------- a run
-def history_series(history: list[dict], keys: tuple[str, str]) -> dict:
-    """curve_svg's input for two history keys of one run (training and validation)."""
-    models = {}
-    for key in keys:
-        models[key] = {"history": {"v": [e.get(key) for e in history if isinstance(e, dict)]}}
-    return {"models": models}
+def column(history: list[dict] | None, key: str) -> list:
+    """One figure of every epoch of a run's history."""
+    return [e.get(key) for e in history or [] if isinstance(e, dict)]
+
+
+def chart(series: dict[str, list], **kw) -> dict:
+    """curve_svg over named series of per-epoch values (the names are the legend's keys)."""
+    return curve_svg({"models": {name: {"history": {"v": values}} for name, values in series.items()}}, "v", **kw)
 
 
 def run_charts(history: list[dict]) -> dict:
     """Loss and accuracy curves (training, validation) of a run."""
-    return {"loss": curve_svg(rename(history_series(history, ("loss", "val_loss")), ("train", "validation")), "v"),
-            "accuracy": curve_svg(rename(history_series(history, ("accuracy", "val_accuracy")), ("train", "validation")), "v")}
-
-
-def rename(exp: dict, names: tuple[str, ...]) -> dict:
-    """The same series under new names (the chart's legend keys)."""
-    return {"models": dict(zip(names, exp["models"].values()))}
+    return {key: chart({"train": column(history, key), "validation": column(history, f"val_{key}")})
+            for key in ("loss", "accuracy")}
 
 
 @bp.get("/lab/runs/<run_id>")
@@ -346,23 +327,13 @@ def cancel(run_id: str):
     return redirect(url_for("lab.run_page", run_id=run.id), 303)
 
 
-def finished_entry(run: Run):
-    """The run's served model (LiteRT over its model.tflite, the model store's code), or 409/503."""
-    if run.status != FINISHED:
-        raise recipes.refusal("Run %(id)s has not finished: there is no model to show yet.", 409, id=run.id)
-    entry = api.run_entry(run)
-    if entry is None or not entry.available:
-        raise recipes.refusal("The model of run %(id)s cannot be loaded.", 503, id=run.id)
-    return entry
-
-
 @bp.get("/lab/runs/<run_id>/card")
 def run_card(run_id: str):
     """The run's model card: the same card.html the shipped models have, over the run's card.json."""
     from app.views.pages import scalar_metrics
 
     run = api.find_run(run_id)
-    entry = finished_entry(run)
+    entry = api.finished_entry(run)
     plots = {name: url_for("lab.run_plot", run_id=run.id, name=name) for name in entry.plots}
     return render_template("card.html", entry=entry, card=entry.card.to_json(), scalars=scalar_metrics(entry.card),
                            try_url=url_for("lab.try_run", run_id=run.id), plot_urls=plots,
@@ -387,7 +358,7 @@ def try_run(run_id: str):
     from app.views.pages import image_page
 
     run = api.find_run(run_id)
-    entry = finished_entry(run)
+    entry = api.finished_entry(run)
     return image_page(entry, action=url_for("lab.try_run", run_id=run.id),
                       card_url=url_for("lab.run_card", run_id=run.id),
                       run_note=_("Lab bench run %(id)s", id=run.id))
@@ -412,13 +383,9 @@ def leaderboard(dataset: str):
     runs = leaderboard_runs(dataset)
     by_id = {r.id: r for r in runs}
     compared = [i for i in dict.fromkeys(request.args.getlist("compare")) if i in by_id][:12]
-    charts, series = {}, []
-    if compared:
-        for key in ("val_accuracy", "val_loss"):
-            exp = {"models": {i: {"history": {key: [e.get(key) for e in by_id[i].history or [] if isinstance(e, dict)]}}
-                              for i in compared}}
-            charts[key] = curve_svg(exp, key, shared_x=True)
-        series = [(i, by_id[i].nickname or i) for i in compared]
+    charts = {key: chart({i: column(by_id[i].history, key) for i in compared}, shared_x=True)
+              for key in ("val_accuracy", "val_loss")} if compared else {}
+    series = [(i, by_id[i].nickname or i) for i in compared]
     return render_template("lab/leaderboard.html", dataset=dataset, dataset_title=spec.title(current_language()),
                            runs=runs, compared=compared, charts=charts, series=series)
 
@@ -427,24 +394,30 @@ def leaderboard(dataset: str):
 def leaderboard_csv(dataset: str):
     """The leaderboard as CSV (one row per run)."""
     find_dataset(dataset)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
+    rows = []
     for run in leaderboard_runs(dataset):
         r = {**asdict(Recipe()), **(run.recipe or {})}
         s = {**asdict(RunSettings()), **(run.settings or {})}
         acc = (run.metrics or {}).get("test_accuracy")
-        writer.writerow([run.id, csv_safe(run.nickname or ""), run.dataset, run.status, r["reading"], r["cell"],
-                         r["units"], r["layers"], r["bidirectional"], r["dropout"], s["epochs"], s["batch_size"],
-                         s["learning_rate"], s["subset"], s["seed"], run.params or "", len(run.history or []),
-                         "" if run.seconds is None else round(run.seconds, 1),
-                         "" if not isinstance(acc, (int, float)) else round(acc, 4),
-                         iso(run.created_at) or "", iso(run.finished_at) or ""])
-    return Response(out.getvalue(), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="lstmlab-{dataset}-runs.csv"'})
+        rows.append([run.id, csv_safe(run.nickname or ""), run.dataset, run.status, r["reading"], r["cell"],
+                     r["units"], r["layers"], r["bidirectional"], r["dropout"], s["epochs"], s["batch_size"],
+                     s["learning_rate"], s["subset"], s["seed"], run.params or "", len(run.history or []),
+                     "" if run.seconds is None else round(run.seconds, 1),
+                     "" if not isinstance(acc, (int, float)) else round(acc, 4),
+                     iso(run.created_at) or "", iso(run.finished_at) or ""])
+    return csv_download(f"lstmlab-{dataset}-runs.csv", CSV_COLUMNS, rows)
 
 
 def csv_safe(text: str) -> str:
     """A cell a spreadsheet will not run as a formula (=, +, -, @ at the start)."""
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
+
+def csv_download(filename: str, header, rows) -> Response:
+    """A CSV file to download: the header line, then one line per row."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return Response(out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
