@@ -61,7 +61,7 @@ class Part:
                 continue
             key = _key(f)
             named.add(key)
-            if key not in data or (data[key] is None and _optional(hints[f.name])):
+            if key not in data or (data[key] is None and type(None) in typing.get_args(hints[f.name])):
                 if f.default is MISSING and f.default_factory is MISSING:
                     problems.append((where + key, "is missing"))
                 continue
@@ -81,7 +81,7 @@ class Part:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name != "extra" and value is not None:
-                out[_key(f)] = _dump(value)
+                out[_key(f)] = value.to_json() if isinstance(value, Part) else value
         for key, value in self.extra.items():
             out.setdefault(key, value)
         return out
@@ -96,14 +96,6 @@ def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
 
-def _optional(tp) -> bool:
-    return _is_union(tp) and type(None) in typing.get_args(tp)
-
-
-def _is_union(tp) -> bool:
-    return typing.get_origin(tp) in (typing.Union, types.UnionType)
-
-
 SIMPLE = {str: "a string", bool: "true/false", int: "a whole number", float: "a number", dict: "an object",
           list: "a list"}
 
@@ -116,11 +108,8 @@ def _check(value, tp, where: str, problems: list):
     """`value` checked against the type hint `tp` (a Part becomes its dataclass)."""
     if tp is Any:
         return value
-    if _is_union(tp):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None and len(args) < len(typing.get_args(tp)):
-            return None
-        tp = args[0]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # `X | None`: None was skipped by `parse`
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
     if isinstance(tp, type) and issubclass(tp, Part):
         return tp.parse(value, where + ".", problems)
     origin = typing.get_origin(tp) or tp
@@ -133,10 +122,6 @@ def _check(value, tp, where: str, problems: list):
     for i, v in enumerate(value if item else ()):
         _check(v, item[0], f"{where}[{i}]", problems)
     return value
-
-
-def _dump(value):
-    return value.to_json() if isinstance(value, Part) else value
 
 
 # ----------------------------------------------------------------------------- the blocks
@@ -400,8 +385,3 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def from_json(source: dict | str | Path) -> Card:
-    """`Card.from_json`: the card in a dict, a card.json or its folder."""
-    return Card.from_json(source)

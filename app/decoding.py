@@ -33,8 +33,8 @@ import numpy as np
 
 from app.errors import InvalidInput
 from app.tasks import TaskSpec
-from app.text import (BAT, EOL_ID, LUC, MARKERS, check_line, clean_words, format_verse_line, line_kind, rhyme_key,
-                      rime, title_case, tone)
+from app.text import (BAT, EOL_ID, LUC, MARKERS, UNK_ID, check_line, clean_words, format_verse_line, line_kind,
+                      rhyme_key, rime, title_case, tone)
 from app.textmodel import TextModel, log_softmax
 
 STRATEGIES = ("greedy", "temperature", "top_k", "top_p", "beam")
@@ -71,17 +71,12 @@ def _number(params: dict, key: str, kind, lo, hi, default):
         return default
     if isinstance(value, bool):
         raise InvalidInput("%(key)s must be a number", key=key)
-    try:
-        if kind is int:
-            if isinstance(value, float):
-                if not value.is_integer():
-                    raise ValueError
-                value = int(value)
-            out = int(str(value).strip()) if isinstance(value, str) else int(value)
-        else:
-            out = float(str(value).strip()) if isinstance(value, str) else float(value)
-            if not math.isfinite(out):
-                raise ValueError
+    try:  # int() and float() accept the white space around a form's number
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        out = kind(value)
+        if kind is float and not math.isfinite(out):
+            raise ValueError
     except (TypeError, ValueError):
         if kind is int:
             raise InvalidInput("%(key)s must be a whole number, got %(value)s", key=key, value=repr(value)) from None
@@ -247,14 +242,11 @@ def _verse_prefix(model: TextModel, words: list[str]) -> tuple[list[int], list[l
     ids = [EOL_ID]
     lines: list[list[str]] = [[]]
     for w in words:
+        ids.append(model.vocab.index.get(w, UNK_ID))
+        lines[-1].append(w)
         if len(lines[-1]) == line_kind(len(lines) - 1):
             ids.append(EOL_ID)
             lines.append([])
-        ids.append(model.vocab.index.get(w, 1))
-        lines[-1].append(w)
-    if len(lines[-1]) == line_kind(len(lines) - 1):
-        ids.append(EOL_ID)
-        lines.append([])
     return ids, lines
 
 
@@ -426,10 +418,5 @@ def _check(plan: Verse, i: int) -> dict:
 def generate(model: TextModel, req: GenerateRequest, path: list | None = None) -> dict:
     """The whole text at once: {text, lines, checks, tokens, seconds, random_seed, ...} (`path`:
     as in `generate_stream`)."""
-    final = None
-    for event in generate_stream(model, req, path):
-        if event.get("done"):
-            final = event
-    final = dict(final)
-    final.pop("done")
-    return final
+    *_, final = generate_stream(model, req, path)  # the last event is the summary
+    return {key: value for key, value in final.items() if key != "done"}

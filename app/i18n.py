@@ -19,7 +19,7 @@ import click
 from babel import Locale
 from babel.numbers import parse_pattern
 from babel.support import NullTranslations, Translations
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, request
 from flask_babel import Babel, get_locale, gettext
 from markupsafe import Markup
 
@@ -35,7 +35,6 @@ def init_app(app: Flask) -> None:
     """Pick the language per request, remember a `?lang=` choice, give templates `_` and number filters."""
     compile_catalogues(TRANSLATIONS)
     Babel(app, locale_selector=current_language, default_translation_directories=str(TRANSLATIONS))
-    app.before_request(_choose_language)
     app.after_request(_remember_language)
     app.jinja_env.globals.update(_=gettext_markup, gettext=gettext_markup, lang=current_language, lang_url=language_url)
     app.jinja_env.filters.update(number=format_number, percent=format_percent, scientific=format_scientific)
@@ -111,18 +110,6 @@ def compile_catalogues(folder: Path) -> None:
         os.replace(tmp, mo)
 
 
-def _choose_language() -> None:
-    g.lang = _requested_language()
-
-
-def _requested_language() -> str:
-    langs = current_app.config["LANGUAGES"]
-    for value in (request.args.get("lang"), request.cookies.get(COOKIE)):
-        if value in langs:
-            return value
-    return current_app.config["DEFAULT_LANGUAGE"]
-
-
 def _remember_language(response):
     chosen = request.args.get("lang")
     if chosen in current_app.config["LANGUAGES"] and request.cookies.get(COOKIE) != chosen:
@@ -131,8 +118,11 @@ def _remember_language(response):
 
 
 def current_language() -> str:
-    """The language of this request ("vi" or "en")."""
-    return g.get("lang") or _requested_language()
+    """The language of this request ("vi" or "en"): `?lang=`, else the cookie, else DEFAULT_LANGUAGE."""
+    for value in (request.args.get("lang"), request.cookies.get(COOKIE)):
+        if value in current_app.config["LANGUAGES"]:
+            return value
+    return current_app.config["DEFAULT_LANGUAGE"]
 
 
 def language_url(lang: str) -> str:

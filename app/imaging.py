@@ -18,14 +18,11 @@ from app.tasks import TaskSpec
 
 MAX_SIDE_WORKING = 1024  # large photos are shrunk first: the model reads at most 64 px anyway
 PHOTO_SIDE = 64  # from this size up an image is treated as a photo (fitted paper, noise cut)
-_SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 def decode_image(data: bytes) -> Image.Image:
     """Decode untrusted bytes into an 'RGB' or 'L' image, or raise `InvalidInput`."""
     img = open_image(data, max_side=MAX_SIDE_WORKING)  # format allow-list, size caps, bounded decodes
-    if img.width < 1 or img.height < 1:
-        raise InvalidInput("The image has no pixels.")
     try:
         img = ImageOps.exif_transpose(img)
     except (OSError, ValueError, TypeError, KeyError):
@@ -34,13 +31,9 @@ def decode_image(data: bytes) -> Image.Image:
 
 
 def _flatten(img: Image.Image) -> Image.Image:
-    """Any mode -> 'RGB' (or 'L' for greyscale), transparency composited onto white."""
-    img = _shrink_early(img)
-    if img.mode in _SIXTEEN_BIT:
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    if img.mode == "P" or img.mode == "PA":
+    """Any mode `open_image` gives (16-bit grey already 8-bit) -> 'RGB' (or 'L' for greyscale),
+    transparency composited onto white."""
+    if img.mode in ("P", "PA"):
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "La", "RGBa"):
         rgba = img.convert("RGBA")
@@ -51,22 +44,8 @@ def _flatten(img: Image.Image) -> Image.Image:
     if img.mode not in ("RGB", "L"):
         img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV…
     if max(img.size) > MAX_SIDE_WORKING:
-        img = img.copy()
         img.thumbnail((MAX_SIDE_WORKING, MAX_SIDE_WORKING), Image.Resampling.LANCZOS)
     return img
-
-
-def _shrink_early(img: Image.Image) -> Image.Image:
-    """A picture over twice the working size, box-reduced by a whole factor before any
-    conversion copies it (the LANCZOS thumbnail still makes the working size): a small file can
-    decode to tens of megapixels, and each conversion of them would copy them all."""
-    factor = max(img.size) // (2 * MAX_SIDE_WORKING)
-    if factor < 2:
-        return img
-    if img.mode not in ("L", "LA", "RGB", "RGBA", "CMYK", "I", "F"):  # palettes, 1-bit, 16-bit: convert first
-        img = img.convert("I" if img.mode.startswith("I;16") else "RGBA" if img.mode in ("P", "PA")
-                          else "L" if img.mode == "1" else "RGB")
-    return img.reduce(factor)
 
 
 def image_to_array(img: Image.Image, spec: TaskSpec) -> np.ndarray:
@@ -173,8 +152,7 @@ def _ink_map(img: Image.Image) -> np.ndarray:
     if not small:
         grey_img = grey_img.filter(ImageFilter.MedianFilter(3))  # camera speckle
     grey = np.asarray(grey_img, dtype=np.float32)
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    if np.median(border) > 127:
+    if np.median(_border(grey)) > 127:
         grey = 255.0 - grey
     resid = grey - (float(np.median(grey)) if small else _paper_surface(grey))
     paper = resid[np.abs(resid) <= max(4.0, 3.0 * _robust_sigma(resid))]

@@ -185,10 +185,7 @@ def bidirectional_sequence(x: np.ndarray, forward: LSTMWeights, backward: LSTMWe
     stacked = LSTMWeights(*(np.stack([getattr(forward, a), getattr(backward, a)])
                             for a in ("kernel", "recurrent_kernel", "bias")))
     h, hs, rec = _scan(proj, stacked, return_sequences, record)
-    if return_sequences:
-        out = np.concatenate([hs[0], hs[1][:, ::-1]], axis=-1)
-    else:
-        out = np.concatenate([h[0], h[1]], axis=-1)
+    out = np.concatenate([hs[0], hs[1][:, ::-1]] if return_sequences else [h[0], h[1]], axis=-1)
     if not record:
         return out, None
     return out, {"forward": {k: v[0] for k, v in rec.items()},

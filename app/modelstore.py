@@ -4,8 +4,8 @@
 is not fork-safe: no `--preload`). A task whose `card.json` or model is missing or damaged is
 kept as *unavailable* with the command that trains it; the other tasks are served as usual.
 
-Image models: `model.predict` costs tens of milliseconds for one sample (it builds a data
-pipeline per call), so each model gets a function compiled once, here, with a warm-up call:
+Image models: `model.predict` is slow for one sample (it builds a data pipeline per call), so each
+model gets a function compiled once, here, with a warm-up call:
 - engine "litert": `models/<slug>/model.tflite` (written by `python -m training export`) run by
   LiteRT interpreters, when the card's `export.source_sha256` is the hash of the `model.keras`
   on disk. This path never imports TensorFlow or Keras: a worker stays small and starts in
@@ -182,7 +182,9 @@ def load_entry(folder: Path, spec: TaskSpec, engines: Engines = Engines()) -> En
                 entry.error = "no current model.tflite, and Keras is not installed to run model.keras"
                 return entry
             else:
-                entry.predict = compile_predict(_load_keras(model_path), spec, engines.jit)
+                import keras
+
+                entry.predict = compile_predict(keras.saving.load_model(model_path, compile=False), spec, engines.jit)
                 entry.engine, entry.precision = ("xla" if engines.jit else "tf"), "float32"
         elif spec.kind == TEXT:
             entry.text_model = load_text_model(folder, spec)
@@ -195,8 +197,6 @@ def load_entry(folder: Path, spec: TaskSpec, engines: Engines = Engines()) -> En
             entry.reason = InvalidInput("Its card.json does not fit the card schema (%(fields)s).", 503,
                                         fields=", ".join(exc.fields))
         entry.status, entry.error = ERROR, hide_paths(f"{exc.__class__.__name__}: {str(exc)[:300]}")
-        entry.predict = entry.text_model = None
-        entry.engine = entry.precision = ""
         return entry
     entry.plots = [p for p in PLOTS if (folder / p).is_file()]
     entry.status = READY
@@ -301,7 +301,6 @@ class InterpreterPool:
             interp.set_tensor(self.input["index"], np.zeros(self.input["shape"], np.float32))
             interp.invoke()  # warm-up: the first invoke prepares the kernels
             self.free.put(interp)
-        self.in_index, self.out_index = self.input["index"], self.output["index"]
         self.classes = int(self.output["shape"][-1])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -311,9 +310,9 @@ class InterpreterPool:
         interp = self.free.get()
         try:
             for k in range(len(batch)):
-                interp.set_tensor(self.in_index, batch[k:k + 1])
+                interp.set_tensor(self.input["index"], batch[k:k + 1])
                 interp.invoke()
-                out[k] = interp.get_tensor(self.out_index)[0]
+                out[k] = interp.get_tensor(self.output["index"])[0]
         finally:
             self.free.put(interp)
         return out
@@ -340,12 +339,6 @@ def litert_predict(folder: Path, card: Card, spec: TaskSpec, size: int = 2, int8
                     exc.__class__.__name__, exc)
         return None
     return pool
-
-
-def _load_keras(path: Path):
-    import keras
-
-    return keras.saving.load_model(path, compile=False)
 
 
 def compile_predict(model, spec: TaskSpec, jit: bool = True) -> Callable[[np.ndarray], np.ndarray]:

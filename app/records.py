@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, url_for
+from flask_login import UserMixin
 from flask_migrate import Migrate
 from flask_migrate import upgrade as migrate_upgrade
 from flask_sqlalchemy import SQLAlchemy
@@ -68,7 +69,7 @@ def new_run_id() -> str:
 
 
 class Run(db.Model):
-    """One training run of the lab bench (see LAB_CONTRACT.md for every field)."""
+    """One training run of the lab bench."""
 
     __tablename__ = "runs"
 
@@ -105,11 +106,9 @@ class Run(db.Model):
 
     def links(self) -> dict:
         """The API addresses of this run (absolute URLs; needs a request or SERVER_NAME)."""
-        return {"self": url_for("lab_api.get_run", run_id=self.id, _external=True),
-                "events": url_for("lab_api.run_events", run_id=self.id, _external=True),
-                "card": url_for("lab_api.run_card", run_id=self.id, _external=True),
-                "predict": url_for("lab_api.predict_run", run_id=self.id, _external=True),
-                "cancel": url_for("lab_api.cancel_run", run_id=self.id, _external=True)}
+        endpoints = {"self": "get_run", "events": "run_events", "card": "run_card", "predict": "predict_run",
+                     "cancel": "cancel_run"}
+        return {key: url_for(f"lab_api.{name}", run_id=self.id, _external=True) for key, name in endpoints.items()}
 
     def to_dict(self, links: bool = True) -> dict[str, Any]:
         """The run as the JSON API shows it (no owner token, no client address)."""
@@ -138,10 +137,8 @@ def _sqlite_wal(dbapi_connection, connection_record) -> None:
 
 def database_url(app: Flask) -> str:
     """LSTMLAB_DATABASE_URL (config or environment), else a SQLite file in the instance folder."""
-    url = app.config.get("LSTMLAB_DATABASE_URL") or os.environ.get("LSTMLAB_DATABASE_URL")
-    if url:
-        return url
-    return "sqlite:///" + str(Path(app.instance_path) / "lstmlab.sqlite3")
+    return (app.config.get("LSTMLAB_DATABASE_URL") or os.environ.get("LSTMLAB_DATABASE_URL")
+            or "sqlite:///" + str(Path(app.instance_path) / "lstmlab.sqlite3"))
 
 
 @contextlib.contextmanager
@@ -187,11 +184,9 @@ def init_app(app: Flask, upgrade: bool = True) -> None:
         upgrade_schema(app)
 
 
-# ============================================================================ INSTRUCTOR tables
-# (issue 14: the instructor console appends its tables below this line)
+# ----------------------------------------------------------------------------- instructor tables
 # Instructor accounts, their API tokens (stored as SHA-256 hashes only), the data sets they
 # brought, the console's settings (queue pause, lab limits, access mode) and class codes.
-from flask_login import UserMixin  # noqa: E402 - the section is appended to the module
 
 
 def new_session_token() -> str:

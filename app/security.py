@@ -62,11 +62,13 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate CSP 2
 }
-DEFAULT_GENERATE_LIMIT = "30 per minute"
-# Work units (tokens generated × beams) per client: the largest request (20 Kiều couplets, beam
-# width 16 = 4,480) still fits, once a minute.
-DEFAULT_GENERATE_WORK_LIMIT = "6000 per minute"
-DEFAULT_TRACE_LIMIT = "20 per minute"  # a gate trace costs many plain predictions
+DEFAULT_LIMITS = {  # Flask-Limiter rate strings, per client
+    "RATELIMIT_GENERATE": "30 per minute",
+    # Work units (tokens generated × beams): the largest request (20 Kiều couplets, beam width 16 =
+    # 4,480) still fits, once a minute.
+    "RATELIMIT_GENERATE_WORK": "6000 per minute",
+    "RATELIMIT_TRACE": "20 per minute",  # a gate trace costs many plain predictions
+}
 SYLLABLES_PER_COUPLET = 14  # a lục bát couplet: 6 + 8 syllables
 HSTS = "max-age=31536000"
 SECRET_KEY_FILE = "secret_key"
@@ -133,43 +135,26 @@ def instance_secret_key(instance: Path) -> str:
     return key
 
 
+def _task_kind() -> str | None:
+    """The kind of the task the request's URL names (None: no such task)."""
+    from app.modelstore import get_store
+
+    try:
+        return get_store().get((request.view_args or {}).get("slug", "")).spec.kind
+    except KeyError:
+        return None
+
+
 def is_generate_request() -> bool:
     """A request that runs a text generator: the API's generate route or a text page's form post."""
     if request.endpoint == "api.generate_text":
         return True
-    if request.endpoint != "pages.task" or request.method != "POST":
-        return False
-    from app.modelstore import get_store
-
-    try:
-        return get_store().get((request.view_args or {}).get("slug", "")).spec.kind == TEXT
-    except KeyError:
-        return False
+    return request.endpoint == "pages.task" and request.method == "POST" and _task_kind() == TEXT
 
 
-def not_generate_request() -> bool:
-    """Exempt from the generate limits: every request that generates no text."""
-    return not is_generate_request()
-
-
-def not_traced_predict() -> bool:
-    """Exempt from the trace limit: every request that computes no gate trace."""
-    return not is_traced_predict()
-
-
-def generate_limit() -> str:
-    """The configured limit for generate requests (a Flask-Limiter rate string)."""
-    return current_app.config.get("RATELIMIT_GENERATE") or DEFAULT_GENERATE_LIMIT
-
-
-def generate_work_limit() -> str:
-    """The configured work budget of generate requests (units: tokens generated × beams)."""
-    return current_app.config.get("RATELIMIT_GENERATE_WORK") or DEFAULT_GENERATE_WORK_LIMIT
-
-
-def trace_limit() -> str:
-    """The configured limit for predictions that ask for a gate trace."""
-    return current_app.config.get("RATELIMIT_TRACE") or DEFAULT_TRACE_LIMIT
+def configured_limit(key: str):
+    """The limit `key` of the app's configuration (a Flask-Limiter rate string), read per request."""
+    return lambda: current_app.config.get(key) or DEFAULT_LIMITS[key]
 
 
 def generate_cost() -> int:
@@ -198,14 +183,8 @@ def is_traced_predict() -> bool:
 
     if request.method != "POST" or request.endpoint not in ("api.predict", "pages.task"):
         return False
-    if request.endpoint == "pages.task":
-        from app.modelstore import get_store
-
-        try:
-            if get_store().get((request.view_args or {}).get("slug", "")).spec.kind != IMAGE:
-                return False
-        except KeyError:
-            return False
+    if request.endpoint == "pages.task" and _task_kind() != IMAGE:
+        return False
     return wants_trace(request.args.get("trace") or request.form.get("trace"))
 
 
@@ -223,8 +202,7 @@ def add_headers(response):
     if https():
         response.headers.setdefault("Strict-Transport-Security", HSTS)
         cookies = response.headers.getlist("Set-Cookie")
-        if cookies:
-            response.headers.setlist("Set-Cookie", [c if "; Secure" in c else c + "; Secure" for c in cookies])
+        response.headers.setlist("Set-Cookie", [c if "; Secure" in c else c + "; Secure" for c in cookies])
     return response
 
 
@@ -266,9 +244,8 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_STRATEGY", "sliding-window-counter")
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)  # Redis down: per worker
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
-    app.config.setdefault("RATELIMIT_GENERATE", DEFAULT_GENERATE_LIMIT)
-    app.config.setdefault("RATELIMIT_GENERATE_WORK", DEFAULT_GENERATE_WORK_LIMIT)
-    app.config.setdefault("RATELIMIT_TRACE", DEFAULT_TRACE_LIMIT)
+    for key, limit in DEFAULT_LIMITS.items():
+        app.config.setdefault(key, limit)
     app.request_class = InMemoryRequest
     app.session_interface = SessionInterface()
     app.after_request(add_headers)
@@ -278,10 +255,12 @@ def init_app(app: Flask) -> None:
     csrf.exempt(api.bp)
     app.register_error_handler(CSRFError, csrf_error)
     limiter = Limiter(get_remote_address, application_limits=[
-        ApplicationLimit(generate_limit, scope="generate", exempt_when=not_generate_request),
-        ApplicationLimit(generate_work_limit, scope="generate-work", exempt_when=not_generate_request,
-                         cost=generate_cost),
-        ApplicationLimit(trace_limit, scope="trace", exempt_when=not_traced_predict),
+        ApplicationLimit(configured_limit("RATELIMIT_GENERATE"), scope="generate",
+                         exempt_when=lambda: not is_generate_request()),
+        ApplicationLimit(configured_limit("RATELIMIT_GENERATE_WORK"), scope="generate-work",
+                         exempt_when=lambda: not is_generate_request(), cost=generate_cost),
+        ApplicationLimit(configured_limit("RATELIMIT_TRACE"), scope="trace",
+                         exempt_when=lambda: not is_traced_predict()),
     ])
     limiter.init_app(app)
     app.extensions["security_limiter"] = limiter

@@ -5,7 +5,7 @@ and class names can never drift apart. No Flask and no Keras here: this module i
 the web app, the training scripts and the tests alike.
 
 A task trained from an instructor's image folder is not listed here: its `card.json` carries the
-same fields and `TaskSpec.from_card` rebuilds the spec from it (see `discover_tasks`).
+same fields and `TaskSpec.from_dict` rebuilds the spec from its `task` block (see `discover_tasks`).
 """
 
 from __future__ import annotations
@@ -104,11 +104,6 @@ class TaskSpec:
         kw["image_size"] = tuple(kw.get("image_size", (28, 28)))
         kw["classes"] = tuple(ClassName(**c) for c in kw.get("classes", ()))
         return cls(**kw)
-
-    @classmethod
-    def from_card(cls, card: dict) -> TaskSpec:
-        """The spec a model card declares (`card["task"]`)."""
-        return cls.from_dict(card["task"])
 
     def with_overrides(self, **kw) -> TaskSpec:
         """A copy with some fields replaced (used by instructor-folder tasks)."""
@@ -338,7 +333,7 @@ def get_task(slug: str, models_dir: Path | None = None) -> TaskSpec:
     if models_dir is not None:
         card = Path(models_dir) / slug / "card.json"
         if card.is_file():
-            return TaskSpec.from_card(json.loads(card.read_text(encoding="utf-8")))
+            return TaskSpec.from_dict(json.loads(card.read_text(encoding="utf-8"))["task"])
     raise KeyError(slug)
 
 
@@ -354,7 +349,7 @@ def discover_tasks(models_dir: Path) -> dict[str, TaskSpec]:
         if slug in tasks or slug.startswith("."):
             continue
         try:
-            tasks[slug] = TaskSpec.from_card(json.loads(card_path.read_text(encoding="utf-8")))
+            tasks[slug] = TaskSpec.from_dict(json.loads(card_path.read_text(encoding="utf-8"))["task"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return tasks

@@ -49,7 +49,6 @@ LUC, BAT = 6, 8  # syllables per line of a couplet
 
 # Tone marks as combining characters after NFD (hats, breves and horns are vowel letters, not tones).
 TONE_MARKS = {"\u0300": "huyền", "\u0301": "sắc", "\u0309": "hỏi", "\u0303": "ngã", "\u0323": "nặng"}
-TONES = ("ngang", "huyền", "sắc", "hỏi", "ngã", "nặng")
 BANG = frozenset({"ngang", "huyền"})
 INITIALS = ("ngh", "ng", "nh", "ch", "gh", "gi", "kh", "ph", "th", "tr", "qu",
             "b", "c", "d", "đ", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "x")
@@ -185,10 +184,8 @@ def title_case(words: list[str]) -> str:
 
 def format_verse_line(syllables: list[str], display: dict[str, str] | None = None) -> str:
     """One verse line: known capitalised forms restored, first letter capitalised."""
-    words = [(display or {}).get(s, s) for s in syllables]
-    if words:
-        words[0] = words[0][:1].upper() + words[0][1:]
-    return " ".join(words)
+    line = " ".join((display or {}).get(s, s) for s in syllables)
+    return line[:1].upper() + line[1:]
 
 
 # ----------------------------------------------------------------------------- tones and rhyme
@@ -275,16 +272,7 @@ def check_line(syllables: list[str], index: int, previous: list[str] | None = No
     kind = "lục" if n == LUC else "bát"
     checked = (2, 4, 6) if n == LUC else (2, 4, 6, 8)
     tones = {p: tone(_at(syllables, p)) for p in checked if _at(syllables, p)}
-    errors = []
-    for p in checked:
-        t = tones.get(p)
-        if t is None:
-            errors.append(p)
-        elif p == 4:
-            if t in BANG:
-                errors.append(p)
-        elif t not in BANG:
-            errors.append(p)
+    errors = [p for p in checked if p not in tones or (tones[p] in BANG) == (p == 4)]  # 4 is trắc, the others bằng
     if n == BAT and tones.get(6) in BANG and tones.get(8) in BANG and tones[6] == tones[8]:
         errors.append(8)  # 6 and 8 must be one huyền and one ngang
     rhyme = None

@@ -45,30 +45,19 @@ class MeterTables:
 class TextModel:
     """A loaded text model: vocabulary, NumPy weights and a single-step LSTM function.
 
-    `layers`: [(kind, name, weights)] with kind "embedding", "lstm" (weights: LSTMWeights) or
-    "dense" (`text_layers`);
-    `relu`: which Dense layers apply relu (the others give logits or linear features)."""
+    `embedding` (V, E); `lstms`: [(layer name, LSTMWeights)]; `denses`: [(kernel, bias, relu)], the
+    last one giving the logits (`text_layers` reads the three from a saved model)."""
 
-    def __init__(self, spec: TaskSpec, vocab: Vocabulary, layers: list, relu: tuple = ()):
+    def __init__(self, spec: TaskSpec, vocab: Vocabulary, embedding: np.ndarray | None, lstms: list, denses: list):
+        if embedding is None or not lstms or not denses:
+            raise ValueError("a text model is Embedding → LSTM(s) → Dense(s)")
         self.spec = spec
         self.vocab = vocab
-        self.embedding = None
-        self.lstms: list[LSTMWeights] = []
-        self.lstm_names: list[str] = []
-        self.denses: list[tuple[np.ndarray, np.ndarray]] = []
-        for kind, name, weights in layers:
-            if kind == "embedding":
-                self.embedding = np.asarray(weights[0], np.float32)
-            elif kind == "lstm":
-                self.lstms.append(weights)
-                self.lstm_names.append(name)
-            elif kind == "dense":
-                self.denses.append(tuple(np.asarray(w, np.float32) for w in weights))
-        if self.embedding is None or not self.lstms or not self.denses:
-            raise ValueError("a text model is Embedding → LSTM(s) → Dense(s)")
-        self.relu = tuple(relu) or (False,) * len(self.denses)
+        self.lstm_names = [name for name, _ in lstms]
+        self.lstms: list[LSTMWeights] = [w for _, w in lstms]
+        self.denses = denses
         # The first LSTM's input projection for every token, looked up instead of multiplied.
-        self.input_table = self.embedding @ self.lstms[0].kernel + self.lstms[0].bias
+        self.input_table = embedding @ self.lstms[0].kernel + self.lstms[0].bias
         self.units = [w.units for w in self.lstms]
         self.meter = MeterTables(vocab) if spec.tokenizer == "syllables" else None
 
@@ -93,7 +82,7 @@ class TextModel:
             new_state.append((values[5], values[4]))
             recorded.append(values)
             x = values[5]
-        for (w, b), relu in zip(self.denses, self.relu):
+        for w, b, relu in self.denses:
             x = x @ w + b
             if relu:
                 x = np.maximum(x, 0)
@@ -126,41 +115,35 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-def text_layers(path: Path) -> tuple[list, tuple]:
-    """[(kind, name, weights)] of a saved Embedding → LSTM → Dense text model, plus which Denses
-    use relu; a tied embedding also gives the output logits (its matrix transposed + bias)."""
-    layers, relu, tied = [], [], None
+def text_layers(path: Path) -> tuple[np.ndarray | None, list, list]:
+    """The embedding, [(name, LSTMWeights)] and [(kernel, bias, relu)] of a saved Embedding → LSTM →
+    Dense text model; a tied embedding also gives the output logits (its matrix transposed + bias)."""
+    embedding, lstms, denses, tied_bias = None, [], [], None
     for kind, cfg, weights in keras_file_layers(path):
-        name = cfg.get("name", kind)
-        if kind == "TiedEmbedding":
-            tied = weights
-            layers.append(("embedding", name, weights[:1]))
-        elif kind == "Embedding":
-            layers.append(("embedding", name, weights))
+        if kind in ("Embedding", "TiedEmbedding"):
+            embedding = np.asarray(weights[0], np.float32)
+            tied_bias = weights[1] if kind == "TiedEmbedding" else None
         elif kind == "LSTM":
-            layers.append(("lstm", name, lstm_weights(cfg, weights)))
+            lstms.append((cfg.get("name", kind), lstm_weights(cfg, weights)))
         elif kind == "Dense":
             act = cfg.get("activation")
             if act not in ("linear", "relu", "softmax"):
                 raise ValueError(f"Dense activation {act!r} not supported")
-            layers.append(("dense", name, weights))
-            relu.append(act == "relu")
+            denses.append((np.asarray(weights[0], np.float32), np.asarray(weights[1], np.float32), act == "relu"))
         elif kind == "Activation" and cfg.get("activation") in ("softmax", "linear"):
             continue  # the step returns logits; softmax is applied by the decoder
         elif kind not in ("Dropout", "SpatialDropout1D", "GaussianNoise"):
             raise ValueError(f"layer {kind} is not part of a word LSTM")
-    if tied is not None:
-        layers.append(("dense", "tied_output", [tied[0].T.copy(), tied[1]]))
-        relu.append(False)
-    return layers, tuple(relu)
+    if tied_bias is not None:
+        denses.append((embedding.T.copy(), np.asarray(tied_bias, np.float32), False))
+    return embedding, lstms, denses
 
 
 def load_text_model(folder: Path, spec: TaskSpec) -> TextModel:
     """Load models/<slug>/ (model.keras, vocab.json) once, before serving."""
     folder = Path(folder)
     vocab = Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8"))
-    layers, relu = text_layers(folder / "model.keras")
-    tm = TextModel(spec, vocab, layers, relu)
+    tm = TextModel(spec, vocab, *text_layers(folder / "model.keras"))
     if tm.denses[-1][0].shape[1] != len(vocab):
         raise ValueError(f"model output {tm.denses[-1][0].shape[1]} != vocabulary {len(vocab)}")
     return tm

@@ -47,7 +47,6 @@ class LayerTrace:
     direction: str  # "forward", "backward" (time order already restored) or "" (unidirectional)
     values: dict[str, np.ndarray]
     axis: str = ""  # ROWS, COLUMNS, PATCH_ROWS or WORDS: what one time step is
-    returns_sequences: bool = True
 
     @property
     def steps(self) -> int:
@@ -58,11 +57,6 @@ class LayerTrace:
     def units(self) -> int:
         """Number of LSTM units."""
         return self.values["h"].shape[1]
-
-    @property
-    def label(self) -> str:
-        """Layer name with its direction, e.g. "rows_bilstm_1 (forward)"."""
-        return f"{self.name} ({self.direction})" if self.direction else self.name
 
     def to_dict(self, decimals: int = 3) -> dict:
         """JSON-ready: names, shapes and every value rounded to `decimals`."""
@@ -103,8 +97,8 @@ def _activation(name: str) -> Callable[[np.ndarray], np.ndarray] | None:
             "tanh": np.tanh, "sigmoid": sigmoid, "softmax": softmax}.get(name)
 
 
-def _record(name: str, direction: str, rec: dict, returns_sequences: bool) -> LayerTrace:
-    return LayerTrace(name, direction, {k: v[0] for k, v in rec.items()}, returns_sequences=returns_sequences)
+def _record(name: str, direction: str, rec: dict) -> LayerTrace:
+    return LayerTrace(name, direction, {k: v[0] for k, v in rec.items()})
 
 
 def _bidirectional(cfg: dict, weights: list) -> tuple[LSTMWeights, LSTMWeights, bool]:
@@ -128,7 +122,7 @@ def _numpy_layer(kind: str, cfg: dict, weights: list) -> Fn:
 
         def lstm(xs, recs):
             out, rec = lstm_sequence(xs[0], w, seq, back, record=True)
-            recs.append(_record(name, "backward" if back else "", rec, seq))
+            recs.append(_record(name, "backward" if back else "", rec))
             return out
 
         return lstm
@@ -138,7 +132,7 @@ def _numpy_layer(kind: str, cfg: dict, weights: list) -> Fn:
         def bilstm(xs, recs):
             out, rec = bidirectional_sequence(xs[0], fw, bw, seq, record=True)
             for direction in ("forward", "backward"):
-                recs.append(_record(name, direction, rec[direction], seq))
+                recs.append(_record(name, direction, rec[direction]))
             return out
 
         return bilstm
@@ -235,7 +229,6 @@ class Tracer:
             ready.add(step[2])
         self.output_id = _endpoints(config["output_layers"])[0]
         self.axes = axes or (lambda lt: "")
-        self.name = config.get("name", "")
 
     def __call__(self, x: np.ndarray) -> Trace:
         """Trace a batch (the records keep its first sample)."""

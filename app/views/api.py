@@ -89,10 +89,9 @@ def generate_text(slug: str):
     entry = ready_entry(slug, TEXT)
     params = json_body()
     if params is None:
-        if request.form:
-            params = request.form.to_dict()
-        else:
+        if not request.form:
             raise InvalidInput("The request body must be valid JSON.")
+        params = request.form.to_dict()
     req = validate_request(entry.spec, params)
     if request.args.get("stream") in ("1", "true") or request.accept_mimetypes.best == "text/event-stream":
         return Response(stream_with_context(sse(entry, req)), mimetype="text/event-stream",

@@ -78,9 +78,7 @@ def invalid_input(exc: InvalidInput):
 
 @bp.app_errorhandler(HTTPException)
 def http_error(exc: HTTPException):
-    """404, 405, 413, 429... in the current language."""
-    if isinstance(exc, InternalServerError):
-        return server_error(exc)
+    """404, 405, 413, 429... in the current language (a 500 goes to `server_error`)."""
     response = respond(http_message(exc.code or 500))
     if exc.code == 405 and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)

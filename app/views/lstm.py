@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -87,12 +88,6 @@ def image_panel(trace: Trace, array: np.ndarray, served: np.ndarray | None = Non
     return _panel("image", layers, None if served is None else served_difference(trace, served))
 
 
-def image_trace(entry, array: np.ndarray, served: np.ndarray | None = None) -> tuple[Trace, dict]:
-    """Trace an image task's prediction on `array` (uint8 H×W×C): the trace and its panel."""
-    trace = trace_image(get_tracer(current_app, entry), array)
-    return trace, image_panel(trace, array, served)
-
-
 def text_panel(trace: Trace, words: list[str]) -> dict:
     """Template context for templates/lstm/_trace.html of a text generation."""
     layers = []
@@ -118,7 +113,7 @@ def image_trace_context(entry, array: np.ndarray) -> dict:
     tracer does not support), with the served model's output to compare against."""
     try:
         served = entry.predict(np.asarray(array, np.float32)[None])[0]
-        return {"trace_panel": image_trace(entry, array, served)[1]}
+        return {"trace_panel": image_panel(trace_image(get_tracer(current_app, entry), array), array, served)}
     except ValueError as exc:
         return {"trace_error": str(exc)}
 
@@ -158,8 +153,6 @@ def lstm_page():
 
 def read_results() -> dict | None:
     """models/compare_rnn/results.json, or None when the experiment has not been run."""
-    import json
-
     path = Path(current_app.config["MODELS_DIR"]) / COMPARE_DIR / RESULTS
     try:
         results = json.loads(path.read_text(encoding="utf-8"))

@@ -167,11 +167,8 @@ def card(slug: str):
 @bp.get("/tasks/<slug>/plots/<name>")
 def plot(slug: str, name: str):
     """Only the two known plot files of a known task (no other path can be reached)."""
-    entry = find_entry(slug)
-    if name not in PLOTS:
-        abort(404)
-    folder = Path(get_store().models_dir) / entry.slug
-    if not (folder / name).is_file():
+    folder = Path(get_store().models_dir) / find_entry(slug).slug
+    if name not in PLOTS or not (folder / name).is_file():
         abort(404)
     return send_from_directory(folder, name, mimetype="image/png", max_age=3600)
 
@@ -191,7 +188,7 @@ def scalar_metrics(card: Card) -> list[tuple[str, object]]:
     out = []
 
     def walk(prefix: str, value) -> None:
-        if isinstance(value, bool) or value is None or isinstance(value, (int, float, str)):
+        if value is None or isinstance(value, (int, float, str)):
             out.append((prefix, value))
         elif isinstance(value, dict):
             for k, v in value.items():
