@@ -77,7 +77,7 @@ def _number(params: dict, key: str, kind, lo, hi, default):
         out = kind(value)
         if kind is float and not math.isfinite(out):
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer past float's range
         if kind is int:
             raise InvalidInput("%(key)s must be a whole number, got %(value)s", key=key, value=repr(value)) from None
         raise InvalidInput("%(key)s must be a number, got %(value)s", key=key, value=repr(value)) from None

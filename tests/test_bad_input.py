@@ -157,6 +157,8 @@ BAD_TEXT = {
     "temperature nan": {"seed": "ok", "temperature": "nan"},
     "temperature inf": {"seed": "ok", "temperature": float("inf")},
     "temperature dict": {"seed": "ok", "temperature": {"x": 1}},
+    "temperature past float range": {"seed": "ok", "temperature": 10**400},
+    "top_p past float range": {"seed": "ok", "top_p": -(10**400)},
     "top_k 0": {"seed": "ok", "top_k": 0},
     "top_k too big": {"seed": "ok", "top_k": 10**9},
     "top_k text": {"seed": "ok", "top_k": "ten"},

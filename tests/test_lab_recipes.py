@@ -94,6 +94,8 @@ def test_form_strings_are_accepted():
     ({"batch_size": 2}, ("batch size",)),
     ({"learning_rate": 5}, ("learning rate",)),
     ({"learning_rate": "fast"}, ("learning rate", "number")),
+    ({"learning_rate": 10**400}, ("learning rate", "number")),
+    ({"recipe": {"dropout": -(10**400)}}, ("dropout", "number")),
     ({"subset": 50}, ("training subset",)),
     ({"seed": -1}, ("random seed",)),
     ({"optimizer": "sgd"}, ("optimizer",)),

@@ -182,11 +182,11 @@ def _integer(key: str, value) -> int:
 
 
 def _number(key: str, value) -> float:
-    out = math.nan  # refused below: a boolean, not a number or text, or text that is no number
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        out = float(value)
-    elif isinstance(value, str):
-        with contextlib.suppress(ValueError):
+    out = math.nan  # refused below: a boolean, not a number or text, text that is no number, or past float's range
+    with contextlib.suppress(ValueError, OverflowError):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out = float(value)
+        elif isinstance(value, str):
             out = float(value.strip().replace(",", "."))
     if not math.isfinite(out):
         raise refusal("%(field)s must be a number.", field=_name(key))
