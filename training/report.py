@@ -2,8 +2,8 @@
 
 Every figure comes from a `card.json` written by a training run (and checked by `evaluate`);
 nothing here is typed in: the targets (floor, goal, published figure) are the tasks' own
-(`app.tasks`). With --write the table replaces the
-part of README.md between the RESULTS markers; a test checks README and cards agree.
+(`app.tasks`). With --write the table replaces the part of README.md between the RESULTS markers;
+a test checks README and cards agree.
 """
 
 from __future__ import annotations

@@ -6,12 +6,10 @@ in runs of COUPLETS_PER_BLOCK consecutive couplets so that every sequence keeps 
 cross-couplet rhyme (bát 8 → next lục 6) the model must learn. Training is many-to-many: each
 headline or block is one sequence and the loss covers every position.
 
-Headlines alone are ~54k training words, little for an LSTM. With `aux_text="snippets"` (the
-task's default) the model also trains on the snippets of the training articles: one more
-sequence per article, starting from the SNIPPET marker instead of EOL, so the model keeps the
-two styles apart and headlines stay what is validated, tested and generated. The text goes
-with its article's headline split, so nothing of a validation or test article is trained on
-(`snippet_sequences`). The n-gram baseline is offered the same text after the same marker.
+Headlines are little text for an LSTM. With `aux_text="snippets"` (the task's default) the model
+also trains on the training articles' snippets (`snippet_sequences`), each starting from the
+SNIPPET marker instead of EOL, so the model keeps the two styles apart and headlines stay what is
+validated, tested and generated. The n-gram baseline is offered the same text after the same marker.
 
 The vocabulary is built from the training headlines only (tokens seen at least MIN_COUNT times),
 so the test tokens do not depend on the extra text; the rest become <unk>, which both the LSTM
