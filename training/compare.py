@@ -173,7 +173,8 @@ def run(cfg: dict, data: str | None, seed: int, quick: bool, verbose: int) -> di
     xt, yt = adding_problem(cfg["add_test"], steps, rng)
     experiments = {"adding": {
         "title_en": f"Adding problem, {steps} steps", "title_vi": f"Bài toán cộng, {steps} bước",
-        "steps": steps, "train": len(ya), "test": len(yt), "grad_batch": min(GRAD_BATCH, len(yt)), "tolerance": ADD_TOLERANCE,
+        "steps": steps, "train": len(ya), "test": len(yt), "grad_batch": min(GRAD_BATCH, len(yt)),
+        "tolerance": ADD_TOLERANCE,
         "constant_answer_mse": float(((yt - 1.0) ** 2).mean()),
         "models": train_pair("add", xa, ya, xt, yt, 1, cfg, seed, verbose)}}
     x_tr, y_tr, x_te, y_te, source = mnist_rows(data, cfg["mnist_train"], cfg["mnist_test"])

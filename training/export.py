@@ -352,6 +352,6 @@ def main(args) -> int:
             print(f"{slug}: {TFLITE} is current", flush=True)
         else:
             print(f"{slug}: {TFLITE} {done['bytes'] / 1e6:.1f} MB, max |diff| {done['max_abs_diff']:.1e}, "
-                  f"argmax agreement {done['argmax_agreement']:.2%} on {done['checked_on']}; {int8_summary(done['int8'])}",
-                  flush=True)
+                  f"argmax agreement {done['argmax_agreement']:.2%} on {done['checked_on']}; "
+                  f"{int8_summary(done['int8'])}", flush=True)
     return 1 if failed else 0

@@ -253,9 +253,8 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
                      "augmentation": {k: spec.extra[k] for k in ("augment", "flip", "jitter", "label_smoothing")
                                       if k in spec.extra},
                      "early_stopping": {"monitor": "val_accuracy", "patience": args.patience}},
-        "data": {"source": spec.data_source or data.source, "path": data.source,
-                 "licence": spec.licence, "counts": {"train": int(len(train[1])), "validation": int(len(val[1])),
-                                                     "test": int(len(test[1]))},
+        "data": {"source": spec.data_source or data.source, "path": data.source, "licence": spec.licence,
+                 "counts": {"train": len(train[1]), "validation": len(val[1]), "test": len(test[1])},
                  "class_counts_train": np.bincount(data.y_train, minlength=len(spec.classes)).tolist(),
                  "class_imbalance": fit.class_imbalance(data.y_train, data.y_test, spec.class_names),
                  "split": data.split or None,
@@ -269,9 +268,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
     }
     if start:
         card["warm_start"] = fit.warm_start_record(start, card["training"]["epochs_run"])
-    for key in ("intended_use", "limitations"):
-        if key in spec.extra:
-            card[key] = spec.extra[key]
+    card |= {key: spec.extra[key] for key in ("intended_use", "limitations") if key in spec.extra}
     card = Card.from_json({**card, **(getattr(args, "card_extra", None) or {})})  # CardError now, not after saving
 
     def write(folder: Path) -> None:

@@ -99,7 +99,8 @@ def text_table(cards: dict[str, Card], models_dir: Path) -> list[str]:
             f"| {card.params_total:,} | {model_mb(models_dir, spec.slug)} |")
     meter = cards["kieu"].metrics.meter if "kieu" in cards else None
     if meter:
-        rows += ["", "Kiều meter (share of generated couplets; a couplet is a 6-syllable and an 8-syllable line):", "",
+        rows += ["", "Kiều meter (share of generated couplets; a couplet is a 6-syllable and an 8-syllable "
+                 "line):", "",
                  "| decoding | couplets | length 6/8 | tones | rhyme | all three "
                  "| exact rhymes (lục 6 ~ bát 6 / bát 8 ~ lục 6) |", "|---|---|---|---|---|---|---|"]
         for name, label in (("constrained", "ours: lục bát constraints"),

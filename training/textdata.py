@@ -166,9 +166,8 @@ def load_text_data(spec: TaskSpec, data_arg, seed: int, quick: bool = False, aux
     test_lines = [ln for i in sorted(te) for c in blocks[i] for ln in c]
     counts = {"verses": len(lines), "couplets": len(couplets), "unit": "couplet",
               "couplets_per_block": COUPLETS_PER_BLOCK,
-              "couplets_per_split": {"train": sum(len(blocks[i]) for i in tr),
-                                     "validation": sum(len(blocks[i]) for i in va),
-                                     "test": sum(len(blocks[i]) for i in te)}}
+              "couplets_per_split": {name: sum(len(blocks[i]) for i in idx)
+                                     for name, idx in (("train", tr), ("validation", va), ("test", te))}}
     train_lines = [ln for i in tr for c in blocks[i] for ln in c]
     return TextData(seqs(tr), seqs(va), seqs(te), str(path), counts, display_forms(train_lines), test_lines,
                     [ln for b in blocks for c in b for ln in c])
