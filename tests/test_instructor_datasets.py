@@ -320,7 +320,6 @@ def test_uploads_above_the_page_limit_are_accepted_up_to_their_own(signed_in, in
 def test_the_validation_set_is_fixed_once_and_every_run_uses_it(signed_in, instructor_app, class_zip):
     from app.instructor.datasets import list_datasets
     from training.folder import load_folder
-    from training.images import split_validation
 
     assert save(signed_in, upload(signed_in, class_zip(n=20)).headers["Location"]).status_code == 303
     folder = os.path.join(instructor_app.instance_path, "datasets", "shapes")
@@ -336,8 +335,8 @@ def test_the_validation_set_is_fixed_once_and_every_run_uses_it(signed_in, instr
     data = load_folder(spec.data_path, spec)
     # the training code path (the one python -m training and the lab's jobs call): the same
     # validation images whatever the run's seed, the whole of train shuffled by the seed
-    (xa, ya), (va, vya) = split_validation(data, seed=1)
-    (xb, yb), (vb, vyb) = split_validation(data, seed=2)
+    (xa, ya), (va, vya) = data.train_validation(seed=1)
+    (xb, yb), (vb, vyb) = data.train_validation(seed=2)
     assert len(ya) == len(yb) == 28 and len(vya) == 4
     assert (va == vb).all() and (vya == vyb).all() and (va == data.x_val).all()
     assert not (xa == xb).all()  # the seed still shuffles the training images
@@ -348,7 +347,6 @@ def test_the_validation_set_is_fixed_once_and_every_run_uses_it(signed_in, instr
 def test_without_a_val_folder_each_run_holds_out_its_own(signed_in, instructor_app, class_zip):
     from app.instructor.datasets import list_datasets
     from training.folder import load_folder
-    from training.images import split_validation
 
     # 2 images a class: one to test, one to train, none left to fix a validation set with
     assert save(signed_in, upload(signed_in, class_zip(n=2)).headers["Location"]).status_code == 303
@@ -359,7 +357,7 @@ def test_without_a_val_folder_each_run_holds_out_its_own(signed_in, instructor_a
         spec = {s.slug: s for s in list_datasets()}["shapes"]
     data = load_folder(spec.data_path, spec)
     assert data.x_val is None and "validation" not in data.split
-    (_x, y), (_v, vy) = split_validation(data, seed=1)
+    (_x, y), (_v, vy) = data.train_validation(seed=1)
     assert len(y) + len(vy) == 2 and len(vy) == 1
     assert "per run" in signed_in.get("/instructor/datasets/shapes?lang=en").get_data(as_text=True)
 

@@ -53,9 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     if command != "report":
         import_tensorflow(verbose=any(a.startswith("--verbose") for a in rest))
     try:
+        if command == "evaluate":
+            return evaluate(args)
         if command in cli.COMMANDS:
-            return run(command, args)
-        train(spec, args)
+            return importlib.import_module(COMMAND_MODULES[command]).main(args)
+        if spec.kind == IMAGE:
+            from training.images import train_image_task as train_task
+        else:
+            from training.textgen import train_text_task as train_task
+        train_task(spec, args, Path(args.models_dir))
         return 0
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -67,25 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: the disk is full ({exc}); nothing was replaced. Free some space and rerun "
               f"with --resume to continue from the last epoch.", file=sys.stderr)
         return 1
-
-
-def run(command: str, args) -> int:
-    """Run one of `cli.COMMANDS` with its parsed options; returns the exit code."""
-    if command == "evaluate":
-        return evaluate(args)
-    return importlib.import_module(COMMAND_MODULES[command]).main(args)
-
-
-def train(spec, args) -> None:
-    """Train the task `spec` with its parsed options (`cli.training_parser` or `cli.text_parser`)."""
-    if spec.kind == IMAGE:
-        from training.images import train_image_task
-
-        train_image_task(spec, args, Path(args.models_dir))
-    else:
-        from training.textgen import train_text_task
-
-        train_text_task(spec, args, Path(args.models_dir))
 
 
 def import_tensorflow(verbose: bool) -> None:
@@ -117,17 +104,16 @@ def evaluate(args) -> int:
               file=sys.stderr)
         return 2
     spec = get_task(args.slug, models_dir)
-    if spec.kind == IMAGE and args.through_upload:
+    tolerance = args.tolerance
+    if args.through_upload and spec.kind != IMAGE:
+        print("error: --through-upload is for image tasks", file=sys.stderr)
+        return 2
+    if args.through_upload:
         from training.images import evaluate_served
 
         result = evaluate_served(spec, args.data, models_dir, examples=not args.no_examples)
-        result["ok"] = abs(result["difference"]) <= max(args.tolerance, 0.003)
-        print(json.dumps(result, ensure_ascii=False, indent=1))
-        return 0 if result["ok"] else 1
-    if args.through_upload:
-        print("error: --through-upload is for image tasks", file=sys.stderr)
-        return 2
-    if spec.kind == IMAGE:
+        tolerance = max(tolerance, 0.003)
+    elif spec.kind == IMAGE:
         from training.images import evaluate_image_task
 
         result = evaluate_image_task(spec, args.data, models_dir)
@@ -135,7 +121,7 @@ def evaluate(args) -> int:
         from training.textgen import evaluate_text_task
 
         result = evaluate_text_task(spec, args.data, models_dir)
-    result["ok"] = abs(result["difference"]) <= args.tolerance
+    result["ok"] = abs(result["difference"]) <= tolerance
     print(json.dumps(result, ensure_ascii=False, indent=1))
     return 0 if result["ok"] else 1
 

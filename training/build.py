@@ -11,6 +11,7 @@ import keras
 from keras import layers, ops
 
 from app.tasks import TaskSpec
+from training.layers import tied_embedding_layer
 
 BASELINE_RECIPE = (
     "The lab's recipe: LSTM(64, return_sequences) → Dropout(0.2) → LSTM(64) → Dense(32, relu) → "
@@ -260,8 +261,6 @@ def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, drop
     both are Dropout layers, which serving skips. `weight_drop` trains a `WeightDropLSTM`
     (DropConnect on the recurrent kernel); save its `plain_twin`.
     """
-    from training.layers import tied_embedding_layer
-
     tokens = keras.Input((None,), dtype="int32", name="tokens")
     if tied:
         emb = tied_embedding_layer()(vocab_size, embedding, name="embedding")

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from app.tasks import MNIST
+from training import fit
+from training.data import load_image_data
 
 OUT_NAME = "compare_rnn"
 RESULTS = "results.json"
@@ -61,8 +63,6 @@ def adding_problem(n: int, steps: int, rng: np.random.Generator) -> tuple[np.nda
 
 def mnist_rows(data: str | None, n_train: int, n_test: int):
     """MNIST as sequences of 28 rows of 28 pixels in [0, 1] (a subset)."""
-    from training.data import load_image_data
-
     d = load_image_data(MNIST, data).subset(n_train, n_test)
     h = MNIST.image_size[0]
 
@@ -124,12 +124,12 @@ def train_pair(name: str, x_train, y_train, x_test, y_test, outputs: int, cfg: d
         record = keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs, m=model: grads.append(input_gradient_norms(m, loss_fn, gx, gy)))
         t0 = time.perf_counter()
-        fit = model.fit(x_train, y_train, validation_data=(x_test, y_test), epochs=cfg[f"{name}_epochs"],
-                        batch_size=cfg["batch_size"], callbacks=[record], verbose=verbose)
+        trained = model.fit(x_train, y_train, validation_data=(x_test, y_test), epochs=cfg[f"{name}_epochs"],
+                            batch_size=cfg["batch_size"], callbacks=[record], verbose=verbose)
         seconds = time.perf_counter() - t0
         test_loss, test_metric = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
         history = {key.replace("close_enough", "accuracy"): [float(v) for v in values]
-                   for key, values in fit.history.items()}
+                   for key, values in trained.history.items()}
         models[kind] = {"params": int(model.count_params()), "history": history, "test_loss": float(test_loss),
                         "test_accuracy": float(test_metric), "grad_norms": grads,
                         "train_seconds": round(seconds, 1)}
@@ -140,13 +140,11 @@ def train_pair(name: str, x_train, y_train, x_test, y_test, outputs: int, cfg: d
 # ----------------------------------------------------------------------------- results
 def plot_comparison(results: dict, out: Path) -> None:
     """comparison.png: per experiment, validation accuracy, loss, and gradient norm per time step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     experiments = results["experiments"]
-    fig, axes = plt.subplots(len(experiments), 3, figsize=(13, 3.6 * len(experiments)), squeeze=False)
+    fig = Figure(figsize=(13, 3.6 * len(experiments)))
+    axes = fig.subplots(len(experiments), 3, squeeze=False)
     for row, (key, exp) in zip(axes, experiments.items()):
         for kind, m in exp["models"].items():
             epochs = np.arange(1, len(m["history"]["loss"]) + 1)
@@ -164,13 +162,10 @@ def plot_comparison(results: dict, out: Path) -> None:
         row[0].set_title(exp["title_en"])
     fig.tight_layout()
     fig.savefig(out, dpi=80)
-    plt.close(fig)
 
 
 def run(cfg: dict, data: str | None, seed: int, quick: bool, verbose: int) -> dict:
     """Both experiments; the results dictionary."""
-    from training import fit
-
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     steps = cfg["add_steps"]
@@ -178,7 +173,8 @@ def run(cfg: dict, data: str | None, seed: int, quick: bool, verbose: int) -> di
     xt, yt = adding_problem(cfg["add_test"], steps, rng)
     experiments = {"adding": {
         "title_en": f"Adding problem, {steps} steps", "title_vi": f"Bài toán cộng, {steps} bước",
-        "steps": steps, "train": len(ya), "test": len(yt), "grad_batch": min(GRAD_BATCH, len(yt)), "tolerance": ADD_TOLERANCE,
+        "steps": steps, "train": len(ya), "test": len(yt), "grad_batch": min(GRAD_BATCH, len(yt)),
+        "tolerance": ADD_TOLERANCE,
         "constant_answer_mse": float(((yt - 1.0) ** 2).mean()),
         "models": train_pair("add", xa, ya, xt, yt, 1, cfg, seed, verbose)}}
     x_tr, y_tr, x_te, y_te, source = mnist_rows(data, cfg["mnist_train"], cfg["mnist_test"])
@@ -196,8 +192,6 @@ def run(cfg: dict, data: str | None, seed: int, quick: bool, verbose: int) -> di
 def main(args) -> int:
     """Entry point of `python -m training compare-rnn` (options from `training.cli.compare_parser`);
     returns the exit code."""
-    from training import fit
-
     results = run(QUICK if args.quick else FULL, args.data, args.seed, args.quick, args.verbose)
 
     def write(folder: Path) -> None:

@@ -98,7 +98,7 @@ def load_image_data(spec: TaskSpec, data: str | Path | None = None, download: bo
 
 
 def _has_class_folders(path: Path) -> bool:
-    return path.is_dir() and sum(1 for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")) >= 1
+    return path.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
 
 
 def load_keras_dataset(spec: TaskSpec, tried: Path) -> ImageData:
@@ -185,10 +185,7 @@ def _is_idx_dir(path: Path) -> bool:
 
 
 def _idx_path(folder: Path, name: str) -> Path | None:
-    for candidate in (folder / f"{name}.gz", folder / name):
-        if candidate.is_file():
-            return candidate
-    return None
+    return next((c for c in (folder / f"{name}.gz", folder / name) if c.is_file()), None)
 
 
 def read_idx(path: Path) -> np.ndarray:

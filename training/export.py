@@ -1,28 +1,23 @@
 """`python -m training export <slug> | --all`: models/<slug>/model.tflite for the serving workers.
 
-The web app serves an image model with LiteRT when its `model.tflite` comes from the
-`model.keras` next to it, so a worker never imports TensorFlow (a fraction of the memory and
-start-up time of the XLA fallback: docs/BENCHMARKS.md). The conversion freezes the variables into constants (a `.tflite` that reads
-variables fails at READ_VARIABLE) and runs the same float32 weights in a graph LiteRT runs faster
-(`serving_graph`): TimeDistributed layers folded into one batched call (`fold_time_distributed`)
-and each LSTM / Bidirectional(LSTM) unrolled with its directions in lockstep (`lockstep_layer`).
-Beside it, `model.int8.tflite`: the same graph with dynamic-range int8 weights (per-channel int8
-weights, activations quantized on the fly; faster again, see docs/BENCHMARKS.md). Rounding
-the weights moves the probabilities a little, so it is kept only when, on the whole test set, its
-accuracy is within INT8_MAX_DROP of the float32 export and it gives the float32 class on at least
-INT8_MIN_AGREEMENT of the images; without labelled test data it is not made. The app serves it
-when the card says it passed (PREDICT_INT8, on by default). Not done: the converter's fused LSTM
-op (its Keras pattern needs variables left in the file, and it clips the cell state at 10); one
-While loop per direction as Keras traces it (slower than the lockstep graph); float16 weights (LiteRT widens them back to
-float32 at load: no faster). Each export is checked against Keras on real test images, and the
-card records the checks:
+The web app serves an image model with LiteRT when its `model.tflite` comes from the `model.keras`
+next to it, so a worker never imports TensorFlow. The conversion freezes the variables into
+constants (a `.tflite` that reads variables fails at READ_VARIABLE) and runs the same float32
+weights in a graph LiteRT runs faster (`serving_graph`): TimeDistributed layers folded into one
+batched call (`fold_time_distributed`) and each LSTM / Bidirectional(LSTM) unrolled with its
+directions in lockstep (`lockstep_layer`). Each export is checked against Keras on real test
+images, and the card records the checks (`app.cards.Export`).
 
-    "export": {"format", "file", "bytes", "sha256" (of the .tflite), "source_sha256" (of the
-               model.keras it was made from), "max_abs_diff", "argmax_agreement", "checked_on",
-               "converter", "graph" (what `serving_graph` changed; weights stay float32),
-               "int8": {"accepted", "rule", "test_count", "test_accuracy", "float_test_accuracy",
-                        "agreement", "max_abs_diff", and when accepted "file", "bytes", "sha256";
-                        or "why" it was not made}}
+Beside it, `model.int8.tflite`: the same graph with dynamic-range int8 weights (per-channel int8
+weights, activations quantized on the fly). Rounding the weights moves the probabilities a little,
+so it is kept only when, on the whole test set, its accuracy is within INT8_MAX_DROP of the float32
+export and it gives the float32 class on at least INT8_MIN_AGREEMENT of the images; without
+labelled test data it is not made. The app serves it when the card says it passed (PREDICT_INT8,
+on by default). docs/BENCHMARKS.md compares the exports' speed and memory.
+
+Not done: the converter's fused LSTM op (its Keras pattern needs variables left in the file, and it
+clips the cell state at 10); one While loop per direction as Keras traces it; float16 weights
+(LiteRT widens them back to float32 at load).
 
 `training.images` calls `export_model` inside the atomic save, so every new model ships with its
 `.tflite`; `export --all` skips a model whose export is already current (use --force to redo).
@@ -41,6 +36,7 @@ import numpy as np
 from app.cards import Card, Export, write_atomically
 from app.lstm_cell import cell_problem
 from app.tasks import IMAGE, TaskSpec, discover_tasks
+from training.data import DataError, load_image_data
 
 TFLITE = "model.tflite"
 INT8_TFLITE = "model.int8.tflite"
@@ -58,11 +54,8 @@ class ExportError(Exception):
 
 def file_sha256(path: Path) -> str:
     """Hex SHA-256 of a file (which model.keras a model.tflite was made from)."""
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def fold_time_distributed(model, inner=None):
@@ -110,10 +103,9 @@ def _directions(layer) -> list | None:
         rnns = [layer]
     else:
         return None
-    for rnn in rnns:
-        if not (isinstance(rnn, keras.layers.LSTM) and rnn.cell.use_bias and cell_problem(rnn.get_config()) is None):
-            return None
-    return rnns
+    supported = (isinstance(r, keras.layers.LSTM) and r.cell.use_bias and cell_problem(r.get_config()) is None
+                 for r in rnns)
+    return rnns if all(supported) else None
 
 
 def lockstep_layer(layer):
@@ -250,8 +242,6 @@ def sample_images(x_test: np.ndarray, n: int = CHECK_IMAGES) -> tuple[np.ndarray
 def labelled_test_set(spec: TaskSpec, data: str | None) -> tuple[np.ndarray, np.ndarray] | None:
     """The task's labelled test images from its local data; None when there is none (no download,
     so `export --all` stays quick offline)."""
-    from training.data import DataError, load_image_data
-
     try:
         loaded = load_image_data(spec, data, download=False)
     except (DataError, OSError, ValueError):
@@ -279,7 +269,6 @@ def export_model(model, spec: TaskSpec, folder: Path, source_sha256: str, images
     from app.modelstore import InterpreterPool  # the very code that serves it
 
     flatbuffer = convert(model)
-    graph = graph_changes(model)
     pool = InterpreterPool(flatbuffer, 1)
     served = pool(images)
     reference = np.asarray(model.predict(images, batch_size=64, verbose=0))
@@ -293,7 +282,7 @@ def export_model(model, spec: TaskSpec, folder: Path, source_sha256: str, images
             "max_abs_diff": diff, "argmax_agreement": agreement, "checked_on": checked_on,
             "checked_count": len(images), "checked_random": checked_random,
             "converter": f"tensorflow {tf.__version__} TFLiteConverter (from_concrete_functions, frozen)",
-            "graph": graph, "int8": export_int8(model, folder, pool, test) if int8 else
+            "graph": graph_changes(model), "int8": export_int8(model, folder, pool, test) if int8 else
             {"accepted": False, "rule": INT8_RULE, "why": "not requested (a lab bench run serves float32)"}}
 
 
@@ -363,6 +352,6 @@ def main(args) -> int:
             print(f"{slug}: {TFLITE} is current", flush=True)
         else:
             print(f"{slug}: {TFLITE} {done['bytes'] / 1e6:.1f} MB, max |diff| {done['max_abs_diff']:.1e}, "
-                  f"argmax agreement {done['argmax_agreement']:.2%} on {done['checked_on']}; {int8_summary(done['int8'])}",
-                  flush=True)
+                  f"argmax agreement {done['argmax_agreement']:.2%} on {done['checked_on']}; "
+                  f"{int8_summary(done['int8'])}", flush=True)
     return 1 if failed else 0

@@ -20,7 +20,7 @@ import numpy as np
 
 from app.cards import Card
 from app.config import ROOT
-from app.tasks import TaskSpec
+from app.tasks import TEXT, TaskSpec
 
 IMBALANCE_RATIO = 1.5  # largest / smallest class above this is reported as imbalanced
 RUNS_DIR = Path(os.environ.get("LSTMLAB_RUNS") or ROOT / "runs")  # tests point this at tmp_path
@@ -73,8 +73,7 @@ def layer_table(model) -> list[dict]:
     rows = []
     for layer in model.layers:
         try:
-            shape = layer.output.shape
-            shape = [None if d is None else int(d) for d in shape]
+            shape = [None if d is None else int(d) for d in layer.output.shape]
         except (AttributeError, ValueError):
             shape = None
         rows.append({"name": layer.name, "type": layer.__class__.__name__,
@@ -146,14 +145,12 @@ def read_history(csv_path: Path) -> dict:
 
 def plot_curves(history: dict, out: Path, title: str) -> None:
     """training_curves.png: loss and the main metric, train against validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure list
 
     metric = "accuracy" if "accuracy" in history else next(
         (k for k in history if not k.startswith(("val_", "loss", "learning_rate"))), None)
-    fig, axes = plt.subplots(1, 2 if metric else 1, figsize=(10, 3.6), squeeze=False)
+    fig = Figure(figsize=(10, 3.6))
+    axes = fig.subplots(1, 2 if metric else 1, squeeze=False)
     for ax, key in zip(axes[0], ["loss", metric]):
         if not key or key not in history:
             continue
@@ -168,19 +165,16 @@ def plot_curves(history: dict, out: Path, title: str) -> None:
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
-    plt.close(fig)
 
 
 def plot_confusion(confusion: list[list[int]], names: list[str], out: Path, title: str) -> None:
     """confusion_matrix.png with counts in each cell."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     cm = np.asarray(confusion)
     n = len(names)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * n, 1.0 + 0.5 * n))
+    fig = Figure(figsize=(1.2 + 0.55 * n, 1.0 + 0.5 * n))
+    ax = fig.subplots()
     ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(n), names, rotation=45, ha="right")
     ax.set_yticks(range(n), names)
@@ -194,7 +188,6 @@ def plot_confusion(confusion: list[list[int]], names: list[str], out: Path, titl
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
-    plt.close(fig)
 
 
 def card_header(spec: TaskSpec, model, architecture: str, model_kwargs: dict) -> dict:
@@ -213,6 +206,21 @@ def optimizer_record(batch: int, average: float, **schedule) -> dict:
                                         "in place of the raw weights", "momentum": average} if average else None)}
 
 
+def warm_start_record(start: dict, epochs_now: int) -> dict:
+    """The card's warm_start block for a run continuing `start` (--init-from): every earlier run,
+    enough to retrace every epoch (a text run's also its model, text and perplexities)."""
+    prev: Card = start["card"]
+    text, m, t = prev.kind == TEXT, prev.metrics, prev.training
+    run = {"created": prev.created, "git_commit": prev.git_commit, "command": prev.command, "optimizer": prev.optimizer,
+           **({"model_kwargs": prev.model_kwargs, "trained_on": t.extra.get("trained_on")} if text else {}),
+           "epochs_run": t.epochs_run, "seconds_total": t.seconds_total,
+           **({"validation_perplexity": m.validation_perplexity, "test_perplexity": m.test_perplexity} if text else {}),
+           "test_accuracy": m.test_accuracy, "history": prev.history}
+    earlier = [*(prev.warm_start.previous_runs if prev.warm_start else []), run]
+    return {"from": str(start["folder"]), "previous_runs": earlier,
+            "epochs_total": sum(r["epochs_run"] for r in earlier) + epochs_now}
+
+
 def write_card(folder: Path, card: dict | Card) -> Card:
     """folder/card.json through the card schema (CardError, and nothing written, when a field is
     missing or of the wrong type), written atomically; returns the card."""
@@ -226,48 +234,34 @@ def command_line() -> str:
     return "python -m training " + " ".join(sys.argv[1:])
 
 
-def run_dir(slug: str) -> Path:
-    """runs/<slug>/: checkpoints, backups and logs of training runs (never committed)."""
-    d = RUNS_DIR / slug
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+def epoch_timer():
+    """A Keras callback that records each epoch's seconds in its `seconds` list and the epoch's logs."""
+    import keras
 
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
 
-class EpochTimer:
-    """A Keras callback factory that records seconds per epoch (created lazily to keep keras
-    out of module import)."""
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
 
-    @staticmethod
-    def make():
-        import keras
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._t)
+            if logs is not None:
+                logs["seconds"] = self.seconds[-1]
 
-        class _Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds: list[float] = []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self._t = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(time.perf_counter() - self._t)
-                if logs is not None:
-                    logs["seconds"] = self.seconds[-1]
-
-        return _Timer()
+    return EpochTimer()
 
 
 def standard_callbacks(slug: str, resume: bool, patience: int, monitor: str, mode: str, verbose: int,
                        rdir: Path | None = None):
     """Backup for --resume, best-weights checkpoint, early stopping, CSV history, timer (files in
-    `rdir`, default runs/<slug>/)."""
+    `rdir`, default runs/<slug>/: never committed)."""
     import keras
 
-    if rdir is None:
-        rdir = run_dir(slug)
-    else:
-        rdir = Path(rdir)
-        rdir.mkdir(parents=True, exist_ok=True)
+    rdir = Path(rdir) if rdir else RUNS_DIR / slug
+    rdir.mkdir(parents=True, exist_ok=True)
     backup = rdir / "backup"
     history_csv = rdir / "history.csv"
     best = rdir / "best.weights.h5"
@@ -275,7 +269,7 @@ def standard_callbacks(slug: str, resume: bool, patience: int, monitor: str, mod
         shutil.rmtree(backup, ignore_errors=True)
         for f in (history_csv, best):
             f.unlink(missing_ok=True)
-    timer = EpochTimer.make()
+    timer = epoch_timer()
     # The backup goes last: it marks an epoch as done, so the epoch's history row and best
     # checkpoint must already be on disk when a kill lands just after it.
     callbacks = [
@@ -287,6 +281,21 @@ def standard_callbacks(slug: str, resume: bool, patience: int, monitor: str, mod
         keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=False),
     ]
     return callbacks, {"backup": backup, "history_csv": history_csv, "best": best, "timer": timer}
+
+
+def fit_best(model, train, validation, epochs: int, callbacks: list, verbose: int, paths: dict,
+             digits: int = 1) -> tuple[dict, dict]:
+    """`model.fit`, then the best checkpoint's weights loaded (`paths` of `standard_callbacks`);
+    returns the history across --resume runs and the card's record of the epochs and their seconds."""
+    t0 = time.perf_counter()
+    model.fit(train, validation_data=validation, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    seconds_total = time.perf_counter() - t0
+    if paths["best"].is_file():
+        model.load_weights(paths["best"])
+    history = read_history(paths["history_csv"])
+    seconds = history.pop("seconds", paths["timer"].seconds)
+    return history, {"epochs_requested": epochs, "epochs_run": len(history.get("loss", [])),
+                     "seconds_per_epoch": [round(s, digits) for s in seconds], "seconds_total": round(seconds_total, 1)}
 
 
 def weight_average_callbacks(model, momentum: float, validate) -> tuple:

@@ -5,20 +5,21 @@
 
 DIR holds one sub-folder per class (`DIR/<class>/*.jpg`), or `DIR/train/<class>/` and
 `DIR/test/<class>/` (and optionally `DIR/val/<class>/`, a validation set fixed with the data, as
-the instructor console saves it; without it each run holds out part of train with its seed). Without a test folder a stratified split is made with a fixed seed (recorded
-in the task's `extra["split"]` and on the card), so `python -m training evaluate` rebuilds exactly
-the same test set. Class names are the sub-folder names in alphanumeric order, the convention of
+the instructor console saves it; without it each run holds out part of train with its seed).
+Without a test folder a stratified split is made with a fixed seed (recorded in the task's
+`extra["split"]` and on the card), so `python -m training evaluate` rebuilds exactly the same test
+set. Class names are the sub-folder names in alphanumeric order, the convention of
 `keras.utils.image_dataset_from_directory`.
 
 Why not `keras.utils.image_dataset_from_directory`: its pipeline decodes with
-`tf.image.decode_image` and resizes with `tf.image.resize`, which is not what the web app does
-with an upload (no EXIF orientation, transparency not flattened onto white, a different resize
-filter). Preprocessing must be the same function at training and serving, so
-every file here goes through `app.imaging.decode_image` + `image_to_array`, exactly as an upload
-does (`app.imagefile`: PNG, JPEG, GIF, BMP and WebP only, the same size limits; an EPS file never
-reaches Ghostscript). It also stops the whole run at the first corrupt or mislabelled file (a text file named
-.jpg) instead of counting and skipping it, and silently ignores formats outside
-bmp/gif/jpeg/png (WebP, TIFF) that Pillow reads and the app accepts.
+`tf.image.decode_image` and resizes with `tf.image.resize`, which is not what the web app does with
+an upload (no EXIF orientation, transparency not flattened onto white, a different resize filter).
+Preprocessing must be the same function at training and serving, so every file here goes through
+`app.imaging.decode_image` + `image_to_array`, exactly as an upload does (`app.imagefile`: PNG,
+JPEG, GIF, BMP and WebP only, the same size limits; an EPS file never reaches Ghostscript). It also
+stops the whole run at the first corrupt or mislabelled file (a text file named .jpg) instead of
+counting and skipping it, and silently ignores formats outside bmp/gif/jpeg/png (WebP, TIFF) that
+Pillow reads and the app accepts.
 
 The trained model's `card.json` carries the whole `TaskSpec` (`card["task"]`), so the app
 discovers and serves the new task with no code change.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import sys
 import unicodedata
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -59,28 +61,22 @@ def _files(folder: Path) -> list[Path]:
                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
-def folder_layout(root: Path) -> tuple[Path, Path | None]:
-    """(train folder, test folder or None) for an instructor's folder, or `DataError`."""
+def folder_layout(root: Path) -> tuple[Path, Path | None, Path | None]:
+    """(train folder, test folder or None, fixed validation folder `val/` or None) for an
+    instructor's folder, or `DataError`."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder (expected one sub-folder of images per class, "
                         f"or train/ and test/ each holding them)")
     if (root / "train").is_dir():
-        test = root / "test"
-        return root / "train", test if test.is_dir() else None
-    return root, None
-
-
-def validation_folder(root: Path) -> Path | None:
-    """The fixed validation folder `val/` beside `train/` (an instructor's saved data set), or None."""
-    root = Path(root)
-    val = root / "val"
-    return val if (root / "train").is_dir() and val.is_dir() else None
+        test, val = root / "test", root / "val"
+        return root / "train", test if test.is_dir() else None, val if val.is_dir() else None
+    return root, None, None
 
 
 def list_classes(root: Path) -> list[str]:
     """Class names (sub-folder names, alphanumeric order); refuse fewer than two classes."""
-    train_dir, _ = folder_layout(root)
+    train_dir = folder_layout(root)[0]
     names = [p.name for p in _subdirs(train_dir)]
     if len(names) < 2:
         found = f"only {names[0]!r}" if names else "none"
@@ -155,10 +151,7 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 
 def skipped_report(skipped: list[tuple[str, str]]) -> dict:
     """The card's data.skipped_files: total, count per reason, and the file names."""
-    reasons: dict[str, int] = {}
-    for _, why in skipped:
-        reasons[why] = reasons.get(why, 0) + 1
-    return {"count": len(skipped), "by_reason": reasons,
+    return {"count": len(skipped), "by_reason": dict(Counter(why for _, why in skipped)),
             "files": [{"file": f, "reason": why} for f, why in skipped[:MAX_LISTED_SKIPS]],
             "files_listed": min(len(skipped), MAX_LISTED_SKIPS)}
 
@@ -166,7 +159,7 @@ def skipped_report(skipped: list[tuple[str, str]]) -> dict:
 def load_folder(path: Path, spec: TaskSpec) -> ImageData:
     """An instructor's folder as `ImageData`; unreadable files are counted and skipped."""
     root = Path(path)
-    train_dir, test_dir = folder_layout(root)
+    train_dir, test_dir, val_dir = folder_layout(root)
     classes = list_classes(root)
     names = spec.class_names or classes
     skipped: list[tuple[str, str]] = []
@@ -186,7 +179,6 @@ def load_folder(path: Path, spec: TaskSpec) -> ImageData:
     if len(y_test) == 0:
         raise DataError(f"{root}: too few images to hold any out for testing")
     x_val = y_val = None
-    val_dir = validation_folder(root)
     if val_dir is not None:  # fixed once with the data set: every run validates on the same images
         x_val, y_val = _read_split(val_dir, spec, root, skipped, classes)
         split = {**split, "validation": {"method": "folder", "folder": str(val_dir.relative_to(root)),

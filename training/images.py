@@ -12,14 +12,9 @@ from app.cards import Card, Export
 from app.tasks import TaskSpec
 from training import export, fit
 from training.build import BASELINE_RECIPE, make_baseline, make_image_classifier
-from training.data import ImageData, load_image_data
+from training.data import DataError, ImageData, load_image_data, resolve, to_png_bytes
 
 QUICK_TRAIN, QUICK_TEST = 512, 256
-
-
-def split_validation(data: ImageData, seed: int, fraction: float = 0.1):
-    """Shuffle the training set and hold out a part, or use the data's fixed validation set."""
-    return data.train_validation(seed, fraction)
 
 
 def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool):
@@ -128,11 +123,9 @@ def fairness_breakdown(data: ImageData, pred: np.ndarray) -> dict:
     if "age" in data.test_meta:
         age = data.test_meta["age"].astype(int)
         band = np.full(len(age), -1)
-        names = {}
-        for i, (lo, hi, name) in enumerate(AGE_BANDS):
+        for i, (lo, hi, _) in enumerate(AGE_BANDS):
             band[(age >= lo) & (age <= hi)] = i
-            names[i] = name
-        out["accuracy_by_age"] = group_accuracy(data.y_test, pred, band, names)
+        out["accuracy_by_age"] = group_accuracy(data.y_test, pred, band, dict(enumerate(n for _, _, n in AGE_BANDS)))
     return out
 
 
@@ -141,8 +134,6 @@ def load_warm_start(spec: TaskSpec, folder) -> dict | None:
     if not folder:
         return None
     import keras
-
-    from training.data import DataError
 
     folder = Path(folder)
     if folder.is_file():
@@ -162,18 +153,6 @@ def load_warm_start(spec: TaskSpec, folder) -> dict | None:
     return {"folder": folder, "card": card, "model": model}
 
 
-def warm_start_record(start: dict, epochs_now: int) -> dict:
-    """What the card says about the run it continued: enough to retrace every epoch."""
-    prev: Card = start["card"]
-    earlier = list(prev.warm_start.previous_runs if prev.warm_start else [])
-    earlier.append({"created": prev.created, "git_commit": prev.git_commit, "command": prev.command,
-                    "optimizer": prev.optimizer, "epochs_run": prev.training.epochs_run,
-                    "seconds_total": prev.training.seconds_total, "test_accuracy": prev.metrics.test_accuracy,
-                    "history": prev.history})
-    return {"from": str(start["folder"]), "previous_runs": earlier,
-            "epochs_total": sum(r["epochs_run"] for r in earlier) + epochs_now}
-
-
 def whole_history(card: Card) -> dict:
     """Per-epoch curves across the continued runs and this one (for the training-curves plot)."""
     runs = [r.get("history") or {} for r in (card.warm_start.previous_runs if card.warm_start else [])]
@@ -187,7 +166,7 @@ def train_subset(data: ImageData, args) -> ImageData:
     images (0: all) and `args.test_subset` test images (0: the whole official test split)."""
     if args.quick:
         return data.subset(QUICK_TRAIN, QUICK_TEST)
-    n_train, n_test = getattr(args, "subset", 0) or 0, getattr(args, "test_subset", 0) or 0
+    n_train, n_test = args.subset, getattr(args, "test_subset", 0)  # test_subset: the lab bench's
     if not (0 < n_train < len(data.y_train) or 0 < n_test < len(data.y_test)):
         return data
     return data.subset(min(n_train or len(data.y_train), len(data.y_train)),
@@ -206,21 +185,20 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
     # Data --------------------------------------------------------------------------------
     data = train_subset(load_image_data(spec, args.data), args)
     epochs = 1 if args.quick else (args.epochs or spec.epochs)
-    train, val = split_validation(data, args.seed)
+    train, val = data.train_validation(args.seed)
     test = (data.x_test, data.y_test)
     batch = args.batch_size or spec.batch_size
     print(f"[{spec.slug}] data {data.source}: train {len(train[1])}, validation {len(val[1])}, "
           f"test {len(test[1])}", flush=True)
 
     # Baseline (the lab's recipe) ------------------------------------------------------------
-    start = load_warm_start(spec, getattr(args, "init_from", None))
-    baseline = None
-    if start and args.baseline_epochs <= 0:
-        baseline = start["card"].baseline.to_json() if start["card"].baseline else None  # same data, earlier run
+    start = load_warm_start(spec, args.init_from)
     if args.baseline_epochs > 0:
         baseline = train_baseline(spec, train, val, test, 1 if args.quick else args.baseline_epochs,
                                   args.seed, args.verbose)
         print(f"[{spec.slug}] baseline test accuracy {baseline['test_accuracy']:.4f}", flush=True)
+    else:  # the continued run's, on the same data
+        baseline = start["card"].baseline.to_json() if start and start["card"].baseline else None
 
     # Model ---------------------------------------------------------------------------------
     keras.utils.set_random_seed(args.seed)
@@ -252,21 +230,15 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
         swap_in, swap_out = fit.weight_average_callbacks(model, average, lambda m: {
             f"val_{k}": v for k, v in m.evaluate(val_ds, verbose=0, return_dict=True).items()})
         all_callbacks = [swap_in, *all_callbacks[:-1], swap_out, all_callbacks[-1]]
-    t0 = time.perf_counter()
-    model.fit(make_dataset(*train, batch, spec, args.seed, True),
-              validation_data=make_dataset(*val, 512, spec, args.seed, False),
-              epochs=epochs, callbacks=all_callbacks, verbose=args.verbose)
-    train_seconds = time.perf_counter() - t0
-    if paths["best"].is_file():
-        model.load_weights(paths["best"])
+    history, run = fit.fit_best(model, make_dataset(*train, batch, spec, args.seed, True),
+                                make_dataset(*val, 512, spec, args.seed, False),
+                                epochs, all_callbacks, args.verbose, paths)
 
     # Evaluate ------------------------------------------------------------------------------
     probs = predict_probs(model, test[0])
     metrics = fit.classification_metrics(test[1], probs, len(spec.classes))
     metrics.update(fairness_breakdown(data, probs.argmax(1)))
     print(f"[{spec.slug}] test accuracy {metrics['test_accuracy']:.4f}", flush=True)
-    history = fit.read_history(paths["history_csv"])
-    seconds = history.pop("seconds", paths["timer"].seconds)
 
     card = {
         **fit.card_header(spec, model, args.architecture or spec.architecture, kw),
@@ -276,16 +248,13 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
                   "time_steps": spec.input_shape[0], "features_per_step": spec.input_shape[1] * spec.input_shape[2]},
         "optimizer": fit.optimizer_record(batch, average, peak_learning_rate=lr,
                                           schedule="linear warm-up then cosine decay"),
-        "training": {"epochs_requested": epochs, "epochs_run": len(history.get("loss", [])),
-                     "seconds_per_epoch": [round(s, 1) for s in seconds],
-                     "seconds_total": round(train_seconds, 1), "seed": args.seed, "quick": bool(args.quick),
-                     "subset": getattr(args, "subset", 0) or 0,
+        "training": {**run, "seed": args.seed, "quick": bool(args.quick),
+                     "subset": args.subset,
                      "augmentation": {k: spec.extra[k] for k in ("augment", "flip", "jitter", "label_smoothing")
                                       if k in spec.extra},
                      "early_stopping": {"monitor": "val_accuracy", "patience": args.patience}},
-        "data": {"source": spec.data_source or data.source, "path": data.source,
-                 "licence": spec.licence, "counts": {"train": int(len(train[1])), "validation": int(len(val[1])),
-                                                     "test": int(len(test[1]))},
+        "data": {"source": spec.data_source or data.source, "path": data.source, "licence": spec.licence,
+                 "counts": {"train": len(train[1]), "validation": len(val[1]), "test": len(test[1])},
                  "class_counts_train": np.bincount(data.y_train, minlength=len(spec.classes)).tolist(),
                  "class_imbalance": fit.class_imbalance(data.y_train, data.y_test, spec.class_names),
                  "split": data.split or None,
@@ -298,10 +267,8 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
         "command": fit.command_line(),
     }
     if start:
-        card["warm_start"] = warm_start_record(start, card["training"]["epochs_run"])
-    for key in ("intended_use", "limitations"):
-        if key in spec.extra:
-            card[key] = spec.extra[key]
+        card["warm_start"] = fit.warm_start_record(start, card["training"]["epochs_run"])
+    card |= {key: spec.extra[key] for key in ("intended_use", "limitations") if key in spec.extra}
     card = Card.from_json({**card, **(getattr(args, "card_extra", None) or {})})  # CardError now, not after saving
 
     def write(folder: Path) -> None:
@@ -355,8 +322,6 @@ EXAMPLES_RIGHT, EXAMPLES_WRONG = 7, 3
 def test_uploads(spec: TaskSpec, data_arg, data: ImageData):
     """(function index -> file bytes as a user would send test image `index`, description,
     file suffix): the stored JPEG bytes when the data set keeps them, else a PNG of the array."""
-    from training.data import resolve, to_png_bytes
-
     path = resolve(spec, data_arg)
     if path.is_file() and path.suffix == ".npz":
         stored = np.load(path, allow_pickle=False)
@@ -414,7 +379,6 @@ def measure_served(spec: TaskSpec, data_arg, models_dir: Path, photos: bool = Tr
     `photos` is False. Writes nothing; returns {"served": the card's served block, "card",
     "examples": arguments of `write_examples`}."""
     from app.modelstore import Engines, load_entry
-    from training.data import DataError
     from training.photos import photo_set, recipe
 
     folder = Path(models_dir) / spec.slug
@@ -475,20 +439,13 @@ def write_examples(folder: Path, upload, index: np.ndarray, labels: np.ndarray, 
                    suffix: str) -> None:
     """models/<slug>/examples/: a few test files as a user would send them and an index with
     their true labels (the task page offers them as one-click examples); replaced atomically."""
-    import shutil
+    def write(tmp: Path) -> None:
+        items = []
+        for n, pos in enumerate(choose_examples(labels, preds), 1):
+            name = f"{n:02d}{suffix}"
+            (tmp / name).write_bytes(upload(int(index[pos])))
+            items.append({"id": f"{n:02d}", "file": name, "label": int(labels[pos]), "test_index": int(index[pos])})
+        (tmp / EXAMPLES_INDEX).write_text(json.dumps({"source": "test split", "examples": items}, indent=1),
+                                          encoding="utf-8")
 
-    tmp, final, old = folder / f".{EXAMPLES_DIR}.tmp", folder / EXAMPLES_DIR, folder / f".{EXAMPLES_DIR}.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    items = []
-    for n, pos in enumerate(choose_examples(labels, preds), 1):
-        name = f"{n:02d}{suffix}"
-        (tmp / name).write_bytes(upload(int(index[pos])))
-        items.append({"id": f"{n:02d}", "file": name, "label": int(labels[pos]), "test_index": int(index[pos])})
-    (tmp / EXAMPLES_INDEX).write_text(json.dumps({"source": "test split", "examples": items}, indent=1),
-                                      encoding="utf-8")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.replace(old)
-    tmp.replace(final)
-    shutil.rmtree(old, ignore_errors=True)
+    fit.save_atomically(folder, EXAMPLES_DIR, write)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.cards import Card
 from app.tasks import TaskSpec, get_task
 from app.text import check_verse, clean_words, couplet_pass_rates, rhyme_shares, rhymes
 from training import fit
@@ -27,12 +28,11 @@ def meter_rates(folder: Path, spec: TaskSpec, data: TextData, seed: int, couplet
 
     model = load_text_model(folder, spec)
     per_seed = 10
-    seeds = [data.test_lines[i] for i in range(0, len(data.test_lines), 2)] or ["Trăm năm trong cõi người ta"]
+    seeds = data.test_lines[::2] or ["Trăm năm trong cõi người ta"]
     out = {}
     for name, meter in (("constrained", True), ("unconstrained", False)):
         checks_all, relaxed, secs, toks = [], 0, 0.0, 0
-        made, k = 0, 0
-        while made < couplets:
+        for k, made in enumerate(range(0, couplets, per_seed)):
             n = min(per_seed, couplets - made)
             req = validate_request(spec, {"seed": seeds[k % len(seeds)], "length": n, "strategy": "top_p",
                                           "random_seed": seed + k, "meter": meter})
@@ -40,13 +40,10 @@ def meter_rates(folder: Path, spec: TaskSpec, data: TextData, seed: int, couplet
             lines = res["lines"]
             if meter and k == 0:  # shown on the card: the seed's couplet and 3 generated ones
                 out["examples"] = [{"line": ln, "check": c} for ln, c in zip(lines[:8], check_verse(lines[:8]))]
-            checks = check_verse(lines)[2:]  # the seed's couplet is not generated
-            checks_all.extend(checks)
+            checks_all.extend(check_verse(lines)[2:])  # the seed's couplet is not generated
             relaxed += sum(len(c.get("relaxed", [])) for c in res["checks"][2:])
             secs += res["seconds"]
             toks += res["tokens"]
-            made += n
-            k += 1
         rates = couplet_pass_rates(checks_all)
         rates.update(relaxed_positions=relaxed, syllables_per_second=round(toks / max(secs, 1e-9)),
                      rhymes=rhyme_shares(checks_all))
@@ -72,8 +69,6 @@ def measure_meter(spec: TaskSpec, data_arg, models_dir: Path, couplets: int = ME
     """Re-measure a shipped verse model's meter rates (`meter_rates`, with the current decoder and
     checker) and write them into its card's metrics.meter, with the command and time; the model
     is not touched. Returns the new rates."""
-    from app.cards import Card
-
     folder = Path(models_dir) / spec.slug
     card = Card.from_json(folder)
     seed = card.training.seed if card.training and card.training.seed is not None else 42

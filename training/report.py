@@ -2,8 +2,8 @@
 
 Every figure comes from a `card.json` written by a training run (and checked by `evaluate`);
 nothing here is typed in: the targets (floor, goal, published figure) are the tasks' own
-(`app.tasks`). With --write the table replaces the
-part of README.md between the RESULTS markers; a test checks README and cards agree.
+(`app.tasks`). With --write the table replaces the part of README.md between the RESULTS markers;
+a test checks README and cards agree.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def text_table(cards: dict[str, Card], models_dir: Path) -> list[str]:
             f"| {card.params_total:,} | {model_mb(models_dir, spec.slug)} |")
     meter = cards["kieu"].metrics.meter if "kieu" in cards else None
     if meter:
-        rows += ["", "Kiều meter (share of generated couplets; a couplet is a 6-syllable and an 8-syllable line):", "",
+        rows += ["", "Kiều meter (share of generated couplets; a couplet is a 6-syllable and an 8-syllable "
+                 "line):", "",
                  "| decoding | couplets | length 6/8 | tones | rhyme | all three "
                  "| exact rhymes (lục 6 ~ bát 6 / bát 8 ~ lục 6) |", "|---|---|---|---|---|---|---|"]
         for name, label in (("constrained", "ours: lục bát constraints"),

@@ -6,12 +6,10 @@ in runs of COUPLETS_PER_BLOCK consecutive couplets so that every sequence keeps 
 cross-couplet rhyme (bát 8 → next lục 6) the model must learn. Training is many-to-many: each
 headline or block is one sequence and the loss covers every position.
 
-Headlines alone are ~54k training words, little for an LSTM. With `aux_text="snippets"` (the
-task's default) the model also trains on the snippets of the training articles: one more
-sequence per article, starting from the SNIPPET marker instead of EOL, so the model keeps the
-two styles apart and headlines stay what is validated, tested and generated. The text goes
-with its article's headline split, so nothing of a validation or test article is trained on
-(`snippet_sequences`). The n-gram baseline is offered the same text after the same marker.
+Headlines are little text for an LSTM. With `aux_text="snippets"` (the task's default) the model
+also trains on the training articles' snippets (`snippet_sequences`), each starting from the
+SNIPPET marker instead of EOL, so the model keeps the two styles apart and headlines stay what is
+validated, tested and generated. The n-gram baseline is offered the same text after the same marker.
 
 The vocabulary is built from the training headlines only (tokens seen at least MIN_COUNT times),
 so the test tokens do not depend on the extra text; the rest become <unk>, which both the LSTM
@@ -168,9 +166,8 @@ def load_text_data(spec: TaskSpec, data_arg, seed: int, quick: bool = False, aux
     test_lines = [ln for i in sorted(te) for c in blocks[i] for ln in c]
     counts = {"verses": len(lines), "couplets": len(couplets), "unit": "couplet",
               "couplets_per_block": COUPLETS_PER_BLOCK,
-              "couplets_per_split": {"train": sum(len(blocks[i]) for i in tr),
-                                     "validation": sum(len(blocks[i]) for i in va),
-                                     "test": sum(len(blocks[i]) for i in te)}}
+              "couplets_per_split": {name: sum(len(blocks[i]) for i in idx)
+                                     for name, idx in (("train", tr), ("validation", va), ("test", te))}}
     train_lines = [ln for i in tr for c in blocks[i] for ln in c]
     return TextData(seqs(tr), seqs(va), seqs(te), str(path), counts, display_forms(train_lines), test_lines,
                     [ln for b in blocks for c in b for ln in c])

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 
+from app.cards import Card
 from app.tasks import TaskSpec
 from app.text import EOL, PAD_ID, SNIPPET, Vocabulary, clean_words, display_forms, tokenize_verse
 from training import fit
 from training.build import DEFAULT_MODEL, TINY_MODEL, make_word_lstm, plain_twin
 from training.data import DataError
+from training.layers import load_keras_text_model
 from training.meter import METER_COUPLETS, meter_rates
 from training.ngram import ngram_baseline
 from training.textdata import COUPLETS_PER_BLOCK, load_text_data, make_batches, to_arrays
@@ -41,7 +42,6 @@ SAMPLE_TEXT = {
 }
 
 
-
 def lm_metrics(model, x: np.ndarray, y: np.ndarray, batch: int = 64) -> dict:
     """Perplexity and top-1/top-5 next-token accuracy over the non-padding targets."""
     import keras
@@ -61,7 +61,6 @@ def lm_metrics(model, x: np.ndarray, y: np.ndarray, batch: int = 64) -> dict:
         top5 += int((top == tt[:, None]).any(-1).sum())
     return {"perplexity": math.exp(nll / max(n, 1)), "top1_accuracy": top1 / max(n, 1),
             "top5_accuracy": top5 / max(n, 1), "tokens": n}
-
 
 
 def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
@@ -86,7 +85,7 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
     start = load_text_warm_start(spec, args.init_from, vocab)
     kw = dict(TINY_MODEL) if args.quick else DEFAULT_MODEL | spec.extra.get("model", {})
     if start:
-        kw = dict(start["card"].get("model_kwargs", kw))
+        kw = dict(start["card"].model_kwargs or kw)
     kw.update(json.loads(args.model_kwargs) if args.model_kwargs else {})
     model = make_word_lstm(len(vocab), name=spec.slug, **kw)
     if start:  # a weight-dropped LSTM has the plain one's weights, in the same order
@@ -110,13 +109,9 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
         # In before the timer/CSV/checkpoint/early stopping, out just before the backup (last).
         # The averaged val_loss is the per-token NLL; Keras' own also averages over padding.
         callbacks = [swap_in, *callbacks[:-2], callbacks[-1], swap_out, callbacks[-2]]
-    t0 = time.perf_counter()
-    model.fit(make_batches([vocab.encode(s) for s in train_seqs], batch, args.seed, True, marker),
-              validation_data=make_batches([vocab.encode(s) for s in data.validation], 256, args.seed, False),
-              epochs=epochs, callbacks=callbacks, verbose=args.verbose)
-    train_seconds = time.perf_counter() - t0
-    if paths["best"].is_file():
-        model.load_weights(paths["best"])
+    train_batches = make_batches([vocab.encode(s) for s in train_seqs], batch, args.seed, True, marker)
+    val_batches = make_batches([vocab.encode(s) for s in data.validation], 256, args.seed, False)
+    history, run = fit.fit_best(model, train_batches, val_batches, epochs, callbacks, args.verbose, paths, digits=2)
     model = plain_twin(model, len(vocab), kw, spec.slug)  # what is evaluated, saved and served
 
     # Evaluate ------------------------------------------------------------------------------
@@ -127,14 +122,12 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
     gain = 1 - test["perplexity"] / ngram["test_perplexity"]
     print(f"[{spec.slug}] test perplexity {test['perplexity']:.1f} (n-gram {ngram['test_perplexity']:.1f}, "
           f"{gain:+.1%}), top-1 {test['top1_accuracy']:.3f}, top-5 {test['top5_accuracy']:.3f}", flush=True)
-    history = fit.read_history(paths["history_csv"])
-    seconds = history.pop("seconds", paths["timer"].seconds)
-    unk_rate = float(np.mean(yte[yte != PAD_ID] == 1))
     metrics = {"test_perplexity": test["perplexity"], "test_top1_accuracy": test["top1_accuracy"],
                "test_top5_accuracy": test["top5_accuracy"], "test_tokens": test["tokens"],
-               "test_unk_rate": unk_rate,
+               "test_unk_rate": float(np.mean(yte[yte != PAD_ID] == 1)),
                "validation_perplexity": val["perplexity"], "validation_top1_accuracy": val["top1_accuracy"],
-               "ngram": ngram, "perplexity_below_ngram": gain, "goal_perplexity_10pct_below_ngram": gain >= spec.goal_below_ngram,
+               "ngram": ngram, "perplexity_below_ngram": gain,
+               "goal_perplexity_10pct_below_ngram": gain >= spec.goal_below_ngram,
                # `python -m training evaluate` compares this figure:
                "test_accuracy": test["top1_accuracy"]}
 
@@ -142,9 +135,7 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
         **fit.card_header(spec, model, "word_lstm", kw),
         "optimizer": fit.optimizer_record(batch, average, learning_rate=lr, schedule="halve on validation plateau",
                                           loss="sparse categorical cross-entropy over every non-padding position"),
-        "training": {"epochs_requested": epochs, "epochs_run": len(history.get("loss", [])),
-                     "seconds_per_epoch": [round(s, 2) for s in seconds],
-                     "seconds_total": round(train_seconds, 1), "seed": args.seed, "quick": bool(args.quick),
+        "training": {**run, "seed": args.seed, "quick": bool(args.quick),
                      "trained_on": ("headlines and auxiliary text" if data.aux and args.train_text == "all"
                                     else "headlines only" if spec.tokenizer == "words" else "verse"),
                      "early_stopping": {"monitor": "val_loss", "patience": args.patience}},
@@ -167,7 +158,7 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
         "command": fit.command_line(),
     }
     if start:
-        card["warm_start"] = warm_start_record(start, card["training"]["epochs_run"])
+        card["warm_start"] = fit.warm_start_record(start, card["training"]["epochs_run"])
 
     def write(folder: Path) -> None:
         fit.save_without_optimizer(model, folder / "model.keras")
@@ -193,41 +184,22 @@ def load_text_warm_start(spec: TaskSpec, folder, vocab: Vocabulary) -> dict | No
     refused unless it is for this task and has exactly this run's vocabulary."""
     if not folder:
         return None
-    from training.layers import load_keras_text_model
-
     folder = Path(folder)
     try:
-        card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+        card = Card.from_json(folder)
         tokens = Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8")).tokens
         model = load_keras_text_model(folder / "model.keras")
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"--init-from {folder}: expected a model folder with model.keras, vocab.json and "
                         f"card.json ({exc})") from exc
-    if card.get("slug") != spec.slug:
-        raise DataError(f"--init-from {folder}: that model is for task {card.get('slug')!r}, not {spec.slug!r}")
+    if card.slug != spec.slug:
+        raise DataError(f"--init-from {folder}: that model is for task {card.slug!r}, not {spec.slug!r}")
     if tokens != vocab.tokens:
         raise DataError(f"--init-from {folder}: its vocabulary differs from this run's (same data, seed and "
                         "--min-count needed)")
-    print(f"[{spec.slug}] starting from {folder} (test perplexity {card['metrics']['test_perplexity']:.1f})",
+    print(f"[{spec.slug}] starting from {folder} (test perplexity {card.metrics.test_perplexity:.1f})",
           flush=True)
     return {"folder": folder, "card": card, "model": model}
-
-
-def warm_start_record(start: dict, epochs_now: int) -> dict:
-    """What the card says about the run(s) it continued: enough to retrace every epoch."""
-    prev = start["card"]
-    earlier = list(prev.get("warm_start", {}).get("previous_runs", []))
-    m = prev["metrics"]
-    earlier.append({"created": prev.get("created"), "git_commit": prev.get("git_commit"),
-                    "command": prev.get("command"), "optimizer": prev.get("optimizer"),
-                    "model_kwargs": prev.get("model_kwargs"), "trained_on": prev["training"].get("trained_on"),
-                    "epochs_run": prev["training"]["epochs_run"],
-                    "seconds_total": prev["training"].get("seconds_total"),
-                    "validation_perplexity": m.get("validation_perplexity"),
-                    "test_perplexity": m.get("test_perplexity"), "test_accuracy": m.get("test_accuracy"),
-                    "history": prev.get("history")})
-    return {"from": str(start["folder"]), "previous_runs": earlier,
-            "epochs_total": sum(r["epochs_run"] for r in earlier) + epochs_now}
 
 
 def _nltk_version() -> str:
@@ -241,8 +213,6 @@ def _nltk_version() -> str:
 
 def evaluate_text_task(spec: TaskSpec, data_arg, models_dir: Path) -> dict:
     """Recompute the shipped model's test metrics from the data; compare with its card."""
-    from training.layers import load_keras_text_model
-
     folder = Path(models_dir) / spec.slug
     card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
     vocab = Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8"))

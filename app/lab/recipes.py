@@ -22,7 +22,7 @@ READINGS = ("rows", "rows_cols", "patches")
 CELLS = ("lstm", "gru", "simple_rnn")
 GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}  # weight blocks per cell (input, forget, cell, output...)
 HEAD_UNITS = 32  # the seed notebook's Dense(32) between the recurrent layers and the classes
-VALIDATION_FRACTION = 0.1  # training.images.split_validation holds out this share of the training set
+VALIDATION_FRACTION = 0.1  # training.data.ImageData.train_validation holds out this share of the training set
 NICKNAME_MAX = 40
 
 # Bounds of every field that are not a configurable limit (the limits below cap what a run costs).
