@@ -152,6 +152,7 @@ class Training(Part):
     subset: int | None = None
     untrained: bool | None = None  # a test fixture's card
     augmentation: dict | None = None
+    balance: dict | None = None  # group-balanced loss weights (training.images.balance_weights)
     early_stopping: dict | None = None
 
 

@@ -110,6 +110,45 @@ def test_jpeg_npz_carries_age_and_race(tmp_path):
     assert data.x_test.shape == (6,) + FACES.input_shape
     small = data.subset(2, 3)
     assert len(small.test_meta["race"]) == len(small.y_test) == 3
+    assert set(data.train_meta) == {"age", "race"} and len(small.train_meta["age"]) == len(small.y_train) == 2
+
+
+def test_train_groups_follow_the_training_split():
+    from training.data import ImageData
+
+    n = 50  # each image and its groups carry the image's index, so the two orders can be compared
+    data = ImageData(np.arange(n), np.zeros(n), np.arange(4), np.zeros(4), "", train_meta={"race": np.arange(n) * 10})
+    for seed in (1, 2):
+        (x, _), (x_val, _) = data.train_validation(seed)
+        assert len(x_val) == 5 and data.train_groups(seed)["race"].tolist() == (x * 10).tolist()
+
+
+def test_balance_weights_count_rarer_groups_more():
+    from training.images import balance_weights
+
+    race = np.array([0] * 8 + [1] * 2)
+    age = np.array([30] * 6 + [5] * 2 + [30] * 2)  # cells: (0, 30-44) 6, (0, 0-12) 2, (1, 30-44) 2
+    weights, record = balance_weights({"race": race, "age": age}, ["race", "age"], power=1.0)
+    assert weights.mean() == pytest.approx(1.0)
+    assert weights[:6].sum() == pytest.approx(weights[6:8].sum()) == pytest.approx(weights[8:].sum())
+    assert record["cells"] == 3 and record["groups"] == ["race", "age"]
+    tempered, _ = balance_weights({"race": race}, ["race"])  # power 0.5: 8 against 2 images, weights 1:2
+    assert tempered[9] / tempered[0] == pytest.approx(2.0)
+    with pytest.raises(DataError, match="records no age per training image"):
+        balance_weights({"race": race}, ["age"])
+
+
+def test_weighted_dataset_yields_image_label_weight(tmp_path):
+    from training.images import make_dataset
+
+    x = np.zeros((6,) + FACES.input_shape, np.uint8)
+    for train in (True, False):
+        images, labels, weights = next(iter(make_dataset(x, np.arange(6) % 2, 4, FACES, 0, train,
+                                                         np.arange(6, dtype=float))))
+        assert images.shape == (4,) + FACES.input_shape and labels.shape == (4, 2)  # one-hot: label smoothing
+        # each weight stays with its own image's label
+        assert labels.numpy().argmax(1).tolist() == [int(w) % 2 for w in weights.numpy()]
+    assert weights.numpy().tolist() == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -322,6 +361,8 @@ def test_init_from_continues_a_finished_model_and_keeps_its_history(quick_mnist,
     assert "for task 'cifar10', not 'mnist'" in capsys.readouterr().err
     assert main(["mnist", "--models-dir", str(second), "--init-from", str(tmp_path / "nope")] + common) == 2
     assert "expected a model folder" in capsys.readouterr().err
+    assert main(["mnist", "--models-dir", str(second), "--balance", "race"] + common) == 2  # MNIST records none
+    assert "records no race per training image" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- atomic save

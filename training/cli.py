@@ -40,6 +40,12 @@ def training_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
                    help="start from the weights of a finished model of the same architecture "
                         "(a folder holding model.keras and card.json); its card's history is kept")
+    p.add_argument("--balance", type=lambda v: [g for g in v.split(",") if g], default=None, metavar="GROUPS",
+                   help="weight the loss so that rarer groups count more, by the groups the data set records "
+                        "per image, e.g. race,age (UTKFace; ages in bands)")
+    p.add_argument("--balance-power", type=float, default=0.5, metavar="P",
+                   help="with --balance: weight each image by its group's size to the power -P "
+                        "(1: every group the same total weight)")
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
     p.add_argument("--architecture", default=None, help="override the task's architecture")
     p.add_argument("--model-kwargs", default=None, help='JSON, e.g. \'{"units": 96}\'')

@@ -44,6 +44,7 @@ class ImageData:
     split: dict = field(default_factory=dict)  # how a folder without test/ was split
     x_val: np.ndarray | None = None  # a validation set fixed with the data (a folder's val/), else None
     y_val: np.ndarray | None = None
+    train_meta: dict = field(default_factory=dict)  # the same groups per training image
 
     def subset(self, n_train: int, n_test: int) -> ImageData:
         """A small stratified-enough slice for --quick runs (a fixed validation set is kept whole)."""
@@ -52,18 +53,29 @@ class ImageData:
         te = rng.permutation(len(self.y_test))[:n_test]
         meta = {k: v[te] for k, v in self.test_meta.items()}
         return ImageData(self.x_train[tr], self.y_train[tr], self.x_test[te], self.y_test[te],
-                         self.source, self.class_names, meta, self.skipped, self.split, self.x_val, self.y_val)
+                         self.source, self.class_names, meta, self.skipped, self.split, self.x_val, self.y_val,
+                         {k: v[tr] for k, v in self.train_meta.items()})
 
     def train_validation(self, seed: int, fraction: float = 0.1):
         """((x, y) train, (x, y) validation): the training set shuffled with `seed` (some sets are
         stored sorted by class); validation is the data's fixed set when it has one, else a
         `fraction` of the shuffled training set."""
+        train, val = self._split(seed, fraction)
+        if val is None:
+            return (self.x_train[train], self.y_train[train]), (self.x_val, self.y_val)
+        return (self.x_train[train], self.y_train[train]), (self.x_train[val], self.y_train[val])
+
+    def train_groups(self, seed: int, fraction: float = 0.1) -> dict:
+        """`train_meta` in the order of `train_validation`'s training part (same `seed`)."""
+        train, _ = self._split(seed, fraction)
+        return {k: v[train] for k, v in self.train_meta.items()}
+
+    def _split(self, seed: int, fraction: float):
         order = np.random.default_rng(seed).permutation(len(self.y_train))
         if self.y_val is not None and len(self.y_val):
-            return (self.x_train[order], self.y_train[order]), (self.x_val, self.y_val)
+            return order, None
         n_val = max(1, int(len(order) * fraction))
-        val, train = order[:n_val], order[n_val:]
-        return (self.x_train[train], self.y_train[train]), (self.x_train[val], self.y_train[val])
+        return order[n_val:], order[:n_val]
 
 
 def resolve(spec: TaskSpec, data: str | Path | None) -> Path:
@@ -145,10 +157,10 @@ def load_npz(path: Path, spec: TaskSpec) -> ImageData:
         if {"jpeg_train", "off_train", "y_train", "jpeg_test", "off_test", "y_test"} <= keys:
             x_train = _decode_cached(path, d, "train", spec)
             x_test = _decode_cached(path, d, "test", spec)
-            meta = {k[: -len("_test")]: d[k] for k in keys
-                    if k.endswith("_test") and k.split("_")[0] in ("age", "race")}
-            return ImageData(x_train, d["y_train"].astype(np.int64), x_test,
-                             d["y_test"].astype(np.int64), str(path), names, meta)
+            meta = {split: {g: d[f"{g}_{split}"] for g in ("age", "race") if f"{g}_{split}" in keys}
+                    for split in ("train", "test")}
+            return ImageData(x_train, d["y_train"].astype(np.int64), x_test, d["y_test"].astype(np.int64),
+                             str(path), names, meta["test"], train_meta=meta["train"])
     except (KeyError, ValueError, OSError, EOFError) as exc:
         raise DataError(f"{path}: malformed data ({exc.__class__.__name__}: {exc})") from None
     raise DataError(f"{path}: expected arrays x_train/y_train/x_test/y_test or "

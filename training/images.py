@@ -17,15 +17,16 @@ from training.data import DataError, ImageData, load_image_data, resolve, to_png
 QUICK_TRAIN, QUICK_TEST = 512, 256
 
 
-def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool):
-    """tf.data pipeline; random shifts (and mirror images where the task allows) when training."""
+def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool, weights=None):
+    """tf.data pipeline; random shifts (and mirror images where the task allows) when training;
+    (image, label, weight) elements when `weights` (one per image) are given."""
     import keras
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = tf.data.Dataset.from_tensor_slices((x, y) if weights is None else (x, y, weights.astype(np.float32)))
     if spec.extra.get("label_smoothing"):  # smoothed targets need one-hot labels (train and validation)
         n = len(spec.classes)
-        ds = ds.map(lambda a, b: (a, tf.one_hot(tf.cast(b, tf.int32), n)))
+        ds = ds.map(lambda a, b, *w: (a, tf.one_hot(tf.cast(b, tf.int32), n), *w))
     if train:
         ds = ds.shuffle(min(len(y), 20000), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
@@ -42,7 +43,7 @@ def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool):
             aug.append(keras.layers.RandomContrast(jitter, value_range=(0, 255), seed=seed))
         if aug:
             pipeline = keras.Sequential(aug)
-            ds = ds.map(lambda a, b: (pipeline(tf.cast(a, tf.float32), training=True), b),
+            ds = ds.map(lambda a, b, *w: (pipeline(tf.cast(a, tf.float32), training=True), b, *w),
                         num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -114,6 +115,15 @@ AGE_BANDS = [(0, 12, "0-12"), (13, 19, "13-19"), (20, 29, "20-29"), (30, 44, "30
              (45, 59, "45-59"), (60, 200, "60+")]
 
 
+def age_bands(age: np.ndarray) -> np.ndarray:
+    """The index into AGE_BANDS of each age (-1 outside them)."""
+    age = age.astype(int)
+    band = np.full(len(age), -1)
+    for i, (lo, hi, _) in enumerate(AGE_BANDS):
+        band[(age >= lo) & (age <= hi)] = i
+    return band
+
+
 def fairness_breakdown(data: ImageData, pred: np.ndarray) -> dict:
     """Per-race and per-age-band accuracy where the data set records them (UTKFace)."""
     out = {}
@@ -121,12 +131,28 @@ def fairness_breakdown(data: ImageData, pred: np.ndarray) -> dict:
         out["accuracy_by_race"] = group_accuracy(data.y_test, pred, data.test_meta["race"], RACES)
         out["race_gap"] = accuracy_gap({k: v for k, v in out["accuracy_by_race"].items() if k != "missing"})
     if "age" in data.test_meta:
-        age = data.test_meta["age"].astype(int)
-        band = np.full(len(age), -1)
-        for i, (lo, hi, _) in enumerate(AGE_BANDS):
-            band[(age >= lo) & (age <= hi)] = i
-        out["accuracy_by_age"] = group_accuracy(data.y_test, pred, band, dict(enumerate(n for _, _, n in AGE_BANDS)))
+        out["accuracy_by_age"] = group_accuracy(data.y_test, pred, age_bands(data.test_meta["age"]),
+                                                dict(enumerate(n for _, _, n in AGE_BANDS)))
     return out
+
+
+def balance_weights(groups: dict, keys: list[str], power: float = 0.5) -> tuple[np.ndarray, dict]:
+    """A loss weight per training image from the groups the data set records (`groups`, e.g.
+    race and age, ages taken in AGE_BANDS): the size of the image's cell (its combination of the
+    `keys` groups, counted as at least 1% of the images, so that a handful of images is not weighted
+    by the hundred) to the power -`power`, scaled to a mean of 1: images of rarer groups count more
+    (power 1 gives every cell of 1% or more the same total weight). Returns the weights and the
+    card's record of them."""
+    missing = [k for k in keys if k not in groups]
+    if missing:
+        raise DataError(f"--balance {','.join(keys)}: this data set records no {', '.join(missing)} per "
+                        f"training image (it records: {', '.join(sorted(groups)) or 'none'})")
+    columns = [age_bands(groups[k]) if k == "age" else groups[k].astype(int) for k in keys]
+    _, cell, size = np.unique(np.stack(columns, 1), axis=0, return_inverse=True, return_counts=True)
+    weights = np.maximum(size[cell.reshape(-1)], len(cell) / 100) ** -power
+    weights /= weights.mean()
+    return weights, {"groups": keys, "power": power, "cells": len(size),
+                     "weight_range": [round(float(weights.min()), 3), round(float(weights.max()), 3)]}
 
 
 def load_warm_start(spec: TaskSpec, folder) -> dict | None:
@@ -186,6 +212,8 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
     data = train_subset(load_image_data(spec, args.data), args)
     epochs = 1 if args.quick else (args.epochs or spec.epochs)
     train, val = data.train_validation(args.seed)
+    weights, balanced = (balance_weights(data.train_groups(args.seed), args.balance, args.balance_power)
+                         if args.balance else (None, None))
     test = (data.x_test, data.y_test)
     batch = args.batch_size or spec.batch_size
     print(f"[{spec.slug}] data {data.source}: train {len(train[1])}, validation {len(val[1])}, "
@@ -230,7 +258,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
         swap_in, swap_out = fit.weight_average_callbacks(model, average, lambda m: {
             f"val_{k}": v for k, v in m.evaluate(val_ds, verbose=0, return_dict=True).items()})
         all_callbacks = [swap_in, *all_callbacks[:-1], swap_out, all_callbacks[-1]]
-    history, run = fit.fit_best(model, make_dataset(*train, batch, spec, args.seed, True),
+    history, run = fit.fit_best(model, make_dataset(*train, batch, spec, args.seed, True, weights),
                                 make_dataset(*val, 512, spec, args.seed, False),
                                 epochs, all_callbacks, args.verbose, paths)
 
@@ -252,6 +280,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
                      "subset": args.subset,
                      "augmentation": {k: spec.extra[k] for k in ("augment", "flip", "jitter", "label_smoothing")
                                       if k in spec.extra},
+                     "balance": balanced,
                      "early_stopping": {"monitor": "val_accuracy", "patience": args.patience}},
         "data": {"source": spec.data_source or data.source, "path": data.source, "licence": spec.licence,
                  "counts": {"train": len(train[1]), "validation": len(val[1]), "test": len(test[1])},
