@@ -39,11 +39,15 @@ def test_bad_flags_exit_2_before_anything_runs(capsys):
     assert main(["no_such_task"]) == 2
 
 
-def test_text_parser_adds_the_text_options_to_the_common_ones():
-    common = cli.training_parser("p").parse_args([])
+def test_image_and_text_parsers_add_their_own_options_to_the_common_ones():
+    common = cli.common_parser("p").parse_args([])
     text = cli.text_parser("p").parse_args([])
-    assert vars(common).items() <= vars(text).items()
-    assert set(vars(text)) - set(vars(common)) == {"min_count", "weight_average", "train_text", "aux_text"}
+    image = cli.training_parser("p").parse_args([])
+    assert vars(common).items() <= vars(text).items() and vars(common).items() <= vars(image).items()
+    assert set(vars(text)) - set(vars(common)) == {"min_count", "train_text", "aux_text"}
+    assert set(vars(image)) - set(vars(common)) == {"balance", "balance_power"}
+    with pytest.raises(SystemExit):
+        cli.text_parser("p").parse_args(["--balance", "race"])  # text tasks record no groups
 
 
 def test_parsers_import_no_tensorflow():

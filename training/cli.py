@@ -23,8 +23,8 @@ def _models_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", default=os.environ.get("LSTMLAB_MODELS", str(MODELS_DIR)))
 
 
-def training_parser(prog: str) -> argparse.ArgumentParser:
-    """Options shared by every training command (an image task trains with exactly these)."""
+def common_parser(prog: str) -> argparse.ArgumentParser:
+    """Options shared by every training command, image or text."""
     p = argparse.ArgumentParser(prog=prog)
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the task's)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -40,12 +40,9 @@ def training_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
                    help="start from the weights of a finished model of the same architecture "
                         "(a folder holding model.keras and card.json); its card's history is kept")
-    p.add_argument("--balance", type=lambda v: [g for g in v.split(",") if g], default=None, metavar="GROUPS",
-                   help="weight the loss so that rarer groups count more, by the groups the data set records "
-                        "per image, e.g. race,age (UTKFace; ages in bands)")
-    p.add_argument("--balance-power", type=float, default=0.5, metavar="P",
-                   help="with --balance: weight each image by its group's size to the power -P "
-                        "(1: every group the same total weight)")
+    p.add_argument("--weight-average", type=float, default=None, metavar="MOMENTUM",
+                   help="validate and keep an exponential moving average of the weights, e.g. 0.998 "
+                        "(default: the task's; 0 turns it off)")
     p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
     p.add_argument("--architecture", default=None, help="override the task's architecture")
     p.add_argument("--model-kwargs", default=None, help='JSON, e.g. \'{"units": 96}\'')
@@ -57,13 +54,22 @@ def training_parser(prog: str) -> argparse.ArgumentParser:
     return p
 
 
+def training_parser(prog: str) -> argparse.ArgumentParser:
+    """The options an image task trains with: the common ones and the loss's group balance."""
+    p = common_parser(prog)
+    p.add_argument("--balance", type=lambda v: [g for g in v.split(",") if g], default=None, metavar="GROUPS",
+                   help="weight the loss so that rarer groups count more, by the groups the data set records "
+                        "per image, e.g. race,age (UTKFace; ages in bands)")
+    p.add_argument("--balance-power", type=float, default=0.5, metavar="P",
+                   help="with --balance: weight each image by its group's size to the power -P "
+                        "(1: every group the same total weight)")
+    return p
+
+
 def text_parser(prog: str) -> argparse.ArgumentParser:
     """The common training flags plus the text model's size."""
-    p = training_parser(prog)
+    p = common_parser(prog)
     p.add_argument("--min-count", type=int, default=MIN_COUNT, help="rarer tokens become <unk>")
-    p.add_argument("--weight-average", type=float, default=None, metavar="MOMENTUM",
-                   help="validate and keep an exponential moving average of the weights, e.g. 0.998 "
-                        "(default: the task's; 0 turns it off)")
     p.add_argument("--train-text", choices=("all", "headlines"), default="all",
                    help="headlines: fit on the headlines only, the auxiliary text still loaded for the "
                         "vocabulary and the n-gram (e.g. a last phase with --init-from)")
