@@ -365,6 +365,19 @@ def test_init_from_continues_a_finished_model_and_keeps_its_history(quick_mnist,
     assert "records no race per training image" in capsys.readouterr().err
 
 
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
+    rdir = tmp_path / "runs" / "mnist"
+    _, first = fit.standard_callbacks("mnist", False, 2, "val_loss", "min", 0, rdir=rdir)
+    (rdir / "history.csv").write_text("epoch,loss\n0,1.0\n", encoding="utf-8")
+    with pytest.raises(DataError, match=f"in use by another training run \\(process {os.getpid()}\\)"):
+        fit.standard_callbacks("mnist", False, 2, "val_loss", "min", 0, rdir=rdir)
+    assert (rdir / "history.csv").read_text(encoding="utf-8") == "epoch,loss\n0,1.0\n"  # the first run's, kept
+    fit.finish_run(first)  # released when the first run ends
+    _, second = fit.standard_callbacks("mnist", False, 2, "val_loss", "min", 0, rdir=rdir)
+    assert not (rdir / "history.csv").exists()
+    fit.finish_run(second)
+
+
 # ----------------------------------------------------------------------------- atomic save
 def test_failed_write_leaves_old_model_byte_identical(old_model, snapshot, tmp_path):
     models = tmp_path / "models"

@@ -8,6 +8,7 @@ Checkpoints, the Keras backup used by --resume, and logs live in `runs/<slug>/` 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
 import platform
 import shutil
@@ -21,6 +22,7 @@ import numpy as np
 from app.cards import Card
 from app.config import ROOT
 from app.tasks import TEXT, TaskSpec
+from training.data import DataError
 
 IMBALANCE_RATIO = 1.5  # largest / smallest class above this is reported as imbalanced
 RUNS_DIR = Path(os.environ.get("LSTMLAB_RUNS") or ROOT / "runs")  # tests point this at tmp_path
@@ -262,6 +264,7 @@ def standard_callbacks(slug: str, resume: bool, patience: int, monitor: str, mod
 
     rdir = Path(rdir) if rdir else RUNS_DIR / slug
     rdir.mkdir(parents=True, exist_ok=True)
+    lock = hold_run_folder(rdir)
     backup = rdir / "backup"
     history_csv = rdir / "history.csv"
     best = rdir / "best.weights.h5"
@@ -280,7 +283,26 @@ def standard_callbacks(slug: str, resume: bool, patience: int, monitor: str, mod
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, verbose=verbose),
         keras.callbacks.BackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=False),
     ]
-    return callbacks, {"backup": backup, "history_csv": history_csv, "best": best, "timer": timer}
+    return callbacks, {"backup": backup, "history_csv": history_csv, "best": best, "timer": timer, "lock": lock}
+
+
+def hold_run_folder(rdir: Path):
+    """An exclusive lock on a run's folder, held by the returned open file until `finish_run`
+    (or the process's end): a second run into the same folder is refused before it can delete
+    the first one's checkpoints and history."""
+    fh = open(rdir / ".lock", "a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "?"
+        fh.close()
+        raise DataError(f"{rdir} is in use by another training run (process {holder}); wait for it to end, "
+                        f"or give this run its own folder with LSTMLAB_RUNS=<folder>") from None
+    fh.truncate(0)
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
 
 
 def fit_best(model, train, validation, epochs: int, callbacks: list, verbose: int, paths: dict,
@@ -355,5 +377,7 @@ def save_without_optimizer(model, path: Path) -> None:
 
 
 def finish_run(paths: dict) -> None:
-    """After a complete, saved run the backup is no longer needed (a new run starts fresh)."""
+    """After a complete, saved run the backup is no longer needed (a new run starts fresh); the
+    run's folder is released."""
     shutil.rmtree(paths["backup"], ignore_errors=True)
+    paths["lock"].close()
