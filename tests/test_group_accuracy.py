@@ -23,6 +23,17 @@ def test_gap_interval_is_newcombes_hybrid_score_interval():
     assert gap["ci95"] == pytest.approx([0.0524, 0.3339], abs=1e-4)
 
 
+def test_gap_by_chance_alone_shrinks_with_larger_groups():
+    def groups(n):
+        return {k: {"n": n, "accuracy": 0.9, "ci95": list(wilson_interval(int(0.9 * n), n))} for k in "ab"}
+
+    small, large = accuracy_gap(groups(100))["equal_accuracy_p95"], accuracy_gap(groups(10000))["equal_accuracy_p95"]
+    # two groups of n at 90%: the difference's 95th percentile is about 1.96·sqrt(2·0.9·0.1/n)
+    assert small == pytest.approx(1.96 * np.sqrt(2 * 0.09 / 100), abs=0.015)
+    assert large == pytest.approx(1.96 * np.sqrt(2 * 0.09 / 10000), abs=0.0015)
+    assert accuracy_gap(groups(100)) == accuracy_gap(groups(100))  # a fixed seed: the card does not wobble
+
+
 def test_group_accuracy_counts_each_group_and_skips_empty_ones():
     y = np.array([0, 1, 1, 0, 1, 0])
     pred = np.array([0, 1, 0, 0, 0, 0])
@@ -33,9 +44,10 @@ def test_group_accuracy_counts_each_group_and_skips_empty_ones():
     assert out["x"]["ci95"] == pytest.approx(list(wilson_interval(2, 3)))
 
 
-@pytest.mark.parametrize("lang, words", [("en", "Gap between the most accurate group"),
-                                         ("vi", "Chênh lệch giữa nhóm chính xác nhất")])
-def test_card_page_shows_the_served_race_gap_with_its_interval(make_app, lang, words):
+@pytest.mark.parametrize("lang, words, chance", [
+    ("en", "Gap between the most accurate group", "a model equally accurate in every group would still show"),
+    ("vi", "Chênh lệch giữa nhóm chính xác nhất", "một mô hình chính xác như nhau ở mọi nhóm vẫn cho")])
+def test_card_page_shows_the_served_race_gap_with_its_interval(make_app, lang, words, chance):
     from app.cards import Card
     from app.config import MODELS_DIR
 
@@ -49,3 +61,5 @@ def test_card_page_shows_the_served_race_gap_with_its_interval(make_app, lang, w
     assert words in html and served.race_gap["least_accurate"] in html
     lo = f"{served.race_gap['ci95'][0] * 100:.1f}"
     assert (lo if lang == "en" else lo.replace(".", ",")) in html
+    p95 = f"{served.race_gap['equal_accuracy_p95'] * 100:.1f}"
+    assert f"{p95 if lang == 'en' else p95.replace('.', ',')}" in html and chance in html

@@ -99,15 +99,21 @@ def group_accuracy(y_true, pred, groups: np.ndarray, names: dict) -> dict:
     return out
 
 
-def accuracy_gap(groups: dict) -> dict:
+def accuracy_gap(groups: dict, draws: int = 20000) -> dict:
     """The gap between the most and the least accurate group, with its 95% interval (Newcombe's
-    hybrid score interval for a difference of two independent proportions)."""
+    hybrid score interval for a difference of two independent proportions), and the gap that a
+    model equally accurate in every group (at the pooled accuracy) would exceed one time in twenty
+    with groups of these sizes (`draws` binomial draws, a fixed seed): what chance alone shows."""
     best = max(groups, key=lambda k: groups[k]["accuracy"])
     worst = min(groups, key=lambda k: groups[k]["accuracy"])
     (p1, (l1, u1)), (p2, (l2, u2)) = ((groups[k]["accuracy"], groups[k]["ci95"]) for k in (best, worst))
     gap = p1 - p2
+    n = np.array([g["n"] for g in groups.values()])
+    pooled = sum(g["n"] * g["accuracy"] for g in groups.values()) / n.sum()
+    chance = np.random.default_rng(0).binomial(n, pooled, size=(draws, len(n))) / n
     return {"most_accurate": best, "least_accurate": worst, "gap": gap,
-            "ci95": [float(gap - np.hypot(p1 - l1, u2 - p2)), float(gap + np.hypot(u1 - p1, p2 - l2))]}
+            "ci95": [float(gap - np.hypot(p1 - l1, u2 - p2)), float(gap + np.hypot(u1 - p1, p2 - l2))],
+            "equal_accuracy_p95": float(np.quantile(chance.max(1) - chance.min(1), 0.95))}
 
 
 RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others", 255: "missing"}
