@@ -153,6 +153,7 @@ class Training(Part):
     untrained: bool | None = None  # a test fixture's card
     augmentation: dict | None = None
     balance: dict | None = None  # group-balanced loss weights (training.images.balance_weights)
+    distillation: dict | None = None  # teachers and their figures (training.images.teacher_targets)
     early_stopping: dict | None = None
 
 

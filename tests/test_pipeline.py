@@ -378,6 +378,29 @@ def test_a_second_run_into_the_same_folder_is_refused(tmp_path):
     fit.finish_run(second)
 
 
+def test_teachers_distil_into_a_new_run_and_their_figures_are_recorded(quick_mnist, tmp_path, capsys):
+    npz, first = quick_mnist
+    teacher = first / "mnist"
+    out = tmp_path / "student"
+    assert main(["mnist", "--data", str(npz), "--models-dir", str(out), "--baseline-epochs", "0",
+                 "--teachers", f"{teacher},{teacher}", "--distill-weight", "0.7", *QUICK_ARGS]) == 0
+    card = json.loads((out / "mnist" / "card.json").read_text(encoding="utf-8"))
+    record = card["training"]["distillation"]
+    assert record["weight"] == 0.7 and [t["folder"] for t in record["teachers"]] == [str(teacher)] * 2
+    # an ensemble of one model twice is that model: its test figure is the teacher card's own
+    old = json.loads((teacher / "card.json").read_text(encoding="utf-8"))["metrics"]["test_accuracy"]
+    assert record["ensemble_test_accuracy"] == pytest.approx(old)
+    assert record["teachers"][0]["test_accuracy"] == pytest.approx(old)
+    assert 0 <= record["ensemble_validation_accuracy"] <= 1 and card["metrics"]["test_count"] == 40
+    capsys.readouterr()
+    assert main(["mnist", "--data", str(npz), "--models-dir", str(out), "--baseline-epochs", "0",
+                 "--teachers", str(tmp_path / "nope"), *QUICK_ARGS]) == 2
+    assert "--teachers" in capsys.readouterr().err
+    assert main(["mnist", "--data", str(npz), "--models-dir", str(out), "--baseline-epochs", "0", "--seed", "7",
+                 "--teachers", str(teacher), *QUICK_ARGS]) == 2
+    assert "a teacher must share the run's training/validation split" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- atomic save
 def test_failed_write_leaves_old_model_byte_identical(old_model, snapshot, tmp_path):
     models = tmp_path / "models"

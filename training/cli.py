@@ -23,6 +23,14 @@ def _models_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", default=os.environ.get("LSTMLAB_MODELS", str(MODELS_DIR)))
 
 
+def _share(value: str) -> float:
+    """A number in (0, 1] (argparse names the option and the value when it is not)."""
+    share = float(value)
+    if not 0 < share <= 1:
+        raise ValueError(value)
+    return share
+
+
 def common_parser(prog: str) -> argparse.ArgumentParser:
     """Options shared by every training command, image or text."""
     p = argparse.ArgumentParser(prog=prog)
@@ -63,6 +71,11 @@ def training_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--balance-power", type=float, default=0.5, metavar="P",
                    help="with --balance: weight each image by its group's size to the power -P "
                         "(1: every group the same total weight)")
+    p.add_argument("--teachers", type=lambda v: [f for f in v.split(",") if f], default=None, metavar="DIRS",
+                   help="distil an ensemble: finished model folders of the task, comma-separated, whose mean "
+                        "class probabilities become part of each training image's target")
+    p.add_argument("--distill-weight", type=_share, default=0.5, metavar="W",
+                   help="with --teachers: target = W x teachers' probabilities + (1 - W) x the label")
     return p
 
 

@@ -24,7 +24,7 @@ def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool, 
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y) if weights is None else (x, y, weights.astype(np.float32)))
-    if spec.extra.get("label_smoothing"):  # smoothed targets need one-hot labels (train and validation)
+    if spec.extra.get("label_smoothing") and np.ndim(y) == 1:  # smoothing needs one-hot labels (and validation)
         n = len(spec.classes)
         ds = ds.map(lambda a, b, *w: (a, tf.one_hot(tf.cast(b, tf.int32), n), *w))
     if train:
@@ -48,12 +48,13 @@ def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool, 
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def training_loss(spec: TaskSpec):
-    """Cross-entropy, with label smoothing when the task asks for it (one-hot targets then)."""
+def training_loss(spec: TaskSpec, soft: bool = False):
+    """Cross-entropy, with label smoothing when the task asks for it (one-hot targets then, or
+    the `soft` targets of distillation)."""
     import keras
 
     smoothing = float(spec.extra.get("label_smoothing", 0.0))
-    if smoothing:
+    if smoothing or soft:
         return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
     return "sparse_categorical_crossentropy"
 
@@ -161,10 +162,9 @@ def balance_weights(groups: dict, keys: list[str], power: float = 0.5) -> tuple[
                      "weight_range": [round(float(weights.min()), 3), round(float(weights.max()), 3)]}
 
 
-def load_warm_start(spec: TaskSpec, folder) -> dict | None:
-    """The finished model (and its card) a run continues from with --init-from, or None."""
-    if not folder:
-        return None
+def load_finished(spec: TaskSpec, folder, option: str) -> dict:
+    """A finished model of `spec`'s task (its folder, card and Keras model); `option` names the
+    flag that asked for it in the error."""
     import keras
 
     folder = Path(folder)
@@ -174,15 +174,52 @@ def load_warm_start(spec: TaskSpec, folder) -> dict | None:
         card = Card.from_json(folder)
         model = keras.models.load_model(folder / "model.keras", compile=False)
     except (OSError, ValueError) as exc:
-        raise DataError(f"--init-from {folder}: expected a model folder with model.keras and "
+        raise DataError(f"{option} {folder}: expected a model folder with model.keras and "
                         f"card.json ({exc})") from exc
     if card.slug != spec.slug:
-        raise DataError(f"--init-from {folder}: that model is for task {card.slug!r}, not {spec.slug!r}")
+        raise DataError(f"{option} {folder}: that model is for task {card.slug!r}, not {spec.slug!r}")
     if card.training is None or card.metrics.test_accuracy is None:
-        raise DataError(f"--init-from {folder}: its card has no training record or test accuracy")
-    print(f"[{spec.slug}] starting from {folder} (test accuracy {card.metrics.test_accuracy:.4f} after "
-          f"{card.training.epochs_run} epochs)", flush=True)
+        raise DataError(f"{option} {folder}: its card has no training record or test accuracy")
     return {"folder": folder, "card": card, "model": model}
+
+
+def load_warm_start(spec: TaskSpec, folder) -> dict | None:
+    """The finished model (and its card) a run continues from with --init-from, or None."""
+    if not folder:
+        return None
+    start = load_finished(spec, folder, "--init-from")
+    print(f"[{spec.slug}] starting from {start['folder']} (test accuracy {start['card'].metrics.test_accuracy:.4f} "
+          f"after {start['card'].training.epochs_run} epochs)", flush=True)
+    return start
+
+
+def teacher_targets(spec: TaskSpec, folders: list[str], weight: float, seed: int, train, val,
+                    test) -> tuple[np.ndarray, dict]:
+    """Knowledge distillation from an ensemble of finished models of the task: each training
+    image's target becomes `weight` × the teachers' mean class probabilities (on the image as
+    stored) + (1 - `weight`) × its one-hot label. Returns the targets and the card's record: each
+    teacher's and the ensemble's validation and test accuracy on this run's split."""
+    teachers = [load_finished(spec, f, "--teachers") for f in folders]
+    for t in teachers:  # another seed's validation images were that teacher's training images
+        if t["card"].training.seed != seed:
+            raise DataError(f"--teachers {t['folder']}: trained with --seed {t['card'].training.seed}, this run "
+                            f"uses {seed}; a teacher must share the run's training/validation split")
+    n = len(spec.classes)
+    record = {"weight": weight, "teachers": []}
+    mean = {}
+    for t in teachers:
+        probs = {name: predict_probs(t["model"], x) for name, x in (("train", train[0]), ("val", val[0]),
+                                                                      ("test", test[0]))}
+        for name, p in probs.items():
+            mean[name] = mean.get(name, 0) + p / len(teachers)
+        record["teachers"].append({"folder": str(t["folder"]),
+                                   "validation_accuracy": float((probs["val"].argmax(1) == val[1]).mean()),
+                                   "test_accuracy": float((probs["test"].argmax(1) == test[1]).mean())})
+    record["ensemble_validation_accuracy"] = float((mean["val"].argmax(1) == val[1]).mean())
+    record["ensemble_test_accuracy"] = float((mean["test"].argmax(1) == test[1]).mean())
+    print(f"[{spec.slug}] distilling {len(teachers)} teachers: ensemble validation accuracy "
+          f"{record['ensemble_validation_accuracy']:.4f}", flush=True)
+    return weight * mean["train"] + (1 - weight) * np.eye(n)[train[1]], record
 
 
 def whole_history(card: Card) -> dict:
@@ -234,6 +271,11 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
     else:  # the continued run's, on the same data
         baseline = start["card"].baseline.to_json() if start and start["card"].baseline else None
 
+    distilled = None
+    if args.teachers:  # soft training targets; validation labels one-hot to match the loss
+        targets, distilled = teacher_targets(spec, args.teachers, args.distill_weight, args.seed, train, val, test)
+        train, val = (train[0], targets), (val[0], np.eye(len(spec.classes))[val[1]])
+
     # Model ---------------------------------------------------------------------------------
     keras.utils.set_random_seed(args.seed)
     kw = json.loads(args.model_kwargs) if args.model_kwargs else dict(spec.extra.get("model", {}))
@@ -249,7 +291,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
                                                       warmup_target=lr, warmup_steps=steps // 20,
                                                       alpha=0.01)
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=1e-4, clipnorm=1.0)
-    model.compile(optimizer, training_loss(spec), metrics=["accuracy"])
+    model.compile(optimizer, training_loss(spec, soft=distilled is not None), metrics=["accuracy"])
     if args.verbose:
         model.summary()
 
@@ -287,6 +329,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
                      "augmentation": {k: spec.extra[k] for k in ("augment", "flip", "jitter", "label_smoothing")
                                       if k in spec.extra},
                      "balance": balanced,
+                     "distillation": distilled,
                      "early_stopping": {"monitor": "val_accuracy", "patience": args.patience}},
         "data": {"source": spec.data_source or data.source, "path": data.source, "licence": spec.licence,
                  "counts": {"train": len(train[1]), "validation": len(val[1]), "test": len(test[1])},
