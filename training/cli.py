@@ -23,6 +23,11 @@ def _models_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", default=os.environ.get("LSTMLAB_MODELS", str(MODELS_DIR)))
 
 
+def _names(value: str) -> list[str]:
+    """A comma-separated list (empty items dropped)."""
+    return [name for name in value.split(",") if name]
+
+
 def _share(value: str) -> float:
     """A number in (0, 1] (argparse names the option and the value when it is not)."""
     share = float(value)
@@ -65,13 +70,13 @@ def common_parser(prog: str) -> argparse.ArgumentParser:
 def training_parser(prog: str) -> argparse.ArgumentParser:
     """The options an image task trains with: the common ones and the loss's group balance."""
     p = common_parser(prog)
-    p.add_argument("--balance", type=lambda v: [g for g in v.split(",") if g], default=None, metavar="GROUPS",
+    p.add_argument("--balance", type=_names, default=None, metavar="GROUPS",
                    help="weight the loss so that rarer groups count more, by the groups the data set records "
                         "per image, e.g. race,age (UTKFace; ages in bands)")
     p.add_argument("--balance-power", type=float, default=0.5, metavar="P",
                    help="with --balance: weight each image by its group's size to the power -P "
                         "(1: every group the same total weight)")
-    p.add_argument("--teachers", type=lambda v: [f for f in v.split(",") if f], default=None, metavar="DIRS",
+    p.add_argument("--teachers", type=_names, default=None, metavar="DIRS",
                    help="distil an ensemble: finished model folders of the task, comma-separated, whose mean "
                         "class probabilities become part of each training image's target")
     p.add_argument("--distill-weight", type=_share, default=0.5, metavar="W",

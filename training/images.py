@@ -300,7 +300,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
                                              "val_accuracy", "max", args.verbose, rdir=work_dir)
     # extra callbacks see each epoch before the backup marks it done (fit.standard_callbacks)
     all_callbacks = standard[:-1] + list(callbacks or []) + standard[-1:]
-    average = float(args.weight_average if args.weight_average is not None else spec.extra.get("weight_average", 0.0))
+    average = fit.weight_average(spec, args)
     if average:  # the averaged weights are validated, checkpointed and shown to the extra callbacks
         val_ds = make_dataset(*val, 512, spec, args.seed, False)
         swap_in, swap_out = fit.weight_average_callbacks(model, average, lambda m: {

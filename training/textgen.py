@@ -102,7 +102,7 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
                                               args.verbose)
     callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, args.patience // 3),
                                                        verbose=args.verbose))
-    average = args.weight_average if args.weight_average is not None else spec.extra.get("weight_average", 0.0)
+    average = fit.weight_average(spec, args)
     if average:
         swap_in, swap_out = fit.weight_average_callbacks(
             model, average, lambda m: {"val_loss": math.log(lm_metrics(m, xva, yva, batch=256)["perplexity"])})
