@@ -401,6 +401,37 @@ def test_teachers_distil_into_a_new_run_and_their_figures_are_recorded(quick_mni
     assert "a teacher must share the run's training/validation split" in capsys.readouterr().err
 
 
+class _LeftEyedTeacher:
+    """A stand-in teacher sure of class 1 when an image's left half is brighter than its right."""
+
+    def predict(self, x, batch_size=None, verbose=0):
+        half = x.shape[2] // 2
+        left = (x[:, :, :half].reshape(len(x), -1).mean(1) > x[:, :, half:].reshape(len(x), -1).mean(1))
+        probs = np.zeros((len(x), 10), np.float32)
+        probs[np.arange(len(x)), left.astype(int)] = 1
+        return probs
+
+
+@pytest.mark.parametrize("spec, mirrored", [(CIFAR10, True), (MNIST, False)])
+def test_teachers_read_mirror_images_too_when_the_task_trains_on_them(spec, mirrored, monkeypatch):
+    from types import SimpleNamespace
+
+    from training import images
+
+    assert bool(spec.extra.get("flip")) == mirrored
+    card = SimpleNamespace(training=SimpleNamespace(seed=42))  # all teacher_targets reads of a card
+    monkeypatch.setattr(images, "load_finished", lambda spec_, folder, option: {
+        "folder": Path(folder), "card": card, "model": _LeftEyedTeacher()})
+    shape = (4, *spec.input_shape)
+    x = np.zeros(shape, np.uint8)
+    x[:, :, : shape[2] // 2] = 200  # every image bright on the left: class 1 as stored, class 0 mirrored
+    y = np.array([1, 1, 0, 0])
+    targets, record = images.teacher_targets(spec, ["t"], 1.0, card.training.seed, (x, y), (x, y), (x, y))
+    assert record["mirror_averaged"] is mirrored
+    expected = [0.5, 0.5] if mirrored else [0.0, 1.0]
+    assert np.allclose(targets[:, :2], expected) and np.allclose(targets.sum(1), 1)
+
+
 # ----------------------------------------------------------------------------- atomic save
 def test_failed_write_leaves_old_model_byte_identical(old_model, snapshot, tmp_path):
     models = tmp_path / "models"

@@ -196,20 +196,27 @@ def load_warm_start(spec: TaskSpec, folder) -> dict | None:
 def teacher_targets(spec: TaskSpec, folders: list[str], weight: float, seed: int, train, val,
                     test) -> tuple[np.ndarray, dict]:
     """Knowledge distillation from an ensemble of finished models of the task: each training
-    image's target becomes `weight` × the teachers' mean class probabilities (on the image as
-    stored) + (1 - `weight`) × its one-hot label. Returns the targets and the card's record: each
-    teacher's and the ensemble's validation and test accuracy on this run's split."""
+    image's target becomes `weight` × the teachers' mean class probabilities + (1 - `weight`) ×
+    its one-hot label. A teacher reads the image as stored and, for a task that trains on mirror
+    images (its `flip`), also its mirror image, and gives the mean: the label holds for both, and
+    the teacher has no model-time limit. Returns the targets and the card's record: each teacher's
+    and the ensemble's validation and test accuracy on this run's split, read the same way."""
     teachers = [load_finished(spec, f, "--teachers") for f in folders]
     for t in teachers:  # another seed's validation images were that teacher's training images
         if t["card"].training.seed != seed:
             raise DataError(f"--teachers {t['folder']}: trained with --seed {t['card'].training.seed}, this run "
                             f"uses {seed}; a teacher must share the run's training/validation split")
     n = len(spec.classes)
-    record = {"weight": weight, "teachers": []}
+    mirror = bool(spec.extra.get("flip"))
+    record = {"weight": weight, "mirror_averaged": mirror, "teachers": []}
     mean = {}
+
+    def read(model, x):  # images are (n, height, width[, colour]): axis 2 mirrors them
+        p = predict_probs(model, x)
+        return (p + predict_probs(model, x[:, :, ::-1])) / 2 if mirror else p
+
     for t in teachers:
-        probs = {name: predict_probs(t["model"], x) for name, x in (("train", train[0]), ("val", val[0]),
-                                                                      ("test", test[0]))}
+        probs = {name: read(t["model"], x) for name, x in (("train", train[0]), ("val", val[0]), ("test", test[0]))}
         for name, p in probs.items():
             mean[name] = mean.get(name, 0) + p / len(teachers)
         record["teachers"].append({"folder": str(t["folder"]),
