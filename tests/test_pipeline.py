@@ -401,35 +401,47 @@ def test_teachers_distil_into_a_new_run_and_their_figures_are_recorded(quick_mni
     assert "a teacher must share the run's training/validation split" in capsys.readouterr().err
 
 
-class _LeftEyedTeacher:
-    """A stand-in teacher sure of class 1 when an image's left half is brighter than its right."""
+def _left_eyed_teacher(spec):
+    """A stand-in teacher sure of class 1 when an image's left half is brighter than its right,
+    of class 0 otherwise."""
+    import keras
+    from keras import ops
 
-    def predict(self, x, batch_size=None, verbose=0):
-        half = x.shape[2] // 2
-        left = (x[:, :, :half].reshape(len(x), -1).mean(1) > x[:, :, half:].reshape(len(x), -1).mean(1))
-        probs = np.zeros((len(x), 10), np.float32)
-        probs[np.arange(len(x)), left.astype(int)] = 1
-        return probs
+    def read(x):
+        half = spec.input_shape[1] // 2
+        left = ops.mean(ops.reshape(x[:, :, :half], (ops.shape(x)[0], -1)), axis=1)
+        right = ops.mean(ops.reshape(x[:, :, half:], (ops.shape(x)[0], -1)), axis=1)
+        return ops.one_hot(ops.cast(left > right, "int32"), len(spec.classes))
+
+    inputs = keras.Input(spec.input_shape)
+    return keras.Model(inputs, keras.layers.Lambda(read)(inputs))
 
 
-@pytest.mark.parametrize("spec, mirrored", [(CIFAR10, True), (MNIST, False)])
-def test_teachers_read_mirror_images_too_when_the_task_trains_on_them(spec, mirrored, monkeypatch):
+@pytest.mark.parametrize("spec", [CIFAR10, MNIST])
+def test_teachers_read_each_training_image_as_augmented(spec, monkeypatch):
     from types import SimpleNamespace
 
     from training import images
 
-    assert bool(spec.extra.get("flip")) == mirrored
     card = SimpleNamespace(training=SimpleNamespace(seed=42))  # all teacher_targets reads of a card
+    teacher = _left_eyed_teacher(spec)
     monkeypatch.setattr(images, "load_finished", lambda spec_, folder, option: {
-        "folder": Path(folder), "card": card, "model": _LeftEyedTeacher()})
-    shape = (4, *spec.input_shape)
-    x = np.zeros(shape, np.uint8)
-    x[:, :, : shape[2] // 2] = 200  # every image bright on the left: class 1 as stored, class 0 mirrored
-    y = np.array([1, 1, 0, 0])
-    targets, record = images.teacher_targets(spec, ["t"], 1.0, card.training.seed, (x, y), (x, y), (x, y))
-    assert record["mirror_averaged"] is mirrored
-    expected = [0.5, 0.5] if mirrored else [0.0, 1.0]
-    assert np.allclose(targets[:, :2], expected) and np.allclose(targets.sum(1), 1)
+        "folder": Path(folder), "card": card, "model": teacher})
+    x = np.zeros((64, *spec.input_shape), np.uint8)
+    x[:, :, : spec.input_shape[1] // 2] = 200  # every stored image is bright on the left: class 1
+    y = np.arange(64) % len(spec.classes)
+    teach, record = images.teacher_targets(spec, ["t"], 0.75, card.training.seed, (x, y), (x, y))
+    assert record["views"] == "augmented" and record["ensemble_test_accuracy"] == np.mean(y == 1)
+    seen, targets = map(np.concatenate, zip(*[(a.numpy(), t.numpy()) for a, t in images.make_dataset(
+        x, y, 16, spec, 42, True, teach=teach)]))
+    half = spec.input_shape[1] // 2
+    read = (seen[:, :, :half].reshape(64, -1).mean(1) > seen[:, :, half:].reshape(64, -1).mean(1)).astype(int)
+    # each target is 0.75 × the teacher's reading of the view yielded + 0.25 × a one-hot label
+    soft = targets - 0.75 * np.eye(len(spec.classes))[read]
+    assert np.allclose(soft.max(1), 0.25) and np.allclose(np.sort(soft, 1)[:, :-1], 0)
+    assert (np.bincount(soft.argmax(1), minlength=10) == np.bincount(y, minlength=10)).all()  # each image's label
+    # mirror images are read as mirrored (class 0) where the task flips, never otherwise
+    assert (read == 0).any() == bool(spec.extra.get("flip")) and (read == 1).any()
 
 
 # ----------------------------------------------------------------------------- atomic save

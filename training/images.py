@@ -17,14 +17,16 @@ from training.data import DataError, ImageData, load_image_data, resolve, to_png
 QUICK_TRAIN, QUICK_TEST = 512, 256
 
 
-def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool, weights=None):
+def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool, weights=None, teach=None):
     """tf.data pipeline; random shifts (and mirror images where the task allows) when training;
-    (image, label, weight) elements when `weights` (one per image) are given."""
+    (image, label, weight) elements when `weights` (one per image) are given; `teach(images,
+    labels)` replaces each batch's labels with distillation targets computed on the images as
+    the model will see them (after augmentation)."""
     import keras
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y) if weights is None else (x, y, weights.astype(np.float32)))
-    if spec.extra.get("label_smoothing") and np.ndim(y) == 1:  # smoothing needs one-hot labels (and validation)
+    if (spec.extra.get("label_smoothing") or teach) and np.ndim(y) == 1:  # smoothing needs one-hot labels
         n = len(spec.classes)
         ds = ds.map(lambda a, b, *w: (a, tf.one_hot(tf.cast(b, tf.int32), n), *w))
     if train:
@@ -45,6 +47,8 @@ def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool, 
             pipeline = keras.Sequential(aug)
             ds = ds.map(lambda a, b, *w: (pipeline(tf.cast(a, tf.float32), training=True), b, *w),
                         num_parallel_calls=tf.data.AUTOTUNE)
+    if teach:
+        ds = ds.map(lambda a, b, *w: (a, teach(tf.cast(a, tf.float32), b), *w), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -193,30 +197,24 @@ def load_warm_start(spec: TaskSpec, folder) -> dict | None:
     return start
 
 
-def teacher_targets(spec: TaskSpec, folders: list[str], weight: float, seed: int, train, val,
-                    test) -> tuple[np.ndarray, dict]:
-    """Knowledge distillation from an ensemble of finished models of the task: each training
-    image's target becomes `weight` × the teachers' mean class probabilities + (1 - `weight`) ×
-    its one-hot label. A teacher reads the image as stored and, for a task that trains on mirror
-    images (its `flip`), also its mirror image, and gives the mean: the label holds for both, and
-    the teacher has no model-time limit. Returns the targets and the card's record: each teacher's
-    and the ensemble's validation and test accuracy on this run's split, read the same way."""
+def teacher_targets(spec: TaskSpec, folders: list[str], weight: float, seed: int, val, test) -> tuple:
+    """Knowledge distillation from an ensemble of finished models of the task. Returns `teach`
+    for `make_dataset`: each training batch's target becomes `weight` × the teachers' mean class
+    probabilities on the batch as augmented (the view the student reads, so a shifted or
+    mirrored image gets the teachers' reading of that view) + (1 - `weight`) × its one-hot label;
+    and the card's record: each teacher's and the ensemble's validation and test accuracy on
+    this run's split."""
+    import tensorflow as tf
+
     teachers = [load_finished(spec, f, "--teachers") for f in folders]
     for t in teachers:  # another seed's validation images were that teacher's training images
         if t["card"].training.seed != seed:
             raise DataError(f"--teachers {t['folder']}: trained with --seed {t['card'].training.seed}, this run "
                             f"uses {seed}; a teacher must share the run's training/validation split")
-    n = len(spec.classes)
-    mirror = bool(spec.extra.get("flip"))
-    record = {"weight": weight, "mirror_averaged": mirror, "teachers": []}
+    record = {"weight": weight, "views": "augmented", "teachers": []}
     mean = {}
-
-    def read(model, x):  # images are (n, height, width[, colour]): axis 2 mirrors them
-        p = predict_probs(model, x)
-        return (p + predict_probs(model, x[:, :, ::-1])) / 2 if mirror else p
-
     for t in teachers:
-        probs = {name: read(t["model"], x) for name, x in (("train", train[0]), ("val", val[0]), ("test", test[0]))}
+        probs = {name: predict_probs(t["model"], x) for name, x in (("val", val[0]), ("test", test[0]))}
         for name, p in probs.items():
             mean[name] = mean.get(name, 0) + p / len(teachers)
         record["teachers"].append({"folder": str(t["folder"]),
@@ -226,7 +224,13 @@ def teacher_targets(spec: TaskSpec, folders: list[str], weight: float, seed: int
     record["ensemble_test_accuracy"] = float((mean["test"].argmax(1) == test[1]).mean())
     print(f"[{spec.slug}] distilling {len(teachers)} teachers: ensemble validation accuracy "
           f"{record['ensemble_validation_accuracy']:.4f}", flush=True)
-    return weight * mean["train"] + (1 - weight) * np.eye(n)[train[1]], record
+    models = [t["model"] for t in teachers]
+
+    def teach(images, onehot):
+        probs = tf.add_n([m(images, training=False) for m in models]) / len(models)
+        return weight * probs + (1 - weight) * tf.cast(onehot, probs.dtype)
+
+    return teach, record
 
 
 def whole_history(card: Card) -> dict:
@@ -278,10 +282,10 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
     else:  # the continued run's, on the same data
         baseline = start["card"].baseline.to_json() if start and start["card"].baseline else None
 
-    distilled = None
+    teach, distilled = None, None
     if args.teachers:  # soft training targets; validation labels one-hot to match the loss
-        targets, distilled = teacher_targets(spec, args.teachers, args.distill_weight, args.seed, train, val, test)
-        train, val = (train[0], targets), (val[0], np.eye(len(spec.classes))[val[1]])
+        teach, distilled = teacher_targets(spec, args.teachers, args.distill_weight, args.seed, val, test)
+        val = (val[0], np.eye(len(spec.classes))[val[1]])
 
     # Model ---------------------------------------------------------------------------------
     keras.utils.set_random_seed(args.seed)
@@ -313,7 +317,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
         swap_in, swap_out = fit.weight_average_callbacks(model, average, lambda m: {
             f"val_{k}": v for k, v in m.evaluate(val_ds, verbose=0, return_dict=True).items()})
         all_callbacks = [swap_in, *all_callbacks[:-1], swap_out, all_callbacks[-1]]
-    history, run = fit.fit_best(model, make_dataset(*train, batch, spec, args.seed, True, weights),
+    history, run = fit.fit_best(model, make_dataset(*train, batch, spec, args.seed, True, weights, teach),
                                 make_dataset(*val, 512, spec, args.seed, False),
                                 epochs, all_callbacks, args.verbose, paths)
 
