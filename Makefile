@@ -30,8 +30,11 @@ serve: install
 worker: install
 	$(BIN)/python -m app.lab --workers $${LSTMLAB_WORKER_THREADS:-1}
 
+# Two pytest-xdist processes (TEST_WORKERS); --dist loadscope keeps each module on one process, so a
+# module's shared fixture (a quick training run) is built once.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 # Speed, memory and load against same-run baselines; results go into docs/BENCHMARKS.md (~25 min).
 benchmarks: install
