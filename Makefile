@@ -31,7 +31,7 @@ worker: install
 	$(BIN)/python -m app.lab --workers $${LSTMLAB_WORKER_THREADS:-1}
 
 # Two pytest-xdist processes (TEST_WORKERS); --dist loadscope keeps each module on one process, so a
-# module's shared fixture (a quick training run) is built once.
+# module's shared fixture (a quick training run) is built once. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: install
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope

@@ -739,8 +739,11 @@ class LabStack:
             if proc is not None and proc.poll() is not None:
                 pytest.fail(f"{message}: {proc.lab_name} exited\n{self.log(proc.lab_name)[-3000:]}")
             time.sleep(0.25)
-        logs = "\n".join(f"--- {p.lab_name}\n{self.log(p.lab_name)[-2000:]}" for p in self.procs)
-        pytest.fail(f"{message} (after {seconds:.0f} s)\n{logs}")
+        pytest.fail(f"{message} (after {seconds:.0f} s)\n{self.logs_tail()}")
+
+    def logs_tail(self, chars: int = 2000) -> str:
+        """The last `chars` of every started process's output, each under its name."""
+        return "\n".join(f"--- {p.lab_name}\n{self.log(p.lab_name)[-chars:]}" for p in self.procs)
 
     # HTTP -------------------------------------------------------------------------------
     def _healthy(self) -> bool:
@@ -790,6 +793,17 @@ def _ping(client) -> bool:
         return bool(client.ping())
     except Exception:  # noqa: BLE001 - not up yet
         return False
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that used `lab_stack` reports its processes' output (gunicorn, consumers,
+    redis) beside the failure, read before the fixture stops them and removes their folder."""
+    report = yield
+    stack = getattr(item, "funcargs", {}).get("lab_stack")
+    if report.when == "call" and report.failed and isinstance(stack, LabStack):
+        report.sections.append(("lab stack logs", stack.logs_tail(4000)))
+    return report
 
 
 @pytest.fixture
