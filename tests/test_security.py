@@ -36,9 +36,10 @@ def digit_png(uploads):
 
 @pytest.fixture(scope="module")
 def strict_app(make_app, tiny_models_dir):
-    """The app as production runs it: CSRF on, a small generate limit (3 per minute)."""
+    """The app as production runs it: CSRF on, small generate and trace limits. The limits count
+    per hour so that a slow, loaded machine cannot let a window slide by in mid-test."""
     return make_app(tiny_models_dir, WTF_CSRF_ENABLED=True, RATELIMIT_ENABLED=True,
-                    RATELIMIT_GENERATE="3 per minute")
+                    RATELIMIT_GENERATE="3 per hour", RATELIMIT_TRACE="4 per hour")
 
 
 ADDRESSES = itertools.count(1)
@@ -371,7 +372,7 @@ def json_dump(value) -> str:
 @pytest.fixture
 def proxied_app(make_app, tiny_models_dir, monkeypatch):
     monkeypatch.setenv("LSTMLAB_TRUSTED_PROXIES", "1")
-    return make_app(tiny_models_dir, RATELIMIT_ENABLED=True, RATELIMIT_TRACE="2 per minute")
+    return make_app(tiny_models_dir, RATELIMIT_ENABLED=True, RATELIMIT_TRACE="2 per hour")
 
 
 @pytest.fixture
@@ -398,15 +399,15 @@ def test_limits_count_per_real_client_behind_a_trusted_proxy(traced_predict, pro
 
 
 def test_forwarded_for_is_ignored_without_a_trusted_proxy(traced_predict, make_app, tiny_models_dir):
-    app = make_app(tiny_models_dir, RATELIMIT_ENABLED=True, RATELIMIT_TRACE="2 per minute")
+    app = make_app(tiny_models_dir, RATELIMIT_ENABLED=True, RATELIMIT_TRACE="2 per hour")
     client = client_at(app)
     codes = [traced_predict(client, {"X-Forwarded-For": f"203.0.113.{i}"}).status_code for i in range(3)]
     assert codes == [200, 200, 429]  # a client cannot buy a fresh budget by inventing addresses
 
 
 def test_generate_is_weighed_by_its_work(make_app, tiny_models_dir):
-    app = make_app(tiny_models_dir, RATELIMIT_ENABLED=True, RATELIMIT_GENERATE="100 per minute",
-                   RATELIMIT_GENERATE_WORK="1000 per minute")
+    app = make_app(tiny_models_dir, RATELIMIT_ENABLED=True, RATELIMIT_GENERATE="100 per hour",
+                   RATELIMIT_GENERATE_WORK="1000 per hour")
     text_ready(app)
     client = client_at(app)
     heavy = {"seed": "the", "length": 40, "strategy": "beam", "beam_width": 16}  # 640 units
@@ -473,7 +474,7 @@ def redis_url(tmp_path):
 def test_workers_share_one_budget_through_redis(traced_predict, make_app, tiny_models_dir, redis_url, monkeypatch):
     """Two apps (two gunicorn workers, or two replicas) with the queue's Redis: one budget."""
     monkeypatch.setenv("LSTMLAB_QUEUE_URL", redis_url)
-    one, two = (make_app(tiny_models_dir, RATELIMIT_ENABLED=True, RATELIMIT_TRACE="3 per minute") for _ in range(2))
+    one, two = (make_app(tiny_models_dir, RATELIMIT_ENABLED=True, RATELIMIT_TRACE="3 per hour") for _ in range(2))
     assert one.config["RATELIMIT_STORAGE_URI"] == redis_url
     address = f"10.7.0.{next(ADDRESSES)}"
     codes = [traced_predict(client_at(app, address)).status_code for app in (one, two, one, two)]
