@@ -443,6 +443,28 @@ def test_teachers_read_each_training_image_as_augmented(spec, monkeypatch):
     assert (read == 0).any() == bool(spec.extra.get("flip")) and (read == 1).any()
 
 
+def test_mirrored_teachers_give_the_mean_of_each_view_and_its_mirror(monkeypatch):
+    from types import SimpleNamespace
+
+    from training import images
+
+    card = SimpleNamespace(training=SimpleNamespace(seed=42))
+    teacher = _left_eyed_teacher(CIFAR10)
+    monkeypatch.setattr(images, "load_finished", lambda spec_, folder, option: {
+        "folder": Path(folder), "card": card, "model": teacher})
+    x = np.zeros((32, *CIFAR10.input_shape), np.uint8)
+    x[:, :, :16] = 200  # bright on the left (class 1); its mirror image is bright on the right (class 0)
+    y = np.full(32, 7)
+    teach, record = images.teacher_targets(CIFAR10, ["t"], 0.6, 42, (x, y), (x, y), mirror=True)
+    assert record["views"] == "augmented and mirrored" and record["teachers"][0]["validation_accuracy"] == 0.0
+    targets = np.concatenate([t.numpy() for _, t in images.make_dataset(x, y, 16, CIFAR10, 42, True, teach=teach)])
+    want = np.zeros(10)
+    want[[0, 1]], want[7] = 0.6 / 2, 0.4  # whichever view the student got, the teacher read both
+    assert np.allclose(targets, want)
+    with pytest.raises(images.DataError, match="mirror"):  # digits are not read mirrored
+        images.teacher_targets(MNIST, ["t"], 0.6, 42, (x[:, :28, :28, :1], y), (x[:, :28, :28, :1], y), mirror=True)
+
+
 # ----------------------------------------------------------------------------- atomic save
 def test_failed_write_leaves_old_model_byte_identical(old_model, snapshot, tmp_path):
     models = tmp_path / "models"

@@ -45,7 +45,8 @@ def test_image_and_text_parsers_add_their_own_options_to_the_common_ones():
     image = cli.training_parser("p").parse_args([])
     assert vars(common).items() <= vars(text).items() and vars(common).items() <= vars(image).items()
     assert set(vars(text)) - set(vars(common)) == {"min_count", "train_text", "aux_text"}
-    assert set(vars(image)) - set(vars(common)) == {"balance", "balance_power", "teachers", "distill_weight"}
+    assert set(vars(image)) - set(vars(common)) == {"balance", "balance_power", "teachers", "distill_weight",
+                                                     "teacher_mirror"}
     for bad in ("0", "1.5", "half"):
         with pytest.raises(SystemExit):
             cli.training_parser("p").parse_args(["--distill-weight", bad])

@@ -81,6 +81,9 @@ def training_parser(prog: str) -> argparse.ArgumentParser:
                         "class probabilities become part of each training image's target")
     p.add_argument("--distill-weight", type=_share, default=0.5, metavar="W",
                    help="with --teachers: target = W x teachers' probabilities + (1 - W) x the label")
+    p.add_argument("--teacher-mirror", action="store_true",
+                   help="with --teachers, on a task that trains on mirror images: each teacher reads every "
+                        "image and its mirror image and gives their mean (a stronger ensemble, twice the cost)")
     return p
 
 
