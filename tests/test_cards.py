@@ -153,3 +153,21 @@ def test_the_card_page_shows_the_check_count_from_its_field(make_app, tiny_model
 def test_the_card_page_shows_the_targets_from_the_task_registry(client, lang, target):
     html = client.get(f"/tasks/mnist/card?lang={lang}").get_data(as_text=True)
     assert 'id="target"' in html and target in html
+
+
+@pytest.mark.parametrize("lang, words", [("en", ["an ensemble of 2 teachers", "read as augmented and mirrored",
+                                                  "70% × teachers + 30% × label", "validation 81.26%, test 80.43%"]),
+                                          ("vi", ["2 mô hình thầy", "lật gương", "kiểm định 81,26%"])])
+def test_the_card_page_says_what_a_distilled_model_learnt_from(make_app, tiny_models_dir, tmp_path, lang, words):
+    shutil.copytree(Path(tiny_models_dir) / "mnist", tmp_path / "mnist")
+    card = Card.from_json(tmp_path / "mnist")
+    card.training.distillation = {"weight": 0.7, "views": "augmented and mirrored",
+                                  "teachers": [{"folder": "a", "validation_accuracy": 0.8, "test_accuracy": 0.79}] * 2,
+                                  "ensemble_validation_accuracy": 0.8126, "ensemble_test_accuracy": 0.8043}
+    card.write(tmp_path / "mnist")
+    client = make_app(tmp_path, PREDICT_JIT=False).test_client()
+    html = client.get(f"/tasks/mnist/card?lang={lang}").get_data(as_text=True)
+    shown = html.split('id="distillation">')[1].split("</dd>")[0]
+    assert all(w in shown for w in words), shown
+    plain = make_app(tiny_models_dir, PREDICT_JIT=False).test_client().get(f"/tasks/mnist/card?lang={lang}")
+    assert 'id="distillation"' not in plain.get_data(as_text=True)  # not distilled: no row
