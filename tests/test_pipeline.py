@@ -399,6 +399,9 @@ def test_teachers_distil_into_a_new_run_and_their_figures_are_recorded(quick_mni
     assert main(["mnist", "--data", str(npz), "--models-dir", str(out), "--baseline-epochs", "0", "--seed", "7",
                  "--teachers", str(teacher), *QUICK_ARGS]) == 2
     assert "a teacher must share the run's training/validation split" in capsys.readouterr().err
+    assert main(["mnist", "--data", str(npz), "--models-dir", str(tmp_path / "m"), "--baseline-epochs", "0",
+                 "--teacher-mirror", *QUICK_ARGS]) == 2
+    assert "give --teachers too" in capsys.readouterr().err
 
 
 def _left_eyed_teacher(spec):

@@ -296,6 +296,8 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
         baseline = start["card"].baseline.to_json() if start and start["card"].baseline else None
 
     teach, distilled = None, None
+    if args.teacher_mirror and not args.teachers:
+        raise DataError("--teacher-mirror changes how teachers read: give --teachers too")
     if args.teachers:  # soft training targets; validation labels one-hot to match the loss
         teach, distilled = teacher_targets(spec, args.teachers, args.distill_weight, args.seed, val, test,
                                            mirror=args.teacher_mirror)
