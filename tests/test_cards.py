@@ -155,7 +155,7 @@ def test_the_card_page_shows_the_targets_from_the_task_registry(client, lang, ta
     assert 'id="target"' in html and target in html
 
 
-@pytest.mark.parametrize("lang, words", [("en", ["an ensemble of 2 teachers", "read as augmented and mirrored",
+@pytest.mark.parametrize("lang, words", [("en", ["An ensemble of 2 teachers", "read as augmented and mirrored",
                                                   "70% × teachers + 30% × label", "validation 81.26%, test 80.43%"]),
                                           ("vi", ["2 mô hình thầy", "lật gương", "kiểm định 81,26%"])])
 def test_the_card_page_says_what_a_distilled_model_learnt_from(make_app, tiny_models_dir, tmp_path, lang, words):
