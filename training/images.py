@@ -236,8 +236,7 @@ def teacher_targets(spec: TaskSpec, folders: list[str], weight: float, seed: int
     def read(model, images):
         if not mirror:
             return model(images, training=False)
-        both = model(tf.concat([images, tf.reverse(images, axis=[2])], axis=0), training=False)
-        return tf.reduce_mean(tf.reshape(both, (2, -1, both.shape[-1])), axis=0)
+        return (model(images, training=False) + model(tf.reverse(images, axis=[2]), training=False)) / 2
 
     def teach(images, onehot):
         probs = tf.add_n([read(m, images) for m in models]) / len(models)
