@@ -151,6 +151,34 @@ def test_weighted_dataset_yields_image_label_weight(tmp_path):
     assert weights.numpy().tolist() == [0, 1, 2, 3]
 
 
+def test_cutmix_pastes_a_box_of_another_image_and_mixes_the_labels_by_area():
+    import dataclasses
+
+    from training.images import make_dataset
+
+    plain = dataclasses.replace(CIFAR10, extra={})  # no shifts, flips or jitter: only CutMix changes pixels
+    x = np.repeat(np.arange(1, 11, dtype=np.uint8)[:, None, None, None] * 20, 32, axis=1)
+    x = np.repeat(np.repeat(x, 32, axis=2), 3, axis=3)  # image k is all 20·(k+1), class k
+    y = np.arange(10)
+    mixed = 0
+    for epoch in range(3):
+        for images, labels, weights in make_dataset(x, y, 10, plain, epoch, True, np.arange(10.0), cutmix=1.0):
+            for image, label, weight in zip(images.numpy(), labels.numpy(), weights.numpy()):
+                values, counts = np.unique(image, return_counts=True)
+                assert set(values) <= set(x[:, 0, 0, 0]) and len(values) <= 2  # its own pixels and one box
+                # each class's share of the label is its image's share of the pixels (Keras mixes by the
+                # box's exact area; whole pixels cover it to within one row and one column)
+                share = np.zeros(10)
+                share[(values / 20 - 1).astype(int)] = counts / image.size
+                assert np.allclose(label, share, atol=(32 + 32 + 1) / 1024) and label.sum() == pytest.approx(1)
+                assert label[int(weight)] > 0 or len(values) == 1  # a weight stays with its image
+                mixed += len(values) == 2
+    assert mixed > 0
+    assert (make_dataset(x, y, 10, plain, 0, False, cutmix=1.0).element_spec[1].shape[-1]) == 10  # one-hot
+    unmixed = next(iter(make_dataset(x, y, 10, plain, 0, False, cutmix=1.0)))[0].numpy()
+    assert (np.sort(unmixed.reshape(10, -1).max(1)) == x[:, 0, 0, 0]).all()  # validation is never mixed
+
+
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_folder(tmp_path, gz):
     rng = np.random.default_rng(2)
@@ -383,8 +411,10 @@ def test_teachers_distil_into_a_new_run_and_their_figures_are_recorded(quick_mni
     teacher = first / "mnist"
     out = tmp_path / "student"
     assert main(["mnist", "--data", str(npz), "--models-dir", str(out), "--baseline-epochs", "0",
-                 "--teachers", f"{teacher},{teacher}", "--distill-weight", "0.7", *QUICK_ARGS]) == 0
+                 "--teachers", f"{teacher},{teacher}", "--distill-weight", "0.7", "--cutmix", "0.5",
+                 *QUICK_ARGS]) == 0
     card = json.loads((out / "mnist" / "card.json").read_text(encoding="utf-8"))
+    assert card["training"]["augmentation"]["cutmix"] == 0.5
     record = card["training"]["distillation"]
     assert record["weight"] == 0.7 and [t["folder"] for t in record["teachers"]] == [str(teacher)] * 2
     # an ensemble of one model twice is that model: its test figure is the teacher card's own
@@ -420,20 +450,26 @@ def _left_eyed_teacher(spec):
     return keras.Model(inputs, keras.layers.Lambda(read)(inputs))
 
 
-@pytest.mark.parametrize("spec", [CIFAR10, MNIST])
-def test_teachers_read_each_training_image_as_augmented(spec, monkeypatch):
+def _stand_in_teacher(monkeypatch, images, spec):
+    """Make every --teachers folder load as the left-eyed stand-in (seed 42); returns it."""
     from types import SimpleNamespace
-
-    from training import images
 
     card = SimpleNamespace(training=SimpleNamespace(seed=42))  # all teacher_targets reads of a card
     teacher = _left_eyed_teacher(spec)
     monkeypatch.setattr(images, "load_finished", lambda spec_, folder, option: {
         "folder": Path(folder), "card": card, "model": teacher})
+    return teacher
+
+
+@pytest.mark.parametrize("spec", [CIFAR10, MNIST])
+def test_teachers_read_each_training_image_as_augmented(spec, monkeypatch):
+    from training import images
+
+    teacher = _stand_in_teacher(monkeypatch, images, spec)
     x = np.zeros((64, *spec.input_shape), np.uint8)
     x[:, :, : spec.input_shape[1] // 2] = 200  # every stored image is bright on the left: class 1
     y = np.arange(64) % len(spec.classes)
-    teach, record = images.teacher_targets(spec, ["t"], 0.75, card.training.seed, (x, y), (x, y))
+    teach, record = images.teacher_targets(spec, ["t"], 0.75, 42, (x, y), (x, y))
     assert record["views"] == "augmented" and record["ensemble_test_accuracy"] == np.mean(y == 1)
     seen, targets = map(np.concatenate, zip(*[(a.numpy(), t.numpy()) for a, t in images.make_dataset(
         x, y, 16, spec, 42, True, teach=teach)]))
@@ -446,15 +482,25 @@ def test_teachers_read_each_training_image_as_augmented(spec, monkeypatch):
     assert (read == 0).any() == bool(spec.extra.get("flip")) and (read == 1).any()
 
 
-def test_mirrored_teachers_give_the_mean_of_each_view_and_its_mirror(monkeypatch):
-    from types import SimpleNamespace
-
+def test_teachers_read_the_cutmix_image_and_the_label_part_is_mixed_by_area(monkeypatch):
     from training import images
 
-    card = SimpleNamespace(training=SimpleNamespace(seed=42))
-    teacher = _left_eyed_teacher(CIFAR10)
-    monkeypatch.setattr(images, "load_finished", lambda spec_, folder, option: {
-        "folder": Path(folder), "card": card, "model": teacher})
+    teacher = _stand_in_teacher(monkeypatch, images, MNIST)
+    x = np.zeros((64, *MNIST.input_shape), np.uint8)
+    x[::2, :, :14] = 200  # even images bright on the left (class 1), odd ones dark: a pasted box can tip the reading
+    y = np.arange(64) % 10
+    teach, _ = images.teacher_targets(MNIST, ["t"], 0.75, 42, (x, y), (x, y))
+    seen, targets = map(np.concatenate, zip(*[(a.numpy(), t.numpy()) for a, t in images.make_dataset(
+        x, y, 16, MNIST, 42, True, teach=teach, cutmix=1.0)]))
+    label = targets - 0.75 * teacher.predict(seen, verbose=0)  # the teacher read the pasted image
+    assert np.allclose(label.sum(1), 0.25) and (label > -1e-6).all()
+    assert ((label > 1e-6).sum(1) == 2).any()  # some labels are a mix of two images' classes
+
+
+def test_mirrored_teachers_give_the_mean_of_each_view_and_its_mirror(monkeypatch):
+    from training import images
+
+    teacher = _stand_in_teacher(monkeypatch, images, CIFAR10)
     x = np.zeros((32, *CIFAR10.input_shape), np.uint8)
     x[:, :, :16] = 200  # bright on the left (class 1); its mirror image is bright on the right (class 0)
     y = np.full(32, 7)

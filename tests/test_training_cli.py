@@ -46,10 +46,14 @@ def test_image_and_text_parsers_add_their_own_options_to_the_common_ones():
     assert vars(common).items() <= vars(text).items() and vars(common).items() <= vars(image).items()
     assert set(vars(text)) - set(vars(common)) == {"min_count", "train_text", "aux_text"}
     assert set(vars(image)) - set(vars(common)) == {"balance", "balance_power", "teachers", "distill_weight",
-                                                     "teacher_mirror"}
+                                                     "teacher_mirror", "cutmix"}
     for bad in ("0", "1.5", "half"):
         with pytest.raises(SystemExit):
             cli.training_parser("p").parse_args(["--distill-weight", bad])
+    for bad in ("-0.1", "1.5", "half"):
+        with pytest.raises(SystemExit):
+            cli.training_parser("p").parse_args(["--cutmix", bad])
+    assert cli.training_parser("p").parse_args(["--cutmix", "0"]).cutmix == 0.0  # turns a task's CutMix off
     with pytest.raises(SystemExit):
         cli.text_parser("p").parse_args(["--balance", "race"])  # text tasks record no groups
 

@@ -36,6 +36,14 @@ def _share(value: str) -> float:
     return share
 
 
+def _fraction(value: str) -> float:
+    """A number in [0, 1]."""
+    fraction = float(value)
+    if not 0 <= fraction <= 1:
+        raise ValueError(value)
+    return fraction
+
+
 def common_parser(prog: str) -> argparse.ArgumentParser:
     """Options shared by every training command, image or text."""
     p = argparse.ArgumentParser(prog=prog)
@@ -84,6 +92,10 @@ def training_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--teacher-mirror", action="store_true",
                    help="with --teachers, on a task that trains on mirror images: each teacher reads every "
                         "image and its mirror image and gives their mean (a stronger ensemble, twice the cost)")
+    p.add_argument("--cutmix", type=_fraction, default=None, metavar="FACTOR",
+                   help="CutMix every training batch: paste a box of another image of the batch into each "
+                        "image and mix the labels (and teachers' targets) by area; FACTOR in (0, 1] bounds "
+                        "the Beta parameter of the box size (default: the task's; 0 turns it off)")
     return p
 
 

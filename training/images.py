@@ -17,16 +17,19 @@ from training.data import DataError, ImageData, load_image_data, resolve, to_png
 QUICK_TRAIN, QUICK_TEST = 512, 256
 
 
-def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool, weights=None, teach=None):
+def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool, weights=None, teach=None,
+                 cutmix: float = 0.0):
     """tf.data pipeline; random shifts (and mirror images where the task allows) when training;
-    (image, label, weight) elements when `weights` (one per image) are given; `teach(images,
+    (image, label, weight) elements when `weights` (one per image) are given (a weight stays
+    with its image); `cutmix` > 0 pastes a box of another image of the batch into each training
+    image and mixes the one-hot labels by area (Keras' CutMix, that factor); `teach(images,
     labels)` replaces each batch's labels with distillation targets computed on the images as
-    the model will see them (after augmentation)."""
+    the model will see them (after augmentation and CutMix)."""
     import keras
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y) if weights is None else (x, y, weights.astype(np.float32)))
-    if (spec.extra.get("label_smoothing") or teach) and np.ndim(y) == 1:  # smoothing needs one-hot labels
+    if (spec.extra.get("label_smoothing") or teach or cutmix) and np.ndim(y) == 1:  # these need one-hot labels
         n = len(spec.classes)
         ds = ds.map(lambda a, b, *w: (a, tf.one_hot(tf.cast(b, tf.int32), n), *w))
     if train:
@@ -47,6 +50,14 @@ def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool, 
             pipeline = keras.Sequential(aug)
             ds = ds.map(lambda a, b, *w: (pipeline(tf.cast(a, tf.float32), training=True), b, *w),
                         num_parallel_calls=tf.data.AUTOTUNE)
+        if cutmix:
+            mix = keras.layers.CutMix(factor=cutmix, seed=seed)
+
+            def paste(a, b, *w):
+                out = mix({"images": tf.cast(a, tf.float32), "labels": b}, training=True)
+                return (out["images"], out["labels"], *w)
+
+            ds = ds.map(paste, num_parallel_calls=tf.data.AUTOTUNE)
     if teach:
         ds = ds.map(lambda a, b, *w: (a, teach(tf.cast(a, tf.float32), b), *w), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -282,6 +293,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
                          if args.balance else (None, None))
     test = (data.x_test, data.y_test)
     batch = args.batch_size or spec.batch_size
+    cutmix = float(args.cutmix if args.cutmix is not None else spec.extra.get("cutmix", 0.0))
     print(f"[{spec.slug}] data {data.source}: train {len(train[1])}, validation {len(val[1])}, "
           f"test {len(test[1])}", flush=True)
 
@@ -332,7 +344,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
         swap_in, swap_out = fit.weight_average_callbacks(model, average, lambda m: {
             f"val_{k}": v for k, v in m.evaluate(val_ds, verbose=0, return_dict=True).items()})
         all_callbacks = [swap_in, *all_callbacks[:-1], swap_out, all_callbacks[-1]]
-    history, run = fit.fit_best(model, make_dataset(*train, batch, spec, args.seed, True, weights, teach),
+    history, run = fit.fit_best(model, make_dataset(*train, batch, spec, args.seed, True, weights, teach, cutmix),
                                 make_dataset(*val, 512, spec, args.seed, False),
                                 epochs, all_callbacks, args.verbose, paths)
 
@@ -352,8 +364,8 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
                                           schedule="linear warm-up then cosine decay"),
         "training": {**run, "seed": args.seed, "quick": bool(args.quick),
                      "subset": args.subset,
-                     "augmentation": {k: spec.extra[k] for k in ("augment", "flip", "jitter", "label_smoothing")
-                                      if k in spec.extra},
+                     "augmentation": {**{k: spec.extra[k] for k in ("augment", "flip", "jitter", "label_smoothing")
+                                         if k in spec.extra}, **({"cutmix": cutmix} if cutmix else {})},
                      "balance": balanced,
                      "distillation": distilled,
                      "early_stopping": {"monitor": "val_accuracy", "patience": args.patience}},
