@@ -210,7 +210,7 @@ CIFAR10 = TaskSpec(
     learning_rate=2e-3,
     # 4×4-pixel patches: an 8×8 grid, 8 steps per sweep (serving time is mostly sequential steps).
     extra={"augment": 0.125, "flip": True, "jitter": 0.2, "label_smoothing": 0.1,
-           "model": {"units": 64, "top_units": 128, "patch": 4}},
+           "model": {"units": 80, "top_units": 128, "patch": 4}},
     floor=0.76,
     goal=0.8,
     published=0.56,
