@@ -23,7 +23,7 @@ from flask import current_app
 
 from app.cards import Card, CardError
 from app.errors import InvalidInput
-from app.lab.api import run_folder
+from app.lab.runs import run_folder
 from app.modelstore import SLUG_RE
 from app.records import FINISHED, Run, db, utcnow
 from app.tasks import BUILTIN_TASKS, IMAGE, ClassName

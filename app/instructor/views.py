@@ -17,13 +17,14 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
+from app.csvfile import csv_download, csv_safe
 from app.errors import InvalidInput
 from app.instructor import access, bp, datasets, publish, settings
 from app.instructor.auth import is_local_path
-from app.lab.api import cancel_run_record
+from app.lab.charts import run_charts
 from app.lab.queue import enqueue_run
 from app.lab.recipes import Limits, available_datasets, current_limits
-from app.lab.views import csv_download, csv_safe, run_charts
+from app.lab.runs import cancel_run_record
 from app.modelstore import get_store
 from app.records import ACTIVE, CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, Run, db, iso
 from app.tasks import BUILTIN_TASKS

@@ -2,31 +2,30 @@
 a data set's leaderboard (with CSV). Every form works without JavaScript; static/js/lab.js adds the
 live estimate, the server-sent events of a running run and curves drawn as each epoch ends.
 
-The pages only read run records and call the engine's functions (app/lab/api.py) to submit,
+The pages only read run records and call the run service (app/lab/runs.py) to submit,
 cancel and classify, so a page and the JSON API always answer the same way.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import asdict
 from pathlib import Path
 
-from flask import (Blueprint, Response, abort, current_app, jsonify, redirect, render_template, request,
-                   send_from_directory, url_for)
+from flask import (Blueprint, abort, current_app, jsonify, redirect, render_template, request, send_from_directory,
+                   url_for)
 from flask_babel import format_decimal, gettext as _, lazy_gettext
 from sqlalchemy import select
 
 from app.cards import Training
+from app.csvfile import csv_download, csv_safe
 from app.errors import InvalidInput
 from app.i18n import current_language
 from app.instructor.access import needs_class_code
-from app.lab import api, recipes
-from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings, Throughput
-from app.records import ACTIVE, FINISHED, Run, as_utc, db, iso, utcnow
+from app.lab import recipes, runs
+from app.lab.charts import chart, column, run_charts
+from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings
+from app.records import ACTIVE, Run, as_utc, db, iso, utcnow
 from app.tasks import TaskSpec
-from app.views.lstm import curve_svg
 
 bp = Blueprint("lab", __name__)
 
@@ -46,19 +45,6 @@ DEFAULT_DATASET = "mnist"
 
 
 # ----------------------------------------------------------------------------- helpers
-def datasets() -> dict[str, TaskSpec]:
-    """The data sets a run may use on this server."""
-    return recipes.available_datasets()
-
-
-def find_dataset(slug: str) -> TaskSpec:
-    """The data set `slug` or a bilingual 404."""
-    spec = datasets().get(slug)
-    if spec is None:
-        raise recipes.refusal("Unknown data set '%(name)s'.", 404, name=slug[:40])
-    return spec
-
-
 def duration(seconds) -> str:
     """Seconds as "1 min 05 s" / "42 s" ("–" when unknown)."""
     if not isinstance(seconds, (int, float)) or seconds < 0:
@@ -106,32 +92,9 @@ def lab_helpers() -> dict:
 def lab_docs_helper() -> dict:
     """`lab_docs()` for /docs/api's runs section: the data sets, ranges and limits in force."""
     def lab_docs() -> dict:
-        return {"datasets": sorted(datasets()), "ranges": RANGES, "limits": recipes.current_limits()}
+        return {"datasets": sorted(runs.datasets()), "ranges": RANGES, "limits": recipes.current_limits()}
 
     return {"lab_docs": lab_docs}
-
-
-def finished_runs(dataset: str | None = None, limit: int = 200) -> list[Run]:
-    """Finished runs, newest first (of one data set when given)."""
-    query = select(Run).where(Run.status == FINISHED)
-    if dataset:
-        query = query.where(Run.dataset == dataset)
-    return list(db.session.scalars(query.order_by(Run.finished_at.desc()).limit(limit)))
-
-
-# The fallback until a run has finished here (config LAB_SECONDS_PER_UNIT, LAB_OVERHEAD_SECONDS override
-# it): measured through the queue, the fast preset's run (docs/BENCHMARKS.md "Lab bench presets").
-DEFAULT_SECONDS_PER_UNIT = 2.2e-3
-DEFAULT_OVERHEAD_SECONDS = 51.0
-
-
-def throughput() -> Throughput:
-    """This server's training speed, from its latest finished runs (the measured default before)."""
-    runs = [{"dataset": r.dataset, "recipe": r.recipe, "settings": r.settings, "history": r.history,
-             "started_at": as_utc(r.started_at), "finished_at": as_utc(r.finished_at)} for r in finished_runs(limit=20)]
-    default = Throughput(float(current_app.config.get("LAB_SECONDS_PER_UNIT", DEFAULT_SECONDS_PER_UNIT)),
-                         float(current_app.config.get("LAB_OVERHEAD_SECONDS", DEFAULT_OVERHEAD_SECONDS)))
-    return recipes.measure_throughput(runs, datasets(), default, Path(current_app.config["MODELS_DIR"]))
 
 
 # ----------------------------------------------------------------------------- the bench
@@ -152,9 +115,9 @@ def payload_from_form(form) -> dict:
 
 def estimate(payload: dict) -> dict:
     """{"params", "params_text", "seconds", "eta_text"} for a valid payload; InvalidInput otherwise."""
-    specs = datasets()
+    specs = runs.datasets()
     models_dir = Path(current_app.config["MODELS_DIR"])
-    tput = throughput()
+    tput = runs.throughput()
     recipe, settings = recipes.validate(payload, recipes.current_limits(), specs, tput, models_dir)
     spec = specs[payload["dataset"]]
     params = recipes.param_count(spec, recipe)
@@ -165,12 +128,12 @@ def estimate(payload: dict) -> dict:
 
 def preset_rows(slug: str, spec: TaskSpec) -> list[dict]:
     """Each preset for the data set with the best finished run of exactly its recipe and settings."""
-    runs = finished_runs(slug)
+    finished = runs.finished_runs(slug)
     rows = []
     for name in PRESET_NAMES:
         recipe, settings = recipes.preset(name, spec)
         r, s = asdict(recipe), asdict(settings)
-        same = [run for run in runs if {**asdict(Recipe()), **(run.recipe or {})} == r
+        same = [run for run in finished if {**asdict(Recipe()), **(run.recipe or {})} == r
                 and {**asdict(RunSettings()), **(run.settings or {})} == s
                 and isinstance((run.metrics or {}).get("test_accuracy"), (int, float))]
         best = max(same, key=lambda run: run.metrics["test_accuracy"], default=None)
@@ -208,7 +171,7 @@ def shipped_card_figures(slug: str) -> dict | None:
 @bp.route("/lab", methods=["GET", "POST"])
 def bench():
     """The bench: choose a data set and recipe, Check (parameters, time) and Train."""
-    specs = datasets()
+    specs = runs.datasets()
     status, error, check, join_url = 200, None, None, None
     if request.method == "POST":
         form = {k: v for k, v in request.form.items() if k != "csrf_token"}
@@ -222,7 +185,7 @@ def bench():
             else:
                 payload = payload_from_form(request.form)
                 if request.form.get("action") == "submit":
-                    run = api.submit_run(payload)
+                    run = runs.submit_run(payload)
                     return redirect(url_for("lab.run_page", run_id=run.id), 303)
                 check = estimate(payload)
         except InvalidInput as exc:
@@ -251,7 +214,7 @@ def initial_form(specs: dict[str, TaskSpec]) -> dict:
     slug = request.args.get("dataset") if request.args.get("dataset") in specs else DEFAULT_DATASET
     again = request.args.get("again")
     if again:
-        run = api.find_run(again)
+        run = runs.find_run(again)
         return form_from(run.recipe or {}, run.settings or {}, run.dataset if run.dataset in specs else slug,
                          run.nickname or "")
     name = request.args.get("preset") if request.args.get("preset") in PRESET_NAMES else "lab"
@@ -271,34 +234,18 @@ def estimate_json():
 # ----------------------------------------------------------------------------- the engine's side
 def my_runs(limit: int = 10) -> list[Run]:
     """This browser's latest runs."""
-    owner = api.owner_token(create=False)
+    owner = runs.owner_token(create=False)
     if not owner:
         return []
     return list(db.session.scalars(select(Run).where(Run.owner == owner).order_by(Run.created_at.desc()).limit(limit)))
 
 
 # ----------------------------------------------------------------------------- a run
-def column(history: list[dict] | None, key: str) -> list:
-    """One figure of every epoch of a run's history."""
-    return [e.get(key) for e in history or [] if isinstance(e, dict)]
-
-
-def chart(series: dict[str, list], **kw) -> dict:
-    """curve_svg over named series of per-epoch values (the names are the legend's keys)."""
-    return curve_svg({"models": {name: {"history": {"v": values}} for name, values in series.items()}}, "v", **kw)
-
-
-def run_charts(history: list[dict]) -> dict:
-    """Loss and accuracy curves (training, validation) of a run."""
-    return {key: chart({"train": column(history, key), "validation": column(history, f"val_{key}")})
-            for key in ("loss", "accuracy")}
-
-
 @bp.get("/lab/runs/<run_id>")
 def run_page(run_id: str):
     """A run: live progress and curves while it trains; results and links when it has finished."""
-    run = api.find_run(run_id)
-    spec = datasets().get(run.dataset)
+    run = runs.find_run(run_id)
+    spec = runs.datasets().get(run.dataset)
     history = [e for e in (run.history or []) if isinstance(e, dict)]
     started = as_utc(run.started_at)
     end = as_utc(run.finished_at) or utcnow()
@@ -316,14 +263,14 @@ def run_page(run_id: str):
         "lab/run.html", run=run, history=history, charts=run_charts(history), elapsed=elapsed, error=error,
         series=[("train", _("training")), ("validation", _("validation"))], run_json=run_json,
         dataset_title=spec.title(current_language()) if spec else run.dataset, class_label=class_label,
-        queue_position=api.queue_position(run), can_cancel=run.status in ACTIVE and api.may_manage(run),
+        queue_position=runs.queue_position(run), can_cancel=run.status in ACTIVE and runs.may_manage(run),
         events_url=url_for("lab_api.run_events", run_id=run.id))
 
 
 @bp.post("/lab/runs/<run_id>/cancel")
 def cancel(run_id: str):
     """Cancel from the run page (owner or instructor): the same engine call as the API's cancel."""
-    run = api.cancel_run_record(api.find_run(run_id))
+    run = runs.cancel_run_record(runs.find_run(run_id))
     return redirect(url_for("lab.run_page", run_id=run.id), 303)
 
 
@@ -332,8 +279,8 @@ def run_card(run_id: str):
     """The run's model card: the same card.html the shipped models have, over the run's card.json."""
     from app.views.pages import scalar_metrics
 
-    run = api.find_run(run_id)
-    entry = api.finished_entry(run)
+    run = runs.find_run(run_id)
+    entry = runs.finished_entry(run)
     plots = {name: url_for("lab.run_plot", run_id=run.id, name=name) for name in entry.plots}
     return render_template("card.html", entry=entry, card=entry.card.to_json(), scalars=scalar_metrics(entry.card),
                            try_url=url_for("lab.try_run", run_id=run.id), plot_urls=plots,
@@ -345,8 +292,8 @@ def run_plot(run_id: str, name: str):
     """The run's two plots (no other file of its folder can be reached)."""
     from app.modelstore import PLOTS
 
-    run = api.find_run(run_id)
-    folder = api.run_folder(run)
+    run = runs.find_run(run_id)
+    folder = runs.run_folder(run)
     if name not in PLOTS or not (folder / name).is_file():
         abort(404)
     return send_from_directory(folder, name, mimetype="image/png", max_age=60)
@@ -357,45 +304,34 @@ def try_run(run_id: str):
     """The image-task page over the run's own model (upload, drag, paste, draw; top-5; gate trace)."""
     from app.views.pages import image_page
 
-    run = api.find_run(run_id)
-    entry = api.finished_entry(run)
+    run = runs.find_run(run_id)
+    entry = runs.finished_entry(run)
     return image_page(entry, action=url_for("lab.try_run", run_id=run.id),
                       card_url=url_for("lab.run_card", run_id=run.id),
                       run_note=_("Lab bench run %(id)s", id=run.id))
 
 
 # ----------------------------------------------------------------------------- leaderboard
-def leaderboard_runs(dataset: str) -> list[Run]:
-    """Every run on a data set: finished ones by test accuracy, then the others newest first."""
-    runs = list(db.session.scalars(select(Run).where(Run.dataset == dataset).order_by(Run.created_at.desc())))
-
-    def key(run: Run):
-        acc = (run.metrics or {}).get("test_accuracy")
-        return (0, -acc) if isinstance(acc, (int, float)) else (1, 0)
-
-    return sorted(runs, key=key)
-
-
 @bp.get("/lab/<dataset>")
 def leaderboard(dataset: str):
     """Every run on a data set side by side; ticked runs' curves overlaid."""
-    spec = find_dataset(dataset)
-    runs = leaderboard_runs(dataset)
-    by_id = {r.id: r for r in runs}
+    spec = runs.find_dataset(dataset)
+    board = runs.leaderboard_runs(dataset)
+    by_id = {r.id: r for r in board}
     compared = [i for i in dict.fromkeys(request.args.getlist("compare")) if i in by_id][:12]
     charts = {key: chart({i: column(by_id[i].history, key) for i in compared}, shared_x=True)
               for key in ("val_accuracy", "val_loss")} if compared else {}
     series = [(i, by_id[i].nickname or i) for i in compared]
     return render_template("lab/leaderboard.html", dataset=dataset, dataset_title=spec.title(current_language()),
-                           runs=runs, compared=compared, charts=charts, series=series)
+                           runs=board, compared=compared, charts=charts, series=series)
 
 
 @bp.get("/lab/<dataset>.csv")
 def leaderboard_csv(dataset: str):
     """The leaderboard as CSV (one row per run)."""
-    find_dataset(dataset)
+    runs.find_dataset(dataset)
     rows = []
-    for run in leaderboard_runs(dataset):
+    for run in runs.leaderboard_runs(dataset):
         r = {**asdict(Recipe()), **(run.recipe or {})}
         s = {**asdict(RunSettings()), **(run.settings or {})}
         acc = (run.metrics or {}).get("test_accuracy")
@@ -406,18 +342,3 @@ def leaderboard_csv(dataset: str):
                      "" if not isinstance(acc, (int, float)) else round(acc, 4),
                      iso(run.created_at) or "", iso(run.finished_at) or ""])
     return csv_download(f"lstmlab-{dataset}-runs.csv", CSV_COLUMNS, rows)
-
-
-def csv_safe(text: str) -> str:
-    """A cell a spreadsheet will not run as a formula (=, +, -, @ at the start)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-def csv_download(filename: str, header, rows) -> Response:
-    """A CSV file to download: the header line, then one line per row."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return Response(out.getvalue(), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})

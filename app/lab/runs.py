@@ -1,0 +1,313 @@
+"""Runs as a service: submit, cancel, find, own, and load a finished run's model.
+
+The web side only writes a new record and enqueues it, flips a cancel flag and otherwise reads
+records; consumers train. A run belongs to the browser that started it (a random token in the
+signed `lab_owner` cookie) or to an instructor. The API and the bench's pages both call this module.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from flask import current_app, g, request
+from flask_login import current_user
+from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy import func, select, update
+
+from app.cards import Card
+from app.errors import InvalidInput
+from app.instructor.access import may_train
+from app.instructor.auth import instructor_for_token
+from app.lab import queue, recipes
+from app.lab.recipes import Throughput
+from app.records import ACTIVE, CANCELLED, DONE, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, as_utc, db, utcnow
+from app.tasks import TaskSpec
+
+OWNER_COOKIE = "lab_owner"
+OWNER_MAX_AGE = 365 * 24 * 3600
+WAITING = (QUEUED, INTERRUPTED)  # in the queue, not yet (or no longer) on a consumer
+
+
+class QueueFull(InvalidInput):
+    """A 429 refusal that carries the queue position a run submitted now would get."""
+
+    def __init__(self, msgid: str, queue_position: int, **params):
+        super().__init__(msgid, 429, **params)
+        self.queue_position = queue_position
+
+
+# ----------------------------------------------------------------------------- ownership
+def _serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.secret_key, salt="lab-owner")
+
+
+def owner_token(create: bool = False) -> str | None:
+    """This browser's owner token from its signed cookie; a new one (set on the response) when
+    `create` and there is none or it was tampered with."""
+    if "lab_owner" in g:
+        return g.lab_owner
+    try:
+        token = _serializer().loads(request.cookies.get(OWNER_COOKIE, ""))
+    except BadSignature:  # no cookie, or one not signed by this server
+        token = None
+    if not isinstance(token, str) or len(token) != 32:
+        token = None
+    if token is None and create:
+        token = secrets.token_hex(16)
+        g.lab_owner_new = True
+    if token is not None:
+        g.lab_owner = token
+    return token
+
+
+def set_owner_cookie(response):
+    """Hand a new owner token to the browser (HttpOnly, SameSite=Lax, signed): an after-request hook."""
+    if g.get("lab_owner_new"):
+        response.set_cookie(OWNER_COOKIE, _serializer().dumps(g.lab_owner), max_age=OWNER_MAX_AGE, httponly=True,
+                            samesite="Lax", secure=request.is_secure)
+    return response
+
+
+def is_instructor() -> bool:
+    """True for a signed-in instructor (Flask-Login session) or a valid instructor Bearer token."""
+    if current_user.is_authenticated:
+        return True
+    header = request.headers.get("Authorization", "")
+    return header.startswith("Bearer ") and instructor_for_token(header[len("Bearer "):].strip()) is not None
+
+
+def may_manage(run: Run) -> bool:
+    """The run's owner (by cookie) or an instructor."""
+    owner = owner_token(create=False)
+    return bool(owner and secrets.compare_digest(owner, run.owner or "")) or is_instructor()
+
+
+# ----------------------------------------------------------------------------- submitting
+def client_address() -> str:
+    """The client's address as the server sees it (behind a proxy: configure ProxyFix)."""
+    return (request.remote_addr or "unknown")[:64]
+
+
+def waiting_count(*conditions) -> int:
+    """Active runs (queued, running, interrupted) matching `conditions`."""
+    return db.session.scalar(select(func.count()).select_from(Run).where(Run.status.in_(ACTIVE), *conditions)) or 0
+
+
+def queue_position(run: Run) -> int | None:
+    """1 + the runs waiting before this one; None once it has left the queue."""
+    if run.status not in WAITING:
+        return None
+    return 1 + (db.session.scalar(select(func.count()).select_from(Run).where(
+        Run.status.in_(WAITING), Run.created_at < run.created_at)) or 0)
+
+
+def check_limits(limits: recipes.Limits, owner: str, client: str) -> None:
+    """429 (QueueFull) when this browser, this address or the whole queue has too many runs."""
+    expected = 1 + (db.session.scalar(select(func.count()).select_from(Run).where(Run.status.in_(WAITING))) or 0)
+    checks = [
+        (Run.owner == owner, limits.runs_per_browser,
+         "This browser already has %(n)s runs waiting or training; wait until one ends."),
+        (Run.client == client, limits.runs_per_client,
+         "Your network address already has %(n)s runs waiting or training; wait until one ends."),
+    ]
+    for condition, limit, msgid in checks:
+        if limit and waiting_count(condition) >= limit:
+            raise QueueFull(msgid, expected, n=limit)
+    if limits.queue_length and expected - 1 >= limits.queue_length:
+        raise QueueFull("The queue is full (%(n)s runs waiting); try again when it is shorter.", expected,
+                        n=limits.queue_length)
+
+
+def submit_run(payload) -> Run:
+    """Validate `payload` (the API's JSON or the bench's form), check the limits, write a queued
+    record and enqueue it; InvalidInput (400/403) or QueueFull (429) with nothing queued."""
+    verdict = may_train()  # the instructor's access mode: closed, or a class code not entered
+    if verdict is not True:
+        raise verdict
+    limits = recipes.current_limits()
+    models_dir = Path(current_app.config["MODELS_DIR"])
+    datasets = recipes.available_datasets()
+    recipe, settings = recipes.validate(payload, limits, datasets, throughput(), models_dir)
+    nickname = recipes.validate_nickname(payload.get("nickname"))
+    owner, client = owner_token(create=True), client_address()
+    check_limits(limits, owner, client)
+    run = Run(dataset=payload["dataset"], recipe=recipe, settings=settings, nickname=nickname, owner=owner,
+              client=client, status=QUEUED, params=recipes.param_count(datasets[payload["dataset"]], recipe),
+              progress={}, history=[], metrics={})
+    db.session.add(run)
+    db.session.commit()
+    try:
+        task_id = queue.enqueue_run(run.id)
+    except Exception:  # the queue is down: nothing may stay recorded as queued
+        db.session.delete(run)
+        db.session.commit()
+        raise
+    run.queue_task_id = task_id
+    db.session.commit()
+    return run
+
+
+def cancel_run_record(run: Run) -> Run:
+    """Cancel `run` for its owner or an instructor: a waiting run is cancelled at once, a running
+    one gets its cancel flag (its consumer stops within one batch); 403 / 409 otherwise."""
+    if not may_manage(run):
+        raise recipes.refusal("Only the browser that started this run, or an instructor, may change it.", 403)
+    if run.status in DONE:
+        raise recipes.refusal("Run %(id)s has already ended (%(state)s).", 409, id=run.id, state=run.status)
+    db.session.execute(update(Run).where(Run.id == run.id, Run.status.in_(WAITING))
+                       .values(status=CANCELLED, cancel_requested=True, finished_at=utcnow()))
+    db.session.execute(update(Run).where(Run.id == run.id, Run.status == RUNNING).values(cancel_requested=True))
+    db.session.commit()
+    db.session.refresh(run)
+    return run
+
+
+def delete_run_record(run: Run) -> None:
+    """Delete an ended run's record, files and loaded model (owner or instructor); 403 / 409 otherwise."""
+    if not may_manage(run):
+        raise recipes.refusal("Only the browser that started this run, or an instructor, may change it.", 403)
+    if run.status not in DONE:
+        raise recipes.refusal("Cancel run %(id)s before deleting it.", 409, id=run.id)
+    folder, run_id = run_folder(run), run.id
+    db.session.delete(run)
+    db.session.commit()
+    shutil.rmtree(folder, ignore_errors=True)
+    with _models_lock:
+        _models.pop(run_id, None)
+
+
+# ----------------------------------------------------------------------------- a run's model
+_models: OrderedDict = OrderedDict()
+_models_lock = threading.Lock()
+MODELS_KEPT = 8  # finished runs' LiteRT models kept loaded per web worker
+
+
+def run_folder(run: Run) -> Path:
+    """<instance>/runs/<id>/: the run's model.keras, model.tflite, card.json and plots."""
+    return Path(current_app.instance_path) / "runs" / run.id
+
+
+def run_entry(run: Run):
+    """The finished run's model as the model store serves one (LiteRT over its own model.tflite,
+    never TensorFlow); None when its folder or card is missing."""
+    from app.modelstore import ERROR, PLOTS, READY, Entry, litert_predict
+
+    folder = run_folder(run)
+    card_path = folder / "card.json"
+    try:
+        stamp = card_path.stat().st_mtime_ns
+    except OSError:
+        return None
+    with _models_lock:
+        cached = _models.get(run.id)
+        if cached and cached[0] == stamp:
+            _models.move_to_end(run.id)
+            return cached[1]
+    try:
+        card = Card.from_json(card_path)
+        spec = card.spec
+        entry = Entry(spec, card=card)
+        entry.folder = folder  # app.trace.get_tracer reads this run's weights, not models/<task>/
+        pool = litert_predict(folder, card, spec, int(current_app.config.get("LITERT_INTERPRETERS", 2)),
+                              bool(current_app.config.get("PREDICT_INT8", True)))
+        if pool is None:
+            entry.status, entry.error = ERROR, "model.tflite is missing or stale"
+        else:
+            entry.status, entry.predict, entry.engine, entry.precision = READY, pool, "litert", pool.precision
+        entry.plots = [p for p in PLOTS if (folder / p).is_file()]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        current_app.logger.warning("run %s: model not loaded (%s)", run.id, exc)
+        return None
+    with _models_lock:
+        _models[run.id] = (stamp, entry)
+        while len(_models) > MODELS_KEPT:
+            _models.popitem(last=False)
+    return entry
+
+
+def finished_entry(run: Run):
+    """The finished run's served model, or 409 (not finished) / 503 (its model cannot be loaded)."""
+    if run.status != FINISHED:
+        raise recipes.refusal("Run %(id)s has not finished: there is no model to show yet.", 409, id=run.id)
+    entry = run_entry(run)
+    if entry is None or not entry.available:
+        raise recipes.refusal("The model of run %(id)s cannot be loaded.", 503, id=run.id)
+    return entry
+
+
+# ----------------------------------------------------------------------------- finding
+def find_run(run_id: str) -> Run:
+    """The run `run_id` or a bilingual 404."""
+    run = db.session.get(Run, run_id) if isinstance(run_id, str) and len(run_id) <= 12 else None
+    if run is None:
+        raise recipes.refusal("There is no run %(id)s.", 404, id=str(run_id)[:12])
+    return run
+
+
+def list_runs(dataset: str | None = None, status: str | None = None, mine: bool = False,
+              limit: int = 200) -> list[Run]:
+    """Runs, newest first, of one data set / status / this browser when given."""
+    query = select(Run)
+    if dataset:
+        query = query.where(Run.dataset == dataset)
+    if status:
+        query = query.where(Run.status == status)
+    if mine:
+        query = query.where(Run.owner == (owner_token(create=False) or "-"))
+    return list(db.session.scalars(query.order_by(Run.created_at.desc()).limit(limit)))
+
+
+def run_json(run: Run) -> dict:
+    """A run as the API returns it, with its queue position."""
+    return {**run.to_dict(), "queue_position": queue_position(run)}
+
+
+def leaderboard_runs(dataset: str) -> list[Run]:
+    """Every run on a data set: finished ones by test accuracy, then the others newest first."""
+    found = list(db.session.scalars(select(Run).where(Run.dataset == dataset).order_by(Run.created_at.desc())))
+
+    def key(run: Run):
+        acc = (run.metrics or {}).get("test_accuracy")
+        return (0, -acc) if isinstance(acc, (int, float)) else (1, 0)
+
+    return sorted(found, key=key)
+
+
+def datasets() -> dict[str, TaskSpec]:
+    """The data sets a run may use on this server."""
+    return recipes.available_datasets()
+
+
+def find_dataset(slug: str) -> TaskSpec:
+    """The data set `slug` or a bilingual 404."""
+    spec = datasets().get(slug)
+    if spec is None:
+        raise recipes.refusal("Unknown data set '%(name)s'.", 404, name=slug[:40])
+    return spec
+
+
+def finished_runs(dataset: str | None = None, limit: int = 200) -> list[Run]:
+    """Finished runs, newest first (of one data set when given)."""
+    query = select(Run).where(Run.status == FINISHED)
+    if dataset:
+        query = query.where(Run.dataset == dataset)
+    return list(db.session.scalars(query.order_by(Run.finished_at.desc()).limit(limit)))
+
+
+# The fallback until a run has finished here (config LAB_SECONDS_PER_UNIT, LAB_OVERHEAD_SECONDS override
+# it): measured through the queue, the fast preset's run (docs/BENCHMARKS.md "Lab bench presets").
+DEFAULT_SECONDS_PER_UNIT = 2.2e-3
+DEFAULT_OVERHEAD_SECONDS = 51.0
+
+
+def throughput() -> Throughput:
+    """This server's training speed, from its latest finished runs (the measured default before)."""
+    runs = [{"dataset": r.dataset, "recipe": r.recipe, "settings": r.settings, "history": r.history,
+             "started_at": as_utc(r.started_at), "finished_at": as_utc(r.finished_at)} for r in finished_runs(limit=20)]
+    default = Throughput(float(current_app.config.get("LAB_SECONDS_PER_UNIT", DEFAULT_SECONDS_PER_UNIT)),
+                         float(current_app.config.get("LAB_OVERHEAD_SECONDS", DEFAULT_OVERHEAD_SECONDS)))
+    return recipes.measure_throughput(runs, datasets(), default, Path(current_app.config["MODELS_DIR"]))
