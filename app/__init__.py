@@ -27,11 +27,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not app.debug and not app.testing:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from app import i18n, instructor, lab, modelstore, records, security
+    from app import i18n, instructor, lab, modelstore, records, security, wording
     from app.views import api, errors, lstm, pages
 
     security.init_app(app)  # first: the start-up checks (secret key, debug, TESTING) before the models load
     i18n.init_app(app)
+    wording.init_app(app)
     modelstore.init_app(app)
     records.init_app(app)  # the run records, schema migrated to the newest revision
     for module in (pages, api, lstm, errors):

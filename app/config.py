@@ -28,6 +28,7 @@ class Config:
     MAX_CONTENT_LENGTH = 8 * 1024 * 1024  # uploads above 8 MB get 413
     DEFAULT_LANGUAGE = "vi"
     LANGUAGES = ("vi", "en")
+    BABEL_DEFAULT_TIMEZONE = "Asia/Ho_Chi_Minh"  # times on pages (FLASK_BABEL_DEFAULT_TIMEZONE to change)
     PREDICT_LITERT = True  # serve image models from their model.tflite (no TensorFlow in the worker)
     PREDICT_INT8 = True  # serve model.int8.tflite when its card says it passed the accuracy check
     LITERT_INTERPRETERS = 2  # LiteRT interpreters per image model (one per request running it)

@@ -154,3 +154,93 @@ def test_a_third_language_is_a_file(app, tmp_path, monkeypatch):
 
     assert Translations.load(str(tmp_path / "translations"), ["fr"]).ugettext("Tasks") == "Tâches"
     assert translate_to("vi", "Tasks") == "Các bài toán"
+
+
+# ----------------------------------------------------------------------------- rendered vi pages
+# Raw words a Vietnamese page must never show: the limits' field names, the run statuses and the
+# model store's states in English, the reading orders' keys and the recipe shorthand.
+RAW_WORDS = {"max_epochs", "max_subset", "max_params", "max_seconds", "runs_per_browser", "runs_per_client",
+             "queue_length", "queued", "running", "finished", "failed", "cancelled", "interrupted", "ready",
+             "missing", "broken", "rows", "rows_cols", "patches", "ep", "simple_rnn"}
+ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")
+# 0.001 or 2.5 where Vietnamese writes 0,001 and 2,5 (1.234 is a Vietnamese thousand)
+POINT_DECIMAL = re.compile(r"(?<![\d.,])(?:0\.\d+|\d+\.(?:\d{1,2}|\d{4,}))(?![\d.])")
+
+
+def visible_text(html: str) -> str:
+    """The text a reader sees on a rendered page (no scripts, styles, code, nor the header's language
+    switch; no chart ticks either: the curves' axes are issue 37 item 3's)."""
+    parser = _VisibleText()
+    parser.feed(re.sub(r"<header.*?</header>|<svg.*?</svg>", " ", html, flags=re.S))
+    return " ".join(" ".join(parser.found).split())
+
+
+def raw_text(html: str) -> list[str]:
+    """Raw keys, English statuses, ISO times and point decimals a Vietnamese page shows."""
+    text = visible_text(html)
+    found = [w for w in re.findall(r"[A-Za-z_]+", text) if w in RAW_WORDS]
+    return found + ISO_TIME.findall(text) + POINT_DECIMAL.findall(text)
+
+
+def test_the_raw_text_checker_catches_keys_statuses_times_and_decimals():
+    assert raw_text("<p>max_epochs 30 · queued · 2026-12-06T12:38:51+00:00 · 0.001</p>") == [
+        "max_epochs", "queued", "2026-12-06T12:38", "0.001"]
+    assert raw_text("<p>Số epoch tối đa 30 · đang chờ · 6 thg 12, 2026 · 0,001 · 1.234</p><script>x='queued'</script>") == []
+
+
+@pytest.fixture
+def runs_in_every_status(instructor_app, finished_lab_run):
+    """Beside the finished run: one run in each other status, on the same data set."""
+    import datetime as dt
+
+    from app.records import Run, db
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ids = {}
+    with instructor_app.app_context():
+        for status in ("queued", "running", "failed", "cancelled", "interrupted"):
+            run = Run(dataset="shapes", nickname="Bình", status=status, created_at=now - dt.timedelta(minutes=3),
+                      started_at=None if status == "queued" else now - dt.timedelta(minutes=2),
+                      recipe={"reading": "rows_cols", "cell": "lstm", "units": 8, "layers": 1, "dropout": 0.2},
+                      settings={"epochs": 2, "batch_size": 8, "learning_rate": 0.001, "seed": 3}, owner="o")
+            db.session.add(run)
+            db.session.commit()
+            ids[status] = run.id
+    ids["finished"] = finished_lab_run
+    return ids
+
+
+def test_vietnamese_pages_show_no_raw_key_english_status_or_iso_time(signed_in, runs_in_every_status):
+    pages = ["/lab", "/lab/mnist", "/instructor/", "/instructor/tasks", "/instructor/datasets",
+             f"/instructor/runs/{runs_in_every_status['finished']}/report"]
+    pages += [f"/lab/runs/{run_id}" for run_id in runs_in_every_status.values()]
+    pages += [f"/instructor/?status={s}" for s in runs_in_every_status]
+    offenders = {}
+    for path in pages:
+        response = signed_in.get(path + ("&" if "?" in path else "?") + "lang=vi")
+        assert response.status_code == 200, path
+        found = raw_text(response.get_data(as_text=True))
+        if found:
+            offenders[path] = sorted(set(found))
+    assert not offenders, offenders
+    console = visible_text(signed_in.get("/instructor/?lang=vi").get_data(as_text=True))
+    assert "đang chờ: 1" in console and "Số epoch tối đa mỗi lượt chạy" in console
+    assert "3 phút trước" in console  # the runs were created three minutes ago
+    assert "đọc theo hàng và cột · LSTM, 8 đơn vị × 1 lớp · dropout 0,2" in console
+    assert "tốc độ học 0,001" in console
+
+
+@pytest.mark.parametrize(("lang", "zone", "shown"), [("vi", None, "19:38 6/12/26 (3 phút trước)"),
+                                                     ("en", None, "12/6/26, 7:38\u202fPM (3 minutes ago)"),
+                                                     ("vi", "UTC", "12:38 6/12/26 (3 phút trước)")])
+def test_times_are_shown_in_the_configured_zone_with_how_long_ago(make_app, tiny_models_dir, lang, zone, shown):
+    import datetime as dt
+
+    from app.wording import when
+
+    app = make_app(tiny_models_dir, **({"BABEL_DEFAULT_TIMEZONE": zone} if zone else {}))
+    stored = dt.datetime(2026, 12, 6, 12, 38, 51)  # naive, as SQLite hands it back: UTC
+    with app.test_request_context(f"/?lang={lang}"):
+        html = str(when(stored, now=stored.replace(tzinfo=dt.timezone.utc) + dt.timedelta(minutes=3)))
+        assert html == f'<time datetime="2026-12-06T12:38:51+00:00">{shown}</time>'
+        assert when("2026-12-06T12:38:51Z") != "" and when(None) == "" and when("not a time") == ""

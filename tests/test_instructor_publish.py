@@ -313,7 +313,7 @@ def test_console_lists_cancels_requeues_and_deletes_runs(signed_in, instructor_a
     page = signed_in.get("/instructor/?lang=en").get_data(as_text=True)
     for run_id in (finished_lab_run, "00000000000a", "00000000000b", "00000000000c"):
         assert f'id="run-{run_id}"' in page
-    assert "Bình" in page and "gru 16×2" in page
+    assert "Bình" in page and "GRU, 16 units × 2 layers" in page
     assert 'id="run-00000000000c"' not in signed_in.get("/instructor/?dataset=shapes").get_data(as_text=True)
     assert 'id="run-00000000000a"' not in signed_in.get("/instructor/?status=failed").get_data(as_text=True)
 

@@ -19,25 +19,23 @@ from sqlalchemy import select
 from app.cards import Training
 from app.csvfile import csv_download, csv_safe
 from app.errors import InvalidInput
-from app.i18n import current_language
+from app.i18n import current_language, format_number
 from app.instructor.access import needs_class_code
 from app.lab import recipes, runs
 from app.lab.charts import chart, column, run_charts
 from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings
 from app.records import ACTIVE, Run, as_utc, db, iso, utcnow
 from app.tasks import TaskSpec
+from app.wording import CELL_NAMES, STATUS_LABELS, recipe_text, settings_text
 
 bp = Blueprint("lab", __name__)
 
 READING_LABELS = {"rows": lazy_gettext("Rows: one image row per time step (the lab's model)"),
                   "rows_cols": lazy_gettext("Rows and columns: one LSTM reads rows, another reads columns"),
                   "patches": lazy_gettext("Patch grid: sweeps along rows and columns of patches (ReNet)")}
-CELL_LABELS = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
+CELL_LABELS = CELL_NAMES
 PRESET_LABELS = {"lab": lazy_gettext("The lab's recipe"), "shipped": lazy_gettext("The shipped recipe"),
                  "fast": lazy_gettext("Fast (tuned for this server)")}
-STATUS_LABELS = {"queued": lazy_gettext("queued"), "running": lazy_gettext("running"),
-                 "finished": lazy_gettext("finished"), "failed": lazy_gettext("failed"),
-                 "cancelled": lazy_gettext("cancelled"), "interrupted": lazy_gettext("interrupted")}
 CSV_COLUMNS = ("id", "nickname", "dataset", "status", "reading", "cell", "units", "layers", "bidirectional",
                "dropout", "epochs", "batch_size", "learning_rate", "subset", "seed", "params", "epochs_run",
                "training_seconds", "test_accuracy", "created_at", "finished_at")
@@ -57,35 +55,15 @@ def duration(seconds) -> str:
     return _("%(h)s h %(m)s min", h=s // 3600, m=f"{s % 3600 // 60:02d}")
 
 
-def recipe_text(recipe: dict) -> str:
-    """A recipe in one short line: "rows · LSTM 64 × 2 · bi · dropout 0.2"."""
-    r = {**asdict(Recipe()), **(recipe or {})}
-    parts = [str(r["reading"]), f"{CELL_LABELS.get(r['cell'], r['cell'])} {r['units']} × {r['layers']}"]
-    if r["bidirectional"]:
-        parts.append(_("bidirectional"))
-    parts.append(_("dropout %(d)s", d=format_decimal(r["dropout"])))
-    return " · ".join(parts)
-
-
-def settings_text(settings: dict) -> str:
-    """Training settings in one short line."""
-    s = {**asdict(RunSettings()), **(settings or {})}
-    subset = _("all images") if not s["subset"] else _("%(n)s images", n=format_decimal(s["subset"]))
-    return _("%(epochs)s epochs, batch %(batch)s, learning rate %(lr)s, %(subset)s, seed %(seed)s",
-             epochs=s["epochs"], batch=s["batch_size"], lr=f"{s['learning_rate']:g}", subset=subset, seed=s["seed"])
-
-
 def fmt(value, digits: int = 4) -> str:
     """A number with `digits` decimals ("–" for none)."""
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
+    return format_number(value, digits) if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
 
 
 @bp.context_processor
 def lab_helpers() -> dict:
     """Formatting helpers for the lab's templates."""
-    return {"duration": duration, "recipe_text": recipe_text, "settings_text": settings_text, "fmt": fmt,
-            "num": format_decimal,
-            "status_label": lambda s: str(STATUS_LABELS.get(s, s))}
+    return {"duration": duration, "fmt": fmt, "num": format_decimal}
 
 
 @bp.app_context_processor
