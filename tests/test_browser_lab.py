@@ -1,5 +1,6 @@
 """A real browser on the lab bench with real processes (gunicorn and a Huey consumer, ENGINE's
-LabStack): start a run from /lab, see a curve point drawn live from the server-sent events, see
+LabStack): start a run from /lab, see training points every few batches and an epoch's validation
+point drawn live from the server-sent events (titled axes, gridlines), see
 the run finish, open its try-it page and classify a digit with the run's own model.
 
 Skips where chromium, the playwright package or the MNIST data is absent, except in CI (CI=true).
@@ -35,11 +36,17 @@ def test_train_watch_and_try_a_run(lab_stack, browser, mnist_png, tmp_path):
         page.click("#submit-button")
     assert "/lab/runs/" in page.url
     run_id = page.url.rstrip("/").rsplit("/", 1)[-1]
-    # an epoch's point arrives by server-sent events and is drawn while the run still trains
-    # (data-epochs is set only by lab.js; the page rendered after the run ends has no such attribute)
+    # training points arrive every few batches by server-sent events and are drawn mid-run
+    # (data-points is set only by lab.js; the page rendered after the run ends has no such attribute)
+    page.wait_for_function("() => Number(document.getElementById('chart-loss').dataset.points || 0) > 2",
+                           timeout=240_000)
+    assert page.locator("#chart-loss .x-title").text_content() == "Epoch"
+    assert page.locator("#chart-loss .y-title").text_content() == "Loss"
+    assert page.locator("#chart-loss .grid line").count() >= 3
+    # an epoch's validation point arrives too, while the run still trains (data-epochs: lab.js)
     expect(page.locator("#run[data-epochs]")).to_have_count(1, timeout=240_000)
     assert page.locator("#chart-accuracy polyline").count() == 2
-    assert page.locator("#chart-accuracy circle.point").count() >= 2  # epoch 1: one dot per series
+    assert page.locator("#chart-accuracy circle.point.s1").count() >= 1  # validation: a dot per epoch
     assert page.locator("#history-table tbody tr").count() >= 1
     page.screenshot(path=str(SHOTS / "lab_run_live.png"), full_page=True)
     # the page shows the results once the run has finished (it reloads itself)

@@ -104,13 +104,14 @@ def status_event(run: Run) -> dict:
 @bp.get("/api/v1/runs/<run_id>/events")
 def run_events(run_id: str):
     """Server-sent events read from the record: `status` on every change, `epoch` per finished
-    epoch (all earlier ones first), `progress` within an epoch; ends when the run ends."""
+    epoch (all earlier ones first), `points` with the training points written since the last
+    event (every few batches), `progress` within an epoch; ends when the run ends."""
     run = runs.find_run(run_id)
     poll = float(current_app.config.get("LAB_SSE_POLL", 0.5))
     lifetime = float(current_app.config.get("LAB_SSE_SECONDS", 600))
 
     def stream():
-        last_status, epochs_sent, last_progress = None, 0, None
+        last_status, epochs_sent, points_sent, last_progress = None, 0, 0, None
         t_end, t_beat = time.monotonic() + lifetime, time.monotonic()
         yield "retry: 2000\n\n"
         while True:
@@ -123,7 +124,13 @@ def run_events(run_id: str):
             for entry in history[epochs_sent:]:
                 yield sse("epoch", entry)
             epochs_sent = len(history)
-            progress = current.progress or {}
+            progress = dict(current.progress or {})
+            points = progress.pop("points", None) or []
+            if len(points) < points_sent:  # a resumed run starts again from its last finished epoch
+                points_sent = 0
+            if points[points_sent:]:
+                yield sse("points", {"points": points[points_sent:]})
+                points_sent = len(points)
             if progress != last_progress and current.status == RUNNING:
                 yield sse("progress", progress)
                 last_progress = progress

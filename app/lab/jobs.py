@@ -20,6 +20,7 @@ import errno
 import functools
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -43,6 +44,8 @@ from app.records import (CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNI
 log = logging.getLogger(__name__)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")  # per-epoch figures kept in a record
+POINTS_PER_EPOCH = 40  # training points streamed per epoch at most (one per window of batches)
+POINTS_MAX = 600  # and per run: long runs get wider windows, so the record stays small
 
 
 class RunCancelled(Exception):
@@ -140,11 +143,14 @@ class Reporter:
     background thread every `interval` seconds (the heartbeat sweep_stale checks); polls the
     record's cancel flag every `poll` seconds for the per-batch cancel check."""
 
-    def __init__(self, app: Flask, run_id: str, interval: float, history: list, poll: float = 0.25):
+    def __init__(self, app: Flask, run_id: str, interval: float, history: list, poll: float = 0.25,
+                 points: list | None = None):
         self.app, self.run_id, self.interval, self.poll = app, run_id, interval, poll
         self.history = list(history)
+        done = len(self.history)  # a resumed run keeps the points of the epochs it finished
         self.progress: dict = {"phase": "starting", "epoch": 0, "epochs": 0, "batch": 0, "batches": 0,
-                               "elapsed": 0.0, "eta": None}
+                               "elapsed": 0.0, "eta": None,
+                               "points": [p for p in points or [] if isinstance(p, dict) and p.get("x", 1e9) <= done]}
         self.lock = threading.Lock()
         self.cancel = threading.Event()
         self.done = threading.Event()
@@ -198,6 +204,11 @@ class Reporter:
         db.session.execute(update(Run).where(Run.id == self.run_id).values(**values))
         db.session.commit()
 
+    def add_point(self, point: dict) -> None:
+        """Append one training point (x in epochs; loss and accuracy over its window of batches)."""
+        with self.lock:
+            self.progress["points"] = [*self.progress.get("points", []), point]
+
     def end_epoch(self, entry: dict) -> None:
         """Record one finished epoch (a resumed epoch replaces its earlier row)."""
         with self.lock:
@@ -213,17 +224,23 @@ class Reporter:
         import keras
 
         reporter = self
+        window = BatchWindow()
 
         class Progress(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
                 reporter.train_t0 = time.monotonic()
-                reporter.update(phase="training", epochs=int(self.params.get("epochs") or 0),
-                                batches=int(self.params.get("steps") or 0))
+                epochs, batches = int(self.params.get("epochs") or 0), int(self.params.get("steps") or 0)
+                window.plan(epochs, batches)
+                reporter.update(phase="training", epochs=epochs, batches=batches)
 
             def on_epoch_begin(self, epoch, logs=None):
+                window.start(epoch)
                 reporter.update(epoch=epoch + 1, batch=0)
 
             def on_train_batch_end(self, batch, logs=None):
+                point = window.point(batch + 1, logs or {})
+                if point is not None:
+                    reporter.add_point(point)
                 reporter.update(batch=batch + 1)
                 if batch == 0 and reporter.progress.get("epoch") == 1:
                     reporter.urgent.set()
@@ -246,6 +263,43 @@ class Reporter:
                 reporter.update(phase="testing")
 
         return Progress()
+
+
+class BatchWindow:
+    """Training points within epochs: every `stride` batches, the loss and accuracy of the batches
+    since the previous point, worked out from the running means Keras reports after each batch
+    (the mean over k batches times k, minus the same at the window's start)."""
+
+    def __init__(self):
+        self.stride, self.batches, self.epoch = 1, 0, 0
+        self.start_at, self.sums = 0, {}
+
+    def plan(self, epochs: int, batches: int) -> None:
+        """Choose the window: at most POINTS_PER_EPOCH points an epoch and POINTS_MAX a run."""
+        self.batches = batches
+        self.stride = max(1, math.ceil(batches / POINTS_PER_EPOCH), math.ceil(epochs * batches / POINTS_MAX))
+
+    def start(self, epoch: int) -> None:
+        """A new epoch: Keras resets its running means."""
+        self.epoch, self.start_at, self.sums = epoch, 0, {}
+
+    def point(self, done: int, logs: dict) -> dict | None:
+        """The point closing the window at batch `done` (1-based), or None inside a window."""
+        if not self.batches or (done % self.stride and done != self.batches) or done <= self.start_at:
+            return None
+        point = {"x": round(self.epoch + done / self.batches, 4)}
+        sums = {}
+        for key in ("loss", "accuracy"):
+            try:
+                mean = float(logs[key])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if not math.isfinite(mean):
+                continue
+            sums[key] = mean * done
+            point[key] = round((sums[key] - self.sums.get(key, 0.0)) / (done - self.start_at), 5)
+        self.start_at, self.sums = done, sums
+        return point if len(point) > 1 else None
 
 
 # ----------------------------------------------------------------------------- the task
@@ -293,6 +347,7 @@ def execute_run(app: Flask, run_id: str) -> str:
         run.status, run.finished_at = CANCELLED, utcnow()
         db.session.commit()
         return CANCELLED
+    earlier_points = (run.progress or {}).get("points")  # claim() starts a fresh progress record
     if not claim(run_id):
         return "skipped"
     db.session.expire_all()
@@ -307,8 +362,8 @@ def execute_run(app: Flask, run_id: str) -> str:
         log.warning("run %s: its checkpoint is unreadable (a kill during the write); starting over", run_id)
         shutil.rmtree(work, ignore_errors=True)
         resume = False
-    reporter = Reporter(app, run_id, float(app.config["LAB_PROGRESS_SECONDS"]),
-                        run.history if resume else []).start()
+    reporter = Reporter(app, run_id, float(app.config["LAB_PROGRESS_SECONDS"]), run.history if resume else [],
+                        points=earlier_points if resume else None).start()
     t0 = time.monotonic()
     previous_seconds = run.seconds or 0.0
 

@@ -22,7 +22,7 @@ from app.errors import InvalidInput
 from app.i18n import current_language, format_number
 from app.instructor.access import needs_class_code
 from app.lab import recipes, runs
-from app.lab.charts import chart, column, run_charts
+from app.lab.charts import chart, column, run_charts_live
 from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings
 from app.records import ACTIVE, Run, as_utc, db, iso, utcnow
 from app.tasks import TaskSpec
@@ -238,8 +238,9 @@ def run_page(run_id: str):
     run_json = {"id": run.id, "status": run.status, "history": history, "progress": run.progress or {},
                 "elapsed": elapsed, "labels": {k: str(v) for k, v in STATUS_LABELS.items()}}
     return render_template(
-        "lab/run.html", run=run, history=history, charts=run_charts(history), elapsed=elapsed, error=error,
-        series=[("train", _("training")), ("validation", _("validation"))], run_json=run_json,
+        "lab/run.html", run=run, history=history, elapsed=elapsed, error=error, run_json=run_json,
+        charts=run_charts_live(run.progress, history, (run.progress or {}).get("epochs") or (run.settings or {}).get("epochs")),
+        series=[("train", _("training, every few batches")), ("validation", _("validation, at each epoch's end"))],
         dataset_title=spec.title(current_language()) if spec else run.dataset, class_label=class_label,
         queue_position=runs.queue_position(run), can_cancel=run.status in ACTIVE and runs.may_manage(run),
         events_url=url_for("lab_api.run_events", run_id=run.id))
@@ -320,3 +321,17 @@ def leaderboard_csv(dataset: str):
                      "" if not isinstance(acc, (int, float)) else round(acc, 4),
                      iso(run.created_at) or "", iso(run.finished_at) or ""])
     return csv_download(f"lstmlab-{dataset}-runs.csv", CSV_COLUMNS, rows)
+
+
+HISTORY_CSV_COLUMNS = ("id", "nickname", "dataset", "status", "epoch", "loss", "accuracy", "val_loss", "val_accuracy",
+                       "seconds")
+
+
+@bp.get("/lab/<dataset>/history.csv")
+def history_csv(dataset: str):
+    """Every run's per-epoch history on a data set as CSV (one row per run and epoch, leaderboard order)."""
+    runs.find_dataset(dataset)
+    rows = [[run.id, csv_safe(run.nickname or ""), run.dataset, run.status, e.get("epoch"),
+             *("" if e.get(k) is None else e.get(k) for k in HISTORY_CSV_COLUMNS[5:])]
+            for run in runs.leaderboard_runs(dataset) for e in run.history or [] if isinstance(e, dict)]
+    return csv_download(f"lstmlab-{dataset}-history.csv", HISTORY_CSV_COLUMNS, rows)

@@ -1,6 +1,6 @@
 // Lab bench: the live estimate on /lab, and a run's live page (server-sent events: progress bar,
-// curves redrawn as each epoch ends, elapsed time and ETA). Without JavaScript the same pages
-// work with a "Check" submit and a periodic reload.
+// curves redrawn as training points arrive every few batches and as each epoch ends, elapsed time
+// and ETA). Without JavaScript the same pages work with a "Check" submit and a periodic reload.
 (function () {
   "use strict";
 
@@ -70,55 +70,76 @@
   var history = run.history.slice();
   var $ = function (id) { return document.getElementById(id); };
 
-  function sig3(v) { return String(Number(v.toPrecision(3))); }
+  var points = ((run.progress || {}).points || []).slice();
+  var lang = document.documentElement.lang || undefined;
+  var number = window.Intl ? new Intl.NumberFormat(lang) : { format: String };
 
-  // The same drawing as app/views/lstm.py curve_svg: one y scale for every series, x spread evenly.
-  function draw(svgId, keys) {
+  // The same geometry as app/lab/charts.py run_chart: x in epochs 0..E with a tick at each epoch's
+  // end, y between round gridline values; training points every few batches, validation per epoch.
+  function finite(v) { return typeof v === "number" && isFinite(v); }
+  function niceTicks(lo, hi, count) {
+    var span = hi - lo;
+    if (span <= 0) { span = Math.abs(hi) || 1; lo -= span / 2; hi += span / 2; span = hi - lo; }
+    var raw = span / count, power = Math.pow(10, Math.floor(Math.log10(raw)));
+    var r = raw / power, step = power * (r < 1.5 ? 1 : r < 3 ? 2 : r < 7 ? 5 : 10);
+    var out = [];
+    for (var i = Math.floor(lo / step); i <= Math.ceil(hi / step); i++) { out.push(Number((i * step).toFixed(10))); }
+    return out;
+  }
+  function el(name, attrs, text) {
+    var e = document.createElementNS(SVGNS, name);
+    Object.keys(attrs).forEach(function (k) { e.setAttribute(k, attrs[k]); });
+    if (text != null) { e.textContent = text; }
+    return e;
+  }
+  function draw(svgId) {
     var svg = $(svgId);
     if (!svg) { return; }
-    var w = Number(svg.dataset.width), h = Number(svg.dataset.height);
-    var series = keys.map(function (k) {
-      return history.map(function (e) { return e[k]; }).filter(function (v) { return typeof v === "number" && isFinite(v); });
-    });
-    var all = [].concat.apply([], series);
-    var lines = svg.querySelector("g.lines");
-    var ticks = svg.querySelector("g.ticks");
-    lines.textContent = "";
-    ticks.textContent = "";
-    if (!all.length) { return; }
-    var lo = Math.min.apply(null, all), hi = Math.max.apply(null, all);
-    var span = (hi - lo) || 1;
-    var n = 0;
-    series.forEach(function (vals, i) {
-      if (!vals.length) { return; }
-      n = Math.max(n, vals.length);
-      var xy = vals.map(function (v, j) {
-        var x = vals.length > 1 ? j * w / (vals.length - 1) : w / 2;
-        return [x.toFixed(1), (h - (v - lo) / span * h).toFixed(1)];
+    var key = svg.dataset.key, w = Number(svg.dataset.width), h = Number(svg.dataset.height);
+    var train = points.filter(function (p) { return finite(p.x) && finite(p[key]); })
+      .map(function (p) { return [p.x, p[key]]; });
+    if (!train.length) {
+      train = history.filter(function (e) { return finite(e[key]); }).map(function (e) { return [e.epoch, e[key]]; });
+    }
+    var val = history.filter(function (e) { return finite(e["val_" + key]); })
+      .map(function (e) { return [e.epoch, e["val_" + key]]; });
+    var xs = train.concat(val).map(function (p) { return p[0]; });
+    var epochs = Math.max(Number(svg.dataset.epochs) || 1, history.length, Math.ceil(Math.max.apply(null, xs.concat([1]))));
+    var plot = svg.querySelector("g.plot");
+    var grid = el("g", { "class": "grid" }), ticks = el("g", { "class": "xticks" }), lines = el("g", { "class": "lines" });
+    var every = Math.max(1, Math.ceil(epochs / 10));
+    for (var e = 1; e <= epochs; e++) {
+      if (e % every && e !== epochs) { continue; }
+      var x = (e * w / epochs).toFixed(1);
+      ticks.appendChild(el("line", { x1: x, y1: h, x2: x, y2: h + 4 }));
+      ticks.appendChild(el("text", { x: x, y: h + 14, "text-anchor": "middle" }, String(e)));
+    }
+    var values = train.concat(val).map(function (p) { return p[1]; });
+    if (values.length) {
+      var lo = Math.min.apply(null, values), hi = Math.max.apply(null, values);
+      if (key === "accuracy") { lo = Math.max(0, lo); hi = Math.min(1, hi); }
+      var t = niceTicks(lo, hi, 4);
+      lo = t[0]; hi = t[t.length - 1];
+      var span = (hi - lo) || 1;
+      var y = function (v) { return (h - (v - lo) / span * h).toFixed(1); };
+      t.forEach(function (v) {
+        grid.appendChild(el("line", { x1: 0, y1: y(v), x2: w, y2: y(v) }));
+        grid.appendChild(el("text", { x: -4, y: Number(y(v)) + 3, "text-anchor": "end" }, number.format(v)));
       });
-      var pl = document.createElementNS(SVGNS, "polyline");
-      pl.setAttribute("class", "series s" + i);
-      pl.setAttribute("points", xy.map(function (p) { return p.join(","); }).join(" "));
-      lines.appendChild(pl);
-      xy.forEach(function (p) {  // a dot per epoch: the first epoch shows before there is a line
-        var c = document.createElementNS(SVGNS, "circle");
-        c.setAttribute("class", "point s" + i);
-        c.setAttribute("cx", p[0]);
-        c.setAttribute("cy", p[1]);
-        c.setAttribute("r", "2.5");
-        lines.appendChild(c);
+      [train, val].forEach(function (pairs, i) {
+        if (!pairs.length) { return; }
+        var xy = pairs.map(function (p) { return [(p[0] * w / epochs).toFixed(1), y(p[1])]; });
+        lines.appendChild(el("polyline", { "class": "series s" + i, points: xy.map(function (p) { return p.join(","); }).join(" ") }));
+        if (i === 1 || pairs.length <= epochs) {  // dots where there are few points: the first shows before a line
+          xy.forEach(function (p) { lines.appendChild(el("circle", { "class": "point s" + i, cx: p[0], cy: p[1], r: "2.5" })); });
+        }
       });
-    });
-    [[-4, 4, "end", sig3(hi)], [-4, h, "end", sig3(lo)], [0, h + 14, "start", "1"], [w, h + 14, "end", String(n)]]
-      .forEach(function (t) {
-        var el = document.createElementNS(SVGNS, "text");
-        el.setAttribute("x", t[0]);
-        el.setAttribute("y", t[1]);
-        el.setAttribute("text-anchor", t[2]);
-        el.textContent = t[3];
-        ticks.appendChild(el);
-      });
+    }
+    plot.textContent = "";
+    [grid, ticks, lines].forEach(function (g) { plot.appendChild(g); });
+    svg.dataset.points = String(train.length);
   }
+  function redraw() { draw("chart-loss"); draw("chart-accuracy"); }
 
   function fmt(v, d) { return typeof v === "number" ? v.toFixed(d) : "–"; }
 
@@ -161,7 +182,10 @@
   source.addEventListener("progress", function (ev) {
     var p = JSON.parse(ev.data);
     if (p.epoch != null) { $("epoch-now").textContent = p.epoch; }
-    if (p.epochs != null) { $("epoch-total").textContent = p.epochs; }
+    if (p.epochs != null) {
+      $("epoch-total").textContent = p.epochs;
+      ["chart-loss", "chart-accuracy"].forEach(function (id) { if ($(id)) { $(id).dataset.epochs = String(p.epochs); } });
+    }
     var bar = $("epoch-progress");
     if (p.batches) {
       bar.max = p.batches;
@@ -171,13 +195,17 @@
     if (typeof p.elapsed === "number") { elapsedAt = { value: p.elapsed, at: Date.now() }; }
     if ($("eta")) { $("eta").textContent = duration(p.eta); }
   });
+  source.addEventListener("points", function (ev) {
+    var last = points.length ? points[points.length - 1].x : -1;
+    JSON.parse(ev.data).points.forEach(function (p) { if (p.x > last) { points.push(p); last = p.x; } });
+    redraw();
+  });
   source.addEventListener("epoch", function (ev) {
     var e = JSON.parse(ev.data);
     if (history.some(function (h) { return h.epoch === e.epoch; })) { return; }
     history.push(e);
     addRow(e);
-    draw("chart-loss", ["loss", "val_loss"]);
-    draw("chart-accuracy", ["accuracy", "val_accuracy"]);
+    redraw();
     root.dataset.epochs = String(history.length);
   });
   source.addEventListener("status", function (ev) {
