@@ -410,10 +410,15 @@ def write_doc(r: dict) -> None:
         f"(`make worker` against Redis and PostgreSQL).",
         "<!-- lab:end -->",
     ]
+    write_section("lab", "\n".join(lines))
+
+
+def write_section(name: str, block: str) -> None:
+    """Put `block` (its <!-- name:start/end --> markers included) into docs/BENCHMARKS.md, in place
+    of the section between the same markers, or at the end."""
     text = DOC.read_text(encoding="utf-8")
-    block = "\n".join(lines)
-    if "<!-- lab:start -->" in text:
-        text = re.sub(r"<!-- lab:start -->.*?<!-- lab:end -->", lambda _: block, text, flags=re.S)
+    if f"<!-- {name}:start -->" in text:
+        text = re.sub(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", lambda _: block, text, flags=re.S)
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     DOC.write_text(text, encoding="utf-8")

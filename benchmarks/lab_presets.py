@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import re
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lab import DOC, ROOT, Stack, beside, digits, load_average  # noqa: E402 - benchmarks/lab.py
+from lab import ROOT, Stack, beside, digits, load_average, write_section  # noqa: E402 - benchmarks/lab.py
 
 sys.path.insert(0, str(ROOT))
 from app.lab import recipes  # noqa: E402
@@ -107,13 +106,7 @@ def write_doc(rows: list[str], context: str) -> None:
         "≤ 90 s). The bench page shows the same figures, read from the records of the finished runs.",
         "<!-- lab-presets:end -->",
     ])
-    text = DOC.read_text(encoding="utf-8")
-    if "<!-- lab-presets:start -->" in text:
-        text = re.sub(r"<!-- lab-presets:start -->.*?<!-- lab-presets:end -->", lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.write_text(text, encoding="utf-8")
-
+    write_section("lab-presets", block)
 
 STEP_COST_CASES = ((32, 128), (128, 128), (512, 128), (128, 32))  # (LSTM units, batch) over MNIST rows
 

@@ -299,9 +299,13 @@ def finished_runs(dataset: str | None = None, limit: int = 200) -> list[Run]:
 
 
 # The fallback until a run has finished here (config LAB_SECONDS_PER_UNIT, LAB_OVERHEAD_SECONDS override
-# it): measured through the queue, the fast preset's run (docs/BENCHMARKS.md "Lab bench presets").
-DEFAULT_SECONDS_PER_UNIT = 2.2e-3
-DEFAULT_OVERHEAD_SECONDS = 51.0
+# it), calibrated for this class of 2-core CPU through the queue on a fresh server: the median of the
+# calibration runs, and the fastest and slowest of them for the range shown until runs are measured
+# here (`python benchmarks/lab_estimate.py`; docs/BENCHMARKS.md "first estimate").
+DEFAULT_SECONDS_PER_UNIT = 3.7e-4
+DEFAULT_OVERHEAD_SECONDS = 6.9
+DEFAULT_SECONDS_PER_UNIT_RANGE = (3.49e-4, 3.93e-4)
+DEFAULT_OVERHEAD_RANGE = (5.9, 7.9)
 
 
 def throughput() -> Throughput:
@@ -311,3 +315,14 @@ def throughput() -> Throughput:
     default = Throughput(float(current_app.config.get("LAB_SECONDS_PER_UNIT", DEFAULT_SECONDS_PER_UNIT)),
                          float(current_app.config.get("LAB_OVERHEAD_SECONDS", DEFAULT_OVERHEAD_SECONDS)))
     return recipes.measure_throughput(runs, datasets(), default, Path(current_app.config["MODELS_DIR"]))
+
+
+def estimate_range(spec: TaskSpec, recipe: dict, settings: dict, tput: Throughput,
+                   train_size: int | None) -> tuple[float, float] | None:
+    """(fastest, slowest) seconds of a run while the estimate is still the default (no run measured
+    on this server, and no configured speed); None once it is measured or configured."""
+    if tput.runs or current_app.config.get("LAB_SECONDS_PER_UNIT") is not None:
+        return None
+    ends = [recipes.estimate_seconds(spec, recipe, settings, Throughput(rate, overhead), train_size)
+            for rate, overhead in zip(DEFAULT_SECONDS_PER_UNIT_RANGE, DEFAULT_OVERHEAD_RANGE)]
+    return None if None in ends else (ends[0], ends[1])

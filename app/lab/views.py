@@ -92,16 +92,25 @@ def payload_from_form(form) -> dict:
 
 
 def estimate(payload: dict) -> dict:
-    """{"params", "params_text", "seconds", "eta_text"} for a valid payload; InvalidInput otherwise."""
+    """{"params", "params_text", "seconds", "eta_text", "seconds_range", "measured_runs"} for a valid
+    payload (a range until a run has been measured on this server); InvalidInput otherwise."""
     specs = runs.datasets()
     models_dir = Path(current_app.config["MODELS_DIR"])
     tput = runs.throughput()
     recipe, settings = recipes.validate(payload, recipes.current_limits(), specs, tput, models_dir)
     spec = specs[payload["dataset"]]
     params = recipes.param_count(spec, recipe)
-    seconds = recipes.estimate_seconds(spec, recipe, settings, tput, recipes.training_size(spec, models_dir))
-    return {"params": params, "params_text": format_decimal(params), "seconds": seconds,
-            "eta_text": duration(seconds) if seconds is not None else _("unknown"), "measured_runs": tput.runs}
+    size = recipes.training_size(spec, models_dir)
+    seconds = recipes.estimate_seconds(spec, recipe, settings, tput, size)
+    span = runs.estimate_range(spec, recipe, settings, tput, size)
+    if seconds is None:
+        text = _("unknown")
+    elif span is not None and duration(span[0]) != duration(span[1]):  # no run measured here yet
+        text = _("%(low)s to %(high)s (not yet measured on this server)", low=duration(span[0]), high=duration(span[1]))
+    else:
+        text = duration(seconds)
+    return {"params": params, "params_text": format_decimal(params), "seconds": seconds, "eta_text": text,
+            "seconds_range": list(span) if span else None, "measured_runs": tput.runs}
 
 
 def preset_rows(slug: str, spec: TaskSpec) -> list[dict]:
