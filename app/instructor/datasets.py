@@ -594,6 +594,8 @@ def dataset_spec(record: dict, folder: Path) -> TaskSpec:
         architecture="rows_cols", epochs=10, batch_size=64, learning_rate=2e-3,
         extra={"counts": {"train": record["counts"]["train"] + record["counts"].get("val", 0),  # before validation
                           "test": record["counts"]["test"]},
+               "per_class_train": {c: int(n.get("train", 0)) + int(n.get("val", 0))  # the bench's warnings
+                                   for c, n in (record["counts"].get("per_class") or {}).items() if isinstance(n, dict)},
                "split": record["split"], "dataset": "instructor", "model": {"units": 64}},
     )
 

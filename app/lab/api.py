@@ -35,7 +35,10 @@ def create_run():
         lang = current_language()
         return jsonify({"error": exc.message(lang), "error_en": exc.en, "error_vi": exc.vi, "status": 429,
                         "queue_position": exc.queue_position}), 429
-    body = {"id": run.id, "status": run.status, "queue_position": runs.queue_position(run), "links": run.links()}
+    warnings = [{"en": w.en, "vi": w.vi, "message": w.message(current_language())}
+                for w in runs.learning_warnings(run.dataset, run.settings)]
+    body = {"id": run.id, "status": run.status, "queue_position": runs.queue_position(run), "links": run.links(),
+            "warnings": warnings}
     return jsonify(body), 202, {"Location": body["links"]["self"]}
 
 

@@ -147,16 +147,77 @@ def shipped_recipe(spec: TaskSpec) -> tuple[Recipe, RunSettings]:
 PRESET_NAMES = ("lab", "shipped", "fast")
 
 
-def preset(name: str, spec: TaskSpec) -> tuple[Recipe, RunSettings]:
+MIN_STEPS = 200  # optimiser steps a run needs before it can learn much (presets are scaled to reach it)
+MIN_BATCHES = 8  # batches per epoch a preset's batch size leaves at least, on a small data set
+MIN_CLASS_IMAGES = 10  # training images per class below which the bench warns
+
+
+def preset(name: str, spec: TaskSpec, train_size: int | None = None,
+           max_epochs: int = Limits.max_epochs) -> tuple[Recipe, RunSettings]:
     """A named preset for a data set: "lab" (the seed notebook's model, bugs fixed), "shipped"
-    (the data set's shipped recipe) or "fast" (tuned for this machine: see docs/BENCHMARKS.md)."""
+    (the data set's shipped recipe) or "fast" (tuned for this machine: see docs/BENCHMARKS.md),
+    scaled to the data set's `train_size` when it is known (`scale_settings`)."""
     if name == "lab":
-        return Recipe("rows", "lstm", 64, 2, False, 0.2), RunSettings(epochs=3, batch_size=128, learning_rate=1e-3)
-    if name == "shipped":
-        return shipped_recipe(spec)
-    if name == "fast":
-        return Recipe("rows", "lstm", 128, 1, False, 0.0), RunSettings(epochs=6, batch_size=128, learning_rate=3e-3)
-    raise refusal("Unknown preset '%(name)s'.", name=str(name)[:40])
+        recipe, settings = Recipe("rows", "lstm", 64, 2, False, 0.2), RunSettings(epochs=3, batch_size=128,
+                                                                                  learning_rate=1e-3)
+    elif name == "shipped":
+        recipe, settings = shipped_recipe(spec)
+    elif name == "fast":
+        recipe, settings = Recipe("rows", "lstm", 128, 1, False, 0.0), RunSettings(epochs=6, batch_size=128,
+                                                                                   learning_rate=3e-3)
+    else:
+        raise refusal("Unknown preset '%(name)s'.", name=str(name)[:40])
+    return recipe, scale_settings(settings, train_size, max_epochs)
+
+
+def training_images(settings: RunSettings, train_size: int | None) -> int | None:
+    """Images a run trains on: its subset (or the whole training set) less the validation hold-out."""
+    total = settings.subset or train_size
+    return None if not total else total - max(1, int(total * VALIDATION_FRACTION))
+
+
+def optimiser_steps(settings: RunSettings, train_size: int | None) -> int | None:
+    """Batches a run trains on in all its epochs (None when the training set size is unknown)."""
+    images = training_images(settings, train_size)
+    return None if images is None else settings.epochs * math.ceil(max(images, 1) / settings.batch_size)
+
+
+def scale_settings(settings: RunSettings, train_size: int | None, max_epochs: int = Limits.max_epochs) -> RunSettings:
+    """A preset's settings fitted to a small data set: the batch halved (down to the smallest
+    allowed) until an epoch has MIN_BATCHES batches, then epochs added (up to `max_epochs`) until
+    the run makes MIN_STEPS optimiser steps. Large data sets keep the preset as it is."""
+    images = training_images(settings, train_size)
+    if images is None:
+        return settings
+    batch = settings.batch_size
+    while batch // 2 >= RANGES["batch_size"][0] and images / batch < MIN_BATCHES:
+        batch //= 2
+    per_epoch = math.ceil(max(images, 1) / batch)
+    epochs = min(max(settings.epochs, math.ceil(MIN_STEPS / per_epoch)), max(settings.epochs, max_epochs))
+    return RunSettings(epochs=epochs, batch_size=batch, learning_rate=settings.learning_rate,
+                       subset=settings.subset, seed=settings.seed)
+
+
+def learning_warnings(spec: TaskSpec, settings: RunSettings | dict, train_size: int | None) -> list[InvalidInput]:
+    """Why a recipe may learn little on this data set (bilingual, not refusals): too few optimiser
+    steps, or classes with only a handful of training images."""
+    s = settings if isinstance(settings, RunSettings) else RunSettings(**settings)
+    out = []
+    steps = optimiser_steps(s, train_size)
+    if steps is not None and steps < MIN_STEPS:
+        out.append(InvalidInput("This run makes only %(steps)s optimiser steps (%(epochs)s epochs of %(batches)s "
+                                "batches); with so few it may stay at chance. Use more epochs or a smaller batch "
+                                "(at least %(min)s steps), or press a preset: presets scale with the data set.",
+                                200, steps=steps, epochs=s.epochs, batches=steps // max(s.epochs, 1), min=MIN_STEPS))
+    per_class = spec.extra.get("per_class_train") if isinstance(spec.extra, dict) else None
+    if isinstance(per_class, dict):
+        few = {c: n for c, n in per_class.items() if isinstance(n, int) and n < MIN_CLASS_IMAGES}
+        if few:
+            out.append(InvalidInput("Some classes have only a handful of training images (%(classes)s): the model "
+                                    "can hardly learn them. Add pictures to them (at least %(min)s each).", 200,
+                                    classes=", ".join(f"{c}: {n}" for c, n in sorted(few.items())),
+                                    min=MIN_CLASS_IMAGES))
+    return out
 
 
 # ----------------------------------------------------------------------------- validation

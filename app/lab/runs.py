@@ -326,3 +326,9 @@ def estimate_range(spec: TaskSpec, recipe: dict, settings: dict, tput: Throughpu
     ends = [recipes.estimate_seconds(spec, recipe, settings, Throughput(rate, overhead), train_size)
             for rate, overhead in zip(DEFAULT_SECONDS_PER_UNIT_RANGE, DEFAULT_OVERHEAD_RANGE)]
     return None if None in ends else (ends[0], ends[1])
+
+
+def learning_warnings(dataset: str, settings: dict) -> list[InvalidInput]:
+    """Why a run on `dataset` with `settings` may learn little (recipes.learning_warnings)."""
+    spec = datasets()[dataset]
+    return recipes.learning_warnings(spec, settings, recipes.training_size(spec, Path(current_app.config["MODELS_DIR"])))

@@ -92,8 +92,9 @@ def payload_from_form(form) -> dict:
 
 
 def estimate(payload: dict) -> dict:
-    """{"params", "params_text", "seconds", "eta_text", "seconds_range", "measured_runs"} for a valid
-    payload (a range until a run has been measured on this server); InvalidInput otherwise."""
+    """{"params", "params_text", "seconds", "eta_text", "seconds_range", "measured_runs", "warnings"}
+    for a valid payload (a range until a run has been measured on this server; warnings when it may
+    learn little from so little); InvalidInput otherwise."""
     specs = runs.datasets()
     models_dir = Path(current_app.config["MODELS_DIR"])
     tput = runs.throughput()
@@ -109,8 +110,15 @@ def estimate(payload: dict) -> dict:
         text = _("%(low)s to %(high)s (not yet measured on this server)", low=duration(span[0]), high=duration(span[1]))
     else:
         text = duration(seconds)
+    warnings = [w.message(current_language()) for w in recipes.learning_warnings(spec, settings, size)]
     return {"params": params, "params_text": format_decimal(params), "seconds": seconds, "eta_text": text,
-            "seconds_range": list(span) if span else None, "measured_runs": tput.runs}
+            "seconds_range": list(span) if span else None, "measured_runs": tput.runs, "warnings": warnings}
+
+
+def scaled_preset(name: str, spec: TaskSpec) -> tuple[Recipe, RunSettings]:
+    """The preset `name` scaled to the data set's size and this server's epoch limit."""
+    return recipes.preset(name, spec, recipes.training_size(spec, Path(current_app.config["MODELS_DIR"])),
+                          recipes.current_limits().max_epochs)
 
 
 def preset_rows(slug: str, spec: TaskSpec) -> list[dict]:
@@ -118,7 +126,7 @@ def preset_rows(slug: str, spec: TaskSpec) -> list[dict]:
     finished = runs.finished_runs(slug)
     rows = []
     for name in PRESET_NAMES:
-        recipe, settings = recipes.preset(name, spec)
+        recipe, settings = scaled_preset(name, spec)
         r, s = asdict(recipe), asdict(settings)
         same = [run for run in finished if {**asdict(Recipe()), **(run.recipe or {})} == r
                 and {**asdict(RunSettings()), **(run.settings or {})} == s
@@ -167,7 +175,7 @@ def bench():
         name = request.form.get("preset")
         try:
             if name:
-                chosen = recipes.preset(name, specs[slug])
+                chosen = scaled_preset(name, specs[slug])
                 form = form_from(*(asdict(x) for x in chosen), slug, form.get("nickname", ""))
             else:
                 payload = payload_from_form(request.form)
@@ -205,7 +213,7 @@ def initial_form(specs: dict[str, TaskSpec]) -> dict:
         return form_from(run.recipe or {}, run.settings or {}, run.dataset if run.dataset in specs else slug,
                          run.nickname or "")
     name = request.args.get("preset") if request.args.get("preset") in PRESET_NAMES else "lab"
-    return form_from(*(asdict(x) for x in recipes.preset(name, specs[slug])), slug)
+    return form_from(*(asdict(x) for x in scaled_preset(name, specs[slug])), slug)
 
 
 @bp.get("/lab/estimate", endpoint="estimate")

@@ -47,6 +47,13 @@
           frag.appendChild(document.createTextNode(" · " + box.dataset.labelTime + ": "));
           frag.appendChild(strong("est-time", body.eta_text));
           show(frag, false);
+          (body.warnings || []).forEach(function (text) {  // the server's "may learn little" check
+            var w = document.createElement("p");
+            w.className = "warning";
+            w.setAttribute("role", "alert");
+            w.textContent = text;
+            box.appendChild(w);
+          });
         })
         .catch(function () { /* the Check button still works */ });
     };
