@@ -33,6 +33,7 @@ import secrets
 from pathlib import Path
 
 from flask import Flask, Request, current_app, has_request_context, request
+from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import ApplicationLimit, Limiter
 from flask_limiter.util import get_remote_address
@@ -214,6 +215,17 @@ class SessionInterface(SecureCookieSessionInterface):
         return super().get_cookie_secure(app) or https()
 
 
+class BoundedJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, where a body nested too deep to parse is invalid JSON (a 400), not a RecursionError."""
+
+    def loads(self, s, **kwargs):
+        """Parse `s`; ValueError when it nests past Python's recursion limit."""
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
 class InMemoryRequest(Request):
     """Flask's request, its multipart files read into memory (at most MAX_CONTENT_LENGTH) instead
     of werkzeug's temporary file for parts over 500 KB: uploads never touch the disk."""
@@ -247,6 +259,7 @@ def init_app(app: Flask) -> None:
     for key, limit in DEFAULT_LIMITS.items():
         app.config.setdefault(key, limit)
     app.request_class = InMemoryRequest
+    app.json = BoundedJSONProvider(app)
     app.session_interface = SessionInterface()
     app.after_request(add_headers)
     from app.views import api

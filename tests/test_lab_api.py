@@ -47,6 +47,10 @@ def assert_bilingual(response, status: int):
     {**GOOD, "recipe": {"cell": "transformer"}},
     {**GOOD, "recipe": {"units": 512, "layers": 4, "bidirectional": True, "reading": "rows_cols"}},  # too big
     {**GOOD, "learning_rate": "fast"},
+    {**GOOD, "recipe": {"units": "²"}},  # a Unicode digit: str.isdigit() says yes, int() says no
+    {**GOOD, "recipe": {"units": "+-8"}},
+    {**GOOD, "seed": "9" * 5000},  # past int()'s digit limit
+    {**GOOD, "epochs": "١"},  # an Arabic-Indic one
     {**GOOD, "surprise": 1},
     [1, 2, 3],
     "not json",
@@ -177,3 +181,22 @@ def test_web_process_never_imports_tensorflow(tiny_models_dir, tmp_path):
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent))
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"tensorflow": False, "keras": False}
+
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+
+
+def test_json_nested_too_deep_is_a_bilingual_400_on_every_api_write(api_app):
+    """Every API route that takes a body answers a 100,000-deep JSON array with a 4xx, never a 500."""
+    client = api_app.test_client()
+    rules = [r for r in api_app.url_map.iter_rules() if r.rule.startswith("/api/")
+             and r.methods & {"POST", "PUT", "PATCH"}]
+    assert any(r.rule == "/api/v1/runs" for r in rules)
+    for rule in rules:
+        url = rule.rule
+        for arg in rule.arguments:
+            url = url.replace(f"<{arg}>", "x").replace(f"<string:{arg}>", "x")
+        for method in sorted(rule.methods & {"POST", "PUT", "PATCH"}):
+            response = client.open(url, method=method, data=DEEP_JSON, content_type="application/json")
+            assert 400 <= response.status_code < 500, (method, url, response.status_code)
+    assert_bilingual(client.post("/api/v1/runs", data=DEEP_JSON, content_type="application/json"), 400)

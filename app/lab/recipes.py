@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import statistics
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -232,12 +233,15 @@ def _name(key: str) -> str:
     return FIELD_NAMES.get(key, key)
 
 
+WHOLE_NUMBER_RE = re.compile(r"[+-]?[0-9]{1,18}")  # ASCII digits only, and short enough for int()
+
+
 def _integer(key: str, value) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    if isinstance(value, str) and WHOLE_NUMBER_RE.fullmatch(value.strip()):
         return int(value.strip())
     raise refusal("%(field)s must be a whole number.", field=_name(key))
 
