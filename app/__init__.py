@@ -40,6 +40,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
     if proxies:  # behind nginx: the client's address and scheme come from its X-Forwarded-* headers
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
+    security.csrf.exempt(api.bp)  # the JSON API: no session state a forged form could abuse
     lab.init_app(app)  # the lab bench: its pages and /api/v1/runs
     instructor.init_app(app)  # the instructor console: sign-in, data sets, publishing, the class's queue
+    security.apply_route_limits(app)  # last: every blueprint's views are registered
     return app

@@ -1,4 +1,5 @@
-"""The one exception type that preprocessing, tokenization and decoding raise on bad input."""
+"""The app's exceptions: `InvalidInput` for bad input a person can fix (bilingual, with an HTTP
+status), and `InsecureConfiguration` for a server that must refuse to start."""
 
 from __future__ import annotations
 
@@ -32,3 +33,7 @@ class InvalidInput(ValueError):
     def vi(self) -> str:
         """The message in Vietnamese."""
         return self.message("vi")
+
+
+class InsecureConfiguration(RuntimeError):
+    """The server was asked to start with settings that are only safe on a developer's machine."""

@@ -39,7 +39,7 @@ import numpy as np
 from flask import Flask, current_app
 
 from app.cards import Card, CardError
-from app.errors import InvalidInput
+from app.errors import InsecureConfiguration, InvalidInput
 from app.tasks import BUILTIN_TASKS, IMAGE, TEXT, TaskSpec, discover_tasks
 from app.textmodel import load_text_model
 
@@ -224,8 +224,6 @@ def public_card(card: Card) -> Card:
 def check_permissions(models_dir: Path) -> None:
     """`InsecureConfiguration` when the models folder, a task folder or a file in one is writable
     by its group or by anyone: whoever can write there chooses what the server loads and runs."""
-    from app.security import InsecureConfiguration
-
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         return

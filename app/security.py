@@ -1,27 +1,10 @@
-"""Security for the web app: response headers, CSRF on the HTML forms, rate limits, uploads kept
-in memory, and the start-up checks (secret key, no debug or TESTING under gunicorn).
+"""Security for the web app: response headers, CSRF on the HTML forms, the rate limiter, uploads
+kept in memory, and the start-up checks (secret key, no debug or TESTING under gunicorn).
 
-`create_app` calls `init_app` once, right after the configuration is read, so a server that
-cannot start safely refuses before it spends time loading models.
-
-- Secret key: FLASK_SECRET_KEY when set; otherwise one generated once into the instance folder
-  (`secret_key`, mode 0600) and read back at every start, so forms survive a restart and
-  replicas that share the folder (or the variable) accept each other's forms.
-- Headers on every response: a Content-Security-Policy that allows scripts only from our own
-  files (`script-src 'self'`: no inline script), `frame-ancestors 'none'`, `nosniff`, and a
-  Referrer-Policy. Images may be `data:` URLs (the preprocessed picture the LSTM read). Over
-  HTTPS (HTTPS config, or a request that came over https, seen through ProxyFix behind a proxy):
-  HSTS, and every cookie `Secure`.
-- CSRF (Flask-WTF): every HTML form POST carries `csrf_token` (valid WTF_CSRF_TIME_LIMIT, a class
-  session); the JSON API under /api/ is exempt (it holds no session state a forged request could
-  abuse), so curl and scripts keep working.
-- Rate limits (Flask-Limiter, per client address, storage RATELIMIT_STORAGE_URI: memory per
-  worker, or a shared Redis; README "Rate limits behind a proxy"): every generate request (the
-  API's and the text pages' form posts) counts against RATELIMIT_GENERATE and weighs its work
-  (tokens × beams, `generate_cost`) against RATELIMIT_GENERATE_WORK; predictions with a gate
-  trace count against RATELIMIT_TRACE. Off under TESTING unless `RATELIMIT_ENABLED` is set.
-- Uploads: multipart files are read into memory (bounded by MAX_CONTENT_LENGTH), never spooled
-  to a temporary file.
+`create_app` calls `init_app` first, so a server that cannot start safely refuses before it
+loads models. Routes declare their own rate limits with `limited(...)` (app/views/limits.py);
+`apply_route_limits` installs them on the app's limiter once every blueprint is registered.
+The secret key is FLASK_SECRET_KEY, else one kept in the instance folder (`secret_key`, 0600).
 """
 
 from __future__ import annotations
@@ -30,19 +13,19 @@ import io
 import logging
 import os
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, Request, current_app, has_request_context, request
 from flask.json.provider import DefaultJSONProvider
 from flask.sessions import SecureCookieSessionInterface
-from flask_limiter import ApplicationLimit, Limiter
+from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFProtect
 
 from app.config import Config
-from app.errors import InvalidInput
-from app.i18n import N_
-from app.tasks import IMAGE, TEXT
+from app.errors import InsecureConfiguration
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +53,10 @@ DEFAULT_LIMITS = {  # Flask-Limiter rate strings, per client
     "RATELIMIT_GENERATE_WORK": "6000 per minute",
     "RATELIMIT_TRACE": "20 per minute",  # a gate trace costs many plain predictions
 }
-SYLLABLES_PER_COUPLET = 14  # a lục bát couplet: 6 + 8 syllables
 HSTS = "max-age=31536000"
 SECRET_KEY_FILE = "secret_key"
-CSRF_MESSAGE = N_("The form has expired or is not valid. Reload the page and try again.")
 
 csrf = CSRFProtect()
-
-
-class InsecureConfiguration(RuntimeError):
-    """The server was asked to start with settings that are only safe on a developer's machine."""
 
 
 def under_gunicorn() -> bool:
@@ -136,57 +113,41 @@ def instance_secret_key(instance: Path) -> str:
     return key
 
 
-def _task_kind() -> str | None:
-    """The kind of the task the request's URL names (None: no such task)."""
-    from app.modelstore import get_store
-
-    try:
-        return get_store().get((request.view_args or {}).get("slug", "")).spec.kind
-    except KeyError:
-        return None
-
-
-def is_generate_request() -> bool:
-    """A request that runs a text generator: the API's generate route or a text page's form post."""
-    if request.endpoint == "api.generate_text":
-        return True
-    return request.endpoint == "pages.task" and request.method == "POST" and _task_kind() == TEXT
-
-
 def configured_limit(key: str):
     """The limit `key` of the app's configuration (a Flask-Limiter rate string), read per request."""
     return lambda: current_app.config.get(key) or DEFAULT_LIMITS[key]
 
 
-def generate_cost() -> int:
-    """The work a generate request asks for: tokens (words, or couplets × 14 syllables) × beams;
-    1 for a request that does not validate (it is refused without generating anything)."""
-    from app.decoding import validate_request
-    from app.modelstore import get_store
+@dataclass(frozen=True)
+class RouteLimit:
+    """One rate limit of a route: the configuration key of its rate (which names its scope, shared
+    by every route that declares it), when a request is exempt, and what a request costs."""
 
-    try:
-        spec = get_store().get((request.view_args or {}).get("slug", "")).spec
-        params = request.get_json(silent=True) if request.is_json else None
-        if not isinstance(params, dict):
-            params = request.form.to_dict()
-            if request.endpoint == "pages.task" and spec.tokenizer == "syllables":
-                params["meter"] = "meter" in request.form
-        req = validate_request(spec, params)
-    except (KeyError, InvalidInput, RecursionError):
-        return 1
-    tokens = req.length * (SYLLABLES_PER_COUPLET if spec.tokenizer == "syllables" else 1)
-    return max(1, tokens * (req.beam_width if req.strategy == "beam" else 1))
+    key: str  # e.g. RATELIMIT_GENERATE, scope "generate"
+    exempt_when: Callable[[], bool] | None = None
+    cost: Callable[[], int] | int = 1
 
 
-def is_traced_predict() -> bool:
-    """A prediction that also computes the gate trace (API `?trace=1` or the image form's box)."""
-    from app.views.lstm import wants_trace
+def limited(*limits: RouteLimit):
+    """Declare a view's rate limits (installed per app by `apply_route_limits`)."""
+    def mark(view):
+        view.route_limits = limits
+        return view
+    return mark
 
-    if request.method != "POST" or request.endpoint not in ("api.predict", "pages.task"):
-        return False
-    if request.endpoint == "pages.task" and _task_kind() != IMAGE:
-        return False
-    return wants_trace(request.args.get("trace") or request.form.get("trace"))
+
+def apply_route_limits(app: Flask) -> None:
+    """Wrap every registered view that declares `limited(...)` limits with the app's own limiter.
+
+    The limiter is built per app, not at import: Flask-Limiter keeps its storage and its enabled
+    flag on the instance, so a module-level limiter would take them from the last app built."""
+    limiter = app.extensions["security_limiter"]
+    for endpoint, view in list(app.view_functions.items()):
+        for rule in getattr(view, "route_limits", ()):
+            scope = rule.key.removeprefix("RATELIMIT_").lower().replace("_", "-")
+            view = limiter.shared_limit(configured_limit(rule.key), scope=scope,
+                                        exempt_when=rule.exempt_when, cost=rule.cost)(view)
+        app.view_functions[endpoint] = view
 
 
 def https() -> bool:
@@ -234,13 +195,6 @@ class InMemoryRequest(Request):
         return io.BytesIO()
 
 
-def csrf_error(exc: CSRFError):
-    """A missing or stale CSRF token: 400 with a bilingual message, like any other bad input."""
-    from app.views.errors import respond
-
-    return respond(InvalidInput(CSRF_MESSAGE, 400))
-
-
 def init_app(app: Flask) -> None:
     """Install the checks, headers, CSRF protection, rate limiter and in-memory uploads on `app`."""
     check_startup(app)
@@ -262,18 +216,7 @@ def init_app(app: Flask) -> None:
     app.json = BoundedJSONProvider(app)
     app.session_interface = SessionInterface()
     app.after_request(add_headers)
-    from app.views import api
-
     csrf.init_app(app)
-    csrf.exempt(api.bp)
-    app.register_error_handler(CSRFError, csrf_error)
-    limiter = Limiter(get_remote_address, application_limits=[
-        ApplicationLimit(configured_limit("RATELIMIT_GENERATE"), scope="generate",
-                         exempt_when=lambda: not is_generate_request()),
-        ApplicationLimit(configured_limit("RATELIMIT_GENERATE_WORK"), scope="generate-work",
-                         exempt_when=lambda: not is_generate_request(), cost=generate_cost),
-        ApplicationLimit(configured_limit("RATELIMIT_TRACE"), scope="trace",
-                         exempt_when=lambda: not is_traced_predict()),
-    ])
+    limiter = Limiter(get_remote_address)
     limiter.init_app(app)
     app.extensions["security_limiter"] = limiter

@@ -19,6 +19,7 @@ import pytest
 from app import create_app, security
 from app.config import ROOT, Config
 from app.i18n import translate_to
+from app.views import errors, limits
 
 LANGS = ("vi", "en")
 TEXT_BODY = {"seed": "trăm năm trong cõi", "length": 1, "random_seed": 1}
@@ -134,7 +135,7 @@ def csrf_token(client, path: str) -> str:
 def test_html_image_form_needs_the_csrf_token(digit_png, strict_client, lang):
     forged = strict_client.post(f"/tasks/mnist?lang={lang}", data=upload(digit_png()), content_type="multipart/form-data")
     assert forged.status_code == 400
-    assert translate_to(lang, security.CSRF_MESSAGE).split(".")[0] in forged.get_data(as_text=True)
+    assert translate_to(lang, errors.CSRF_MESSAGE).split(".")[0] in forged.get_data(as_text=True)
     token = csrf_token(strict_client, f"/tasks/mnist?lang={lang}")
     ok = strict_client.post(f"/tasks/mnist?lang={lang}", data={**upload(digit_png()), "csrf_token": token},
                             content_type="multipart/form-data")
@@ -162,7 +163,7 @@ def test_json_api_needs_no_csrf_token(digit_png, strict_app, strict_client):
 def test_csrf_error_in_json_for_api_clients_that_post_forms(digit_png, strict_client):
     resp = strict_client.post("/tasks/mnist?lang=en", headers={"Accept": "application/json"},
                               data=upload(digit_png()), content_type="multipart/form-data")
-    assert resp.status_code == 400 and resp.get_json()["error_en"] == security.CSRF_MESSAGE
+    assert resp.status_code == 400 and resp.get_json()["error_en"] == errors.CSRF_MESSAGE
 
 
 def test_session_cookie_is_httponly_and_samesite(strict_client):
@@ -418,7 +419,7 @@ def test_generate_is_weighed_by_its_work(make_app, tiny_models_dir):
     assert client.post("/api/v1/tasks/nyt_headlines/generate", json=cheap).status_code == 200
     with app.test_request_context("/api/v1/tasks/kieu/generate", method="POST",
                                   json={"seed": "trăm năm", "length": 20, "strategy": "beam", "beam_width": 16}):
-        assert security.generate_cost() == 20 * 14 * 16  # couplets × syllables × beams
+        assert limits.generate_cost() == 20 * 14 * 16  # couplets × syllables × beams
 
 
 def test_limiter_storage_from_the_environment(make_app, tmp_path, monkeypatch):

@@ -13,10 +13,9 @@ be left open.
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, current_app, request
+from flask import Flask, current_app, request
 
-bp = Blueprint("instructor", __name__, url_prefix="/instructor")
-api_bp = Blueprint("instructor_api", __name__)
+from app.instructor.blueprints import api_bp, bp
 
 DEFAULTS = {
     "INSTRUCTOR_SESSION_HOURS": 8,  # a sign-in lasts at most this long

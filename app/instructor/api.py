@@ -16,9 +16,10 @@ from __future__ import annotations
 from flask import g, jsonify, request
 
 from app.errors import InvalidInput
-from app.instructor import api_bp, datasets, publish, settings
+from app.instructor import datasets, publish, settings
 from app.instructor.auth import STUDENT_COOKIES, instructor_for_token
-from app.instructor.views import find_run
+from app.instructor.blueprints import api_bp
+from app.lab.runs import find_run
 from app.views.errors import respond
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.errors import InvalidInput
-from app.instructor import bp
+from app.instructor.blueprints import bp
 from app.records import ApiToken, Instructor, as_utc, db, utcnow
 
 login_manager = LoginManager()

@@ -19,12 +19,13 @@ from sqlalchemy import select
 
 from app.csvfile import csv_download, csv_safe
 from app.errors import InvalidInput
-from app.instructor import access, bp, datasets, publish, settings
+from app.instructor import access, datasets, publish, settings
 from app.instructor.auth import is_local_path
+from app.instructor.blueprints import bp
 from app.lab.charts import run_charts
 from app.lab.queue import enqueue_run
 from app.lab.recipes import Limits, available_datasets, current_limits
-from app.lab.runs import cancel_run_record
+from app.lab.runs import cancel_run_record, find_run
 from app.modelstore import get_store
 from app.records import ACTIVE, CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, Run, db, iso
 from app.tasks import BUILTIN_TASKS
@@ -32,14 +33,6 @@ from app.tasks import BUILTIN_TASKS
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 REQUEUEABLE = (FAILED, CANCELLED, INTERRUPTED)
 RUN_LIMIT = 500  # runs listed on the console (newest first)
-
-
-def find_run(run_id: str) -> Run:
-    """The run `run_id`, or a bilingual 404."""
-    run = db.session.get(Run, run_id) if run_id and len(run_id) <= 12 else None
-    if run is None:
-        raise InvalidInput("There is no run %(run_id)s.", 404, run_id=repr(run_id))
-    return run
 
 
 def back(default: str = "instructor.console"):

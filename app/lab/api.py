@@ -15,6 +15,7 @@ from app.cards import Card, CardError
 from app.i18n import current_language
 from app.lab import recipes, runs
 from app.records import DONE, FINISHED, RUNNING, Run, db
+from app.views.api import predict_answer
 
 bp = Blueprint("lab_api", __name__)
 
@@ -87,8 +88,6 @@ def delete_run(run_id: str):
 @bp.post("/api/v1/runs/<run_id>/predict")
 def predict_run(run_id: str):
     """Multipart `file` -> top-k classes from the run's own model (the task predict's answer)."""
-    from app.views.api import predict_answer
-
     run = runs.find_run(run_id)
     return jsonify({"run": run.id, **predict_answer(runs.finished_entry(run))})
 

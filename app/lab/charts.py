@@ -1,10 +1,10 @@
-"""A run's curves as inline SVG: per-epoch figures from its history, drawn by app.views.lstm.curve_svg."""
+"""A run's curves as inline SVG: per-epoch figures from its history, drawn by app.curves.curve_svg."""
 
 from __future__ import annotations
 
 import math
 
-from app.views.lstm import curve_svg
+from app.curves import curve_svg
 
 
 def column(history: list[dict] | None, key: str) -> list:

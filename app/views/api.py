@@ -16,7 +16,9 @@ from app.errors import InvalidInput
 from app.i18n import current_language
 from app.inference import TOP_K, classify_upload, png_data_url
 from app.modelstore import Entry, get_store
+from app.security import limited
 from app.tasks import IMAGE, TEXT
+from app.views.limits import GENERATE, TRACE
 from app.views.lstm import image_trace_json, text_trace_json, wants_trace
 from app.views.pages import find_entry, read_upload
 
@@ -60,6 +62,7 @@ def ready_entry(slug: str, kind: str) -> Entry:
 
 
 @bp.post("/api/v1/tasks/<slug>/predict")
+@limited(TRACE)
 def predict(slug: str):
     """Multipart field `file` -> top-k classes with probabilities (`?k=`, `?image=1` for the
     preprocessed picture as a data URL)."""
@@ -83,6 +86,7 @@ def predict_answer(entry: Entry) -> dict:
 
 
 @bp.post("/api/v1/tasks/<slug>/generate")
+@limited(*GENERATE)
 def generate_text(slug: str):
     """JSON parameters -> generated text as JSON, or as server-sent events with `?stream=1`
     (or `Accept: text/event-stream`): one `data: {...}` event per token/line, then the summary."""

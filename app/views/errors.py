@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 
 from flask import Blueprint, current_app, jsonify, make_response, render_template, request
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from app.errors import InvalidInput
 from app.i18n import N_, current_language
 
 bp = Blueprint("errors", __name__)
+CSRF_MESSAGE = N_("The form has expired or is not valid. Reload the page and try again.")
 log = logging.getLogger(__name__)
 
 
@@ -74,6 +76,12 @@ def too_large_message() -> InvalidInput:
 def invalid_input(exc: InvalidInput):
     """Bad input a person can fix, with its own status."""
     return respond(exc)
+
+
+@bp.app_errorhandler(CSRFError)
+def csrf_error(exc: CSRFError):
+    """A missing or stale CSRF token: 400 with a bilingual message, like any other bad input."""
+    return respond(InvalidInput(CSRF_MESSAGE, 400))
 
 
 @bp.app_errorhandler(HTTPException)

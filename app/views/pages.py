@@ -16,7 +16,9 @@ from app.errors import InvalidInput
 from app.i18n import current_language
 from app.inference import classify_upload, png_data_url
 from app.modelstore import PLOTS, Entry, get_store
+from app.security import limited
 from app.tasks import IMAGE, TEXT
+from app.views.limits import TASK_PAGE
 from app.views.lstm import image_trace_context, text_trace_context, wants_trace
 
 bp = Blueprint("pages", __name__)
@@ -39,6 +41,7 @@ def find_entry(slug: str) -> Entry:
 
 
 @bp.route("/tasks/<slug>", methods=["GET", "POST"])
+@limited(*TASK_PAGE)
 def task(slug: str):
     """The task's page: GET shows the form, POST answers it (no JavaScript needed)."""
     entry = find_entry(slug)
