@@ -331,21 +331,27 @@ def validate_nickname(value) -> str:
     return value
 
 
-def validate(payload, limits: Limits, datasets: dict[str, TaskSpec], throughput: Throughput | None = None,
-             models_dir: Path | None = None) -> tuple[dict, dict]:
-    """(recipe, settings) as plain dicts from an API payload or a form, or InvalidInput (400):
-    unknown data set, unknown field, wrong type, out of range, over the parameter or time limit."""
+def payload_dataset(payload, datasets: dict[str, TaskSpec], settings_class) -> TaskSpec:
+    """The data set a run payload names, after checking it is an object with known fields only
+    (those of `settings_class` and the recipe, nickname, preset and check)."""
     if not isinstance(payload, dict):
         raise refusal("The request must be a JSON object.")
     slug = payload.get("dataset")
     if not isinstance(slug, str) or slug not in datasets:
         raise refusal("Unknown data set '%(name)s'. Choose one of: %(choices)s.", name=str(slug)[:40],
                       choices=", ".join(sorted(datasets)))
-    allowed = {"dataset", "recipe", "nickname", "preset", "check"} | {f.name for f in fields(RunSettings)}
+    allowed = {"dataset", "recipe", "nickname", "preset", "check"} | {f.name for f in fields(settings_class)}
     unknown = sorted(set(payload) - allowed)
     if unknown:
         raise refusal("Unknown field: %(name)s.", name=str(unknown[0])[:40])
-    spec = datasets[slug]
+    return datasets[slug]
+
+
+def validate(payload, limits: Limits, datasets: dict[str, TaskSpec], throughput: Throughput | None = None,
+             models_dir: Path | None = None) -> tuple[dict, dict]:
+    """(recipe, settings) as plain dicts from an API payload or a form, or InvalidInput (400):
+    unknown data set, unknown field, wrong type, out of range, over the parameter or time limit."""
+    spec = payload_dataset(payload, datasets, RunSettings)
     recipe = validate_recipe(payload.get("recipe"))
     size = training_size(spec, models_dir)
     settings = validate_settings(payload, limits, size)

@@ -1,0 +1,184 @@
+"""What a lab-bench run on a text data set (kieu, nyt_headlines) may be: the network and training
+settings a student chooses, their bounds, the presets, and their validation.
+
+Pure Python (no Flask at import, no TensorFlow), like `app.lab.recipes`, whose refusal helpers
+it reuses so text and image recipes refuse in the same bilingual words. `model_kwargs` is the
+seam to the training side: the keyword arguments of `training.build.make_word_lstm`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from app.lab.recipes import (
+    CELLS,
+    GATES,
+    Limits,
+    _boolean,
+    _choice,
+    _in_range,
+    _integer,
+    _number,
+    payload_dataset,
+    refusal,
+)
+from app.tasks import BUILTIN_TASKS, TEXT, TaskSpec
+
+# Bounds of every field; past them a payload is refused with a 400 before anything is queued.
+TEXT_RANGES = {
+    "embedding": (4, 512),
+    "units": (4, 1024),
+    "layers": (1, 3),
+    "dropout": (0.0, 0.8),
+    "sequence_length": (4, 512),  # tokens per training sequence
+    "min_count": (1, 1000),  # tokens seen fewer times in the training split become <unk>
+    "batch_size": (8, 1024),
+    "learning_rate": (1e-5, 1.0),
+    "seed": (0, 2**31 - 1),
+}
+
+# English msgids of the field names (translated inside the refusals).
+TEXT_FIELD_NAMES = {
+    "embedding": "embedding size", "cell": "recurrent cell", "units": "units", "layers": "layers",
+    "dropout": "dropout", "tied": "tied embeddings", "sequence_length": "sequence length",
+    "min_count": "vocabulary cut-off", "epochs": "epochs", "batch_size": "batch size",
+    "learning_rate": "learning rate", "seed": "random seed",
+}
+
+
+@dataclass(frozen=True)
+class TextRecipe:
+    """The network: embedding size, which cell, how wide and deep, dropout, tied input/output
+    embeddings, training sequence length and the vocabulary cut-off (minimum count)."""
+
+    embedding: int = 64
+    cell: str = "lstm"
+    units: int = 128
+    layers: int = 1
+    dropout: float = 0.2
+    tied: bool = False
+    sequence_length: int = 64
+    min_count: int = 2
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """How it is trained: epochs, batch size, peak learning rate, seed."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    seed: int = 42
+
+
+TEXT_PRESET_NAMES = ("lab", "shipped", "fast")
+
+
+def text_datasets() -> dict[str, TaskSpec]:
+    """The text data sets a run may use (the built-in ones)."""
+    return {slug: spec for slug, spec in BUILTIN_TASKS.items() if spec.kind == TEXT}
+
+
+def text_preset(name: str, spec: TaskSpec) -> tuple[TextRecipe, TextSettings]:
+    """A named preset: "lab" (the seed notebook's §3 model, Embedding(10) → LSTM(100) →
+    Dropout(0.1), trained on the whole training split rather than two headlines), "shipped"
+    (the task's shipped model and settings, app/tasks.py) or "fast" (small, few epochs)."""
+    if name == "lab":
+        return (TextRecipe(embedding=10, cell="lstm", units=100, layers=1, dropout=0.1, tied=False),
+                TextSettings(epochs=10, batch_size=64, learning_rate=1e-3))
+    if name == "shipped":
+        model = spec.extra.get("model", {}) if isinstance(spec.extra, dict) else {}
+        return (TextRecipe(embedding=int(model.get("embedding", 128)), cell="lstm",
+                           units=int(model.get("units", 256)), layers=1, dropout=float(model.get("dropout", 0.4)),
+                           tied=bool(model.get("tied", False))),
+                TextSettings(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate))
+    if name == "fast":
+        return (TextRecipe(embedding=64, cell="lstm", units=128, layers=1, dropout=0.2, tied=True),
+                TextSettings(epochs=6, batch_size=64, learning_rate=3e-3))
+    raise refusal("Unknown preset '%(name)s'.", name=str(name)[:40])
+
+
+def _field(key: str, value, kind):
+    """One field converted by `kind` (the recipes helpers) and checked against TEXT_RANGES."""
+    name = TEXT_FIELD_NAMES[key]
+    out = kind(name, value)
+    return _in_range(name, out, *TEXT_RANGES[key]) if key in TEXT_RANGES else out
+
+
+def validate_text_recipe(raw) -> TextRecipe:
+    """The recipe part of a text payload, checked (missing keys take the defaults)."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise refusal("The recipe must be an object.")
+    unknown = sorted(set(raw) - {f.name for f in fields(TextRecipe)})
+    if unknown:
+        raise refusal("Unknown recipe field: %(name)s.", name=str(unknown[0])[:40])
+    d = asdict(TextRecipe()) | {k: v for k, v in raw.items() if v is not None and v != ""}
+    return TextRecipe(
+        embedding=_field("embedding", d["embedding"], _integer),
+        cell=_choice(TEXT_FIELD_NAMES["cell"], d["cell"], CELLS),
+        units=_field("units", d["units"], _integer),
+        layers=_field("layers", d["layers"], _integer),
+        dropout=_field("dropout", d["dropout"], _number),
+        tied=_field("tied", d["tied"], _boolean),
+        sequence_length=_field("sequence_length", d["sequence_length"], _integer),
+        min_count=_field("min_count", d["min_count"], _integer),
+    )
+
+
+def validate_text_settings(raw: dict, limits: Limits) -> TextSettings:
+    """The training settings of a text payload, checked against the ranges and the limits."""
+    d = asdict(TextSettings())
+    d.update({k: raw[k] for k in d if raw.get(k) is not None and raw.get(k) != ""})
+    return TextSettings(
+        epochs=_in_range(TEXT_FIELD_NAMES["epochs"], _integer(TEXT_FIELD_NAMES["epochs"], d["epochs"]),
+                         1, limits.max_epochs),
+        batch_size=_field("batch_size", d["batch_size"], _integer),
+        learning_rate=_field("learning_rate", d["learning_rate"], _number),
+        seed=_field("seed", d["seed"], _integer),
+    )
+
+
+def text_param_count(recipe: TextRecipe, vocab_size: int) -> int:
+    """Parameters of the recipe's network for a vocabulary of `vocab_size` tokens: embedding,
+    the stacked cells (Keras 3; GRU with two bias vectors), and the softmax layer (a projection
+    to the embedding size first when tied, its weights then shared with the embedding)."""
+    g = GATES[recipe.cell]
+    params = vocab_size * recipe.embedding
+    width = recipe.embedding
+    for _ in range(recipe.layers):
+        bias = 2 * g * recipe.units if recipe.cell == "gru" else g * recipe.units
+        params += g * recipe.units * (width + recipe.units) + bias
+        width = recipe.units
+    if recipe.tied:
+        params += width * recipe.embedding + recipe.embedding + vocab_size  # projection, then output bias
+    else:
+        params += width * vocab_size + vocab_size
+    return params
+
+
+def validate_text(payload, limits: Limits, datasets: dict[str, TaskSpec] | None = None,
+                  vocab_size: int | None = None) -> tuple[dict, dict]:
+    """(recipe, settings) as plain dicts from a text-run payload, or InvalidInput (400): unknown
+    data set or field, wrong type, out of range, over the parameter limit (when `vocab_size`
+    is known)."""
+    datasets = text_datasets() if datasets is None else datasets
+    payload_dataset(payload, datasets, TextSettings)
+    recipe = validate_text_recipe(payload.get("recipe"))
+    settings = validate_text_settings(payload, limits)
+    if vocab_size is not None:
+        params = text_param_count(recipe, vocab_size)
+        if params > limits.max_params:
+            raise refusal("This recipe has %(params)s parameters; the limit is %(limit)s. "
+                          "Use fewer units or layers.", params=f"{params:,}", limit=f"{limits.max_params:,}")
+    return asdict(recipe), asdict(settings)
+
+
+def model_kwargs(recipe: TextRecipe | dict) -> dict:
+    """The keyword arguments of `training.build.make_word_lstm` for a one-layer LSTM recipe
+    (a tied recipe projects to the embedding size, as the shipped tied model does)."""
+    r = recipe if isinstance(recipe, TextRecipe) else TextRecipe(**recipe)
+    if r.cell != "lstm" or r.layers != 1:
+        raise refusal("Text runs train one LSTM layer for now; choose the LSTM cell and one layer.")
+    return {"embedding": r.embedding, "units": r.units, "dropout": r.dropout,
+            "projection": r.embedding if r.tied else 0, "tied": r.tied}

@@ -1,0 +1,83 @@
+"""Text recipes on the bench (app/lab/textrecipes.py): presets, validation, bilingual refusals."""
+
+import pytest
+
+from app.errors import InvalidInput
+from app.lab.recipes import Limits
+from app.lab.textrecipes import (
+    TEXT_PRESET_NAMES,
+    TextRecipe,
+    model_kwargs,
+    text_datasets,
+    text_param_count,
+    text_preset,
+    validate_text,
+)
+from app.tasks import BUILTIN_TASKS
+
+
+@pytest.mark.parametrize("slug", ["kieu", "nyt_headlines"])
+@pytest.mark.parametrize("name", TEXT_PRESET_NAMES)
+def test_every_preset_validates(slug, name):
+    recipe, settings = text_preset(name, BUILTIN_TASKS[slug])
+    payload = {"dataset": slug, "recipe": recipe.__dict__, **settings.__dict__}
+    r, s = validate_text(payload, Limits(max_epochs=100), vocab_size=3000)
+    assert r == recipe.__dict__ and s == settings.__dict__
+
+
+def test_lab_preset_is_the_seed_notebook_model():
+    recipe, _ = text_preset("lab", BUILTIN_TASKS["nyt_headlines"])
+    assert (recipe.embedding, recipe.cell, recipe.units, recipe.dropout) == (10, "lstm", 100, 0.1)
+
+
+def test_shipped_preset_follows_the_task():
+    recipe, settings = text_preset("shipped", BUILTIN_TASKS["nyt_headlines"])
+    assert (recipe.embedding, recipe.units, recipe.tied) == (200, 384, True)
+    assert settings.epochs == BUILTIN_TASKS["nyt_headlines"].epochs
+
+
+def test_text_datasets_are_the_text_tasks():
+    assert set(text_datasets()) == {"kieu", "nyt_headlines"}
+
+
+@pytest.mark.parametrize("payload, words", [
+    ({"dataset": "kieu", "recipe": {"min_count": 10**9}}, ("vocabulary cut-off", "ngưỡng từ vựng")),
+    ({"dataset": "kieu", "recipe": {"sequence_length": 10**6}}, ("sequence length", "độ dài chuỗi")),
+    ({"dataset": "kieu", "recipe": {"embedding": "wide"}}, ("embedding size", "kích thước embedding")),
+    ({"dataset": "kieu", "recipe": {"tied": "maybe"}}, ("tied embeddings", "embedding dùng chung")),
+    ({"dataset": "kieu", "recipe": {"cell": "transformer"}}, ("recurrent cell", None)),
+    ({"dataset": "kieu", "epochs": 10**6}, ("epochs", None)),
+    ({"dataset": "kieu", "learning_rate": "nan"}, ("learning rate", None)),
+    ({"dataset": "kieu", "recipe": {"colour": 1}}, ("colour", None)),
+    ({"dataset": "mnist"}, ("mnist", None)),
+    ({"dataset": "kieu", "recipe": {"units": 1024, "embedding": 512}}, ("parameters", "tham số")),
+])
+def test_absurd_recipes_are_bilingual_400s(payload, words):
+    with pytest.raises(InvalidInput) as info:
+        validate_text(payload, Limits(), vocab_size=50_000)
+    err = info.value
+    assert err.status == 400
+    assert words[0] in err.en
+    assert err.vi != err.en
+    if words[1]:
+        assert words[1] in err.vi
+
+
+def test_defaults_fill_a_bare_payload():
+    r, s = validate_text({"dataset": "nyt_headlines"}, Limits())
+    assert r == TextRecipe().__dict__ and s["seed"] == 42
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_param_count_matches_keras(tied):
+    from training.build import make_word_lstm
+
+    recipe = TextRecipe(embedding=8, units=12, tied=tied)
+    model = make_word_lstm(50, **model_kwargs(recipe))
+    assert text_param_count(recipe, 50) == model.count_params()
+
+
+def test_model_kwargs_refuses_what_the_builder_cannot_train():
+    with pytest.raises(InvalidInput) as info:
+        model_kwargs(TextRecipe(cell="gru"))
+    assert info.value.status == 400 and info.value.vi != info.value.en
