@@ -1,5 +1,7 @@
 """Text recipes on the bench (app/lab/textrecipes.py): presets, validation, bilingual refusals."""
 
+import json
+
 import pytest
 
 from app.errors import InvalidInput
@@ -11,6 +13,7 @@ from app.lab.textrecipes import (
     text_datasets,
     text_param_count,
     text_preset,
+    training_argv,
     validate_text,
 )
 from app.tasks import BUILTIN_TASKS
@@ -81,3 +84,34 @@ def test_model_kwargs_refuses_what_the_builder_cannot_train():
     with pytest.raises(InvalidInput) as info:
         model_kwargs(TextRecipe(cell="gru"))
     assert info.value.status == 400 and info.value.vi != info.value.en
+
+
+def test_a_recipe_trains_through_the_cli_training_function_with_a_per_epoch_callback(tmp_path):
+    """The bench's text run: the recipe's command line, parsed by `python -m training`'s own
+    parser, trains with `train_text_task`, which calls the bench's callback after each epoch."""
+    import keras
+
+    from training.cli import text_parser
+    from app.config import default_data_dir
+
+    if not (default_data_dir() / BUILTIN_TASKS["kieu"].data_path).exists():
+        pytest.skip("no Kiều data")
+    from training.textgen import train_text_task
+
+    recipe = TextRecipe(embedding=8, units=12, dropout=0.0, tied=True, min_count=1)
+    argv = training_argv("kieu", recipe, {"epochs": 1, "batch_size": 16, "learning_rate": 3e-3, "seed": 7})
+    args = text_parser("python -m training kieu").parse_args([*argv[1:], "--quick", "--verbose", "0",
+                                                              "--models-dir", str(tmp_path)])
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((epoch, sorted(logs)))
+
+    folder = train_text_task(BUILTIN_TASKS["kieu"], args, tmp_path, callbacks=(Record(),))
+    card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    assert seen and seen[0][0] == 0 and "val_loss" in seen[0][1]
+    assert card["model_kwargs"]["embedding"] == 8 and card["model_kwargs"]["tied"] is True
+    assert card["training"]["seed"] == 7 and card["vocabulary"]["min_count"] == 1
+    metrics = card["metrics"]
+    assert metrics["test_perplexity"] > 1 and metrics["ngram"]["test_perplexity"] > 1

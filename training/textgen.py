@@ -63,8 +63,9 @@ def lm_metrics(model, x: np.ndarray, y: np.ndarray, batch: int = 64) -> dict:
             "top5_accuracy": top5 / max(n, 1), "tokens": n}
 
 
-def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
-    """The whole run for one text task; returns the folder the model was saved to."""
+def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = ()) -> Path:
+    """The whole run for one text task; returns the folder the model was saved to. `callbacks`
+    (Keras callbacks, e.g. the lab bench's per-epoch progress and samples) run after the standard ones."""
     import keras
 
     # Data --------------------------------------------------------------------------------
@@ -98,6 +99,7 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
         model.summary()
 
     # Train ---------------------------------------------------------------------------------
+    extra_callbacks = list(callbacks)
     callbacks, paths = fit.standard_callbacks(spec.slug, args.resume, args.patience, "val_loss", "min",
                                               args.verbose)
     callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, args.patience // 3),
@@ -109,6 +111,7 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path) -> Path:
         # In before the timer/CSV/checkpoint/early stopping, out just before the backup (last).
         # The averaged val_loss is the per-token NLL; Keras' own also averages over padding.
         callbacks = [swap_in, *callbacks[:-2], callbacks[-1], swap_out, callbacks[-2]]
+    callbacks += extra_callbacks
     train_batches = make_batches([vocab.encode(s) for s in train_seqs], batch, args.seed, True, marker)
     val_batches = make_batches([vocab.encode(s) for s in data.validation], 256, args.seed, False)
     history, run = fit.fit_best(model, train_batches, val_batches, epochs, callbacks, args.verbose, paths, digits=2)

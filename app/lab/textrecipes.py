@@ -8,6 +8,7 @@ seam to the training side: the keyword arguments of `training.build.make_word_ls
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 
 from app.lab.recipes import (
@@ -182,3 +183,13 @@ def model_kwargs(recipe: TextRecipe | dict) -> dict:
         raise refusal("Text runs train one LSTM layer for now; choose the LSTM cell and one layer.")
     return {"embedding": r.embedding, "units": r.units, "dropout": r.dropout,
             "projection": r.embedding if r.tied else 0, "tied": r.tied}
+
+
+def training_argv(slug: str, recipe: TextRecipe | dict, settings: TextSettings | dict) -> list[str]:
+    """The command line of `python -m training <slug>` that trains this recipe with these settings
+    (the bench's queue job parses it with the same parser; a code export can print it)."""
+    r = recipe if isinstance(recipe, TextRecipe) else TextRecipe(**recipe)
+    s = settings if isinstance(settings, TextSettings) else TextSettings(**settings)
+    return [slug, "--epochs", str(s.epochs), "--batch-size", str(s.batch_size),
+            "--learning-rate", repr(float(s.learning_rate)), "--seed", str(s.seed),
+            "--min-count", str(r.min_count), "--model-kwargs", json.dumps(model_kwargs(r), sort_keys=True)]
