@@ -343,9 +343,11 @@ def execute_run(app: Flask, run_id: str) -> str:
     run = db.session.get(Run, run_id)
     if run is None:
         return "missing"
+    work = Path(app.instance_path) / "checkpoints" / run_id  # the per-epoch backup a resumed run continues from
     if run.status in (QUEUED, INTERRUPTED) and run.cancel_requested:  # cancelled while its consumer was gone
         run.status, run.finished_at = CANCELLED, utcnow()
         db.session.commit()
+        shutil.rmtree(work, ignore_errors=True)
         return CANCELLED
     earlier_points = (run.progress or {}).get("points")  # claim() starts a fresh progress record
     if not claim(run_id):
@@ -355,8 +357,8 @@ def execute_run(app: Flask, run_id: str) -> str:
     if run.attempts > int(app.config["LAB_MAX_ATTEMPTS"]):
         finish(run_id, FAILED, error_en=f"The run was interrupted {run.attempts - 1} times; it was stopped.",
                error_vi=f"Lượt huấn luyện bị ngắt {run.attempts - 1} lần nên đã dừng hẳn.")
+        shutil.rmtree(work, ignore_errors=True)
         return FAILED
-    work = Path(app.instance_path) / "checkpoints" / run_id  # the per-epoch backup a resumed run continues from
     resume = run.attempts > 1 and (work / "backup").is_dir()
     if resume and not checkpoint_readable(work):  # killed while writing it: nothing to resume from
         log.warning("run %s: its checkpoint is unreadable (a kill during the write); starting over", run_id)
