@@ -1,0 +1,377 @@
+"""Read a student's uploaded .keras archive as data, never as code.
+
+`keras.saving.load_model` on an untrusted archive has run attacker code again and again, safe mode
+included (Lambda bytecode, a `module` imported from config.json, safe mode flipped from inside the
+archive, legacy HDF5 ignoring safe mode). This module never calls it: the zip is opened with
+`zipfile` under size bounds, config.json is parsed as JSON and checked against an allow-list of
+`keras.layers` classes with their known keys and value types, the model is rebuilt from that checked
+description by calling the allowed classes directly, and the weights are read with h5py as plain
+numeric arrays of the shapes the rebuilt model expects. Every refusal is an `InvalidInput` naming
+what was refused.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from app.errors import InvalidInput
+
+MEMBERS = {"config.json", "metadata.json", "model.weights.h5"}
+MAX_ARCHIVE_BYTES = 64 * 2 ** 20
+MAX_UNCOMPRESSED_BYTES = 256 * 2 ** 20
+MAX_RATIO = 200
+MAX_CONFIG_BYTES = 2 * 2 ** 20
+MAX_DEPTH = 24
+MAX_STRING = 256
+MAX_LAYERS = 64
+MAX_WEIGHT_BYTES = 128 * 2 ** 20
+
+# The only layer classes that may be rebuilt: recurrent, dense, shaping and normalising layers.
+LAYERS = ("InputLayer", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "Dense", "Dropout", "SpatialDropout1D",
+          "GaussianNoise", "Reshape", "Permute", "Flatten", "RepeatVector", "Rescaling", "Normalization",
+          "LayerNormalization", "BatchNormalization", "Embedding", "Masking", "TimeDistributed",
+          "GlobalAveragePooling1D", "GlobalMaxPooling1D", "Activation", "Softmax", "ReLU",
+          "Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D")
+# Layers a rule "recurrent layers only" refuses (convolutions and their pooling).
+CONVOLUTIONAL = {"Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D"}
+WRAPPERS = {"Bidirectional": ("layer", "backward_layer"), "TimeDistributed": ("layer",)}
+INITIALIZERS = ("GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform", "LecunNormal",
+                "Orthogonal", "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform", "TruncatedNormal",
+                "VarianceScaling", "Identity")
+REGULARIZERS = ("L1", "L2", "L1L2")
+ACTIVATIONS = {"linear", "relu", "sigmoid", "tanh", "softmax", "elu", "selu", "softplus", "softsign", "gelu",
+               "swish", "silu", "hard_sigmoid", "leaky_relu", "relu6", "exponential", "log_softmax", None}
+ACTIVATION_KEYS = {"activation", "recurrent_activation"}
+DTYPES = {"float32", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16", "int32", "int64", None}
+# Keys every serialized layer may carry besides its constructor's parameters.
+BASE_KEYS = {"name", "trainable", "dtype", "batch_input_shape", "batch_shape", "input_shape", "input_dim"}
+OBJECT_KEYS = {"module", "class_name", "config", "registered_name", "shared_object_id", "build_config",
+               "compile_config"}
+# Constructor parameters that are Keras plumbing, never set from an archive.
+PLUMBING = {"self", "kwargs", "args", "cell"}
+
+
+@dataclass
+class Submission:
+    """A checked archive: the rebuilt model and its layer table."""
+    model: object
+    layers: list = field(default_factory=list)
+    params: int = 0
+
+
+def _refuse(msgid: str, **params):
+    raise InvalidInput(msgid, **params)
+
+
+def open_archive(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES) -> dict:
+    """The members of a .keras archive as bytes, after the zip's shape and sizes are checked."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise InvalidInput("The file is %(size)s MB; the limit is %(limit)s MB.", status=413,
+                           size=format(size / 2 ** 20, ".1f"), limit=format(max_bytes / 2 ** 20, "g"))
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if head.startswith(b"\x89HDF"):
+        _refuse("Legacy HDF5 (.h5) models are not accepted: save the model with model.save(\"model.keras\").")
+    if not zipfile.is_zipfile(path):
+        _refuse("This is not a .keras file (a .keras file is a zip archive).")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            if len(infos) > len(MEMBERS):
+                _refuse("The archive holds %(count)s files; a .keras file holds at most %(limit)s.",
+                        count=len(infos), limit=len(MEMBERS))
+            total = 0
+            for info in infos:
+                name = info.filename
+                pure = PurePosixPath(name.replace("\\", "/"))
+                if pure.is_absolute() or ".." in pure.parts or ":" in name:
+                    _refuse("The archive member %(name)s points outside the archive.", name=name[:MAX_STRING])
+                if name not in MEMBERS:
+                    _refuse("The archive member %(name)s is not part of a .keras file.", name=name[:MAX_STRING])
+                total += info.file_size
+                if total > MAX_UNCOMPRESSED_BYTES:
+                    _refuse("The archive unpacks to more than %(limit)s MB.",
+                            limit=format(MAX_UNCOMPRESSED_BYTES / 2 ** 20, "g"))
+                if info.file_size > MAX_RATIO * max(info.compress_size, 1) and info.file_size > 2 ** 20:
+                    _refuse("The archive member %(name)s is compressed %(ratio)s times: refused as a zip bomb.",
+                            name=name, ratio=info.file_size // max(info.compress_size, 1))
+            missing = {"config.json", "model.weights.h5"} - {i.filename for i in infos}
+            if missing:
+                _refuse("The archive has no %(name)s.", name=", ".join(sorted(missing)))
+            members = {}
+            for info in infos:
+                limit = MAX_CONFIG_BYTES if info.filename.endswith(".json") else MAX_WEIGHT_BYTES
+                if info.file_size > limit:
+                    _refuse("The archive member %(name)s is larger than %(limit)s MB.", name=info.filename,
+                            limit=format(limit / 2 ** 20, "g"))
+                with zf.open(info) as member:
+                    data = member.read(limit + 1)
+                if len(data) > limit or len(data) != info.file_size:
+                    _refuse("The archive member %(name)s is not the size it claims.", name=info.filename)
+                members[info.filename] = data
+            return members
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
+        raise InvalidInput("The archive is damaged: %(detail)s", detail=str(exc)[:MAX_STRING]) from None
+
+
+def parse_config(data: bytes) -> dict:
+    """config.json as a dict, refusing non-JSON, oversized or too deeply nested text."""
+    if len(data) > MAX_CONFIG_BYTES:
+        _refuse("config.json is larger than %(limit)s MB.", limit=format(MAX_CONFIG_BYTES / 2 ** 20, "g"))
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in data.decode("utf-8", errors="replace"):
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    if deepest > MAX_DEPTH:
+        _refuse("config.json is nested %(depth)s levels deep; the limit is %(limit)s.", depth=deepest, limit=MAX_DEPTH)
+    try:
+        config = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        _refuse("config.json is not valid JSON.")
+    if not isinstance(config, dict):
+        _refuse("config.json is not valid JSON.")
+    return config
+
+
+def _layer_class(name: str):
+    import keras
+    return getattr(keras.layers, name)
+
+
+def _allowed_keys(class_name: str) -> set:
+    cls = _layer_class(class_name)
+    keys = set()
+    for klass in cls.__mro__:
+        if klass.__module__.startswith("keras") and "__init__" in vars(klass):
+            keys |= set(inspect.signature(klass.__init__).parameters)
+        if klass.__name__ == "Layer":
+            break
+    return (keys | BASE_KEYS) - PLUMBING
+
+
+def _check_object(obj, where: str, allowed: dict):
+    """A serialized {module, class_name, config} object whose (module, class) is in `allowed`."""
+    if not isinstance(obj, dict) or "class_name" not in obj:
+        _refuse("%(where)s is not a Keras object description.", where=where)
+    unknown = set(obj) - OBJECT_KEYS
+    if unknown:
+        _refuse("Unknown key %(key)s in %(where)s.", key=sorted(unknown)[0][:MAX_STRING], where=where)
+    module, name = obj.get("module"), obj.get("class_name")
+    if not isinstance(name, str) or not isinstance(module, str) or allowed.get(name) != module:
+        _refuse("The class %(name)s (module %(module)s) in %(where)s is not allowed.",
+                name=str(name)[:MAX_STRING], module=str(module)[:MAX_STRING], where=where)
+    if obj.get("registered_name") not in (None, name):
+        _refuse("The registered name %(name)s in %(where)s is not allowed (no custom objects).",
+                name=str(obj.get("registered_name"))[:MAX_STRING], where=where)
+    config = obj.get("config", {})
+    if not isinstance(config, dict):
+        _refuse("%(where)s is not a Keras object description.", where=where)
+    return name, config
+
+
+def _check_scalar(value, key: str, where: str):
+    if isinstance(value, str) and len(value) > MAX_STRING:
+        _refuse("The value of %(key)s in %(where)s is too long.", key=key, where=where)
+    if isinstance(value, list):
+        if len(value) > 16:
+            _refuse("The value of %(key)s in %(where)s is too long.", key=key, where=where)
+        for item in value:
+            _check_scalar(item, key, where)
+    elif value is not None and not isinstance(value, (bool, int, float, str)):
+        _refuse("The value of %(key)s in %(where)s has a type that is not allowed.", key=key, where=where)
+
+
+def _build_value(key: str, value, where: str):
+    """A constructor argument from a checked config value (dtype, initializer, regularizer or scalar)."""
+    import keras
+    if key == "dtype" and isinstance(value, dict):
+        _, cfg = _check_object(value, where, {"DTypePolicy": "keras", "FloatDTypePolicy": "keras"})
+        value = cfg.get("name")
+    if key == "dtype":
+        if value not in DTYPES:
+            _refuse("The dtype %(value)s in %(where)s is not allowed.", value=str(value)[:MAX_STRING], where=where)
+        return value
+    if isinstance(value, dict):
+        if key.endswith("_initializer"):
+            name, cfg = _check_object(value, where, dict.fromkeys(INITIALIZERS, "keras.initializers"))
+            cls = getattr(keras.initializers, name)
+        elif key.endswith("_regularizer"):
+            name, cfg = _check_object(value, where, dict.fromkeys(REGULARIZERS, "keras.regularizers"))
+            cls = getattr(keras.regularizers, name)
+        else:
+            _refuse("The value of %(key)s in %(where)s has a type that is not allowed.", key=key, where=where)
+        params = set(inspect.signature(cls.__init__).parameters) - PLUMBING
+        for k, v in cfg.items():
+            if k not in params:
+                _refuse("Unknown key %(key)s in %(where)s.", key=str(k)[:MAX_STRING], where=f"{where}/{name}")
+            _check_scalar(v, k, where)
+        return cls(**cfg)
+    if key in ACTIVATION_KEYS and value not in ACTIVATIONS:
+        _refuse("The activation %(value)s in %(where)s is not allowed.", value=str(value)[:MAX_STRING], where=where)
+    _check_scalar(value, key, where)
+    return value
+
+
+def build_layer(obj, allowed_layers: set, where: str = "config.json"):
+    """One checked layer description, rebuilt by calling its allowed keras.layers class."""
+    name, config = _check_object(obj, where, dict.fromkeys(allowed_layers, "keras.layers"))
+    where = f"{where}/{config.get('name', name)}" if isinstance(config.get("name"), str) else f"{where}/{name}"
+    keys = _allowed_keys(name)
+    kwargs = {}
+    for key, value in config.items():
+        if key not in keys:
+            _refuse("Unknown key %(key)s in layer %(where)s.", key=str(key)[:MAX_STRING], where=where)
+        if key in WRAPPERS.get(name, ()):
+            kwargs[key] = None if value is None else build_layer(value, allowed_layers - set(WRAPPERS), where)
+        else:
+            kwargs[key] = _build_value(key, value, where)
+    try:
+        return _layer_class(name)(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput("The layer %(where)s cannot be rebuilt: %(detail)s", where=where,
+                           detail=str(exc)[:MAX_STRING]) from None
+
+
+def build_model(config: dict, recurrent_only: bool = False):
+    """The Sequential model a checked config.json describes."""
+    import keras
+    allowed = set(LAYERS) - (CONVOLUTIONAL if recurrent_only else set())
+    for key in config:
+        if key not in OBJECT_KEYS:
+            _refuse("Unknown key %(key)s in %(where)s.", key=str(key)[:MAX_STRING], where="config.json")
+    if config.get("class_name") == "Functional":
+        _refuse("Only Sequential models are accepted: build the model with keras.Sequential([...]).")
+    _, model_config = _check_object(config, "config.json", {"Sequential": "keras"})
+    for key in model_config:
+        if key not in {"name", "trainable", "dtype", "layers", "build_input_shape"}:
+            _refuse("Unknown key %(key)s in %(where)s.", key=str(key)[:MAX_STRING], where="config.json/Sequential")
+    described = model_config.get("layers")
+    if not isinstance(described, list) or not described or len(described) > MAX_LAYERS:
+        _refuse("The model must have between 1 and %(limit)s layers.", limit=MAX_LAYERS)
+    if recurrent_only:
+        for obj in described:
+            if isinstance(obj, dict) and obj.get("class_name") in CONVOLUTIONAL:
+                _refuse("The layer %(name)s is not allowed for this data set: recurrent layers only, no convolutions.",
+                        name=str(obj.get("class_name")))
+    layers = [build_layer(obj, allowed) for obj in described]
+    if not isinstance(layers[0], keras.layers.InputLayer):
+        _refuse("The model must begin with keras.Input(shape=...).")
+    name = model_config.get("name", "submission")
+    _check_scalar(name, "name", "config.json")
+    return keras.Sequential(layers, name=name if isinstance(name, str) else "submission")
+
+
+def _check_h5_links(group, where: str = ""):
+    import h5py
+    for key in group:
+        link = group.get(key, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            _refuse("model.weights.h5 holds a link (%(name)s); only plain arrays are accepted.", name=f"{where}/{key}")
+        item = group[key]
+        if isinstance(item, h5py.Group):
+            _check_h5_links(item, f"{where}/{key}")
+
+
+def read_weights(data: bytes, max_bytes: int = MAX_WEIGHT_BYTES) -> dict:
+    """Every dataset of model.weights.h5 as a numpy array, keyed by path, after each is checked."""
+    import h5py
+    try:
+        fh = h5py.File(io.BytesIO(data), "r")
+    except OSError:
+        _refuse("model.weights.h5 is not an HDF5 file.")
+    arrays, total = {}, 0
+    with fh:
+        _check_h5_links(fh)
+        found = []
+        fh.visititems(lambda name, obj: found.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
+        for name, ds in found:
+            if ds.dtype.kind not in "fiub" or ds.dtype.fields or h5py.check_vlen_dtype(ds.dtype):
+                _refuse("The weight %(name)s is not a plain numeric array.", name=name)
+            if ds.external or ds.is_virtual:
+                _refuse("The weight %(name)s is stored outside the file.", name=name)
+            claimed = ds.dtype.itemsize * int(max(1, ds.size or 0))
+            total += claimed
+            if claimed > max_bytes or total > max_bytes:
+                _refuse("The weight %(name)s claims %(size)s MB; the limit for all weights is %(limit)s MB.",
+                        name=name, size=format(claimed / 2 ** 20, ".1f"), limit=format(max_bytes / 2 ** 20, "g"))
+        for name, ds in found:
+            arrays[name] = ds[()]
+    return arrays
+
+
+def _weight_order(layer, prefix: str):
+    """The h5 dataset paths of a layer's variables, in the order Keras saves them."""
+    if hasattr(layer, "forward_layer"):
+        return (_weight_order(layer.forward_layer, f"{prefix}/forward_layer")
+                + _weight_order(layer.backward_layer, f"{prefix}/backward_layer"))
+    if hasattr(layer, "layer") and layer.__class__.__name__ == "TimeDistributed":
+        return _weight_order(layer.layer, f"{prefix}/layer")
+    cell = getattr(layer, "cell", None)
+    if cell is not None:
+        layer, prefix = cell, f"{prefix}/cell"
+    # what Layer.save_own_variables writes: the layer's own variables, not those of its trackers
+    own = list(layer._trainable_variables) + list(layer._non_trainable_variables)
+    return [(f"{prefix}/vars/{i}", v) for i, v in enumerate(own)]
+
+
+def assign_weights(model, arrays: dict):
+    """Set every model variable from its checked array; refuse missing, extra or misshapen weights."""
+    expected, used = [], {}
+    for layer in model.layers:
+        # Keras names a list's entries in the file by snake-cased class, numbered on repeats
+        name = re.sub("([a-z])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z]+)", r"\1_\2", layer.__class__.__name__)).lower()
+        used[name] = used.get(name, -1) + 1
+        expected += _weight_order(layer, f"layers/{name}" + (f"_{used[name]}" if used[name] else ""))
+    names = {n for n, _ in expected}
+    # the optimizer's state is read and checked like any array, but a scored model does not need it
+    extra = sorted(n for n in set(arrays) - names if not n.startswith("optimizer/"))
+    if extra:
+        _refuse("model.weights.h5 holds a weight the model does not have: %(name)s.", name=extra[0][:MAX_STRING])
+    for name, variable in expected:
+        if name not in arrays:
+            _refuse("model.weights.h5 has no weight %(name)s.", name=name)
+        if tuple(arrays[name].shape) != tuple(variable.shape):
+            _refuse("The weight %(name)s has shape %(got)s; the layer expects %(want)s.", name=name,
+                    got=str(tuple(arrays[name].shape)), want=str(tuple(variable.shape)))
+    for name, variable in expected:
+        variable.assign(arrays[name].astype(variable.dtype))
+
+
+def layer_table(model) -> list:
+    """One row per layer: name, class, output shape and parameter count."""
+    return [{"name": layer.name, "class": layer.__class__.__name__,
+             "output_shape": str(getattr(layer, "output", None) is not None and tuple(layer.output.shape)),
+             "params": int(layer.count_params())} for layer in model.layers]
+
+
+def load_submission(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES, recurrent_only: bool = False,
+                    max_params: int | None = None) -> Submission:
+    """A .keras archive checked and rebuilt as data: never through keras.saving.load_model."""
+    members = open_archive(path, max_bytes)
+    config = parse_config(members["config.json"])
+    if "metadata.json" in members:
+        parse_config(members["metadata.json"])
+    arrays = read_weights(members["model.weights.h5"])
+    model = build_model(config, recurrent_only=recurrent_only)
+    params = int(model.count_params())
+    if max_params is not None and params > max_params:
+        _refuse("The model has %(params)s parameters; the limit for this data set is %(limit)s.",
+                params=params, limit=max_params)
+    assign_weights(model, arrays)
+    return Submission(model=model, layers=layer_table(model), params=params)
