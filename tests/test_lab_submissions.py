@@ -155,3 +155,20 @@ def test_unknown_keys_and_deep_json_are_refused(plain, tmp_path):
     deep = rewrite(plain[0], tmp_path / "d.keras", members={"config.json": b"[" * 100 + b"]" * 100})
     with pytest.raises(InvalidInput, match="nested"):
         safekeras.load_submission(deep)
+
+
+def test_the_score_from_the_limited_child_equals_keras_evaluate(plain, tmp_path):
+    from app.lab.scoring import score_submission
+    path, model, x, y = plain
+    scored = score_submission(path, x, y)
+    assert scored["accuracy"] == pytest.approx(model.evaluate(x, y, verbose=0)[1], abs=1e-6)
+    assert scored["params"] == model.count_params()
+    marker = tmp_path / "marker"
+    config, _ = hostile_configs(_config(path), marker)["lambda"]
+    with pytest.raises(InvalidInput, match="Lambda"):
+        score_submission(rewrite(path, tmp_path / "evil.keras", config=config), x, y)
+    assert not marker.exists()
+    with pytest.raises(InvalidInput, match="longer than"):
+        score_submission(path, x, y, wall_seconds=0.01)
+    with pytest.raises(InvalidInput, match="CPU-time or memory limit"):
+        score_submission(path, x, y, memory_bytes=256 * 2 ** 20)

@@ -1,0 +1,64 @@
+"""Score a checked .keras submission in a child process under CPU-time, memory and wall limits."""
+
+from __future__ import annotations
+
+import multiprocessing
+import resource
+from pathlib import Path
+
+from app.errors import InvalidInput
+
+CPU_SECONDS = 120
+MEMORY_BYTES = 8 * 2 ** 30
+WALL_SECONDS = 180
+
+
+def _child(conn, path, x, y, cpu_seconds, memory_bytes, recurrent_only, max_params):
+    """In the child: limit itself, rebuild the archive as data, evaluate, send the result back."""
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    from app.lab import safekeras
+    try:
+        sub = safekeras.load_submission(path, recurrent_only=recurrent_only, max_params=max_params)
+        probs = sub.model.predict(x, verbose=0, batch_size=256)
+        accuracy = float((probs.argmax(axis=-1) == y).mean())
+        conn.send({"accuracy": accuracy, "params": sub.params, "layers": sub.layers})
+    except InvalidInput as err:
+        conn.send({"error": (err.msgid, err.status, err.params)})
+    except (ValueError, TypeError) as err:
+        # a model that rebuilt but cannot take the data set's input shape
+        conn.send({"error": ("The model does not accept this data set's input: %(detail)s", 400,
+                             {"detail": str(err)[:256]})})
+    finally:
+        conn.close()
+
+
+def score_submission(path: Path, x, y, cpu_seconds: int = CPU_SECONDS, memory_bytes: int = MEMORY_BYTES,
+                     wall_seconds: float = WALL_SECONDS, recurrent_only: bool = False,
+                     max_params: int | None = None) -> dict:
+    """Accuracy of the archive at `path` on (x, y), computed in a limited child process."""
+    ctx = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, str(path), x, y, cpu_seconds, memory_bytes,
+                                            recurrent_only, max_params), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        ready = parent.poll(wall_seconds)
+        result = parent.recv() if ready else None
+    except EOFError:
+        result = None
+    finally:
+        proc.join(5 if result is not None else 0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    if result is None:
+        if not ready:
+            raise InvalidInput("Scoring the model took longer than %(seconds)s s; it was stopped.",
+                               seconds=format(wall_seconds, "g"))
+        raise InvalidInput("Scoring the model went over its CPU-time or memory limit; it was stopped.")
+    if "error" in result:
+        msgid, status, params = result["error"]
+        raise InvalidInput(msgid, status=status, **params)
+    return result
