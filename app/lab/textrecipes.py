@@ -94,8 +94,10 @@ def text_preset(name: str, spec: TaskSpec) -> tuple[TextRecipe, TextSettings]:
                            tied=bool(model.get("tied", False))),
                 TextSettings(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate))
     if name == "fast":
-        return (TextRecipe(embedding=64, cell="lstm", units=128, layers=1, dropout=0.2, tied=True),
-                TextSettings(epochs=6, batch_size=64, learning_rate=3e-3))
+        # Small batches: a Kiều epoch is only a few hundred verse blocks, so a large batch leaves
+        # too few optimiser steps (docs/BENCHMARKS.md, "Lab bench: text runs").
+        return (TextRecipe(embedding=64, cell="lstm", units=128, layers=1, dropout=0.3, tied=True),
+                TextSettings(epochs=20, batch_size=16, learning_rate=3e-3))
     raise refusal("Unknown preset '%(name)s'.", name=str(name)[:40])
 
 
