@@ -21,7 +21,7 @@ from app.csvfile import csv_download, csv_safe
 from app.errors import InvalidInput
 from app.i18n import current_language, format_number
 from app.instructor.access import needs_class_code
-from app.lab import recipes, runs
+from app.lab import program, recipes, runs
 from app.lab.charts import chart, column, run_charts_live
 from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings
 from app.records import ACTIVE, Run, as_utc, db, iso, utcnow
@@ -305,6 +305,34 @@ def try_run(run_id: str):
     return image_page(entry, action=url_for("lab.try_run", run_id=run.id),
                       card_url=url_for("lab.run_card", run_id=run.id),
                       run_note=_("Lab bench run %(id)s", id=run.id))
+
+
+# ----------------------------------------------------------------------------- programs
+def program_response(source: str, filename: str):
+    """A program's source as a .py download (plain text, UTF-8)."""
+    response = current_app.response_class(source, mimetype="text/x-python")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@bp.get("/lab/runs/<run_id>/program.py")
+def run_program(run_id: str):
+    """The run's recipe and settings as a standalone Keras program, comments in the page's language."""
+    run = runs.find_run(run_id)
+    spec = runs.find_dataset(run.dataset)
+    source = program.run_program(spec, run.recipe, run.settings, _)
+    return program_response(source, f"lstmlab_{run.dataset}_{run.id}.py")
+
+
+@bp.get("/lab/program.py", endpoint="form_program")
+def form_program():
+    """The program of the bench form's current values (a preset, or any recipe; the live Code panel)."""
+    payload = payload_from_form(request.args)
+    specs = runs.datasets()
+    recipe, settings = recipes.validate(payload, recipes.current_limits(), specs, None,
+                                        Path(current_app.config["MODELS_DIR"]))
+    source = program.run_program(specs[payload["dataset"]], recipe, settings, _)
+    return program_response(source, f"lstmlab_{payload['dataset']}.py")
 
 
 # ----------------------------------------------------------------------------- leaderboard

@@ -1,0 +1,140 @@
+"""The standalone program of a bench recipe builds the bench's very model and trains on its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.errors import InvalidInput
+from app.lab import program
+from app.lab.recipes import CELLS, PRESET_NAMES, READINGS, Recipe, RunSettings, preset
+from app.tasks import BUILTIN_TASKS
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST = BUILTIN_TASKS["mnist"]
+
+
+def recipes_under_test() -> list[tuple[str, Recipe]]:
+    """Every preset, then two random recipes per reading order (small, so the test stays fast)."""
+    out = [(name, preset(name, MNIST)[0]) for name in PRESET_NAMES]
+    rng = random.Random(34)
+    for reading in READINGS:
+        for i in range(2):
+            out.append((f"{reading}_{i}", Recipe(reading, rng.choice(CELLS), rng.choice([4, 8, 12]),
+                                                 rng.randint(1, 3), rng.random() < 0.5,
+                                                 rng.choice([0.0, 0.2]))))
+    return out
+
+
+CHECK = """
+import json, os, sys
+import keras
+from app.tasks import BUILTIN_TASKS
+from training.build import make_recipe_model
+from training.fit import card_header
+spec = BUILTIN_TASKS["mnist"]
+out = []
+for item in json.loads(open(sys.argv[1]).read()):
+    os.chdir(item["dir"])
+    scope = {"__name__": "__main__"}
+    exec(compile(open("program.py").read(), "program.py", "exec"), scope)
+    saved = keras.saving.load_model("model.keras")
+    bench = card_header(spec, make_recipe_model(spec, **item["recipe"]), "recipe", item["recipe"])
+    mine = card_header(spec, saved, "recipe", item["recipe"])
+    out.append({"name": item["name"], "bench": [bench["layers"], bench["params_total"]],
+                "program": [mine["layers"], mine["params_total"]], "accuracy": scope["accuracy"]})
+print("RESULT " + json.dumps(out))
+"""
+
+
+def tiny_mnist(folder: Path) -> Path:
+    """A small MNIST-shaped .npz (random pixels) where the program looks for the data set."""
+    rng = np.random.default_rng(3)
+    path = folder / MNIST.data_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x_train=rng.integers(0, 256, (150, 28, 28), dtype=np.uint8), y_train=rng.integers(0, 10, 150),
+             x_test=rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), y_test=rng.integers(0, 10, 30))
+    return folder
+
+
+def test_every_program_builds_the_bench_model(tmp_path):
+    data = tiny_mnist(tmp_path / "data")
+    items = []
+    for name, recipe in recipes_under_test():
+        folder = tmp_path / name
+        folder.mkdir()
+        source = program.render_program(MNIST, recipe, RunSettings(epochs=3, batch_size=32, seed=5))
+        assert "from app" not in source and "import training" not in source
+        (folder / "program.py").write_text(source, encoding="utf-8")
+        items.append({"name": name, "dir": str(folder), "recipe": asdict(recipe)})
+    (tmp_path / "items.json").write_text(json.dumps(items))
+    env = {**os.environ, "LSTMLAB_DATA": str(data), "PROGRAM_SUBSET": "100", "PROGRAM_EPOCHS": "1",
+           "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", CHECK, str(tmp_path / "items.json")], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    assert [r["name"] for r in result] == [name for name, _ in recipes_under_test()]
+    for r in result:
+        assert r["program"] == r["bench"], r["name"]
+        assert 0.0 <= r["accuracy"] <= 1.0
+
+
+def test_program_comments_follow_the_language():
+    recipe, settings = preset("fast", MNIST)
+    english = program.render_program(MNIST, recipe, settings)
+    marked = program.render_program(MNIST, recipe, settings, translate=lambda s: "<<" + s + ">>")
+    assert "<<Data>>" in marked and "<<Data>>" not in english
+    assert english.replace("LEARNING_RATE = 0.003", "") != marked
+
+
+@pytest.mark.parametrize("slug", ["cifar10", "cats_dogs"])
+def test_jpeg_data_sets_are_refused_plainly(slug):
+    with pytest.raises(InvalidInput) as err:
+        program.render_program(BUILTIN_TASKS[slug], Recipe(), RunSettings())
+    assert err.value.status == 404
+
+
+# ----------------------------------------------------------------------------- routes
+FORM = {"dataset": "mnist", "reading": "patches", "cell": "gru", "units": "16", "layers": "1", "dropout": "0",
+        "epochs": "2", "batch_size": "64", "learning_rate": "0.002", "subset": "1000", "seed": "7"}
+
+
+@pytest.mark.parametrize("lang, words", [("en", "- Model\n"), ("vi", "- Mô hình\n")])
+def test_a_runs_program_downloads_in_the_pages_language(lab_app, finished_run, lang, words):
+    run_id = finished_run()
+    response = lab_app.test_client().get(f"/lab/runs/{run_id}/program.py?lang={lang}")
+    assert response.status_code == 200
+    assert response.headers["Content-Disposition"] == f'attachment; filename="lstmlab_mnist_{run_id}.py"'
+    source = response.get_data(as_text=True)
+    assert words in source
+    compile(source, "program.py", "exec")
+
+
+def test_the_form_program_follows_every_field(lab_app):
+    client = lab_app.test_client()
+    source = client.get("/lab/program.py", query_string=FORM).get_data(as_text=True)
+    assert "GRU(16" in source and "SEED = 7" in source and "BATCH_SIZE = 64" in source and "Dropout" not in source
+    other = client.get("/lab/program.py", query_string={**FORM, "bidirectional": "on", "units": "24"})
+    assert "Bidirectional(layers.GRU(24" in other.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("query, status", [({**FORM, "units": "0"}, 400), ({**FORM, "dataset": "nope"}, 400),
+                                           ({**FORM, "dataset": "cifar10"}, 404)])
+def test_a_bad_form_program_is_refused_in_both_languages(lab_app, query, status):
+    for lang in ("en", "vi"):
+        response = lab_app.test_client().get("/lab/program.py", query_string={**query, "lang": lang})
+        assert response.status_code == status
+        assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_an_unknown_runs_program_is_a_404(lab_app):
+    assert lab_app.test_client().get("/lab/runs/nosuchrun/program.py").status_code == 404
