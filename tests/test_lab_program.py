@@ -96,8 +96,8 @@ def test_program_comments_follow_the_language():
     assert english.replace("LEARNING_RATE = 0.003", "") != marked
 
 
-@pytest.mark.parametrize("slug", ["cifar10", "cats_dogs"])
-def test_jpeg_data_sets_are_refused_plainly(slug):
+@pytest.mark.parametrize("slug", ["cifar10", "cats_dogs", "kieu"])
+def test_jpeg_and_text_data_sets_are_refused_plainly(slug):
     with pytest.raises(InvalidInput) as err:
         program.render_program(BUILTIN_TASKS[slug], Recipe(), RunSettings())
     assert err.value.status == 404

@@ -16,7 +16,7 @@ import jinja2
 
 from app.errors import InvalidInput
 from app.lab.recipes import Recipe, RunSettings
-from app.tasks import TaskSpec
+from app.tasks import IMAGE, TaskSpec
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "templates" / "lab" / "program.py.j2"
 CELL_CLASSES = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
@@ -61,7 +61,9 @@ def _template() -> jinja2.Template:
 
 
 def check_supported(spec: TaskSpec) -> None:
-    """Refuse (404) a data set whose file the standalone program cannot read (only plain .npz)."""
+    """Refuse (404) a data set the standalone program cannot train: text, or images not in a plain .npz."""
+    if spec.kind != IMAGE:
+        raise InvalidInput("No standalone program for text runs yet: only image runs have one.", 404)
     if not spec.data_path.endswith(".npz") or "jpeg" in spec.data_path:
         raise InvalidInput("No standalone program for this data set yet: its images are stored as "
                            "JPEG files, which only the bench reads.", 404)
