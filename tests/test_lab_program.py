@@ -138,3 +138,42 @@ def test_a_bad_form_program_is_refused_in_both_languages(lab_app, query, status)
 
 def test_an_unknown_runs_program_is_a_404(lab_app):
     assert lab_app.test_client().get("/lab/runs/nosuchrun/program.py").status_code == 404
+
+
+def test_the_notebook_runs_and_builds_the_bench_model(lab_app, finished_run, tmp_path):
+    import nbclient
+    import nbformat
+
+    run_id = finished_run()
+    response = lab_app.test_client().get(f"/lab/runs/{run_id}/program.ipynb?lang=vi")
+    assert response.status_code == 200
+    assert response.headers["Content-Disposition"] == f'attachment; filename="lstmlab_mnist_{run_id}.ipynb"'
+    notebook = nbformat.reads(response.get_data(as_text=True), as_version=4)
+    assert [c.source for c in notebook.cells if c.cell_type == "markdown"][1:] == [
+        "## Dữ liệu", "## Mô hình", "## Huấn luyện", "## Đánh giá"]
+    data = tiny_mnist(tmp_path / "data")
+    notebook.cells.append(nbformat.v4.new_code_cell(
+        "import json\nprint('RESULT ' + json.dumps([[{'name': l.name, 'type': l.__class__.__name__, "
+        "'params': int(l.count_params())} for l in model.layers], int(model.count_params())]))"))
+    saved = dict(os.environ)
+    os.environ.update({"LSTMLAB_DATA": str(data), "PROGRAM_SUBSET": "100", "PROGRAM_EPOCHS": "1",
+                       "TF_CPP_MIN_LOG_LEVEL": "2"})
+    try:
+        nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    printed = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
+    layers, params = json.loads(printed.split("RESULT ", 1)[1])
+    from training.build import make_recipe_model
+    from training.fit import card_header
+
+    with lab_app.app_context():
+        from app.lab import runs
+
+        recipe = runs.find_run(run_id).recipe
+    card = card_header(MNIST, make_recipe_model(MNIST, **recipe), "recipe", recipe)  # what the run's card holds
+    assert params == card["params_total"]
+    assert layers == [{k: row[k] for k in ("name", "type", "params")} for row in card["layers"]]
+    assert (tmp_path / "model.keras").is_file()

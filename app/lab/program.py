@@ -92,3 +92,24 @@ def run_program(spec: TaskSpec, recipe: dict, settings: dict, translate=str) -> 
     known_r, known_s = asdict(Recipe()), asdict(RunSettings())
     return render_program(spec, Recipe(**{k: v for k, v in (recipe or {}).items() if k in known_r}),
                           RunSettings(**{k: v for k, v in (settings or {}).items() if k in known_s}), translate)
+
+
+SECTION = "# " + "-" * 77 + " "  # the program's section headers: Data, Model, Train, Evaluate
+
+
+def program_notebook(source: str) -> str:
+    """The program as a Jupyter notebook (nbformat JSON): a Markdown title per section, then its code."""
+    import nbformat
+
+    doc, _sep, body = source.partition('"""\n\n')
+    cells = [nbformat.v4.new_markdown_cell(doc.strip().strip('"').replace("\n  ", "\n- ", 1).replace("\n  ", "\n- "))]
+    head, *sections = body.split(SECTION)
+    cells.append(nbformat.v4.new_code_cell(head.strip()))
+    for section in sections:
+        title, _sep, code = section.partition("\n")
+        cells += [nbformat.v4.new_markdown_cell(f"## {title.strip()}"), nbformat.v4.new_code_cell(code.strip())]
+    notebook = nbformat.v4.new_notebook(cells=cells, metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"}})
+    nbformat.validate(notebook)
+    return nbformat.writes(notebook)

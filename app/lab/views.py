@@ -308,31 +308,37 @@ def try_run(run_id: str):
 
 
 # ----------------------------------------------------------------------------- programs
-def program_response(source: str, filename: str):
-    """A program's source as a .py download (plain text, UTF-8)."""
-    response = current_app.response_class(source, mimetype="text/x-python")
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+def program_response(source: str, name: str, ext: str):
+    """A program's source as a .py download, or (ext "ipynb") as a Jupyter notebook."""
+    if ext == "ipynb":
+        source, mimetype = program.program_notebook(source), "application/x-ipynb+json"
+    else:
+        mimetype = "text/x-python"
+    response = current_app.response_class(source, mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}.{ext}"'
     return response
 
 
-@bp.get("/lab/runs/<run_id>/program.py")
-def run_program(run_id: str):
+@bp.get("/lab/runs/<run_id>/program.py", defaults={"ext": "py"})
+@bp.get("/lab/runs/<run_id>/program.ipynb", defaults={"ext": "ipynb"})
+def run_program(run_id: str, ext: str):
     """The run's recipe and settings as a standalone Keras program, comments in the page's language."""
     run = runs.find_run(run_id)
     spec = runs.find_dataset(run.dataset)
     source = program.run_program(spec, run.recipe, run.settings, _)
-    return program_response(source, f"lstmlab_{run.dataset}_{run.id}.py")
+    return program_response(source, f"lstmlab_{run.dataset}_{run.id}", ext)
 
 
-@bp.get("/lab/program.py", endpoint="form_program")
-def form_program():
+@bp.get("/lab/program.py", endpoint="form_program", defaults={"ext": "py"})
+@bp.get("/lab/program.ipynb", endpoint="form_program", defaults={"ext": "ipynb"})
+def form_program(ext: str):
     """The program of the bench form's current values (a preset, or any recipe; the live Code panel)."""
     payload = payload_from_form(request.args)
     specs = runs.datasets()
     recipe, settings = recipes.validate(payload, recipes.current_limits(), specs, None,
                                         Path(current_app.config["MODELS_DIR"]))
     source = program.run_program(specs[payload["dataset"]], recipe, settings, _)
-    return program_response(source, f"lstmlab_{payload['dataset']}.py")
+    return program_response(source, f"lstmlab_{payload['dataset']}", ext)
 
 
 # ----------------------------------------------------------------------------- leaderboard
