@@ -54,7 +54,8 @@ def when_ready(server):
                         "(a serving-only install; run `make worker` where they are)")
         return
     for _ in range(max(0, count)):
-        _consumers.append(subprocess.Popen([sys.executable, "-m", "app.lab"], start_new_session=True))
+        _consumers.append(subprocess.Popen([sys.executable, "-m", "app.lab"], start_new_session=True,
+                                           env={**os.environ, "LSTMLAB_MASTER_PID": str(os.getpid())}))
     if count > 0:
         server.log.info("lab bench: %d training consumer(s) started: pids %s", count,
                         ", ".join(str(p.pid) for p in _consumers))

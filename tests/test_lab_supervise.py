@@ -1,11 +1,22 @@
-"""The queue survives its own processes: every way a run ends removes its checkpoint folder."""
+"""The queue survives its own processes: every way a run ends removes its checkpoint folder; a consumer
+started by a master dies with it; never more consumers than configured on one instance folder."""
 
 from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from app.lab import jobs
 from app.records import CANCELLED, FAILED, INTERRUPTED, QUEUED, Run, db
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -39,3 +50,56 @@ def test_every_early_end_removes_the_checkpoint_folder(records_app, fields, stat
     with records_app.app_context():
         assert jobs.execute_run(records_app, run_id) == status
     assert not (jobs.Path(records_app.instance_path) / "checkpoints" / run_id).exists()
+
+
+def consumer_env(instance, **extra) -> dict:
+    """The environment of a `python -m app.lab` against its own instance folder."""
+    return {**os.environ, "LSTMLAB_INSTANCE": str(instance), "LSTMLAB_QUEUE_URL": "", "LSTMLAB_DATABASE_URL": "",
+            "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+
+
+def test_a_consumer_beyond_the_configured_count_refuses_to_start(tmp_path):
+    """With LSTMLAB_TRAIN_WORKERS=1 and the one slot held, a second consumer exits cleanly."""
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    with open(instance / "consumer-0.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        done = subprocess.run([sys.executable, "-m", "app.lab"], env=consumer_env(instance, LSTMLAB_TRAIN_WORKERS="1"),
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert "slot(s)" in done.stderr and "not starting another" in done.stderr
+
+
+PARENT = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-m", "app.lab"], start_new_session=True,
+                         env={**os.environ, "LSTMLAB_MASTER_PID": str(os.getpid())})
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_consumer_dies_with_its_master(tmp_path):
+    """kill -9 of the process that started the consumer (as the gunicorn master does): it exits."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], env=consumer_env(tmp_path / "instance"), cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    try:
+        time.sleep(1.0)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and jobs.pid_alive(child) and not reaped(child):
+            time.sleep(0.2)
+        assert not jobs.pid_alive(child) or reaped(child)
+    finally:
+        if jobs.pid_alive(child) and not reaped(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def reaped(pid: int) -> bool:
+    """True when `pid` is a zombie (exited, not yet collected by its new parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
