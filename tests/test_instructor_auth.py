@@ -148,6 +148,25 @@ def test_sign_in_and_out(instructor_app, add_instructor):
     assert client.get("/instructor/").status_code == 302
 
 
+def test_logout_ends_a_copied_session_cookie(signed_in, instructor_app):
+    saved = signed_in.get_cookie("session").value
+    assert signed_in.get("/instructor/").status_code == 200
+    assert signed_in.post("/instructor/logout").status_code == 302
+    replay = instructor_app.test_client()
+    replay.set_cookie("session", saved)
+    assert replay.get("/instructor/").status_code == 302  # the copy is signed out, like a fresh client
+
+
+def test_password_change_ends_a_copied_session_cookie(signed_in, instructor_app):
+    saved = signed_in.get_cookie("session").value
+    new = "a brand new passphrase"
+    assert instructor_app.test_cli_runner().invoke(args=["instructor", "passwd", "teacher"],
+                                                   input=f"{new}\n{new}\n").exit_code == 0
+    replay = instructor_app.test_client()
+    replay.set_cookie("session", saved)
+    assert replay.get("/instructor/").status_code == 302
+
+
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "javascript:alert(1)",
                                     "/\\evil.example/x"])
 def test_no_open_redirect_after_sign_in(instructor_app, add_instructor, target):

@@ -23,7 +23,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.errors import InvalidInput
 from app.instructor.blueprints import bp
-from app.records import ApiToken, Instructor, as_utc, db, utcnow
+from app.records import ApiToken, Instructor, as_utc, db, new_session_token, utcnow
 
 login_manager = LoginManager()
 login_manager.login_view = "instructor.login"
@@ -145,7 +145,11 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    """End the session (a POST with the CSRF token: no sign-out by a link on another site)."""
+    """End the session (a POST with the CSRF token: no sign-out by a link on another site) and
+    rotate the instructor's session token, so a saved copy of the cookie no longer signs in."""
+    if current_user.is_authenticated:
+        current_user.session_token = new_session_token()
+        db.session.commit()
     logout_user()
     session.pop("instructor_since", None)
     session.pop("instructor_seen", None)
