@@ -115,3 +115,22 @@ def test_a_recipe_trains_through_the_cli_training_function_with_a_per_epoch_call
     assert card["training"]["seed"] == 7 and card["vocabulary"]["min_count"] == 1
     metrics = card["metrics"]
     assert metrics["test_perplexity"] > 1 and metrics["ngram"]["test_perplexity"] > 1
+
+
+def test_epoch_samples_are_reproducible_lines_with_the_meter_check_for_verse():
+    import keras
+
+    from app.text import Vocabulary, tokenize_verse
+    from training.build import TINY_MODEL, make_word_lstm
+    from training.textgen import SAMPLE_TEXT
+    from training.textsamples import SAMPLE_TEMPERATURES, epoch_samples
+
+    vocab = Vocabulary.build([tokenize_verse(SAMPLE_TEXT["syllables"].splitlines())], "syllables")
+    keras.utils.set_random_seed(0)
+    model = make_word_lstm(len(vocab), **TINY_MODEL)
+    first = epoch_samples(model, vocab, ["Trăm năm trong cõi"], epoch_seed=3)
+    assert first == epoch_samples(model, vocab, ["Trăm năm trong cõi"], epoch_seed=3)
+    assert [e["temperature"] for e in first] == list(SAMPLE_TEMPERATURES)
+    for entry in first:
+        assert entry["lines"] and len(entry["meter"]) == len(entry["lines"])
+        assert all(isinstance(line, str) for line in entry["lines"])
