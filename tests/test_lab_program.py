@@ -177,3 +177,30 @@ def test_the_notebook_runs_and_builds_the_bench_model(lab_app, finished_run, tmp
     assert params == card["params_total"]
     assert layers == [{k: row[k] for k in ("name", "type", "params")} for row in card["layers"]]
     assert (tmp_path / "model.keras").is_file()
+
+
+# ----------------------------------------------------------------------------- downloads
+def owner_client(lab_app, owner: str):
+    """A test client carrying the signed owner cookie of `owner`."""
+    from app.lab import runs
+
+    client = lab_app.test_client()
+    with lab_app.test_request_context():
+        client.set_cookie(runs.OWNER_COOKIE, runs._serializer().dumps(owner))
+    return client
+
+
+def test_downloads_for_the_owner_only(lab_app, finished_run):
+    from app.records import RUNNING
+
+    run_id = finished_run(owner="a" * 32)
+    mine, other = owner_client(lab_app, "a" * 32), owner_client(lab_app, "b" * 32)
+    for name in ("model.keras", "model.tflite", "card.json"):
+        response = mine.get(f"/lab/runs/{run_id}/download/{name}")
+        assert response.status_code == 200, name
+        assert f'filename=lstmlab_{run_id}_{name}' in response.headers["Content-Disposition"]
+        assert response.headers["X-Provenance"].startswith("data: ")
+        assert other.get(f"/lab/runs/{run_id}/download/{name}?lang=en").status_code == 403
+    assert mine.get(f"/lab/runs/{run_id}/download/history.csv").status_code == 404
+    running = finished_run(owner="a" * 32, status=RUNNING)
+    assert mine.get(f"/lab/runs/{running}/download/model.keras").status_code == 404

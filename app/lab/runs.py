@@ -191,6 +191,26 @@ def run_folder(run: Run) -> Path:
     return Path(current_app.instance_path) / "runs" / run.id
 
 
+DOWNLOADS = {"model.keras": "application/octet-stream", "model.tflite": "application/octet-stream",
+             "card.json": "application/json"}
+
+
+def download_file(run: Run, name: str) -> tuple[Path, str]:
+    """(path, licence note) of a finished run's file for its owner or an instructor: 404 for an
+    unknown name, an unfinished run or a missing file, 403 for anyone else."""
+    if name not in DOWNLOADS or run.status != FINISHED or not (run_folder(run) / name).is_file():
+        raise InvalidInput("This run has no such file to download.", 404)
+    if not may_manage(run):
+        raise InvalidInput("Only the browser that started this run, or an instructor, may download its files.", 403)
+    import json
+
+    try:
+        data = json.loads((run_folder(run) / "card.json").read_text(encoding="utf-8")).get("data") or {}
+    except (OSError, ValueError):  # an unreadable card still lets the owner take the model
+        data = {}
+    return run_folder(run) / name, f"data: {data.get('source') or 'unknown'}; licence: {data.get('licence') or 'unknown'}"
+
+
 def run_entry(run: Run):
     """The finished run's model as the model store serves one (LiteRT over its own model.tflite,
     never TensorFlow); None when its folder or card is missing."""

@@ -329,6 +329,16 @@ def run_program(run_id: str, ext: str):
     return program_response(source, f"lstmlab_{run.dataset}_{run.id}", ext)
 
 
+@bp.get("/lab/runs/<run_id>/download/<name>")
+def run_download(run_id: str, name: str):
+    """A finished run's model.keras, model.tflite or card.json, with its data provenance in a header."""
+    path, note = runs.download_file(runs.find_run(run_id), name)
+    response = send_from_directory(path.parent, path.name, mimetype=runs.DOWNLOADS[name], as_attachment=True,
+                                   download_name=f"lstmlab_{run_id}_{name}")
+    response.headers["X-Provenance"] = note.encode("ascii", "replace").decode()
+    return response
+
+
 @bp.get("/lab/program.py", endpoint="form_program", defaults={"ext": "py"})
 @bp.get("/lab/program.ipynb", endpoint="form_program", defaults={"ext": "ipynb"})
 def form_program(ext: str):
