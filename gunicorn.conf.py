@@ -14,6 +14,7 @@ back to XLA over Keras, which is not fork-safe and takes 40-70 s to compile at s
 """
 
 import os
+import threading
 
 bind = os.environ.get("LSTMLAB_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -39,7 +40,10 @@ if _tf_threads != "0":
 # The lab bench's training consumers (LSTMLAB_TRAIN_WORKERS, default 1; 0 = none, e.g. when
 # `make worker` runs them elsewhere): started by the master once it is ready, stopped when it
 # exits, each `python -m app.lab` at lower CPU priority (LAB_WORKER_NICE). Web workers never train.
+# The master supervises them (a thread polling its children): no extra supervisor to install, and
+# `make serve` stays one command.
 _consumers = []
+_stopping = threading.Event()
 
 
 def when_ready(server):
@@ -53,12 +57,35 @@ def when_ready(server):
         server.log.info("lab bench: no training consumer started: the training libraries are not installed "
                         "(a serving-only install; run `make worker` where they are)")
         return
+    def spawn():
+        return subprocess.Popen([sys.executable, "-m", "app.lab"], start_new_session=True,
+                                env={**os.environ, "LSTMLAB_MASTER_PID": str(os.getpid())})
+
     for _ in range(max(0, count)):
-        _consumers.append(subprocess.Popen([sys.executable, "-m", "app.lab"], start_new_session=True,
-                                           env={**os.environ, "LSTMLAB_MASTER_PID": str(os.getpid())}))
+        _consumers.append(spawn())
     if count > 0:
         server.log.info("lab bench: %d training consumer(s) started: pids %s", count,
                         ", ".join(str(p.pid) for p in _consumers))
+        threading.Thread(target=_supervise, args=(server, spawn), name="lab-supervisor", daemon=True).start()
+
+
+def _supervise(server, spawn):
+    """Restart a consumer that died (its first act is to sweep the run it left back into the
+    queue), waiting 1 s, then twice as long after each quick death, up to 30 s."""
+    import time
+
+    delays = [1.0] * len(_consumers)
+    while not _stopping.wait(1.0):
+        for i, proc in enumerate(_consumers):
+            if proc.poll() is None:
+                continue
+            lived = time.monotonic() - getattr(proc, "started", 0.0)
+            delays[i] = 1.0 if lived > 60 else min(30.0, delays[i] * 2)
+            server.log.warning("lab bench: consumer %d exited (%s); restarting it", proc.pid, proc.returncode)
+            if _stopping.wait(delays[i] / 2):
+                return
+            _consumers[i] = spawn()
+            _consumers[i].started = time.monotonic()
 
 
 def on_exit(server):
@@ -66,6 +93,7 @@ def on_exit(server):
     import signal
     import subprocess
 
+    _stopping.set()
     for proc in _consumers:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)

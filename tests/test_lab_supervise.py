@@ -103,3 +103,13 @@ def reaped(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
     except (OSError, IndexError):
         return True
+
+
+def test_gunicorn_restarts_a_killed_consumer_twice(lab_stack):
+    """kill -9 of the consumer under a real gunicorn: a new one is started, both times."""
+    web = lab_stack.web(LSTMLAB_TRAIN_WORKERS="1")
+    for _ in range(2):
+        pids = lab_stack.wait_for(lambda: lab_stack.children(web.pid, b"app.lab"), 30, "no consumer running")
+        os.kill(pids[0], signal.SIGKILL)
+        lab_stack.wait_for(lambda: [p for p in lab_stack.children(web.pid, b"app.lab") if p not in pids], 30,
+                           "the killed consumer was not restarted")
