@@ -34,6 +34,7 @@ worker: install
 # module's shared fixture (a quick training run) is built once. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 # Speed, memory and load against same-run baselines; results go into docs/BENCHMARKS.md (~25 min).

@@ -40,14 +40,13 @@ from flask import Flask, current_app
 
 from app.cards import Card, CardError
 from app.errors import InsecureConfiguration, InvalidInput
-from app.tasks import BUILTIN_TASKS, IMAGE, TEXT, TaskSpec, discover_tasks
+from app.tasks import BUILTIN_TASKS, IMAGE, SLUG_RE, TEXT, TaskSpec, discover_tasks
 from app.textmodel import load_text_model
 
 log = logging.getLogger(__name__)
 
 READY, MISSING, ERROR = "ready", "missing", "error"
 EXTENSION = "modelstore"
-SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # a task's folder name, URL part and card slug
 # An absolute path (not a URL, not a fraction): what the pages and the API must not show.
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/\\-])/(?:[^\s'\"/()<>,;:]+/)*([^\s'\"/()<>,;:]+)/?")
 

@@ -11,11 +11,13 @@ same fields and `TaskSpec.from_dict` rebuilds the spec from its `task` block (se
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 IMAGE = "image"
 TEXT = "text"
+SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # a task's folder name, URL part and card slug
 
 
 @dataclass(frozen=True)

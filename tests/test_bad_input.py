@@ -453,7 +453,7 @@ def test_eps_upload_never_runs_ghostscript(stand_in_gs, client, lang):
 
 
 def test_eps_in_an_instructors_folder_is_skipped_without_ghostscript(uploads, stand_in_gs, tmp_path):
-    from training.folder import load_folder
+    from training.imagefolder import load_folder
 
     root = tmp_path / "data"
     for k, name in enumerate(("cats", "dogs")):

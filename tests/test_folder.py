@@ -20,10 +20,12 @@ from app.imaging import bytes_to_array
 from app.tasks import BUILTIN_TASKS, discover_tasks, get_task
 from training import fit
 from training import data as data_module
-from training import folder as folder_module
+from training import imagefolder
 from training.__main__ import main
-from training.data import DataError, load_image_data
-from training.folder import load_folder, stratified_split
+from training.data import load_image_data
+from training.dataset import DataError
+from app.splits import stratified_split
+from training.imagefolder import load_folder
 
 SHAPES = {"circle": (220, 30, 30), "square": (30, 160, 40), "triangle": (30, 60, 220)}
 TINY = ["--quick", "--epochs", "1", "--baseline-epochs", "0", "--verbose", "0",
@@ -169,7 +171,7 @@ def test_builtin_folder_task_maps_folder_names_to_its_classes(tmp_path, monkeypa
             shape_image("circle" if name == "Cat" else "square", rng, 80).save(root / name / f"{i}.jpg")
     (root / "Cat" / "Thumbs.db").write_bytes(b"\x00\x01 not an image")
     (root / "Dog" / "clip.mp4").write_bytes(b"\0" * 300_000)
-    monkeypatch.setattr(folder_module, "MAX_FILE_BYTES", 200_000)  # the clip is "too large" to read
+    monkeypatch.setattr(imagefolder, "MAX_FILE_BYTES", 200_000)  # the clip is "too large" to read
     spec = BUILTIN_TASKS["cats_dogs"]
     data = load_image_data(spec, root)
     assert data.x_train.shape[1:] == spec.input_shape
@@ -188,7 +190,8 @@ def test_vietnamese_class_folders_match_in_any_unicode_form(tmp_path):
     import unicodedata
 
     from training.cli import folder_parser
-    from training.folder import folder_spec, list_classes
+    from training.folder import folder_spec
+    from training.imagefolder import list_classes
 
     root = tmp_path / "vi"
     rng = np.random.default_rng(0)

@@ -192,9 +192,9 @@ def test_save_writes_the_training_layout_with_a_fixed_split(signed_in, instructo
     split_a = json.load(open(os.path.join(folder, "split.json")))
     split_b = json.load(open(os.path.join(instructor_app.instance_path, "datasets", "shapes_again", "split.json")))
     assert split_a == split_b
-    # python -m training folder reads it: training.folder.load_folder with the bench's spec
+    # python -m training folder reads it: training.imagefolder.load_folder with the bench's spec
     from app.instructor.datasets import list_datasets
-    from training.folder import load_folder
+    from training.imagefolder import load_folder
 
     with instructor_app.app_context():
         spec = {s.slug: s for s in list_datasets()}["shapes"]
@@ -319,7 +319,7 @@ def test_uploads_above_the_page_limit_are_accepted_up_to_their_own(signed_in, in
 
 def test_the_validation_set_is_fixed_once_and_every_run_uses_it(signed_in, instructor_app, class_zip):
     from app.instructor.datasets import list_datasets
-    from training.folder import load_folder
+    from training.imagefolder import load_folder
 
     assert save(signed_in, upload(signed_in, class_zip(n=20)).headers["Location"]).status_code == 303
     folder = os.path.join(instructor_app.instance_path, "datasets", "shapes")
@@ -346,7 +346,7 @@ def test_the_validation_set_is_fixed_once_and_every_run_uses_it(signed_in, instr
 
 def test_without_a_val_folder_each_run_holds_out_its_own(signed_in, instructor_app, class_zip):
     from app.instructor.datasets import list_datasets
-    from training.folder import load_folder
+    from training.imagefolder import load_folder
 
     # 2 images a class: one to test, one to train, none left to fix a validation set with
     assert save(signed_in, upload(signed_in, class_zip(n=2)).headers["Location"]).status_code == 303

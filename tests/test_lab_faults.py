@@ -90,7 +90,7 @@ def test_an_unreadable_checkpoint_is_not_resumed(tmp_path):
 def test_failures_are_described_in_both_languages():
     import errno
 
-    from training.data import DataError
+    from training.dataset import DataError
 
     for exc, word in [(OSError(errno.ENOSPC, "No space left on device"), "disk is full"),
                       (DataError("mnist.npz: missing x_train"), "could not be read"),

@@ -27,7 +27,8 @@ from app.tasks import BUILTIN_TASKS
 from training import data as data_module
 from training import fit
 from training.__main__ import main
-from training.data import DataError, load_image_data, load_npz, read_idx
+from training.data import load_image_data, load_npz, read_idx
+from training.dataset import DataError
 
 MNIST = BUILTIN_TASKS["mnist"]
 CIFAR10 = BUILTIN_TASKS["cifar10"]
@@ -114,7 +115,7 @@ def test_jpeg_npz_carries_age_and_race(tmp_path):
 
 
 def test_train_groups_follow_the_training_split():
-    from training.data import ImageData
+    from training.dataset import ImageData
 
     n = 50  # each image and its groups carry the image's index, so the two orders can be compared
     data = ImageData(np.arange(n), np.zeros(n), np.arange(4), np.zeros(4), "", train_meta={"race": np.arange(n) * 10})

@@ -212,7 +212,7 @@ def test_report_shows_the_served_figure():
 
 
 def test_a_quick_card_is_measured_on_the_slice_it_was_tested_on():
-    from training.data import ImageData
+    from training.dataset import ImageData
     from training.images import QUICK_TEST, QUICK_TRAIN, test_indices
 
     rng = np.random.default_rng(5)

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         print("tasks:", " ".join(BUILTIN_TASKS), "| commands:", ", ".join(cli.COMMANDS))
         return 0 if argv else 2
-    from training.data import DataError
+    from training.dataset import DataError
 
     command, rest = argv[0], argv[1:]
     if command in cli.COMMANDS:

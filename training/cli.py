@@ -12,7 +12,7 @@ import os
 
 from app.config import MODELS_DIR
 from training import compare
-from training.folder import TEST_FRACTION
+from app.splits import TEST_FRACTION
 from training.meter import METER_COUPLETS
 from training.textdata import AUX_TEXT, MIN_COUNT
 

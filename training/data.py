@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import io
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,62 +19,11 @@ from app.config import ROOT, default_data_dir
 from app.errors import InvalidInput
 from app.imaging import decode_image, image_to_array
 from app.tasks import TaskSpec
+from training.dataset import DataError, ImageData
+from training.imagefolder import load_folder
 
 CACHE_DIR = ROOT / "runs" / "cache"
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-class DataError(Exception):
-    """A data set that is missing or not what was expected; the message names path and problem."""
-
-
-@dataclass
-class ImageData:
-    """Train and test arrays for an image task, with where they came from."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    source: str
-    class_names: list[str] = field(default_factory=list)
-    test_meta: dict = field(default_factory=dict)  # e.g. age and race per test image
-    skipped: dict = field(default_factory=dict)  # unreadable files found in a folder
-    split: dict = field(default_factory=dict)  # how a folder without test/ was split
-    x_val: np.ndarray | None = None  # a validation set fixed with the data (a folder's val/), else None
-    y_val: np.ndarray | None = None
-    train_meta: dict = field(default_factory=dict)  # the same groups per training image
-
-    def subset(self, n_train: int, n_test: int) -> ImageData:
-        """A small stratified-enough slice for --quick runs (a fixed validation set is kept whole)."""
-        rng = np.random.default_rng(0)
-        tr = rng.permutation(len(self.y_train))[:n_train]
-        te = rng.permutation(len(self.y_test))[:n_test]
-        meta = {k: v[te] for k, v in self.test_meta.items()}
-        return ImageData(self.x_train[tr], self.y_train[tr], self.x_test[te], self.y_test[te],
-                         self.source, self.class_names, meta, self.skipped, self.split, self.x_val, self.y_val,
-                         {k: v[tr] for k, v in self.train_meta.items()})
-
-    def train_validation(self, seed: int, fraction: float = 0.1):
-        """((x, y) train, (x, y) validation): the training set shuffled with `seed` (some sets are
-        stored sorted by class); validation is the data's fixed set when it has one, else a
-        `fraction` of the shuffled training set."""
-        train, val = self._split(seed, fraction)
-        if val is None:
-            return (self.x_train[train], self.y_train[train]), (self.x_val, self.y_val)
-        return (self.x_train[train], self.y_train[train]), (self.x_train[val], self.y_train[val])
-
-    def train_groups(self, seed: int, fraction: float = 0.1) -> dict:
-        """`train_meta` in the order of `train_validation`'s training part (same `seed`)."""
-        train, _ = self._split(seed, fraction)
-        return {k: v[train] for k, v in self.train_meta.items()}
-
-    def _split(self, seed: int, fraction: float):
-        order = np.random.default_rng(seed).permutation(len(self.y_train))
-        if self.y_val is not None and len(self.y_val):
-            return order, None
-        n_val = max(1, int(len(order) * fraction))
-        return order[n_val:], order[:n_val]
 
 
 def resolve(spec: TaskSpec, data: str | Path | None) -> Path:
@@ -98,9 +46,7 @@ def load_image_data(spec: TaskSpec, data: str | Path | None = None, download: bo
     if path.is_dir() and _is_idx_dir(path):
         return load_idx_dir(path, spec)
     if path.is_dir() and (path / "train").is_dir() or _has_class_folders(path):
-        from training.folder import load_folder  # an instructor's folder of images
-
-        return load_folder(path, spec)
+        return load_folder(path, spec)  # an instructor's folder of images
     if spec.slug == "fashion_mnist" and _is_idx_dir(DEBIAN_FASHION):
         return load_idx_dir(DEBIAN_FASHION, spec)
     if spec.keras_dataset and download:

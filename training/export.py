@@ -36,7 +36,8 @@ import numpy as np
 from app.cards import Card, Export, write_atomically
 from app.lstm_cell import cell_problem
 from app.tasks import IMAGE, TaskSpec, discover_tasks
-from training.data import DataError, load_image_data
+from training.data import load_image_data
+from training.dataset import DataError
 
 TFLITE = "model.tflite"
 INT8_TFLITE = "model.int8.tflite"

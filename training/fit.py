@@ -22,9 +22,8 @@ import numpy as np
 from app.cards import Card
 from app.config import ROOT
 from app.tasks import TEXT, TaskSpec
-from training.data import DataError
+from training.dataset import DataError
 
-IMBALANCE_RATIO = 1.5  # largest / smallest class above this is reported as imbalanced
 RUNS_DIR = Path(os.environ.get("LSTMLAB_RUNS") or ROOT / "runs")  # tests point this at tmp_path
 
 
@@ -121,18 +120,6 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, n_classes: int
         "per_class_accuracy": [float(a) for a in per_class],
         "confusion_matrix": confusion.tolist(),
     }
-
-
-def class_imbalance(y_train: np.ndarray, y_test: np.ndarray, names: list[str]) -> dict:
-    """Images per class in each split, the largest/smallest ratio, and the test accuracy of a
-    model that always answers the most common class (what any real model must beat)."""
-    n = len(names)
-    tr = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=n)
-    te = np.bincount(np.asarray(y_test, dtype=np.int64), minlength=n)
-    ratio = float(tr.max() / max(tr.min(), 1))
-    return {"train": dict(zip(names, tr.tolist())), "test": dict(zip(names, te.tolist())),
-            "largest_to_smallest": round(ratio, 3), "imbalanced": ratio > IMBALANCE_RATIO,
-            "majority_class_test_accuracy": float(te.max() / max(te.sum(), 1))}
 
 
 def read_history(csv_path: Path) -> dict:

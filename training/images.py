@@ -12,7 +12,8 @@ from app.cards import Card, Export
 from app.tasks import TaskSpec
 from training import export, fit
 from training.build import BASELINE_RECIPE, make_baseline, make_image_classifier
-from training.data import DataError, ImageData, load_image_data, resolve, to_png_bytes
+from training.data import load_image_data, resolve, to_png_bytes
+from training.dataset import DataError, ImageData, class_imbalance
 
 QUICK_TRAIN, QUICK_TEST = 512, 256
 
@@ -372,7 +373,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
         "data": {"source": spec.data_source or data.source, "path": data.source, "licence": spec.licence,
                  "counts": {"train": len(train[1]), "validation": len(val[1]), "test": len(test[1])},
                  "class_counts_train": np.bincount(data.y_train, minlength=len(spec.classes)).tolist(),
-                 "class_imbalance": fit.class_imbalance(data.y_train, data.y_test, spec.class_names),
+                 "class_imbalance": class_imbalance(data.y_train, data.y_test, spec.class_names),
                  "split": data.split or None,
                  "skipped_files": data.skipped},
         "metrics": metrics,

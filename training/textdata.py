@@ -25,7 +25,8 @@ import numpy as np
 
 from app.tasks import TaskSpec
 from app.text import EOL, EOL_ID, PAD_ID, SNIPPET, Vocabulary, clean_words, display_forms, normalize, tokenize_verse
-from training.data import DataError, resolve
+from training.data import resolve
+from training.dataset import DataError
 
 COUPLETS_PER_BLOCK = 4
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)

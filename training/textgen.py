@@ -18,7 +18,7 @@ from app.tasks import TaskSpec
 from app.text import EOL, PAD_ID, SNIPPET, Vocabulary, clean_words, display_forms, tokenize_verse
 from training import fit
 from training.build import DEFAULT_MODEL, TINY_MODEL, make_word_lstm, plain_twin
-from training.data import DataError
+from training.dataset import DataError
 from training.layers import load_keras_text_model
 from training.meter import METER_COUPLETS, meter_rates
 from training.ngram import ngram_baseline

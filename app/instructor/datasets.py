@@ -45,19 +45,15 @@ from sqlalchemy import func, select
 
 from app.errors import InvalidInput
 from app.imaging import decode_image
-from app.modelstore import SLUG_RE  # a task's name: a data set may become one
 from app.records import ACTIVE, Dataset, Run, db
-from app.tasks import BUILTIN_TASKS, IMAGE, ClassName, TaskSpec
+from app.splits import IMBALANCE_RATIO, SPLIT_SEED, TEST_FRACTION, VALIDATION_FRACTION, held_out
+from app.tasks import BUILTIN_TASKS, IMAGE, SLUG_RE, ClassName, TaskSpec
 
 TOKEN_RE = re.compile(r"^[0-9a-f]{16}$")
-SPLIT_SEED = 20261128
-TEST_FRACTION = 0.2
-VALIDATION_FRACTION = 0.1  # of what is left after the test images: the fixed validation set (val/)
 SIZES = (16, 28, 32, 48, 64, 96, 128)
 SUGGESTED_SIZES = (16, 32, 48, 64)  # multiples of 16: every reading order of the bench fits them
 THUMBS_PER_CLASS = 8
 THUMB_SIDE = 72
-IMBALANCE_RATIO = 1.5  # largest class / smallest class above this is flagged on the preview
 MAX_LISTED_SKIPS = 500
 RATIO_CHECK_BYTES = 1024 * 1024  # the per-file ratio is checked for files larger than this
 STAGING_HOURS = 24  # unsaved previews older than this are deleted
@@ -483,11 +479,6 @@ def discard(token: str) -> None:
 
 
 # ----------------------------------------------------------------------------- saving
-def split_counts(n: int, fraction: float) -> int:
-    """Images of one class held out for testing: `fraction`, at least one, never all."""
-    return min(max(int(round(n * fraction)), 1), n - 1)
-
-
 def check_choices(slug: str, title_en: str, title_vi: str, image_size, colour: str) -> tuple[str, str, str, int, str]:
     """The save form's fields, checked (InvalidInput otherwise)."""
     slug = (slug or "").strip()
@@ -525,8 +516,8 @@ def save_dataset(token: str, slug: str, title_en: str = "", title_vi: str = "", 
     rng = np.random.default_rng(seed)
     counts, listing = {}, {}
     orders = {name: rng.permutation(len(index["files"][name])) for name in index["classes"]}
-    n_tests = {name: split_counts(len(order), TEST_FRACTION) for name, order in orders.items()}
-    n_vals = {name: split_counts(len(order) - n_tests[name], VALIDATION_FRACTION) if len(order) - n_tests[name] > 1 else 0
+    n_tests = {name: held_out(len(order), TEST_FRACTION) for name, order in orders.items()}
+    n_vals = {name: held_out(len(order) - n_tests[name], VALIDATION_FRACTION) if len(order) - n_tests[name] > 1 else 0
               for name, order in orders.items()}
     fixed_val = all(n_vals.values())  # every class has a validation image: fix the set; else each run holds out its own
     for i, name in enumerate(index["classes"]):

@@ -24,9 +24,8 @@ from flask import current_app
 from app.cards import Card, CardError
 from app.errors import InvalidInput
 from app.lab.runs import run_folder
-from app.modelstore import SLUG_RE
 from app.records import FINISHED, Run, db, utcnow
-from app.tasks import BUILTIN_TASKS, IMAGE, ClassName
+from app.tasks import BUILTIN_TASKS, IMAGE, SLUG_RE, ClassName
 
 RUN_FILES_SKIPPED = ("checkpoints",)  # never part of a served task
 

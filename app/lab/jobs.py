@@ -1,16 +1,10 @@
-"""The training task a Huey consumer runs: `huey_consumer app.lab.jobs.huey` (or `make worker`).
+"""The consumer's side of the lab bench: the work behind the queue's "train_run" task
+(`python -m app.lab`, started by gunicorn or `make worker`).
 
-`train_run(run_id)` claims the run's record (queued or interrupted -> running, one consumer
-only), builds the arguments `python -m training` would parse and calls the very same
-`training.images.train_image_task`, saving into `<instance>/runs/<id>/` atomically, with two
-extra Keras callbacks: progress into the record (every epoch, and every LAB_PROGRESS_SECONDS
-within one, which is also the heartbeat) and a cancel check after every batch. Checkpoints go to
-`<instance>/checkpoints/<id>/` each epoch; a run whose consumer died is found by `sweep_stale`
-(at consumer start-up and every minute), marked interrupted and queued again, and resumes from
-its last finished epoch (`--resume`), up to LAB_MAX_ATTEMPTS starts. Any exception fails the run
-with a readable reason in both languages; the consumer goes on with the next run.
-
-TensorFlow is imported only inside a task, so the web process can import this module to enqueue.
+`train` claims the run (queued or interrupted -> running, one consumer only) and calls the same
+`training.images.train_image_task` as `python -m training`, into <instance>/runs/<id>/
+atomically; Keras callbacks write progress (the heartbeat) and check for a cancel. `sweep_stale`
+puts runs whose consumer died back in the queue; they resume from their last epoch.
 """
 
 from __future__ import annotations
@@ -36,7 +30,7 @@ from sqlalchemy import update
 from app.cards import Card
 from app.config import Config, LabEngineConfig, ROOT, instance_dir
 from app.instructor.settings import queue_paused
-from app.lab.queue import enqueue_run, huey
+from app.lab.queue import enqueue_run, handles, huey, train_run
 from app.lab.recipes import available_datasets
 from app.records import (CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, as_utc, db,
                          utcnow)
@@ -107,7 +101,7 @@ def cli_command(run: Run, args) -> str:
 # ----------------------------------------------------------------------------- failures
 def describe_failure(exc: BaseException) -> tuple[str, str]:
     """(English, Vietnamese) reason a person can read for an exception raised by training."""
-    from training.data import DataError
+    from training.dataset import DataError
 
     name = exc.__class__.__name__
     detail = str(exc)[:400]
@@ -415,9 +409,9 @@ def merge_history(rows: list[dict], card_history: dict) -> list[dict]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-@huey.task(context=True)
-def train_run(run_id: str, task=None) -> str:
-    """Huey task: train one lab-bench run (see the module docstring)."""
+@handles("train_run")
+def train(run_id: str) -> str:
+    """The queue's "train_run" task: train one lab-bench run (see the module docstring)."""
     app = worker_app()
     with app.app_context():
         try:

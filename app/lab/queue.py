@@ -2,14 +2,15 @@
 
 `LSTMLAB_QUEUE_URL` empty: Huey's SQLite storage in `<instance>/queue.sqlite3` (nothing to
 install; web and consumer share the file). `LSTMLAB_QUEUE_URL=redis://host:6379/0`: Huey's Redis
-storage, so any number of machines can run `make worker` against it. The consumer entry point is
-`huey_consumer app.lab.jobs.huey` (jobs.py imports this instance and defines the tasks on it).
-This module never imports TensorFlow: web workers enqueue through it.
+storage, so any number of machines can run `make worker` against it. The task is declared here,
+its work is done by the handler the consumer registers (`handles`: app/lab/jobs.py), so web
+workers enqueue without importing the consumer, training or TensorFlow.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from huey import Huey
@@ -51,10 +52,25 @@ def init_app(app) -> None:
         _configured = key
 
 
+HANDLERS: dict[str, Callable[[str], str]] = {}  # task name -> the consumer's function
+
+
+def handles(name: str):
+    """Register the consumer's function for task `name` (a decorator; app/lab/jobs.py uses it)."""
+    def register(fn):
+        HANDLERS[name] = fn
+        return fn
+    return register
+
+
+@huey.task()
+def train_run(run_id: str) -> str:
+    """Huey task: train lab-bench run `run_id` with the consumer's "train_run" handler."""
+    return HANDLERS["train_run"](run_id)
+
+
 def enqueue_run(run_id: str) -> str:
     """Put run `run_id` on the queue; returns the Huey task id."""
-    from app.lab.jobs import train_run  # defines the task; imports no TensorFlow
-
     task = train_run.s(run_id)
     huey.enqueue(task)
     return task.id

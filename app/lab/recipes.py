@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from app.errors import InvalidInput, Msgid
+from app.splits import validation_count
 from app.tasks import BUILTIN_TASKS, IMAGE, TaskSpec
 
 READINGS = ("rows", "rows_cols", "patches")
 CELLS = ("lstm", "gru", "simple_rnn")
 GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}  # weight blocks per cell (input, forget, cell, output...)
 HEAD_UNITS = 32  # the seed notebook's Dense(32) between the recurrent layers and the classes
-VALIDATION_FRACTION = 0.1  # training.data.ImageData.train_validation holds out this share of the training set
 NICKNAME_MAX = 40
 
 # Bounds of every field that are not a configurable limit (the limits below cap what a run costs).
@@ -174,7 +174,7 @@ def preset(name: str, spec: TaskSpec, train_size: int | None = None,
 def training_images(settings: RunSettings, train_size: int | None) -> int | None:
     """Images a run trains on: its subset (or the whole training set) less the validation hold-out."""
     total = settings.subset or train_size
-    return None if not total else total - max(1, int(total * VALIDATION_FRACTION))
+    return None if not total else total - validation_count(total)
 
 
 def optimiser_steps(settings: RunSettings, train_size: int | None) -> int | None:
@@ -460,7 +460,7 @@ def epoch_cost(spec: TaskSpec, recipe: Recipe | dict, settings: RunSettings | di
     total = s.subset or train_size
     if not total:
         return None
-    val = max(1, int(total * VALIDATION_FRACTION))
+    val = validation_count(total)
     train_steps = math.ceil((total - val) / s.batch_size)
     val_steps = math.ceil(val / VALIDATION_BATCH)
     return train_steps * batch_cost(spec, recipe, s.batch_size) + \
