@@ -413,7 +413,7 @@ def test_big_images_reduced_early_give_the_same_input(uploads, mode, spec):
     assert np.abs(got - want).mean() < 4.0
 
 
-# ----------------------------------------------------------------------------- issue 16: decoders
+# ----------------------------------------------------------------------------- decoders Pillow must never run
 EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\n"
        b"newpath 2 2 moveto 14 14 lineto stroke showpage\n%%EOF\n")
 

@@ -45,7 +45,7 @@ def missing(reason: str):
 def models_dir(tmp_path_factory):
     """Tiny models as in conftest, plus one-click examples and served figures on the mnist card,
     so every part of the pages is rendered."""
-    from conftest import write_tiny_image_model
+    from helpers.models import write_tiny_image_model
     from training.data import to_png_bytes
     from training.images import record_served, write_examples
 

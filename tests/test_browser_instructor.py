@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from conftest import INSTRUCTOR_PASSWORD, INSTRUCTOR_RUN_ID, make_zip, new_page, png_bytes
+from helpers.browser import new_page
+from helpers.images import make_zip, png_bytes
+from helpers.instructor import INSTRUCTOR_PASSWORD, INSTRUCTOR_RUN_ID
 
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import new_page
+from helpers.browser import new_page
 
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 

@@ -1,4 +1,4 @@
-"""Issue 16, item 2: the deployment real sites use, run for real. gunicorn (gunicorn.conf.py) and
+"""The deployment real sites use, run for real. gunicorn (gunicorn.conf.py) and
 nginx (docs/deploy/nginx.conf, Debian's `nginx` package) start on free loopback ports as
 subprocesses with configurations generated under tmp_path, and are stopped by their pids.
 

@@ -65,7 +65,7 @@ GOOD = ("mnist", "kieu")
 @pytest.fixture(scope="module")
 def broken_models(tmp_path_factory, tiny_models_dir):
     """A models/ folder where every task but mnist and kieu is damaged in a different way."""
-    from conftest import write_tiny_image_model
+    from helpers.models import write_tiny_image_model
 
     from app.tasks import BUILTIN_TASKS
 

@@ -169,7 +169,7 @@ POINT_DECIMAL = re.compile(r"(?<![\d.,])(?:0\.\d+|\d+\.(?:\d{1,2}|\d{4,}))(?![\d
 
 def visible_text(html: str) -> str:
     """The text a reader sees on a rendered page (no scripts, styles, code, nor the header's language
-    switch; no chart ticks either: the curves' axes are issue 37 item 3's)."""
+    switch; nor chart ticks, which the chart tests check)."""
     parser = _VisibleText()
     parser.feed(re.sub(r"<header.*?</header>|<svg.*?</svg>", " ", html, flags=re.S))
     return " ".join(" ".join(parser.found).split())

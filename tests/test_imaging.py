@@ -112,7 +112,7 @@ def test_greyscale_and_colour_give_the_same_digit(drawn):
     assert similarity(bytes_to_array(encode(mnist_style), MNIST), drawn) > 0.95
 
 
-# ----------------------------------------------------------------------------- issue 15
+# ----------------------------------------------------------------------------- images already in the model's format
 def fashion_item() -> np.ndarray:
     """A 28×28 Fashion-MNIST-like garment (a light shirt shape on black) with texture."""
     img = Image.new("L", (28, 28), 0)

@@ -10,7 +10,7 @@ import hashlib
 import pytest
 from sqlalchemy import select
 
-from conftest import INSTRUCTOR_PASSWORD
+from helpers.instructor import INSTRUCTOR_PASSWORD
 
 PLACEHOLDERS = {"run_id": "abcdef123456", "token": "0123456789abcdef", "slug": "shapes", "action": "pause"}
 

@@ -14,7 +14,7 @@ import zipfile
 
 import pytest
 
-from conftest import make_zip, png_bytes
+from helpers.images import make_zip, png_bytes
 
 
 def upload(client, data: bytes, name: str = "set.zip", lang: str = "en"):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import INSTRUCTOR_RUN_ID as RUN_ID
-from conftest import png_bytes
+from helpers.images import png_bytes
+from helpers.instructor import INSTRUCTOR_RUN_ID as RUN_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -218,7 +218,7 @@ def e2e_stack(tiny_models_dir):
     private copy of the tiny models the processes serve and the instructor publishes into."""
     import tempfile
 
-    from conftest import LabStack
+    from helpers.lab import LabStack
 
     folder = Path(tempfile.mkdtemp(prefix="lstmlab-instructor-e2e-"))
     stack = LabStack(folder)
@@ -236,7 +236,8 @@ def test_end_to_end_instructor_flow(e2e_stack, make_app):
     before the task existed (hot reload, no restart)."""
     import requests
 
-    from conftest import INSTRUCTOR_PASSWORD, make_zip
+    from helpers.images import make_zip
+    from helpers.instructor import INSTRUCTOR_PASSWORD
 
     stack = e2e_stack
     stack.web()  # the second app process, serving since before the task existed

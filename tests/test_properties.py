@@ -86,11 +86,23 @@ def test_mutated_images_give_model_input_or_refuse(seed_files, spec, data):
 @settings(max_examples=25, deadline=None)
 @given(h=st.integers(1, 300), w=st.integers(1, 300), mode=st.sampled_from(["1", "L", "LA", "P", "RGB", "RGBA", "I;16", "CMYK"]),
        fill=st.integers(0, 255), fmt=st.sampled_from(["PNG", "TIFF"]))
-def test_any_valid_image_gives_model_input_or_refuse(uploads, spec, h, w, mode, fill, fmt):
+def test_a_plain_image_is_refused_only_for_its_format_shape_or_blankness(uploads, spec, h, w, mode, fill, fmt):
+    """A one-colour picture gives model input unless the app does not read TIFF, one side is more
+    than MAX_ASPECT times the other, or the task looks for ink (digits, garments) and finds none."""
+    from app.imagefile import MAX_ASPECT
+
     img = Image.new(mode, (w, h), fill if mode not in ("RGB", "RGBA", "CMYK") else (fill,) * len(mode))
     if mode == "CMYK":
         fmt = "TIFF"  # PNG cannot store CMYK
-    assert_model_input(uploads.encode(img, fmt), spec)
+    data = uploads.encode(img, fmt)
+    refused = fmt == "TIFF" or max(h, w) > MAX_ASPECT * min(h, w) or spec.preprocess in ("mnist", "fashion")
+    if refused:
+        with pytest.raises(InvalidInput) as info:
+            bytes_to_array(data, spec)
+        assert info.value.status == 400 and info.value.en and info.value.vi
+    else:
+        arr = bytes_to_array(data, spec)
+        assert arr.shape == spec.input_shape and arr.dtype == np.uint8
 
 
 # ----------------------------------------------------------------------------- text
@@ -163,7 +175,7 @@ def test_predict_api_answers_200_or_a_clear_4xx(seed_files, client, data):
     assert body["top"] if resp.status_code == 200 else (body["error_en"] and body["error_vi"])
 
 
-# ----------------------------------------------------------------------------- issue 15: in-format images
+# ----------------------------------------------------------------------------- images already in the model's format
 @pytest.mark.parametrize("spec", [BUILTIN_TASKS["mnist"], BUILTIN_TASKS["fashion_mnist"]], ids=lambda s: s.slug)
 @settings(max_examples=80, deadline=None)
 @given(pixels=st.binary(min_size=28 * 28, max_size=28 * 28), fmt=st.sampled_from(["PNG", "BMP"]))

@@ -234,13 +234,13 @@ def test_uploads_are_never_written_under_the_project_tree(uploads, client, app):
     """A 2 MB upload (above werkzeug's in-memory threshold) carrying a unique marker: afterwards
     no file under the project tree contains the marker."""
     marker = secrets.token_bytes(32)
-    payload = uploads.encode(uploads.noise_rgb(1000, 700), "BMP") + marker
+    payload = uploads.encode(uploads.digit_like(1000, 700).convert("RGB"), "BMP") + marker
     assert len(payload) > 1024 * 1024
     start = time.time() - 1
     resp = client.post("/api/v1/tasks/mnist/predict", data=upload(payload, "big.bmp"))
-    assert resp.status_code in (200, 400)
+    assert resp.status_code == 200 and resp.get_json()["top"]
     page = client.post("/tasks/mnist", data=upload(payload, "big.bmp"), content_type="multipart/form-data")
-    assert page.status_code in (200, 400)
+    assert page.status_code == 200
     skip = {ROOT / ".git", ROOT / ".venv"}
     leaked = []
     for dirpath, dirnames, filenames in os.walk(ROOT):
@@ -255,7 +255,7 @@ def test_uploads_are_never_written_under_the_project_tree(uploads, client, app):
     assert not leaked
 
 
-# ============================================================================= issue 16
+# ============================================================================= the app as a server runs it
 def production_app(tmp_path, monkeypatch, models_dir=None, **config):
     """create_app as a server runs it (not TESTING), with its instance folder under tmp_path."""
     monkeypatch.delenv("FLASK_SECRET_KEY", raising=False)
@@ -497,10 +497,10 @@ def test_uploads_stay_in_memory(uploads, client, monkeypatch):
         return real(*args, **kw)
 
     monkeypatch.setattr(werkzeug.formparser, "SpooledTemporaryFile", recording)
-    payload = uploads.encode(uploads.noise_rgb(1000, 700), "BMP")
+    payload = uploads.encode(uploads.digit_like(1000, 700).convert("RGB"), "BMP")
     assert len(payload) > 1024 * 1024
     resp = client.post("/api/v1/tasks/mnist/predict", data=upload(payload, "big.bmp"))
-    assert resp.status_code in (200, 400) and resp.get_json()["task" if resp.status_code == 200 else "error"]
+    assert resp.status_code == 200 and resp.get_json()["top"]
     assert not made
 
 

@@ -1,4 +1,4 @@
-"""What is served is what was measured (issue 15).
+"""What is served is what was measured.
 
 For every shipped image model the served accuracy (each test image encoded as a user sends it,
 through the app's own upload path and model store) is recomputed and must equal the card's figure
@@ -65,7 +65,7 @@ def random_npz(path, n_test: int = 24, n_train: int = 8):
 def evaluated(tmp_path_factory):
     """A tiny exported MNIST model after `evaluate mnist --through-upload` on a tiny data file,
     with the card bytes before and after."""
-    from conftest import write_tiny_image_model
+    from helpers.models import write_tiny_image_model
     from training.__main__ import main
 
     models = tmp_path_factory.mktemp("served_models")
