@@ -1,17 +1,6 @@
-"""gunicorn settings, from the environment (`make serve` uses this file).
-
-gunicorn's threads wait on slow clients, so on a network it runs behind nginx
-(docs/deploy/nginx.conf, docker-compose.yml): bind it where only nginx reaches it (the default
-loopback address, or `unix:/run/lstmlab/gunicorn.sock`) and set LSTMLAB_TRUSTED_PROXIES=1.
-FLASK_TESTING is refused and FLASK_DEBUG turned off under gunicorn (app/security.py).
-
-LSTMLAB_BIND (default 127.0.0.1:8000), WEB_CONCURRENCY (workers, default 2), LSTMLAB_THREADS
-(threads per worker, default 4: a streamed text holds one thread, not a whole worker),
-LSTMLAB_TF_THREADS (TensorFlow/BLAS threads per worker, default 1; 0 = one per core).
-No `preload_app`: each worker loads the models after forking. An image model is served by LiteRT
-from its model.tflite (every model ready in under a second); one without a current .tflite falls
-back to XLA over Keras, which is not fork-safe and takes 40-70 s to compile at start.
-"""
+"""gunicorn settings, from the environment (`make serve` uses this file): bind, workers, threads,
+and the lab bench's training consumers, started and supervised by the master.
+Details: docs/DESIGN.md, "gunicorn (gunicorn.conf.py)"."""
 
 import os
 import threading

@@ -1,14 +1,7 @@
-"""The model card (`card.json`): one schema that every writer and reader goes through.
-
-A card is written by training (`python -m training`, the lab bench, the instructor's publish step,
-`export` and `evaluate`) and read by the model store, the pages, the API, the results report and
-the benchmarks. `Card.from_json` checks a card once, field by field, and raises `CardError`
-naming every missing or mistyped field; `Card.to_json` gives it back. Keys the schema does not
-name are kept as read (`extra`), so read -> write loses nothing. No TensorFlow, no Flask.
-
-Versions: `CARD_VERSION` is written on every card; a card without one is version 0 (written
-before the schema) and is upgraded on reading (`_upgrade`); a newer version is refused.
-"""
+"""The model card (`card.json`): one schema every writer and reader goes through. `Card.from_json`
+checks a card field by field (`CardError` names each bad field), unknown keys are kept, and
+older card versions are upgraded on reading.
+Details: docs/DESIGN.md, "Model cards (app/cards.py)"."""
 
 from __future__ import annotations
 

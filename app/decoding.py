@@ -1,26 +1,7 @@
-"""Decoding: a generation request's parameters checked (`validate_request`: bilingual 400 errors
-on bad input, as the text page's form and the JSON API send them), then the next token from a
-text model's logits (greedy, temperature, top-k, top-p or beam search), one token at a time
-(`app.textmodel.TextModel.step`), streamed as it comes.
-
-Headlines are exactly `length` words long, never a marker, <pad>, <unk> or end-of-line.
-
-Kiều in lục bát: the meter is enforced while decoding. Before each syllable is drawn, the
-candidates that break the rule at that position are masked (per-vocabulary tone class and vần
-are computed once at load time): a line ends exactly after 6 / 8 syllables; positions 2, 6, 8 are
-bằng, 4 is trắc; the bát line's 8 is the other level tone than its 6; lục 6 rhymes with the
-previous bát 8 and bát 6 with lục 6. When no vocabulary entry fits (a seed ending in a vần the
-vocabulary does not have), the rules are relaxed in a fixed order: first the rhyme is dropped,
-then the tone (length is never dropped); each relaxation is reported in that line's check under
-"relaxed".
-
-Exact rhymes are preferred, near rhymes stay possible: at a rhyme position the candidates whose
-vần is the same as the target's get EXACT_RHYME_BONUS added to their (temperature-scaled) logits,
-i.e. their probability multiplied by e^bonus before sampling or beam scoring. The target syllable
-itself is not a candidate there (unless it is the only one): the poem almost never rhymes a
-syllable with itself, and without this rule the bonus would mostly buy repetitions. Each line's
-check says whether its rhyme was exact (`app.text.check_line`).
-"""
+"""Decoding: a generation request checked (`validate_request`, bilingual 400s), then the next
+token from a text model's logits (greedy, temperature, top-k, top-p or beam search), streamed;
+for Kiều the lục bát meter is enforced while decoding.
+Details: docs/DESIGN.md, "Decoding (app/decoding.py)"."""
 
 from __future__ import annotations
 

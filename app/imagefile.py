@@ -1,27 +1,7 @@
-"""The one safe image decoder: untrusted bytes (an upload, or a file of an instructor's folder)
--> a loaded Pillow image, or `InvalidInput`.
-
-Serving (`app.imaging.decode_image`) and training (`training.folder`, through the same function)
-both open images here, so the rules hold everywhere:
-
-- Formats: only ALLOWED_FORMATS are tried. Pillow's other plugins never see the bytes, so an
-  upload that is really PostScript/EPS (whatever its name) cannot make Pillow run Ghostscript,
-  and the rarely used parsers (TIFF, PSD, ICNS, FITS...) are out of reach.
-- Size, checked from the header before any pixel is decoded: at most MAX_PIXELS decoded pixels
-  (a JPEG is decoded at 1/2, 1/4 or 1/8 scale with `draft()` first, so a camera photo of up to
-  MAX_JPEG_PIXELS passes; a WebP at most MAX_WEBP_PIXELS, its decoder being hungrier), at most
-  MAX_ASPECT:1 between the sides. docs/BENCHMARKS.md measures the memory each costs.
-- 16-bit greyscale becomes 8-bit through a lookup table, a band of rows at a time (no float64
-  or other full-size copy of the picture).
-- With `max_side`, a picture over twice that size is box-reduced by a whole factor as soon as it
-  is decoded, so only the small copy outlives this function.
-- Concurrency: at most MAX_DECODES pictures are decoded at once in a process (a gunicorn worker);
-  the others wait up to DECODE_WAIT_SECONDS, then get a 503. Memory per worker is then bounded by
-  MAX_DECODES decodes, however many requests arrive together.
-
-Every failure of a decoder is an `InvalidInput` with a Vietnamese and an English message (400; 413
-for a picture over the size limit), never a 500.
-"""
+"""The one safe image decoder: untrusted bytes (an upload, or a file of an instructor's folder) ->
+a loaded Pillow image, or a bilingual `InvalidInput` (400; 413 over the size limit). Only
+ALLOWED_FORMATS, sizes checked from the header, a bounded number of decodes at once.
+Details: docs/DESIGN.md, "Reading untrusted images (app/imagefile.py)"."""
 
 from __future__ import annotations
 

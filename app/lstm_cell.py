@@ -1,33 +1,7 @@
-"""The LSTM cell written from its equations in NumPy: the one implementation the app runs (text
-serving, gate traces) and the export's check of which LSTMs it computes.
-
-At time step t, with input x_t, previous hidden state h_{t-1} and previous cell state c_{t-1}:
-
-    i_t = σ(x_t W_i + h_{t-1} U_i + b_i)          input gate: how much of the candidate to add
-    f_t = σ(x_t W_f + h_{t-1} U_f + b_f)          forget gate: how much of the old cell to keep
-    g_t = tanh(x_t W_c + h_{t-1} U_c + b_c)       candidate: the new content
-    o_t = σ(x_t W_o + h_{t-1} U_o + b_o)          output gate: how much of the cell to show
-    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t               cell state: the long-term memory
-    h_t = o_t ⊙ tanh(c_t)                         hidden state: the output of the step
-
-σ is the logistic sigmoid, ⊙ the element-wise product, h_0 = c_0 = 0. The cell state is updated
-by a sum, not by a matrix product, so the gradient along c flows back through time multiplied
-only by f_t: when the forget gate stays near 1, memory (and the gradient) survives many steps.
-
-Keras stores the four gates side by side in one fused kernel W (input_dim, 4·units), one
-recurrent kernel U (units, 4·units) and one bias b (4·units,), in the order i, f, c, o
-(`keras.layers.LSTMCell.call` splits them in that order); `split_gates` follows it.
-
-A bidirectional layer runs a second LSTM over the reversed sequence and concatenates the two
-hidden states; with `return_sequences` the backward outputs are flipped back so that position t
-holds both directions' state for time step t.
-
-The same equations as a Keras layer: `training.layers.lstm_from_scratch_layer`.
-
-The weights come from a saved Keras 3 model (`.keras` zip: config.json + model.weights.h5) read
-with h5py (`read_keras_file`): the serving workers need each layer's class, config and weights and
-nothing else, so TensorFlow (its memory and its import time) stays out of the web app.
-"""
+"""The LSTM cell written from its equations in NumPy, and `read_keras_file`, which reads a saved
+Keras model's layers and weights with h5py: what the app runs for text serving, gate traces and
+the export's check, without TensorFlow.
+Details: docs/DESIGN.md, "The LSTM cell (app/lstm_cell.py)"."""
 
 from __future__ import annotations
 

@@ -1,24 +1,7 @@
-"""Load every task's model once, before serving, and keep one compiled predict function per model.
-
-`create_app` calls `init_app`, so each gunicorn worker loads the models after it forks (TensorFlow
-is not fork-safe: no `--preload`). A task whose `card.json` or model is missing or damaged is
-kept as *unavailable* with the command that trains it; the other tasks are served as usual.
-
-Image models: `model.predict` is slow for one sample (it builds a data pipeline per call), so each
-model gets a function compiled once, here, with a warm-up call:
-- engine "litert": `models/<slug>/model.tflite` (written by `python -m training export`) run by
-  LiteRT interpreters, when the card's `export.source_sha256` is the hash of the `model.keras`
-  on disk. This path never imports TensorFlow or Keras: a worker stays small and starts in
-  seconds. An interpreter is not thread-safe, so each model keeps a small pool of them. When the
-  card's `export.int8` says the int8 export passed its accuracy check on the test set, that file
-  is served instead (faster; PREDICT_INT8 off serves float32), and the task's
-  `precision` says which.
-- engine "xla" (or "tf" with PREDICT_JIT off): otherwise (no, stale or unreadable .tflite,
-  LiteRT not installed, or PREDICT_LITERT off), a `tf.function` over the Keras model with a fixed
-  input signature (None, H, W, C) float32, XLA-compiled by default.
-Text models are loaded by `app.textmodel.load_text_model` (engine "numpy": a NumPy step
-function over the weights read from model.keras without Keras).
-"""
+"""Load every task's model once per worker, before serving, with one compiled predict function per
+model (LiteRT from model.tflite, else XLA over Keras; text in NumPy); a task whose files are
+missing or damaged is kept as unavailable with the command that trains it.
+Details: docs/DESIGN.md, "The model store (app/modelstore.py)"."""
 
 from __future__ import annotations
 

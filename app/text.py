@@ -1,34 +1,6 @@
-"""Text for the generators: NFC normalisation, tokenizers, the vocabulary, formatting, lục bát.
-
-Pure Python (no Keras): training, serving and tests share these functions, so a word is cut and
-numbered the same way everywhere.
-
-Tokenizers (`TaskSpec.tokenizer`):
-- "words" (NYT headlines, as the lab cleans them): NFC, lower case, every punctuation or symbol
-  character removed (curly quotes included), split on white space.
-- "syllables" (Truyện Kiều): NFC, lower case, punctuation removed, one token per syllable; each
-  verse line ends with the EOL token so the model learns where lines end.
-
-Lục bát rules (`check_verse`), as the project defines them:
-- a couplet is a lục line of 6 syllables then a bát line of 8;
-- tones: bằng (level) = no mark or huyền; trắc (sharp) = sắc, hỏi, ngã, nặng. Syllables 2 and 6
-  are bằng and 4 is trắc in both lines; the bát line's 8 is bằng, and its 6 and 8 differ (one
-  huyền, one ngang);
-- rhyme: lục 6 rhymes with bát 6; bát 8 rhymes with the next lục 6. Rhyme is decided on the
-  vần (the syllable without its tone and initial consonant: ngh ng nh ch gh gi kh ph th tr qu or a
-  single consonant; "gi" before a consonant is g + i, so "gìn" has vần "in"), split into main
-  vowel and ending (-ng -nh -ch -c -m -n -p -t -i/-y -o/-u or none), the glide of oa/oe/uâ/uê/uy/uơ
-  dropped (hoa ~ ta). Two syllables rhyme when the endings are equal and the main vowels fall in
-  one group: {a ă â ơ ư ươ ưa}, {o ô u uô ua}, {e ê i y iê ia yê}; before -nh, -ch and -i any
-  vowel goes (thanh ~ tình, người ~ ngoài ~ tôi). This is the "vần thông" of lục bát that Nguyễn
-  Du uses throughout (ta ~ hoa, nhau ~ dâu, ang ~ ương): by the exact vần alone his poem rhymes
-  in only part of the places the form asks for (the card has the share). The card reports how
-  often the real poem passes this checker, and how often two random syllables of the poem do
-  (the rule must still reject most pairs).
-- exact rhyme: a rhyme whose two vần are the same letters (`exact_rhyme`: hoa ~ xoa, not hoa ~
-  ta). Near rhymes (the rule above) stay allowed; `check_line` says which rhymes were exact and
-  `rhyme_shares` counts them, so a generator can be compared with the poem on the same checker.
-"""
+"""Text for the generators: NFC normalisation, the tokenizers, the vocabulary, formatting and the
+lục bát checker. Pure Python: training, serving and tests cut and number words the same way.
+Details: docs/DESIGN.md, "Text and lục bát (app/text.py)"."""
 
 from __future__ import annotations
 

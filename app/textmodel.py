@@ -1,16 +1,6 @@
 """A text model as served: the vocabulary and the weights of models/<slug>/model.keras, run one
-token at a time in NumPy.
-
-The saved model is an Embedding → LSTM(s) → Dense(s) stack (Dropout being a no-op at inference);
-each LSTM step is `app.lstm_cell.lstm_step`. The (h, c) state is carried from step to step, so
-each new token costs the same however long the text is, and no `model.predict` runs on the
-request path (for one sample a NumPy step is far cheaper than a TensorFlow call: see
-docs/BENCHMARKS.md; tests check it equals the Keras model). The weights are read from the file
-with h5py (`app.lstm_cell.read_keras_file`), so serving text never imports Keras or TensorFlow.
-
-Asked to, a step also records every LSTM layer's gates: a traced request shows the gates of
-the very run that produced its text (`app.trace.word_trace`).
-"""
+token at a time in NumPy (no Keras, no TensorFlow), optionally recording every gate.
+Details: docs/DESIGN.md, "Served text models (app/textmodel.py)"."""
 
 from __future__ import annotations
 

@@ -1,26 +1,6 @@
-"""Trace a served prediction: what every LSTM gate did at every time step.
-
-For each LSTM (and each direction of a bidirectional LSTM), per time step and per unit: the
-input gate i, forget gate f, output gate o, the candidate g, the cell state c and the hidden
-state h (see app/lstm_cell.py).
-
-Text: the served NumPy model records the gates while it generates (`app.textmodel.TextModel.step`);
-`word_trace` lays out those of the very run that made the text. Images: `Tracer` walks the
-shipped model's graph once, when it is built, and turns every layer into a NumPy function holding
-that layer's own weights; it reads model.keras's config and weights directly
-(`app.lstm_cell.read_keras_file`), so a trace needs neither Keras nor TensorFlow in the serving
-worker. Running it on an input reproduces the model's output (tests check it equals `model(x)` to 1e-5).
-
-Layers `Tracer` handles in NumPy: InputLayer, Rescaling, Reshape, Permute, Flatten,
-LayerNormalization, Dropout (a no-op at inference), Dense, Activation, Concatenate, LSTM,
-Bidirectional(LSTM) and TimeDistributed(Bidirectional(LSTM)); any other layer is refused
-(ValueError: the trace panel then says the model cannot be shown).
-Architectures: baseline (LSTM → LSTM over the image rows), rows_cols (bidirectional LSTMs over the
-rows and over the columns: every one is traced) and ReNet, where the two patch sweeps (a
-TimeDistributed BiLSTM along every row of patches, then down every column) run in NumPy but are
-not recorded (one sequence per patch row or column: too many to show); the final BiLSTM that
-reads the feature map one patch row per time step is traced.
-"""
+"""Trace a served prediction: every LSTM gate (i, f, o, g) and state (c, h) at every time step,
+from the text model's own run or from a NumPy replay of an image model's graph (`Tracer`).
+Details: docs/DESIGN.md, "Gate traces (app/trace.py)"."""
 
 from __future__ import annotations
 

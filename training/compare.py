@@ -1,22 +1,7 @@
-"""`python -m training compare-rnn [--quick]`: why an LSTM, measured.
-
-A plain RNN (SimpleRNN) and an LSTM with the same number of units are trained the same way
-(same data, order, optimizer, learning rate, gradient clipping, epochs) on two tasks:
-
-* the adding problem (Hochreiter & Schmidhuber 1997): each time step carries a random number in
-  [0, 1] and a marker; the target is the sum of the two marked numbers. The first marker is in
-  the first tenth of the sequence, the second in the last half, so the answer needs a memory of
-  at least half the sequence. A model that always answers 1 has a mean squared error near 1/6;
-  "accuracy" is the share of answers within ADD_TOLERANCE of the truth.
-* MNIST read row by row (28 steps of 28 pixels), on a subset to keep it cheap.
-
-For each model it records the training curves and, before training and after every epoch, the
-gradient norm ‖∂L/∂x_t‖ of the loss with respect to the input at every time step t (mean over a
-fixed batch): how much of the learning signal from the answer at the last step reaches step t.
-A plain RNN's signal shrinks geometrically as it goes back (vanishing gradient); the LSTM's cell
-state carries it back through its forget gates. Results go to models/compare_rnn/results.json
-and comparison.png (not card.json: this is an experiment, not a servable task).
-"""
+"""`python -m training compare-rnn [--quick]`: a SimpleRNN and an LSTM of the same size trained
+alike on the adding problem and on MNIST rows, with the gradient reaching each time step: why
+an LSTM, measured. Results in models/compare_rnn/.
+Details: docs/DESIGN.md, "RNN against LSTM (training/compare.py)"."""
 
 from __future__ import annotations
 

@@ -1,27 +1,6 @@
-"""`python -m training export <slug> | --all`: models/<slug>/model.tflite for the serving workers.
-
-The web app serves an image model with LiteRT when its `model.tflite` comes from the `model.keras`
-next to it, so a worker never imports TensorFlow. The conversion freezes the variables into
-constants (a `.tflite` that reads variables fails at READ_VARIABLE) and runs the same float32
-weights in a graph LiteRT runs faster (`serving_graph`): TimeDistributed layers folded into one
-batched call (`fold_time_distributed`) and each LSTM / Bidirectional(LSTM) unrolled with its
-directions in lockstep (`lockstep_layer`). Each export is checked against Keras on real test
-images, and the card records the checks (`app.cards.Export`).
-
-Beside it, `model.int8.tflite`: the same graph with dynamic-range int8 weights (per-channel int8
-weights, activations quantized on the fly). Rounding the weights moves the probabilities a little,
-so it is kept only when, on the whole test set, its accuracy is within INT8_MAX_DROP of the float32
-export and it gives the float32 class on at least INT8_MIN_AGREEMENT of the images; without
-labelled test data it is not made. The app serves it when the card says it passed (PREDICT_INT8,
-on by default). docs/BENCHMARKS.md compares the exports' speed and memory.
-
-Not done: the converter's fused LSTM op (its Keras pattern needs variables left in the file, and it
-clips the cell state at 10); one While loop per direction as Keras traces it; float16 weights
-(LiteRT widens them back to float32 at load).
-
-`training.images` calls `export_model` inside the atomic save, so every new model ships with its
-`.tflite`; `export --all` skips a model whose export is already current (use --force to redo).
-"""
+"""`python -m training export <slug> | --all`: models/<slug>/model.tflite (and the checked int8
+model.int8.tflite) for the serving workers, each checked against Keras on real test images.
+Details: docs/DESIGN.md, "The LiteRT export (training/export.py)"."""
 
 from __future__ import annotations
 

@@ -1,20 +1,6 @@
-"""Text data for the text tasks (NYT headlines by word, Truyện Kiều by syllable): read, split,
-and turn into padded arrays or length-bucketed batches.
-
-Splits: headlines are deduplicated, then split 80/10/10 by headline. Kiều is split by couplet,
-in runs of COUPLETS_PER_BLOCK consecutive couplets so that every sequence keeps the
-cross-couplet rhyme (bát 8 → next lục 6) the model must learn. Training is many-to-many: each
-headline or block is one sequence and the loss covers every position.
-
-Headlines are little text for an LSTM. With `aux_text="snippets"` (the task's default) the model
-also trains on the training articles' snippets (`snippet_sequences`), each starting from the
-SNIPPET marker instead of EOL, so the model keeps the two styles apart and headlines stay what is
-validated, tested and generated. The n-gram baseline is offered the same text after the same marker.
-
-The vocabulary is built from the training headlines only (tokens seen at least MIN_COUNT times),
-so the test tokens do not depend on the extra text; the rest become <unk>, which both the LSTM
-and the n-gram predict as one token.
-"""
+"""Text data for the text tasks (NYT headlines by word, Truyện Kiều by syllable): read, split
+(headlines 80/10/10, Kiều by blocks of couplets), and turned into padded arrays or batches.
+Details: docs/DESIGN.md, "Text data (training/textdata.py)"."""
 
 from __future__ import annotations
 

@@ -1,15 +1,7 @@
-"""The instructor console: sign-in, data sets, publishing, access to the lab bench,
-the run queue, and a token-authenticated JSON API.
-
-Feature package (microblog style): `auth` (Flask-Login sign-in, lock-out, session expiry),
-`cli` (`flask --app wsgi instructor add|passwd|remove|token`), `datasets` (zip or server-folder
-import with every safety check, preview, fixed split), `publish` (a finished run becomes a
-served task, atomically; the previous model kept in <instance>/replaced/), `access` (open / class
-code / closed), `settings` (queue pause and lab limits), `views` (/instructor pages) and `api`
-(/api/v1 routes behind `Authorization: Bearer`). Every /instructor route except the sign-in page
-is guarded once, for the whole blueprint (`auth.require_instructor`), so a new route cannot
-be left open.
-"""
+"""The instructor console: sign-in, data sets, publishing, access to the lab bench, the run queue
+and a token-authenticated JSON API. Every /instructor route but the sign-in page is guarded
+once, for the whole blueprint.
+Details: docs/DESIGN.md, "The instructor console (app/instructor/)"."""
 
 from __future__ import annotations
 

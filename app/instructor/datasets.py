@@ -1,23 +1,7 @@
-"""An instructor's data set: a zip of class folders (or a folder on the server) becomes
-`<instance>/datasets/<slug>/train/<class>/…`, `…/val/<class>/…` (the validation set, fixed once)
-and `…/test/<class>/…`, the layout
-`python -m training folder --data-dir` reads, with its record in `dataset.json`.
-
-Two steps, as on the page: `stage_zip` / `stage_folder` check and index everything into a
-staging folder and return a preview (per-class counts, skipped files with the reason, class
-imbalance, thumbnails, a suggested image size and colour); `save_dataset` then fixes the
-stratified, seeded split once, writes the record and renames the finished folder into place.
-Nothing is half-written: a refusal deletes the staging folder, and the data set appears only by
-the final rename.
-
-Refused with a bilingual `InvalidInput` (the whole upload): names that escape the folder (`..`,
-absolute paths, drive letters), symbolic links, nested archives, more entries than
-DATASET_MAX_FILES, zip bombs (a file or the archive decompressing more than DATASET_MAX_RATIO
-times its size, or more than DATASET_MAX_TOTAL_BYTES in all), encrypted entries, fewer than two
-classes, a class with fewer than two readable images. Skipped with the reason (listed on the
-preview): files that are not images (decoded by `app.imaging.decode_image`, the app's decoder
-for uploads), images too large in bytes or pixels, files outside a class folder.
-"""
+"""An instructor's data set: a zip of class folders (or a server folder) checked, previewed, split
+once (stratified, seeded) into train/val/test under <instance>/datasets/<slug>/, and saved by one
+final rename, so nothing is half-written.
+Details: docs/DESIGN.md, "Instructors' data sets (app/instructor/datasets.py)"."""
 
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
-"""`python -m app.lab [--workers N]`: one Huey consumer for the lab bench (`make worker`).
-
-Lowers its CPU priority first (LAB_WORKER_NICE, default 10: every thread TensorFlow starts later
-inherits it), so web requests on the same cores keep their speed; then runs thread workers that
-take runs from the queue (LSTMLAB_QUEUE_URL) and write records (LSTMLAB_DATABASE_URL).
-
-Never more consumers than LSTMLAB_TRAIN_WORKERS (when above 0) per instance folder: each holds an exclusive
-lock on one slot file `<instance>/consumer-<n>.lock`, and one that finds no free slot exits.
-Started by the gunicorn master (LSTMLAB_MASTER_PID set), it dies with the master: a parent-death
-signal on Linux, and a watch on its parent's pid elsewhere or if the signal was missed.
-"""
+"""`python -m app.lab [--workers N]`: one Huey consumer for the lab bench (`make worker`), at lower
+CPU priority, never more than LSTMLAB_TRAIN_WORKERS per instance folder, dying with its master.
+Details: docs/DESIGN.md, "The training consumer (app/lab/__main__.py)"."""
 
 from __future__ import annotations
 
