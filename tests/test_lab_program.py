@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,27 +32,6 @@ def recipes_under_test() -> list[tuple[str, Recipe]]:
     return out
 
 
-CHECK = """
-import json, os, sys
-import keras
-from app.tasks import BUILTIN_TASKS
-from training.build import make_recipe_model
-from training.fit import card_header
-spec = BUILTIN_TASKS["mnist"]
-out = []
-for item in json.loads(open(sys.argv[1]).read()):
-    os.chdir(item["dir"])
-    scope = {"__name__": "__main__"}
-    exec(compile(open("program.py").read(), "program.py", "exec"), scope)
-    saved = keras.saving.load_model("model.keras")
-    bench = card_header(spec, make_recipe_model(spec, **item["recipe"]), "recipe", item["recipe"])
-    mine = card_header(spec, saved, "recipe", item["recipe"])
-    out.append({"name": item["name"], "bench": [bench["layers"], bench["params_total"]],
-                "program": [mine["layers"], mine["params_total"]], "accuracy": scope["accuracy"]})
-print("RESULT " + json.dumps(out))
-"""
-
-
 def tiny_mnist(folder: Path) -> Path:
     """A small MNIST-shaped .npz (random pixels) where the program looks for the data set."""
     rng = np.random.default_rng(3)
@@ -65,27 +42,44 @@ def tiny_mnist(folder: Path) -> Path:
     return folder
 
 
-def test_every_program_builds_the_bench_model(tmp_path):
-    data = tiny_mnist(tmp_path / "data")
-    items = []
+def form_of(recipe: Recipe, settings: RunSettings) -> dict:
+    """The bench form's fields (GET query) for a recipe and its settings."""
+    fields = {**asdict(recipe), **asdict(settings), "dataset": "mnist"}
+    fields["bidirectional"] = "on" if recipe.bidirectional else ""
+    return {k: str(v) for k, v in fields.items()}
+
+
+def data_and_model(source: str) -> str:
+    """The program's sections before Train: the data and the model, nothing fitted."""
+    return program.SECTION.join(source.split(program.SECTION)[:3])
+
+
+def test_every_program_builds_the_bench_model(lab_app, tmp_path, monkeypatch):
+    """The downloaded .py and .ipynb of every preset and random recipe hold the same code, and
+    that code builds the run's layer table and parameter count exactly (the notebook test
+    below executes one notebook end to end: train, evaluate, save)."""
+    import nbformat
+
+    from training.build import make_recipe_model
+    from training.fit import card_header
+
+    monkeypatch.setenv("LSTMLAB_DATA", str(tiny_mnist(tmp_path / "data")))
+    monkeypatch.setenv("PROGRAM_SUBSET", "100")
+    client = lab_app.test_client()
     for name, recipe in recipes_under_test():
-        folder = tmp_path / name
-        folder.mkdir()
-        source = program.render_program(MNIST, recipe, RunSettings(epochs=3, batch_size=32, seed=5))
-        assert "from app" not in source and "import training" not in source
-        (folder / "program.py").write_text(source, encoding="utf-8")
-        items.append({"name": name, "dir": str(folder), "recipe": asdict(recipe)})
-    (tmp_path / "items.json").write_text(json.dumps(items))
-    env = {**os.environ, "LSTMLAB_DATA": str(data), "PROGRAM_SUBSET": "100", "PROGRAM_EPOCHS": "1",
-           "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", CHECK, str(tmp_path / "items.json")], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.split("RESULT ", 1)[1])
-    assert [r["name"] for r in result] == [name for name, _ in recipes_under_test()]
-    for r in result:
-        assert r["program"] == r["bench"], r["name"]
-        assert 0.0 <= r["accuracy"] <= 1.0
+        query = form_of(recipe, RunSettings(epochs=3, batch_size=32, seed=5))
+        source = client.get("/lab/program.py", query_string=query).get_data(as_text=True)
+        assert "from app" not in source and "import training" not in source, name
+        notebook = nbformat.reads(client.get("/lab/program.ipynb", query_string=query).get_data(as_text=True), 4)
+        head, *sections = source.partition('"""\n\n')[2].split(program.SECTION)
+        assert [c.source for c in notebook.cells if c.cell_type == "code"] == [
+            head.strip(), *(s.partition("\n")[2].strip() for s in sections)], name
+        scope = {"__name__": "__main__"}
+        exec(compile(data_and_model(source), "program.py", "exec"), scope)
+        mine = card_header(MNIST, scope["model"], "recipe", asdict(recipe))
+        bench = card_header(MNIST, make_recipe_model(MNIST, **asdict(recipe)), "recipe", asdict(recipe))
+        assert [mine["layers"], mine["params_total"]] == [bench["layers"], bench["params_total"]], name
+        assert len(scope["y_train"]) + len(scope["y_val"]) == 100, name
 
 
 def test_program_comments_follow_the_language():
