@@ -13,13 +13,14 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 
 from app.cards import Card, CardError
 from app.i18n import current_language
-from app.lab import recipes, runs
+from app.lab import forgery, recipes, runs
 from app.records import DONE, FINISHED, RUNNING, Run, db
 from app.views.api import predict_answer
 
 bp = Blueprint("lab_api", __name__)
 
 bp.after_app_request(runs.set_owner_cookie)
+bp.before_request(forgery.check_forgery)  # the blueprint is CSRF-exempt, yet reads cookies
 
 
 @bp.post("/api/v1/runs")
