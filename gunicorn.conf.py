@@ -2,8 +2,13 @@
 and the lab bench's training consumers, started and supervised by the master.
 Details: docs/DESIGN.md, "gunicorn (gunicorn.conf.py)"."""
 
+import importlib.util
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 bind = os.environ.get("LSTMLAB_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -37,10 +42,6 @@ _stopping = threading.Event()
 
 def when_ready(server):
     """Start the Huey consumers beside the web workers."""
-    import importlib.util
-    import subprocess
-    import sys
-
     count = int(os.environ.get("LSTMLAB_TRAIN_WORKERS", "1"))
     if count > 0 and importlib.util.find_spec("keras") is None:  # a serving-only install cannot train
         server.log.info("lab bench: no training consumer started: the training libraries are not installed "
@@ -61,8 +62,6 @@ def when_ready(server):
 def _supervise(server, spawn):
     """Restart a consumer that died (its first act is to sweep the run it left back into the
     queue), waiting 1 s, then twice as long after each quick death, up to 30 s."""
-    import time
-
     delays = [1.0] * len(_consumers)
     while not _stopping.wait(1.0):
         for i, proc in enumerate(_consumers):
@@ -79,9 +78,6 @@ def _supervise(server, spawn):
 
 def on_exit(server):
     """Stop the consumers this master started (SIGINT: Huey's graceful stop lets a run checkpoint)."""
-    import signal
-    import subprocess
-
     _stopping.set()
     for proc in _consumers:
         if proc.poll() is None:

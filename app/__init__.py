@@ -27,6 +27,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not app.debug and not app.testing:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    # here, not at the top: importing app.tasks (training, the consumer) must not load the web layer
     from app import i18n, instructor, lab, modelstore, records, security, wording
     from app.views import api, errors, lstm, pages
 

@@ -15,6 +15,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from app.tasks import TaskSpec
+
 CARD_VERSION = 1
 CARD_FILE = "card.json"
 
@@ -334,8 +336,6 @@ class Card(Part):
     @property
     def spec(self):
         """The TaskSpec this card declares."""
-        from app.tasks import TaskSpec
-
         try:
             return TaskSpec.from_dict(self.task)
         except (TypeError, ValueError, KeyError) as exc:

@@ -17,6 +17,11 @@ from urllib.parse import urlencode
 
 import click
 from babel import Locale
+from babel.messages.catalog import Catalog
+from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po, write_po
 from babel.numbers import parse_pattern
 from babel.support import NullTranslations, Translations
 from flask import Flask, current_app, request
@@ -95,9 +100,6 @@ def _format(value, digits: int | None, kind: str) -> str:
 
 def compile_catalogues(folder: Path) -> None:
     """Compile every `<lang>/LC_MESSAGES/messages.po` under `folder` whose `.mo` is missing or older."""
-    from babel.messages.mofile import write_mo
-    from babel.messages.pofile import read_po
-
     for po in folder.glob("*/LC_MESSAGES/*.po"):
         mo = po.with_suffix(".mo")
         if mo.exists() and mo.stat().st_mtime >= po.stat().st_mtime:
@@ -135,10 +137,6 @@ def language_url(lang: str) -> str:
 # ----------------------------------------------------------------------------- flask translate
 def extract_catalogue():
     """Every msgid in app/ and templates/ (app/babel.cfg), as a Babel catalogue template."""
-    from babel.messages.catalog import Catalog
-    from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
-    from babel.messages.frontend import parse_mapping_cfg
-
     with (ROOT / "app" / "babel.cfg").open() as fh:
         method_map, options_map = parse_mapping_cfg(fh)
     catalogue = Catalog(project="LSTM Lab")
@@ -149,8 +147,6 @@ def extract_catalogue():
 
 
 def _write_po(catalogue, path: Path) -> None:
-    from babel.messages.pofile import write_po
-
     tmp = path.with_name(path.name + f".{os.getpid()}")
     with tmp.open("wb") as fh:
         write_po(fh, catalogue, width=0, no_location=True, omit_header=False)
@@ -172,8 +168,6 @@ def extract() -> None:
 @translate.command()
 def update() -> None:
     """Add new msgids to every language's messages.po (untranslated) and mark removed ones obsolete."""
-    from babel.messages.pofile import read_po
-
     template = extract_catalogue()
     for po in sorted(TRANSLATIONS.glob(f"*/LC_MESSAGES/{DOMAIN}.po")):
         with po.open("rb") as fh:

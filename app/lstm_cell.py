@@ -13,6 +13,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 TRACE_KEYS = ("i", "f", "g", "o", "c", "h")  # what `lstm_sequence(record=True)` records per step
@@ -187,8 +188,6 @@ def read_keras_file(path: Path) -> tuple[dict, dict[str, list[np.ndarray]]]:
     Keras stores a layer's variables under layers/<snake_case class name>[_<n>]/..., numbered in
     the order of `model.layers`; a wrapper's under its inner layers' paths.
     """
-    import h5py
-
     with zipfile.ZipFile(path) as zf:
         config = json.loads(zf.read("config.json"))["config"]
         weights_file = h5py.File(io.BytesIO(zf.read("model.weights.h5")), "r")

@@ -164,7 +164,7 @@ def load_entry(folder: Path, spec: TaskSpec, engines: Engines = Engines()) -> En
                 entry.error = "no current model.tflite, and Keras is not installed to run model.keras"
                 return entry
             else:
-                import keras
+                import keras  # heavy: Keras loads only when a model has no current .tflite
 
                 entry.predict = compile_predict(keras.saving.load_model(model_path, compile=False), spec, engines.jit)
                 entry.engine, entry.precision = ("xla" if engines.jit else "tf"), "float32"
@@ -270,7 +270,7 @@ class InterpreterPool:
     is not thread-safe; several let the worker's threads run the model in parallel)."""
 
     def __init__(self, flatbuffer: bytes, size: int, precision: str = "float32"):
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter  # heavy: loads only when LiteRT serves a model
 
         self.precision = precision  # of the weights: "float32" or "int8" (shown on the pages)
         self.free: queue.LifoQueue = queue.LifoQueue()
@@ -323,7 +323,7 @@ def litert_predict(folder: Path, card: Card, spec: TaskSpec, size: int = 2, int8
 
 def compile_predict(model, spec: TaskSpec, jit: bool = True) -> Callable[[np.ndarray], np.ndarray]:
     """One compiled function (None, H, W, C) float32 -> probabilities, traced and warmed up now."""
-    import tensorflow as tf
+    import tensorflow as tf  # heavy: TensorFlow loads only for the XLA engine
 
     shape = tuple(spec.input_shape)
     if tuple(model.input_shape[1:]) != shape:

@@ -22,8 +22,9 @@ import os
 import sys
 from pathlib import Path
 
-from app.tasks import IMAGE, BUILTIN_TASKS, get_task
+from app.tasks import BUILTIN_TASKS, IMAGE, get_task
 from training import cli
+from training.dataset import DataError
 
 # The module whose main(args) runs each command (evaluate is below); imported only when run.
 COMMAND_MODULES = {"folder": "training.folder", "export": "training.export", "report": "training.report",
@@ -37,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         print("tasks:", " ".join(BUILTIN_TASKS), "| commands:", ", ".join(cli.COMMANDS))
         return 0 if argv else 2
-    from training.dataset import DataError
 
     command, rest = argv[0], argv[1:]
     if command in cli.COMMANDS:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if command in cli.COMMANDS:
             return importlib.import_module(COMMAND_MODULES[command]).main(args)
         if spec.kind == IMAGE:
-            from training.images import train_image_task as train_task
+            from training.images import train_image_task as train_task  # heavy: Keras loads only for the command that trains
         else:
             from training.textgen import train_text_task as train_task
         train_task(spec, args, Path(args.models_dir))
@@ -79,14 +79,14 @@ def import_tensorflow(verbose: bool) -> None:
     """Import TensorFlow; without `verbose` its C++ start-up log (written to the stderr file
     descriptor before absl's logging is set up, so no environment variable reaches it) is dropped."""
     if verbose:
-        import tensorflow  # noqa: F401
+        import tensorflow  # noqa: F401 - heavy: TensorFlow loads here, where its start-up output is silenced
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     sys.stderr.flush()
     os.dup2(devnull, 2)
     try:
-        import tensorflow  # noqa: F401
+        import tensorflow  # noqa: F401 - heavy: TensorFlow loads here, its start-up output silenced
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -109,7 +109,7 @@ def evaluate(args) -> int:
         print("error: --through-upload is for image tasks", file=sys.stderr)
         return 2
     if args.through_upload:
-        from training.images import evaluate_served
+        from training.images import evaluate_served  # heavy: Keras loads only for the command that evaluates
 
         result = evaluate_served(spec, args.data, models_dir, examples=not args.no_examples)
         tolerance = max(tolerance, 0.003)

@@ -60,7 +60,7 @@ def mnist_rows(data: str | None, n_train: int, n_test: int):
 # ----------------------------------------------------------------------------- models
 def make_recurrent(kind: str, steps: int, features: int, units: int, outputs: int):
     """Input → SimpleRNN or LSTM (`units`) → Dense: the only difference is the recurrent cell."""
-    import keras
+    import keras  # heavy: the CLI imports this module for its parser; Keras loads only to run
 
     layer = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM}[kind]
     inputs = keras.Input((steps, features), name="sequence")
@@ -125,7 +125,7 @@ def train_pair(name: str, x_train, y_train, x_test, y_test, outputs: int, cfg: d
 # ----------------------------------------------------------------------------- results
 def plot_comparison(results: dict, out: Path) -> None:
     """comparison.png: per experiment, validation accuracy, loss, and gradient norm per time step."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: matplotlib loads only to draw
 
     experiments = results["experiments"]
     fig = Figure(figsize=(13, 3.6 * len(experiments)))

@@ -14,6 +14,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from app.config import ROOT, default_data_dir
 from app.errors import InvalidInput
@@ -61,7 +62,7 @@ def _has_class_folders(path: Path) -> bool:
 
 def load_keras_dataset(spec: TaskSpec, tried: Path) -> ImageData:
     """The canonical download through keras.datasets (needs the internet)."""
-    import keras
+    import keras  # heavy: the CLI imports this module; Keras loads only to download
 
     try:
         module = getattr(keras.datasets, spec.keras_dataset)
@@ -170,8 +171,6 @@ def load_idx_dir(folder: Path, spec: TaskSpec) -> ImageData:
 
 def to_png_bytes(arr: np.ndarray) -> bytes:
     """A uint8 array as PNG bytes (fixtures and tests)."""
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(arr.squeeze()).save(buf, "PNG")
     return buf.getvalue()

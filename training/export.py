@@ -10,10 +10,14 @@ import sys
 import zipfile
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from app.cards import Card, Export, write_atomically
 from app.lstm_cell import cell_problem
+from app.modelstore import InterpreterPool  # the very code that serves it
 from app.tasks import IMAGE, TaskSpec, discover_tasks
 from training.data import load_image_data
 from training.dataset import DataError
@@ -46,8 +50,6 @@ def fold_time_distributed(model, inner=None):
     becomes one BiLSTM loop per row of patches), which LiteRT runs far slower than the folded
     graph; the folded graph also converts faster and smaller.
     """
-    import keras
-
     if not any(isinstance(layer, keras.layers.TimeDistributed) for layer in model.layers):
         return model
 
@@ -73,8 +75,6 @@ def _directions(layer) -> list | None:
     """The LSTM layers of an LSTM or a Bidirectional(LSTM) that `lockstep_layer` can run: the
     cell `app.lstm_cell` computes (`cell_problem`), with a bias, and outputs that are a sequence
     or the last step."""
-    import keras
-
     if isinstance(layer, keras.layers.Bidirectional):
         if layer.merge_mode != "concat" or layer.return_state:
             return None
@@ -97,8 +97,6 @@ def lockstep_layer(layer):
     straight-line ops that XNNPACK covers; unrolled one direction at a time it is slower still
     (thousands of small ops). In lockstep the input projection is one matmul over all steps and
     each step is a dozen ops for both directions (docs/BENCHMARKS.md compares the exports)."""
-    import keras
-
     rnns = _directions(layer)
     if rnns is None:
         return layer
@@ -109,9 +107,6 @@ def lockstep_layer(layer):
 
 @functools.cache
 def _lockstep_class():
-    import keras
-    import tensorflow as tf
-
     class Lockstep(keras.layers.Layer):
         def __init__(self, weights, backwards, sequences, **kw):
             super().__init__(**kw)
@@ -152,8 +147,6 @@ def _lockstep_class():
 
 def serving_graph(model):
     """The model as exported: TimeDistributed folded into the batch, LSTMs in lockstep."""
-    import keras
-
     folded = fold_time_distributed(model, inner=lockstep_layer)
     if not any(_directions(layer) for layer in folded.layers):
         return folded
@@ -163,9 +156,6 @@ def serving_graph(model):
 def convert(model, int8: bool = False) -> bytes:
     """The Keras image model as a TFLite flatbuffer: batch 1, float32 in, probabilities out; with
     `int8`, its weights stored as int8 (the converter's dynamic-range quantization)."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
     model = serving_graph(model)
 
     @tf.function(input_signature=[tf.TensorSpec((1, *model.input_shape[1:]), tf.float32)])
@@ -196,8 +186,6 @@ def export_int8(model, folder: Path, float_predict, test: tuple[np.ndarray, np.n
     """Write folder/model.int8.tflite when it passes `int8_verdict` on `test` (images, labels)
     against `float_predict` (the float32 export's InterpreterPool), and return the card's
     `export.int8` block; otherwise remove any older int8 file."""
-    from app.modelstore import InterpreterPool
-
     stale = Path(folder) / INT8_TFLITE
     if test is None or not len(test[1]):
         stale.unlink(missing_ok=True)
@@ -244,10 +232,6 @@ def export_model(model, spec: TaskSpec, folder: Path, source_sha256: str, images
     """Write folder/model.tflite for `model` (and model.int8.tflite when `int8` and it passes on
     `test`) and return the card's `export` block; ExportError (and no file) unless LiteRT
     reproduces Keras on `images` within TOLERANCE."""
-    import tensorflow as tf
-
-    from app.modelstore import InterpreterPool  # the very code that serves it
-
     flatbuffer = convert(model)
     pool = InterpreterPool(flatbuffer, 1)
     served = pool(images)
@@ -277,8 +261,6 @@ def int8_summary(block: dict) -> str:
 
 def graph_changes(model) -> str:
     """What `serving_graph` does to `model`, for the card (weights are never changed)."""
-    import keras
-
     layers = [getattr(layer, "layer", layer) for layer in model.layers]
     folded = sum(isinstance(layer, keras.layers.TimeDistributed) for layer in model.layers)
     lockstep = sum(_directions(layer) is not None for layer in layers)
@@ -289,8 +271,6 @@ def graph_changes(model) -> str:
 
 def export_folder(folder: Path, spec: TaskSpec, data: str | None = None, force: bool = False) -> dict | None:
     """Export models/<slug>/ in place and record it in its card; None when already current."""
-    import keras
-
     folder = Path(folder)
     card = Card.from_json(folder)
     sha = file_sha256(folder / "model.keras")

@@ -84,7 +84,7 @@ def layer_table(model) -> list[dict]:
 
 def library_versions() -> dict:
     """Versions of the libraries that shaped the model."""
-    import keras
+    import keras  # heavy: the CLI imports this module; TensorFlow loads only to train
     import PIL
     import tensorflow as tf
 
@@ -124,7 +124,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, n_classes: int
 
 def read_history(csv_path: Path) -> dict:
     """Per-epoch metrics from the CSVLogger file (complete across --resume runs)."""
-    import pandas as pd
+    import pandas as pd  # heavy: pandas loads only to write a history
 
     if not csv_path.is_file():
         return {}
@@ -225,7 +225,7 @@ def command_line() -> str:
 
 def epoch_timer():
     """A Keras callback that records each epoch's seconds in its `seconds` list and the epoch's logs."""
-    import keras
+    import keras  # heavy: Keras loads only to train
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self):
@@ -247,7 +247,7 @@ def standard_callbacks(slug: str, resume: bool, patience: int, monitor: str, mod
                        rdir: Path | None = None):
     """Backup for --resume, best-weights checkpoint, early stopping, CSV history, timer (files in
     `rdir`, default runs/<slug>/: never committed)."""
-    import keras
+    import keras  # heavy: Keras loads only to train
 
     rdir = Path(rdir) if rdir else RUNS_DIR / slug
     rdir.mkdir(parents=True, exist_ok=True)
@@ -324,7 +324,7 @@ def weight_average_callbacks(model, momentum: float, validate) -> tuple:
     the raw weights back for the next epoch. The average restarts from the current weights on
     --resume.
     """
-    import keras
+    import keras  # heavy: Keras loads only to train
 
     weights = model.trainable_weights
     state = {"avg": None, "raw": None}

@@ -6,14 +6,20 @@ import json
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from app.cards import Card, Export
+from app.errors import InvalidInput
+from app.inference import classify_upload
+from app.modelstore import Engines, load_entry
 from app.tasks import TaskSpec
 from training import export, fit
 from training.build import BASELINE_RECIPE, make_baseline, make_image_classifier
 from training.data import load_image_data, resolve, to_png_bytes
 from training.dataset import DataError, ImageData, class_imbalance
+from training.photos import photo_set, recipe
 
 QUICK_TRAIN, QUICK_TEST = 512, 256
 
@@ -26,9 +32,6 @@ def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool, 
     image and mixes the one-hot labels by area (Keras' CutMix, that factor); `teach(images,
     labels)` replaces each batch's labels with distillation targets computed on the images as
     the model will see them (after augmentation and CutMix)."""
-    import keras
-    import tensorflow as tf
-
     ds = tf.data.Dataset.from_tensor_slices((x, y) if weights is None else (x, y, weights.astype(np.float32)))
     if (spec.extra.get("label_smoothing") or teach or cutmix) and np.ndim(y) == 1:  # these need one-hot labels
         n = len(spec.classes)
@@ -67,8 +70,6 @@ def make_dataset(x, y, batch_size: int, spec: TaskSpec, seed: int, train: bool, 
 def training_loss(spec: TaskSpec, soft: bool = False):
     """Cross-entropy, with label smoothing when the task asks for it (one-hot targets then, or
     the `soft` targets of distillation)."""
-    import keras
-
     smoothing = float(spec.extra.get("label_smoothing", 0.0))
     if smoothing or soft:
         return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
@@ -82,8 +83,6 @@ def predict_probs(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
 
 def train_baseline(spec: TaskSpec, train, val, test, epochs: int, seed: int, verbose: int) -> dict:
     """Train the lab's recipe (bugs fixed) in the same run and report its test accuracy."""
-    import keras
-
     keras.utils.set_random_seed(seed)
     model = make_baseline(spec)
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -181,8 +180,6 @@ def balance_weights(groups: dict, keys: list[str], power: float = 0.5) -> tuple[
 def load_finished(spec: TaskSpec, folder, option: str) -> dict:
     """A finished model of `spec`'s task (its folder, card and Keras model); `option` names the
     flag that asked for it in the error."""
-    import keras
-
     folder = Path(folder)
     if folder.is_file():
         folder = folder.parent
@@ -219,8 +216,6 @@ def teacher_targets(spec: TaskSpec, folders: list[str], weight: float, seed: int
     this run's split. With `mirror` (tasks that train on mirror images) each teacher reads every
     view and its mirror image and gives their mean: a stronger ensemble for the same teachers, at
     twice their cost per batch; the record's figures are then of that mean too."""
-    import tensorflow as tf
-
     if mirror and not spec.extra.get("flip"):
         raise DataError(f"{spec.slug}: --teacher-mirror needs a task that trains on mirror images")
 
@@ -284,8 +279,6 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
     The command line and the lab bench both call this: `slug` names the folder under
     `models_dir` (default: the task's slug), `callbacks` are extra Keras callbacks (progress,
     cancel), `work_dir` holds checkpoints and the --resume backup (default: runs/<slug>/)."""
-    import keras
-
     # Data --------------------------------------------------------------------------------
     data = train_subset(load_image_data(spec, args.data), args)
     epochs = 1 if args.quick else (args.epochs or spec.epochs)
@@ -414,8 +407,6 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
 
 def evaluate_image_task(spec: TaskSpec, data_arg, models_dir: Path) -> dict:
     """Recompute the shipped model's test metrics from the data; compare with its card."""
-    import keras
-
     folder = Path(models_dir) / spec.slug
     card = Card.from_json(folder)
     model = keras.models.load_model(folder / "model.keras", compile=False)
@@ -460,9 +451,6 @@ def test_indices(data: ImageData, quick: bool) -> np.ndarray:
 def served_predictions(entry, spec: TaskSpec, files) -> tuple[np.ndarray, int]:
     """Top class of each file through `app.inference.classify_upload` (the API's own function),
     -1 for a file the app refuses; and the number refused."""
-    from app.errors import InvalidInput
-    from app.inference import classify_upload
-
     preds, refused = [], 0
     for data in files:
         try:
@@ -495,9 +483,6 @@ def measure_served(spec: TaskSpec, data_arg, models_dir: Path, photos: bool = Tr
     path the app serves (LiteRT, the card's int8/float32 choice), and the task's photo set unless
     `photos` is False. Writes nothing; returns {"served": the card's served block, "card",
     "examples": arguments of `write_examples`}."""
-    from app.modelstore import Engines, load_entry
-    from training.photos import photo_set, recipe
-
     folder = Path(models_dir) / spec.slug
     entry = load_entry(folder, spec, Engines())
     if not entry.available:

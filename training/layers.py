@@ -7,13 +7,13 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import keras
+from keras import ops
+
 
 @functools.cache
 def lstm_from_scratch_layer():
     """The `LSTMFromScratch` Keras layer class: the LSTM cell's equations written in `keras.ops`."""
-    import keras
-    from keras import ops
-
     @keras.saving.register_keras_serializable(package="lstmlab")
     class LSTMFromScratch(keras.layers.Layer):
         """An LSTM layer whose cell is the equations of `app.lstm_cell` in `keras.ops`.
@@ -83,8 +83,6 @@ def tied_embedding_layer():
     """The `TiedEmbedding` Keras layer class: an Embedding whose matrix, transposed, also gives the
     output logits when called with reverse=True (weight tying: fewer parameters, and on small
     corpora a better language model)."""
-    import keras
-
     @keras.saving.register_keras_serializable(package="lstmlab")
     class TiedEmbedding(keras.layers.Layer):
         def __init__(self, input_dim, output_dim, **kw):
@@ -114,7 +112,5 @@ def tied_embedding_layer():
 
 def load_keras_text_model(path: Path):
     """keras.saving.load_model for a text model (registers the custom layer first)."""
-    import keras
-
     tied_embedding_layer()
     return keras.saving.load_model(path, compile=False)

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from app.cards import Card
+from app.decoding import EXACT_RHYME_BONUS, generate, validate_request
 from app.tasks import TaskSpec, get_task
 from app.text import check_verse, clean_words, couplet_pass_rates, rhyme_shares, rhymes
+from app.textmodel import load_text_model
 from training import fit
 from training.textdata import TextData, load_text_data
 
@@ -23,9 +25,6 @@ METER_COUPLETS = 200
 def meter_rates(folder: Path, spec: TaskSpec, data: TextData, seed: int, couplets: int = METER_COUPLETS) -> dict:
     """Pass rates of length, tone and rhyme, and the shares of exact and near rhymes: constrained
     vs unconstrained sampling vs the poem; plus the first constrained verses with their checks."""
-    from app.decoding import EXACT_RHYME_BONUS, generate, validate_request
-    from app.textmodel import load_text_model
-
     model = load_text_model(folder, spec)
     per_seed = 10
     seeds = data.test_lines[::2] or ["Trăm năm trong cõi người ta"]

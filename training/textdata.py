@@ -40,7 +40,7 @@ class TextData:
 
 def read_articles(folder: Path) -> tuple[list[dict], dict]:
     """Headline, snippet and abstract of every article of every Articles*.csv (empty when absent)."""
-    import pandas as pd
+    import pandas as pd  # heavy: the CLI imports this module; pandas loads only to read the headlines
 
     files = sorted(Path(folder).glob("Articles*.csv"))
     if not files:
@@ -190,7 +190,7 @@ def make_batches(ids: list[list[int]], batch: int, seed: int, shuffle: bool, mar
     """A Keras PyDataset of (inputs, targets, weights) batches of similar length, each padded only
     to its own longest sequence (headlines vary from 1 to ~30 words: padding all of them to the
     longest would triple the work). Reshuffled every epoch when `shuffle`."""
-    import keras
+    import keras  # heavy: Keras loads only to batch
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):

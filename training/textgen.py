@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from app.cards import Card
@@ -44,8 +45,6 @@ SAMPLE_TEXT = {
 
 def lm_metrics(model, x: np.ndarray, y: np.ndarray, batch: int = 64) -> dict:
     """Perplexity and top-1/top-5 next-token accuracy over the non-padding targets."""
-    import keras
-
     nll, n, top1, top5 = 0.0, 0, 0, 0
     for s in range(0, len(x), batch):
         probs = keras.ops.convert_to_numpy(model(x[s:s + batch], training=False))
@@ -66,8 +65,6 @@ def lm_metrics(model, x: np.ndarray, y: np.ndarray, batch: int = 64) -> dict:
 def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = ()) -> Path:
     """The whole run for one text task; returns the folder the model was saved to. `callbacks`
     (Keras callbacks, e.g. the lab bench's per-epoch progress and samples) run after the standard ones."""
-    import keras
-
     # Data --------------------------------------------------------------------------------
     aux_text = args.aux_text or spec.extra.get("aux_text", "none")
     data = load_text_data(spec, args.data, args.seed, args.quick, aux_text)
@@ -207,7 +204,7 @@ def load_text_warm_start(spec: TaskSpec, folder, vocab: Vocabulary) -> dict | No
 
 def _nltk_version() -> str:
     try:
-        import nltk
+        import nltk  # optional: nltk is only asked its version
 
         return nltk.__version__
     except ImportError:
@@ -234,8 +231,6 @@ def evaluate_text_task(spec: TaskSpec, data_arg, models_dir: Path) -> dict:
 
 def write_tiny_text_model(models_dir: Path, spec: TaskSpec) -> Path:
     """An untrained tiny model, its vocabulary and a minimal valid card (for tests)."""
-    import keras
-
     lines = SAMPLE_TEXT[spec.tokenizer].splitlines()
     seqs = [tokenize_verse(lines)] if spec.tokenizer == "syllables" else [clean_words(h) + [EOL] for h in lines]
     markers = (SNIPPET,) if spec.extra.get("aux_text", "none") != "none" else ()  # as the trained model's

@@ -38,7 +38,7 @@ def init_app(app: Flask) -> None:
     for key, value in DEFAULTS.items():
         app.config.setdefault(key, value)
     from app.instructor import access, api, auth, cli, datasets, publish, views  # noqa: F401 - routes
-    from app.security import csrf
+    from app.security import csrf  # the routes load when an app is built, not on `import app.instructor`
 
     app.cli.add_command(cli.instructor)
     app.register_blueprint(bp)

@@ -18,6 +18,7 @@ import time
 import unicodedata
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -318,8 +319,6 @@ def index_items(items: list[Item], staging: Path, limits: Limits, source: dict) 
     (and write as preview.json) the preview; InvalidInput for a data set that cannot be used.
     A few threads decode and write while others wait on the disk (Pillow and file I/O release
     the GIL); files go in chunks, so memory holds at most one chunk of pictures."""
-    from concurrent.futures import ThreadPoolExecutor
-
     depth, classes = class_layout(items)
     if len(classes) > limits.max_classes:
         raise InvalidInput("%(len)s class folders; the limit is %(max_classes)s.", 413, len=len(classes), max_classes=limits.max_classes)

@@ -13,7 +13,7 @@ from flask import Flask
 
 def init_app(app: Flask) -> None:
     """Configure the queue and register the lab's API and pages."""
-    from app.lab import api, queue, views
+    from app.lab import api, queue, views  # the routes load when an app is built, not on `import app.lab` (the consumer)
     from app.security import csrf
 
     queue.init_app(app)

@@ -5,6 +5,7 @@ Details: docs/DESIGN.md, "The training consumer (app/lab/__main__.py)"."""
 from __future__ import annotations
 
 import argparse
+import ctypes
 import fcntl
 import logging
 import os
@@ -12,6 +13,8 @@ import signal
 import sys
 import threading
 from pathlib import Path
+
+from app.config import instance_dir
 
 log = logging.getLogger("app.lab")
 
@@ -38,8 +41,6 @@ def die_with_master(master: int) -> None:
     """Exit (SIGTERM to itself) when the master `master` is gone: PR_SET_PDEATHSIG on Linux, and a
     thread that compares the parent pid every second."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
         except (OSError, AttributeError):
@@ -65,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     master = os.environ.get("LSTMLAB_MASTER_PID", "")
     if master.isdigit():
         die_with_master(int(master))
-    from app.config import instance_dir
 
     slots = int(os.environ.get("LSTMLAB_TRAIN_WORKERS") or "1")  # 0: consumers run apart (make worker), no cap
     slot = take_slot(instance_dir(), slots) if slots > 0 else True
@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("lab consumer: all %d consumer slot(s) of %s are taken; not starting another",
                     slots, instance_dir())
         return 0
+    # the queue and training load only after the slot is taken, then the priority is lowered
     from app.lab.jobs import huey, lower_priority
 
     lower_priority()
