@@ -200,7 +200,8 @@ def bench():
                "preset_labels": list(PRESET_LABELS.items()), "ranges": RANGES, "limits": limits,
                "check": check, "error": error, "presets": preset_rows(spec.slug, spec),
                "dataset_title": spec.title(current_language()), "subset_hint": subset_hint,
-               "my_runs": my_runs(), "join_url": join_url, "join_form": needs_class_code()}
+               "my_runs": my_runs(), "join_url": join_url, "join_form": needs_class_code(),
+               "code": code_panel(form)}
     return render_template("lab/bench.html", **context), status
 
 
@@ -339,16 +340,36 @@ def run_download(run_id: str, name: str):
     return response
 
 
+def form_source(fields) -> tuple[str, str]:
+    """(program source, data set slug) of the bench form's `fields`, validated as a submission is."""
+    payload = payload_from_form(fields)
+    specs = runs.datasets()
+    recipe, settings = recipes.validate(payload, recipes.current_limits(), specs, None,
+                                        Path(current_app.config["MODELS_DIR"]))
+    return program.run_program(specs[payload["dataset"]], recipe, settings, _), payload["dataset"]
+
+
+PROGRAM_FIELDS = ("dataset", "reading", "cell", "units", "layers", "dropout", *asdict(RunSettings()))
+
+
+def code_panel(form: dict) -> dict:
+    """The bench's Code panel: the form's program (or why there is none) and its download query."""
+    query = {k: str(form[k]) for k in PROGRAM_FIELDS if form.get(k) not in (None, "")}
+    if form.get("bidirectional") in (True, "1", "on", "true"):
+        query["bidirectional"] = "on"
+    query["lang"] = current_language()
+    try:
+        return {"source": form_source(query)[0], "error": None, "query": query}
+    except InvalidInput as exc:
+        return {"source": None, "error": exc.message(current_language()), "query": query}
+
+
 @bp.get("/lab/program.py", endpoint="form_program", defaults={"ext": "py"})
 @bp.get("/lab/program.ipynb", endpoint="form_program", defaults={"ext": "ipynb"})
 def form_program(ext: str):
     """The program of the bench form's current values (a preset, or any recipe; the live Code panel)."""
-    payload = payload_from_form(request.args)
-    specs = runs.datasets()
-    recipe, settings = recipes.validate(payload, recipes.current_limits(), specs, None,
-                                        Path(current_app.config["MODELS_DIR"]))
-    source = program.run_program(specs[payload["dataset"]], recipe, settings, _)
-    return program_response(source, f"lstmlab_{payload['dataset']}", ext)
+    source, dataset = form_source(request.args)
+    return program_response(source, f"lstmlab_{dataset}", ext)
 
 
 # ----------------------------------------------------------------------------- leaderboard

@@ -1,0 +1,63 @@
+"""A real browser on the bench's Code panel: changing the recipe changes the program shown
+(static/js/code.js fetches /lab/program.py after each change), and both download links give the
+program of the values shown: the .py as text, the .ipynb as a valid notebook.
+
+Skips where chromium or the playwright package is absent, except in CI (CI=true).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers.browser import new_page, serve_on_loopback
+
+SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def bench_url(lab_app):
+    """The lab app served on a loopback port by a thread of this process."""
+    with serve_on_loopback(lab_app) as url:
+        yield url
+
+
+def test_the_code_panel_follows_the_recipe_and_downloads_both_files(bench_url, browser, tmp_path):
+    import nbformat
+    from playwright.sync_api import expect
+
+    problems: list[str] = []
+    page = new_page(browser, problems)
+    page.goto(f"{bench_url}/lab?lang=en")
+    code = page.locator("#code-view")
+    expect(code).to_contain_text("layers.LSTM(64", timeout=10_000)  # the lab preset, rendered by the server
+    page.select_option("#f-cell", "gru")
+    page.fill("#f-units", "24")
+    page.check("#f-bidirectional")
+    page.fill("#f-seed", "11")
+    expect(code).to_contain_text("Bidirectional(layers.GRU(24", timeout=10_000)
+    expect(code).to_contain_text("SEED = 11")
+    expect(code).not_to_contain_text("layers.LSTM(64")
+    shown = code.inner_text()
+    page.screenshot(path=str(SHOTS / "lab_code_panel.png"), full_page=True)
+
+    with page.expect_download() as got:
+        page.click("#code-py")
+    source = Path(got.value.path()).read_text(encoding="utf-8")
+    assert got.value.suggested_filename == "lstmlab_mnist.py"
+    assert source.strip() == shown.strip()
+    compile(source, "program.py", "exec")
+    with page.expect_download() as got:
+        page.click("#code-ipynb")
+    assert got.value.suggested_filename == "lstmlab_mnist.ipynb"
+    notebook = nbformat.reads(Path(got.value.path()).read_text(encoding="utf-8"), as_version=4)
+    nbformat.validate(notebook)
+    assert any("Bidirectional(layers.GRU(24" in c.source for c in notebook.cells if c.cell_type == "code")
+
+    page.select_option("#f-dataset", "cifar10")  # a data set the program cannot reproduce: said plainly
+    expect(page.locator("#code-error")).to_contain_text("No standalone program for this data set yet", timeout=10_000)
+    expect(code).to_be_hidden()
+    assert not problems, problems  # no script error, nothing refused by the Content-Security-Policy
