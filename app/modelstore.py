@@ -14,7 +14,8 @@ import re
 import stat
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +41,7 @@ class Entry:
 
     spec: TaskSpec
     status: str = MISSING
+    folder: Path | None = None  # where its model.keras, card and plots are (models/<slug>/ or a lab run's)
     card: Card | None = None  # the card as the pages show it (absolute paths hidden)
     predict: Callable[[np.ndarray], np.ndarray] | None = None  # image tasks
     engine: str = ""  # "litert" | "xla" | "tf" (image), "numpy" (text)
@@ -102,6 +104,7 @@ class Engines:
     litert: bool = True  # serve model.tflite when it is current
     interpreters: int = 2  # LiteRT interpreters per model
     int8: bool = True  # serve model.int8.tflite when its card accepted it
+    keras: bool = True  # run model.keras with Keras when there is no current .tflite
 
     @classmethod
     def from_config(cls, config) -> Engines:
@@ -110,7 +113,9 @@ class Engines:
 
 
 class ModelStore:
-    """Every task of `models_dir`, loaded once."""
+    """Every task of `models_dir`, loaded once, and the most recently asked lab runs' models."""
+
+    RUNS_KEPT = 8  # finished lab runs' models kept loaded per web worker
 
     def __init__(self, models_dir: Path, engines: Engines = Engines()):
         self.models_dir = Path(models_dir)
@@ -118,6 +123,33 @@ class ModelStore:
         self.entries: dict[str, Entry] = {}
         self.loaded = False
         self.seconds = 0.0
+        self._runs: OrderedDict[str, tuple[int, Entry]] = OrderedDict()  # run id -> (card mtime, entry)
+        self._runs_lock = threading.Lock()
+
+    def run_entry(self, run_id: str, folder: Path) -> Entry | None:
+        """A lab run's model from its own folder, served without TensorFlow (LiteRT for images,
+        NumPy for text), reloaded when its card changes; None when the folder has no card."""
+        try:
+            stamp = (folder / "card.json").stat().st_mtime_ns
+            spec = Card.from_json(folder / "card.json").spec
+        except (OSError, ValueError, KeyError, TypeError, CardError):
+            return None
+        with self._runs_lock:
+            cached = self._runs.get(run_id)
+            if cached and cached[0] == stamp:
+                self._runs.move_to_end(run_id)
+                return cached[1]
+        entry = load_entry(folder, spec, replace(self.engines, keras=False))
+        with self._runs_lock:
+            self._runs[run_id] = (stamp, entry)
+            while len(self._runs) > self.RUNS_KEPT:
+                self._runs.popitem(last=False)
+        return entry
+
+    def forget_run(self, run_id: str) -> None:
+        """Drop a deleted run's loaded model."""
+        with self._runs_lock:
+            self._runs.pop(run_id, None)
 
     def load(self) -> ModelStore:
         """Load every discovered task; failures are recorded per task, never raised."""
@@ -146,7 +178,7 @@ class ModelStore:
 
 def load_entry(folder: Path, spec: TaskSpec, engines: Engines = Engines()) -> Entry:
     """Load one task folder into an Entry (status MISSING or ERROR instead of raising)."""
-    entry = Entry(spec)
+    entry = Entry(spec, folder=Path(folder))
     t0 = time.perf_counter()
     card_path, model_path = folder / "card.json", folder / "model.keras"
     if not card_path.is_file() or not model_path.is_file():
@@ -159,6 +191,9 @@ def load_entry(folder: Path, spec: TaskSpec, engines: Engines = Engines()) -> En
             pool = litert_predict(folder, card, spec, engines.interpreters, engines.int8) if engines.litert else None
             if pool is not None:
                 entry.predict, entry.engine, entry.precision = pool, "litert", pool.precision
+            elif not engines.keras:
+                entry.status, entry.error = ERROR, "model.tflite is missing or stale"
+                return entry
             elif importlib.util.find_spec("keras") is None:  # a serving-only install: no fallback
                 entry.status, entry.fix_command = ERROR, f"python -m training export {spec.slug}"
                 entry.error = "no current model.tflite, and Keras is not installed to run model.keras"

@@ -281,7 +281,7 @@ def load_tracer(folder: Path, spec) -> Tracer:
 def get_tracer(app, entry) -> Tracer:
     """The tracer of a served image task, built on its first trace and kept for the app's lifetime."""
     cache = app.extensions.setdefault("lstm_tracers", {})
-    folder = getattr(entry, "folder", None) or Path(app.config["MODELS_DIR"]) / entry.slug  # a lab run has its own
+    folder = entry.folder or Path(app.config["MODELS_DIR"]) / entry.slug
     with _LOCK:
         if str(folder) not in cache:
             cache[str(folder)] = load_tracer(Path(folder), entry.spec)

@@ -127,6 +127,39 @@ def test_the_keras_engine_can_be_forced(make_app, copies, config, engine):
     np.testing.assert_allclose(got, keras_probs(copies / "mnist", x), atol=1e-5)
 
 
+# ----------------------------------------------------------------------------- lab runs' models
+def test_lab_runs_load_through_the_store_never_through_keras(tiny_run_folder, tmp_path):
+    """A run's model comes from its own folder through the store's one loader: cached until its
+    card changes, the oldest dropped past RUNS_KEPT, and no Keras fallback in a web worker."""
+    import os
+
+    from app.modelstore import ERROR, ModelStore
+
+    store = ModelStore(tmp_path / "models")
+    folders = []
+    for i in range(store.RUNS_KEPT + 1):
+        folders.append(tmp_path / "runs" / f"run{i}")
+        shutil.copytree(tiny_run_folder, folders[-1])
+    first = store.run_entry("run0", folders[0])
+    assert first.available and first.engine == "litert" and first.folder == folders[0]
+    assert store.run_entry("run0", folders[0]) is first
+    card = folders[0] / "card.json"
+    os.utime(card, ns=(card.stat().st_atime_ns, card.stat().st_mtime_ns + 10**9))
+    reloaded = store.run_entry("run0", folders[0])
+    assert reloaded is not first and reloaded.available
+
+    (folders[1] / "model.tflite").unlink()
+    stale = store.run_entry("run1", folders[1])
+    assert stale.status == ERROR and stale.engine == "" and stale.predict is None
+
+    for i in range(2, store.RUNS_KEPT + 1):
+        store.run_entry(f"run{i}", folders[i])
+    assert "run0" not in store._runs and len(store._runs) == store.RUNS_KEPT
+    store.forget_run("run1")
+    assert "run1" not in store._runs
+    assert store.run_entry("gone", tmp_path / "runs" / "gone") is None
+
+
 # ----------------------------------------------------------------------------- no TensorFlow
 NO_TF_SCRIPT = """
 import io, json, sys

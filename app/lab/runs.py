@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 from flask import current_app, g, request
@@ -18,12 +16,12 @@ from flask_login import current_user
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import func, select, update
 
-from app.cards import Card
 from app.errors import InvalidInput
 from app.instructor.access import may_train
 from app.instructor.auth import instructor_for_token
 from app.lab import queue, recipes
 from app.lab.recipes import Throughput
+from app.modelstore import get_store
 from app.records import ACTIVE, CANCELLED, DONE, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, as_utc, db, utcnow
 from app.tasks import TaskSpec
 
@@ -176,16 +174,10 @@ def delete_run_record(run: Run) -> None:
     db.session.delete(run)
     db.session.commit()
     shutil.rmtree(folder, ignore_errors=True)
-    with _models_lock:
-        _models.pop(run_id, None)
+    get_store().forget_run(run_id)
 
 
 # ----------------------------------------------------------------------------- a run's model
-_models: OrderedDict = OrderedDict()
-_models_lock = threading.Lock()
-MODELS_KEPT = 8  # finished runs' LiteRT models kept loaded per web worker
-
-
 def run_folder(run: Run) -> Path:
     """<instance>/runs/<id>/: the run's model.keras, model.tflite, card.json and plots."""
     return Path(current_app.instance_path) / "runs" / run.id
@@ -213,40 +205,8 @@ def download_file(run: Run, name: str) -> tuple[Path, str]:
 
 def run_entry(run: Run):
     """The finished run's model as the model store serves one (LiteRT over its own model.tflite,
-    never TensorFlow); None when its folder or card is missing."""
-    from app.modelstore import ERROR, PLOTS, READY, Entry, litert_predict
-
-    folder = run_folder(run)
-    card_path = folder / "card.json"
-    try:
-        stamp = card_path.stat().st_mtime_ns
-    except OSError:
-        return None
-    with _models_lock:
-        cached = _models.get(run.id)
-        if cached and cached[0] == stamp:
-            _models.move_to_end(run.id)
-            return cached[1]
-    try:
-        card = Card.from_json(card_path)
-        spec = card.spec
-        entry = Entry(spec, card=card)
-        entry.folder = folder  # app.trace.get_tracer reads this run's weights, not models/<task>/
-        pool = litert_predict(folder, card, spec, int(current_app.config.get("LITERT_INTERPRETERS", 2)),
-                              bool(current_app.config.get("PREDICT_INT8", True)))
-        if pool is None:
-            entry.status, entry.error = ERROR, "model.tflite is missing or stale"
-        else:
-            entry.status, entry.predict, entry.engine, entry.precision = READY, pool, "litert", pool.precision
-        entry.plots = [p for p in PLOTS if (folder / p).is_file()]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        current_app.logger.warning("run %s: model not loaded (%s)", run.id, exc)
-        return None
-    with _models_lock:
-        _models[run.id] = (stamp, entry)
-        while len(_models) > MODELS_KEPT:
-            _models.popitem(last=False)
-    return entry
+    NumPy for text, never TensorFlow); None when its folder or card is missing."""
+    return get_store().run_entry(run.id, run_folder(run))
 
 
 def finished_entry(run: Run):
