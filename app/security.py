@@ -52,6 +52,7 @@ DEFAULT_LIMITS = {  # Flask-Limiter rate strings, per client
     # 4,480) still fits, once a minute.
     "RATELIMIT_GENERATE_WORK": "6000 per minute",
     "RATELIMIT_TRACE": "20 per minute",  # a gate trace costs many plain predictions
+    "RATELIMIT_LOGIN": "10 per minute",  # sign-in tries per address, right or wrong
 }
 HSTS = "max-age=31536000"
 SECRET_KEY_FILE = "secret_key"

@@ -1,4 +1,4 @@
-"""Instructor accounts and authorization: the CLI, password hashes, sign-in with lock-out,
+"""Instructor accounts and authorization: the CLI, password hashes, sign-in with delays and limits,
 sessions that expire, API tokens (hashed, revocable), and a walk over the URL map proving every
 /instructor page and instructor API route refuses anonymous and student requests."""
 
@@ -188,22 +188,84 @@ def test_wrong_password_is_bilingual_and_gives_no_hint(instructor_app, add_instr
     assert "Sai tên hoặc mật khẩu." in vi.get_data(as_text=True)
 
 
-def test_lock_out_after_repeated_wrong_passwords(instructor_app, add_instructor):
+def at(address: str) -> dict:
+    """The test client's environ for a request from `address`."""
+    return {"REMOTE_ADDR": address}
+
+
+def login_error(response) -> tuple[int, str]:
+    """A sign-in answer as the person sees it: its status and the error line."""
+    page = response.get_data(as_text=True)
+    return response.status_code, page.split('id="login-error">', 1)[1].split("</div>", 1)[0] if "login-error" in page else ""
+
+
+def test_wrong_passwords_bring_growing_waits_not_a_lock_out(instructor_app, add_instructor):
     add_instructor(instructor_app)
     client = instructor_app.test_client()
-    limit = instructor_app.config["INSTRUCTOR_MAX_FAILED"]
-    for _ in range(limit):
+    free = instructor_app.config["LOGIN_FREE_TRIES"]
+    for _ in range(free):
         assert client.post("/instructor/login", data={"name": "teacher", "password": "wrong guess"}).status_code == 401
-    locked = client.post("/instructor/login?lang=en", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD})
-    assert locked.status_code == 429  # even the right password, while locked
-    assert "locked" in locked.get_data(as_text=True)
-    from app.records import Instructor, db, utcnow
+    assert client.post("/instructor/login", data={"name": "teacher", "password": "wrong guess"}).status_code == 401
+    waiting = client.post("/instructor/login?lang=en", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD})
+    assert waiting.status_code == 429  # the right password too, from this address, during the wait
+    assert "wait 1 seconds" in login_error(waiting)[1]
+    assert "hãy chờ 1 giây" in login_error(client.post("/instructor/login?lang=vi", data={"name": "teacher", "password": "x"}))[1]
+    from app.instructor.delays import delay_after
+    from app.records import LoginDelay, db, utcnow
 
-    with instructor_app.app_context():  # the lock ends after INSTRUCTOR_LOCK_MINUTES
-        user = db.session.scalar(select(Instructor).where(Instructor.name == "teacher"))
-        user.locked_until = utcnow() - dt.timedelta(seconds=1)
+    with instructor_app.test_request_context():
+        assert [delay_after(free + n) for n in range(9)] == [0, 1, 2, 4, 8, 16, 32, 60, 60]  # doubles, capped
+        row = db.session.get(LoginDelay, ("teacher", "127.0.0.1"))
+        assert row.failures == free + 1  # the tries refused while waiting did not count
+        row.retry_at = utcnow() - dt.timedelta(seconds=1)  # the wait is over
         db.session.commit()
     assert client.post("/instructor/login", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD}).status_code == 302
+    with instructor_app.app_context():
+        assert db.session.get(LoginDelay, ("teacher", "127.0.0.1")) is None  # a right password starts afresh
+
+
+def test_an_attacker_elsewhere_cannot_keep_the_instructor_out(instructor_app, add_instructor):
+    add_instructor(instructor_app)
+    attacker, teacher = instructor_app.test_client(), instructor_app.test_client()
+    codes = [attacker.post("/instructor/login", data={"name": "teacher", "password": f"guess {i}"},
+                           environ_base=at("203.0.113.9")).status_code for i in range(8)]
+    assert codes[:6] == [401] * 6 and 429 in codes  # slowed down at the attacker's address
+    signed = teacher.post("/instructor/login", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD},
+                          environ_base=at("198.51.100.7"))
+    assert signed.status_code == 302 and teacher.get("/instructor/", environ_base=at("198.51.100.7")).status_code == 200
+
+
+def test_unknown_and_known_names_get_the_same_answers(instructor_app, add_instructor):
+    add_instructor(instructor_app)
+    client = instructor_app.test_client()
+    rounds = instructor_app.config["LOGIN_FREE_TRIES"] + 3
+    known = [login_error(client.post("/instructor/login?lang=en", data={"name": "teacher", "password": "wrong guess"},
+                                     environ_base=at("192.0.2.1"))) for _ in range(rounds)]
+    unknown = [login_error(client.post("/instructor/login?lang=en", data={"name": "nobody", "password": "wrong guess"},
+                                       environ_base=at("192.0.2.2"))) for _ in range(rounds)]
+    assert known == unknown
+    assert {status for status, _ in known} == {401, 429}  # both slowed down the same way
+
+
+def test_sign_in_tries_are_limited_per_address(make_app, tiny_models_dir, tmp_path, add_instructor):
+    app = make_app(tiny_models_dir, INSTANCE_PATH=str(tmp_path / "instance"), RATELIMIT_ENABLED=True,
+                   RATELIMIT_LOGIN="3 per minute")
+    add_instructor(app)
+    client = app.test_client()
+    for _ in range(5):
+        assert client.get("/instructor/login", environ_base=at("192.0.2.1")).status_code == 200  # the form is free
+    codes = [client.post("/instructor/login", data={"name": f"name{i}", "password": "x"},
+                         environ_base=at("192.0.2.1")).status_code for i in range(3)]
+    assert codes == [401, 401, 401]
+    refused = client.post("/instructor/login?lang=vi", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD},
+                          environ_base=at("192.0.2.1"))
+    assert refused.status_code == 429 and "Quá nhiều yêu cầu" in refused.get_data(as_text=True)
+    assert int(refused.headers["Retry-After"]) > 0
+    english = client.post("/instructor/login?lang=en", data={"name": "teacher", "password": "x"}, environ_base=at("192.0.2.1"))
+    assert english.status_code == 429 and "Too many requests" in english.get_data(as_text=True)
+    other = client.post("/instructor/login", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD},
+                        environ_base=at("192.0.2.99"))
+    assert other.status_code == 302  # another address has its own budget
 
 
 @pytest.mark.parametrize("key,age", [("instructor_seen", 2 * 3600), ("instructor_since", 9 * 3600)])

@@ -12,8 +12,8 @@ from app.instructor.blueprints import api_bp, bp
 DEFAULTS = {
     "INSTRUCTOR_SESSION_HOURS": 8,  # a sign-in lasts at most this long
     "INSTRUCTOR_IDLE_MINUTES": 60,  # ... and ends after this long without a request
-    "INSTRUCTOR_MAX_FAILED": 5,  # wrong passwords in a row before the account is locked
-    "INSTRUCTOR_LOCK_MINUTES": 15,  # how long it stays locked
+    "LOGIN_FREE_TRIES": 5,  # wrong passwords in a row (per name and address) that cost no wait
+    "LOGIN_DELAY_MAX_SECONDS": 60,  # the longest wait between tries (it doubles from 1 s up to this)
     "DATASET_MAX_UPLOAD_BYTES": 512 * 1024 * 1024,  # one zip upload (the request body)
     "DATASET_MAX_TOTAL_BYTES": 2 * 1024 * 1024 * 1024,  # all files of a data set, uncompressed
     "DATASET_MAX_RATIO": 100,  # uncompressed / compressed, per file and for the whole archive

@@ -1,5 +1,5 @@
 """Instructor sign-in: Flask-Login sessions, salted password hashes (werkzeug's scrypt), a
-lock-out after repeated wrong passwords, sessions that end after a fixed time or when idle, and
+per-address rate limit and growing delays after repeated wrong passwords (no lock-out), sessions that end after a fixed time or when idle, and
 the one guard every /instructor route passes through (`bp.before_request`).
 
 Refusals: an anonymous browser is sent to the sign-in page; a student's browser (it carries the
@@ -9,7 +9,6 @@ bearer token (see api.py).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import secrets
 import time
@@ -22,8 +21,10 @@ from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from app.errors import InvalidInput
+from app.instructor import delays
 from app.instructor.blueprints import bp
-from app.records import ApiToken, Instructor, as_utc, db, new_session_token, utcnow
+from app.records import ApiToken, Instructor, db, new_session_token, utcnow
+from app.security import RouteLimit, limited
 
 login_manager = LoginManager()
 login_manager.login_view = "instructor.login"
@@ -55,26 +56,19 @@ def find_instructor(name: str) -> Instructor | None:
 
 
 def authenticate(name: str, password: str) -> Instructor:
-    """The instructor when `password` is right; InvalidInput (401, or 429 while locked) otherwise.
-    Each wrong password counts; INSTRUCTOR_MAX_FAILED in a row lock the account for
-    INSTRUCTOR_LOCK_MINUTES (a correct password is refused too while it is locked)."""
-    cfg, now = current_app.config, utcnow()
-    user = find_instructor(name.strip())
+    """The instructor when `password` is right; InvalidInput otherwise: 401 for a wrong name or
+    password (the same answer for both), 429 while this name must wait at this address after
+    repeated wrong passwords (app/instructor/delays.py; a known and an unknown name alike)."""
+    name = name.strip()
+    delays.check_delay(name)
+    user = find_instructor(name)
     if user is None:
         check_password_hash(_DUMMY_HASH, password)  # no faster answer for an unknown name
+    if user is None or not check_password_hash(user.password_hash, password):
+        delays.record_failure(name)
         raise wrong_password()
-    locked = as_utc(user.locked_until)
-    if locked and locked > now:
-        minutes = max(1, int((locked - now).total_seconds() // 60) + 1)
-        raise InvalidInput("Too many wrong passwords: this account is locked for %(minutes)s more minute(s).", 429, minutes=minutes)
-    if not check_password_hash(user.password_hash, password):
-        user.failed_logins = (user.failed_logins or 0) + 1
-        if user.failed_logins >= int(cfg["INSTRUCTOR_MAX_FAILED"]):
-            user.locked_until = now + dt.timedelta(minutes=float(cfg["INSTRUCTOR_LOCK_MINUTES"]))
-            user.failed_logins = 0
-        db.session.commit()
-        raise wrong_password()
-    user.failed_logins, user.locked_until, user.last_login_at = 0, None, now
+    delays.clear_delay(name)
+    user.last_login_at = utcnow()
     db.session.commit()
     return user
 
@@ -125,7 +119,13 @@ def is_local_path(target: str | None) -> bool:
     return not parts.scheme and not parts.netloc
 
 
+def not_a_post() -> bool:
+    """Showing the sign-in form costs nothing against RATELIMIT_LOGIN; only a try does."""
+    return request.method != "POST"
+
+
 @bp.route("/login", methods=["GET", "POST"])
+@limited(RouteLimit("RATELIMIT_LOGIN", exempt_when=not_a_post))
 def login():
     """The sign-in form; a right name and password start a session."""
     error, status = None, 200

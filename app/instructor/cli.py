@@ -14,6 +14,7 @@ from werkzeug.security import generate_password_hash
 
 from app.errors import InvalidInput
 from app.instructor.auth import check_password_strength, find_instructor, issue_token, revoke_tokens
+from app.instructor.delays import clear_delay
 from app.records import ApiToken, Instructor, db, iso, new_session_token
 
 instructor = AppGroup("instructor", help="Instructor accounts and API tokens.")
@@ -56,7 +57,7 @@ def passwd(name: str) -> None:
     user = _existing(name)
     user.password_hash = generate_password_hash(_password())
     user.session_token = new_session_token()
-    user.failed_logins, user.locked_until = 0, None
+    clear_delay(name, everywhere=True)
     db.session.commit()
     click.echo(f"password of {name} changed; its sessions ended")
 

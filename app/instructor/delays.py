@@ -1,0 +1,75 @@
+"""Delays after wrong passwords, per (name as typed, client address), instead of a lock-out.
+
+The first LOGIN_FREE_TRIES wrong passwords in a row cost nothing; from then on each one makes
+that name wait, from that address, 1 s, then twice as long each time, at most
+LOGIN_DELAY_MAX_SECONDS. A try during the wait is refused before the password is checked (no
+guessing faster than the delay allows) and does not lengthen it. Another address is not slowed
+at all, so an attacker's guesses never keep the real instructor out from their own address, and
+the longest wait at a shared one is the cap. Unknown names are delayed exactly like known ones:
+the answer tells nothing about which names exist. Rows untouched for a day are dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from flask import current_app, request
+from sqlalchemy import delete
+
+from app.errors import InvalidInput
+from app.records import LoginDelay, as_utc, db, utcnow
+
+NAME_CHARS = 64  # the longest instructor name; longer typed names are cut to this
+STALE = dt.timedelta(days=1)
+
+
+def client_address() -> str:
+    """The address the delay is kept for (behind a proxy: TRUSTED_PROXIES sets ProxyFix)."""
+    return (request.remote_addr or "unknown")[:64]
+
+
+def _row(name: str) -> LoginDelay | None:
+    return db.session.get(LoginDelay, (name[:NAME_CHARS], client_address()))
+
+
+def check_delay(name: str) -> None:
+    """InvalidInput (429) while `name` must still wait at this address."""
+    row = _row(name)
+    retry = as_utc(row.retry_at) if row is not None else None
+    if retry is not None and retry > utcnow():
+        seconds = max(1, math.ceil((retry - utcnow()).total_seconds()))
+        raise InvalidInput("Too many wrong passwords for this name from your address: wait %(seconds)s "
+                           "seconds, then try again.", 429, seconds=seconds)
+
+
+def delay_after(failures: int) -> float:
+    """The wait in seconds after `failures` wrong passwords in a row (0 while they are free)."""
+    cfg = current_app.config
+    over = failures - int(cfg["LOGIN_FREE_TRIES"])
+    return 0.0 if over <= 0 else min(float(cfg["LOGIN_DELAY_MAX_SECONDS"]), 2.0 ** (over - 1))
+
+
+def record_failure(name: str) -> None:
+    """Count a wrong password for `name` at this address and start its wait."""
+    now = utcnow()
+    row = _row(name)
+    if row is None:
+        row = LoginDelay(name=name[:NAME_CHARS], address=client_address(), failures=0)
+        db.session.add(row)
+    row.failures = (row.failures or 0) + 1
+    wait = delay_after(row.failures)
+    row.retry_at = now + dt.timedelta(seconds=wait) if wait else None
+    row.updated_at = now
+    db.session.execute(delete(LoginDelay).where(LoginDelay.updated_at < now - STALE))
+    db.session.commit()
+
+
+def clear_delay(name: str, everywhere: bool = False) -> None:
+    """Forget `name`'s wrong passwords at this address (a right password), or at every address
+    (a new password set on the server)."""
+    query = delete(LoginDelay).where(LoginDelay.name == name[:NAME_CHARS])
+    if not everywhere:
+        query = query.where(LoginDelay.address == client_address())
+    db.session.execute(query)
+    db.session.commit()
