@@ -272,3 +272,54 @@ class ClassCode(db.Model):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+# ----------------------------------------------------------------------------- submissions
+# A student's own .keras model for a data set: its own table, not a Run, because a submission has
+# no recipe, settings, epochs or training time, and every engine rule over runs (the consumer's
+# claim and resume, the stale sweep, the measured training speed, the run limits) must not touch it.
+SCORING, SCORED, REFUSED = "scoring", "scored", "refused"
+SUBMISSION_ACTIVE = (QUEUED, SCORING)
+
+
+class Submission(db.Model):
+    """One uploaded model: checked by the web, scored on the data set's test split by a consumer."""
+
+    __tablename__ = "submissions"
+
+    id: Mapped[str] = mapped_column(String(12), primary_key=True, default=new_run_id)
+    dataset: Mapped[str] = mapped_column(String(64), index=True)
+    nickname: Mapped[str] = mapped_column(String(40), default="")
+    owner: Mapped[str] = mapped_column(String(64), index=True, default="")
+    client: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(16), index=True, default=QUEUED)
+    queue_task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    filename: Mapped[str] = mapped_column(String(120), default="")
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    notebook: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    params: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    layers: Mapped[list] = mapped_column(JSON, default=list)  # [{name, class, output_shape, params}]
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)  # test_accuracy, test_count
+    error_en: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_vi: Mapped[str | None] = mapped_column(Text, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+    @property
+    def error(self) -> dict | None:
+        """The refusal reason in both languages, or None."""
+        if not (self.error_en or self.error_vi):
+            return None
+        return {"en": self.error_en or self.error_vi, "vi": self.error_vi or self.error_en}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The submission as the JSON API shows it (no owner token, no client address)."""
+        return {"id": self.id, "kind": "submission", "dataset": self.dataset, "nickname": self.nickname or "",
+                "status": self.status, "filename": self.filename, "size_bytes": self.size_bytes,
+                "notebook": bool(self.notebook), "created_at": iso(self.created_at),
+                "started_at": iso(self.started_at), "finished_at": iso(self.finished_at), "params": self.params,
+                "layers": self.layers or [], "metrics": self.metrics or {}, "error": self.error,
+                "links": {"self": url_for("lab_submit_api.get_submission", submission_id=self.id, _external=True),
+                          "page": url_for("lab_submit.submission_page", submission_id=self.id, _external=True)}}

@@ -16,7 +16,9 @@ from markupsafe import Markup, escape
 
 STATUS_LABELS = {"queued": lazy_gettext("queued"), "running": lazy_gettext("running"),
                  "finished": lazy_gettext("finished"), "failed": lazy_gettext("failed"),
-                 "cancelled": lazy_gettext("cancelled"), "interrupted": lazy_gettext("interrupted")}
+                 "cancelled": lazy_gettext("cancelled"), "interrupted": lazy_gettext("interrupted"),
+                 # a submitted model's
+                 "scoring": lazy_gettext("scoring"), "scored": lazy_gettext("scored"), "refused": lazy_gettext("refused")}
 # app.modelstore's states of a served task
 STATE_LABELS = {"ready": lazy_gettext("ready"), "missing": lazy_gettext("not trained yet"),
                 "error": lazy_gettext("could not be loaded")}

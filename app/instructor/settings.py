@@ -47,3 +47,25 @@ def limit_overrides() -> dict:
 def set_limit_overrides(values: dict) -> None:
     """Store the lab bench's limits (field name -> int)."""
     set_setting(LAB_LIMITS, {k: int(v) for k, v in values.items()})
+
+
+SUBMISSION_RULES = "submission_rules"
+RULE_FIELDS = ("recurrent_only", "max_params", "max_file_mb", "target_accuracy")
+
+
+def submission_rules(dataset: str) -> dict:
+    """The instructor's rules for submissions to `dataset`: recurrent_only (bool), max_params (int),
+    max_file_mb and target_accuracy (floats); a rule not set is None (False for recurrent_only)."""
+    stored = get_setting(SUBMISSION_RULES, {})
+    rules = stored.get(dataset) if isinstance(stored, dict) else None
+    rules = rules if isinstance(rules, dict) else {}
+    return {"recurrent_only": bool(rules.get("recurrent_only")), "max_params": rules.get("max_params"),
+            "max_file_mb": rules.get("max_file_mb"), "target_accuracy": rules.get("target_accuracy")}
+
+
+def set_submission_rules(dataset: str, rules: dict) -> None:
+    """Store the submission rules of `dataset` (keys of RULE_FIELDS, already checked)."""
+    stored = get_setting(SUBMISSION_RULES, {})
+    stored = dict(stored) if isinstance(stored, dict) else {}
+    stored[dataset] = {k: rules.get(k) for k in RULE_FIELDS}
+    set_setting(SUBMISSION_RULES, stored)

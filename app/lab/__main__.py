@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # the queue and training load only after the slot is taken, then the priority is lowered
     from app.lab.jobs import huey, lower_priority
+    from app.lab import scorer  # noqa: F401 - registers the "score_submission" handler
 
     lower_priority()
     import training.images  # noqa: F401 - TensorFlow and Keras load once here, not inside the first run

@@ -409,18 +409,24 @@ def merge_history(rows: list[dict], card_history: dict) -> list[dict]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-@handles("train_run")
-def train(run_id: str) -> str:
-    """The queue's "train_run" task: train one lab-bench run (see the module docstring)."""
+def in_worker_app(task, item_id: str, work) -> str:
+    """`work(app, item_id)` in the consumer's app; while the instructor holds the queue, `task` is
+    scheduled again in a little while instead."""
     app = worker_app()
     with app.app_context():
         try:
-            if queue_paused():  # the instructor paused the queue: look again in a little while
-                train_run.schedule((run_id,), delay=10)
+            if queue_paused():
+                task.schedule((item_id,), delay=10)
                 return "paused"
-            return execute_run(app, run_id)
+            return work(app, item_id)
         finally:
             db.session.remove()
+
+
+@handles("train_run")
+def train(run_id: str) -> str:
+    """The queue's "train_run" task: train one lab-bench run (see the module docstring)."""
+    return in_worker_app(train_run, run_id, execute_run)
 
 
 # ----------------------------------------------------------------------------- lost runs

@@ -79,3 +79,16 @@ def enqueue_run(run_id: str) -> str:
 def pending_count() -> int:
     """Tasks waiting in the queue (not yet taken by a consumer)."""
     return huey.pending_count()
+
+
+@huey.task()
+def score_submission(submission_id: str) -> str:
+    """Huey task: score a student's submitted model with the consumer's "score_submission" handler."""
+    return HANDLERS["score_submission"](submission_id)
+
+
+def enqueue_submission(submission_id: str) -> str:
+    """Put submission `submission_id` on the queue; returns the Huey task id."""
+    task = score_submission.s(submission_id)
+    huey.enqueue(task)
+    return task.id

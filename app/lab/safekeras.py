@@ -55,6 +55,11 @@ OBJECT_KEYS = {"module", "class_name", "config", "registered_name", "shared_obje
                "compile_config"}
 # Constructor parameters that are Keras plumbing, never set from an archive.
 PLUMBING = {"self", "kwargs", "args", "cell"}
+# Each allowed layer's known config keys, read from the installed Keras's constructors and stored
+# (`python -m app.lab.safekeras` rewrites it; a test compares it with Keras): web workers check
+# an upload's keys without importing Keras.
+LAYER_KEYS_FILE = Path(__file__).with_name("layer_keys.json")
+LAYER_KEYS = {name: frozenset(keys) for name, keys in json.loads(LAYER_KEYS_FILE.read_text(encoding="utf-8")).items()}
 
 
 @dataclass
@@ -154,7 +159,8 @@ def _layer_class(name: str):
     return getattr(keras.layers, name)
 
 
-def _allowed_keys(class_name: str) -> set:
+def keras_layer_keys(class_name: str) -> set:
+    """The config keys the installed Keras's constructors of `class_name` accept (imports Keras)."""
     cls = _layer_class(class_name)
     keys = set()
     for klass in cls.__mro__:
@@ -197,46 +203,76 @@ def _check_scalar(value, key: str, where: str):
         _refuse("The value of %(key)s in %(where)s has a type that is not allowed.", key=key, where=where)
 
 
-def _build_value(key: str, value, where: str):
-    """A constructor argument from a checked config value (dtype, initializer, regularizer or scalar)."""
-    import keras
+def _check_value(key: str, value, where: str):
+    """Refuse a config value that is not an allowed dtype, initializer, regularizer, activation or
+    bounded scalar (pure data: no Keras import)."""
     if key == "dtype" and isinstance(value, dict):
         _, cfg = _check_object(value, where, {"DTypePolicy": "keras", "FloatDTypePolicy": "keras"})
         value = cfg.get("name")
     if key == "dtype":
         if value not in DTYPES:
             _refuse("The dtype %(value)s in %(where)s is not allowed.", value=str(value)[:MAX_STRING], where=where)
-        return value
+        return
     if isinstance(value, dict):
         if key.endswith("_initializer"):
-            name, cfg = _check_object(value, where, dict.fromkeys(INITIALIZERS, "keras.initializers"))
-            cls = getattr(keras.initializers, name)
+            _, cfg = _check_object(value, where, dict.fromkeys(INITIALIZERS, "keras.initializers"))
         elif key.endswith("_regularizer"):
-            name, cfg = _check_object(value, where, dict.fromkeys(REGULARIZERS, "keras.regularizers"))
-            cls = getattr(keras.regularizers, name)
+            _, cfg = _check_object(value, where, dict.fromkeys(REGULARIZERS, "keras.regularizers"))
         else:
             _refuse("The value of %(key)s in %(where)s has a type that is not allowed.", key=key, where=where)
-        params = set(inspect.signature(cls.__init__).parameters) - PLUMBING
         for k, v in cfg.items():
-            if k not in params:
-                _refuse("Unknown key %(key)s in %(where)s.", key=str(k)[:MAX_STRING], where=f"{where}/{name}")
             _check_scalar(v, k, where)
-        return cls(**cfg)
+        return
     if key in ACTIVATION_KEYS and value not in ACTIVATIONS:
         _refuse("The activation %(value)s in %(where)s is not allowed.", value=str(value)[:MAX_STRING], where=where)
     _check_scalar(value, key, where)
+
+
+def _build_value(key: str, value, where: str):
+    """A constructor argument from a checked config value (dtype, initializer, regularizer or scalar)."""
+    import keras
+    _check_value(key, value, where)
+    if key == "dtype":
+        return value.get("config", {}).get("name") if isinstance(value, dict) else value
+    if isinstance(value, dict):
+        name, cfg = value["class_name"], value.get("config", {})
+        cls = getattr(keras.initializers if key.endswith("_initializer") else keras.regularizers, name)
+        params = set(inspect.signature(cls.__init__).parameters) - PLUMBING
+        for k in cfg:
+            if k not in params:
+                _refuse("Unknown key %(key)s in %(where)s.", key=str(k)[:MAX_STRING], where=f"{where}/{name}")
+        return cls(**cfg)
     return value
+
+
+def _layer_parts(obj, allowed_layers: set, where: str):
+    """(class name, config, where) of a layer description whose class and keys are allowed."""
+    name, config = _check_object(obj, where, dict.fromkeys(allowed_layers, "keras.layers"))
+    where = f"{where}/{config.get('name', name)}" if isinstance(config.get("name"), str) else f"{where}/{name}"
+    keys = LAYER_KEYS.get(name, frozenset()) | BASE_KEYS
+    for key in config:
+        if key not in keys:
+            _refuse("Unknown key %(key)s in layer %(where)s.", key=str(key)[:MAX_STRING], where=where)
+    return name, config, where
+
+
+def check_layer(obj, allowed_layers: set, where: str = "config.json") -> str:
+    """Refuse a layer description that is not allowed (pure data: no Keras import); its class name."""
+    name, config, where = _layer_parts(obj, allowed_layers, where)
+    for key, value in config.items():
+        if key in WRAPPERS.get(name, ()):
+            if value is not None:
+                check_layer(value, allowed_layers - set(WRAPPERS), where)
+        else:
+            _check_value(key, value, where)
+    return name
 
 
 def build_layer(obj, allowed_layers: set, where: str = "config.json"):
     """One checked layer description, rebuilt by calling its allowed keras.layers class."""
-    name, config = _check_object(obj, where, dict.fromkeys(allowed_layers, "keras.layers"))
-    where = f"{where}/{config.get('name', name)}" if isinstance(config.get("name"), str) else f"{where}/{name}"
-    keys = _allowed_keys(name)
+    name, config, where = _layer_parts(obj, allowed_layers, where)
     kwargs = {}
     for key, value in config.items():
-        if key not in keys:
-            _refuse("Unknown key %(key)s in layer %(where)s.", key=str(key)[:MAX_STRING], where=where)
         if key in WRAPPERS.get(name, ()):
             kwargs[key] = None if value is None else build_layer(value, allowed_layers - set(WRAPPERS), where)
         else:
@@ -248,9 +284,9 @@ def build_layer(obj, allowed_layers: set, where: str = "config.json"):
                            detail=str(exc)[:MAX_STRING]) from None
 
 
-def build_model(config: dict, recurrent_only: bool = False):
-    """The Sequential model a checked config.json describes."""
-    import keras
+def check_model(config: dict, recurrent_only: bool = False) -> list[dict]:
+    """Refuse a config.json that is not a Sequential model of allowed layers, keys and values (pure
+    data: what a web worker checks before queueing); the layer descriptions."""
     allowed = set(LAYERS) - (CONVOLUTIONAL if recurrent_only else set())
     for key in config:
         if key not in OBJECT_KEYS:
@@ -261,6 +297,7 @@ def build_model(config: dict, recurrent_only: bool = False):
     for key in model_config:
         if key not in {"name", "trainable", "dtype", "layers", "build_input_shape"}:
             _refuse("Unknown key %(key)s in %(where)s.", key=str(key)[:MAX_STRING], where="config.json/Sequential")
+    _check_scalar(model_config.get("name", "submission"), "name", "config.json")
     described = model_config.get("layers")
     if not isinstance(described, list) or not described or len(described) > MAX_LAYERS:
         _refuse("The model must have between 1 and %(limit)s layers.", limit=MAX_LAYERS)
@@ -269,11 +306,19 @@ def build_model(config: dict, recurrent_only: bool = False):
             if isinstance(obj, dict) and obj.get("class_name") in CONVOLUTIONAL:
                 _refuse("The layer %(name)s is not allowed for this data set: recurrent layers only, no convolutions.",
                         name=str(obj.get("class_name")))
-    layers = [build_layer(obj, allowed) for obj in described]
-    if not isinstance(layers[0], keras.layers.InputLayer):
+    names = [check_layer(obj, allowed) for obj in described]
+    if names[0] != "InputLayer":
         _refuse("The model must begin with keras.Input(shape=...).")
-    name = model_config.get("name", "submission")
-    _check_scalar(name, "name", "config.json")
+    return described
+
+
+def build_model(config: dict, recurrent_only: bool = False):
+    """The Sequential model a checked config.json describes."""
+    import keras
+    described = check_model(config, recurrent_only)
+    allowed = set(LAYERS) - (CONVOLUTIONAL if recurrent_only else set())
+    layers = [build_layer(obj, allowed) for obj in described]
+    name = config["config"].get("name", "submission")
     return keras.Sequential(layers, name=name if isinstance(name, str) else "submission")
 
 
@@ -360,6 +405,28 @@ def layer_table(model) -> list:
              "params": int(layer.count_params())} for layer in model.layers]
 
 
+def _check_params(params: int, max_params: int | None) -> None:
+    if max_params is not None and params > max_params:
+        _refuse("The model has %(params)s parameters; the limit for this data set is %(limit)s.",
+                params=params, limit=max_params)
+
+
+def check_archive(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES, recurrent_only: bool = False,
+                  max_params: int | None = None) -> dict:
+    """The cheap checks of an upload, without Keras (a web worker's, before it queues the archive):
+    the zip, config.json and its layers, the weights as arrays. {"params", "layers": [class names]}."""
+    members = open_archive(path, max_bytes)
+    config = parse_config(members["config.json"])
+    if "metadata.json" in members:
+        parse_config(members["metadata.json"])
+    described = check_model(config, recurrent_only)
+    arrays = read_weights(members["model.weights.h5"])
+    # every weight but the optimizer's belongs to the model (assign_weights refuses any other)
+    params = int(sum(a.size for name, a in arrays.items() if not name.startswith("optimizer/")))
+    _check_params(params, max_params)
+    return {"params": params, "layers": [obj["class_name"] for obj in described[1:]]}
+
+
 def load_submission(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES, recurrent_only: bool = False,
                     max_params: int | None = None) -> Submission:
     """A .keras archive checked and rebuilt as data: never through keras.saving.load_model."""
@@ -370,8 +437,17 @@ def load_submission(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES, recurrent_on
     arrays = read_weights(members["model.weights.h5"])
     model = build_model(config, recurrent_only=recurrent_only)
     params = int(model.count_params())
-    if max_params is not None and params > max_params:
-        _refuse("The model has %(params)s parameters; the limit for this data set is %(limit)s.",
-                params=params, limit=max_params)
+    _check_params(params, max_params)
     assign_weights(model, arrays)
     return Submission(model=model, layers=layer_table(model), params=params)
+
+
+def write_layer_keys() -> None:
+    """Store every allowed layer's config keys, read from the installed Keras, in LAYER_KEYS_FILE."""
+    keys = {name: sorted(keras_layer_keys(name)) for name in LAYERS}
+    lines = [f" {json.dumps(name)}: {json.dumps(keys[name])}" for name in sorted(keys)]
+    LAYER_KEYS_FILE.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    write_layer_keys()

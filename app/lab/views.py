@@ -21,7 +21,8 @@ from app.csvfile import csv_download, csv_safe
 from app.errors import InvalidInput
 from app.i18n import current_language, format_number
 from app.instructor.access import needs_class_code
-from app.lab import program, recipes, runs
+from app.instructor.settings import submission_rules
+from app.lab import program, recipes, runs, submissions
 from app.lab.charts import chart, column, run_charts_live
 from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings
 from app.records import ACTIVE, Run, as_utc, db, iso, utcnow
@@ -384,7 +385,8 @@ def leaderboard(dataset: str):
               for key in ("val_accuracy", "val_loss")} if compared else {}
     series = [(i, by_id[i].nickname or i) for i in compared]
     return render_template("lab/leaderboard.html", dataset=dataset, dataset_title=spec.title(current_language()),
-                           runs=board, compared=compared, charts=charts, series=series)
+                           runs=board, rows=submissions.leaderboard_rows(dataset, board), compared=compared,
+                           charts=charts, series=series, target=submission_rules(dataset)["target_accuracy"])
 
 
 @bp.get("/lab/<dataset>.csv")

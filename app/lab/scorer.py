@@ -1,0 +1,105 @@
+"""The consumer's side of submissions: the work behind the queue's "score_submission" task.
+
+`execute_submission` claims a queued submission (queued -> scoring, one consumer only), reads the
+data set's test split (the same images a bench run on this server is tested on) and passes every
+test image through the served preprocessing (`app.imaging.bytes_to_array` on the image's PNG, what
+the predict API does with an upload), then `scoring.score_submission` evaluates the archive in a
+child process under CPU, memory and wall limits, rebuilt as data by safekeras. The record ends
+scored (accuracy, parameters, layer table) or refused (the reason in both languages).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import traceback
+import types
+from pathlib import Path
+
+import numpy as np
+from flask import Flask
+from sqlalchemy import update
+
+from app.errors import InvalidInput
+from app.instructor.settings import submission_rules
+from app.lab import scoring
+from app.lab.jobs import WORKER_ID, in_worker_app
+from app.lab.queue import handles
+from app.lab.queue import score_submission as score_task
+from app.lab.recipes import available_datasets
+from app.records import QUEUED, REFUSED, SCORED, SCORING, Submission, db, utcnow
+from app.tasks import TaskSpec
+
+log = logging.getLogger(__name__)
+MODEL_FILE = "model.keras"
+
+
+@functools.lru_cache(maxsize=4)
+def test_split(spec: TaskSpec, data: str, test_subset: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(inputs, labels, refused) of the data set's test split through the served preprocessing;
+    a test image the served path refuses gets label -1, so it always counts as wrong."""
+    from app.imaging import bytes_to_array
+    from training.data import load_image_data, to_png_bytes
+    from training.images import train_subset
+
+    images = train_subset(load_image_data(spec, data or None),
+                          types.SimpleNamespace(quick=False, subset=0, test_subset=test_subset))
+    x = np.zeros((len(images.y_test), *spec.input_shape), np.float32)
+    y = np.asarray(images.y_test, np.int64).copy()
+    refused = 0
+    for i, image in enumerate(images.x_test):
+        try:
+            x[i] = bytes_to_array(to_png_bytes(image), spec)
+        except InvalidInput:
+            y[i], refused = -1, refused + 1
+    return x, y, refused
+
+
+def claim(submission_id: str) -> bool:
+    """Atomically mark a queued submission as scoring on this consumer."""
+    result = db.session.execute(update(Submission).where(Submission.id == submission_id, Submission.status == QUEUED)
+                                .values(status=SCORING, worker=WORKER_ID, started_at=utcnow()))
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def finish(submission_id: str, status: str, **values) -> str:
+    """Set a claimed submission's final status."""
+    db.session.rollback()
+    db.session.execute(update(Submission).where(Submission.id == submission_id, Submission.status == SCORING)
+                       .values(status=status, finished_at=utcnow(), **values))
+    db.session.commit()
+    return status
+
+
+def execute_submission(app: Flask, submission_id: str) -> str:
+    """Score submission `submission_id` if this consumer can claim it; its final status (or why not)."""
+    record = db.session.get(Submission, submission_id)
+    if record is None:
+        return "missing"
+    if not claim(submission_id):
+        return "skipped"
+    dataset = record.dataset
+    path = Path(app.instance_path) / "submissions" / submission_id / MODEL_FILE
+    try:
+        rules = submission_rules(dataset)
+        spec = available_datasets()[dataset]
+        db.session.commit()  # no transaction stays open while it scores
+        x, y, refused = test_split(spec, os.environ.get("LSTMLAB_DATA", ""), int(app.config.get("LAB_TEST_SUBSET") or 0))
+        result = scoring.score_submission(path, x, y, recurrent_only=rules["recurrent_only"],
+                                          max_params=rules["max_params"])
+    except InvalidInput as exc:
+        return finish(submission_id, REFUSED, error_en=exc.en, error_vi=exc.vi)
+    except Exception as exc:  # noqa: BLE001 - one submission's failure must leave the consumer serving others
+        log.error("submission %s failed: %s", submission_id, "".join(traceback.format_exception(exc))[-3000:])
+        return finish(submission_id, REFUSED, error_en=f"The model could not be scored ({exc.__class__.__name__}).",
+                      error_vi=f"Không chấm được mô hình ({exc.__class__.__name__}).")
+    return finish(submission_id, SCORED, params=result["params"], layers=result["layers"],
+                  metrics={"test_accuracy": result["accuracy"], "test_count": int(len(y)), "refused_inputs": refused})
+
+
+@handles("score_submission")
+def score(submission_id: str) -> str:
+    """The queue's "score_submission" task: score one submitted model (see the module docstring)."""
+    return in_worker_app(score_task, submission_id, execute_submission)

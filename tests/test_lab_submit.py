@@ -1,0 +1,294 @@
+"""Students' submitted models end to end: a model trained outside the app with plain Keras is
+submitted through the API, scored by the consumer's handler on the test split bench runs use, and
+its leaderboard figure equals `model.evaluate`; hostile archives get their 400 from the HTTP route
+with nothing left behind; the instructor's rules refuse at submit time; the class's results CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import types
+
+import numpy as np
+import pytest
+
+from app.lab import queue as lab_queue
+from app.lab import safekeras, scorer
+from app.records import Run, Submission, db
+from helpers.instructor import INSTRUCTOR_PASSWORD
+from helpers.lab import mnist_data_or_skip
+from test_lab_submissions import _config, hostile_configs, rewrite
+
+keras = pytest.importorskip("keras")
+TEST_SUBSET = 300  # the bench's LAB_TEST_SUBSET for these apps: runs and submissions share the split
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    """An MNIST-shaped LSTM reading rows, trained outside the app on 2,000 images for three epochs."""
+    path = mnist_data_or_skip()
+    with np.load(path) as data:
+        x, y = data["x_train"][:2000].reshape(-1, 28, 28, 1).astype("float32"), data["y_train"][:2000]
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.Reshape((28, 28)), keras.layers.LSTM(24),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=3, batch_size=64, verbose=0)
+    folder = tmp_path_factory.mktemp("student")
+    model.save(folder / "model.keras")
+    return types.SimpleNamespace(path=folder / "model.keras", model=model, folder=folder)
+
+
+@pytest.fixture
+def sub_app(make_app, tiny_models_dir, tmp_path):
+    """A fresh app (records, SQLite queue, instance folder) per test."""
+    return make_app(tiny_models_dir, INSTANCE_PATH=str(tmp_path / "instance"), LSTMLAB_QUEUE_URL="",
+                    LSTMLAB_DATABASE_URL="", LAB_TEST_SUBSET=TEST_SUBSET)
+
+
+def post(client, path, nickname="An", dataset="mnist", notebook=None, name="model.keras"):
+    """POST /api/v1/submissions with the file at `path` (or bytes)."""
+    data = path if isinstance(path, bytes) else path.read_bytes()
+    form = {"dataset": dataset, "nickname": nickname, "model": (io.BytesIO(data), name)}
+    if notebook is not None:
+        form["notebook"] = (io.BytesIO(notebook), "work.ipynb")
+    return client.post("/api/v1/submissions", data=form, content_type="multipart/form-data")
+
+
+def instance_files(app) -> set[str]:
+    """Every file and folder of the instance folder but the record and queue databases."""
+    from pathlib import Path
+
+    root = Path(app.instance_path)
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if ".sqlite3" not in p.name}
+
+
+def test_a_model_trained_outside_is_scored_like_evaluate(sub_app, student):
+    """API -> queued record and a Huey task; the consumer's handler scores it through the served
+    preprocessing on the bench's test split; the figure equals model.evaluate on the same weights."""
+    from app.tasks import MNIST
+    from training.data import load_image_data
+    from training.images import train_subset
+
+    client = sub_app.test_client()
+    notebook = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}).encode()
+    response = post(client, student.path, notebook=notebook)
+    assert response.status_code == 202, response.get_json()
+    body = response.get_json()
+    assert body["status"] == "queued" and body["params"] == student.model.count_params() and body["notebook"]
+    assert [layer["class"] for layer in body["layers"]] == ["Rescaling", "Reshape", "LSTM", "Dense"]
+    with sub_app.app_context():
+        lab_queue.init_app(sub_app)
+        task = lab_queue.huey.dequeue()
+        assert task.name == "score_submission" and task.args == (body["id"],)
+        assert scorer.execute_submission(sub_app, body["id"]) == "scored"
+        assert scorer.execute_submission(sub_app, body["id"]) == "skipped"  # claimed once only
+    scored = client.get(f"/api/v1/submissions/{body['id']}").get_json()
+    assert scored["status"] == "scored" and scored["error"] is None, scored
+
+    split = train_subset(load_image_data(MNIST), types.SimpleNamespace(quick=False, subset=0, test_subset=TEST_SUBSET))
+    _, expected = student.model.evaluate(split.x_test.astype("float32"), split.y_test, verbose=0)
+    assert scored["metrics"]["test_count"] == TEST_SUBSET and scored["metrics"]["refused_inputs"] == 0
+    assert scored["metrics"]["test_accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert scored["params"] == student.model.count_params()
+    assert [row["params"] for row in scored["layers"]] == [0, 0, student.model.layers[2].count_params(), 250]
+
+    board = client.get("/lab/mnist?lang=en").get_data(as_text=True)
+    row = board[board.index(f'id="row-{body["id"]}"'):]
+    row = row[:row.index("</tr>\n")]
+    assert "submitted" in row and "An" in row and "LSTM" in row
+    assert f"{100 * scored['metrics']['test_accuracy']:.2f}%" in row
+    vi = client.get("/lab/mnist?lang=vi").get_data(as_text=True)
+    assert "nộp bài" in vi
+    page = client.get(f"/lab/submissions/{body['id']}?lang=en").get_data(as_text=True)
+    assert 'id="layer-table"' in page and f"{100 * scored['metrics']['test_accuracy']:.2f}%" in page
+
+
+def test_the_submit_page_works_without_javascript(sub_app, student):
+    """The form posts multipart with its CSRF token; a refusal re-renders it with the reason."""
+    sub_app.config["WTF_CSRF_ENABLED"] = True
+    try:
+        client = sub_app.test_client()
+        page = client.get("/lab/mnist/submit?lang=en").get_data(as_text=True)
+        assert 'enctype="multipart/form-data"' in page and 'name="csrf_token"' in page
+        token = page.split('name="csrf_token" value="')[1].split('"')[0]
+        form = {"csrf_token": token, "nickname": "Bình", "model": (io.BytesIO(student.path.read_bytes()), "m.keras")}
+        response = client.post("/lab/mnist/submit", data=form, content_type="multipart/form-data")
+        assert response.status_code == 303 and "/lab/submissions/" in response.headers["Location"]
+        status = client.get(response.headers["Location"] + "?lang=vi").get_data(as_text=True)
+        assert "đang chờ" in status or "chờ" in status
+        bad = client.post("/lab/mnist/submit?lang=en", data={"csrf_token": token, "model": (io.BytesIO(b"x" * 50), "m.keras")},
+                          content_type="multipart/form-data")
+        assert bad.status_code == 400 and "not a .keras file" in bad.get_data(as_text=True)
+        forged = client.post("/lab/mnist/submit", data={"model": (io.BytesIO(b"x"), "m.keras")},
+                             content_type="multipart/form-data")
+        assert forged.status_code == 400
+    finally:
+        sub_app.config["WTF_CSRF_ENABLED"] = False
+
+
+def hostile_archives(student, tmp_path) -> dict:
+    """name -> (archive bytes, word the refusal names): every CVE class, a bomb, a traversal, a
+    500 MB weight claim, a non-zip and a legacy .h5."""
+    import h5py
+
+    marker = tmp_path / "marker"
+    out = {}
+    for case, (config, named) in hostile_configs(_config(student.path), marker).items():
+        out[case] = (rewrite(student.path, tmp_path / f"{case}.keras", config=config).read_bytes(), named)
+    out["zip bomb"] = (rewrite(student.path, tmp_path / "bomb.keras",
+                               members={"metadata.json": b" " * (50 * 2 ** 20)}).read_bytes(), "zip bomb")
+    out["path traversal"] = (rewrite(student.path, tmp_path / "trav.keras",
+                                     members={"../../escape.py": b"x"}).read_bytes(), "")
+    claim = tmp_path / "claim.h5"
+    with h5py.File(claim, "w") as fh:
+        fh.create_dataset("layers/dense/vars/0", shape=(500 * 2 ** 20 // 4,), dtype="float32", chunks=True,
+                          compression="gzip")
+    out["500 MB claim"] = (rewrite(student.path, tmp_path / "claim.keras",
+                                   members={"model.weights.h5": claim.read_bytes()}).read_bytes(), "500.0 MB")
+    out["not a zip"] = (b"import os\nos.system('touch marker')\n", "zip")
+    student.model.save_weights(tmp_path / "legacy.weights.h5")
+    out["legacy h5"] = ((tmp_path / "legacy.weights.h5").read_bytes(), "HDF5")
+    return out
+
+
+def test_hostile_archives_are_refused_by_the_route_with_nothing_left(sub_app, student, tmp_path):
+    """Every hostile archive: a bilingual 400 naming what was refused, no marker file, no record,
+    nothing queued, nothing left in the instance folder."""
+    client = sub_app.test_client()
+    assert client.get("/lab/mnist/submit").status_code == 200  # the app's own folders exist from here on
+    before = instance_files(sub_app)
+    with sub_app.app_context():
+        lab_queue.init_app(sub_app)
+        pending = lab_queue.pending_count()
+    for case, (data, named) in hostile_archives(student, tmp_path).items():
+        response = post(client, data, name="evil.keras")
+        body = response.get_json()
+        assert response.status_code == 400, (case, body)
+        assert named in body["error_en"] and body["error_vi"] != body["error_en"], (case, body)
+    assert not (tmp_path / "marker").exists() and not (tmp_path.parent / "escape.py").exists()
+    assert instance_files(sub_app) == before
+    with sub_app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(Submission)) == 0
+        assert lab_queue.pending_count() == pending
+
+
+def test_wrong_shapes_pass_the_web_and_are_refused_by_the_consumer(sub_app, student, tmp_path):
+    """Shapes need the rebuilt model: the consumer refuses them, the record says why in both languages."""
+    other = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Rescaling(1 / 255), keras.layers.Reshape((28, 28)),
+                              keras.layers.LSTM(25), keras.layers.Dense(10, activation="softmax")])
+    other.save_weights(tmp_path / "o.weights.h5")
+    data = rewrite(student.path, tmp_path / "shape.keras",
+                   members={"model.weights.h5": (tmp_path / "o.weights.h5").read_bytes()}).read_bytes()
+    client = sub_app.test_client()
+    response = post(client, data)
+    assert response.status_code == 202
+    sub_id = response.get_json()["id"]
+    with sub_app.app_context():
+        assert scorer.execute_submission(sub_app, sub_id) == "refused"
+    body = client.get(f"/api/v1/submissions/{sub_id}").get_json()
+    assert body["status"] == "refused" and "has shape" in body["error"]["en"] and body["error"]["vi"] != body["error"]["en"]
+    page = client.get(f"/lab/submissions/{sub_id}?lang=en").get_data(as_text=True)
+    assert "has shape" in page and 'id="submission-error"' in page
+
+
+def signed_in_client(app, add_instructor):
+    """A test client signed in as an instructor of `app`."""
+    add_instructor(app)
+    client = app.test_client()
+    response = client.post("/instructor/login", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD})
+    assert response.status_code == 302
+    return client
+
+
+def test_instructor_rules_refuse_at_submit_time(sub_app, student, tmp_path, add_instructor):
+    """LSTM-only refuses a Conv2D, the parameter and file-size limits refuse bigger models, each a
+    bilingual 400 naming the rule; the target shows on the leaderboard; bad rule values are a 400."""
+    teacher = signed_in_client(sub_app, add_instructor)
+    response = teacher.post("/instructor/submissions/rules/mnist",
+                            data={"recurrent_only": "1", "max_params": "5000", "target_accuracy": "90"})
+    assert response.status_code == 303
+    conv = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                             keras.layers.Dense(10, activation="softmax")])
+    conv.save(tmp_path / "conv.keras")
+    client = sub_app.test_client()
+    before = instance_files(sub_app)
+    refused = post(client, tmp_path / "conv.keras").get_json()
+    assert refused["status"] == 400 and "Conv2D" in refused["error_en"] and "recurrent layers only" in refused["error_en"]
+    too_big = post(client, student.path).get_json()
+    assert too_big["status"] == 400 and "limit for this data set is 5000" in too_big["error_en"], too_big
+    teacher.post("/instructor/submissions/rules/mnist", data={"max_file_mb": "0.02"})
+    too_large = post(client, student.path).get_json()
+    assert too_large["status"] == 400 and "this data set's rule" in too_large["error_en"] and too_large["error_vi"]
+    assert instance_files(sub_app) == before
+    teacher.post("/instructor/submissions/rules/mnist", data={"target_accuracy": "92.5"})
+    assert "92.5%" in client.get("/lab/mnist?lang=en").get_data(as_text=True)
+    for field, value in (("max_params", "-3"), ("target_accuracy", "120"), ("max_file_mb", "nan")):
+        bad = teacher.post("/instructor/submissions/rules/mnist", data={field: value}, headers={"Accept": "application/json"})
+        assert bad.status_code == 400 and bad.get_json()["error_vi"], (field, bad.get_data(as_text=True)[:300])
+    assert teacher.post("/instructor/submissions/rules/nope", data={}).status_code == 404
+    assert sub_app.test_client().post("/instructor/submissions/rules/mnist", data={}).status_code in (302, 401, 403)
+
+
+def test_bad_forms_are_bilingual_400s(sub_app, student):
+    """No file, an unknown data set, a notebook that is not one, a long nickname: never a 500."""
+    client = sub_app.test_client()
+    no_file = client.post("/api/v1/submissions", data={"dataset": "mnist"}, content_type="multipart/form-data")
+    assert no_file.status_code == 400 and ".keras" in no_file.get_json()["error_en"]
+    assert post(client, student.path, dataset="nope").status_code == 404
+    bad_nb = post(client, student.path, notebook=b"{not json")
+    assert bad_nb.status_code == 400 and "notebook" in bad_nb.get_json()["error_en"]
+    assert post(client, student.path, nickname="x" * 80).status_code == 400
+    assert client.get("/api/v1/submissions/doesnotexist").status_code == 404
+    assert client.get("/lab/submissions/zzz").status_code == 404
+    assert not any(p.startswith("submissions") for p in instance_files(sub_app))
+
+
+def test_the_results_csv_has_each_nicknames_best(sub_app, add_instructor):
+    """One row per nickname and data set: the best of its finished runs and scored submissions."""
+    from app.records import FINISHED, SCORED, utcnow
+
+    with sub_app.app_context():
+        db.session.add_all([
+            Run(dataset="mnist", nickname="An", status=FINISHED, metrics={"test_accuracy": 0.91}, params=1000,
+                finished_at=utcnow()),
+            Run(dataset="mnist", nickname="An", status=FINISHED, metrics={"test_accuracy": 0.95}, params=2000,
+                finished_at=utcnow()),
+            Run(dataset="mnist", nickname="Bình", status="failed", metrics={"test_accuracy": 0.99}),
+            Submission(id="s00000000001", dataset="mnist", nickname="An", status=SCORED, params=300,
+                       metrics={"test_accuracy": 0.93}, finished_at=utcnow()),
+            Submission(id="s00000000002", dataset="mnist", nickname="Bình", status=SCORED, params=400,
+                       metrics={"test_accuracy": 0.97}, finished_at=utcnow()),
+            Submission(id="s00000000003", dataset="mnist", nickname="=cmd", status=SCORED, params=1,
+                       metrics={"test_accuracy": 0.5}, finished_at=utcnow())])
+        db.session.commit()
+    teacher = signed_in_client(sub_app, add_instructor)
+    response = teacher.get("/instructor/results.csv?dataset=mnist")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    assert rows[0] == ["nickname", "dataset", "test_accuracy", "params", "kind", "id", "time"]
+    body = {r[0]: r for r in rows[1:]}
+    assert len(rows) == 4 and set(body) == {"An", "Bình", "'=cmd"}
+    assert body["An"][1:5] == ["mnist", "0.95", "2000", "run"]
+    assert body["Bình"][1:6] == ["mnist", "0.97", "400", "submission", "s00000000002"]
+    assert sub_app.test_client().get("/instructor/results.csv").status_code in (302, 401, 403)
+    page = teacher.get("/instructor/submissions?lang=vi").get_data(as_text=True)
+    assert "s00000000002" in page and "results.csv" in page
+
+
+def test_the_layer_key_table_is_the_installed_keras():
+    """layer_keys.json (what web workers check keys against) equals the installed Keras's constructors."""
+    for name in safekeras.LAYERS:
+        assert safekeras.LAYER_KEYS[name] == frozenset(safekeras.keras_layer_keys(name)), name
+
+
+def test_the_static_check_refuses_what_the_rebuild_refuses(student, tmp_path):
+    """check_archive (no Keras) counts the same parameters as Keras and refuses unknown keys."""
+    found = safekeras.check_archive(student.path)
+    assert found["params"] == student.model.count_params()
+    config = _config(student.path)
+    config["config"]["layers"][-1]["config"]["surprise"] = 1
+    with pytest.raises(safekeras.InvalidInput, match="surprise"):
+        safekeras.check_archive(rewrite(student.path, tmp_path / "k.keras", config=config))
