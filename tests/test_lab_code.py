@@ -3,8 +3,10 @@ downloads of shipped tasks and API runs."""
 
 from __future__ import annotations
 
+import json
 import re
 from html import unescape
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -55,3 +57,187 @@ def test_a_refused_program_answers_json_to_the_panel(lab_app):
                                          headers={"Accept": "text/x-python, application/json;q=0.9"})
     assert response.status_code == 400 and response.is_json
     assert response.json["error_vi"] and response.json["error_en"]
+
+
+# ----------------------------------------------------------------------------- shipped tasks
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_CARD = {"units": 8, "epochs": 2, "seed": 3, "batch": 64, "lr": 0.002}
+
+
+@pytest.fixture(scope="module")
+def shipped_app(make_app, tiny_models_dir, tmp_path_factory):
+    """The app over a copy of the tiny models whose MNIST card says, as `python -m training` writes
+    it, that the served model is the rows-and-columns LSTM (units 8) trained with SHIPPED_CARD."""
+    import shutil
+
+    from app.tasks import MNIST
+    from training.build import make_image_classifier
+    from training.fit import card_header
+
+    models = tmp_path_factory.mktemp("shipped") / "models"
+    shutil.copytree(tiny_models_dir, models)
+    path = models / "mnist" / "card.json"
+    card = json.loads(path.read_text(encoding="utf-8"))
+    header = card_header(MNIST, make_image_classifier(MNIST, "rows_cols", units=8), "rows_cols", {"units": 8})
+    card.update(architecture="rows_cols", model_kwargs={"units": 8}, layers=header["layers"],
+                params_total=header["params_total"],
+                training={"epochs_requested": 2, "epochs_run": 2, "seed": 3, "early_stopping": {"patience": 6}},
+                optimizer={"name": "AdamW", "peak_learning_rate": 0.002, "batch_size": 64},
+                data={**card["data"], "licence": "CC BY-SA 3.0 (test)"})
+    path.write_text(json.dumps(card), encoding="utf-8")
+    instance = tmp_path_factory.mktemp("shipped-instance")
+    return make_app(models, INSTANCE_PATH=str(instance), LSTMLAB_QUEUE_URL="",
+                    LSTMLAB_DATABASE_URL=f"sqlite:///{instance / 'records.sqlite3'}")
+
+
+def built_model(source: str, data_folder: Path, monkeypatch):
+    """The model the program's Data and Model sections build (nothing trained) on a tiny MNIST."""
+    from test_lab_program import data_and_model, tiny_mnist
+
+    monkeypatch.setenv("LSTMLAB_DATA", str(tiny_mnist(data_folder)))
+    monkeypatch.setenv("PROGRAM_SUBSET", "100")
+    scope = {"__name__": "__main__"}
+    exec(compile(data_and_model(source), "program.py", "exec"), scope)
+    return scope["model"]
+
+
+def test_a_shipped_tasks_program_builds_its_served_model(shipped_app, tmp_path, monkeypatch):
+    import nbformat
+
+    from app.tasks import MNIST
+    from training.fit import card_header
+
+    client = shipped_app.test_client()
+    response = client.get("/tasks/mnist/program.py?lang=en")
+    assert response.status_code == 200
+    assert response.headers["Content-Disposition"] == 'attachment; filename="lstmlab_mnist.py"'
+    source = response.get_data(as_text=True)
+    assert "SEED = 3" in source and '"PROGRAM_EPOCHS", 2)' in source and "BATCH_SIZE = 64" in source
+    assert "LEARNING_RATE = 0.002" in source and "from app" not in source
+    card = json.loads(client.get("/tasks/mnist/download/card.json").get_data(as_text=True))
+    mine = card_header(MNIST, built_model(source, tmp_path / "data", monkeypatch), "rows_cols", {})
+    assert [mine["layers"], mine["params_total"]] == [card["layers"], card["params_total"]]
+    notebook = nbformat.reads(client.get("/tasks/mnist/program.ipynb?lang=vi").get_data(as_text=True), 4)
+    nbformat.validate(notebook)
+    assert notebook.cells[1].source.startswith("import os")
+
+
+@pytest.mark.parametrize("slug", ["mnist", "fashion_mnist"])
+def test_the_real_shipped_cards_programs_rebuild_their_layer_tables(slug, tmp_path, monkeypatch):
+    from app.lab import program
+    from app.tasks import BUILTIN_TASKS
+    from training.fit import card_header
+
+    path = ROOT / "models" / slug / "card.json"
+    if not path.is_file():
+        pytest.skip(f"no shipped card for {slug}")
+    card = json.loads(path.read_text(encoding="utf-8"))
+    spec = BUILTIN_TASKS[slug]
+    source = program.shipped_program(spec, card)
+    assert f"SEED = {card['training']['seed']}" in source
+    if slug == "fashion_mnist":  # its data file is not the tiny MNIST's: check the model section alone
+        source = source.replace(repr(spec.data_path), repr(BUILTIN_TASKS["mnist"].data_path))
+    mine = card_header(spec, built_model(source, tmp_path / "data", monkeypatch), card["architecture"], {})
+    assert [mine["layers"], mine["params_total"]] == [card["layers"], card["params_total"]]
+
+
+@pytest.mark.parametrize("slug", ["cifar10", "cats_dogs", "faces_gender", "kieu", "nyt_headlines"])
+def test_tasks_the_program_cannot_reproduce_are_refused_in_both_languages(shipped_app, slug):
+    client = shipped_app.test_client()
+    for lang, words in (("en", "No standalone program"), ("vi", "Chưa có chương trình độc lập")):
+        response = client.get(f"/tasks/{slug}/program.py?lang={lang}")
+        assert response.status_code == 404
+        assert words in response.get_data(as_text=True) and "Traceback" not in response.get_data(as_text=True)
+    assert client.get("/tasks/nosuch/program.ipynb").status_code == 404
+
+
+def test_a_shipped_tasks_card_page_offers_its_program_and_files(shipped_app):
+    client = shipped_app.test_client()
+    html = client.get("/tasks/mnist/card?lang=vi").get_data(as_text=True)
+    assert 'id="program-py" href="/tasks/mnist/program.py"' in html
+    assert 'href="/tasks/mnist/download/model.keras"' in html and 'href="/tasks/mnist/download/card.json"' in html
+    assert "Nguồn dữ liệu" in html and "CC BY-SA 3.0 (test)" in html
+    refused = client.get("/tasks/kieu/card?lang=en").get_data(as_text=True)
+    assert 'id="program-refusal"' in refused and 'id="program-py"' not in refused
+    for name in ("model.keras", "model.tflite", "card.json"):
+        response = client.get(f"/tasks/mnist/download/{name}")
+        assert response.status_code == 200, name
+        assert f"filename=lstmlab_mnist_{name}" in response.headers["Content-Disposition"]
+        assert response.headers["X-Provenance"].endswith("licence: CC BY-SA 3.0 (test)")
+    for bad in ("/tasks/mnist/download/history.csv", "/tasks/mnist/download/..%2Fcard.json",
+                "/tasks/nosuch/download/model.keras"):
+        response = client.get(bad + "?lang=en")
+        assert response.status_code == 404, bad
+        assert "Traceback" not in response.get_data(as_text=True)
+
+
+# ----------------------------------------------------------------------------- the lab preset's notes
+@pytest.mark.parametrize("lang, fixed", [("en", "divided the labels by 255"), ("vi", "chia cả nhãn cho 255")])
+def test_the_lab_presets_program_notes_each_fix(lab_app, lang, fixed):
+    client = lab_app.test_client()
+    lab = client.get("/lab/program.py", query_string={**form_query("lab"), "lang": lang}).get_data(as_text=True)
+    doc = lab.split('"""')[1]
+    assert fixed in doc and ("plain SGD" in doc or "SGD thuần" in doc)
+    assert 'astype("int64")  # ' in lab  # the labels' fix, where the labels are read
+    assert "SGD" in lab.split(program_section("Train" if lang == "en" else "Huấn luyện"))[1].split("\n")[1]
+    fast = client.get("/lab/program.py", query_string={**form_query("fast"), "lang": lang}).get_data(as_text=True)
+    assert fixed not in fast and "SGD" not in fast
+
+
+def form_query(name: str) -> dict:
+    """The bench form's fields of preset `name` on MNIST."""
+    from dataclasses import asdict
+
+    from app.lab.recipes import preset
+    from app.tasks import MNIST
+
+    recipe, settings = preset(name, MNIST)
+    fields = {**asdict(recipe), **asdict(settings), "dataset": "mnist"}
+    fields["bidirectional"] = "on" if recipe.bidirectional else ""
+    return fields
+
+
+def program_section(title: str) -> str:
+    from app.lab.program import SECTION
+
+    return SECTION + title + "\n"
+
+
+# ----------------------------------------------------------------------------- the API's model download
+def test_the_api_gives_a_runs_model_to_its_owner_only(lab_app, finished_run):
+    from test_lab_program import owner_client
+
+    from app.records import RUNNING
+
+    run_id = finished_run(owner="c" * 32)
+    mine, other = owner_client(lab_app, "c" * 32), owner_client(lab_app, "d" * 32)
+    response = mine.get(f"/api/v1/runs/{run_id}/model")
+    assert response.status_code == 200 and response.data[:2] == b"PK"  # a .keras archive is a zip
+    assert f"filename=lstmlab_{run_id}_model.keras" in response.headers["Content-Disposition"]
+    assert response.headers["X-Provenance"].startswith("data: ")
+    tflite = mine.get(f"/api/v1/runs/{run_id}/model?format=tflite")
+    assert tflite.status_code == 200 and tflite.data[4:8] == b"TFL3"
+    refused = other.get(f"/api/v1/runs/{run_id}/model")
+    assert refused.status_code == 403 and refused.json["error_vi"] and refused.json["error_en"]
+    assert mine.get(f"/api/v1/runs/{run_id}/model?format=h5").status_code == 400
+    assert mine.get(f"/api/v1/runs/{finished_run(owner='c' * 32, status=RUNNING)}/model").status_code == 404
+    assert mine.get("/api/v1/runs/nosuchrun/model").status_code == 404
+
+
+def test_instructors_download_any_runs_model(instructor_app, signed_in, finished_lab_run):
+    assert instructor_app.test_client().get(f"/api/v1/runs/{finished_lab_run}/model").status_code == 403
+    assert signed_in.get(f"/api/v1/runs/{finished_lab_run}/model").status_code == 200
+    token = instructor_app.test_cli_runner().invoke(args=["instructor", "token", "teacher"]).output.strip()
+    response = instructor_app.test_client().get(f"/api/v1/runs/{finished_lab_run}/model?format=tflite",
+                                               headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+
+
+def test_a_runs_card_links_its_program_and_the_owners_files(lab_app, finished_run):
+    from test_lab_program import owner_client
+
+    run_id = finished_run(owner="e" * 32)
+    html = owner_client(lab_app, "e" * 32).get(f"/lab/runs/{run_id}/card?lang=en").get_data(as_text=True)
+    assert f'href="/lab/runs/{run_id}/program.ipynb"' in html and f'/lab/runs/{run_id}/download/model.keras' in html
+    other = owner_client(lab_app, "f" * 32).get(f"/lab/runs/{run_id}/card?lang=en").get_data(as_text=True)
+    assert f'href="/lab/runs/{run_id}/program.py"' in other and "/download/" not in other

@@ -59,6 +59,20 @@ def get_run(run_id: str):
     return jsonify(runs.run_json(runs.find_run(run_id)))
 
 
+MODEL_FORMATS = {"keras": "model.keras", "tflite": "model.tflite"}
+
+
+@bp.get("/api/v1/runs/<run_id>/model")
+def run_model(run_id: str):
+    """A finished run's model.keras (`?format=tflite`: model.tflite) for its owner or an instructor
+    (cookie, session or Bearer token), as the page's download: provenance in X-Provenance."""
+    name = MODEL_FORMATS.get(request.args.get("format", "keras"))
+    if name is None:
+        raise recipes.refusal("The model format must be keras or tflite.")
+    path, note = runs.download_file(runs.find_run(run_id), name)
+    return runs.send_download(path, f"lstmlab_{run_id}_{name}", note)
+
+
 @bp.get("/api/v1/runs/<run_id>/card")
 def run_card(run_id: str):
     """The finished run's card.json (the same card `python -m training` writes)."""

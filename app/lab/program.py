@@ -28,6 +28,7 @@ def N_(msgid: str) -> str:
 
 COMMENTS = {  # English msgids of the program's comments (translated by the caller)
     "title": N_("A lab-bench recipe as a standalone Keras 3 program"),
+    "title_shipped": N_("A task's served model as a standalone Keras 3 program"),
     "standalone": N_("It needs only numpy, tensorflow and keras. Environment variables it reads:"),
     "env_data": N_("folder holding the data sets (default: ./data)"),
     "env_subset": N_("training images to use (0: all); small values make a quick test run"),
@@ -48,7 +49,17 @@ COMMENTS = {  # English msgids of the program's comments (translated by the call
     "callbacks": N_("Keep the weights of the best validation accuracy; stop after 6 epochs without progress."),
     "evaluate": N_("Evaluate"),
     "save": N_("the trained model, to serve or submit"),
+    "shipped_model": N_("The served model: two stacked bidirectional LSTMs read the rows, two more the columns; "
+                        "their summaries are joined."),
+    "lab_intro": N_("This is the seed notebook's model, with its bugs fixed:"),
+    "fix_labels": N_("the notebook divided the labels by 255 as well as the pixels; labels stay class numbers "
+                     "0-9, and only the pixels are scaled, inside the model."),
+    "fix_optimizer": N_("the notebook trained 3 epochs with plain SGD, which barely learns in that time; AdamW "
+                        "with a warm-up and cosine decay learns in the same 3 epochs."),
+    "fix_labels_here": N_("fix: class numbers, not divided by 255"),
+    "fix_optimizer_here": N_("fix: AdamW with a schedule, not the notebook's plain SGD"),
 }
+LAB_RECIPE = Recipe("rows", "lstm", 64, 2, False, 0.2)  # the seed notebook's model (recipes.preset "lab")
 
 
 @functools.cache
@@ -69,8 +80,10 @@ def check_supported(spec: TaskSpec) -> None:
                            "JPEG files, which only the bench reads.", 404)
 
 
-def render_program(spec: TaskSpec, recipe: Recipe, settings: RunSettings, translate=str) -> str:
-    """The program's source for `recipe` trained with `settings` on `spec`'s data."""
+def render_program(spec: TaskSpec, recipe: Recipe, settings: RunSettings, translate=str,
+                   shipped: dict | None = None) -> str:
+    """The program's source for `recipe` trained with `settings` on `spec`'s data (`shipped`:
+    the served rows-and-columns model instead, {"units", "dropouts"}; see `shipped_program`)."""
     check_supported(spec)
     h, w, ch = spec.input_shape
     patch = max(1, min(h, w) // 8)
@@ -82,6 +95,7 @@ def render_program(spec: TaskSpec, recipe: Recipe, settings: RunSettings, transl
                            "CutMix or a weight average.", 404)
     return _template().render(
         c={k: translate(v) for k, v in COMMENTS.items()}, spec=spec, recipe=recipe, settings=settings,
+        shipped=shipped, lab_fixes=recipe == LAB_RECIPE and not shipped,
         cell=CELL_CLASSES[recipe.cell], h=h, w=w, ch=ch, patch=patch, gh=gh, gw=gw, crop=crop,
         width=recipe.units * (2 if recipe.bidirectional else 1),
         augment=float(extra.get("augment", 0.0)), flip=bool(extra.get("flip")), jitter=float(extra.get("jitter", 0.0)))
@@ -92,6 +106,28 @@ def run_program(spec: TaskSpec, recipe: dict, settings: dict, translate=str) -> 
     known_r, known_s = asdict(Recipe()), asdict(RunSettings())
     return render_program(spec, Recipe(**{k: v for k, v in (recipe or {}).items() if k in known_r}),
                           RunSettings(**{k: v for k, v in (settings or {}).items() if k in known_s}), translate)
+
+
+def shipped_program(spec: TaskSpec, card: dict, translate=str) -> str:
+    """The program that trains a shipped task's served model as `python -m training` did: its
+    card's architecture, units, epochs, batch, peak learning rate and seed (404 for a model the
+    program cannot rebuild)."""
+    check_supported(spec)
+    if card.get("architecture") != "rows_cols":
+        raise InvalidInput("No standalone program for this task's model yet: only the rows-and-columns LSTM "
+                           "has one.", 404)
+    training, optimizer = card.get("training") or {}, card.get("optimizer") or {}
+    settings = RunSettings(epochs=int(training.get("epochs_requested") or spec.epochs),
+                           batch_size=int(optimizer.get("batch_size") or spec.batch_size),
+                           learning_rate=float(optimizer.get("peak_learning_rate") or spec.learning_rate),
+                           subset=0, seed=int(training.get("seed", 1)))
+    units = int((card.get("model_kwargs") or {}).get("units", 128))  # make_rows_cols' default
+    # the card's own names of its two (unnamed, so numbered by Keras) Dropout layers
+    dropouts = [row.get("name") for row in card.get("layers") or [] if row.get("type") == "Dropout"]
+    if len(dropouts) != 2 or not all(isinstance(n, str) and n.isidentifier() for n in dropouts):
+        dropouts = ["dropout", "dropout_1"]
+    recipe = Recipe("rows_cols", "lstm", units, 2, True, 0.3)
+    return render_program(spec, recipe, settings, translate, shipped={"units": units, "dropouts": dropouts})
 
 
 SECTION = "# " + "-" * 77 + " "  # the program's section headers: Data, Model, Train, Evaluate

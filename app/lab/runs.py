@@ -11,7 +11,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from flask import current_app, g, request
+from flask import current_app, g, request, send_from_directory
 from flask_login import current_user
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import func, select, update
@@ -200,7 +200,27 @@ def download_file(run: Run, name: str) -> tuple[Path, str]:
         data = json.loads((run_folder(run) / "card.json").read_text(encoding="utf-8")).get("data") or {}
     except (OSError, ValueError):  # an unreadable card still lets the owner take the model
         data = {}
-    return run_folder(run) / name, f"data: {data.get('source') or 'unknown'}; licence: {data.get('licence') or 'unknown'}"
+    return run_folder(run) / name, provenance_note(data, datasets().get(run.dataset))
+
+
+def provenance(data: dict, spec: TaskSpec | None = None) -> tuple[str, str]:
+    """(data source, licence) of a model: its card's `data` block, else its task's ("" when unknown)."""
+    return (str(data.get("source") or (spec.data_source if spec else "")),
+            str(data.get("licence") or (spec.licence if spec else "")))
+
+
+def provenance_note(data: dict, spec: TaskSpec | None = None) -> str:
+    """A download's provenance line (the X-Provenance header): data source and licence."""
+    source, licence = provenance(data, spec)
+    return f"data: {source or 'unknown'}; licence: {licence or 'unknown'}"
+
+
+def send_download(path: Path, download_name: str, note: str):
+    """`path` (one of DOWNLOADS) as an attachment named `download_name`, its provenance in X-Provenance."""
+    response = send_from_directory(path.parent, path.name, mimetype=DOWNLOADS[path.name], as_attachment=True,
+                                   download_name=download_name)
+    response.headers["X-Provenance"] = note.encode("ascii", "replace").decode()  # a header is ASCII
+    return response
 
 
 def run_entry(run: Run):

@@ -280,8 +280,13 @@ def run_card(run_id: str):
     run = runs.find_run(run_id)
     entry = runs.finished_entry(run)
     plots = {name: url_for("lab.run_plot", run_id=run.id, name=name) for name in entry.plots}
-    return render_template("card.html", entry=entry, card=entry.card.to_json(), scalars=scalar_metrics(entry.card),
-                           try_url=url_for("lab.try_run", run_id=run.id), plot_urls=plots,
+    card = entry.card.to_json()
+    downloads = {"program": {ext: url_for("lab.run_program", run_id=run.id, ext=ext) for ext in ("py", "ipynb")},
+                 "files": [(n, url_for("lab.run_download", run_id=run.id, name=n)) for n in runs.DOWNLOADS
+                           if runs.may_manage(run) and (runs.run_folder(run) / n).is_file()],
+                 "provenance": runs.provenance(card.get("data") or {}, runs.datasets().get(run.dataset))}
+    return render_template("card.html", entry=entry, card=card, scalars=scalar_metrics(entry.card),
+                           try_url=url_for("lab.try_run", run_id=run.id), plot_urls=plots, downloads=downloads,
                            run_note=_("Lab bench run %(id)s", id=run.id))
 
 
@@ -335,10 +340,65 @@ def run_program(run_id: str, ext: str):
 def run_download(run_id: str, name: str):
     """A finished run's model.keras, model.tflite or card.json, with its data provenance in a header."""
     path, note = runs.download_file(runs.find_run(run_id), name)
-    response = send_from_directory(path.parent, path.name, mimetype=runs.DOWNLOADS[name], as_attachment=True,
-                                   download_name=f"lstmlab_{run_id}_{name}")
-    response.headers["X-Provenance"] = note.encode("ascii", "replace").decode()
-    return response
+    return runs.send_download(path, f"lstmlab_{run_id}_{name}", note)
+
+
+def served_task(slug: str):
+    """The served task `slug` (its model store entry) or a bilingual 404."""
+    from app.modelstore import get_store
+
+    try:
+        return get_store().get(slug)
+    except KeyError:
+        raise InvalidInput("There is no task '%(slug)s'.", 404, slug=slug) from None
+
+
+@bp.get("/tasks/<slug>/program.py", defaults={"ext": "py"})
+@bp.get("/tasks/<slug>/program.ipynb", defaults={"ext": "ipynb"})
+def task_program(slug: str, ext: str):
+    """The program that trains a shipped task's served model (a bilingual 404 where it cannot)."""
+    entry = served_task(slug)
+    program.check_supported(entry.spec)  # text, JPEG data: said before whether a model is served
+    if entry.card is None:
+        raise InvalidInput("This task's model is not available.", 404)
+    source = program.shipped_program(entry.spec, entry.card.to_json(), _)
+    return program_response(source, f"lstmlab_{slug}", ext)
+
+
+@bp.get("/tasks/<slug>/download/<name>")
+def task_download(slug: str, name: str):
+    """A shipped task's model.keras, model.tflite or card.json (public, as its page), with provenance."""
+    from app.modelstore import get_store
+
+    entry = served_task(slug)
+    path = Path(get_store().models_dir) / entry.slug / name
+    if name not in runs.DOWNLOADS or entry.card is None or not path.is_file():
+        raise InvalidInput("This task has no such file to download.", 404)
+    return runs.send_download(path, f"lstmlab_{slug}_{name}", runs.provenance_note(entry.card.to_json().get("data") or {},
+                                                                                   entry.spec))
+
+
+@bp.app_context_processor
+def card_downloads_helper() -> dict:
+    """`task_downloads(entry)` for card.html: a shipped task's program (or why none) and files."""
+    def task_downloads(entry) -> dict:
+        from app.modelstore import get_store
+
+        try:
+            program.shipped_program(entry.spec, entry.card.to_json() if entry.card else {})
+            refusal = None
+        except InvalidInput as exc:
+            refusal = exc.message(current_language())
+        folder = Path(get_store().models_dir) / entry.slug
+        return {"program": None if refusal else {ext: url_for("lab.task_program", slug=entry.slug, ext=ext)
+                                                 for ext in ("py", "ipynb")},
+                "refusal": refusal,
+                "files": [(n, url_for("lab.task_download", slug=entry.slug, name=n)) for n in runs.DOWNLOADS
+                          if (folder / n).is_file()],
+                "provenance": runs.provenance((entry.card.to_json() if entry.card else {}).get("data") or {},
+                                              entry.spec)}
+
+    return {"task_downloads": task_downloads}
 
 
 def form_source(fields) -> tuple[str, str]:
