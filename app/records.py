@@ -225,7 +225,8 @@ class LoginDelay(db.Model):
 
 
 class ApiToken(db.Model):
-    """A bearer token of one instructor: only its SHA-256 is stored; revoked tokens stay listed."""
+    """A bearer token of one instructor: only its SHA-256 is stored; it expires, and revoked or
+    expired tokens stay listed."""
 
     __tablename__ = "api_tokens"
 
@@ -237,6 +238,7 @@ class ApiToken(db.Model):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))  # refused from then on
 
 
 class Dataset(db.Model):

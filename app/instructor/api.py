@@ -1,5 +1,6 @@
 """The instructor's JSON API, behind `Authorization: Bearer <token>` (tokens from
-`flask --app wsgi instructor token NAME`, stored hashed, revocable):
+`flask --app wsgi instructor token NAME` or the console's API tokens page, stored hashed,
+revocable, expiring):
 
     POST   /api/v1/datasets               multipart `file` (zip) + slug, title_en, title_vi, image_size, colour
     GET    /api/v1/datasets
@@ -25,17 +26,26 @@ from app.views.errors import respond
 
 @api_bp.before_request
 def require_token():
-    """401 (with WWW-Authenticate) unless the request carries a valid, unrevoked bearer token."""
+    """401 (with WWW-Authenticate) unless the request carries a valid bearer token (not revoked,
+    not expired: an expired one is told so)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    user = instructor_for_token(token.strip()) if scheme.lower() == "bearer" else None
+    try:
+        user = instructor_for_token(token.strip()) if scheme.lower() == "bearer" else None
+    except InvalidInput as expired:
+        return unauthorized(expired)
     if user is None:
         if not header and any(request.cookies.get(c) for c in STUDENT_COOKIES):
             return respond(InvalidInput("Only instructors (with an API token) can use this address.", 403))
-        response = respond(InvalidInput("A valid API token is required: Authorization: Bearer <token>.", 401))
-        response.headers["WWW-Authenticate"] = 'Bearer realm="lstmlab"'
-        return response
+        return unauthorized(InvalidInput("A valid API token is required: Authorization: Bearer <token>.", 401))
     g.instructor = user
+
+
+def unauthorized(error: InvalidInput):
+    """The 401 answer with its WWW-Authenticate challenge."""
+    response = respond(error)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="lstmlab"'
+    return response
 
 
 def json_body() -> dict:

@@ -9,6 +9,7 @@ bearer token (see api.py).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 import time
@@ -23,7 +24,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from app.errors import InvalidInput
 from app.instructor import delays
 from app.instructor.blueprints import bp
-from app.records import ApiToken, Instructor, db, new_session_token, utcnow
+from app.records import ApiToken, Instructor, as_utc, db, new_session_token, utcnow
 from app.security import RouteLimit, limited
 
 login_manager = LoginManager()
@@ -173,27 +174,60 @@ def init_app(app: Flask) -> None:
 TOKEN_PREFIX = "lstm_"
 
 
-def issue_token(user: Instructor) -> str:
-    """A new API token for `user`: returned once, only its hash is stored."""
+TOKEN_USE_RESOLUTION = dt.timedelta(minutes=1)  # last_used_at is written at most this often per token
+
+
+def token_days(days=None) -> int:
+    """How many days a new token lasts: `days` (a whole number, 1 to API_TOKEN_MAX_DAYS) or
+    API_TOKEN_DAYS when not given; InvalidInput otherwise."""
+    cfg = current_app.config
+    most = int(cfg["API_TOKEN_MAX_DAYS"])
+    if days is None or str(days).strip() == "":
+        return min(int(cfg["API_TOKEN_DAYS"]), most)
+    text = str(days).strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 6) or not 1 <= int(text) <= most:
+        raise InvalidInput("A token lasts a whole number of days, from 1 to %(most)s.", most=most)
+    return int(text)
+
+
+def issue_token(user: Instructor, days=None) -> str:
+    """A new API token for `user`, valid `days` days (see `token_days`): returned once, only
+    its hash is stored."""
+    lifetime = token_days(days)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    db.session.add(ApiToken(instructor_id=user.id, token_hash=token_digest(token), prefix=token[:12]))
+    db.session.add(ApiToken(instructor_id=user.id, token_hash=token_digest(token), prefix=token[:12],
+                            expires_at=utcnow() + dt.timedelta(days=lifetime)))
     db.session.commit()
     return token
 
 
 def instructor_for_token(token: str) -> Instructor | None:
-    """The instructor owning a valid (not revoked) token, recording its use; None otherwise."""
+    """The instructor owning a valid token (not revoked, not expired), its use recorded at most
+    once a minute; None for an unknown or revoked token; InvalidInput (401) for an expired one."""
     if not token:
         return None
     row = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token),
                                                    ApiToken.revoked_at.is_(None)))
     if row is None:
         return None
+    now = utcnow()
+    if as_utc(row.expires_at) <= now:
+        raise InvalidInput("This API token expired on %(date)s: make a new one on the console's API tokens page "
+                           "or with `flask --app wsgi instructor token NAME`.", 401,
+                           date=as_utc(row.expires_at).date().isoformat())
     user = db.session.get(Instructor, row.instructor_id)
-    if user is not None:
-        row.last_used_at = utcnow()
+    last = as_utc(row.last_used_at)
+    if user is not None and (last is None or now - last >= TOKEN_USE_RESOLUTION):
+        row.last_used_at = now
         db.session.commit()
     return user
+
+
+def token_state(row: ApiToken) -> str:
+    """"revoked", "expired" or "active"."""
+    if row.revoked_at is not None:
+        return "revoked"
+    return "expired" if as_utc(row.expires_at) <= utcnow() else "active"
 
 
 def revoke_tokens(user: Instructor, prefix: str | None = None) -> int:

@@ -13,7 +13,7 @@ from sqlalchemy import delete, select
 from werkzeug.security import generate_password_hash
 
 from app.errors import InvalidInput
-from app.instructor.auth import check_password_strength, find_instructor, issue_token, revoke_tokens
+from app.instructor.auth import check_password_strength, find_instructor, issue_token, revoke_tokens, token_state
 from app.instructor.delays import clear_delay
 from app.records import ApiToken, Instructor, db, iso, new_session_token
 
@@ -53,13 +53,15 @@ def add(name: str) -> None:
 @instructor.command("passwd")
 @click.argument("name")
 def passwd(name: str) -> None:
-    """Set a new password for NAME; every browser signed in as NAME is signed out."""
+    """Set a new password for NAME; every browser signed in as NAME is signed out and every API
+    token of NAME is revoked."""
     user = _existing(name)
     user.password_hash = generate_password_hash(_password())
     user.session_token = new_session_token()
     clear_delay(name, everywhere=True)
     db.session.commit()
-    click.echo(f"password of {name} changed; its sessions ended")
+    revoked = revoke_tokens(user)
+    click.echo(f"password of {name} changed; its sessions ended and {revoked} API token(s) revoked")
 
 
 @instructor.command("remove")
@@ -81,18 +83,23 @@ def remove(name: str, yes: bool) -> None:
 @click.option("--list", "list_", is_flag=True, help="list NAME's tokens (prefix, created, last used, revoked)")
 @click.option("--revoke", metavar="PREFIX", help="revoke NAME's token(s) starting with PREFIX")
 @click.option("--revoke-all", is_flag=True, help="revoke every token of NAME")
-def token(name: str, list_: bool, revoke: str | None, revoke_all: bool) -> None:
+@click.option("--days", metavar="N", help="how many days the new token lasts (default API_TOKEN_DAYS)")
+def token(name: str, list_: bool, revoke: str | None, revoke_all: bool, days: str | None) -> None:
     """Print a new API token for NAME (shown once; only its hash is kept), or list/revoke tokens."""
     user = _existing(name)
     if list_:
         rows = db.session.scalars(select(ApiToken).where(ApiToken.instructor_id == user.id)
                                   .order_by(ApiToken.created_at)).all()
         for r in rows:
-            state = f"revoked {iso(r.revoked_at)}" if r.revoked_at else "active"
-            click.echo(f"{r.prefix}…  created {iso(r.created_at)}  last used {iso(r.last_used_at) or '-'}  {state}")
+            state = f"revoked {iso(r.revoked_at)}" if r.revoked_at else token_state(r)
+            click.echo(f"{r.prefix}…  created {iso(r.created_at)}  expires {iso(r.expires_at)}  "
+                       f"last used {iso(r.last_used_at) or '-'}  {state}")
         return
     if revoke or revoke_all:
         n = revoke_tokens(user, None if revoke_all else revoke)
         click.echo(f"{n} token(s) revoked")
         return
-    click.echo(issue_token(user))
+    try:
+        click.echo(issue_token(user, days))
+    except InvalidInput as exc:
+        raise click.ClickException(exc.en) from None
