@@ -92,4 +92,5 @@ class LabEngineConfig:
     LAB_SSE_SECONDS = float(os.environ.get("LAB_SSE_SECONDS", "600"))  # one events stream's longest life
     LAB_SSE_POLL = float(os.environ.get("LAB_SSE_POLL", "0.5"))  # how often an events stream reads the record
     LAB_TEST_SUBSET = int(os.environ.get("LAB_TEST_SUBSET", "0"))  # test images per run (0: the official split)
+    LAB_TEXT_QUICK = int(os.environ.get("LAB_TEXT_QUICK", "0"))  # text runs as --quick: a slice of the corpus (tests)
     LAB_EXPORT_INT8 = int(os.environ.get("LAB_EXPORT_INT8", "0"))  # also export and check int8 (slower runs)

@@ -71,19 +71,38 @@ def test_defaults_fill_a_bare_payload():
     assert r == TextRecipe().__dict__ and s["seed"] == 42
 
 
+@pytest.mark.parametrize("cell, layers", [("lstm", 1), ("gru", 2), ("simple_rnn", 3)])
 @pytest.mark.parametrize("tied", [False, True])
-def test_param_count_matches_keras(tied):
+def test_param_count_matches_keras(tied, cell, layers):
     from training.build import make_word_lstm
 
-    recipe = TextRecipe(embedding=8, units=12, tied=tied)
+    recipe = TextRecipe(embedding=8, units=12, tied=tied, cell=cell, layers=layers)
     model = make_word_lstm(50, **model_kwargs(recipe))
     assert text_param_count(recipe, 50) == model.count_params()
+    assert [layer.name for layer in model.layers if layer.name.startswith(cell)][0] == cell
 
 
-def test_model_kwargs_refuses_what_the_builder_cannot_train():
+def test_a_one_layer_lstm_keeps_the_shipped_models_keyword_arguments():
+    assert set(model_kwargs(TextRecipe())) == {"embedding", "units", "dropout", "projection", "tied"}
+    assert model_kwargs(TextRecipe(cell="gru", layers=2))["rnn_layers"] == 2
+
+
+def test_sequence_length_cuts_training_sequences_into_pieces():
+    from training.textdata import cut_sequences
+
+    assert cut_sequences([[1, 2, 3, 4, 5], [6]], 2) == [[1, 2], [3, 4], [5], [6]]
+    assert cut_sequences([[1, 2, 3]], 0) == [[1, 2, 3]]
+    argv = training_argv("kieu", TextRecipe(sequence_length=32), {})
+    assert argv[argv.index("--sequence-length") + 1] == "32"
+
+
+def test_a_preset_named_in_the_payload_fills_what_it_does_not_give():
+    r, s = validate_text({"dataset": "kieu", "preset": "fast", "seed": 9}, Limits(max_epochs=5))
+    fast_recipe, fast_settings = text_preset("fast", BUILTIN_TASKS["kieu"])
+    assert r == fast_recipe.__dict__ and s["seed"] == 9 and s["epochs"] == 5
     with pytest.raises(InvalidInput) as info:
-        model_kwargs(TextRecipe(cell="gru"))
-    assert info.value.status == 400 and info.value.vi != info.value.en
+        validate_text({"dataset": "kieu", "preset": "huge"}, Limits())
+    assert info.value.status == 400 and "huge" in info.value.en
 
 
 def test_a_recipe_trains_through_the_cli_training_function_with_a_per_epoch_callback(tmp_path):

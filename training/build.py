@@ -249,7 +249,7 @@ def plain_twin(model, vocab_size: int, kwargs: dict, name: str):
 def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, dropout: float = 0.4,
                    projection: int = 128, tied: bool = False, recurrent_dropout: float = 0.0,
                    word_dropout: float = 0.0, locked: bool = False, weight_drop: float = 0.0,
-                   name: str = "word_lstm"):
+                   cell: str = "lstm", rnn_layers: int = 1, name: str = "word_lstm"):
     """Embedding → Dropout → LSTM (every step) → Dropout → [Dense projection] → Dense softmax.
 
     The lab's reference is Embedding(10) → LSTM(100) → Dropout(0.1) → Dense(softmax); this is
@@ -259,7 +259,9 @@ def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, drop
     `word_dropout` drops whole words (every unit of a token's embedding) and `locked` drops the
     same units at every step of a sequence (SpatialDropout1D, AWD-LSTM's variational dropout);
     both are Dropout layers, which serving skips. `weight_drop` trains a `WeightDropLSTM`
-    (DropConnect on the recurrent kernel); save its `plain_twin`.
+    (DropConnect on the recurrent kernel); save its `plain_twin`. `cell` ("lstm", "gru",
+    "simple_rnn") and `rnn_layers` stack that many recurrent layers, dropout between them (the first
+    keeps the name "lstm" when it is one, so one-layer LSTM models are unchanged).
     """
     tokens = keras.Input((None,), dtype="int32", name="tokens")
     if tied:
@@ -271,11 +273,16 @@ def make_word_lstm(vocab_size: int, embedding: int = 128, units: int = 256, drop
         x = layers.Dropout(word_dropout, noise_shape=(None, None, 1), name="word_dropout")(x)
     drop = layers.SpatialDropout1D if locked else layers.Dropout
     x = drop(dropout, name="embedding_dropout")(x)
-    if weight_drop:
-        x = WeightDropLSTM(units, weight_drop, return_sequences=True, name="lstm")(x)
-    else:
-        x = layers.LSTM(units, return_sequences=True, recurrent_dropout=recurrent_dropout, name="lstm")(x)
-    x = drop(dropout, name="lstm_dropout")(x)
+    rnn = {"lstm": layers.LSTM, "gru": layers.GRU, "simple_rnn": layers.SimpleRNN}[cell]
+    for k in range(rnn_layers):
+        layer_name = cell if k == 0 else f"{cell}_{k + 1}"
+        if k:
+            x = drop(dropout, name=f"{cell}_{k}_dropout")(x)
+        if weight_drop and cell == "lstm":
+            x = WeightDropLSTM(units, weight_drop, return_sequences=True, name=layer_name)(x)
+        else:
+            x = rnn(units, return_sequences=True, recurrent_dropout=recurrent_dropout, name=layer_name)(x)
+    x = drop(dropout, name=f"{cell}_dropout")(x)
     if tied:
         x = layers.Dense(embedding, name="projection")(x)
         x = layers.Dropout(dropout / 2, name="projection_dropout")(x)

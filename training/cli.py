@@ -103,6 +103,8 @@ def text_parser(prog: str) -> argparse.ArgumentParser:
     """The common training flags plus the text model's size."""
     p = common_parser(prog)
     p.add_argument("--min-count", type=int, default=MIN_COUNT, help="rarer tokens become <unk>")
+    p.add_argument("--sequence-length", type=int, default=0,
+                   help="cut training sequences into pieces of at most this many tokens (0: whole)")
     p.add_argument("--train-text", choices=("all", "headlines"), default="all",
                    help="headlines: fit on the headlines only, the auxiliary text still loaded for the "
                         "vocabulary and the n-gram (e.g. a last phase with --init-from)")

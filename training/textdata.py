@@ -186,6 +186,14 @@ def to_arrays(seqs: list[list[str]], vocab: Vocabulary) -> tuple[np.ndarray, np.
     return pad_pairs([shift(vocab.encode(s), marker) for s in seqs])
 
 
+def cut_sequences(ids: list[list[int]], length: int) -> list[list[int]]:
+    """Every sequence cut into consecutive pieces of at most `length` tokens (0: unchanged); each
+    piece is then learned from a fresh state (truncated backpropagation through time)."""
+    if length <= 0:
+        return ids
+    return [s[k:k + length] for s in ids for k in range(0, len(s), length)]
+
+
 def make_batches(ids: list[list[int]], batch: int, seed: int, shuffle: bool, marker: int | None = None):
     """A Keras PyDataset of (inputs, targets, weights) batches of similar length, each padded only
     to its own longest sequence (headlines vary from 1 to ~30 words: padding all of them to the

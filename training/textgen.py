@@ -23,7 +23,8 @@ from training.dataset import DataError
 from training.layers import load_keras_text_model
 from training.meter import METER_COUPLETS, meter_rates
 from training.ngram import ngram_baseline
-from training.textdata import COUPLETS_PER_BLOCK, load_text_data, make_batches, to_arrays
+from training.textdata import COUPLETS_PER_BLOCK, cut_sequences, load_text_data, make_batches, to_arrays
+from training.textsamples import REPORT_SEQUENCES, epoch_report_callback
 
 # A few real lines, so a tiny model (tests) has a vocabulary without the data set.
 SAMPLE_TEXT = {
@@ -62,9 +63,15 @@ def lm_metrics(model, x: np.ndarray, y: np.ndarray, batch: int = 64) -> dict:
             "top5_accuracy": top5 / max(n, 1), "tokens": n}
 
 
-def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = ()) -> Path:
-    """The whole run for one text task; returns the folder the model was saved to. `callbacks`
-    (Keras callbacks, e.g. the lab bench's per-epoch progress and samples) run after the standard ones."""
+def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = (), *, slug: str | None = None,
+                    work_dir: Path | None = None, epoch_report=None) -> Path:
+    """The whole run for one text task; returns the folder the model was saved to.
+
+    The command line and the lab bench both call this: `slug` names the folder under `models_dir`
+    (default: the task's slug), `work_dir` holds checkpoints and the --resume backup (default:
+    runs/<slug>/), `callbacks` are extra Keras callbacks (progress, cancel) that see each epoch
+    before the backup marks it done, and `epoch_report(epoch, report)`, when given, receives after
+    each epoch the training and validation perplexity and sample lines (`textsamples.epoch_report_callback`)."""
     # Data --------------------------------------------------------------------------------
     aux_text = args.aux_text or spec.extra.get("aux_text", "none")
     data = load_text_data(spec, args.data, args.seed, args.quick, aux_text)
@@ -97,8 +104,9 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = (
 
     # Train ---------------------------------------------------------------------------------
     extra_callbacks = list(callbacks)
-    callbacks, paths = fit.standard_callbacks(spec.slug, args.resume, args.patience, "val_loss", "min",
-                                              args.verbose)
+    callbacks, paths = fit.standard_callbacks(slug or spec.slug, args.resume, args.patience, "val_loss", "min",
+                                              args.verbose, rdir=work_dir)
+    backup = callbacks[-1]
     callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, args.patience // 3),
                                                        verbose=args.verbose))
     average = fit.weight_average(spec, args)
@@ -108,8 +116,13 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = (
         # In before the timer/CSV/checkpoint/early stopping, out just before the backup (last).
         # The averaged val_loss is the per-token NLL; Keras' own also averages over padding.
         callbacks = [swap_in, *callbacks[:-2], callbacks[-1], swap_out, callbacks[-2]]
-    callbacks += extra_callbacks
-    train_batches = make_batches([vocab.encode(s) for s in train_seqs], batch, args.seed, True, marker)
+    if epoch_report is not None:
+        extra_callbacks.insert(0, epoch_report_callback(vocab, (xtr[:REPORT_SEQUENCES], ytr[:REPORT_SEQUENCES]),
+                                                        (xva, yva), epoch_report))
+    at = callbacks.index(swap_out if average else backup)  # the (averaged) weights, before the backup
+    callbacks[at:at] = extra_callbacks
+    train_ids = cut_sequences([vocab.encode(s) for s in train_seqs], args.sequence_length)
+    train_batches = make_batches(train_ids, batch, args.seed, True, marker)
     val_batches = make_batches([vocab.encode(s) for s in data.validation], 256, args.seed, False)
     history, run = fit.fit_best(model, train_batches, val_batches, epochs, callbacks, args.verbose, paths, digits=2)
     model = plain_twin(model, len(vocab), kw, spec.slug)  # what is evaluated, saved and served
@@ -136,6 +149,7 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = (
         "optimizer": fit.optimizer_record(batch, average, learning_rate=lr, schedule="halve on validation plateau",
                                           loss="sparse categorical cross-entropy over every non-padding position"),
         "training": {**run, "seed": args.seed, "quick": bool(args.quick),
+                     "sequence_length": args.sequence_length or None,
                      "trained_on": ("headlines and auxiliary text" if data.aux and args.train_text == "all"
                                     else "headlines only" if spec.tokenizer == "words" else "verse"),
                      "early_stopping": {"monitor": "val_loss", "patience": args.patience}},
@@ -159,6 +173,7 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = (
     }
     if start:
         card["warm_start"] = fit.warm_start_record(start, card["training"]["epochs_run"])
+    card |= getattr(args, "card_extra", None) or {}  # the bench's run record and command line
 
     def write(folder: Path) -> None:
         fit.save_without_optimizer(model, folder / "model.keras")
@@ -170,7 +185,7 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = (
                                                    20 if args.quick else METER_COUPLETS)
             fit.write_card(folder, card)
 
-    out = fit.save_atomically(models_dir, spec.slug, write)
+    out = fit.save_atomically(models_dir, slug or spec.slug, write)
     fit.finish_run(paths)
     if "meter" in card["metrics"]:
         print(f"[{spec.slug}] meter: " + json.dumps({k: v for k, v in card["metrics"]["meter"].items()

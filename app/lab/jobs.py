@@ -2,7 +2,8 @@
 (`python -m app.lab`, started by gunicorn or `make worker`).
 
 `train` claims the run (queued or interrupted -> running, one consumer only) and calls the same
-`training.images.train_image_task` as `python -m training`, into <instance>/runs/<id>/
+`training.images.train_image_task` (image data sets) or `training.textgen.train_text_task`
+(text data sets) as `python -m training`, into <instance>/runs/<id>/
 atomically; Keras callbacks write progress (the heartbeat) and check for a cancel. `sweep_stale`
 puts runs whose consumer died back in the queue; they resume from their last epoch.
 """
@@ -16,6 +17,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import shutil
 import socket
 import threading
@@ -32,6 +34,7 @@ from app.config import Config, LabEngineConfig, ROOT, instance_dir
 from app.instructor.settings import queue_paused
 from app.lab.queue import enqueue_run, handles, huey, train_run
 from app.lab.recipes import available_datasets
+from app.lab.textrecipes import text_datasets, training_argv
 from app.records import (CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, as_utc, db,
                          utcnow)
 
@@ -85,6 +88,20 @@ def training_args(run: Run, resume: bool, test_subset: int):
     args.int8 = bool(int(current_app.config.get("LAB_EXPORT_INT8") or 0))
     args.card_extra = {"command": cli_command(run, args), "run": {"id": run.id, "nickname": run.nickname,
                                                                    "recipe": run.recipe, "settings": run.settings}}
+    return args
+
+
+def text_training_args(run: Run, resume: bool):
+    """The argparse namespace of the text run's own command line (`textrecipes.training_argv`),
+    parsed by `python -m training`'s text parser."""
+    from training.cli import text_parser
+
+    argv = training_argv(run.dataset, run.recipe or {}, run.settings or {})
+    args = text_parser(f"python -m training {run.dataset}").parse_args([*argv[1:], "--verbose", "0"])
+    args.resume = resume
+    args.quick = bool(int(current_app.config.get("LAB_TEXT_QUICK") or 0))
+    args.card_extra = {"command": "python -m training " + shlex.join(argv),
+                       "run": {"id": run.id, "nickname": run.nickname, "recipe": run.recipe, "settings": run.settings}}
     return args
 
 
@@ -213,8 +230,9 @@ class Reporter:
             self.write(history=True)
             db.session.remove()
 
-    def callback(self, fault: str = ""):
-        """The Keras callback that feeds this reporter and raises RunCancelled within one batch."""
+    def callback(self, fault: str = "", epoch_extra=None):
+        """The Keras callback that feeds this reporter and raises RunCancelled within one batch;
+        `epoch_extra(epoch)`, when given, adds its dict to each epoch's history row."""
         import keras
 
         reporter = self
@@ -247,6 +265,7 @@ class Reporter:
                 for key in HISTORY_KEYS:
                     if isinstance(logs.get(key), (int, float)):
                         entry[key] = round(float(logs[key]), 6)
+                entry.update(epoch_extra(epoch) if epoch_extra else {})
                 reporter.end_epoch(entry)
                 if fault == "crash":
                     raise InjectedFault("injected crash after an epoch (LAB_FAULT)")
@@ -372,15 +391,27 @@ def execute_run(app: Flask, run_id: str) -> str:
         return status
 
     try:
-        from training.images import train_image_task
-
-        spec = available_datasets()[run.dataset]
-        args = training_args(run, resume, int(app.config.get("LAB_TEST_SUBSET") or 0))
+        texts = text_datasets()
+        spec = texts.get(run.dataset) or available_datasets()[run.dataset]
+        if run.dataset in texts:
+            args = text_training_args(run, resume)
+        else:
+            args = training_args(run, resume, int(app.config.get("LAB_TEST_SUBSET") or 0))
         dataset, attempts, fault = run.dataset, run.attempts, fault_for(run)
         db.session.commit()  # no transaction stays open while it trains
         log.info("run %s: training %s (attempt %d%s)", run_id, dataset, attempts, ", resumed" if resume else "")
-        folder = train_image_task(spec, args, Path(app.instance_path) / "runs", slug=run_id, work_dir=work,
-                                  callbacks=[reporter.callback(fault)])
+        runs_dir = Path(app.instance_path) / "runs"
+        if dataset in texts:
+            from training.textgen import train_text_task
+
+            reports: dict = {}  # epoch -> perplexities and sample lines, until its history row takes them
+            folder = train_text_task(spec, args, runs_dir, [reporter.callback(fault, lambda e: reports.pop(e, {}))],
+                                     slug=run_id, work_dir=work, epoch_report=reports.__setitem__)
+        else:
+            from training.images import train_image_task
+
+            folder = train_image_task(spec, args, runs_dir, slug=run_id, work_dir=work,
+                                      callbacks=[reporter.callback(fault)])
         card = Card.from_json(folder)
         return end(FINISHED, {"eta": 0}, metrics=card.metrics.to_json(), params=card.params_total or 0,
                    history=merge_history(reporter.history, card.history or {}))

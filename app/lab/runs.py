@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 from app.errors import InvalidInput
 from app.instructor.access import may_train
 from app.instructor.auth import instructor_for_token
-from app.lab import queue, recipes
+from app.lab import queue, recipes, textrecipes
 from app.lab.recipes import Throughput
 from app.modelstore import get_store
 from app.records import ACTIVE, CANCELLED, DONE, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, as_utc, db, utcnow
@@ -128,14 +128,17 @@ def submit_run(payload) -> Run:
         raise verdict
     limits = recipes.current_limits()
     models_dir = Path(current_app.config["MODELS_DIR"])
-    datasets = recipes.available_datasets()
-    recipe, settings = recipes.validate(payload, limits, datasets, throughput(), models_dir)
+    if isinstance(payload, dict) and payload.get("dataset") in textrecipes.text_datasets():
+        recipe, settings, params = validate_text_run(payload, limits, models_dir)
+    else:
+        datasets = recipes.available_datasets()
+        recipe, settings = recipes.validate(payload, limits, datasets, throughput(), models_dir)
+        params = recipes.param_count(datasets[payload["dataset"]], recipe)
     nickname = recipes.validate_nickname(payload.get("nickname"))
     owner, client = owner_token(create=True), client_address()
     check_limits(limits, owner, client)
     run = Run(dataset=payload["dataset"], recipe=recipe, settings=settings, nickname=nickname, owner=owner,
-              client=client, status=QUEUED, params=recipes.param_count(datasets[payload["dataset"]], recipe),
-              progress={}, history=[], metrics={})
+              client=client, status=QUEUED, params=params, progress={}, history=[], metrics={})
     db.session.add(run)
     db.session.commit()
     try:
@@ -147,6 +150,16 @@ def submit_run(payload) -> Run:
     run.queue_task_id = task_id
     db.session.commit()
     return run
+
+
+def validate_text_run(payload: dict, limits: recipes.Limits, models_dir: Path) -> tuple[dict, dict, int | None]:
+    """(recipe, settings, parameters) of a text-run payload (textrecipes.validate_text, the
+    parameters counted over the shipped model's vocabulary size; None without one)."""
+    spec = textrecipes.text_datasets()[payload["dataset"]]
+    vocab = textrecipes.vocabulary_size(spec, models_dir)
+    recipe, settings = textrecipes.validate_text(payload, limits, vocab_size=vocab)
+    params = textrecipes.text_param_count(textrecipes.TextRecipe(**recipe), vocab) if vocab else None
+    return recipe, settings, params
 
 
 def cancel_run_record(run: Run) -> Run:
@@ -267,12 +280,14 @@ def run_json(run: Run) -> dict:
 
 
 def leaderboard_runs(dataset: str) -> list[Run]:
-    """Every run on a data set: finished ones by test accuracy, then the others newest first."""
+    """Every run on a data set: finished ones by test accuracy (text: by test perplexity, lower
+    first), then the others newest first."""
     found = list(db.session.scalars(select(Run).where(Run.dataset == dataset).order_by(Run.created_at.desc())))
+    text = dataset in textrecipes.text_datasets()
 
     def key(run: Run):
-        acc = (run.metrics or {}).get("test_accuracy")
-        return (0, -acc) if isinstance(acc, (int, float)) else (1, 0)
+        score = (run.metrics or {}).get("test_perplexity" if text else "test_accuracy")
+        return (0, score if text else -score) if isinstance(score, (int, float)) else (1, 0)
 
     return sorted(found, key=key)
 
@@ -329,6 +344,9 @@ def estimate_range(spec: TaskSpec, recipe: dict, settings: dict, tput: Throughpu
 
 
 def learning_warnings(dataset: str, settings: dict) -> list[InvalidInput]:
-    """Why a run on `dataset` with `settings` may learn little (recipes.learning_warnings)."""
-    spec = datasets()[dataset]
+    """Why a run on `dataset` with `settings` may learn little (recipes.learning_warnings; none
+    for text data sets)."""
+    spec = datasets().get(dataset)
+    if spec is None:
+        return []
     return recipes.learning_warnings(spec, settings, recipes.training_size(spec, Path(current_app.config["MODELS_DIR"])))

@@ -9,7 +9,8 @@ seam to the training side: the keyword arguments of `training.build.make_word_ls
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 from app.lab.recipes import (
     CELLS,
@@ -142,6 +143,24 @@ def validate_text_settings(raw: dict, limits: Limits) -> TextSettings:
     )
 
 
+def limited_preset(name: str, spec: TaskSpec, limits: Limits) -> tuple[TextRecipe, TextSettings]:
+    """`text_preset` with its epochs cut to this server's limit."""
+    recipe, settings = text_preset(name, spec)
+    return recipe, replace(settings, epochs=min(settings.epochs, limits.max_epochs))
+
+
+def with_preset(payload: dict, spec: TaskSpec, limits: Limits) -> dict:
+    """The payload over its named preset ("preset": "fast"), its own fields winning; unchanged
+    without one (unknown preset: 400)."""
+    name = payload.get("preset")
+    if name in (None, ""):
+        return payload
+    recipe, settings = limited_preset(str(name), spec, limits)
+    raw = payload.get("recipe")
+    merged = {**asdict(recipe), **raw} if isinstance(raw, dict) else asdict(recipe) if raw is None else raw
+    return {**asdict(settings), **{k: v for k, v in payload.items() if k != "preset"}, "recipe": merged}
+
+
 def text_param_count(recipe: TextRecipe, vocab_size: int) -> int:
     """Parameters of the recipe's network for a vocabulary of `vocab_size` tokens: embedding,
     the stacked cells (Keras 3; GRU with two bias vectors), and the softmax layer (a projection
@@ -166,7 +185,8 @@ def validate_text(payload, limits: Limits, datasets: dict[str, TaskSpec] | None 
     data set or field, wrong type, out of range, over the parameter limit (when `vocab_size`
     is known)."""
     datasets = text_datasets() if datasets is None else datasets
-    payload_dataset(payload, datasets, TextSettings)
+    spec = payload_dataset(payload, datasets, TextSettings)
+    payload = with_preset(payload, spec, limits)
     recipe = validate_text_recipe(payload.get("recipe"))
     settings = validate_text_settings(payload, limits)
     if vocab_size is not None:
@@ -178,13 +198,15 @@ def validate_text(payload, limits: Limits, datasets: dict[str, TaskSpec] | None 
 
 
 def model_kwargs(recipe: TextRecipe | dict) -> dict:
-    """The keyword arguments of `training.build.make_word_lstm` for a one-layer LSTM recipe
-    (a tied recipe projects to the embedding size, as the shipped tied model does)."""
+    """The keyword arguments of `training.build.make_word_lstm` for a recipe (a tied recipe
+    projects to the embedding size, as the shipped tied model does; a one-layer LSTM's are those
+    of the shipped models, without cell and depth)."""
     r = recipe if isinstance(recipe, TextRecipe) else TextRecipe(**recipe)
+    kw = {"embedding": r.embedding, "units": r.units, "dropout": r.dropout,
+          "projection": r.embedding if r.tied else 0, "tied": r.tied}
     if r.cell != "lstm" or r.layers != 1:
-        raise refusal("Text runs train one LSTM layer for now; choose the LSTM cell and one layer.")
-    return {"embedding": r.embedding, "units": r.units, "dropout": r.dropout,
-            "projection": r.embedding if r.tied else 0, "tied": r.tied}
+        kw |= {"cell": r.cell, "rnn_layers": r.layers}
+    return kw
 
 
 def training_argv(slug: str, recipe: TextRecipe | dict, settings: TextSettings | dict) -> list[str]:
@@ -194,4 +216,15 @@ def training_argv(slug: str, recipe: TextRecipe | dict, settings: TextSettings |
     s = settings if isinstance(settings, TextSettings) else TextSettings(**settings)
     return [slug, "--epochs", str(s.epochs), "--batch-size", str(s.batch_size),
             "--learning-rate", repr(float(s.learning_rate)), "--seed", str(s.seed),
-            "--min-count", str(r.min_count), "--model-kwargs", json.dumps(model_kwargs(r), sort_keys=True)]
+            "--min-count", str(r.min_count), "--sequence-length", str(r.sequence_length),
+            "--model-kwargs", json.dumps(model_kwargs(r), sort_keys=True)]
+
+
+def vocabulary_size(spec: TaskSpec, models_dir) -> int | None:
+    """The vocabulary size of the task's shipped model (its card), the estimate a recipe's
+    parameter count is checked with before the run builds its own; None without a card."""
+    try:
+        card = json.loads((Path(models_dir) / spec.slug / "card.json").read_text(encoding="utf-8"))
+        return int(card["vocabulary"]["size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
