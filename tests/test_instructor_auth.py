@@ -423,3 +423,21 @@ def test_the_bench_shows_the_join_form_in_code_mode_until_this_browser_joins(sig
     with instructor_app.test_request_context():
         access.set_access_mode("open")
     assert 'id="join-form"' not in instructor_app.test_client().get("/lab").get_data(as_text=True)
+
+
+def test_parallel_wrong_passwords_all_count_and_none_fails(instructor_app, add_instructor):
+    from concurrent.futures import ThreadPoolExecutor
+
+    add_instructor(instructor_app)
+
+    def wrong(_):
+        return instructor_app.test_client().post("/instructor/login", data={"name": "teacher", "password": "wrong guess"},
+                                                 environ_base=at("192.0.2.30")).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(wrong, range(4)))
+    assert codes == [401] * 4  # the first failures of a new pair race to insert its row: no 500
+    from app.records import LoginDelay, db
+
+    with instructor_app.app_context():
+        assert db.session.get(LoginDelay, ("teacher", "192.0.2.30")).failures == 4

@@ -15,7 +15,8 @@ import datetime as dt
 import math
 
 from flask import current_app, request
-from sqlalchemy import delete
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
 
 from app.errors import InvalidInput
 from app.records import LoginDelay, as_utc, db, utcnow
@@ -51,18 +52,32 @@ def delay_after(failures: int) -> float:
 
 
 def record_failure(name: str) -> None:
-    """Count a wrong password for `name` at this address and start its wait."""
-    now = utcnow()
-    row = _row(name)
-    if row is None:
-        row = LoginDelay(name=name[:NAME_CHARS], address=client_address(), failures=0)
-        db.session.add(row)
-    row.failures = (row.failures or 0) + 1
+    """Count a wrong password for `name` at this address and start its wait. The count is one
+    UPDATE (parallel tries from one address all count); the first failure of a pair INSERTs, and
+    a parallel try that inserted first turns that into the UPDATE (no 500 on the primary key)."""
+    now, key = utcnow(), {"name": name[:NAME_CHARS], "address": client_address()}
+    if not _count(key, now):
+        try:
+            db.session.add(LoginDelay(**key, failures=1, updated_at=now))
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            _count(key, now)
+    row = db.session.get(LoginDelay, (key["name"], key["address"]), populate_existing=True)
     wait = delay_after(row.failures)
     row.retry_at = now + dt.timedelta(seconds=wait) if wait else None
-    row.updated_at = now
-    db.session.execute(delete(LoginDelay).where(LoginDelay.updated_at < now - STALE))
+    db.session.execute(delete(LoginDelay).where(LoginDelay.updated_at < now - STALE),
+                       execution_options={"synchronize_session": False})
     db.session.commit()
+
+
+def _count(key: dict, now: dt.datetime) -> bool:
+    """Add one failure to the pair's row; False when it has none yet."""
+    done = db.session.execute(update(LoginDelay).where(LoginDelay.name == key["name"], LoginDelay.address == key["address"])
+                              .values(failures=LoginDelay.failures + 1, updated_at=now),
+                              execution_options={"synchronize_session": False})
+    db.session.commit()
+    return bool(done.rowcount)
 
 
 def clear_delay(name: str, everywhere: bool = False) -> None:
