@@ -24,20 +24,26 @@ keras = pytest.importorskip("keras")
 TEST_SUBSET = 300  # the bench's LAB_TEST_SUBSET for these apps: runs and submissions share the split
 
 
-@pytest.fixture(scope="module")
-def student(tmp_path_factory):
-    """An MNIST-shaped LSTM reading rows, trained outside the app on 2,000 images for three epochs."""
-    path = mnist_data_or_skip()
-    with np.load(path) as data:
-        x, y = data["x_train"][:2000].reshape(-1, 28, 28, 1).astype("float32"), data["y_train"][:2000]
-    keras.utils.set_random_seed(7)
+def train_outside(path, images: int, units: int, epochs: int, batch_size: int, seed: int):
+    """An MNIST-shaped LSTM reading rows, trained with plain Keras on the first `images` training
+    images (no app code), saved to `path`; returns the model."""
+    with np.load(mnist_data_or_skip()) as data:
+        x, y = data["x_train"][:images].reshape(-1, 28, 28, 1).astype("float32"), data["y_train"][:images]
+    keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Rescaling(1 / 255),
-                              keras.layers.Reshape((28, 28)), keras.layers.LSTM(24),
+                              keras.layers.Reshape((28, 28)), keras.layers.LSTM(units),
                               keras.layers.Dense(10, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x, y, epochs=3, batch_size=64, verbose=0)
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
+    model.save(path)
+    return model
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    """A model trained outside the app on 2,000 images for three epochs."""
     folder = tmp_path_factory.mktemp("student")
-    model.save(folder / "model.keras")
+    model = train_outside(folder / "model.keras", 2000, 24, 3, 64, 7)
     return types.SimpleNamespace(path=folder / "model.keras", model=model, folder=folder)
 
 
@@ -292,3 +298,46 @@ def test_the_static_check_refuses_what_the_rebuild_refuses(student, tmp_path):
     config["config"]["layers"][-1]["config"]["surprise"] = 1
     with pytest.raises(safekeras.InvalidInput, match="surprise"):
         safekeras.check_archive(rewrite(student.path, tmp_path / "k.keras", config=config))
+
+
+@pytest.mark.slow
+def test_through_gunicorn_and_a_consumer_the_figure_is_evaluate(lab_stack, student, tmp_path):
+    """Real processes: gunicorn takes the upload, a `python -m app.lab` consumer scores it; the
+    figure equals model.evaluate on the bench's test split; a hostile archive gets its 400 from
+    gunicorn, with no marker written and the consumer alive."""
+    import requests
+
+    from app.tasks import MNIST
+    from training.data import load_image_data
+    from training.images import train_subset
+
+    consumer = lab_stack.consumer(LAB_WORKER_NICE="0")  # first: it loads TensorFlow while gunicorn boots
+    lab_stack.web()
+    url = lab_stack.web_url + "/api/v1/submissions"
+
+    def send(data: bytes, nickname: str):
+        return requests.post(url, data={"dataset": "mnist", "nickname": nickname},
+                             files={"model": ("model.keras", data)}, timeout=30)
+
+    marker = tmp_path / "marker"
+    config, _ = hostile_configs(_config(student.path), marker)["lambda"]
+    evil = send(rewrite(student.path, tmp_path / "evil.keras", config=config).read_bytes(), "evil")
+    assert evil.status_code == 400 and "Lambda" in evil.json()["error_en"]
+    good = send(student.path.read_bytes(), "outside")
+    assert good.status_code == 202, good.text
+
+    def final(sub_id):
+        body = requests.get(f"{url}/{sub_id}", timeout=10).json()
+        return body if body["status"] in ("scored", "refused") else None
+
+    scored = lab_stack.wait_for(lambda: final(good.json()["id"]), 120, "the submission was never scored", consumer)
+    assert scored["status"] == "scored", scored
+    split = train_subset(load_image_data(MNIST), types.SimpleNamespace(quick=False, subset=0, test_subset=500))
+    _, expected = student.model.evaluate(split.x_test.astype("float32"), split.y_test, verbose=0)
+    assert scored["metrics"]["test_count"] == 500
+    assert scored["metrics"]["test_accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert consumer.poll() is None and not marker.exists()
+    board = requests.get(lab_stack.web_url + "/lab/mnist?lang=en", timeout=10).text
+    assert f'id="row-{scored["id"]}" class="submitted"' in board
+    assert f"{100 * scored['metrics']['test_accuracy']:.2f}%" in board
+    print(f"leaderboard {scored['metrics']['test_accuracy']:.6f} vs evaluate {expected:.6f}")
