@@ -1,6 +1,7 @@
 """Instructor sign-in: Flask-Login sessions, salted password hashes (werkzeug's scrypt), a
-per-address rate limit and growing delays after repeated wrong passwords (no lock-out), sessions that end after a fixed time or when idle, and
-the one guard every /instructor route passes through (`bp.before_request`).
+per-address rate limit and growing delays after repeated wrong passwords (no lock-out),
+sessions that end after a fixed time or when idle, API tokens that expire, and the one guard
+every /instructor route passes through (`bp.before_request`).
 
 Refusals: an anonymous browser is sent to the sign-in page; a student's browser (it carries the
 lab bench's owner cookie or a class code) gets 403; the JSON API answers 401 without a valid
