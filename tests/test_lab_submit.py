@@ -341,3 +341,29 @@ def test_through_gunicorn_and_a_consumer_the_figure_is_evaluate(lab_stack, stude
     assert f'id="row-{scored["id"]}" class="submitted"' in board
     assert f"{100 * scored['metrics']['test_accuracy']:.2f}%" in board
     print(f"leaderboard {scored['metrics']['test_accuracy']:.6f} vs evaluate {expected:.6f}")
+
+
+def test_a_submission_left_scoring_by_a_dead_consumer_ends_refused(sub_app):
+    """A dead consumer's pid on this host, or scoring past the wall limit: refused with a reason in
+    both languages, never queued again; one being scored by a live consumer is left alone."""
+    import datetime as dt
+    import os
+    import socket
+
+    from app.records import SCORING, utcnow
+
+    now = utcnow()
+    with sub_app.app_context():
+        db.session.add_all([
+            Submission(id="dead00000001", dataset="mnist", status=SCORING, worker=f"{socket.gethostname()}:999999",
+                       started_at=now),
+            Submission(id="late00000001", dataset="mnist", status=SCORING, worker="other-host:1",
+                       started_at=now - dt.timedelta(hours=1)),
+            Submission(id="live00000001", dataset="mnist", status=SCORING, worker=f"{socket.gethostname()}:{os.getppid()}",
+                       started_at=now)])
+        db.session.commit()
+        assert sorted(scorer.sweep_stale_submissions()) == ["dead00000001", "late00000001"]
+        status = {s.id: (s.status, s.error) for s in db.session.scalars(db.select(Submission))}
+    assert status["live00000001"] == (SCORING, None)
+    assert status["dead00000001"][0] == "refused" and "submit the model again" in status["dead00000001"][1]["en"]
+    assert status["late00000001"][1]["vi"] != status["late00000001"][1]["en"]

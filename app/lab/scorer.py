@@ -13,22 +13,24 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 import traceback
 import types
 from pathlib import Path
 
 import numpy as np
 from flask import Flask
-from sqlalchemy import update
+from huey import crontab
+from sqlalchemy import select, update
 
 from app.errors import InvalidInput
 from app.instructor.settings import submission_rules
 from app.lab import scoring
-from app.lab.jobs import WORKER_ID, in_worker_app
-from app.lab.queue import handles
+from app.lab.jobs import WORKER_ID, in_worker_app, pid_alive, worker_app
+from app.lab.queue import handles, huey
 from app.lab.queue import score_submission as score_task
 from app.lab.recipes import available_datasets
-from app.records import QUEUED, REFUSED, SCORED, SCORING, Submission, db, utcnow
+from app.records import QUEUED, REFUSED, SCORED, SCORING, Submission, as_utc, db, utcnow
 from app.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -103,3 +105,47 @@ def execute_submission(app: Flask, submission_id: str) -> str:
 def score(submission_id: str) -> str:
     """The queue's "score_submission" task: score one submitted model (see the module docstring)."""
     return in_worker_app(score_task, submission_id, execute_submission)
+
+
+# ----------------------------------------------------------------------------- lost submissions
+STALE_MARGIN = 60  # seconds past the child's wall limit before a scoring submission counts as lost
+
+
+def sweep_stale_submissions() -> list[str]:
+    """Submissions left "scoring" by a consumer that died (a dead pid on this host, or scoring for
+    longer than the child's wall limit allows) end refused, asking for a new submission: never
+    queued again, so a model that brings its consumer down cannot do it twice. Returns their ids."""
+    now, ended = utcnow(), []
+    for sub in db.session.scalars(select(Submission).where(Submission.status == SCORING)).all():
+        host, _, pid = (sub.worker or "").rpartition(":")
+        dead = host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid))
+        started = as_utc(sub.started_at)
+        late = started is None or (now - started).total_seconds() > scoring.WALL_SECONDS + STALE_MARGIN
+        if not (dead or late):
+            continue
+        result = db.session.execute(
+            update(Submission).where(Submission.id == sub.id, Submission.status == SCORING, Submission.worker == sub.worker)
+            .values(status=REFUSED, finished_at=now,
+                    error_en="The consumer scoring this model stopped before it finished; submit the model again.",
+                    error_vi="Tiến trình chấm mô hình này đã dừng trước khi chấm xong; hãy nộp lại mô hình."))
+        db.session.commit()
+        if result.rowcount == 1:
+            log.warning("submission %s: consumer %s is gone; marked refused", sub.id, sub.worker)
+            ended.append(sub.id)
+    return ended
+
+
+@huey.on_startup()
+def sweep_submissions_at_startup() -> None:
+    """A consumer coming back ends the submissions a killed consumer left scoring."""
+    with worker_app().app_context():
+        try:
+            sweep_stale_submissions()
+        finally:
+            db.session.remove()
+
+
+@huey.periodic_task(crontab(minute="*"))
+def sweep_submissions_every_minute() -> None:
+    """Catch submissions whose consumer died on another machine (past the wall limit)."""
+    sweep_submissions_at_startup()
