@@ -61,3 +61,29 @@ def test_the_code_panel_follows_the_recipe_and_downloads_both_files(bench_url, b
     expect(page.locator("#code-error")).to_contain_text("No standalone program for this data set yet", timeout=10_000)
     expect(code).to_be_hidden()
     assert not problems, problems  # no script error, nothing refused by the Content-Security-Policy
+
+
+def test_the_code_panel_and_a_cards_downloads_pass_axe_on_a_phone(bench_url, browser):
+    """axe-core (WCAG 2.1 AA) finds nothing in the bench's Code panel or a card's downloads, and
+    the bench still fits a 390 px phone with the program's long lines (they scroll in their box)."""
+    import json
+
+    from test_browser_a11y import AXE, WCAG, missing
+
+    if not AXE.is_file():
+        missing(f"axe-core is not installed at {AXE} (npm install --prefix .cache/axe axe-core)")
+    context = browser.new_context(viewport={"width": 390, "height": 844}, bypass_csp=True, is_mobile=True)
+    page = context.new_page()
+    try:
+        for path, region in (("/lab?lang=vi", "#code-panel"), ("/tasks/mnist/card?lang=vi", "#take-away")):
+            page.goto(bench_url + path)
+            page.add_script_tag(path=str(AXE))
+            result = page.evaluate("opts => axe.run({include: [opts.region]}, opts.run)",
+                                   {"region": region, "run": {"runOnly": {"type": "tag", "values": WCAG},
+                                                              "resultTypes": ["violations"]}})
+            violations = [{"id": v["id"], "nodes": [n["target"] for n in v["nodes"]][:5]} for v in result["violations"]]
+            assert not violations, json.dumps(violations, ensure_ascii=False, indent=1)
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, path
+        page.screenshot(path=str(SHOTS / "phone_card_downloads.png"), full_page=True)
+    finally:
+        context.close()
