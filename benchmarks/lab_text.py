@@ -33,6 +33,7 @@ def main() -> int:
     from app.lab.textrecipes import text_preset, training_argv
     from app.tasks import BUILTIN_TASKS
     from training.cli import text_parser
+    from training.config import TrainConfig
     from training.textgen import train_text_task
 
     spec = BUILTIN_TASKS[a.slug]
@@ -45,9 +46,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as models:
         argv = training_argv(a.slug, recipe, settings)
-        args = text_parser(f"python -m training {a.slug}").parse_args([*argv[1:], "--verbose", "2",
-                                                                        "--models-dir", models])
-        folder = train_text_task(spec, args, Path(models), callbacks=(FirstEpoch(),))
+        config = TrainConfig.from_args(text_parser(f"python -m training {a.slug}").parse_args([*argv[1:], "--verbose", "2"]))
+        folder = train_text_task(spec, config, Path(models), callbacks=(FirstEpoch(),))
         card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
     m = card["metrics"]
     print(json.dumps({"slug": a.slug, "preset": a.preset, "argv": argv,

@@ -74,7 +74,7 @@ def test_the_scaled_fast_preset_learns_a_tiny_class_data_set(tmp_path):
     """58 pictures in two classes (bright left half or bright right half, noisy): the issue's unscaled
     run makes 6 optimiser steps; the scaled fast preset, trained by the very training function the
     bench calls, classifies the held-out pictures well above chance (50%)."""
-    from training.cli import training_parser
+    from training.config import TrainConfig
     from training.images import train_image_task
 
     rng = np.random.default_rng(0)
@@ -89,12 +89,10 @@ def test_the_scaled_fast_preset_learns_a_tiny_class_data_set(tmp_path):
     recipe, settings = recipes.preset("fast", spec, recipes.training_size(spec))
     assert settings.batch_size == 8 and settings.epochs == recipes.Limits.max_epochs  # 200 steps capped at 30 epochs
     assert recipes.optimiser_steps(settings, recipes.training_size(spec)) == 30 * 6  # 42 images to train on
-    args = training_parser("python -m training").parse_args([])
-    args.epochs, args.batch_size, args.learning_rate, args.seed = (settings.epochs, settings.batch_size,
-                                                                   settings.learning_rate, 1)
-    args.architecture, args.model_kwargs = "recipe", json.dumps(dataclasses.asdict(recipe))
-    args.baseline_epochs, args.verbose, args.int8 = 0, 0, False
-    out = train_image_task(spec, args, tmp_path / "runs", slug="small")
+    config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+                         seed=1, architecture="recipe", model_kwargs=json.dumps(dataclasses.asdict(recipe)),
+                         baseline_epochs=0, verbose=0, int8=False)
+    out = train_image_task(spec, config, tmp_path / "runs", slug="small")
     card = json.loads((out / "card.json").read_text())
     assert card["metrics"]["test_count"] >= 10
     assert card["metrics"]["test_accuracy"] >= 0.8

@@ -110,8 +110,9 @@ def test_a_recipe_trains_through_the_cli_training_function_with_a_per_epoch_call
     parser, trains with `train_text_task`, which calls the bench's callback after each epoch."""
     import keras
 
-    from training.cli import text_parser
     from app.config import default_data_dir
+    from training.cli import text_parser
+    from training.config import TrainConfig
 
     if not (default_data_dir() / BUILTIN_TASKS["kieu"].data_path).exists():
         pytest.skip("no Kiều data")
@@ -119,15 +120,15 @@ def test_a_recipe_trains_through_the_cli_training_function_with_a_per_epoch_call
 
     recipe = TextRecipe(embedding=8, units=12, dropout=0.0, tied=True, min_count=1)
     argv = training_argv("kieu", recipe, {"epochs": 1, "batch_size": 16, "learning_rate": 3e-3, "seed": 7})
-    args = text_parser("python -m training kieu").parse_args([*argv[1:], "--quick", "--verbose", "0",
-                                                              "--models-dir", str(tmp_path)])
+    config = TrainConfig.from_args(text_parser("python -m training kieu").parse_args([*argv[1:], "--quick",
+                                                                                     "--verbose", "0"]))
     seen = []
 
     class Record(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             seen.append((epoch, sorted(logs)))
 
-    folder = train_text_task(BUILTIN_TASKS["kieu"], args, tmp_path, callbacks=(Record(),))
+    folder = train_text_task(BUILTIN_TASKS["kieu"], config, tmp_path, callbacks=(Record(),))
     card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
     assert seen and seen[0][0] == 0 and "val_loss" in seen[0][1]
     assert card["model_kwargs"]["embedding"] == 8 and card["model_kwargs"]["tied"] is True

@@ -58,6 +58,27 @@ def test_image_and_text_parsers_add_their_own_options_to_the_common_ones():
         cli.text_parser("p").parse_args(["--balance", "race"])  # text tasks record no groups
 
 
+def test_flags_become_a_train_config_whose_defaults_are_the_parsers(monkeypatch):
+    """TrainConfig holds every training flag (one set of defaults, the flags' own), and only them."""
+    import dataclasses
+
+    from training.config import DEFAULTS, TrainConfig
+
+    monkeypatch.delenv("LSTMLAB_DATA", raising=False)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    for parser in (cli.training_parser("p"), cli.text_parser("p")):
+        flags = vars(parser.parse_args([]))
+        assert set(flags) - names == {"models_dir"}  # where to save is the caller's argument
+        assert {k: v for k, v in flags.items() if k != "models_dir"} == {
+            k: getattr(DEFAULTS, k) for k in flags if k != "models_dir"}
+    assert names - set(vars(cli.training_parser("p").parse_args([]))) - set(vars(cli.text_parser("p").parse_args([]))) \
+        == {"test_subset", "int8", "card_extra"}  # set by the lab bench only
+    config = TrainConfig.from_args(cli.training_parser("p").parse_args(["--epochs", "3", "--seed", "5"]), resume=True)
+    assert (config.epochs, config.seed, config.resume, config.patience) == (3, 5, True, DEFAULTS.patience)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 4
+
+
 def test_parsers_import_no_tensorflow():
     code = "import sys, training.cli; print(sorted({'tensorflow', 'keras'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

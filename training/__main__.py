@@ -24,6 +24,7 @@ from pathlib import Path
 
 from app.tasks import BUILTIN_TASKS, IMAGE, get_task
 from training import cli
+from training.config import TrainConfig
 from training.dataset import DataError
 
 # The module whose main(args) runs each command (evaluate is below); imported only when run.
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             from training.images import train_image_task as train_task  # heavy: Keras loads only for the command that trains
         else:
             from training.textgen import train_text_task as train_task
-        train_task(spec, args, Path(args.models_dir))
+        train_task(spec, TrainConfig.from_args(args), Path(args.models_dir))
         return 0
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)

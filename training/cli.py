@@ -11,10 +11,11 @@ import argparse
 import os
 
 from app.config import MODELS_DIR
-from training import compare
 from app.splits import TEST_FRACTION
+from training import compare
+from training.config import DEFAULTS
 from training.meter import METER_COUPLETS
-from training.textdata import AUX_TEXT, MIN_COUNT
+from training.textdata import AUX_TEXT
 
 PROG = "python -m training"
 
@@ -53,9 +54,9 @@ def common_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--data", default=os.environ.get("LSTMLAB_DATA"),
                    help="data file or folder (default: $LSTMLAB_DATA, ./data, ../shared/data)")
     _models_dir(p)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--quick", action="store_true", help="tiny subset, one epoch (for tests)")
-    p.add_argument("--subset", type=int, default=0,
+    p.add_argument("--subset", type=int, default=DEFAULTS.subset,
                    help="train on this many training images (a fixed random choice; 0: all)")
     p.add_argument("--resume", action="store_true", help="continue from the last epoch's backup")
     p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
@@ -64,12 +65,12 @@ def common_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--weight-average", type=float, default=None, metavar="MOMENTUM",
                    help="validate and keep an exponential moving average of the weights, e.g. 0.998 "
                         "(default: the task's; 0 turns it off)")
-    p.add_argument("--patience", type=int, default=6, help="early-stopping patience in epochs")
+    p.add_argument("--patience", type=int, default=DEFAULTS.patience, help="early-stopping patience in epochs")
     p.add_argument("--architecture", default=None, help="override the task's architecture")
     p.add_argument("--model-kwargs", default=None, help='JSON, e.g. \'{"units": 96}\'')
-    p.add_argument("--baseline-epochs", type=int, default=3,
+    p.add_argument("--baseline-epochs", type=int, default=DEFAULTS.baseline_epochs,
                    help="epochs for the lab's baseline recipe trained in the same run (0: skip)")
-    p.add_argument("--verbose", type=int, default=1,
+    p.add_argument("--verbose", type=int, default=DEFAULTS.verbose,
                    help="Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch; "
                         "giving --verbose also keeps TensorFlow's C++ start-up log")
     return p
@@ -81,13 +82,13 @@ def training_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--balance", type=_names, default=None, metavar="GROUPS",
                    help="weight the loss so that rarer groups count more, by the groups the data set records "
                         "per image, e.g. race,age (UTKFace; ages in bands)")
-    p.add_argument("--balance-power", type=float, default=0.5, metavar="P",
+    p.add_argument("--balance-power", type=float, default=DEFAULTS.balance_power, metavar="P",
                    help="with --balance: weight each image by its group's size to the power -P "
                         "(1: every group the same total weight)")
     p.add_argument("--teachers", type=_names, default=None, metavar="DIRS",
                    help="distil an ensemble: finished model folders of the task, comma-separated, whose mean "
                         "class probabilities become part of each training image's target")
-    p.add_argument("--distill-weight", type=_share, default=0.5, metavar="W",
+    p.add_argument("--distill-weight", type=_share, default=DEFAULTS.distill_weight, metavar="W",
                    help="with --teachers: target = W x teachers' probabilities + (1 - W) x the label")
     p.add_argument("--teacher-mirror", action="store_true",
                    help="with --teachers, on a task that trains on mirror images: each teacher reads every "
@@ -102,10 +103,10 @@ def training_parser(prog: str) -> argparse.ArgumentParser:
 def text_parser(prog: str) -> argparse.ArgumentParser:
     """The common training flags plus the text model's size."""
     p = common_parser(prog)
-    p.add_argument("--min-count", type=int, default=MIN_COUNT, help="rarer tokens become <unk>")
-    p.add_argument("--sequence-length", type=int, default=0,
+    p.add_argument("--min-count", type=int, default=DEFAULTS.min_count, help="rarer tokens become <unk>")
+    p.add_argument("--sequence-length", type=int, default=DEFAULTS.sequence_length,
                    help="cut training sequences into pieces of at most this many tokens (0: whole)")
-    p.add_argument("--train-text", choices=("all", "headlines"), default="all",
+    p.add_argument("--train-text", choices=("all", "headlines"), default=DEFAULTS.train_text,
                    help="headlines: fit on the headlines only, the auxiliary text still loaded for the "
                         "vocabulary and the n-gram (e.g. a last phase with --init-from)")
     p.add_argument("--aux-text", choices=AUX_TEXT, default=None,

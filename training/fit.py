@@ -307,9 +307,9 @@ def fit_best(model, train, validation, epochs: int, callbacks: list, verbose: in
                      "seconds_per_epoch": [round(s, digits) for s in seconds], "seconds_total": round(seconds_total, 1)}
 
 
-def weight_average(spec: TaskSpec, args) -> float:
-    """The momentum of the run's weight average: --weight-average, else the task's (0: none)."""
-    return float(args.weight_average if args.weight_average is not None else spec.extra.get("weight_average", 0.0))
+def weight_average(spec: TaskSpec, momentum: float | None) -> float:
+    """The momentum of the run's weight average: `momentum` (--weight-average), else the task's (0: none)."""
+    return float(momentum if momentum is not None else spec.extra.get("weight_average", 0.0))
 
 
 def weight_average_callbacks(model, momentum: float, validate) -> tuple:

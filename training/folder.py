@@ -14,6 +14,7 @@ from pathlib import Path
 
 from app.splits import SPLIT_SEED
 from app.tasks import BUILTIN_TASKS, IMAGE, SLUG_RE, ClassName, TaskSpec
+from training.config import TrainConfig
 from training.dataset import DataError
 from training.imagefolder import list_classes
 
@@ -86,6 +87,5 @@ def main(args) -> int:
     spec = folder_spec(args, classes)
     from training.images import train_image_task  # imports Keras: only once the flags are sound
 
-    args.data = str(Path(args.data_dir).resolve())
-    train_image_task(spec, args, Path(args.models_dir))
+    train_image_task(spec, TrainConfig.from_args(args, data=str(Path(args.data_dir).resolve())), Path(args.models_dir))
     return 0

@@ -16,6 +16,7 @@ from app.inference import classify_upload
 from app.modelstore import Engines, load_entry
 from app.tasks import TaskSpec
 from training import export, fit
+from training.config import TrainConfig
 from training.build import BASELINE_RECIPE, make_baseline, make_image_classifier
 from training.data import load_image_data, resolve, to_png_bytes
 from training.dataset import DataError, ImageData, class_imbalance
@@ -260,19 +261,19 @@ def whole_history(card: Card) -> dict:
     return {k: [v for h in runs for v in h.get(k, [])] for k in keys}
 
 
-def train_subset(data: ImageData, args) -> ImageData:
-    """The images a run trains and tests on: --quick's tiny slice, else `args.subset` training
-    images (0: all) and `args.test_subset` test images (0: the whole official test split)."""
-    if args.quick:
+def train_subset(data: ImageData, config: TrainConfig) -> ImageData:
+    """The images a run trains and tests on: --quick's tiny slice, else `config.subset` training
+    images (0: all) and `config.test_subset` test images (0: the whole test split)."""
+    if config.quick:
         return data.subset(QUICK_TRAIN, QUICK_TEST)
-    n_train, n_test = args.subset, getattr(args, "test_subset", 0)  # test_subset: the lab bench's
+    n_train, n_test = config.subset, config.test_subset
     if not (0 < n_train < len(data.y_train) or 0 < n_test < len(data.y_test)):
         return data
     return data.subset(min(n_train or len(data.y_train), len(data.y_train)),
                        min(n_test or len(data.y_test), len(data.y_test)))
 
 
-def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None = None,
+def train_image_task(spec: TaskSpec, config: TrainConfig, models_dir: Path, *, slug: str | None = None,
                      callbacks: list | None = None, work_dir: Path | None = None) -> Path:
     """The whole run for one image task; returns the folder the model was saved to.
 
@@ -280,67 +281,68 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
     `models_dir` (default: the task's slug), `callbacks` are extra Keras callbacks (progress,
     cancel), `work_dir` holds checkpoints and the --resume backup (default: runs/<slug>/)."""
     # Data --------------------------------------------------------------------------------
-    data = train_subset(load_image_data(spec, args.data), args)
-    epochs = 1 if args.quick else (args.epochs or spec.epochs)
-    train, val = data.train_validation(args.seed)
-    weights, balanced = (balance_weights(data.train_groups(args.seed), args.balance, args.balance_power)
-                         if args.balance else (None, None))
+    data = train_subset(load_image_data(spec, config.data), config)
+    epochs = 1 if config.quick else (config.epochs or spec.epochs)
+    train, val = data.train_validation(config.seed)
+    weights, balanced = (balance_weights(data.train_groups(config.seed), config.balance, config.balance_power)
+                         if config.balance else (None, None))
     test = (data.x_test, data.y_test)
-    batch = args.batch_size or spec.batch_size
-    cutmix = float(args.cutmix if args.cutmix is not None else spec.extra.get("cutmix", 0.0))
+    batch = config.batch_size or spec.batch_size
+    cutmix = float(config.cutmix if config.cutmix is not None else spec.extra.get("cutmix", 0.0))
     print(f"[{spec.slug}] data {data.source}: train {len(train[1])}, validation {len(val[1])}, "
           f"test {len(test[1])}", flush=True)
 
     # Baseline (the lab's recipe) ------------------------------------------------------------
-    start = load_warm_start(spec, args.init_from)
-    if args.baseline_epochs > 0:
-        baseline = train_baseline(spec, train, val, test, 1 if args.quick else args.baseline_epochs,
-                                  args.seed, args.verbose)
+    start = load_warm_start(spec, config.init_from)
+    if config.baseline_epochs > 0:
+        baseline = train_baseline(spec, train, val, test, 1 if config.quick else config.baseline_epochs,
+                                  config.seed, config.verbose)
         print(f"[{spec.slug}] baseline test accuracy {baseline['test_accuracy']:.4f}", flush=True)
     else:  # the continued run's, on the same data
         baseline = start["card"].baseline.to_json() if start and start["card"].baseline else None
 
     teach, distilled = None, None
-    if args.teacher_mirror and not args.teachers:
+    if config.teacher_mirror and not config.teachers:
         raise DataError("--teacher-mirror changes how teachers read: give --teachers too")
-    if args.teachers:  # soft training targets; validation labels one-hot to match the loss
-        teach, distilled = teacher_targets(spec, args.teachers, args.distill_weight, args.seed, val, test,
-                                           mirror=args.teacher_mirror)
+    if config.teachers:  # soft training targets; validation labels one-hot to match the loss
+        teach, distilled = teacher_targets(spec, config.teachers, config.distill_weight, config.seed, val, test,
+                                           mirror=config.teacher_mirror)
         val = (val[0], np.eye(len(spec.classes))[val[1]])
 
     # Model ---------------------------------------------------------------------------------
-    keras.utils.set_random_seed(args.seed)
-    kw = json.loads(args.model_kwargs) if args.model_kwargs else dict(spec.extra.get("model", {}))
+    keras.utils.set_random_seed(config.seed)
+    kw = json.loads(config.model_kwargs) if config.model_kwargs else dict(spec.extra.get("model", {}))
+    architecture = config.architecture
     if start:
-        kw = start["card"].model_kwargs or kw if not args.model_kwargs else kw
-        args.architecture = args.architecture or start["card"].architecture
-    model = make_image_classifier(spec, args.architecture, **kw)
+        kw = start["card"].model_kwargs or kw if not config.model_kwargs else kw
+        architecture = architecture or start["card"].architecture
+    model = make_image_classifier(spec, architecture, **kw)
     if start:
         model.set_weights(start["model"].get_weights())  # raises if the architectures differ
     steps = int(np.ceil(len(train[1]) / batch)) * epochs
-    lr = args.learning_rate or spec.learning_rate
+    lr = config.learning_rate or spec.learning_rate
     schedule = keras.optimizers.schedules.CosineDecay(lr * 0.1, decay_steps=max(1, steps - steps // 20),
                                                       warmup_target=lr, warmup_steps=steps // 20,
                                                       alpha=0.01)
     optimizer = keras.optimizers.AdamW(schedule, weight_decay=1e-4, clipnorm=1.0)
     model.compile(optimizer, training_loss(spec, soft=distilled is not None), metrics=["accuracy"])
-    if args.verbose:
+    if config.verbose:
         model.summary()
 
     # Train ---------------------------------------------------------------------------------
-    standard, paths = fit.standard_callbacks(slug or spec.slug, args.resume, args.patience,
-                                             "val_accuracy", "max", args.verbose, rdir=work_dir)
+    standard, paths = fit.standard_callbacks(slug or spec.slug, config.resume, config.patience,
+                                             "val_accuracy", "max", config.verbose, rdir=work_dir)
     # extra callbacks see each epoch before the backup marks it done (fit.standard_callbacks)
     all_callbacks = standard[:-1] + list(callbacks or []) + standard[-1:]
-    average = fit.weight_average(spec, args)
+    average = fit.weight_average(spec, config.weight_average)
     if average:  # the averaged weights are validated, checkpointed and shown to the extra callbacks
-        val_ds = make_dataset(*val, 512, spec, args.seed, False)
+        val_ds = make_dataset(*val, 512, spec, config.seed, False)
         swap_in, swap_out = fit.weight_average_callbacks(model, average, lambda m: {
             f"val_{k}": v for k, v in m.evaluate(val_ds, verbose=0, return_dict=True).items()})
         all_callbacks = [swap_in, *all_callbacks[:-1], swap_out, all_callbacks[-1]]
-    history, run = fit.fit_best(model, make_dataset(*train, batch, spec, args.seed, True, weights, teach, cutmix),
-                                make_dataset(*val, 512, spec, args.seed, False),
-                                epochs, all_callbacks, args.verbose, paths)
+    history, run = fit.fit_best(model, make_dataset(*train, batch, spec, config.seed, True, weights, teach, cutmix),
+                                make_dataset(*val, 512, spec, config.seed, False),
+                                epochs, all_callbacks, config.verbose, paths)
 
     # Evaluate ------------------------------------------------------------------------------
     probs = predict_probs(model, test[0])
@@ -349,20 +351,20 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
     print(f"[{spec.slug}] test accuracy {metrics['test_accuracy']:.4f}", flush=True)
 
     card = {
-        **fit.card_header(spec, model, args.architecture or spec.architecture, kw),
+        **fit.card_header(spec, model, architecture or spec.architecture, kw),
         "input": {"shape": list(spec.input_shape), "colour": spec.colour, "dtype": "uint8 (0-255)",
                   "preprocess": spec.preprocess, "resize": spec.resize,
                   "aspect_ratio_kept": spec.resize == "crop" or spec.preprocess != "plain",
                   "time_steps": spec.input_shape[0], "features_per_step": spec.input_shape[1] * spec.input_shape[2]},
         "optimizer": fit.optimizer_record(batch, average, peak_learning_rate=lr,
                                           schedule="linear warm-up then cosine decay"),
-        "training": {**run, "seed": args.seed, "quick": bool(args.quick),
-                     "subset": args.subset,
+        "training": {**run, "seed": config.seed, "quick": bool(config.quick),
+                     "subset": config.subset,
                      "augmentation": {**{k: spec.extra[k] for k in ("augment", "flip", "jitter", "label_smoothing")
                                          if k in spec.extra}, **({"cutmix": cutmix} if cutmix else {})},
                      "balance": balanced,
                      "distillation": distilled,
-                     "early_stopping": {"monitor": "val_accuracy", "patience": args.patience}},
+                     "early_stopping": {"monitor": "val_accuracy", "patience": config.patience}},
         "data": {"source": spec.data_source or data.source, "path": data.source, "licence": spec.licence,
                  "counts": {"train": len(train[1]), "validation": len(val[1]), "test": len(test[1])},
                  "class_counts_train": np.bincount(data.y_train, minlength=len(spec.classes)).tolist(),
@@ -379,7 +381,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
     if start:
         card["warm_start"] = fit.warm_start_record(start, card["training"]["epochs_run"])
     card |= {key: spec.extra[key] for key in ("intended_use", "limitations") if key in spec.extra}
-    card = Card.from_json({**card, **(getattr(args, "card_extra", None) or {})})  # CardError now, not after saving
+    card = Card.from_json({**card, **config.card_extra})  # CardError now, not after saving
 
     def write(folder: Path) -> None:
         fit.save_without_optimizer(model, folder / "model.keras")
@@ -388,7 +390,7 @@ def train_image_task(spec: TaskSpec, args, models_dir: Path, *, slug: str | None
         try:
             card.export = Export.parse(export.export_model(
                 model, spec, folder, export.file_sha256(folder / "model.keras"), *export.sample_images(data.x_test),
-                test=(data.x_test, data.y_test), int8=getattr(args, "int8", True)))
+                test=(data.x_test, data.y_test), int8=config.int8))
         except Exception as exc:  # noqa: BLE001 - converter errors have no common type
             card.export = Export(error=f"{exc.__class__.__name__}: {str(exc)[:300]}")
             print(f"[{spec.slug}] warning: model.tflite not written ({card.export.error}); "

@@ -19,6 +19,7 @@ from app.tasks import TaskSpec
 from app.text import EOL, PAD_ID, SNIPPET, Vocabulary, clean_words, display_forms, tokenize_verse
 from training import fit
 from training.build import DEFAULT_MODEL, TINY_MODEL, make_word_lstm, plain_twin
+from training.config import TrainConfig
 from training.dataset import DataError
 from training.layers import load_keras_text_model
 from training.meter import METER_COUPLETS, meter_rates
@@ -63,7 +64,7 @@ def lm_metrics(model, x: np.ndarray, y: np.ndarray, batch: int = 64) -> dict:
             "top5_accuracy": top5 / max(n, 1), "tokens": n}
 
 
-def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = (), *, slug: str | None = None,
+def train_text_task(spec: TaskSpec, config: TrainConfig, models_dir: Path, callbacks: tuple = (), *, slug: str | None = None,
                     work_dir: Path | None = None, epoch_report=None) -> Path:
     """The whole run for one text task; returns the folder the model was saved to.
 
@@ -73,43 +74,43 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = (
     before the backup marks it done, and `epoch_report(epoch, report)`, when given, receives after
     each epoch the training and validation perplexity and sample lines (`textsamples.epoch_report_callback`)."""
     # Data --------------------------------------------------------------------------------
-    aux_text = args.aux_text or spec.extra.get("aux_text", "none")
-    data = load_text_data(spec, args.data, args.seed, args.quick, aux_text)
+    aux_text = config.aux_text or spec.extra.get("aux_text", "none")
+    data = load_text_data(spec, config.data, config.seed, config.quick, aux_text)
     # From the headlines only, so the test tokens (and <unk>s) do not depend on the extra text.
-    vocab = Vocabulary.build(data.train, spec.tokenizer, min_count=args.min_count, display=data.display,
+    vocab = Vocabulary.build(data.train, spec.tokenizer, min_count=config.min_count, display=data.display,
                              markers=(SNIPPET,) if data.aux else ())
     marker = vocab.index.get(SNIPPET)
     (xtr, ytr), (xva, yva), (xte, yte) = (to_arrays(s, vocab) for s in (data.train, data.validation, data.test))
-    epochs = 1 if args.quick else (args.epochs or spec.epochs)
-    batch = args.batch_size or spec.batch_size
+    epochs = 1 if config.quick else (config.epochs or spec.epochs)
+    batch = config.batch_size or spec.batch_size
     print(f"[{spec.slug}] {data.source}: sequences train {len(xtr)} (+{len(data.aux)} auxiliary), "
           f"validation {len(xva)}, test {len(xte)}; vocabulary {len(vocab)}", flush=True)
 
     # Model ---------------------------------------------------------------------------------
-    keras.utils.set_random_seed(args.seed)
-    start = load_text_warm_start(spec, args.init_from, vocab)
-    kw = dict(TINY_MODEL) if args.quick else DEFAULT_MODEL | spec.extra.get("model", {})
+    keras.utils.set_random_seed(config.seed)
+    start = load_text_warm_start(spec, config.init_from, vocab)
+    kw = dict(TINY_MODEL) if config.quick else DEFAULT_MODEL | spec.extra.get("model", {})
     if start:
         kw = dict(start["card"].model_kwargs or kw)
-    kw.update(json.loads(args.model_kwargs) if args.model_kwargs else {})
+    kw.update(json.loads(config.model_kwargs) if config.model_kwargs else {})
     model = make_word_lstm(len(vocab), name=spec.slug, **kw)
     if start:  # a weight-dropped LSTM has the plain one's weights, in the same order
         model.set_weights(start["model"].get_weights())
-    train_seqs = data.train + (data.aux if args.train_text == "all" else [])
-    lr = args.learning_rate or spec.learning_rate
+    train_seqs = data.train + (data.aux if config.train_text == "all" else [])
+    lr = config.learning_rate or spec.learning_rate
     optimizer = keras.optimizers.AdamW(lr, weight_decay=1e-4, clipnorm=1.0)
     model.compile(optimizer, "sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
-    if args.verbose:
+    if config.verbose:
         model.summary()
 
     # Train ---------------------------------------------------------------------------------
     extra_callbacks = list(callbacks)
-    callbacks, paths = fit.standard_callbacks(slug or spec.slug, args.resume, args.patience, "val_loss", "min",
-                                              args.verbose, rdir=work_dir)
+    callbacks, paths = fit.standard_callbacks(slug or spec.slug, config.resume, config.patience, "val_loss", "min",
+                                              config.verbose, rdir=work_dir)
     backup = callbacks[-1]
-    callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, args.patience // 3),
-                                                       verbose=args.verbose))
-    average = fit.weight_average(spec, args)
+    callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, config.patience // 3),
+                                                       verbose=config.verbose))
+    average = fit.weight_average(spec, config.weight_average)
     if average:
         swap_in, swap_out = fit.weight_average_callbacks(
             model, average, lambda m: {"val_loss": math.log(lm_metrics(m, xva, yva, batch=256)["perplexity"])})
@@ -121,10 +122,10 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = (
                                                         (xva, yva), epoch_report))
     at = callbacks.index(swap_out if average else backup)  # the (averaged) weights, before the backup
     callbacks[at:at] = extra_callbacks
-    train_ids = cut_sequences([vocab.encode(s) for s in train_seqs], args.sequence_length)
-    train_batches = make_batches(train_ids, batch, args.seed, True, marker)
-    val_batches = make_batches([vocab.encode(s) for s in data.validation], 256, args.seed, False)
-    history, run = fit.fit_best(model, train_batches, val_batches, epochs, callbacks, args.verbose, paths, digits=2)
+    train_ids = cut_sequences([vocab.encode(s) for s in train_seqs], config.sequence_length)
+    train_batches = make_batches(train_ids, batch, config.seed, True, marker)
+    val_batches = make_batches([vocab.encode(s) for s in data.validation], 256, config.seed, False)
+    history, run = fit.fit_best(model, train_batches, val_batches, epochs, callbacks, config.verbose, paths, digits=2)
     model = plain_twin(model, len(vocab), kw, spec.slug)  # what is evaluated, saved and served
 
     # Evaluate ------------------------------------------------------------------------------
@@ -148,11 +149,11 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = (
         **fit.card_header(spec, model, "word_lstm", kw),
         "optimizer": fit.optimizer_record(batch, average, learning_rate=lr, schedule="halve on validation plateau",
                                           loss="sparse categorical cross-entropy over every non-padding position"),
-        "training": {**run, "seed": args.seed, "quick": bool(args.quick),
-                     "sequence_length": args.sequence_length or None,
-                     "trained_on": ("headlines and auxiliary text" if data.aux and args.train_text == "all"
+        "training": {**run, "seed": config.seed, "quick": bool(config.quick),
+                     "sequence_length": config.sequence_length or None,
+                     "trained_on": ("headlines and auxiliary text" if data.aux and config.train_text == "all"
                                     else "headlines only" if spec.tokenizer == "words" else "verse"),
-                     "early_stopping": {"monitor": "val_loss", "patience": args.patience}},
+                     "early_stopping": {"monitor": "val_loss", "patience": config.patience}},
         "data": {"source": spec.data_source, "path": data.source, "licence": spec.licence,
                  "counts": {**data.counts, "train": len(data.train), "validation": len(data.validation),
                             "test": len(data.test), "train_tokens": int((ytr != PAD_ID).sum()),
@@ -162,7 +163,7 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = (
                                             else f"couplet, in runs of {COUPLETS_PER_BLOCK}")
                           + ("; auxiliary text by article, training split only" if data.aux else ""),
                  "tokenizer": spec.tokenizer},
-        "vocabulary": {"file": "vocab.json", "size": len(vocab), "min_count": args.min_count,
+        "vocabulary": {"file": "vocab.json", "size": len(vocab), "min_count": config.min_count,
                        "specials": vocab.tokens[:3], "markers": [SNIPPET] if marker is not None else [],
                        "built_from": "training split" + (" (headlines only)" if data.aux else "")},
         "metrics": metrics,
@@ -173,7 +174,7 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = (
     }
     if start:
         card["warm_start"] = fit.warm_start_record(start, card["training"]["epochs_run"])
-    card |= getattr(args, "card_extra", None) or {}  # the bench's run record and command line
+    card |= config.card_extra  # the bench's run record and command line
 
     def write(folder: Path) -> None:
         fit.save_without_optimizer(model, folder / "model.keras")
@@ -181,8 +182,8 @@ def train_text_task(spec: TaskSpec, args, models_dir: Path, callbacks: tuple = (
         fit.write_card(folder, card)
         fit.plot_curves(history, folder / "training_curves.png", spec.title_en)
         if spec.tokenizer == "syllables":  # the meter rates need the saved model: generate from it
-            card["metrics"]["meter"] = meter_rates(folder, spec, data, args.seed,
-                                                   20 if args.quick else METER_COUPLETS)
+            card["metrics"]["meter"] = meter_rates(folder, spec, data, config.seed,
+                                                   20 if config.quick else METER_COUPLETS)
             fit.write_card(folder, card)
 
     out = fit.save_atomically(models_dir, slug or spec.slug, write)

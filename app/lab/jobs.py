@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 from flask import Flask, current_app
@@ -37,6 +38,7 @@ from app.lab.recipes import available_datasets
 from app.lab.textrecipes import text_datasets, training_argv
 from app.records import (CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, as_utc, db,
                          utcnow)
+from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -68,50 +70,39 @@ def worker_app() -> Flask:
     return app
 
 
-def training_args(run: Run, resume: bool, test_subset: int):
-    """The argparse namespace `python -m training <dataset>` would build for this run."""
-    from training.cli import training_parser
-
+def training_config(run: Run, resume: bool, test_subset: int) -> TrainConfig:
+    """The TrainConfig `python -m training <dataset>` would build for this run's recipe and settings."""
     s = run.settings or {}
-    args = training_parser("python -m training").parse_args([])
-    args.epochs = int(s.get("epochs") or 1)
-    args.batch_size = int(s.get("batch_size") or 128)
-    args.learning_rate = float(s.get("learning_rate") or 1e-3)
-    args.seed = int(s.get("seed") or 0)
-    args.subset = int(s.get("subset") or 0)
-    args.test_subset = test_subset
-    args.architecture = "recipe"
-    args.model_kwargs = json.dumps(run.recipe or {}, sort_keys=True)
-    args.baseline_epochs = 0
-    args.verbose = 0
-    args.resume = resume
-    args.int8 = bool(int(current_app.config.get("LAB_EXPORT_INT8") or 0))
-    args.card_extra = {"command": cli_command(run, args), "run": {"id": run.id, "nickname": run.nickname,
-                                                                   "recipe": run.recipe, "settings": run.settings}}
-    return args
+    config = TrainConfig(epochs=int(s.get("epochs") or 1), batch_size=int(s.get("batch_size") or 128),
+                         learning_rate=float(s.get("learning_rate") or 1e-3), seed=int(s.get("seed") or 0),
+                         subset=int(s.get("subset") or 0), test_subset=test_subset, architecture="recipe",
+                         model_kwargs=json.dumps(run.recipe or {}, sort_keys=True), baseline_epochs=0, verbose=0,
+                         resume=resume, int8=bool(int(current_app.config.get("LAB_EXPORT_INT8") or 0)))
+    return replace(config, card_extra={"command": cli_command(run, config),
+                                       "run": {"id": run.id, "nickname": run.nickname, "recipe": run.recipe,
+                                               "settings": run.settings}})
 
 
-def text_training_args(run: Run, resume: bool):
-    """The argparse namespace of the text run's own command line (`textrecipes.training_argv`),
-    parsed by `python -m training`'s text parser."""
+def text_training_config(run: Run, resume: bool) -> TrainConfig:
+    """The TrainConfig of the text run's own command line (`textrecipes.training_argv`), parsed by
+    `python -m training`'s text parser."""
     from training.cli import text_parser
 
     argv = training_argv(run.dataset, run.recipe or {}, run.settings or {})
     args = text_parser(f"python -m training {run.dataset}").parse_args([*argv[1:], "--verbose", "0"])
-    args.resume = resume
-    args.quick = bool(int(current_app.config.get("LAB_TEXT_QUICK") or 0))
-    args.card_extra = {"command": "python -m training " + shlex.join(argv),
-                       "run": {"id": run.id, "nickname": run.nickname, "recipe": run.recipe, "settings": run.settings}}
-    return args
+    return TrainConfig.from_args(args, resume=resume, quick=bool(int(current_app.config.get("LAB_TEXT_QUICK") or 0)),
+                                 card_extra={"command": "python -m training " + shlex.join(argv),
+                                             "run": {"id": run.id, "nickname": run.nickname, "recipe": run.recipe,
+                                                     "settings": run.settings}})
 
 
-def cli_command(run: Run, args) -> str:
+def cli_command(run: Run, config: TrainConfig) -> str:
     """The command line that trains the same recipe without the bench (for the card)."""
-    parts = ["python -m training", run.dataset, "--architecture recipe", f"--model-kwargs '{args.model_kwargs}'",
-             f"--epochs {args.epochs}", f"--batch-size {args.batch_size}", f"--learning-rate {args.learning_rate:g}",
-             f"--seed {args.seed}", "--baseline-epochs 0"]
-    if args.subset:
-        parts.append(f"--subset {args.subset}")
+    parts = ["python -m training", run.dataset, "--architecture recipe", f"--model-kwargs '{config.model_kwargs}'",
+             f"--epochs {config.epochs}", f"--batch-size {config.batch_size}",
+             f"--learning-rate {config.learning_rate:g}", f"--seed {config.seed}", "--baseline-epochs 0"]
+    if config.subset:
+        parts.append(f"--subset {config.subset}")
     return " ".join(parts)
 
 
@@ -394,9 +385,9 @@ def execute_run(app: Flask, run_id: str) -> str:
         texts = text_datasets()
         spec = texts.get(run.dataset) or available_datasets()[run.dataset]
         if run.dataset in texts:
-            args = text_training_args(run, resume)
+            config = text_training_config(run, resume)
         else:
-            args = training_args(run, resume, int(app.config.get("LAB_TEST_SUBSET") or 0))
+            config = training_config(run, resume, int(app.config.get("LAB_TEST_SUBSET") or 0))
         dataset, attempts, fault = run.dataset, run.attempts, fault_for(run)
         db.session.commit()  # no transaction stays open while it trains
         log.info("run %s: training %s (attempt %d%s)", run_id, dataset, attempts, ", resumed" if resume else "")
@@ -405,12 +396,12 @@ def execute_run(app: Flask, run_id: str) -> str:
             from training.textgen import train_text_task
 
             reports: dict = {}  # epoch -> perplexities and sample lines, until its history row takes them
-            folder = train_text_task(spec, args, runs_dir, [reporter.callback(fault, lambda e: reports.pop(e, {}))],
+            folder = train_text_task(spec, config, runs_dir, [reporter.callback(fault, lambda e: reports.pop(e, {}))],
                                      slug=run_id, work_dir=work, epoch_report=reports.__setitem__)
         else:
             from training.images import train_image_task
 
-            folder = train_image_task(spec, args, runs_dir, slug=run_id, work_dir=work,
+            folder = train_image_task(spec, config, runs_dir, slug=run_id, work_dir=work,
                                       callbacks=[reporter.callback(fault)])
         card = Card.from_json(folder)
         return end(FINISHED, {"eta": 0}, metrics=card.metrics.to_json(), params=card.params_total or 0,
