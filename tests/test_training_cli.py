@@ -44,7 +44,7 @@ def test_image_and_text_parsers_add_their_own_options_to_the_common_ones():
     text = cli.text_parser("p").parse_args([])
     image = cli.training_parser("p").parse_args([])
     assert vars(common).items() <= vars(text).items() and vars(common).items() <= vars(image).items()
-    assert set(vars(text)) - set(vars(common)) == {"min_count", "train_text", "aux_text"}
+    assert set(vars(text)) - set(vars(common)) == {"min_count", "sequence_length", "train_text", "aux_text"}
     assert set(vars(image)) - set(vars(common)) == {"balance", "balance_power", "teachers", "distill_weight",
                                                      "teacher_mirror", "cutmix"}
     for bad in ("0", "1.5", "half"):
