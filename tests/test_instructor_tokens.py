@@ -8,6 +8,8 @@ import re
 
 from sqlalchemy import select
 
+from helpers.instructor import INSTRUCTOR_PASSWORD
+
 
 def bearer(token: str) -> dict:
     """The header of a call with `token`."""
@@ -143,3 +145,34 @@ def test_tokens_of_an_older_database_get_the_default_lifetime(make_app, tiny_mod
         upgrade(directory=str(MIGRATIONS_DIR))
         row = db.session.scalar(select(ApiToken))
         assert abs(as_utc(row.expires_at) - utcnow() - dt.timedelta(days=90)) < dt.timedelta(minutes=1)
+
+
+def test_the_console_password_form_revokes_tokens_and_ends_other_sessions(signed_in, instructor_app):
+    tokens = [new_token(instructor_app), new_token(instructor_app, "--days", "5")]
+    other = instructor_app.test_client()
+    other.set_cookie("session", signed_in.get_cookie("session").value)  # the same sign-in, copied
+    assert other.get("/instructor/").status_code == 200
+    new = "another long passphrase"
+    page = signed_in.get("/instructor/password?lang=vi").get_data(as_text=True)
+    assert "Mật khẩu hiện tại" in page and 'href="/instructor/password"' in page
+    wrong = signed_in.post("/instructor/password?lang=vi", data={"current": "not it at all", "new": new, "confirm": new})
+    assert wrong.status_code == 401 and "Sai tên hoặc mật khẩu." in wrong.get_data(as_text=True)
+    mismatch = signed_in.post("/instructor/password?lang=en",
+                              data={"current": INSTRUCTOR_PASSWORD, "new": new, "confirm": new + "x"})
+    assert mismatch.status_code == 400 and "do not match" in mismatch.get_data(as_text=True)
+    short = signed_in.post("/instructor/password", data={"current": INSTRUCTOR_PASSWORD, "new": "short", "confirm": "short"})
+    assert short.status_code == 400
+    client = instructor_app.test_client()
+    assert all(client.get("/api/v1/datasets", headers=bearer(t)).status_code == 200 for t in tokens)  # nothing changed yet
+    changed = signed_in.post("/instructor/password?lang=en",
+                             data={"current": INSTRUCTOR_PASSWORD, "new": new, "confirm": new})
+    assert changed.status_code == 303
+    assert "2 API token(s) were revoked" in signed_in.get("/instructor/?lang=en").get_data(as_text=True)
+    assert signed_in.get("/instructor/").status_code == 200  # this browser stays signed in
+    assert other.get("/instructor/").status_code == 302  # the copy is signed out
+    assert [client.get("/api/v1/datasets", headers=bearer(t)).status_code for t in tokens] == [401, 401]
+    assert client.post("/instructor/login", data={"name": "teacher", "password": new}).status_code == 302
+    instructor_app.config["LOGIN_FREE_TRIES"] = 0  # wrong current passwords are delayed like sign-ins
+    guesses = [signed_in.post("/instructor/password", data={"current": "guess", "new": new, "confirm": new}).status_code
+               for _ in range(2)]
+    assert guesses == [401, 429]

@@ -39,7 +39,8 @@ def init_app(app: Flask) -> None:
     """Install sign-in, the CLI, the console's pages and API, and the class-code page on `app`."""
     for key, value in DEFAULTS.items():
         app.config.setdefault(key, value)
-    from app.instructor import access, api, apitokens, auth, cli, datasets, publish, results, views  # noqa: F401 - routes
+    from app.instructor import (access, api, apitokens, auth, cli, datasets, password, publish,  # noqa: F401 - routes
+                                results, views)
     from app.security import csrf  # the routes load when an app is built, not on `import app.instructor`
 
     app.cli.add_command(cli.instructor)

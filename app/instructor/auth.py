@@ -75,6 +75,17 @@ def authenticate(name: str, password: str) -> Instructor:
     return user
 
 
+def change_password(user: Instructor, password: str) -> int:
+    """Give `user` a new password (InvalidInput when too short): every browser signed in as
+    `user` is signed out (a new session token), every API token revoked, every sign-in delay of
+    the name cleared. Returns how many tokens were revoked."""
+    check_password_strength(password)
+    user.password_hash = generate_password_hash(password)
+    user.session_token = new_session_token()
+    delays.clear_delay(user.name, everywhere=True)
+    return revoke_tokens(user)
+
+
 def wrong_password() -> InvalidInput:
     """The one answer for an unknown name or a wrong password (no hint which)."""
     return InvalidInput("Wrong name or password.", 401)
@@ -126,6 +137,13 @@ def not_a_post() -> bool:
     return request.method != "POST"
 
 
+def start_session(user: Instructor) -> None:
+    """Sign `user` in on a fresh session (no session fixation), its age and idle clocks at zero."""
+    session.clear()
+    login_user(user, remember=False)
+    session["instructor_since"] = session["instructor_seen"] = time.time()
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @limited(RouteLimit("RATELIMIT_LOGIN", exempt_when=not_a_post))
 def login():
@@ -137,9 +155,7 @@ def login():
         except InvalidInput as exc:
             error, status = exc, exc.status
         else:
-            session.clear()  # no session fixation: a fresh session for the signed-in instructor
-            login_user(user, remember=False)
-            session["instructor_since"] = session["instructor_seen"] = time.time()
+            start_session(user)
             target = request.args.get("next")
             return redirect(target if is_local_path(target) else url_for("instructor.console"))
     return render_template("instructor/login.html", error=error), status

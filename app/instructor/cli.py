@@ -13,9 +13,9 @@ from sqlalchemy import delete, select
 from werkzeug.security import generate_password_hash
 
 from app.errors import InvalidInput
-from app.instructor.auth import check_password_strength, find_instructor, issue_token, revoke_tokens, token_state
-from app.instructor.delays import clear_delay
-from app.records import ApiToken, Instructor, db, iso, new_session_token
+from app.instructor.auth import (change_password, check_password_strength, find_instructor, issue_token,
+                                  revoke_tokens, token_state)
+from app.records import ApiToken, Instructor, db, iso
 
 instructor = AppGroup("instructor", help="Instructor accounts and API tokens.")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -56,11 +56,7 @@ def passwd(name: str) -> None:
     """Set a new password for NAME; every browser signed in as NAME is signed out and every API
     token of NAME is revoked."""
     user = _existing(name)
-    user.password_hash = generate_password_hash(_password())
-    user.session_token = new_session_token()
-    clear_delay(name, everywhere=True)
-    db.session.commit()
-    revoked = revoke_tokens(user)
+    revoked = change_password(user, _password())
     click.echo(f"password of {name} changed; its sessions ended and {revoked} API token(s) revoked")
 
 
