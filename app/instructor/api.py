@@ -5,6 +5,7 @@ revocable, expiring):
     POST   /api/v1/datasets               multipart `file` (zip) + slug, title_en, title_vi, image_size, colour
     GET    /api/v1/datasets
     POST   /api/v1/runs/<id>/publish      JSON {slug, title_vi, title_en, classes, confirm}
+                                          (confirm: replace a task, or publish near-chance accuracy)
     DELETE /api/v1/tasks/<slug>           unpublish (?confirm=1 for a shipped task)
     POST   /api/v1/queue/pause | resume
 
@@ -98,11 +99,13 @@ def delete_dataset(slug: str):
 
 @api_bp.post("/api/v1/runs/<run_id>/publish")
 def publish_run(run_id: str):
-    """Serve a finished run as task `slug` (409 when it exists, unless "confirm": true)."""
+    """Serve a finished run as task `slug` (409 when it exists, or when its test accuracy is not
+    clearly above chance, unless "confirm": true)."""
     body = json_body()
+    confirm = truthy(body.get("confirm"))
     result = publish.publish_run(find_run(run_id), str(body.get("slug", "")), str(body.get("title_en", "")),
-                                 str(body.get("title_vi", "")), body.get("classes"), confirm=truthy(body.get("confirm")),
-                                 by=g.instructor.name)
+                                 str(body.get("title_vi", "")), body.get("classes"), confirm=confirm,
+                                 by=g.instructor.name, confirm_chance=confirm)
     return jsonify({"published": result["slug"], "replaced": result["replaced"], "run": run_id}), 201
 
 

@@ -7,6 +7,8 @@ one step. A task that exists already (shipped or published before) is replaced o
 explicit confirmation, and the previous folder is moved, not deleted, to
 `<instance>/replaced/<slug>-<UTC time>/`. Every web worker notices the new, changed or removed
 card within MODELS_RELOAD_SECONDS (app/modelstore.py `refresh_store`): no restart.
+A run whose test accuracy is not clearly above chance (app/instructor/chance.py) is published
+only with a second, explicit confirmation.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from flask import current_app
 
 from app.cards import Card, CardError
 from app.errors import InvalidInput
+from app.instructor.chance import HeldOut, held_out
+from app.lab.recipes import available_datasets
 from app.lab.runs import run_folder
 from app.records import FINISHED, Run, db, utcnow
 from app.tasks import BUILTIN_TASKS, IMAGE, SLUG_RE, ClassName
@@ -72,10 +76,57 @@ def parse_classes(raw, n: int) -> tuple[ClassName, ...]:
     return tuple(out)
 
 
+def run_metrics(run: Run, card: Card | None = None) -> dict:
+    """The run's test metrics: its record's (written from the card when it finished), else the
+    card's in its folder, else {}."""
+    if (run.metrics or {}).get("test_accuracy") is not None:
+        return run.metrics
+    try:
+        card = card or Card.from_json(run_folder(run))
+    except CardError:
+        return {}
+    return card.metrics.to_json()
+
+
+def run_held_out(run: Run, n_classes: int) -> HeldOut:
+    """Test accuracy, n, chance and confusion matrix of `run`, for the publish form and its check."""
+    return held_out(run_metrics(run), n_classes)
+
+
+def run_class_names(run: Run) -> tuple[ClassName, ...]:
+    """The class names (English and Vietnamese) of a run's data set, else of its card, else ()."""
+    spec = available_datasets().get(run.dataset)
+    if spec is not None:
+        return spec.classes
+    try:
+        return Card.from_json(run_folder(run)).spec.classes
+    except CardError:
+        return ()
+
+
+def task_exists(slug: str) -> bool:
+    """True when a task folder named `slug` is in the models folder (publishing would replace it)."""
+    slug = (slug or "").strip()
+    return bool(SLUG_RE.match(slug)) and (models_dir() / slug).exists()
+
+
+def check_above_chance(figures: HeldOut) -> None:
+    """409 with accuracy, chance and n unless the test accuracy is clearly above chance."""
+    if figures.clearly_above_chance:
+        return
+    if figures.accuracy is None or figures.n is None or figures.chance is None:
+        raise InvalidInput("This run has no test accuracy to judge it by. Confirm to publish it anyway.", 409)
+    raise InvalidInput("Test accuracy %(accuracy)s (%(correct)s of %(n)s test images) is not clearly above chance "
+                       "(%(chance)s, always answering the most frequent class). Confirm to publish it anyway.", 409,
+                       accuracy=f"{figures.accuracy:.1%}", correct=figures.correct, n=figures.n,
+                       chance=f"{figures.chance:.1%}")
+
+
 def publish_run(run: Run, slug: str, title_en: str, title_vi: str, classes=None, confirm: bool = False,
-                by: str = "") -> dict:
+                by: str = "", confirm_chance: bool = False) -> dict:
     """Serve finished run `run` as task `slug`; returns {"slug", "replaced"} (replaced: where
-    the previous version went, or None). 409 when `slug` exists and `confirm` is false."""
+    the previous version went, or None). 409 when `slug` exists and `confirm` is false, and
+    when the test accuracy is not clearly above chance and `confirm_chance` is false."""
     if run.status != FINISHED:
         raise InvalidInput("Only a finished run can be published.", 409)
     source = run_folder(run)
@@ -96,6 +147,8 @@ def publish_run(run: Run, slug: str, title_en: str, title_vi: str, classes=None,
     if not title_en or not title_vi:
         raise InvalidInput("Give the task's title in English and in Vietnamese.")
     names = parse_classes(classes, len(spec.classes)) if classes else spec.classes
+    if not confirm_chance:
+        check_above_chance(held_out(run_metrics(run, card), len(spec.classes)))
     new_spec = spec.with_overrides(slug=slug, title_en=title_en, title_vi=title_vi, classes=names)
     card.slug, card.task = slug, new_spec.to_dict()
     card.published = {"run": run.id, "dataset": run.dataset, "nickname": run.nickname, "by": by,

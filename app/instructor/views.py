@@ -274,20 +274,23 @@ def publish_form(run_id: str):
     classes = run_classes(run)
     form = request.form if request.method == "POST" else publish_defaults(run, classes)
     error, status, needs_confirm = None, 200, False
+    names = publish.run_class_names(run)
+    figures = publish.run_held_out(run, len(names) or len(classes))
     if request.method == "POST":
         try:
             result = publish.publish_run(run, form.get("slug", ""), form.get("title_en", ""), form.get("title_vi", ""),
                                          form.get("classes", ""), confirm=form.get("confirm") == "yes",
-                                         by=current_user.name)
+                                         by=current_user.name, confirm_chance=form.get("confirm_chance") == "yes")
         except InvalidInput as exc:
-            error, status, needs_confirm = exc, exc.status, exc.status == 409
+            error, status = exc, exc.status
+            needs_confirm = exc.status == 409 and publish.task_exists(form.get("slug", ""))
         else:
             flash(_("Published as %(slug)s: it is served now, without a restart.", slug=result["slug"]))
             if result["replaced"]:
                 flash(_("The previous model is kept in %(path)s.", path=result["replaced"]))
             return redirect(url_for("instructor.tasks"), 303)
     return render_template("instructor/publish.html", run=run, form=form, error=error, needs_confirm=needs_confirm,
-                           n_classes=len(classes)), status
+                           n_classes=len(classes), figures=figures, names=names), status
 
 
 def publish_defaults(run: Run, classes: list[str]) -> dict:
