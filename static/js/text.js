@@ -24,7 +24,7 @@
   showParams();
 
   if (!window.fetch || !window.ReadableStream || !window.TextDecoder) { return; }
-  var section = document.getElementById("result");
+  var section = document.querySelector("section.result");
   var output = document.getElementById("output");
   var summary = document.getElementById("summary");
   var button = document.getElementById("generate-button");
@@ -81,8 +81,9 @@
     var old = document.getElementById("form-error");
     if (old) { old.remove(); }
     var verse = !!document.getElementById("meter");
-    section.hidden = false;
     output.textContent = "";
+    var top = section.getBoundingClientRect().top;  // below the form on a phone: bring it into view
+    if (top < 0 || top > window.innerHeight - 80) { section.scrollIntoView({ block: "start" }); }
     summary.textContent = t.i18nGenerating;
     button.disabled = true;
     var list = verse ? output.appendChild(el("ol", "verse")) : null;
