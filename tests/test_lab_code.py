@@ -241,3 +241,14 @@ def test_a_runs_card_links_its_program_and_the_owners_files(lab_app, finished_ru
     assert f'href="/lab/runs/{run_id}/program.ipynb"' in html and f'/lab/runs/{run_id}/download/model.keras' in html
     other = owner_client(lab_app, "f" * 32).get(f"/lab/runs/{run_id}/card?lang=en").get_data(as_text=True)
     assert f'href="/lab/runs/{run_id}/program.py"' in other and "/download/" not in other
+
+
+def test_a_finished_runs_page_links_its_program_and_the_owners_files(lab_app, finished_run):
+    from test_lab_program import owner_client
+
+    run_id = finished_run(owner="g" * 32)
+    html = owner_client(lab_app, "g" * 32).get(f"/lab/runs/{run_id}?lang=en").get_data(as_text=True)
+    assert f'id="program-py" href="/lab/runs/{run_id}/program.py"' in html
+    assert all(f"/lab/runs/{run_id}/download/{n}" in html for n in ("model.keras", "model.tflite", "card.json"))
+    other = owner_client(lab_app, "h" * 32).get(f"/lab/runs/{run_id}?lang=en").get_data(as_text=True)
+    assert f'id="program-ipynb" href="/lab/runs/{run_id}/program.ipynb"' in other and "/download/" not in other

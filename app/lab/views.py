@@ -8,6 +8,7 @@ cancel and classify, so a page and the JSON API always answer the same way.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from app.instructor.settings import submission_rules
 from app.lab import program, recipes, runs, submissions
 from app.lab.charts import chart, column, run_charts_live
 from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings
-from app.records import ACTIVE, Run, as_utc, db, iso, utcnow
+from app.records import ACTIVE, FINISHED, Run, as_utc, db, iso, utcnow
 from app.tasks import TaskSpec
 from app.wording import CELL_NAMES, STATUS_LABELS, recipe_text, settings_text
 
@@ -262,6 +263,7 @@ def run_page(run_id: str):
         series=[("train", _("training, every few batches")), ("validation", _("validation, at each epoch's end"))],
         dataset_title=spec.title(current_language()) if spec else run.dataset, class_label=class_label,
         queue_position=runs.queue_position(run), can_cancel=run.status in ACTIVE and runs.may_manage(run),
+        downloads=run_downloads(run, {}),
         events_url=url_for("lab_api.run_events", run_id=run.id))
 
 
@@ -281,13 +283,24 @@ def run_card(run_id: str):
     entry = runs.finished_entry(run)
     plots = {name: url_for("lab.run_plot", run_id=run.id, name=name) for name in entry.plots}
     card = entry.card.to_json()
-    downloads = {"program": {ext: url_for("lab.run_program", run_id=run.id, ext=ext) for ext in ("py", "ipynb")},
-                 "files": [(n, url_for("lab.run_download", run_id=run.id, name=n)) for n in runs.DOWNLOADS
-                           if runs.may_manage(run) and (runs.run_folder(run) / n).is_file()],
-                 "provenance": runs.provenance(card.get("data") or {}, runs.datasets().get(run.dataset))}
     return render_template("card.html", entry=entry, card=card, scalars=scalar_metrics(entry.card),
-                           try_url=url_for("lab.try_run", run_id=run.id), plot_urls=plots, downloads=downloads,
+                           try_url=url_for("lab.try_run", run_id=run.id), plot_urls=plots,
+                           downloads=run_downloads(run, card.get("data") or {}),
                            run_note=_("Lab bench run %(id)s", id=run.id))
+
+
+def run_downloads(run: Run, data: dict) -> dict:
+    """A run's program links (None where the program cannot reproduce its data set), its files
+    (owner or instructor, once finished) and the data's provenance, for card.html and run.html."""
+    spec = runs.datasets().get(run.dataset)
+    links = None
+    if spec is not None:
+        with contextlib.suppress(InvalidInput):  # text or JPEG data: no program to link
+            program.check_supported(spec)
+            links = {ext: url_for("lab.run_program", run_id=run.id, ext=ext) for ext in ("py", "ipynb")}
+    files = [(n, url_for("lab.run_download", run_id=run.id, name=n)) for n in runs.DOWNLOADS
+             if run.status == FINISHED and runs.may_manage(run) and (runs.run_folder(run) / n).is_file()]
+    return {"program": links, "files": files, "provenance": runs.provenance(data, spec)}
 
 
 @bp.get("/lab/runs/<run_id>/plots/<name>")
