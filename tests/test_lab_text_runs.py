@@ -1,7 +1,10 @@
-"""Text runs on the bench (kieu, nyt_headlines): submitted through the runs API, trained by the
-consumer's job with `train_text_task`, per-epoch perplexities and sample lines in the record."""
+"""Text runs on the bench (kieu, nyt_headlines): submitted through the runs API or the text bench
+page, trained by the consumer's job with `train_text_task`, per-epoch perplexities and sample
+lines in the record and on the run page, the leaderboard by test perplexity."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -22,18 +25,19 @@ def kieu_data_or_skip():
     return path
 
 
-@pytest.fixture
-def text_app(make_app, tiny_models_dir, tmp_path):
-    """A fresh app (records, SQLite queue) per test; text runs train as --quick (one epoch on a
-    slice of the corpus)."""
-    return make_app(tiny_models_dir, INSTANCE_PATH=str(tmp_path / "instance"), LSTMLAB_QUEUE_URL="",
-                    LSTMLAB_DATABASE_URL="", LAB_TEXT_QUICK=1)
+@pytest.fixture(scope="module")
+def text_app(make_app, tiny_models_dir, tmp_path_factory):
+    """A fresh app (records, SQLite queue) for this module; text runs train as --quick (one
+    epoch on a slice of the corpus)."""
+    instance = tmp_path_factory.mktemp("text-instance")
+    return make_app(tiny_models_dir, INSTANCE_PATH=str(instance), LSTMLAB_QUEUE_URL="",
+                    LSTMLAB_DATABASE_URL=f"sqlite:///{instance / 'records.sqlite3'}", LAB_TEXT_QUICK=1)
 
 
-def test_a_kieu_run_goes_through_the_queue_and_reports_every_epoch(text_app):
-    """POST /api/v1/runs queues a text run; the consumer's job trains it with train_text_task and
-    writes, per epoch, the training and validation perplexity and sample lines with the meter
-    check; the finished record has the test perplexity beside the n-gram's."""
+@pytest.fixture(scope="module")
+def trained(text_app):
+    """(run id, the API's 202 body) of a tiny Kiều run submitted by POST /api/v1/runs and trained
+    in-process by the consumer's job."""
     kieu_data_or_skip()
     client = text_app.test_client()
     resp = client.post("/api/v1/runs", json={"dataset": "kieu", "recipe": TINY, "epochs": 2, "batch_size": 32,
@@ -44,8 +48,15 @@ def test_a_kieu_run_goes_through_the_queue_and_reports_every_epoch(text_app):
         run = db.session.get(Run, run_id)
         assert run.status == QUEUED and run.recipe["tied"] is True and run.params > 0
         assert jobs.execute_run(text_app, run_id) == FINISHED
-        db.session.expire_all()
-        run = db.session.get(Run, run_id)
+    return run_id
+
+
+def test_a_kieu_run_goes_through_the_queue_and_reports_every_epoch(text_app, trained):
+    """The job trains with train_text_task and writes, per epoch, the training and validation
+    perplexity and sample lines with the meter check; the finished record has the test
+    perplexity beside the n-gram's; the card carries the run and its command line."""
+    with text_app.app_context():
+        run = db.session.get(Run, trained)
         history, metrics = run.history, run.metrics
     assert [e["epoch"] for e in history] == [1]
     for entry in history:
@@ -54,6 +65,65 @@ def test_a_kieu_run_goes_through_the_queue_and_reports_every_epoch(text_app):
         for sample in entry["samples"]:
             assert sample["lines"] and len(sample["meter"]) == len(sample["lines"])
     assert metrics["test_perplexity"] > 1 and metrics["ngram"]["test_perplexity"] > 1
-    card = client.get(f"/api/v1/runs/{run_id}/card").get_json()
-    assert card["run"]["id"] == run_id and card["model_kwargs"]["tied"] is True
+    card = text_app.test_client().get(f"/api/v1/runs/{trained}/card").get_json()
+    assert card["run"]["id"] == trained and card["model_kwargs"]["tied"] is True
     assert card["command"].startswith("python -m training kieu --epochs 2")
+
+
+def test_the_run_page_shows_curves_samples_meter_and_the_ngram(text_app, trained):
+    with text_app.app_context():
+        run = db.session.get(Run, trained)
+        sample, metrics = run.history[0]["samples"][0], run.metrics
+    page = text_app.test_client().get(f"/lab/runs/{trained}?lang=en").get_data(as_text=True)
+    assert 'id="chart-perplexity"' in page and "<polyline" in page
+    assert sample["lines"][0].split()[0] in page and 'class="check' in page
+    bare = page.replace(",", "")  # thousands separators
+    assert f"{metrics['test_perplexity']:.1f}" in bare and f"{metrics['ngram']['test_perplexity']:.1f}" in bare
+    vi = text_app.test_client().get(f"/lab/runs/{trained}?lang=vi").get_data(as_text=True)
+    assert "Độ bối rối (perplexity) trên tập kiểm tra" in vi and "Độ bối rối sau mỗi epoch" in vi
+
+
+def test_the_text_bench_lists_runs_by_test_perplexity(text_app, trained):
+    from app.records import FINISHED as DONE_OK
+
+    with text_app.app_context():
+        base = db.session.get(Run, trained)
+        for ppl, name in ((50.0, "better"), (5000.0, "worse")):
+            db.session.add(Run(dataset="kieu", recipe=base.recipe, settings=base.settings, nickname=name,
+                               owner="o" * 32, client="x", status=DONE_OK, progress={}, history=[],
+                               metrics={"test_perplexity": ppl, "ngram": {"test_perplexity": 235.3}}))
+        db.session.commit()
+    page = text_app.test_client().get("/lab/kieu").get_data(as_text=True)
+    order = [m for m in re.findall(r">(better|worse|tiny verse)</a>", page)]
+    assert order == ["better", "tiny verse", "worse"]
+    assert 'id="text-form"' in page and 'name="sequence_length"' in page and 'name="min_count"' in page
+
+
+@pytest.mark.parametrize("preset", ["lab", "shipped", "fast"])
+def test_a_preset_fills_the_text_form(text_app, preset):
+    from app.lab.recipes import current_limits
+    from app.lab.textrecipes import limited_preset
+    from app.tasks import BUILTIN_TASKS
+
+    client = text_app.test_client()
+    page = client.post("/lab/nyt_headlines", data={"preset": preset}).get_data(as_text=True)
+    with text_app.app_context():
+        recipe, settings = limited_preset(preset, BUILTIN_TASKS["nyt_headlines"], current_limits())
+    assert f'name="units" value="{recipe.units}"' in page and f'name="epochs" value="{settings.epochs}"' in page
+
+
+def test_train_from_the_text_bench_queues_a_run_and_redirects_to_it(text_app):
+    client = text_app.test_client()
+    form = {"action": "submit", "embedding": "8", "cell": "gru", "units": "8", "layers": "2", "dropout": "0.1",
+            "sequence_length": "16", "min_count": "2", "epochs": "1", "batch_size": "16", "learning_rate": "0.003",
+            "seed": "1", "nickname": "form run"}
+    resp = client.post("/lab/nyt_headlines", data=form)
+    assert resp.status_code == 303
+    run_id = resp.headers["Location"].rsplit("/", 1)[1]
+    with text_app.app_context():
+        run = db.session.get(Run, run_id)
+        assert run.status == QUEUED and run.recipe["cell"] == "gru" and run.recipe["layers"] == 2
+        assert run.recipe["tied"] is False and run.recipe["sequence_length"] == 16
+    page = client.get(f"/lab/runs/{run_id}").get_data(as_text=True)
+    assert "form run" in page and 'id="cancel-button"' in page
+    assert client.post(f"/api/v1/runs/{run_id}/cancel").status_code == 202

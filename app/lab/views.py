@@ -23,7 +23,7 @@ from app.errors import InvalidInput
 from app.i18n import current_language, format_number
 from app.instructor.access import needs_class_code
 from app.instructor.settings import submission_rules
-from app.lab import program, recipes, runs, submissions
+from app.lab import program, recipes, runs, submissions, textrecipes, textviews
 from app.lab.charts import chart, column, run_charts_live
 from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings
 from app.records import ACTIVE, FINISHED, Run, as_utc, db, iso, utcnow
@@ -65,7 +65,7 @@ def fmt(value, digits: int = 4) -> str:
 @bp.context_processor
 def lab_helpers() -> dict:
     """Formatting helpers for the lab's templates."""
-    return {"duration": duration, "fmt": fmt, "num": format_decimal}
+    return {"duration": duration, "fmt": fmt, "num": format_decimal, "text_benches": textviews.text_dataset_links}
 
 
 @bp.app_context_processor
@@ -243,6 +243,8 @@ def my_runs(limit: int = 10) -> list[Run]:
 def run_page(run_id: str):
     """A run: live progress and curves while it trains; results and links when it has finished."""
     run = runs.find_run(run_id)
+    if run.dataset in textrecipes.text_datasets():
+        return textviews.text_run_page(run)
     spec = runs.datasets().get(run.dataset)
     history = [e for e in (run.history or []) if isinstance(e, dict)]
     started = as_utc(run.started_at)
@@ -449,7 +451,10 @@ def form_program(ext: str):
 # ----------------------------------------------------------------------------- leaderboard
 @bp.get("/lab/<dataset>")
 def leaderboard(dataset: str):
-    """Every run on a data set side by side; ticked runs' curves overlaid."""
+    """Every run on a data set side by side; ticked runs' curves overlaid (a text data set: its
+    bench, with its runs by test perplexity)."""
+    if dataset in textrecipes.text_datasets():
+        return textviews.text_bench(dataset)
     spec = runs.find_dataset(dataset)
     board = runs.leaderboard_runs(dataset)
     by_id = {r.id: r for r in board}
@@ -460,6 +465,14 @@ def leaderboard(dataset: str):
     return render_template("lab/leaderboard.html", dataset=dataset, dataset_title=spec.title(current_language()),
                            runs=board, rows=submissions.leaderboard_rows(dataset, board), compared=compared,
                            charts=charts, series=series, target=submission_rules(dataset)["target_accuracy"])
+
+
+@bp.post("/lab/<dataset>")
+def text_bench(dataset: str):
+    """The text bench's form: a preset, Check or Train."""
+    if dataset not in textrecipes.text_datasets():
+        abort(405)
+    return textviews.text_bench(dataset)
 
 
 @bp.get("/lab/<dataset>.csv")
