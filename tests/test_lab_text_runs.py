@@ -29,8 +29,12 @@ def kieu_data_or_skip():
 def text_app(make_app, tiny_models_dir, tmp_path_factory):
     """A fresh app (records, SQLite queue) for this module; text runs train as --quick (one
     epoch on a slice of the corpus)."""
+    import shutil
+
     instance = tmp_path_factory.mktemp("text-instance")
-    return make_app(tiny_models_dir, INSTANCE_PATH=str(instance), LSTMLAB_QUEUE_URL="",
+    models = instance / "models"  # a private copy: a test publishes into it
+    shutil.copytree(tiny_models_dir, models)
+    return make_app(models, INSTANCE_PATH=str(instance), LSTMLAB_QUEUE_URL="", MODELS_RELOAD_SECONDS=0,
                     LSTMLAB_DATABASE_URL=f"sqlite:///{instance / 'records.sqlite3'}", LAB_TEXT_QUICK=1)
 
 
@@ -127,3 +131,37 @@ def test_train_from_the_text_bench_queues_a_run_and_redirects_to_it(text_app):
     page = client.get(f"/lab/runs/{run_id}").get_data(as_text=True)
     assert "form run" in page and 'id="cancel-button"' in page
     assert client.post(f"/api/v1/runs/{run_id}/cancel").status_code == 202
+
+
+def test_an_instructor_publishes_a_text_run_and_it_is_served(text_app, trained, add_instructor):
+    """The publish form takes a text run (no class names; its test perplexity beside the n-gram's)
+    and the model store serves it as a text task at once, generating verse."""
+    from helpers.instructor import INSTRUCTOR_PASSWORD
+
+    add_instructor(text_app)
+    client = text_app.test_client()
+    assert client.post("/instructor/login", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD}).status_code == 302
+    form = client.get(f"/instructor/runs/{trained}/publish?lang=en").get_data(as_text=True)
+    assert 'id="test-perplexity"' in form and 'name="classes"' not in form
+    resp = client.post(f"/instructor/runs/{trained}/publish?lang=en",
+                       data={"slug": "my_kieu", "title_en": "My Kiều", "title_vi": "Kiều của tôi"})
+    assert resp.status_code == 303, resp.get_data(as_text=True)[:800]
+    tasks = {t["slug"]: t for t in client.get("/api/v1/tasks").get_json()["tasks"]}
+    assert tasks["my_kieu"]["status"] == "ready" and tasks["my_kieu"]["title_vi"] == "Kiều của tôi"
+    answer = client.post("/api/v1/tasks/my_kieu/generate", json={"seed": "Trăm năm", "strategy": "temperature"})
+    assert answer.status_code == 200, answer.get_data(as_text=True)[:300]
+    assert answer.get_json()["text"].lower().startswith("trăm năm")
+
+
+def test_a_gru_text_run_is_refused_for_publishing_in_both_languages(text_app, trained):
+    from app.errors import InvalidInput
+    from app.instructor.publish import check_text_servable
+    from app.cards import Card
+    from app.lab.runs import run_folder
+
+    with text_app.test_request_context():
+        card = Card.from_json(run_folder(db.session.get(Run, trained)))
+        card.model_kwargs = {**card.model_kwargs, "cell": "gru"}
+        with pytest.raises(InvalidInput) as info:
+            check_text_servable(card)
+    assert info.value.status == 409 and "gru" in info.value.en and "LSTM" in info.value.vi and info.value.vi != info.value.en

@@ -29,7 +29,7 @@ from app.instructor.chance import HeldOut, held_out
 from app.lab.recipes import available_datasets
 from app.lab.runs import run_folder
 from app.records import FINISHED, Run, db, utcnow
-from app.tasks import BUILTIN_TASKS, IMAGE, SLUG_RE, ClassName
+from app.tasks import BUILTIN_TASKS, IMAGE, SLUG_RE, TEXT, ClassName
 
 RUN_FILES_SKIPPED = ("checkpoints",)  # never part of a served task
 
@@ -110,6 +110,43 @@ def task_exists(slug: str) -> bool:
     return bool(SLUG_RE.match(slug)) and (models_dir() / slug).exists()
 
 
+def check_text_servable(card: Card) -> None:
+    """409 unless a text run's model can be served: the served step (app/textmodel.py) is an
+    LSTM's, so a GRU or SimpleRNN run cannot be published."""
+    cell = (card.model_kwargs or {}).get("cell", "lstm")
+    if cell != "lstm":
+        raise InvalidInput("Only LSTM text models can be served; this run uses %(cell)s. Train it again with the "
+                           "LSTM cell to publish it.", 409, cell=str(cell))
+
+
+def below_ngram(metrics: dict | None) -> bool | None:
+    """True when a text run's test perplexity is below its n-gram's on the same split (None: unknown)."""
+    metrics = metrics if isinstance(metrics, dict) else {}
+    ppl, ngram = metrics.get("test_perplexity"), (metrics.get("ngram") or {}).get("test_perplexity")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (ppl, ngram)):
+        return None
+    return ppl < ngram
+
+
+def text_figures(run: Run) -> dict:
+    """A text run's test perplexity, its n-gram's and whether it is below (the publish form)."""
+    metrics = run.metrics or {}
+    return {"test": metrics.get("test_perplexity"), "ngram": (metrics.get("ngram") or {}).get("test_perplexity"),
+            "below": below_ngram(metrics)}
+
+
+def check_below_ngram(metrics: dict | None) -> None:
+    """409 unless the text run's test perplexity is below the Kneser-Ney n-gram's."""
+    verdict = below_ngram(metrics)
+    if verdict:
+        return
+    if verdict is None:
+        raise InvalidInput("This run has no test perplexity to judge it by. Confirm to publish it anyway.", 409)
+    raise InvalidInput("Test perplexity %(ppl)s is not below the n-gram's (%(ngram)s) on the same split and "
+                       "vocabulary. Confirm to publish it anyway.", 409, ppl=f"{metrics['test_perplexity']:.1f}",
+                       ngram=f"{metrics['ngram']['test_perplexity']:.1f}")
+
+
 def check_above_chance(figures: HeldOut) -> None:
     """409 with accuracy, chance and n unless the test accuracy is clearly above chance."""
     if figures.clearly_above_chance:
@@ -135,8 +172,12 @@ def publish_run(run: Run, slug: str, title_en: str, title_vi: str, classes=None,
         spec = card.spec
     except CardError:
         raise InvalidInput("This run's model files are missing or damaged.", 409) from None
-    if spec.kind != IMAGE or not (source / "model.keras").is_file():
+    text = spec.kind == TEXT
+    if spec.kind not in (IMAGE, TEXT) or not (source / "model.keras").is_file() or (
+            text and not (source / "vocab.json").is_file()):
         raise InvalidInput("This run's model files are missing or damaged.", 409)
+    if text:
+        check_text_servable(card)
     slug = (slug or "").strip()
     if not SLUG_RE.match(slug):
         raise InvalidInput("Name: 1-40 lowercase letters, digits and underscores, starting with a letter.")
@@ -146,8 +187,10 @@ def publish_run(run: Run, slug: str, title_en: str, title_vi: str, classes=None,
     title_vi = (title_vi or "").strip()[:120]
     if not title_en or not title_vi:
         raise InvalidInput("Give the task's title in English and in Vietnamese.")
-    names = parse_classes(classes, len(spec.classes)) if classes else spec.classes
-    if not confirm_chance:
+    names = parse_classes(classes, len(spec.classes)) if classes and not text else spec.classes
+    if not confirm_chance and text:
+        check_below_ngram(run.metrics or card.metrics.to_json())
+    elif not confirm_chance:
         check_above_chance(held_out(run_metrics(run, card), len(spec.classes)))
     new_spec = spec.with_overrides(slug=slug, title_en=title_en, title_vi=title_vi, classes=names)
     card.slug, card.task = slug, new_spec.to_dict()

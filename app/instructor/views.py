@@ -26,6 +26,7 @@ from app.lab.charts import run_charts
 from app.lab.queue import enqueue_run
 from app.lab.recipes import Limits, available_datasets, current_limits
 from app.lab.runs import cancel_run_record, find_run
+from app.lab.textrecipes import text_datasets
 from app.modelstore import get_store
 from app.records import ACTIVE, CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, Run, db, iso
 from app.tasks import BUILTIN_TASKS
@@ -289,8 +290,10 @@ def publish_form(run_id: str):
             if result["replaced"]:
                 flash(_("The previous model is kept in %(path)s.", path=result["replaced"]))
             return redirect(url_for("instructor.tasks"), 303)
+    text = run.dataset in text_datasets()
     return render_template("instructor/publish.html", run=run, form=form, error=error, needs_confirm=needs_confirm,
-                           n_classes=len(classes), figures=figures, names=names), status
+                           n_classes=len(classes), figures=figures, names=names, text=text,
+                           text_figures=publish.text_figures(run) if text else None), status
 
 
 def publish_defaults(run: Run, classes: list[str]) -> dict:
