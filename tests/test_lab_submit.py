@@ -239,7 +239,8 @@ def test_instructor_rules_refuse_at_submit_time(sub_app, student, tmp_path, add_
 
 
 def test_bad_forms_are_bilingual_400s(sub_app, student):
-    """No file, an unknown data set, a notebook that is not one, a long nickname: never a 500."""
+    """No file, an unknown data set, a notebook that is not one, a long nickname, too many waiting
+    for one browser or one address: never a 500, and only accepted submissions keep a folder."""
     client = sub_app.test_client()
     no_file = client.post("/api/v1/submissions", data={"dataset": "mnist"}, content_type="multipart/form-data")
     assert no_file.status_code == 400 and ".keras" in no_file.get_json()["error_en"]
@@ -247,9 +248,21 @@ def test_bad_forms_are_bilingual_400s(sub_app, student):
     bad_nb = post(client, student.path, notebook=b"{not json")
     assert bad_nb.status_code == 400 and "notebook" in bad_nb.get_json()["error_en"]
     assert post(client, student.path, nickname="x" * 80).status_code == 400
+    sub_app.config.update(LAB_RUNS_PER_BROWSER=1, LAB_RUNS_PER_CLIENT=2)
+    try:
+        assert post(client, student.path).status_code == 202
+        again = post(client, student.path).get_json()  # the same browser, one still waiting
+        assert again["status"] == 429 and "This browser" in again["error_en"]
+        assert post(sub_app.test_client(), student.path).status_code == 202  # another browser, same address
+        third = post(sub_app.test_client(), student.path).get_json()
+        assert third["status"] == 429 and "network address" in third["error_en"] and third["error_vi"]
+    finally:
+        sub_app.config.update(LAB_RUNS_PER_BROWSER=None, LAB_RUNS_PER_CLIENT=None)
     assert client.get("/api/v1/submissions/doesnotexist").status_code == 404
     assert client.get("/lab/submissions/zzz").status_code == 404
-    assert not any(p.startswith("submissions") for p in instance_files(sub_app))
+    with sub_app.app_context():
+        kept = {s.id for s in db.session.scalars(db.select(Submission))}
+    assert {p.split("/")[1] for p in instance_files(sub_app) if p.startswith("submissions/")} == kept  # refusals kept nothing
 
 
 def test_the_results_csv_has_each_nicknames_best(sub_app, add_instructor):

@@ -73,14 +73,19 @@ def check_notebook(path: Path) -> None:
         raise InvalidInput("The notebook is not a Jupyter notebook (.ipynb).")
 
 
-def check_owner_limit(owner: str) -> None:
-    """429 when this browser already has as many submissions waiting as it may have runs."""
-    limit = recipes.current_limits().runs_per_browser
-    waiting = db.session.scalar(select(func.count()).select_from(Submission).where(
-        Submission.owner == owner, Submission.status.in_(SUBMISSION_ACTIVE))) or 0
-    if limit and waiting >= limit:
-        raise InvalidInput("This browser already has %(n)s submissions waiting to be scored; wait until one is scored.",
-                           429, n=limit)
+def check_waiting_limits(owner: str, client: str) -> None:
+    """429 when this browser, or this network address, already has as many submissions waiting to
+    be scored as it may have runs waiting (the bench's limits)."""
+    limits = recipes.current_limits()
+    checks = [(Submission.owner == owner, limits.runs_per_browser,
+               "This browser already has %(n)s submissions waiting to be scored; wait until one is scored."),
+              (Submission.client == client, limits.runs_per_client,
+               "Your network address already has %(n)s submissions waiting to be scored; wait until one is scored.")]
+    for condition, limit, msgid in checks:
+        waiting = db.session.scalar(select(func.count()).select_from(Submission).where(
+            condition, Submission.status.in_(SUBMISSION_ACTIVE))) or 0
+        if limit and waiting >= limit:
+            raise InvalidInput(msgid, 429, n=limit)
 
 
 def submit(form, files) -> Submission:
@@ -100,8 +105,8 @@ def submit(form, files) -> Submission:
     limit, by_rule = max_upload_bytes(), False
     if rules["max_file_mb"] and rules["max_file_mb"] * MB < limit:
         limit, by_rule = int(rules["max_file_mb"] * MB), True
-    owner = owner_token(create=True)
-    check_owner_limit(owner)
+    owner, client = owner_token(create=True), client_address()
+    check_waiting_limits(owner, client)
     submission_id = new_run_id()
     folder = folder_of(submission_id)
     folder.mkdir(parents=True)
@@ -119,7 +124,7 @@ def submit(form, files) -> Submission:
     except BaseException:
         remove_folder(submission_id)
         raise
-    record = Submission(id=submission_id, dataset=dataset, nickname=nickname, owner=owner, client=client_address(),
+    record = Submission(id=submission_id, dataset=dataset, nickname=nickname, owner=owner, client=client,
                         status=QUEUED, filename=Path(model.filename.replace("\\", "/")).name[:120], size_bytes=size,
                         notebook=has_notebook, params=found["params"],
                         layers=[{"class": name} for name in found["layers"]], metrics={})
