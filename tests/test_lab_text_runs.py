@@ -165,3 +165,79 @@ def test_a_gru_text_run_is_refused_for_publishing_in_both_languages(text_app, tr
         with pytest.raises(InvalidInput) as info:
             check_text_servable(card)
     assert info.value.status == 409 and "gru" in info.value.en and "LSTM" in info.value.vi and info.value.vi != info.value.en
+
+
+# ----------------------------------------------------------------------------- bad input
+def count_runs(app) -> int:
+    with app.app_context():
+        return db.session.query(Run).count()
+
+
+@pytest.mark.parametrize("payload, words", [
+    ({"dataset": "kieu", "recipe": {"min_count": 10**9}}, "vocabulary cut-off"),
+    ({"dataset": "kieu", "recipe": {"sequence_length": 10**6}}, "sequence length"),
+    ({"dataset": "kieu", "recipe": {"vocabulary": 10**9}}, "vocabulary"),
+    ({"dataset": "kieu", "recipe": {"embedding": 10**9}}, "embedding size"),
+    ({"dataset": "kieu", "recipe": {"units": "1e9"}}, "units"),
+    ({"dataset": "kieu", "recipe": {"layers": True}}, "layers"),
+    ({"dataset": "kieu", "recipe": ["lstm"]}, "object"),
+    ({"dataset": "kieu", "preset": "enormous"}, "enormous"),
+    ({"dataset": "kieu", "batch_size": -1}, "batch size"),
+    ({"dataset": "kieu", "recipe": {"units": 1024, "embedding": 512, "layers": 3}}, "parameters"),
+])
+def test_absurd_text_recipes_are_bilingual_400s_and_queue_nothing(text_app, payload, words):
+    before = count_runs(text_app)
+    resp = text_app.test_client().post("/api/v1/runs?lang=en", json=payload)
+    body = resp.get_json()
+    assert resp.status_code == 400 and words in body["error_en"] and body["error_vi"] != body["error_en"]
+    assert count_runs(text_app) == before
+
+
+@pytest.mark.parametrize("body, content_type", [
+    (b"", "application/json"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "application/json"),
+    (b"\xff\xfe{\x00\"\x00", "application/json; charset=utf-16"),
+])
+def test_empty_binary_or_non_utf8_bodies_are_400s(text_app, body, content_type):
+    before = count_runs(text_app)
+    resp = text_app.test_client().post("/api/v1/runs?lang=en", data=body, content_type=content_type)
+    assert resp.status_code == 400 and resp.get_json()["error_vi"]
+    assert count_runs(text_app) == before
+
+
+def test_the_text_bench_form_refuses_absurd_values_and_keeps_them(text_app):
+    before = count_runs(text_app)
+    form = {"action": "submit", "sequence_length": "1000000", "min_count": "1000000000", "units": "%FF\x00"}
+    resp = text_app.test_client().post("/lab/kieu?lang=en", data=form)
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 400 and 'id="form-error"' in page and 'value="1000000"' in page
+    assert count_runs(text_app) == before
+
+
+@pytest.mark.parametrize("corpus, words", [
+    (b"", "no verse lines"),
+    (b"\x00\x01\x02binary\x00", "binary"),
+    ("Trăm năm trong cõi người ta\n".encode("utf-16"), "not UTF-8"),
+    ("Trăm năm trong cõi người ta\n".encode("cp1258", errors="replace"), "not UTF-8"),
+    ("Trăm năm trong cõi người ta,\n".encode(), "at least 3"),
+])
+def test_a_bad_corpus_fails_the_run_plainly_and_writes_nothing(text_app, tmp_path, monkeypatch, corpus, words):
+    """A corpus that is empty, binary, not UTF-8 or one line: the run fails with a bilingual
+    reason, no model folder and no checkpoint stay behind."""
+    from pathlib import Path
+
+    from app.records import FAILED
+    from app.tasks import BUILTIN_TASKS
+
+    path = tmp_path / BUILTIN_TASKS["kieu"].data_path
+    path.parent.mkdir(parents=True)
+    path.write_bytes(corpus)
+    monkeypatch.setenv("LSTMLAB_DATA", str(tmp_path))
+    resp = text_app.test_client().post("/api/v1/runs", json={"dataset": "kieu", "recipe": TINY, "epochs": 1})
+    run_id = resp.get_json()["id"]
+    with text_app.app_context():
+        assert jobs.execute_run(text_app, run_id) == FAILED
+        run = db.session.get(Run, run_id)
+        assert words in run.error["en"] and run.error["vi"].startswith("Không đọc được bộ dữ liệu")
+    instance = Path(text_app.instance_path)
+    assert not (instance / "runs" / run_id).exists() and not (instance / "checkpoints" / run_id).exists()

@@ -15,6 +15,7 @@ from training.data import resolve
 from training.dataset import DataError
 
 COUPLETS_PER_BLOCK = 4
+MIN_SPLIT_UNITS = 3  # one unit each for training, validation and test at the least
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 MIN_COUNT = 2
 MAX_HEADLINE_TOKENS = 40
@@ -47,7 +48,10 @@ def read_articles(folder: Path) -> tuple[list[dict], dict]:
         raise DataError(f"no Articles*.csv in {folder}; pass --data with the nyt_headlines folder")
     rows, per_file = [], {}
     for f in files:
-        frame = pd.read_csv(f, dtype=str).fillna("")
+        try:
+            frame = pd.read_csv(f, dtype=str, encoding="utf-8").fillna("")
+        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise DataError(f"{f.name} is not a readable UTF-8 CSV file ({exc.__class__.__name__})") from None
         cols = [c for c in ("headline", "snippet", "abstract") if c in frame]
         part = [{c: str(r.get(c, "")).strip() for c in ("headline", "snippet", "abstract")} | {"file": f.name}
                 for r in frame[cols].to_dict("records")]
@@ -102,10 +106,29 @@ def snippet_sequences(articles: list[dict], split_of: dict, quick: bool = False)
 
 
 def read_verses(path: Path) -> list[str]:
-    """Verse lines of the poem, NFC, blank lines dropped."""
+    """Verse lines of the poem, NFC, blank lines dropped; DataError for a file that is not UTF-8
+    text (binary, another encoding) or has no verse."""
     if not Path(path).is_file():
         raise DataError(f"no verse file at {path}; pass --data with truyen_kieu/truyen_kieu.txt")
-    return [normalize(ln.strip()) for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{Path(path).name} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    if "\x00" in text:
+        raise DataError(f"{Path(path).name} is a binary file, not text")
+    lines = [normalize(ln.strip()) for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise DataError(f"{Path(path).name} has no verse lines")
+    return lines
+
+
+def check_splittable(units: int, unit: str) -> None:
+    """DataError unless there are enough units (couplet blocks, headlines) for a training,
+    a validation and a test split with something in each."""
+    if units < MIN_SPLIT_UNITS:
+        raise DataError(f"only {units} {unit}(s): at least {MIN_SPLIT_UNITS} are needed to split into training, "
+                        "validation and test")
 
 
 def split_indices(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,6 +154,7 @@ def load_text_data(spec: TaskSpec, data_arg, seed: int, quick: bool = False, aux
                 seqs.append(words + [EOL])
         if quick:
             seqs = seqs[:QUICK_SEQUENCES]
+        check_splittable(len(seqs), "distinct headline")
         tr, va, te = split_indices(len(seqs), seed)
         counts = {"headlines": len(heads), "distinct_headlines": len(seqs), "unit": "headline", **info}
         aux = []
@@ -145,6 +169,7 @@ def load_text_data(spec: TaskSpec, data_arg, seed: int, quick: bool = False, aux
     blocks = [couplets[i:i + COUPLETS_PER_BLOCK] for i in range(0, len(couplets), COUPLETS_PER_BLOCK)]
     if quick:
         blocks = blocks[:QUICK_SEQUENCES // 4]
+    check_splittable(len(blocks), f"block of {COUPLETS_PER_BLOCK} couplets")
     tr, va, te = split_indices(len(blocks), seed)
 
     def seqs(idx):
