@@ -28,6 +28,8 @@ from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, ev
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from app.errors import InvalidInput, Msgid
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -68,7 +70,49 @@ def new_run_id() -> str:
     return secrets.token_hex(6)
 
 
-class Run(db.Model):
+# Records written before reasons were stored as msgids keep their two texts under this msgid.
+LEGACY_REASON = "%(en)s"
+
+
+def reason_values(reason: InvalidInput) -> dict:
+    """The columns that store `reason` (a msgid and its fields, a Msgid field marked as such):
+    for `update(...).values(**reason_values(r))` or a record's attributes."""
+    params = {k: {"msgid": str(v)} if isinstance(v, Msgid) else v for k, v in reason.params.items()}
+    return {"error_msgid": reason.msgid, "error_params": params}
+
+
+class HasReason:
+    """A record's failure or refusal reason, stored as a gettext msgid and its fields and shown in
+    the reader's language."""
+
+    error_msgid: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_params: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+    @property
+    def reason(self) -> InvalidInput | None:
+        """The stored reason, or None."""
+        if not self.error_msgid:
+            return None
+        params = {k: Msgid(v["msgid"]) if isinstance(v, dict) and set(v) == {"msgid"} else v
+                  for k, v in (self.error_params or {}).items()}
+        return InvalidInput(self.error_msgid, **params)
+
+    @property
+    def error(self) -> dict | None:
+        """The reason in both languages, or None."""
+        if not self.error_msgid:
+            return None
+        if self.error_msgid == LEGACY_REASON:
+            return dict(self.error_params or {})
+        reason = self.reason
+        return {"en": reason.en, "vi": reason.vi}
+
+    def clear_reason(self) -> None:
+        """Forget the reason (a run queued again)."""
+        self.error_msgid, self.error_params = None, None
+
+
+class Run(HasReason, db.Model):
     """One training run of the lab bench."""
 
     __tablename__ = "runs"
@@ -90,19 +134,10 @@ class Run(db.Model):
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
     params: Mapped[int | None] = mapped_column(Integer, nullable=True)
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)  # training time, all attempts
-    error_en: Mapped[str | None] = mapped_column(Text, nullable=True)
-    error_vi: Mapped[str | None] = mapped_column(Text, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     published_slug: Mapped[str | None] = mapped_column(String(64), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # times a consumer started it
     worker: Mapped[str | None] = mapped_column(String(128), nullable=True)  # host:pid training it
-
-    @property
-    def error(self) -> dict | None:
-        """The failure reason in both languages, or None."""
-        if not (self.error_en or self.error_vi):
-            return None
-        return {"en": self.error_en or self.error_vi, "vi": self.error_vi or self.error_en}
 
     def links(self) -> dict:
         """The API addresses of this run (absolute URLs; needs a request or SERVER_NAME)."""
@@ -284,7 +319,7 @@ SCORING, SCORED, REFUSED = "scoring", "scored", "refused"
 SUBMISSION_ACTIVE = (QUEUED, SCORING)
 
 
-class Submission(db.Model):
+class Submission(HasReason, db.Model):
     """One uploaded model: checked by the web, scored on the data set's test split by a consumer."""
 
     __tablename__ = "submissions"
@@ -305,16 +340,7 @@ class Submission(db.Model):
     params: Mapped[int | None] = mapped_column(Integer, nullable=True)
     layers: Mapped[list] = mapped_column(JSON, default=list)  # [{name, class, output_shape, params}]
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)  # test_accuracy, test_count
-    error_en: Mapped[str | None] = mapped_column(Text, nullable=True)
-    error_vi: Mapped[str | None] = mapped_column(Text, nullable=True)
     worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
-
-    @property
-    def error(self) -> dict | None:
-        """The refusal reason in both languages, or None."""
-        if not (self.error_en or self.error_vi):
-            return None
-        return {"en": self.error_en or self.error_vi, "vi": self.error_vi or self.error_en}
 
     def to_dict(self) -> dict[str, Any]:
         """The submission as the JSON API shows it (no owner token, no client address)."""

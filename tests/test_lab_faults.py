@@ -95,8 +95,50 @@ def test_failures_are_described_in_both_languages():
     for exc, word in [(OSError(errno.ENOSPC, "No space left on device"), "disk is full"),
                       (DataError("mnist.npz: missing x_train"), "could not be read"),
                       (MemoryError(), "out of memory"), (ValueError("bad shape"), "ValueError: bad shape")]:
-        en, vi = jobs.describe_failure(exc)
-        assert word in en and vi and vi != en
+        reason = jobs.describe_failure(exc)
+        assert word in reason.en and reason.vi and reason.vi != reason.en
+
+
+def test_a_failure_is_stored_as_its_msgid_and_shown_in_either_language(lab_app):
+    """A run's reason is a msgid and its fields in the record, rendered in the reader's language."""
+    import errno
+
+    from app.records import Run, db, reason_values
+
+    with lab_app.app_context():
+        run = Run(dataset="mnist", status="failed",
+                  **reason_values(jobs.describe_failure(OSError(errno.ENOSPC, "No space left on device"))))
+        db.session.add(run)
+        db.session.commit()
+        stored = db.session.get(Run, run.id)
+        assert stored.error_msgid.startswith("The server's disk is full") and stored.error_params == {}
+        assert stored.error["vi"].startswith("Ổ đĩa của máy chủ đã đầy") and "disk is full" in stored.error["en"]
+        stored.clear_reason()
+        assert stored.error is None
+
+
+def test_reasons_written_before_msgids_keep_both_languages(make_app, tiny_models_dir, tmp_path):
+    """The schema upgrade keeps an older failed run's English and Vietnamese texts, and the
+    downgrade gives them back."""
+    from flask_migrate import downgrade, upgrade
+    from sqlalchemy import text
+
+    from app.records import MIGRATIONS_DIR, Run, db
+
+    app = make_app(tiny_models_dir, INSTANCE_PATH=str(tmp_path / "instance"), LSTMLAB_AUTO_UPGRADE="0")
+    with app.app_context():
+        upgrade(directory=str(MIGRATIONS_DIR), revision="0005_token_expiry")
+        db.session.execute(text("INSERT INTO runs (id, dataset, recipe, settings, nickname, owner, client, status, "
+                                "created_at, progress, history, metrics, cancel_requested, attempts, error_en, error_vi) "
+                                "VALUES ('abc123abc123', 'mnist', '{}', '{}', '', '', '', 'failed', "
+                                "'2026-01-01 00:00:00', '{}', '[]', '{}', 0, 1, 'It broke.', 'Nó hỏng.')"))
+        db.session.commit()
+        upgrade(directory=str(MIGRATIONS_DIR))
+        assert db.session.get(Run, "abc123abc123").error == {"en": "It broke.", "vi": "Nó hỏng."}
+        db.session.remove()
+        downgrade(directory=str(MIGRATIONS_DIR), revision="0005_token_expiry")
+        row = db.session.execute(text("SELECT error_en, error_vi FROM runs")).one()
+        assert tuple(row) == ("It broke.", "Nó hỏng.")
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from app.errors import InvalidInput
+from app.i18n import N_, translate_to
 from app.imaging import decode_image
 from app.records import ACTIVE, Dataset, Run, db
 from app.splits import IMBALANCE_RATIO, SPLIT_SEED, TEST_FRACTION, VALIDATION_FRACTION, held_out
@@ -208,13 +209,15 @@ def folder_items(root: Path, folder: Path, limits: Limits) -> list[Item]:
 
 
 def _open_link() -> BinaryIO:
-    raise _Skip("A symbolic link (not followed).", "Liên kết tượng trưng (không đi theo).")
+    raise _Skip("A symbolic link (not followed).")
 
 
 class _Skip(Exception):
-    def __init__(self, en: str, vi: str):
-        super().__init__(en)
-        self.en, self.vi = en, vi
+    """One file left out of the data set, and why (a msgid and its fields)."""
+
+    def __init__(self, msgid: str, **params):
+        self.reason = InvalidInput(msgid, **params)
+        super().__init__(self.reason.en)
 
 
 def server_folder(relative: str) -> tuple[Path, Path]:
@@ -284,8 +287,9 @@ def suffix_of(name: str) -> str:
     return f".{suffix}" if suffix else ".img"
 
 
-def _skip(shown: str, en: str, vi: str) -> dict:
-    return {"file": shown, "en": en, "vi": vi}
+def _skip(shown: str, reason: InvalidInput) -> dict:
+    """A skipped file as the preview lists it, its reason in both languages."""
+    return {"file": shown, "en": reason.en, "vi": reason.vi}
 
 
 def check_file(item: Item, shown: str, out: Path, limits: Limits, thumb: bool, grey_check: bool) -> dict:
@@ -297,18 +301,17 @@ def check_file(item: Item, shown: str, out: Path, limits: Limits, thumb: bool, g
             with item.open() as fh:  # zipfile stops at the declared size and checks the CRC
                 data = fh.read(limits.max_file + 1)
         if data is None or len(data) > limits.max_file:
-            raise _Skip(f"Larger than {limits.max_file // 2**20} MB.", f"Lớn hơn {limits.max_file // 2**20} MB.")
+            raise _Skip("Larger than %(mb)s MB.", mb=limits.max_file // 2**20)
     except _Skip as exc:
-        return {"skipped": _skip(shown, exc.en, exc.vi)}
+        return {"skipped": _skip(shown, exc.reason)}
     except (zipfile.BadZipFile, OSError, EOFError) as exc:  # a damaged member (CRC, truncated)
-        return {"skipped": _skip(shown, f"Damaged or unreadable ({exc.__class__.__name__}).",
-                                 f"Bị hỏng hoặc không đọc được ({exc.__class__.__name__}).")}
+        return {"skipped": _skip(shown, InvalidInput("Damaged or unreadable (%(name)s).", name=exc.__class__.__name__))}
     if data[:8].startswith(ARCHIVE_MAGIC) or data[257:262] == b"ustar":
         raise nested_archive(shown)
     try:
         img = decode_image(data)  # the app's decoder for uploads: not an image, too many pixels...
     except InvalidInput as exc:
-        return {"skipped": _skip(shown, exc.en, exc.vi), "bytes": len(data)}
+        return {"skipped": _skip(shown, exc), "bytes": len(data)}
     out.write_bytes(data)
     return {"bytes": len(data), "short_side": min(img.size), "grey": is_grey(img) if grey_check else None,
             "thumb": thumbnail(img) if thumb else None}
@@ -337,7 +340,7 @@ def index_items(items: list[Item], staging: Path, limits: Limits, source: dict) 
     for n, item in enumerate(items):
         shown = "/".join(item.parts)
         if len(item.parts) <= depth + 1:
-            skipped.append(_skip(shown, "Not inside a class folder.", "Không nằm trong thư mục lớp nào."))
+            skipped.append(_skip(shown, InvalidInput("Not inside a class folder.")))
             continue
         cls = item.parts[depth]
         asked[cls] += 1
@@ -552,15 +555,17 @@ def read_record(folder: Path) -> dict | None:
     return record if isinstance(record, dict) and record.get("slug") == folder.name else None
 
 
+SUMMARY = N_("An instructor's data set: %(size)s×%(size)s pictures of %(count)s classes: %(listed)s.")
+
+
 def dataset_spec(record: dict, folder: Path) -> TaskSpec:
     """The TaskSpec the lab bench trains a data set with (its folder as data_path)."""
     classes = record["classes"]
     size = int(record["image_size"])
-    listed = ", ".join(classes)
+    fields = {"size": size, "count": len(classes), "listed": ", ".join(classes)}
     return TaskSpec(
         slug=record["slug"], kind=IMAGE, title_en=record["title_en"], title_vi=record["title_vi"],
-        summary_en=f"An instructor's data set: {size}×{size} pictures of {len(classes)} classes: {listed}.",
-        summary_vi=f"Bộ dữ liệu của giảng viên: ảnh {size}×{size}, {len(classes)} lớp: {listed}.",
+        summary_en=translate_to("en", SUMMARY, **fields), summary_vi=translate_to("vi", SUMMARY, **fields),
         image_size=(size, size), colour=record["colour"], preprocess="plain", resize=record.get("resize", "crop"),
         classes=tuple(ClassName(en=c, vi=c) for c in classes), data_path=str(folder),
         data_source=f"Instructor's data set {record['slug']} ({record.get('source', {}).get('name', '')}, "

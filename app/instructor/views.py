@@ -97,7 +97,8 @@ def requeue_run(run_id: str):
     run = find_run(run_id)
     if run.status not in REQUEUEABLE:
         raise InvalidInput("Only a failed, cancelled or interrupted run can be queued again.", 409)
-    run.status, run.cancel_requested, run.error_en, run.error_vi = QUEUED, False, None, None
+    run.status, run.cancel_requested = QUEUED, False
+    run.clear_reason()
     run.started_at = run.finished_at = None
     run.progress, run.attempts = {}, 0
     db.session.commit()

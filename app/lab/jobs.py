@@ -32,12 +32,13 @@ from sqlalchemy import update
 
 from app.cards import Card
 from app.config import Config, LabEngineConfig, ROOT, instance_dir
+from app.errors import InvalidInput
 from app.instructor.settings import queue_paused
 from app.lab.queue import enqueue_run, handles, huey, train_run
 from app.lab.recipes import available_datasets
 from app.lab.textrecipes import text_datasets, training_argv
 from app.records import (CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, as_utc, db,
-                         utcnow)
+                         reason_values, utcnow)
 from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -107,26 +108,22 @@ def cli_command(run: Run, config: TrainConfig) -> str:
 
 
 # ----------------------------------------------------------------------------- failures
-def describe_failure(exc: BaseException) -> tuple[str, str]:
-    """(English, Vietnamese) reason a person can read for an exception raised by training."""
+def describe_failure(exc: BaseException) -> InvalidInput:
+    """The reason a person can read for an exception raised by training."""
     from training.dataset import DataError
 
     name = exc.__class__.__name__
     detail = str(exc)[:400]
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return ("The server's disk is full: the run could not save its checkpoint or model. "
-                "Nothing was published. Ask the instructor to free some space, then run it again.",
-                "Ổ đĩa của máy chủ đã đầy: lượt huấn luyện không lưu được điểm lưu hoặc mô hình. "
-                "Không có gì bị ghi đè. Hãy nhờ giảng viên giải phóng dung lượng rồi chạy lại.")
+        return InvalidInput("The server's disk is full: the run could not save its checkpoint or model. Nothing was "
+                            "published. Ask the instructor to free some space, then run it again.", 507)
     if isinstance(exc, DataError):
-        return (f"The data set could not be read: {detail}", f"Không đọc được bộ dữ liệu: {detail}")
+        return InvalidInput("The data set could not be read: %(detail)s", detail=detail)
     if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], str):
-        return (f"Unknown data set: {exc.args[0]}.", f"Không có bộ dữ liệu: {exc.args[0]}.")
+        return InvalidInput("Unknown data set: %(name)s.", 404, name=exc.args[0])
     if isinstance(exc, MemoryError):
-        return ("The server ran out of memory: use fewer units, layers or a smaller batch.",
-                "Máy chủ hết bộ nhớ: hãy dùng ít đơn vị, ít lớp hơn hoặc lô nhỏ hơn.")
-    return (f"Training stopped with an error ({name}: {detail}).",
-            f"Quá trình huấn luyện dừng vì lỗi ({name}: {detail}).")
+        return InvalidInput("The server ran out of memory: use fewer units, layers or a smaller batch.", 507)
+    return InvalidInput("Training stopped with an error (%(name)s: %(detail)s).", 500, name=name, detail=detail)
 
 
 def fault_for(run: Run) -> str:
@@ -359,8 +356,8 @@ def execute_run(app: Flask, run_id: str) -> str:
     db.session.expire_all()
     run = db.session.get(Run, run_id)
     if run.attempts > int(app.config["LAB_MAX_ATTEMPTS"]):
-        finish(run_id, FAILED, error_en=f"The run was interrupted {run.attempts - 1} times; it was stopped.",
-               error_vi=f"Lượt huấn luyện bị ngắt {run.attempts - 1} lần nên đã dừng hẳn.")
+        finish(run_id, FAILED, **reason_values(InvalidInput("The run was interrupted %(count)s times; it was stopped.",
+                                                            count=run.attempts - 1)))
         shutil.rmtree(work, ignore_errors=True)
         return FAILED
     resume = run.attempts > 1 and (work / "backup").is_dir()
@@ -410,8 +407,7 @@ def execute_run(app: Flask, run_id: str) -> str:
         return end(CANCELLED)
     except Exception as exc:  # noqa: BLE001 - any failure of one run must leave the consumer serving others
         log.error("run %s failed: %s", run_id, "".join(traceback.format_exception(exc))[-3000:])
-        en, vi = describe_failure(exc)
-        return end(FAILED, error_en=en, error_vi=vi)
+        return end(FAILED, **reason_values(describe_failure(exc)))
     finally:
         reporter.stop()
 

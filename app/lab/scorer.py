@@ -30,7 +30,7 @@ from app.lab.jobs import WORKER_ID, in_worker_app, pid_alive, worker_app
 from app.lab.queue import handles, huey
 from app.lab.queue import score_submission as score_task
 from app.lab.recipes import available_datasets
-from app.records import QUEUED, REFUSED, SCORED, SCORING, Submission, as_utc, db, utcnow
+from app.records import QUEUED, REFUSED, SCORED, SCORING, Submission, as_utc, db, reason_values, utcnow
 from app.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -92,11 +92,11 @@ def execute_submission(app: Flask, submission_id: str) -> str:
         result = scoring.score_submission(path, x, y, recurrent_only=rules["recurrent_only"],
                                           max_params=rules["max_params"])
     except InvalidInput as exc:
-        return finish(submission_id, REFUSED, error_en=exc.en, error_vi=exc.vi)
+        return finish(submission_id, REFUSED, **reason_values(exc))
     except Exception as exc:  # noqa: BLE001 - one submission's failure must leave the consumer serving others
         log.error("submission %s failed: %s", submission_id, "".join(traceback.format_exception(exc))[-3000:])
-        return finish(submission_id, REFUSED, error_en=f"The model could not be scored ({exc.__class__.__name__}).",
-                      error_vi=f"Không chấm được mô hình ({exc.__class__.__name__}).")
+        return finish(submission_id, REFUSED, **reason_values(
+            InvalidInput("The model could not be scored (%(name)s).", 500, name=exc.__class__.__name__)))
     return finish(submission_id, SCORED, params=result["params"], layers=result["layers"],
                   metrics={"test_accuracy": result["accuracy"], "test_count": int(len(y)), "refused_inputs": refused})
 
@@ -125,9 +125,8 @@ def sweep_stale_submissions() -> list[str]:
             continue
         result = db.session.execute(
             update(Submission).where(Submission.id == sub.id, Submission.status == SCORING, Submission.worker == sub.worker)
-            .values(status=REFUSED, finished_at=now,
-                    error_en="The consumer scoring this model stopped before it finished; submit the model again.",
-                    error_vi="Tiến trình chấm mô hình này đã dừng trước khi chấm xong; hãy nộp lại mô hình."))
+            .values(status=REFUSED, finished_at=now, **reason_values(InvalidInput(
+                "The consumer scoring this model stopped before it finished; submit the model again.", 500))))
         db.session.commit()
         if result.rowcount == 1:
             log.warning("submission %s: consumer %s is gone; marked refused", sub.id, sub.worker)
