@@ -150,7 +150,7 @@ def test_card_page_is_the_shipped_card_template(client, finished_run):
 def test_try_page_classifies_with_the_runs_model_without_javascript(client, finished_run):
     run_id = finished_run()
     page = client.get(f"/lab/runs/{run_id}/try?lang=en").get_data(as_text=True)
-    assert f'action="/lab/runs/{run_id}/try"' in page and 'id="run-note"' in page
+    assert f'action="/lab/runs/{run_id}/try#result"' in page and 'id="run-note"' in page
     response = client.post(f"/lab/runs/{run_id}/try?lang=en",
                            data={"file": (io.BytesIO(digit_png()), "one.png"), "trace": "1"},
                            content_type="multipart/form-data")
