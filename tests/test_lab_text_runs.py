@@ -81,6 +81,7 @@ def test_the_run_page_shows_curves_samples_meter_and_the_ngram(text_app, trained
     page = text_app.test_client().get(f"/lab/runs/{trained}?lang=en").get_data(as_text=True)
     assert 'id="chart-perplexity"' in page and "<polyline" in page
     assert sample["lines"][0].split()[0] in page and 'class="check' in page
+    assert 'id="run-downloads"' not in page  # another browser's run: no files
     bare = page.replace(",", "")  # thousands separators
     assert f"{metrics['test_perplexity']:.1f}" in bare and f"{metrics['ngram']['test_perplexity']:.1f}" in bare
     vi = text_app.test_client().get(f"/lab/runs/{trained}?lang=vi").get_data(as_text=True)
@@ -141,6 +142,8 @@ def test_an_instructor_publishes_a_text_run_and_it_is_served(text_app, trained, 
     add_instructor(text_app)
     client = text_app.test_client()
     assert client.post("/instructor/login", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD}).status_code == 302
+    run_page = client.get(f"/lab/runs/{trained}?lang=en").get_data(as_text=True)
+    assert 'id="run-downloads"' in run_page and "<code>model.keras</code>" in run_page  # an instructor's files
     form = client.get(f"/instructor/runs/{trained}/publish?lang=en").get_data(as_text=True)
     assert 'id="test-perplexity"' in form and 'name="classes"' not in form
     resp = client.post(f"/instructor/runs/{trained}/publish?lang=en",

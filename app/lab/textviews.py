@@ -138,9 +138,10 @@ def initial_text_form(slug: str, spec: TaskSpec, limits: recipes.Limits) -> dict
     return text_form(asdict(recipe), asdict(settings))
 
 
-def text_run_page(run: Run):
+def text_run_page(run: Run, downloads: dict):
     """A text run's page: progress, perplexity curves, sample lines per epoch (newest first, with
-    the meter check for verse), and once finished the test perplexity beside the n-gram's."""
+    the meter check for verse), and once finished the test perplexity beside the n-gram's and
+    the owner's `downloads` (views.run_downloads)."""
     spec = textrecipes.text_datasets()[run.dataset]
     history = [e for e in (run.history or []) if isinstance(e, dict)]
     started = as_utc(run.started_at)
@@ -163,4 +164,4 @@ def text_run_page(run: Run):
         dataset_title=spec.title(current_language()), verse=spec.tokenizer == "syllables",
         queue_position=runs.queue_position(run), can_cancel=run.status in ACTIVE and runs.may_manage(run),
         active=run.status in ACTIVE, events_url=url_for("lab_api.run_events", run_id=run.id),
-        recipe_words=text_recipe_text, settings_words=text_settings_text)
+        recipe_words=text_recipe_text, settings_words=text_settings_text, downloads=downloads)

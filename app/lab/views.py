@@ -244,7 +244,7 @@ def run_page(run_id: str):
     """A run: live progress and curves while it trains; results and links when it has finished."""
     run = runs.find_run(run_id)
     if run.dataset in textrecipes.text_datasets():
-        return textviews.text_run_page(run)
+        return textviews.text_run_page(run, run_downloads(run, {}))
     spec = runs.datasets().get(run.dataset)
     history = [e for e in (run.history or []) if isinstance(e, dict)]
     started = as_utc(run.started_at)
