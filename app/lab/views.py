@@ -26,6 +26,7 @@ from app.instructor.settings import submission_rules
 from app.lab import program, recipes, runs, submissions, textrecipes, textviews
 from app.lab.charts import chart, column, run_charts_live
 from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings
+from app.lab.testsplit import test_split_text
 from app.records import ACTIVE, FINISHED, Run, as_utc, db, iso, utcnow
 from app.tasks import TaskSpec
 from app.wording import CELL_NAMES, STATUS_LABELS, recipe_text, settings_text
@@ -265,7 +266,7 @@ def run_page(run_id: str):
         series=[("train", _("training, every few batches")), ("validation", _("validation, at each epoch's end"))],
         dataset_title=spec.title(current_language()) if spec else run.dataset, class_label=class_label,
         queue_position=runs.queue_position(run), can_cancel=run.status in ACTIVE and runs.may_manage(run),
-        downloads=run_downloads(run, {}),
+        downloads=run_downloads(run, {}), test_split_text=lambda n: test_split_text(spec, int(n)),
         events_url=url_for("lab_api.run_events", run_id=run.id))
 
 
