@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import multiprocessing
 import resource
+import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from app.errors import InvalidInput
 
@@ -13,12 +16,15 @@ MEMORY_BYTES = 8 * 2 ** 30
 WALL_SECONDS = 180
 
 
-def _child(conn, path, x, y, cpu_seconds, memory_bytes, recurrent_only, max_params):
-    """In the child: limit itself, rebuild the archive as data, evaluate, send the result back."""
+def _child(conn, path, data, cpu_seconds, memory_bytes, recurrent_only, max_params):
+    """In the child: limit itself, read the test arrays from `data`, rebuild the archive as data,
+    evaluate, send the result back."""
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     from app.lab import safekeras
     try:
+        with np.load(data) as arrays:
+            x, y = arrays["x"], arrays["y"]
         sub = safekeras.load_submission(path, recurrent_only=recurrent_only, max_params=max_params)
         probs = sub.model.predict(x, verbose=0, batch_size=256)
         accuracy = float((probs.argmax(axis=-1) == y).mean())
@@ -39,20 +45,25 @@ def score_submission(path: Path, x, y, cpu_seconds: int = CPU_SECONDS, memory_by
     """Accuracy of the archive at `path` on (x, y), computed in a limited child process."""
     ctx = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, str(path), x, y, cpu_seconds, memory_bytes,
-                                            recurrent_only, max_params), daemon=True)
-    proc.start()
-    child.close()
-    try:
-        ready = parent.poll(wall_seconds)
-        result = parent.recv() if ready else None
-    except EOFError:
-        result = None
-    finally:
-        proc.join(5 if result is not None else 0)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
+    # the arrays go through a file: a spawned child's arguments are written to its pipe before it
+    # runs, and a child that died early would leave that write blocked for ever
+    with tempfile.TemporaryDirectory(prefix="lstmlab-score-") as tmp:
+        data = Path(tmp) / "test.npz"
+        np.savez(data, x=x, y=y)
+        proc = ctx.Process(target=_child, args=(child, str(path), str(data), cpu_seconds, memory_bytes,
+                                                recurrent_only, max_params), daemon=True)
+        proc.start()
+        child.close()
+        try:
+            ready = parent.poll(wall_seconds)
+            result = parent.recv() if ready else None
+        except EOFError:
+            result = None
+        finally:
+            proc.join(5 if result is not None else 0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
     if result is None:
         if not ready:
             raise InvalidInput("Scoring the model took longer than %(seconds)s s; it was stopped.",
