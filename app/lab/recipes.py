@@ -15,10 +15,16 @@ import re
 import statistics
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (AfterValidator, AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict,
+                      ValidationError, ValidationInfo, field_validator)
+from pydantic_core import PydanticCustomError
 
 from app.errors import InvalidInput, Msgid
 from app.splits import validation_count
 from app.tasks import BUILTIN_TASKS, IMAGE, TaskSpec
+from app.validation import field_bounds, field_choices, first_error
 
 READINGS = ("rows", "rows_cols", "patches")
 CELLS = ("lstm", "gru", "simple_rnn")
@@ -227,55 +233,122 @@ FIELD_NAMES = {  # English msgids of the field names, used inside the refusals
     "bidirectional": "bidirectional", "dropout": "dropout", "epochs": "epochs", "batch_size": "batch size",
     "learning_rate": "learning rate", "subset": "training subset", "seed": "random seed", "nickname": "nickname",
 }
-
-
-def _name(key: str) -> str:
-    return FIELD_NAMES.get(key, key)
-
-
 WHOLE_NUMBER_RE = re.compile(r"[+-]?[0-9]{1,18}")  # ASCII digits only, and short enough for int()
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "on", "yes"), ("0", "false", "off", "no", "")
 
 
-def _integer(key: str, value) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+def _whole_number(value):
+    """Form text of ASCII digits, or an integral float, as an int; anything else goes on to the
+    strict int check, which refuses booleans, fractions and other text."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and WHOLE_NUMBER_RE.fullmatch(value.strip()):
         return int(value.strip())
-    raise refusal("%(field)s must be a whole number.", field=_name(key))
+    return value
 
 
-def _number(key: str, value) -> float:
-    out = math.nan  # refused below: a boolean, not a number or text, text that is no number, or past float's range
-    with contextlib.suppress(ValueError, OverflowError):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out = float(value)
-        elif isinstance(value, str):
-            out = float(value.strip().replace(",", "."))
-    if not math.isfinite(out):
-        raise refusal("%(field)s must be a number.", field=_name(key))
-    return out
+def _decimal(value):
+    """Form text with a decimal point or comma as a float; anything else goes on to the strict
+    float check, which refuses booleans, text, NaN, infinities and integers past float's range."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError, OverflowError):
+            return float(value.strip().replace(",", "."))
+    return value
 
 
-def _boolean(key: str, value) -> bool:
+def _truth(value):
+    """A checkbox's or a form's word for true or false (and 0 or 1) as a bool."""
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
     if isinstance(value, int) and value in (0, 1):  # True and False too
         return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("1", "true", "on", "yes", "0", "false", "off", "no", ""):
-        return value.strip().lower() in ("1", "true", "on", "yes")
-    raise refusal("%(field)s must be true or false.", field=_name(key))
-
-
-def _choice(key: str, value, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise refusal("%(field)s must be one of: %(choices)s.", field=_name(key), choices=", ".join(choices))
     return value
 
 
-def _in_range(key: str, value, lo, hi):
+WholeNumber = Annotated[int, Strict(), BeforeValidator(_whole_number)]
+Number = Annotated[float, Strict(), AllowInfNan(False), BeforeValidator(_decimal)]
+Boolean = Annotated[bool, Strict(), BeforeValidator(_truth)]
+
+
+def between(key: str, ranges: dict = RANGES):
+    """The Field constraint of a bounded field (its bounds from `ranges`)."""
+    lo, hi = ranges[key]
+    return Field(ge=lo, le=hi)
+
+
+def within(value, lo, hi):
+    """`value`, or the out-of-range error of bounds known only at validation time."""
     if not lo <= value <= hi:
-        raise refusal("%(field)s must be between %(lo)s and %(hi)s.", field=_name(key), lo=f"{lo:g}", hi=f"{hi:g}")
+        raise PydanticCustomError("out_of_range", "between {lo} and {hi}", {"lo": lo, "hi": hi})
     return value
+
+
+def _epochs_within_limit(value: int, info: ValidationInfo) -> int:
+    return within(value, 1, info.context["limits"].max_epochs)
+
+
+LimitedEpochs = Annotated[WholeNumber, AfterValidator(_epochs_within_limit)]
+
+
+class RecipeFields(BaseModel):
+    """The recipe's schema: each field's type and bounds (the defaults are Recipe's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reading: Literal[READINGS]
+    cell: Literal[CELLS]
+    units: Annotated[WholeNumber, between("units")]
+    layers: Annotated[WholeNumber, between("layers")]
+    bidirectional: Boolean
+    dropout: Annotated[Number, between("dropout")]
+
+
+class SettingsFields(BaseModel):
+    """The training settings' schema, in the order they are checked; the epochs' and the subset's
+    upper bounds come from the validation context (the limits, the training set size)."""
+
+    epochs: LimitedEpochs
+    batch_size: Annotated[WholeNumber, between("batch_size")]
+    learning_rate: Annotated[Number, between("learning_rate")]
+    seed: Annotated[WholeNumber, between("seed")]
+    subset: WholeNumber
+
+    @field_validator("subset")
+    @classmethod
+    def _subset_within_limit(cls, value: int, info: ValidationInfo) -> int:
+        limits, size = info.context["limits"], info.context["train_size"]
+        if value:
+            hi = min(x for x in (limits.max_subset or 10**9, size or 10**9, RANGES["subset"][1]))
+            return within(value, RANGES["subset"][0], hi)
+        if limits.max_subset and size and size > limits.max_subset:
+            return limits.max_subset  # "all" means as many as the limit allows
+        return value
+
+
+def checked(schema: type[BaseModel], data: dict, names: dict, context: dict | None = None) -> dict:
+    """`data` validated by `schema` as a plain dict, or InvalidInput (400) for its first error
+    (an unknown field, a wrong type, a value out of range), naming the field by its msgid in `names`."""
+    try:
+        return schema.model_validate(data, context=context).model_dump()
+    except ValidationError as exc:
+        raise _refusal_of(first_error(exc), schema, names) from None
+
+
+def _refusal_of(error: dict, schema: type[BaseModel], names: dict) -> InvalidInput:
+    key, kind = str(error["loc"][0]), error["type"]
+    if kind == "extra_forbidden":
+        return refusal("Unknown recipe field: %(name)s.", name=key[:40])
+    field = names.get(key, key)
+    if kind == "literal_error":
+        return refusal("%(field)s must be one of: %(choices)s.", field=field, choices=", ".join(field_choices(schema, key)))
+    if kind in ("greater_than_equal", "less_than_equal", "out_of_range"):
+        lo, hi = (error["ctx"]["lo"], error["ctx"]["hi"]) if kind == "out_of_range" else field_bounds(schema, key)
+        return refusal("%(field)s must be between %(lo)s and %(hi)s.", field=field, lo=f"{lo:g}", hi=f"{hi:g}")
+    declared = schema.model_fields[key].annotation  # the msgids stay literal, for the catalogue's extractor
+    if declared is int:
+        return refusal("%(field)s must be a whole number.", field=field)
+    if declared is float:
+        return refusal("%(field)s must be a number.", field=field)
+    return refusal("%(field)s must be true or false.", field=field)
 
 
 def validate_recipe(raw) -> Recipe:
@@ -283,36 +356,16 @@ def validate_recipe(raw) -> Recipe:
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise refusal("The recipe must be an object.")
-    unknown = sorted(set(raw) - {f.name for f in fields(Recipe)})
-    if unknown:
-        raise refusal("Unknown recipe field: %(name)s.", name=str(unknown[0])[:40])
-    d = asdict(Recipe())
-    d.update({k: v for k, v in raw.items() if v is not None})
-    return Recipe(
-        reading=_choice("reading", d["reading"], READINGS),
-        cell=_choice("cell", d["cell"], CELLS),
-        units=_in_range("units", _integer("units", d["units"]), *RANGES["units"]),
-        layers=_in_range("layers", _integer("layers", d["layers"]), *RANGES["layers"]),
-        bidirectional=_boolean("bidirectional", d["bidirectional"]),
-        dropout=_in_range("dropout", _number("dropout", d["dropout"]), *RANGES["dropout"]),
-    )
+    defaults = asdict(Recipe())
+    given = {k: v for k, v in raw.items() if v is not None or k not in defaults}  # an unknown key is refused
+    return Recipe(**checked(RecipeFields, defaults | given, FIELD_NAMES))
 
 
 def validate_settings(raw: dict, limits: Limits, train_size: int | None = None) -> RunSettings:
     """The training settings of a payload, checked against the ranges and the limits."""
     d = asdict(RunSettings())
     d.update({k: raw[k] for k in d if raw.get(k) is not None and raw.get(k) != ""})
-    epochs = _in_range("epochs", _integer("epochs", d["epochs"]), 1, limits.max_epochs)
-    batch = _in_range("batch_size", _integer("batch_size", d["batch_size"]), *RANGES["batch_size"])
-    lr = _in_range("learning_rate", _number("learning_rate", d["learning_rate"]), *RANGES["learning_rate"])
-    seed = _in_range("seed", _integer("seed", d["seed"]), *RANGES["seed"])
-    subset = _integer("subset", d["subset"])
-    if subset:
-        hi = min(x for x in (limits.max_subset or 10**9, train_size or 10**9, RANGES["subset"][1]))
-        _in_range("subset", subset, RANGES["subset"][0], hi)
-    elif limits.max_subset and train_size and train_size > limits.max_subset:
-        subset = limits.max_subset  # "all" means as many as the limit allows
-    return RunSettings(epochs=epochs, batch_size=batch, learning_rate=lr, subset=subset, seed=seed)
+    return RunSettings(**checked(SettingsFields, d, FIELD_NAMES, {"limits": limits, "train_size": train_size}))
 
 
 def validate_nickname(value) -> str:
@@ -322,12 +375,12 @@ def validate_nickname(value) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise refusal("%(field)s must be text.", field=_name("nickname"))
+        raise refusal("%(field)s must be text.", field=FIELD_NAMES["nickname"])
     value = unicodedata.normalize("NFC", " ".join(value.split()))
     if len(value) > NICKNAME_MAX:
         raise refusal("The nickname may have at most %(n)s characters.", n=NICKNAME_MAX)
     if any(unicodedata.category(ch).startswith("C") for ch in value):
-        raise refusal("%(field)s must be text.", field=_name("nickname"))
+        raise refusal("%(field)s must be text.", field=FIELD_NAMES["nickname"])
     return value
 
 

@@ -1,26 +1,30 @@
 """What a lab-bench run on a text data set (kieu, nyt_headlines) may be: the network and training
 settings a student chooses, their bounds, the presets, and their validation.
 
-Pure Python (no Flask at import, no TensorFlow), like `app.lab.recipes`, whose refusal helpers
-it reuses so text and image recipes refuse in the same bilingual words. `model_kwargs` is the
+Pure Python (no Flask at import, no TensorFlow), like `app.lab.recipes`, whose field types and
+refusals it reuses so text and image recipes refuse in the same bilingual words. `model_kwargs` is the
 seam to the training side: the keyword arguments of `training.build.make_word_lstm`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict
 
 from app.lab.recipes import (
     CELLS,
     GATES,
+    Boolean,
+    LimitedEpochs,
     Limits,
-    _boolean,
-    _choice,
-    _in_range,
-    _integer,
-    _number,
+    Number,
+    WholeNumber,
+    between,
+    checked,
     payload_dataset,
     refusal,
 )
@@ -102,45 +106,44 @@ def text_preset(name: str, spec: TaskSpec) -> tuple[TextRecipe, TextSettings]:
     raise refusal("Unknown preset '%(name)s'.", name=str(name)[:40])
 
 
-def _field(key: str, value, kind):
-    """One field converted by `kind` (the recipes helpers) and checked against TEXT_RANGES."""
-    name = TEXT_FIELD_NAMES[key]
-    out = kind(name, value)
-    return _in_range(name, out, *TEXT_RANGES[key]) if key in TEXT_RANGES else out
+class TextRecipeFields(BaseModel):
+    """The text recipe's schema: each field's type and bounds (the defaults are TextRecipe's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    embedding: Annotated[WholeNumber, between("embedding", TEXT_RANGES)]
+    cell: Literal[CELLS]
+    units: Annotated[WholeNumber, between("units", TEXT_RANGES)]
+    layers: Annotated[WholeNumber, between("layers", TEXT_RANGES)]
+    dropout: Annotated[Number, between("dropout", TEXT_RANGES)]
+    tied: Boolean
+    sequence_length: Annotated[WholeNumber, between("sequence_length", TEXT_RANGES)]
+    min_count: Annotated[WholeNumber, between("min_count", TEXT_RANGES)]
+
+
+class TextSettingsFields(BaseModel):
+    """The text training settings' schema (the epochs' upper bound is the limits', from the context)."""
+
+    epochs: LimitedEpochs
+    batch_size: Annotated[WholeNumber, between("batch_size", TEXT_RANGES)]
+    learning_rate: Annotated[Number, between("learning_rate", TEXT_RANGES)]
+    seed: Annotated[WholeNumber, between("seed", TEXT_RANGES)]
 
 
 def validate_text_recipe(raw) -> TextRecipe:
-    """The recipe part of a text payload, checked (missing keys take the defaults)."""
+    """The recipe part of a text payload, checked (missing or empty keys take the defaults)."""
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise refusal("The recipe must be an object.")
-    unknown = sorted(set(raw) - {f.name for f in fields(TextRecipe)})
-    if unknown:
-        raise refusal("Unknown recipe field: %(name)s.", name=str(unknown[0])[:40])
-    d = asdict(TextRecipe()) | {k: v for k, v in raw.items() if v is not None and v != ""}
-    return TextRecipe(
-        embedding=_field("embedding", d["embedding"], _integer),
-        cell=_choice(TEXT_FIELD_NAMES["cell"], d["cell"], CELLS),
-        units=_field("units", d["units"], _integer),
-        layers=_field("layers", d["layers"], _integer),
-        dropout=_field("dropout", d["dropout"], _number),
-        tied=_field("tied", d["tied"], _boolean),
-        sequence_length=_field("sequence_length", d["sequence_length"], _integer),
-        min_count=_field("min_count", d["min_count"], _integer),
-    )
+    defaults = asdict(TextRecipe())
+    given = {k: v for k, v in raw.items() if k not in defaults or (v is not None and v != "")}  # unknown: refused
+    return TextRecipe(**checked(TextRecipeFields, defaults | given, TEXT_FIELD_NAMES))
 
 
 def validate_text_settings(raw: dict, limits: Limits) -> TextSettings:
     """The training settings of a text payload, checked against the ranges and the limits."""
     d = asdict(TextSettings())
     d.update({k: raw[k] for k in d if raw.get(k) is not None and raw.get(k) != ""})
-    return TextSettings(
-        epochs=_in_range(TEXT_FIELD_NAMES["epochs"], _integer(TEXT_FIELD_NAMES["epochs"], d["epochs"]),
-                         1, limits.max_epochs),
-        batch_size=_field("batch_size", d["batch_size"], _integer),
-        learning_rate=_field("learning_rate", d["learning_rate"], _number),
-        seed=_field("seed", d["seed"], _integer),
-    )
+    return TextSettings(**checked(TextSettingsFields, d, TEXT_FIELD_NAMES, {"limits": limits}))
 
 
 def limited_preset(name: str, spec: TaskSpec, limits: Limits) -> tuple[TextRecipe, TextSettings]:
