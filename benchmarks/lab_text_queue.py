@@ -45,24 +45,8 @@ def main() -> int:
         r.raise_for_status()
         run = r.json()
         marks = {"submitted": round(time.monotonic() - t0, 2)}
-        with session.get(run["links"]["events"], stream=True, timeout=(5, 3600)) as stream:
-            name = None
-            for line in stream.iter_lines(decode_unicode=True):
-                if line.startswith("event: "):
-                    name = line[7:]
-                elif line.startswith("data: ") and name:
-                    data = json.loads(line[6:])
-                    now = round(time.monotonic() - t0, 2)
-                    if name == "progress" and data.get("batch"):
-                        marks.setdefault("first_progress", now)
-                    if name == "epoch" and data.get("samples"):
-                        if "first_samples" not in marks:
-                            marks["first_samples"] = now
-                            marks["first_lines"] = data["samples"][0]["lines"]
-                    if name == "status" and data["status"] in ("finished", "failed", "cancelled"):
-                        marks["ended"], marks["status"] = now, data["status"]
-                        break
-                    name = None
+        while "ended" not in marks:  # an events stream lives LAB_SSE_SECONDS at most: reconnect
+            read_events(session, run["links"]["events"], t0, marks)
         record = stack.run(run["id"])
         m = record["metrics"] or {}
         marks.update(slug=a.slug, preset=a.preset, epochs_run=len(record["history"]),
@@ -74,6 +58,26 @@ def main() -> int:
     finally:
         stack.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def read_events(session, url: str, t0: float, marks: dict) -> None:
+    """Read one connection of the run's events into `marks` (seconds since `t0`)."""
+    with session.get(url, stream=True, timeout=(5, 3600)) as stream:
+        name = None
+        for line in stream.iter_lines(decode_unicode=True):
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: ") and name:
+                data = json.loads(line[6:])
+                now = round(time.monotonic() - t0, 2)
+                if name == "progress" and data.get("batch"):
+                    marks.setdefault("first_progress", now)
+                if name == "epoch" and data.get("samples") and "first_samples" not in marks:
+                    marks["first_samples"], marks["first_lines"] = now, data["samples"][0]["lines"]
+                if name == "status" and data["status"] in ("finished", "failed", "cancelled"):
+                    marks["ended"], marks["status"] = now, data["status"]
+                    return
+                name = None
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from app.text import EOL, EOL_ID, PAD_ID, UNK_ID, Vocabulary, check_verse, clean
 
 SAMPLE_TEMPERATURES = (0.7, 1.0)
 # The fixed openings every epoch continues, by tokenizer (verse: the poem's first words).
-SAMPLE_SEEDS = {"syllables": ("Trăm năm trong cõi người ta", "Thúy Kiều"), "words": ("The", "New York")}
+SAMPLE_SEEDS = {"syllables": ("Trăm năm trong cõi", "Thúy Kiều là chị"), "words": ("The", "New York")}
 REPORT_SEQUENCES = 1000  # training sequences whose perplexity is measured after each epoch
 REPORT_BATCH = 128
 
