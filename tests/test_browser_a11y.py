@@ -30,7 +30,8 @@ AXE = ROOT / ".cache" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 PAGES = {"home": "/", "image_task": "/tasks/mnist", "text_task": "/tasks/kieu", "card": "/tasks/mnist/card",
-         "lstm": "/lstm", "why": "/lstm/why", "api_docs": "/docs/api", "lab_submit": "/lab/mnist/submit"}
+         "lstm": "/lstm", "why": "/lstm/why", "api_docs": "/docs/api", "lab_submit": "/lab/mnist/submit",
+         "lab_text": "/lab/kieu"}
 WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
