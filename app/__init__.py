@@ -8,24 +8,29 @@ from pathlib import Path
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.config import ROOT, Config, LabEngineConfig, environment_settings, instance_dir
+from app.config import ROOT, Config, instance_dir
 
 
-def create_app(test_config: dict | None = None) -> Flask:
+def create_app(test_config: dict | None = None, *, web: bool = True) -> Flask:
     """The app: defaults, then LSTMLAB_* and FLASK_* environment variables, then `test_config`;
     models loaded. The instance folder (runtime files: secret key, records, queue, runs) is
-    `LSTMLAB_INSTANCE` when set, else `instance/` beside the app."""
+    `LSTMLAB_INSTANCE` when set, else `instance/` beside the app. With `web` False, what a queue
+    consumer needs: the same configuration and the records, no models, pages or security."""
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"),
                 instance_path=str((test_config or {}).get("INSTANCE_PATH") or instance_dir()))
-    app.config.from_object(LabEngineConfig)
     app.config.from_object(Config)
-    app.config.update(environment_settings())
+    app.config.update(Config.from_environment())
     app.config.from_prefixed_env()
     if test_config:
         app.config.update(test_config)
     app.config["MODELS_DIR"] = str(Path(app.config["MODELS_DIR"]))
     if not app.debug and not app.testing:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not web:
+        from app import records  # the consumer's app: records only (see the import below)
+
+        records.init_app(app)
+        return app
 
     # here, not at the top: importing app.tasks (training, the consumer) must not load the web layer
     from app import i18n, instructor, lab, modelstore, records, security, wording

@@ -474,7 +474,7 @@ def refresh_store(store: ModelStore, watch: Watch, now: float | None = None) -> 
 
 def watch_models(app: Flask, store: ModelStore) -> None:
     """Check for new, changed and removed cards before requests (MODELS_RELOAD_SECONDS; < 0: never)."""
-    interval = float(app.config.get("MODELS_RELOAD_SECONDS", 2.0))
+    interval = float(app.config["MODELS_RELOAD_SECONDS"])
     if interval < 0:
         return
     app.extensions[WATCHER] = Watch(interval, card_signature(store.models_dir))

@@ -215,7 +215,7 @@ def init_app(app: Flask, upgrade: bool = True) -> None:
         app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
-    if upgrade and str(app.config.get("LSTMLAB_AUTO_UPGRADE", "1")) not in ("0", "false", "False"):
+    if upgrade and str(app.config["LSTMLAB_AUTO_UPGRADE"]) not in ("0", "false", "False"):
         upgrade_schema(app)
 
 

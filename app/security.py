@@ -46,14 +46,6 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate CSP 2
 }
-DEFAULT_LIMITS = {  # Flask-Limiter rate strings, per client
-    "RATELIMIT_GENERATE": "30 per minute",
-    # Work units (tokens generated × beams): the largest request (20 Kiều couplets, beam width 16 =
-    # 4,480) still fits, once a minute.
-    "RATELIMIT_GENERATE_WORK": "6000 per minute",
-    "RATELIMIT_TRACE": "20 per minute",  # a gate trace costs many plain predictions
-    "RATELIMIT_LOGIN": "10 per minute",  # sign-in tries per address, right or wrong
-}
 HSTS = "max-age=31536000"
 SECRET_KEY_FILE = "secret_key"
 
@@ -116,7 +108,7 @@ def instance_secret_key(instance: Path) -> str:
 
 def configured_limit(key: str):
     """The limit `key` of the app's configuration (a Flask-Limiter rate string), read per request."""
-    return lambda: current_app.config.get(key) or DEFAULT_LIMITS[key]
+    return lambda: current_app.config[key]
 
 
 @dataclass(frozen=True)
@@ -205,14 +197,6 @@ def init_app(app: Flask) -> None:
         app.config["SESSION_COOKIE_SECURE"] = True
     app.config.setdefault("WTF_CSRF_ENABLED", not app.testing)
     app.config.setdefault("RATELIMIT_ENABLED", not app.testing)
-    app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
-    # A refused request uses none of the budget (a fixed window would count it: one heavy
-    # request refused twice would lock its client out for the rest of the minute).
-    app.config.setdefault("RATELIMIT_STRATEGY", "sliding-window-counter")
-    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)  # Redis down: per worker
-    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
-    for key, limit in DEFAULT_LIMITS.items():
-        app.config.setdefault(key, limit)
     app.request_class = InMemoryRequest
     app.json = BoundedJSONProvider(app)
     app.session_interface = SessionInterface()

@@ -124,8 +124,8 @@ def run_events(run_id: str):
     epoch (all earlier ones first), `points` with the training points written since the last
     event (every few batches), `progress` within an epoch; ends when the run ends."""
     run = runs.find_run(run_id)
-    poll = float(current_app.config.get("LAB_SSE_POLL", 0.5))
-    lifetime = float(current_app.config.get("LAB_SSE_SECONDS", 600))
+    poll = float(current_app.config["LAB_SSE_POLL"])
+    lifetime = float(current_app.config["LAB_SSE_SECONDS"])
 
     def stream():
         last_status, epochs_sent, points_sent, last_progress = None, 0, 0, None

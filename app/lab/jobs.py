@@ -30,8 +30,9 @@ from flask import Flask, current_app
 from huey import crontab
 from sqlalchemy import update
 
+from app import create_app
 from app.cards import Card
-from app.config import Config, LabEngineConfig, ROOT, instance_dir
+from app.config import Config
 from app.errors import InvalidInput
 from app.instructor.settings import queue_paused
 from app.lab.queue import enqueue_run, handles, huey, train_run
@@ -59,16 +60,9 @@ class InjectedFault(RuntimeError):
 # ----------------------------------------------------------------------------- the worker's app
 @functools.cache
 def worker_app() -> Flask:
-    """A Flask app with the configuration and the records only (no models, no pages): what a
-    consumer needs to read and write run records."""
-    from app import records
-
-    app = Flask("app", instance_path=str(instance_dir()), root_path=str(ROOT / "app"))
-    app.config.from_object(LabEngineConfig)
-    app.config.from_object(Config)
-    app.config.from_prefixed_env()
-    records.init_app(app)
-    return app
+    """The consumer's app, built by the web's own factory: the configuration and the records only
+    (no models, no pages)."""
+    return create_app(web=False)
 
 
 def training_config(run: Run, resume: bool, test_subset: int) -> TrainConfig:
@@ -518,7 +512,7 @@ def sweep_every_minute() -> None:
 
 def lower_priority() -> None:
     """Drop this consumer's CPU priority by LAB_WORKER_NICE so the web stays responsive."""
-    step = int(os.environ.get("LAB_WORKER_NICE", str(LabEngineConfig.LAB_WORKER_NICE)))
+    step = int(Config.from_environment().get("LAB_WORKER_NICE", Config.LAB_WORKER_NICE))
     if step > 0:
         try:
             os.nice(step)
