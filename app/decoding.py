@@ -5,18 +5,25 @@ Details: docs/DESIGN.md, "Decoding (app/decoding.py)"."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import (AfterValidator, AllowInfNan, BaseModel, BeforeValidator, Field, PlainValidator, Strict,
+                      ValidationError, ValidationInfo)
+from pydantic_core import PydanticCustomError
 
 from app.errors import InvalidInput
 from app.tasks import TaskSpec
 from app.text import (BAT, EOL_ID, LUC, MARKERS, UNK_ID, check_line, clean_words, format_verse_line, line_kind,
                       rhyme_key, rime, title_case, tone)
 from app.textmodel import TextModel, log_softmax
+from app.validation import field_bounds, first_error
 
 STRATEGIES = ("greedy", "temperature", "top_k", "top_p", "beam")
 DEFAULTS = {"strategy": "top_p", "temperature": 0.8, "top_k": 40, "top_p": 0.9, "beam_width": 4}
@@ -44,27 +51,77 @@ LIMITS = {  # (min, max, default) of `length`: words for headlines, couplets for
     "words": (1, 40, 10),
     "syllables": (1, 20, 2),
 }
+NUMBER_FIELDS = ("length", "temperature", "top_k", "top_p", "beam_width", "random_seed")
 
 
-def _number(params: dict, key: str, kind, lo, hi, default):
-    value = params.get(key)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return default
-    if isinstance(value, bool):
-        raise InvalidInput("%(key)s must be a number", key=key)
-    try:  # int() and float() accept the white space around a form's number
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError
+def _python_number(kind, value):
+    """`kind(value)` as Python's int() or float() reads it (form text with white space, an
+    integral float), or the value as given, for the strict check after it to refuse by name."""
+    if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+        return value
+    with contextlib.suppress(TypeError, ValueError, OverflowError):  # OverflowError: past float's range
         out = kind(value)
-        if kind is float and not math.isfinite(out):
-            raise ValueError
-    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer past float's range
-        if kind is int:
-            raise InvalidInput("%(key)s must be a whole number, got %(value)s", key=key, value=repr(value)) from None
-        raise InvalidInput("%(key)s must be a number, got %(value)s", key=key, value=repr(value)) from None
-    if not lo <= out <= hi:
-        raise InvalidInput("%(key)s must be between %(lo)s and %(hi)s, got %(value)s", key=key, lo=lo, hi=hi, value=out)
-    return out
+        if kind is int or math.isfinite(out):
+            return out
+    return value
+
+
+def _strategy(value):
+    """A strategy's name, trimmed and lowercased when it is one; else the value as sent."""
+    if isinstance(value, str) and value.strip().lower() in STRATEGIES:
+        return value.strip().lower()
+    return value
+
+
+def _meter(value) -> bool:
+    """Kiều's meter switch: form words for off, anything else as its truth."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "no", "off", "")
+    return bool(value)
+
+
+def _length_within(value: int, info: ValidationInfo) -> int:
+    lo, hi = info.context["length"]
+    if not lo <= value <= hi:
+        raise PydanticCustomError("out_of_range", "between {lo} and {hi}", {"lo": lo, "hi": hi})
+    return value
+
+
+Whole = Annotated[int, Strict(), BeforeValidator(partial(_python_number, int))]
+Decimal = Annotated[float, Strict(), AllowInfNan(False), BeforeValidator(partial(_python_number, float))]
+
+
+class RequestFields(BaseModel):
+    """The decoding parameters' schema, in the order they are checked (the length's bounds, which
+    depend on the task's tokenizer, come from the validation context)."""
+
+    length: Annotated[Whole, AfterValidator(_length_within)]
+    strategy: Annotated[Literal[STRATEGIES], BeforeValidator(_strategy)] = DEFAULTS["strategy"]
+    temperature: Annotated[Decimal, Field(ge=0.05, le=5.0)] = DEFAULTS["temperature"]
+    top_k: Annotated[Whole, Field(ge=1, le=1000)] = DEFAULTS["top_k"]
+    top_p: Annotated[Decimal, Field(ge=0.01, le=1.0)] = DEFAULTS["top_p"]
+    beam_width: Annotated[Whole, Field(ge=1, le=16)] = DEFAULTS["beam_width"]
+    random_seed: Annotated[Whole, Field(ge=0, le=2**32 - 1)] = None  # a default is not validated: None draws one
+    meter: Annotated[bool, PlainValidator(_meter)] = True
+
+
+def _refusal(error: dict) -> InvalidInput:
+    """The bilingual refusal of the first error of RequestFields."""
+    key, kind, value = error["loc"][0], error["type"], error["input"]
+    if key == "strategy":
+        return InvalidInput("strategy must be one of %(choices)s, got %(value)s",
+                            choices=", ".join(STRATEGIES), value=repr(value))
+    if kind in ("greater_than_equal", "less_than_equal", "out_of_range"):
+        ctx = error.get("ctx", {})
+        lo, hi = (ctx["lo"], ctx["hi"]) if kind == "out_of_range" else field_bounds(RequestFields, key)
+        value = _python_number(RequestFields.model_fields[key].annotation, value)  # the error holds the input
+        return InvalidInput("%(key)s must be between %(lo)s and %(hi)s, got %(value)s", key=key, lo=lo, hi=hi,
+                            value=value)
+    if isinstance(value, bool):
+        return InvalidInput("%(key)s must be a number", key=key)
+    if kind == "int_type":
+        return InvalidInput("%(key)s must be a whole number, got %(value)s", key=key, value=repr(value))
+    return InvalidInput("%(key)s must be a number, got %(value)s", key=key, value=repr(value))
 
 
 def validate_request(spec: TaskSpec, params: dict) -> GenerateRequest:
@@ -83,25 +140,20 @@ def validate_request(spec: TaskSpec, params: dict) -> GenerateRequest:
     if not clean_words(seed):
         raise InvalidInput("the seed has no words (only punctuation or symbols)")
     lo, hi, default = LIMITS.get(spec.tokenizer, LIMITS["words"])
-    length = _number(params, "length", int, lo, hi, default)
-    strategy = params.get("strategy") or DEFAULTS["strategy"]
-    if not isinstance(strategy, str) or strategy.strip().lower() not in STRATEGIES:
-        raise InvalidInput("strategy must be one of %(choices)s, got %(value)s",
-                           choices=", ".join(STRATEGIES), value=repr(strategy))
-    meter = params.get("meter", True)
-    if isinstance(meter, str):
-        meter = meter.strip().lower() not in ("0", "false", "no", "off", "")
-    return GenerateRequest(
-        seed=seed.strip(),
-        length=length,
-        strategy=strategy.strip().lower(),
-        temperature=_number(params, "temperature", float, 0.05, 5.0, DEFAULTS["temperature"]),
-        top_k=_number(params, "top_k", int, 1, 1000, DEFAULTS["top_k"]),
-        top_p=_number(params, "top_p", float, 0.01, 1.0, DEFAULTS["top_p"]),
-        beam_width=_number(params, "beam_width", int, 1, 16, DEFAULTS["beam_width"]),
-        random_seed=_number(params, "random_seed", int, 0, 2**32 - 1, None),
-        meter=bool(meter),
-    )
+    given = {k: params[k] for k in NUMBER_FIELDS if not _blank(params.get(k))}
+    if params.get("strategy"):  # an empty or false strategy takes the default
+        given["strategy"] = params["strategy"]
+    if "meter" in params:
+        given["meter"] = params["meter"]
+    try:
+        checked = RequestFields.model_validate({"length": default} | given, context={"length": (lo, hi)})
+    except ValidationError as exc:
+        raise _refusal(first_error(exc)) from None
+    return GenerateRequest(seed=seed.strip(), **checked.model_dump())
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 # ----------------------------------------------------------------------------- constraints

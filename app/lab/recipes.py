@@ -339,7 +339,8 @@ def _refusal_of(error: dict, schema: type[BaseModel], names: dict) -> InvalidInp
         return refusal("Unknown recipe field: %(name)s.", name=key[:40])
     field = names.get(key, key)
     if kind == "literal_error":
-        return refusal("%(field)s must be one of: %(choices)s.", field=field, choices=", ".join(field_choices(schema, key)))
+        return refusal("%(field)s must be one of: %(choices)s.", field=field,
+                       choices=", ".join(field_choices(schema, key)))
     if kind in ("greater_than_equal", "less_than_equal", "out_of_range"):
         lo, hi = (error["ctx"]["lo"], error["ctx"]["hi"]) if kind == "out_of_range" else field_bounds(schema, key)
         return refusal("%(field)s must be between %(lo)s and %(hi)s.", field=field, lo=f"{lo:g}", hi=f"{hi:g}")
