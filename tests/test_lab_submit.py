@@ -380,3 +380,28 @@ def test_a_submission_left_scoring_by_a_dead_consumer_ends_refused(sub_app):
     assert status["live00000001"] == (SCORING, None)
     assert status["dead00000001"][0] == "refused" and "submit the model again" in status["dead00000001"][1]["en"]
     assert status["late00000001"][1]["vi"] != status["late00000001"][1]["en"]
+
+
+def test_a_functional_chain_is_accepted_and_a_branching_graph_refused(tmp_path):
+    """keras.Model over one straight stack (what the bench's programs for the rows reading build)
+    is rebuilt as the same Sequential with the same predictions; two branches joined are refused."""
+    layers = keras.layers
+    inputs = keras.Input((28, 28, 1), name="pixels")
+    x = layers.Reshape((28, 28), name="rows")(layers.Rescaling(1 / 255, name="scale")(inputs))
+    z = layers.LSTM(6, return_sequences=True, name="rows_1_lstm")(x)
+    z = layers.LSTM(6, name="rows_2_lstm")(layers.Dropout(0.2, name="rows_dropout_1")(z))
+    chain = keras.Model(inputs, layers.Dense(10, activation="softmax", name="classes")(z), name="lstm_lab")
+    chain.save(tmp_path / "chain.keras")
+    found = safekeras.check_archive(tmp_path / "chain.keras")
+    assert found["params"] == chain.count_params()
+    assert found["layers"] == ["Rescaling", "Reshape", "LSTM", "Dropout", "LSTM", "Dense"]
+    sub = safekeras.load_submission(tmp_path / "chain.keras")
+    x_test = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(sub.model.predict(x_test, verbose=0), chain.predict(x_test, verbose=0), rtol=1e-5, atol=1e-6)
+    rows = layers.LSTM(4, name="read_rows")(x)
+    cols = layers.LSTM(4, name="read_cols")(layers.Reshape((28, 28), name="cols")(layers.Permute((2, 1, 3))(inputs)))
+    both = keras.Model(inputs, layers.Dense(10, name="out")(layers.Concatenate(name="join")([rows, cols])))
+    both.save(tmp_path / "both.keras")
+    with pytest.raises(safekeras.InvalidInput, match="one chain") as err:
+        safekeras.check_archive(tmp_path / "both.keras")
+    assert err.value.vi != err.value.en

@@ -5,9 +5,11 @@ included (Lambda bytecode, a `module` imported from config.json, safe mode flipp
 archive, legacy HDF5 ignoring safe mode). This module never calls it: the zip is opened with
 `zipfile` under size bounds, config.json is parsed as JSON and checked against an allow-list of
 `keras.layers` classes with their known keys and value types, the model is rebuilt from that checked
-description by calling the allowed classes directly, and the weights are read with h5py as plain
-numeric arrays of the shapes the rebuilt model expects. Every refusal is an `InvalidInput` naming
-what was refused.
+description by calling the allowed classes directly (a Sequential model, or a Functional one whose
+layers form one chain, rebuilt as that Sequential), and the weights are read with h5py as plain
+numeric arrays of the shapes the rebuilt model expects. `check_archive` does every check that
+needs no Keras (what a web worker runs); `load_submission` all of them. Every refusal is an
+`InvalidInput` naming what was refused.
 """
 
 from __future__ import annotations
@@ -284,15 +286,78 @@ def build_layer(obj, allowed_layers: set, where: str = "config.json"):
                            detail=str(exc)[:MAX_STRING]) from None
 
 
+def _tensor_source(arg) -> str | None:
+    """The layer name a serialized Keras tensor comes from (its output 0, node 0), else None."""
+    if not isinstance(arg, dict) or arg.get("class_name") != "__keras_tensor__" or not isinstance(arg.get("config"), dict):
+        return None
+    history = arg["config"].get("keras_history")
+    if isinstance(history, list) and len(history) == 3 and isinstance(history[0], str) and history[1:] == [0, 0]:
+        return history[0]
+    return None
+
+
+def _endpoint(value) -> str | None:
+    """The layer name of a Functional config's input_layers / output_layers naming one tensor."""
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], list):
+        value = value[0]
+    if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str) and value[1:] == [0, 0]:
+        return value[0]
+    return None
+
+
+def functional_as_sequential(config: dict) -> dict:
+    """A Functional model's config.json whose layers form one chain (each reads the one before it,
+    one input, one output: what keras.Model(inputs, outputs) over a straight stack saves) as the
+    Sequential description it is equivalent to; anything else is refused."""
+    if config.get("module") != "keras.src.models.functional" or config.get("registered_name") not in (None, "Functional"):
+        _refuse("The class %(name)s (module %(module)s) in %(where)s is not allowed.", name="Functional",
+                module=str(config.get("module"))[:MAX_STRING], where="config.json")
+    inner = config.get("config")
+    if not isinstance(inner, dict):
+        _refuse("%(where)s is not a Keras object description.", where="config.json")
+    for key in inner:
+        if key not in {"name", "trainable", "layers", "input_layers", "output_layers"}:
+            _refuse("Unknown key %(key)s in %(where)s.", key=str(key)[:MAX_STRING], where="config.json/Functional")
+    described = inner.get("layers")
+    if not isinstance(described, list) or not described or len(described) > MAX_LAYERS:
+        _refuse("The model must have between 1 and %(limit)s layers.", limit=MAX_LAYERS)
+    chain = "Only models whose layers form one chain are accepted (layer %(name)s does not read the layer before it)."
+    layers, previous = [], None
+    for obj in described:
+        if not isinstance(obj, dict):
+            _refuse("%(where)s is not a Keras object description.", where="config.json")
+        name, nodes = obj.get("name"), obj.get("inbound_nodes")
+        if not isinstance(name, str) or not isinstance(nodes, list):
+            _refuse("%(where)s is not a Keras object description.", where="config.json")
+        if previous is None:
+            if nodes:
+                _refuse(chain, name=name[:MAX_STRING])
+        else:
+            node = nodes[0] if len(nodes) == 1 and isinstance(nodes[0], dict) else {}
+            args, kwargs = node.get("args"), node.get("kwargs", {})
+            if (not isinstance(args, list) or len(args) != 1 or _tensor_source(args[0]) != previous
+                    or not isinstance(kwargs, dict) or any(k not in ("training", "mask") or v not in (None, True, False)
+                                                           for k, v in kwargs.items())):
+                _refuse(chain, name=name[:MAX_STRING])
+        layers.append({k: v for k, v in obj.items() if k not in ("name", "inbound_nodes")})
+        previous = name
+    if _endpoint(inner.get("input_layers")) != described[0]["name"] or _endpoint(inner.get("output_layers")) != previous:
+        _refuse(chain, name=str(previous)[:MAX_STRING])
+    return {"module": "keras", "class_name": "Sequential", "registered_name": None,
+            "config": {"name": inner.get("name", "submission"), "trainable": inner.get("trainable", True),
+                       "layers": layers}}
+
+
 def check_model(config: dict, recurrent_only: bool = False) -> list[dict]:
-    """Refuse a config.json that is not a Sequential model of allowed layers, keys and values (pure
-    data: what a web worker checks before queueing); the layer descriptions."""
+    """Refuse a config.json that is not a Sequential model (or a Functional one whose layers form
+    one chain) of allowed layers, keys and values (pure data: what a web worker checks before
+    queueing); the layer descriptions."""
     allowed = set(LAYERS) - (CONVOLUTIONAL if recurrent_only else set())
     for key in config:
         if key not in OBJECT_KEYS:
             _refuse("Unknown key %(key)s in %(where)s.", key=str(key)[:MAX_STRING], where="config.json")
     if config.get("class_name") == "Functional":
-        _refuse("Only Sequential models are accepted: build the model with keras.Sequential([...]).")
+        config = functional_as_sequential(config)
     _, model_config = _check_object(config, "config.json", {"Sequential": "keras"})
     for key in model_config:
         if key not in {"name", "trainable", "dtype", "layers", "build_input_shape"}:
@@ -318,7 +383,7 @@ def build_model(config: dict, recurrent_only: bool = False):
     described = check_model(config, recurrent_only)
     allowed = set(LAYERS) - (CONVOLUTIONAL if recurrent_only else set())
     layers = [build_layer(obj, allowed) for obj in described]
-    name = config["config"].get("name", "submission")
+    name = config["config"].get("name", "submission") if isinstance(config.get("config"), dict) else "submission"
     return keras.Sequential(layers, name=name if isinstance(name, str) else "submission")
 
 
