@@ -93,6 +93,9 @@ def test_a_model_trained_outside_is_scored_like_evaluate(sub_app, student):
         assert scorer.execute_submission(sub_app, body["id"]) == "skipped"  # claimed once only
     scored = client.get(f"/api/v1/submissions/{body['id']}").get_json()
     assert scored["status"] == "scored" and scored["error"] is None, scored
+    listed = client.get("/api/v1/submissions?dataset=mnist&mine=1").get_json()
+    assert listed["count"] == 1 and listed["submissions"][0] == scored
+    assert sub_app.test_client().get("/api/v1/submissions?mine=1").get_json()["count"] == 0  # another browser
 
     split = train_subset(load_image_data(MNIST), types.SimpleNamespace(quick=False, subset=0, test_subset=TEST_SUBSET))
     _, expected = student.model.evaluate(split.x_test.astype("float32"), split.y_test, verbose=0)

@@ -160,6 +160,16 @@ def find_submission(submission_id: str) -> Submission:
     return found
 
 
+def list_submissions(dataset: str | None = None, mine: bool = False, limit: int = 200) -> list[Submission]:
+    """Submissions, newest first, of one data set / this browser when given."""
+    query = select(Submission)
+    if dataset:
+        query = query.where(Submission.dataset == dataset)
+    if mine:
+        query = query.where(Submission.owner == (owner_token(create=False) or "-"))
+    return list(db.session.scalars(query.order_by(Submission.created_at.desc()).limit(limit)))
+
+
 def accuracy_of(item) -> float | None:
     """The test accuracy of a finished run or a scored submission, else None."""
     done = item.status == (SCORED if isinstance(item, Submission) else FINISHED)

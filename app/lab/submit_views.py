@@ -75,6 +75,15 @@ def create_submission():
     return jsonify(body), 202, {"Location": body["links"]["self"]}
 
 
+@api_bp.get("/api/v1/submissions")
+def list_submissions():
+    """Submissions, newest first: `?dataset=`, `?mine=1`, `?limit=` (≤ 1000)."""
+    limit = max(1, min(request.args.get("limit", 200, type=int) or 200, 1000))
+    found = submissions.list_submissions(dataset=request.args.get("dataset"),
+                                         mine=request.args.get("mine") in ("1", "true"), limit=limit)
+    return jsonify({"submissions": [s.to_dict() for s in found], "count": len(found)})
+
+
 @api_bp.get("/api/v1/submissions/<submission_id>")
 def get_submission(submission_id: str):
     """One submission: status, then accuracy, parameters and layer table, or the refusal."""
