@@ -234,11 +234,15 @@ def server_folder(relative: str) -> tuple[Path, Path]:
     if ".." in parts:
         raise InvalidInput("The folder name may not contain '..'.", 403)
     candidate = Path(text) if text.startswith("/") else root / text
-    folder = candidate.resolve()
-    if not folder.is_relative_to(root):
+    try:  # a name the file system refuses (too long, a part over 255 bytes) is bad input
+        folder = candidate.resolve()
+        inside, is_dir = folder.is_relative_to(root), folder.is_dir()
+    except OSError:
+        raise InvalidInput("This folder name is too long or not valid on this server.") from None
+    if not inside:
         raise InvalidInput("Only folders under %(root)s may be imported.", 403, root=root)
-    if not folder.is_dir():
-        raise InvalidInput("No folder %(text)s under the allowed root.", 404, text=repr(text))
+    if not is_dir:
+        raise InvalidInput("No folder %(text)s under the allowed root.", 404, text=repr(text[:200]))
     return root, folder
 
 

@@ -29,8 +29,8 @@ def parse_rules(form) -> dict:
         raw = (form.get(name) or "").strip().replace(",", ".")
         if raw == "":
             return None
-        try:
-            value = cast(raw)
+        try:  # ASCII only: int() and float() also take Unicode digits such as "٣"
+            value = cast(raw) if raw.isascii() else None
         except ValueError:
             value = None
         if value is None or not math.isfinite(value) or not low <= value <= high:

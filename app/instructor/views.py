@@ -24,7 +24,7 @@ from app.instructor.auth import is_local_path
 from app.instructor.blueprints import bp
 from app.lab.charts import run_charts
 from app.lab.queue import enqueue_run
-from app.lab.recipes import Limits, available_datasets, current_limits
+from app.lab.recipes import WHOLE_NUMBER_RE, Limits, available_datasets, current_limits
 from app.lab.runs import cancel_run_record, find_run
 from app.lab.textrecipes import text_datasets
 from app.modelstore import get_store
@@ -127,10 +127,8 @@ def edit_limits():
         raw = request.form.get(f.name, "").strip()
         if raw == "":
             continue
-        try:
-            value = int(raw)
-        except ValueError:
-            value = -1
+        # ASCII digits only: int() takes Unicode digits such as "٣" and fails on 5,000-digit text
+        value = int(raw) if WHOLE_NUMBER_RE.fullmatch(raw) else -1
         if value < 0 or value > 10**9:
             raise InvalidInput("%(name)s: give a whole number, 0 or more.", name=f.name)
         values[f.name] = value

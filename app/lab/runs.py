@@ -128,7 +128,8 @@ def submit_run(payload) -> Run:
         raise verdict
     limits = recipes.current_limits()
     models_dir = Path(current_app.config["MODELS_DIR"])
-    if isinstance(payload, dict) and payload.get("dataset") in textrecipes.text_datasets():
+    dataset = payload.get("dataset") if isinstance(payload, dict) else None
+    if isinstance(dataset, str) and dataset in textrecipes.text_datasets():  # a list is no name (nor hashable)
         recipe, settings, params = validate_text_run(payload, limits, models_dir)
     else:
         datasets = recipes.available_datasets()
