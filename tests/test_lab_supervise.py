@@ -113,3 +113,44 @@ def test_gunicorn_restarts_a_killed_consumer_twice(lab_stack):
         os.kill(pids[0], signal.SIGKILL)
         lab_stack.wait_for(lambda: [p for p in lab_stack.children(web.pid, b"app.lab") if p not in pids], 30,
                            "the killed consumer was not restarted")
+
+
+@pytest.mark.slow
+def test_a_run_whose_consumer_is_killed_twice_is_requeued_and_finishes(lab_stack):
+    """kill -9 of the consumer training a run, twice, each time inside an epoch after a checkpoint:
+    the restarted consumer's start-up sweep finds the dead pid and queues the run again within 30 s,
+    and the run finally finishes, resumed from its checkpoint (epochs 1, 2, 3 once each)."""
+    lab_stack.env["LAB_PROGRESS_SECONDS"] = "0.25"  # progress at every cancel poll: the epoch window is seen
+    web = lab_stack.web(LSTMLAB_TRAIN_WORKERS="1", FLASK_LAB_RUNS_PER_BROWSER="5")
+    response = lab_stack.submit(lab_stack.session(), nickname="twice", epochs=3, subset=3000, batch_size=16)
+    assert response.status_code == 202, response.text
+    run_id = response.json()["id"]
+    requeue_seconds = []
+    for done in (1, 2):
+        def inside_next_epoch(run, done=done):  # `done` epochs checkpointed, far from the next one's writes
+            p = run["progress"]
+            return (run["status"] == "running" and len(run["history"]) == done and p.get("epoch") == done + 1
+                    and 3 <= p.get("batch", 0) <= 0.5 * p["batches"])
+
+        lab_stack.wait_for(lambda: inside_next_epoch(lab_stack.run(run_id)), 120, f"never saw epoch {done + 1} under way")
+        attempts = lab_stack.run(run_id)["attempts"]
+        pids = lab_stack.children(web.pid, b"app.lab")
+        assert len(pids) == 1
+        os.kill(pids[0], signal.SIGKILL)
+        killed = time.monotonic()
+
+        def requeued(attempts=attempts):
+            run = lab_stack.run(run_id)
+            return run["status"] in ("interrupted", "queued") or (run["status"] == "running" and run["attempts"] > attempts)
+
+        lab_stack.wait_for(requeued, 30, f"kill {done}: the run was not queued again")
+        requeue_seconds.append(time.monotonic() - killed)
+    run = lab_stack.wait_status(run_id, ("finished", "failed"), seconds=120)
+    print(f"kill -> requeue: {', '.join(f'{s:.1f} s' for s in requeue_seconds)}")
+    assert run["status"] == "finished", run["error"]
+    assert run["attempts"] == 3 and [h["epoch"] for h in run["history"]] == [1, 2, 3]
+    log = lab_stack.log("web")  # gunicorn's consumers write to its output
+    assert f"run {run_id}: training mnist (attempt 2, resumed)" in log
+    assert f"run {run_id}: training mnist (attempt 3, resumed)" in log
+    assert not (lab_stack.instance / "checkpoints" / run_id).exists()
+    assert all(s < 30 for s in requeue_seconds)
