@@ -26,6 +26,7 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+import h5py
 from flask import Flask, current_app
 from huey import crontab
 from sqlalchemy import update
@@ -38,9 +39,11 @@ from app.instructor.settings import queue_paused
 from app.lab.queue import enqueue_run, handles, huey, train_run
 from app.lab.recipes import available_datasets
 from app.lab.textrecipes import text_datasets, training_argv
-from app.records import (CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, as_utc, db,
-                         reason_values, utcnow)
+from app.records import (CANCELLED, FAILED, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, as_utc, db, reason_values,
+                         utcnow)
+from training.cli import text_parser
 from training.config import TrainConfig
+from training.dataset import DataError
 
 log = logging.getLogger(__name__)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -81,8 +84,6 @@ def training_config(run: Run, resume: bool, test_subset: int) -> TrainConfig:
 def text_training_config(run: Run, resume: bool) -> TrainConfig:
     """The TrainConfig of the text run's own command line (`textrecipes.training_argv`), parsed by
     `python -m training`'s text parser."""
-    from training.cli import text_parser
-
     argv = training_argv(run.dataset, run.recipe or {}, run.settings or {})
     args = text_parser(f"python -m training {run.dataset}").parse_args([*argv[1:], "--verbose", "0"])
     return TrainConfig.from_args(args, resume=resume, quick=bool(int(current_app.config.get("LAB_TEXT_QUICK") or 0)),
@@ -104,8 +105,6 @@ def cli_command(run: Run, config: TrainConfig) -> str:
 # ----------------------------------------------------------------------------- failures
 def describe_failure(exc: BaseException) -> InvalidInput:
     """The reason a person can read for an exception raised by training."""
-    from training.dataset import DataError
-
     name = exc.__class__.__name__
     detail = str(exc)[:400]
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -215,7 +214,7 @@ class Reporter:
     def callback(self, fault: str = "", epoch_extra=None):
         """The Keras callback that feeds this reporter and raises RunCancelled within one batch;
         `epoch_extra(epoch)`, when given, adds its dict to each epoch's history row."""
-        import keras
+        import keras  # heavy: the callback exists only where training runs
 
         reporter = self
         window = BatchWindow()
@@ -319,8 +318,6 @@ def finish(run_id: str, status: str, **values) -> None:
 
 def checkpoint_readable(work: Path) -> bool:
     """True when every weights file and metadata file of a run's checkpoint folder opens whole."""
-    import h5py
-
     for path in work.rglob("*"):
         try:
             if path.suffix == ".h5":
@@ -384,13 +381,13 @@ def execute_run(app: Flask, run_id: str) -> str:
         log.info("run %s: training %s (attempt %d%s)", run_id, dataset, attempts, ", resumed" if resume else "")
         runs_dir = Path(app.instance_path) / "runs"
         if dataset in texts:
-            from training.textgen import train_text_task
+            from training.textgen import train_text_task  # heavy: Keras loads in the consumer only
 
             reports: dict = {}  # epoch -> perplexities and sample lines, until its history row takes them
             folder = train_text_task(spec, config, runs_dir, [reporter.callback(fault, lambda e: reports.pop(e, {}))],
                                      slug=run_id, work_dir=work, epoch_report=reports.__setitem__)
         else:
-            from training.images import train_image_task
+            from training.images import train_image_task  # heavy: Keras loads in the consumer only
 
             folder = train_image_task(spec, config, runs_dir, slug=run_id, work_dir=work,
                                       callbacks=[reporter.callback(fault)])

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import jinja2
+import nbformat
 
 from app.errors import InvalidInput
 from app.lab.recipes import Recipe, RunSettings
@@ -135,8 +136,6 @@ SECTION = "# " + "-" * 77 + " "  # the program's section headers: Data, Model, T
 
 def program_notebook(source: str) -> str:
     """The program as a Jupyter notebook (nbformat JSON): a Markdown title per section, then its code."""
-    import nbformat
-
     doc, _sep, body = source.partition('"""\n\n')
     cells = [nbformat.v4.new_markdown_cell(doc.strip().strip('"').replace("\n  ", "\n- ", 1).replace("\n  ", "\n- "))]
     head, *sections = body.split(SECTION)

@@ -9,19 +9,24 @@ layer by layer; a test checks it against Keras's `count_params` for several reci
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
 import statistics
+import unicodedata
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Annotated, Literal
 
+from flask import current_app
 from pydantic import (AfterValidator, AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict,
                       ValidationError, ValidationInfo, field_validator)
 from pydantic_core import PydanticCustomError
 
 from app.errors import InvalidInput, Msgid
+from app.instructor.datasets import list_datasets
+from app.instructor.settings import limit_overrides
 from app.splits import validation_count
 from app.tasks import BUILTIN_TASKS, IMAGE, TaskSpec
 from app.validation import field_bounds, field_choices, first_error
@@ -95,10 +100,6 @@ class Limits:
 
 def current_limits() -> Limits:
     """The limits in force for this app: its config, then the instructor console's stored settings."""
-    from flask import current_app
-
-    from app.instructor.settings import limit_overrides
-
     return Limits.from_config(current_app.config, limit_overrides())
 
 
@@ -112,8 +113,6 @@ def refusal(msgid: str, status: int = 400, **kw) -> InvalidInput:
 # ----------------------------------------------------------------------------- data sets
 def available_datasets() -> dict[str, TaskSpec]:
     """The image data sets a run may use: the built-in ones, then any an instructor added."""
-    from app.instructor.datasets import list_datasets
-
     out = {slug: spec for slug, spec in BUILTIN_TASKS.items() if spec.kind == IMAGE}
     for spec in list_datasets():  # every one an image data set
         out.setdefault(spec.slug, spec)
@@ -125,8 +124,6 @@ def training_size(spec: TaskSpec, models_dir: Path | None = None) -> int | None:
     the spec's `extra["counts"]`, else the shipped model card's counts; None when unknown."""
     counts = spec.extra.get("counts") if isinstance(spec.extra, dict) else None
     if not counts and models_dir is not None:
-        import json
-
         try:
             card = json.loads((Path(models_dir) / spec.slug / "card.json").read_text(encoding="utf-8"))
             counts = (card.get("data") or {}).get("counts")
@@ -371,8 +368,6 @@ def validate_settings(raw: dict, limits: Limits, train_size: int | None = None) 
 
 def validate_nickname(value) -> str:
     """A display name: printable, at most NICKNAME_MAX characters, never personal data we ask for."""
-    import unicodedata
-
     if value is None:
         return ""
     if not isinstance(value, str):

@@ -7,6 +7,7 @@ signed `lab_owner` cookie) or to an instructor. The API and the bench's pages bo
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 from pathlib import Path
@@ -208,7 +209,6 @@ def download_file(run: Run, name: str) -> tuple[Path, str]:
         raise InvalidInput("This run has no such file to download.", 404)
     if not may_manage(run):
         raise InvalidInput("Only the browser that started this run, or an instructor, may download its files.", 403)
-    import json
 
     try:
         data = json.loads((run_folder(run) / "card.json").read_text(encoding="utf-8")).get("data") or {}

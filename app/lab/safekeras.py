@@ -22,6 +22,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import h5py
+
 from app.errors import InvalidInput
 
 MEMBERS = {"config.json", "metadata.json", "model.weights.h5"}
@@ -157,7 +159,7 @@ def parse_config(data: bytes) -> dict:
 
 
 def _layer_class(name: str):
-    import keras
+    import keras  # heavy: only the scoring child rebuilds a model
     return getattr(keras.layers, name)
 
 
@@ -232,7 +234,7 @@ def _check_value(key: str, value, where: str):
 
 def _build_value(key: str, value, where: str):
     """A constructor argument from a checked config value (dtype, initializer, regularizer or scalar)."""
-    import keras
+    import keras  # heavy: only the scoring child rebuilds a model
     _check_value(key, value, where)
     if key == "dtype":
         return value.get("config", {}).get("name") if isinstance(value, dict) else value
@@ -379,7 +381,7 @@ def check_model(config: dict, recurrent_only: bool = False) -> list[dict]:
 
 def build_model(config: dict, recurrent_only: bool = False):
     """The Sequential model a checked config.json describes."""
-    import keras
+    import keras  # heavy: only the scoring child rebuilds a model
     described = check_model(config, recurrent_only)
     allowed = set(LAYERS) - (CONVOLUTIONAL if recurrent_only else set())
     layers = [build_layer(obj, allowed) for obj in described]
@@ -388,7 +390,6 @@ def build_model(config: dict, recurrent_only: bool = False):
 
 
 def _check_h5_links(group, where: str = ""):
-    import h5py
     for key in group:
         link = group.get(key, getlink=True)
         if not isinstance(link, h5py.HardLink):
@@ -400,7 +401,6 @@ def _check_h5_links(group, where: str = ""):
 
 def read_weights(data: bytes, max_bytes: int = MAX_WEIGHT_BYTES) -> dict:
     """Every dataset of model.weights.h5 as a numpy array, keyed by path, after each is checked."""
-    import h5py
     try:
         fh = h5py.File(io.BytesIO(data), "r")
     except OSError:

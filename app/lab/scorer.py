@@ -41,6 +41,7 @@ MODEL_FILE = "model.keras"
 def test_split(spec: TaskSpec, data: str, test_subset: int) -> tuple[np.ndarray, np.ndarray, int]:
     """(inputs, labels, refused) of the data set's test split through the served preprocessing;
     a test image the served path refuses gets label -1, so it always counts as wrong."""
+    # heavy: training.images loads Keras, in the consumer only
     from app.imaging import bytes_to_array
     from training.data import load_image_data, to_png_bytes
     from training.images import train_subset

@@ -21,7 +21,7 @@ def _child(conn, path, data, cpu_seconds, memory_bytes, recurrent_only, max_para
     evaluate, send the result back."""
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    from app.lab import safekeras
+    from app.lab import safekeras  # after the limits: the rebuild and Keras count against them
     try:
         with np.load(data) as arrays:
             x, y = arrays["x"], arrays["y"]

@@ -13,6 +13,7 @@ from app.i18n import current_language
 from app.instructor.settings import submission_rules
 from app.lab import forgery, runs, submissions
 from app.records import SUBMISSION_ACTIVE
+from app.security import csrf
 
 bp = Blueprint("lab_submit", __name__)
 api_bp = Blueprint("lab_submit_api", __name__)
@@ -92,8 +93,6 @@ def get_submission(submission_id: str):
 
 def init_app(app) -> None:
     """Register the submission pages and API (the API without a form token, guarded by lab.forgery like /api/v1/runs)."""
-    from app.security import csrf
-
     csrf.exempt(api_bp)
     app.register_blueprint(bp)
     app.register_blueprint(api_bp)

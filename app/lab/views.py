@@ -27,8 +27,10 @@ from app.lab import program, recipes, runs, submissions, textrecipes, textviews
 from app.lab.charts import chart, column, run_charts_live
 from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings
 from app.lab.testsplit import test_split_text
+from app.modelstore import PLOTS, get_store
 from app.records import ACTIVE, FINISHED, Run, as_utc, db, iso, utcnow
 from app.tasks import TaskSpec
+from app.views.pages import image_page, scalar_metrics
 from app.wording import CELL_NAMES, STATUS_LABELS, recipe_text, settings_text
 
 bp = Blueprint("lab", __name__)
@@ -153,8 +155,6 @@ def epoch_seconds(run: Run) -> float | None:
 
 def shipped_card_figures(slug: str) -> dict | None:
     """The served model's own figures from its card (trained by `python -m training`, not the bench)."""
-    from app.modelstore import get_store
-
     try:
         card = get_store().get(slug).card
     except KeyError:
@@ -280,8 +280,6 @@ def cancel(run_id: str):
 @bp.get("/lab/runs/<run_id>/card")
 def run_card(run_id: str):
     """The run's model card: the same card.html the shipped models have, over the run's card.json."""
-    from app.views.pages import scalar_metrics
-
     run = runs.find_run(run_id)
     entry = runs.finished_entry(run)
     plots = {name: url_for("lab.run_plot", run_id=run.id, name=name) for name in entry.plots}
@@ -309,8 +307,6 @@ def run_downloads(run: Run, data: dict) -> dict:
 @bp.get("/lab/runs/<run_id>/plots/<name>")
 def run_plot(run_id: str, name: str):
     """The run's two plots (no other file of its folder can be reached)."""
-    from app.modelstore import PLOTS
-
     run = runs.find_run(run_id)
     folder = runs.run_folder(run)
     if name not in PLOTS or not (folder / name).is_file():
@@ -321,8 +317,6 @@ def run_plot(run_id: str, name: str):
 @bp.route("/lab/runs/<run_id>/try", methods=["GET", "POST"])
 def try_run(run_id: str):
     """The image-task page over the run's own model (upload, drag, paste, draw; top-5; gate trace)."""
-    from app.views.pages import image_page
-
     run = runs.find_run(run_id)
     entry = runs.finished_entry(run)
     return image_page(entry, action=url_for("lab.try_run", run_id=run.id),
@@ -361,8 +355,6 @@ def run_download(run_id: str, name: str):
 
 def served_task(slug: str):
     """The served task `slug` (its model store entry) or a bilingual 404."""
-    from app.modelstore import get_store
-
     try:
         return get_store().get(slug)
     except KeyError:
@@ -384,8 +376,6 @@ def task_program(slug: str, ext: str):
 @bp.get("/tasks/<slug>/download/<name>")
 def task_download(slug: str, name: str):
     """A shipped task's model.keras, model.tflite or card.json (public, as its page), with provenance."""
-    from app.modelstore import get_store
-
     entry = served_task(slug)
     path = Path(get_store().models_dir) / entry.slug / name
     if name not in runs.DOWNLOADS or entry.card is None or not path.is_file():
@@ -398,8 +388,6 @@ def task_download(slug: str, name: str):
 def card_downloads_helper() -> dict:
     """`task_downloads(entry)` for card.html: a shipped task's program (or why none) and files."""
     def task_downloads(entry) -> dict:
-        from app.modelstore import get_store
-
         try:
             program.shipped_program(entry.spec, entry.card.to_json() if entry.card else {})
             refusal = None
