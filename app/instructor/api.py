@@ -1,17 +1,6 @@
-"""The instructor's JSON API, behind `Authorization: Bearer <token>` (tokens from
-`flask --app wsgi instructor token NAME` or the console's API tokens page, stored hashed,
-revocable, expiring):
-
-    POST   /api/v1/datasets               multipart `file` (zip) + slug, title_en, title_vi, image_size, colour
-    GET    /api/v1/datasets
-    POST   /api/v1/runs/<id>/publish      JSON {slug, title_vi, title_en, classes, confirm}
-                                          (confirm: replace a task, or publish near-chance accuracy)
-    DELETE /api/v1/tasks/<slug>           unpublish (?confirm=1 for a shipped task)
-    POST   /api/v1/queue/pause | resume
-
-No cookies are read here (the blueprint is CSRF-exempt for that reason): a request without a
-valid token gets 401, whatever session it carries; a student's browser (its lab cookie) 403.
-"""
+"""The instructor's JSON API (data sets, publishing, unpublishing, the queue), behind
+`Authorization: Bearer <token>` only: no cookie is read here.
+Details: docs/DESIGN.md, "The instructor's JSON API (app/instructor/api.py)"."""
 
 from __future__ import annotations
 

@@ -1,17 +1,6 @@
-"""Is a run's test accuracy clearly above chance? The figures the publish form shows and the rule
-that asks the instructor to confirm before a useless model goes live.
-
-Chance is the majority-class rate of the test split (its largest confusion-matrix row over n):
-a model that answers one class for every image scores exactly that, and on a balanced split it
-is 1/k. Without a confusion matrix, chance is 1/k over the card's test count.
-
-"Clearly above" is a one-sided exact binomial test: the probability that a model with chance
-accuracy gets at least the observed number right out of n is below ALPHA (0.01). The exact tail
-is used instead of the normal rule "accuracy − 2.33 standard errors > chance" because instructor
-data sets often have test splits of a few dozen images, where the normal approximation is off;
-for large n the two agree. With n too small for any score to pass (n = 4 on two classes: even
-4/4 has p = 1/16), the answer is "not clearly above chance", so a confirmation is asked.
-"""
+"""Is a run's test accuracy clearly above chance? The figures the publish form shows, and the rule
+(a one-sided exact binomial test against the majority-class rate) that asks for a confirmation.
+Details: docs/DESIGN.md, "Clearly above chance (app/instructor/chance.py)"."""
 
 from __future__ import annotations
 

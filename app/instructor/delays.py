@@ -1,13 +1,7 @@
-"""Delays after wrong passwords, per (name as typed, client address), instead of a lock-out.
-
-The first LOGIN_FREE_TRIES wrong passwords in a row cost nothing; from then on each one makes
-that name wait, from that address, 1 s, then twice as long each time, at most
-LOGIN_DELAY_MAX_SECONDS. A try during the wait is refused before the password is checked (no
-guessing faster than the delay allows) and does not lengthen it. Another address is not slowed
-at all, so an attacker's guesses never keep the real instructor out from their own address, and
-the longest wait at a shared one is the cap. Unknown names are delayed exactly like known ones:
-the answer tells nothing about which names exist. Rows untouched for a day are dropped.
-"""
+"""Delays after wrong passwords, per (name as typed, client address), instead of a lock-out: the
+wait doubles up to LOGIN_DELAY_MAX_SECONDS, another address is never slowed, unknown names wait
+exactly like known ones.
+Details: docs/DESIGN.md, "Sign-in delays (app/instructor/delays.py)"."""
 
 from __future__ import annotations
 

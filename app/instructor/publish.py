@@ -1,15 +1,6 @@
-"""Publish a finished run as a served task, and unpublish one.
-
-Publishing copies `<instance>/runs/<id>/` (model.keras, model.tflite, card.json, plots) into a
-hidden folder beside the models (`models/.publish-<slug>-<token>/`, same file system), rewrites
-its card with the task's slug, titles and class names, and renames it to `models/<slug>/` in
-one step. A task that exists already (shipped or published before) is replaced only with an
-explicit confirmation, and the previous folder is moved, not deleted, to
-`<instance>/replaced/<slug>-<UTC time>/`. Every web worker notices the new, changed or removed
-card within MODELS_RELOAD_SECONDS (app/modelstore.py `refresh_store`): no restart.
-A run whose test accuracy is not clearly above chance (app/instructor/chance.py) is published
-only with a second, explicit confirmation.
-"""
+"""Publish a finished run as a served task (one rename into models/<slug>/, the previous folder kept
+in <instance>/replaced/), and unpublish one; every worker picks the change up without a restart.
+Details: docs/DESIGN.md, "Publishing a run (app/instructor/publish.py)"."""
 
 from __future__ import annotations
 

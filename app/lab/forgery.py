@@ -1,16 +1,6 @@
-"""Cross-site request forgery on the runs API (/api/v1/runs...), which Flask-WTF does not guard
-(the blueprint is CSRF-exempt so scripts can call it) but which reads the browser's cookies: the
-instructor's session and the student's `lab_owner` cookie (the run owner).
-
-A write (POST, PUT, PATCH, DELETE) passes when it carries a valid instructor bearer token (a
-header no other site can make a browser send), or Flask-WTF's CSRF token in `X-CSRFToken`, or an
-`Origin` (else `Referer`) naming this site. A foreign Origin or Referer is refused whoever sends
-it, student or instructor. A request naming no origin at all is no browser's cross-site form
-(browsers send Origin on every cross-origin POST, and DELETE/PUT/PATCH need CORS, which this app
-never grants): it passes for a student's script (`curl -b lab.txt`, as the API page shows), but
-not on the instructor's session, which must show the token or its origin (while CSRF protection
-is on, as for the forms).
-"""
+"""Cross-site request forgery on the runs API, which Flask-WTF does not guard but which reads the
+browser's cookies: a write passes with a bearer token, the CSRF token, or this site's Origin.
+Details: docs/DESIGN.md, "Forged requests on the runs API (app/lab/forgery.py)"."""
 
 from __future__ import annotations
 

@@ -1,16 +1,7 @@
-"""Read a student's uploaded .keras archive as data, never as code.
-
-`keras.saving.load_model` on an untrusted archive has run attacker code again and again, safe mode
-included (Lambda bytecode, a `module` imported from config.json, safe mode flipped from inside the
-archive, legacy HDF5 ignoring safe mode). This module never calls it: the zip is opened with
-`zipfile` under size bounds, config.json is parsed as JSON and checked against an allow-list of
-`keras.layers` classes with their known keys and value types, the model is rebuilt from that checked
-description by calling the allowed classes directly (a Sequential model, or a Functional one whose
-layers form one chain, rebuilt as that Sequential), and the weights are read with h5py as plain
-numeric arrays of the shapes the rebuilt model expects. `check_archive` does every check that
-needs no Keras (what a web worker runs); `load_submission` all of them. Every refusal is an
-`InvalidInput` naming what was refused.
-"""
+"""Read a student's uploaded .keras archive as data, never as code: config.json checked against an
+allow-list, the model rebuilt from it, the weights read with h5py. `check_archive` needs no Keras
+(the web's checks); `load_submission` runs them all.
+Details: docs/DESIGN.md, "Students' .keras files as data (app/lab/safekeras.py)"."""
 
 from __future__ import annotations
 
