@@ -147,8 +147,8 @@ class Training(Part):
     subset: int | None = None
     untrained: bool | None = None  # a test fixture's card
     augmentation: dict | None = None
-    balance: dict | None = None  # group-balanced loss weights (training.images.balance_weights)
-    distillation: dict | None = None  # teachers and their figures (training.images.teacher_targets)
+    balance: dict | None = None  # group-balanced loss weights (training.groups.balance_weights)
+    distillation: dict | None = None  # teachers and their figures (training.distill.teacher_targets)
     early_stopping: dict | None = None
 
 

@@ -27,7 +27,7 @@ from app.config import default_data_dir  # noqa: E402
 from app.modelstore import Engines, load_entry  # noqa: E402
 from app.tasks import FASHION_MNIST, MNIST  # noqa: E402
 from training.data import load_image_data, to_png_bytes  # noqa: E402
-from training.images import served_predictions  # noqa: E402
+from training.served import served_predictions  # noqa: E402
 from training.photos import PHOTO_COUNT, photo_set, recipe  # noqa: E402
 from load import write_section  # noqa: E402
 

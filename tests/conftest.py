@@ -17,7 +17,7 @@ def shipped_evaluation():
     from app.tasks import BUILTIN_TASKS
 
     def evaluate(slug: str) -> dict:
-        from training.images import evaluate_image_task
+        from training.served import evaluate_image_task
 
         spec = BUILTIN_TASKS[slug]
         data_file = default_data_dir() / spec.data_path

@@ -48,7 +48,7 @@ def models_dir(tmp_path_factory):
     so every part of the pages is rendered."""
     from helpers.models import write_tiny_image_model
     from training.data import to_png_bytes
-    from training.images import record_served, write_examples
+    from training.served import record_served, write_examples
 
     d = tmp_path_factory.mktemp("a11y_models")
     write_tiny_image_model(d, MNIST, export=True)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from training.images import accuracy_gap, group_accuracy, wilson_interval
+from training.groups import accuracy_gap, group_accuracy, wilson_interval
 
 
 def test_wilson_interval_matches_the_published_values():

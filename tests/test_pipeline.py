@@ -125,7 +125,7 @@ def test_train_groups_follow_the_training_split():
 
 
 def test_balance_weights_count_rarer_groups_more():
-    from training.images import balance_weights
+    from training.groups import balance_weights
 
     race = np.array([0] * 8 + [1] * 2)
     age = np.array([30] * 6 + [5] * 2 + [30] * 2)  # cells: (0, 30-44) 6, (0, 0-12) 2, (1, 30-44) 2
@@ -140,7 +140,7 @@ def test_balance_weights_count_rarer_groups_more():
 
 
 def test_weighted_dataset_yields_image_label_weight(tmp_path):
-    from training.images import make_dataset
+    from training.pipeline import make_dataset
 
     x = np.zeros((6,) + FACES.input_shape, np.uint8)
     for train in (True, False):
@@ -155,7 +155,7 @@ def test_weighted_dataset_yields_image_label_weight(tmp_path):
 def test_cutmix_pastes_a_box_of_another_image_and_mixes_the_labels_by_area():
     import dataclasses
 
-    from training.images import make_dataset
+    from training.pipeline import make_dataset
 
     plain = dataclasses.replace(CIFAR10, extra={})  # no shifts, flips or jitter: only CutMix changes pixels
     x = np.repeat(np.arange(1, 11, dtype=np.uint8)[:, None, None, None] * 20, 32, axis=1)
@@ -451,28 +451,28 @@ def _left_eyed_teacher(spec):
     return keras.Model(inputs, keras.layers.Lambda(read)(inputs))
 
 
-def _stand_in_teacher(monkeypatch, images, spec):
+def _stand_in_teacher(monkeypatch, distill, spec):
     """Make every --teachers folder load as the left-eyed stand-in (seed 42); returns it."""
     from types import SimpleNamespace
 
     card = SimpleNamespace(training=SimpleNamespace(seed=42))  # all teacher_targets reads of a card
     teacher = _left_eyed_teacher(spec)
-    monkeypatch.setattr(images, "load_finished", lambda spec_, folder, option: {
+    monkeypatch.setattr(distill, "load_finished", lambda spec_, folder, option: {
         "folder": Path(folder), "card": card, "model": teacher})
     return teacher
 
 
 @pytest.mark.parametrize("spec", [CIFAR10, MNIST])
 def test_teachers_read_each_training_image_as_augmented(spec, monkeypatch):
-    from training import images
+    from training import distill, pipeline
 
-    teacher = _stand_in_teacher(monkeypatch, images, spec)
+    teacher = _stand_in_teacher(monkeypatch, distill, spec)
     x = np.zeros((64, *spec.input_shape), np.uint8)
     x[:, :, : spec.input_shape[1] // 2] = 200  # every stored image is bright on the left: class 1
     y = np.arange(64) % len(spec.classes)
-    teach, record = images.teacher_targets(spec, ["t"], 0.75, 42, (x, y), (x, y))
+    teach, record = distill.teacher_targets(spec, ["t"], 0.75, 42, (x, y), (x, y))
     assert record["views"] == "augmented" and record["ensemble_test_accuracy"] == np.mean(y == 1)
-    seen, targets = map(np.concatenate, zip(*[(a.numpy(), t.numpy()) for a, t in images.make_dataset(
+    seen, targets = map(np.concatenate, zip(*[(a.numpy(), t.numpy()) for a, t in pipeline.make_dataset(
         x, y, 16, spec, 42, True, teach=teach)]))
     read = teacher.predict(seen, verbose=0).argmax(1)  # the teacher's reading of each view yielded
     # each target is 0.75 × the teacher's reading of the view yielded + 0.25 × a one-hot label
@@ -484,14 +484,14 @@ def test_teachers_read_each_training_image_as_augmented(spec, monkeypatch):
 
 
 def test_teachers_read_the_cutmix_image_and_the_label_part_is_mixed_by_area(monkeypatch):
-    from training import images
+    from training import distill, pipeline
 
-    teacher = _stand_in_teacher(monkeypatch, images, MNIST)
+    teacher = _stand_in_teacher(monkeypatch, distill, MNIST)
     x = np.zeros((64, *MNIST.input_shape), np.uint8)
     x[::2, :, :14] = 200  # even images bright on the left (class 1), odd ones dark: a pasted box can tip the reading
     y = np.arange(64) % 10
-    teach, _ = images.teacher_targets(MNIST, ["t"], 0.75, 42, (x, y), (x, y))
-    seen, targets = map(np.concatenate, zip(*[(a.numpy(), t.numpy()) for a, t in images.make_dataset(
+    teach, _ = distill.teacher_targets(MNIST, ["t"], 0.75, 42, (x, y), (x, y))
+    seen, targets = map(np.concatenate, zip(*[(a.numpy(), t.numpy()) for a, t in pipeline.make_dataset(
         x, y, 16, MNIST, 42, True, teach=teach, cutmix=1.0)]))
     label = targets - 0.75 * teacher.predict(seen, verbose=0)  # the teacher read the pasted image
     assert np.allclose(label.sum(1), 0.25) and (label > -1e-6).all()
@@ -499,20 +499,20 @@ def test_teachers_read_the_cutmix_image_and_the_label_part_is_mixed_by_area(monk
 
 
 def test_mirrored_teachers_give_the_mean_of_each_view_and_its_mirror(monkeypatch):
-    from training import images
+    from training import distill, pipeline
 
-    teacher = _stand_in_teacher(monkeypatch, images, CIFAR10)
+    teacher = _stand_in_teacher(monkeypatch, distill, CIFAR10)
     x = np.zeros((32, *CIFAR10.input_shape), np.uint8)
     x[:, :, :16] = 200  # bright on the left (class 1); its mirror image is bright on the right (class 0)
     y = np.full(32, 7)
-    teach, record = images.teacher_targets(CIFAR10, ["t"], 0.6, 42, (x, y), (x, y), mirror=True)
+    teach, record = distill.teacher_targets(CIFAR10, ["t"], 0.6, 42, (x, y), (x, y), mirror=True)
     assert record["views"] == "augmented and mirrored" and record["teachers"][0]["validation_accuracy"] == 0.0
-    targets = np.concatenate([t.numpy() for _, t in images.make_dataset(x, y, 16, CIFAR10, 42, True, teach=teach)])
+    targets = np.concatenate([t.numpy() for _, t in pipeline.make_dataset(x, y, 16, CIFAR10, 42, True, teach=teach)])
     want = np.zeros(10)
     want[[0, 1]], want[7] = 0.6 / 2, 0.4  # whichever view the student got, the teacher read both
     assert np.allclose(targets, want)
-    with pytest.raises(images.DataError, match="mirror"):  # digits are not read mirrored
-        images.teacher_targets(MNIST, ["t"], 0.6, 42, (x[:, :28, :28, :1], y), (x[:, :28, :28, :1], y), mirror=True)
+    with pytest.raises(distill.DataError, match="mirror"):  # digits are not read mirrored
+        distill.teacher_targets(MNIST, ["t"], 0.6, 42, (x[:, :28, :28, :1], y), (x[:, :28, :28, :1], y), mirror=True)
 
 
 # ----------------------------------------------------------------------------- atomic save

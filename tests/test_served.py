@@ -25,7 +25,7 @@ SHIPPED = [slug for slug, spec in BUILTIN_TASKS.items() if spec.kind == IMAGE]
 @pytest.mark.parametrize("slug", SHIPPED)
 def test_served_accuracy_is_the_cards_and_the_arrays(slug):
     from training.export import file_sha256
-    from training.images import PHOTO_SETS, measure_served
+    from training.served import PHOTO_SETS, measure_served
 
     spec = BUILTIN_TASKS[slug]
     if not (default_data_dir() / spec.data_path).is_file():
@@ -116,7 +116,7 @@ def test_examples_are_written_with_their_labels(evaluated):
 
 
 def test_choose_examples_mixes_right_and_wrong_from_every_class():
-    from training.images import choose_examples
+    from training.served import choose_examples
 
     labels = np.arange(100) % 10
     preds = labels.copy()
@@ -213,7 +213,8 @@ def test_report_shows_the_served_figure():
 
 def test_a_quick_card_is_measured_on_the_slice_it_was_tested_on():
     from training.dataset import ImageData
-    from training.images import QUICK_TEST, QUICK_TRAIN, test_indices
+    from training.dataset import QUICK_TEST, QUICK_TRAIN
+    from training.served import test_indices
 
     rng = np.random.default_rng(5)
     data = ImageData(rng.integers(0, 256, (900, 28, 28, 1), dtype=np.uint8), rng.integers(0, 10, 900),

@@ -110,12 +110,12 @@ def evaluate(args) -> int:
         print("error: --through-upload is for image tasks", file=sys.stderr)
         return 2
     if args.through_upload:
-        from training.images import evaluate_served  # heavy: Keras loads only for the command that evaluates
+        from training.served import evaluate_served  # heavy: Keras loads only for the command that evaluates
 
         result = evaluate_served(spec, args.data, models_dir, examples=not args.no_examples)
         tolerance = max(tolerance, 0.003)
     elif spec.kind == IMAGE:
-        from training.images import evaluate_image_task
+        from training.served import evaluate_image_task  # heavy: Keras loads only for the command that evaluates
 
         result = evaluate_image_task(spec, args.data, models_dir)
     else:

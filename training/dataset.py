@@ -11,6 +11,9 @@ import numpy as np
 from app.splits import IMBALANCE_RATIO, VALIDATION_FRACTION, validation_count
 
 
+QUICK_TRAIN, QUICK_TEST = 512, 256  # the training and test images of a --quick run
+
+
 class DataError(Exception):
     """A data set that is missing or not what was expected; the message names path and problem."""
 

@@ -104,6 +104,11 @@ def git_commit() -> str:
         return "unknown"
 
 
+def predict_probs(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities for a whole array, in batches."""
+    return model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0)
+
+
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, n_classes: int) -> dict:
     """Accuracy, top-5 accuracy, per-class accuracy and the confusion matrix."""
     y_true = np.asarray(y_true).astype(np.int64)
