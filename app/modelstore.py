@@ -131,14 +131,17 @@ class ModelStore:
         NumPy for text), reloaded when its card changes; None when the folder has no card."""
         try:
             stamp = (folder / "card.json").stat().st_mtime_ns
-            spec = Card.from_json(folder / "card.json").spec
-        except (OSError, ValueError, KeyError, TypeError, CardError):
+        except OSError:
             return None
-        with self._runs_lock:
+        with self._runs_lock:  # a request for a loaded run costs one stat, not a card read
             cached = self._runs.get(run_id)
             if cached and cached[0] == stamp:
                 self._runs.move_to_end(run_id)
                 return cached[1]
+        try:
+            spec = Card.from_json(folder / "card.json").spec
+        except (OSError, ValueError, KeyError, TypeError, CardError):
+            return None
         entry = load_entry(folder, spec, replace(self.engines, keras=False))
         with self._runs_lock:
             self._runs[run_id] = (stamp, entry)

@@ -426,7 +426,7 @@ def test_limiter_storage_from_the_environment(make_app, tmp_path, monkeypatch):
     monkeypatch.delenv("LSTMLAB_LIMITER_STORAGE", raising=False)
     monkeypatch.delenv("LSTMLAB_QUEUE_URL", raising=False)
     assert make_app(tmp_path).config["RATELIMIT_STORAGE_URI"] == "memory://"
-    monkeypatch.setenv("LSTMLAB_QUEUE_URL", "sqlite:///queue.db")  # not a storage the limiter can share
+    monkeypatch.setenv("LSTMLAB_QUEUE_URL", f"sqlite:///{tmp_path / 'queue.db'}")  # not a storage the limiter can share
     assert make_app(tmp_path).config["RATELIMIT_STORAGE_URI"] == "memory://"
     monkeypatch.setenv("LSTMLAB_QUEUE_URL", "redis://queue.internal:6379/0")
     assert make_app(tmp_path).config["RATELIMIT_STORAGE_URI"] == "redis://queue.internal:6379/0"
