@@ -2,8 +2,9 @@
 rules, fill URL variables with real ids (and with bad values), send Unicode digits, signs, a
 5,000-digit number, wrong types and 100,000-deep JSON as JSON and as form fields: every answer
 is under 500, and every refusal is bilingual (JSON: error_en and error_vi; a page: in the language
-asked for). One app for the module, signed in as an instructor (CSRF off as in the other tests)
-and holding an API token, so the instructor routes reach their validation."""
+asked for). One app for the module; each test gets its own client signed in as an instructor (CSRF
+off as in the other tests) and an API token, so the instructor routes reach their validation in
+any order (pytest-randomly shuffles them; a walk that signs out touches only its own client)."""
 
 from __future__ import annotations
 
@@ -54,15 +55,15 @@ LAST = ("instructor.delete_run", "lab_api.delete_run", "instructor.dataset_delet
 
 
 @pytest.fixture(scope="module")
-def bench(make_app, tiny_models_dir, tiny_run_folder, tmp_path_factory):
-    """The app, a signed-in instructor client, a bearer token and a finished run to aim at."""
+def bench_app(make_app, tiny_models_dir, tiny_run_folder, tmp_path_factory):
+    """The app with an instructor, a bearer token and a finished run to aim at."""
     from app.records import FINISHED, Run, db
 
     root = tmp_path_factory.mktemp("bad-routes")
     shutil.copytree(tiny_models_dir, root / "models")
     (root / "server").mkdir()
     app = make_app(root / "models", INSTANCE_PATH=str(root / "instance"), DATASET_SERVER_ROOT=str(root / "server"),
-                   MODELS_RELOAD_SECONDS=0, LSTMLAB_QUEUE_URL="")
+                   MODELS_RELOAD_SECONDS=0, LSTMLAB_QUEUE_URL="", RATELIMIT_LOGIN="1000 per minute")
     cli = app.test_cli_runner()
     assert cli.invoke(args=["instructor", "add", "teacher"],
                       input=f"{INSTRUCTOR_PASSWORD}\n{INSTRUCTOR_PASSWORD}\n").exit_code == 0
@@ -72,9 +73,24 @@ def bench(make_app, tiny_models_dir, tiny_run_folder, tmp_path_factory):
         db.session.add(Run(id=INSTRUCTOR_RUN_ID, dataset="mnist", status=FINISHED, recipe={"units": 8},
                            settings={"seed": 3}, metrics={"test_accuracy": 0.9, "confusion_matrix": [[9, 1], [1, 9]]}))
         db.session.commit()
+    return app, {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def bench(bench_app):
+    """The app, a client signed in as the instructor for this test alone, and the bearer token.
+    (A walk over the password form may leave a sign-in delay for the name: cleared first.)"""
+    from sqlalchemy import delete
+
+    from app.records import LoginDelay, db
+
+    app, auth = bench_app
+    with app.app_context():
+        db.session.execute(delete(LoginDelay))
+        db.session.commit()
     client = app.test_client()
     assert client.post("/instructor/login", data={"name": "teacher", "password": INSTRUCTOR_PASSWORD}).status_code == 302
-    return app, client, {"Authorization": f"Bearer {token}"}
+    return app, client, auth
 
 
 def write_rules():
@@ -159,7 +175,7 @@ def bodies(rule, value):
                                         ("/instructor/tokens", "days")])
 def test_console_numbers_are_ascii_digits_only(bench, path, field, value):
     """int() and float() read "٣" as 3: the console's number fields refuse it (and the rest) with a
-    bilingual 400, and store nothing. (Before the walk below, which signs the client out at its end.)"""
+    bilingual 400, and store nothing."""
     from app.instructor import settings
 
     app, client, _auth = bench

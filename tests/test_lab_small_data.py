@@ -44,7 +44,7 @@ def small_spec(per_class: dict[str, int], folder="unused") -> object:
 def test_the_bench_warns_before_submit_and_the_api_answers_with_the_warning(make_app, tiny_models_dir, tmp_path,
                                                                               monkeypatch):
     spec = small_spec({"cat": 50, "dog": 4})
-    monkeypatch.setattr(instructor_datasets, "list_datasets", lambda: [spec])
+    monkeypatch.setattr(recipes, "list_datasets", lambda: [spec])
     app = make_app(tiny_models_dir, INSTANCE_PATH=str(tmp_path / "instance"), LSTMLAB_QUEUE_URL="",
                    LSTMLAB_DATABASE_URL="")
     client = app.test_client()
