@@ -14,13 +14,14 @@ from pathlib import Path
 from flask import current_app, redirect, render_template, request, url_for
 from flask_babel import format_decimal, gettext as _, lazy_gettext
 
+from app.csvfile import csv_download, csv_safe
 from app.errors import InvalidInput
 from app.i18n import current_language
 from app.instructor.access import needs_class_code
 from app.lab import recipes, runs, textrecipes
 from app.lab.charts import run_chart
 from app.lab.textrecipes import TEXT_PRESET_NAMES, TEXT_RANGES, TextRecipe, TextSettings
-from app.records import ACTIVE, FINISHED, Run, as_utc, utcnow
+from app.records import ACTIVE, FINISHED, Run, as_utc, iso, utcnow
 from app.tasks import TaskSpec
 from app.wording import CELL_NAMES, figure
 
@@ -86,6 +87,31 @@ def board_rows(slug: str) -> list[dict]:
         rows.append({"run": run, "test": m.get("test_perplexity"), "ngram": (m.get("ngram") or {}).get("test_perplexity"),
                      "validation": m.get("validation_perplexity")})
     return rows
+
+
+SETUP_FIELDS = (*asdict(TextRecipe()), *asdict(TextSettings()))
+TEXT_CSV_COLUMNS = ("id", "nickname", "dataset", "status", *SETUP_FIELDS, "params",
+                    "epochs_run", "training_seconds", "validation_perplexity", "test_perplexity",
+                    "ngram_test_perplexity", "perplexity_below_ngram", "test_top1_accuracy", "test_unk_rate",
+                    "test_tokens", "created_at", "finished_at")
+
+
+def text_leaderboard_csv(slug: str):
+    """A text data set's leaderboard as CSV (one row per run, lowest test perplexity first),
+    with each run's perplexities beside its n-gram's."""
+    rows = []
+    for run in runs.leaderboard_runs(slug):
+        m = run.metrics or {}
+        figures = [m.get("validation_perplexity"), m.get("test_perplexity"), (m.get("ngram") or {}).get("test_perplexity"),
+                   m.get("perplexity_below_ngram"), m.get("test_top1_accuracy"), m.get("test_unk_rate"),
+                   m.get("test_tokens")]
+        given = {**asdict(TextRecipe()), **asdict(TextSettings()), **(run.recipe or {}), **(run.settings or {})}
+        rows.append([run.id, csv_safe(run.nickname or ""), run.dataset, run.status, *(given[k] for k in SETUP_FIELDS),
+                     run.params or "",
+                     len(run.history or []), "" if run.seconds is None else round(run.seconds, 1),
+                     *(round(v, 4) if isinstance(v, (int, float)) and not isinstance(v, bool) else "" for v in figures),
+                     iso(run.created_at) or "", iso(run.finished_at) or ""])
+    return csv_download(f"lstmlab-{slug}-runs.csv", TEXT_CSV_COLUMNS, rows)
 
 
 def text_bench(slug: str):

@@ -466,7 +466,9 @@ def text_bench(dataset: str):
 
 @bp.get("/lab/<dataset>.csv")
 def leaderboard_csv(dataset: str):
-    """The leaderboard as CSV (one row per run)."""
+    """The leaderboard as CSV (one row per run; a text data set's with its perplexities)."""
+    if dataset in textrecipes.text_datasets():
+        return textviews.text_leaderboard_csv(dataset)
     runs.find_dataset(dataset)
     rows = []
     for run in runs.leaderboard_runs(dataset):
