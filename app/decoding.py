@@ -127,12 +127,15 @@ def _refusal(error: dict) -> InvalidInput:
 def validate_request(spec: TaskSpec, params: dict) -> GenerateRequest:
     """Check and convert a request's parameters (strings accepted, as HTML forms send them).
 
-    Raises InvalidInput (400, Vietnamese and English) on a missing or empty seed, a wrong type
+    A missing or blank seed starts from `spec.default_seed` (the poem's opening line for verse).
+    Raises InvalidInput (400, Vietnamese and English) on a missing or empty seed otherwise, a wrong type
     or a value out of range. Unknown words in the seed are fine (they become <unk>).
     """
     if not isinstance(params, dict):
         raise InvalidInput("the request must be a JSON object")
     seed = params.get("seed")
+    if spec.default_seed and (seed is None or (isinstance(seed, str) and not seed.strip())):
+        seed = spec.default_seed  # verse: an empty box starts from the poem's opening line
     if not isinstance(seed, str) or not seed.strip():
         raise InvalidInput("enter a few words to start from (the seed is empty)")
     if len(seed) > MAX_SEED_CHARS:

@@ -46,6 +46,7 @@ class TaskSpec:
     classes: tuple[ClassName, ...] = ()
     # Text tasks ----------------------------------------------------------------------------
     tokenizer: str = ""  # "words" (lower case, punctuation removed) or "syllables" (verse)
+    openings: tuple[str, ...] = ()  # real openings offered as one-click seeds; verse: the poem's first line first
     # Data ----------------------------------------------------------------------------------
     data_path: str = ""  # relative to the data directory (file or folder)
     keras_dataset: str = ""  # keras.datasets module used when online and no local copy exists
@@ -78,6 +79,11 @@ class TaskSpec:
         """English class names in label order."""
         return [c.en for c in self.classes]
 
+    @property
+    def default_seed(self) -> str:
+        """The seed an empty seed box starts from: the poem's opening line for verse, none otherwise."""
+        return self.openings[0] if self.tokenizer == "syllables" and self.openings else ""
+
     def title(self, lang: str) -> str:
         """Title in the given language ("vi" or "en")."""
         return self.title_vi if lang == "vi" else self.title_en
@@ -105,6 +111,7 @@ class TaskSpec:
         kw = {k: v for k, v in d.items() if k in known}
         kw["image_size"] = tuple(kw.get("image_size", (28, 28)))
         kw["classes"] = tuple(ClassName(**c) for c in kw.get("classes", ()))
+        kw["openings"] = tuple(str(o) for o in kw.get("openings", ()))
         return cls(**kw)
 
     def with_overrides(self, **kw) -> TaskSpec:
@@ -290,6 +297,7 @@ NYT_HEADLINES = TaskSpec(
     summary_en="A word-level LSTM writes a headline that continues your first words.",
     summary_vi="Mạng LSTM mức từ viết tiếp một tiêu đề báo từ vài từ bạn gợi ý.",
     tokenizer="words",
+    openings=("How to", "New York", "What the", "Trump Says", "A New"),
     data_path="nyt_headlines",
     data_source="Kaggle nyt-comments, nine Articles*.csv files (Jan 2017 – Apr 2018)",
     architecture="word_lstm",
@@ -313,6 +321,9 @@ KIEU = TaskSpec(
     summary_en="A syllable-level LSTM continues your seed in Nguyễn Du's six-eight verse.",
     summary_vi="Mạng LSTM mức âm tiết viết tiếp câu thơ lục bát theo phong cách Nguyễn Du.",
     tokenizer="syllables",
+    # The poem's first line (verse 1 of the corpus), then the openings of well-known passages.
+    openings=("Trăm năm trong cõi người ta", "Đầu lòng hai ả tố nga", "Ngày xuân con én đưa thoi",
+              "Cỏ non xanh tận chân trời", "Thanh minh trong tiết tháng ba"),
     data_path="truyen_kieu/truyen_kieu.txt",
     data_source="Truyện Kiều (Nguyễn Du), 3,254 verses, public domain",
     licence="public domain",
