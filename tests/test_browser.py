@@ -86,3 +86,24 @@ def test_generate_streamed_text(page, base_url, slug):
     else:
         assert len(page.locator(".headline").inner_text().split()) >= 7
     page.screenshot(path=str(SHOTS / f"generate_{slug}.png"), full_page=True)
+
+
+@pytest.mark.parametrize("script", [True, False], ids=["streamed", "no_javascript"])
+def test_an_example_opening_generates_at_once(browser, base_url, script):
+    from playwright.sync_api import expect
+
+    from app.tasks import KIEU
+
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, java_script_enabled=script)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{base_url}/tasks/kieu?lang=vi")
+    page.fill("#length", "1")
+    page.locator(".seed-example").nth(2).click()
+    expect(page.locator("#summary")).to_contain_text("giây", timeout=60_000)
+    assert page.locator("#seed").input_value() == KIEU.openings[2]
+    assert page.locator(".verse li .line").first.inner_text() == KIEU.openings[2]
+    assert page.url.endswith("#result") != script  # streamed in place, or the server's answer page
+    context.close()
+    assert not errors, errors

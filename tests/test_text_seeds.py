@@ -65,3 +65,19 @@ def test_the_page_form_allows_an_empty_verse_seed_and_says_so(text_client, lang,
     body = resp.get_data(as_text=True)
     assert resp.status_code == 200 and '<ol class="verse">' in body
     assert re.search(r'<span class="line">' + re.escape(KIEU.default_seed) + "</span>", body)
+
+
+@pytest.mark.parametrize("spec", [KIEU, NYT_HEADLINES], ids=lambda s: s.slug)
+def test_an_example_opening_is_a_button_that_generates_without_javascript(text_client, spec):
+    page = text_client.get(f"/tasks/{spec.slug}").get_data(as_text=True)
+    form = page[page.index('<form id="generate-form"'):page.index("</form>")]
+    buttons = re.findall(r'<button type="submit" class="seed-example" name="example" value="([^"]*)" formnovalidate>',
+                         form)
+    assert buttons == list(spec.openings)
+    example = spec.openings[1]
+    resp = text_client.post(f"/tasks/{spec.slug}", data={"seed": "", "example": example, "length": "1",
+                                                         "random_seed": "2"})
+    body = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and f">{example}</textarea>" in body
+    shown = re.search(r'<span class="line">([^<]*)</span>' if spec is KIEU else r'<p class="headline">([^<]*)</p>', body)
+    assert clean_words(shown.group(1))[:len(clean_words(example))] == clean_words(example)

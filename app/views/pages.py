@@ -147,6 +147,8 @@ def text_page(entry: Entry):
     if request.method == "POST":
         try:
             params = request.form.to_dict()
+            if "example" in params:  # a one-click opening (a submit button): generate from it, show it in the box
+                params["seed"] = form["seed"] = params["example"]
             if "seed" not in params:  # not this page's form (an empty box still sends the field)
                 raise InvalidInput("The form has no seed field: send the seed text as 'seed'.")
             if entry.spec.tokenizer == "syllables":

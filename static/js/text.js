@@ -5,13 +5,10 @@
   var form = document.getElementById("generate-form");
   if (!form) { return; }
   var strategy = document.getElementById("strategy");
-  // Example seeds are links that reload the page with ?seed=; here they just fill the box.
-  document.querySelectorAll(".seed-example").forEach(function (a) {
-    a.addEventListener("click", function (e) {
-      e.preventDefault();
-      form.seed.value = a.getAttribute("data-seed");
-      form.seed.focus();
-    });
+  // Example seeds are submit buttons (name="example"): the server generates from one without
+  // JavaScript; here the click also puts it in the box, and the submit below streams it.
+  document.querySelectorAll(".seed-example").forEach(function (b) {
+    b.addEventListener("click", function () { form.seed.value = b.value; });
   });
   var rows = form.querySelectorAll("[data-for]");
 
