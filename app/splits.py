@@ -1,5 +1,6 @@
-"""How a class data set is split and checked, one rule for the console, training and the bench:
-a seeded, stratified test split, the validation share, and when classes count as imbalanced."""
+"""How a data set is split and checked, one rule for the console, training and the bench: a class
+data set's seeded, stratified test split, the validation share, and when classes count as
+imbalanced; a text data set's seeded 80/10/10 split of its units (headlines, lines, verse blocks)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,15 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+TEXT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)  # training, validation, test units of a text data set
+MIN_SPLIT_UNITS = 3  # one unit each for training, validation and test at the least
+
+
+def split_indices(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded 80/10/10 permutation split of n text units: (train, validation, test) indices."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, round(n * TEXT_SPLIT_FRACTIONS[1]))
+    n_test = max(1, round(n * TEXT_SPLIT_FRACTIONS[2]))
+    return order[n_val + n_test:], order[:n_val], order[n_val:n_val + n_test]

@@ -15,6 +15,8 @@ PAD_ID, UNK_ID, EOL_ID = 0, 1, 2
 # Starts an auxiliary training sequence (an article's snippet, not a headline): read as the
 # first input, never a target, never generated. Headlines start from EOL.
 SNIPPET = "<snippet>"
+DEFAULT_MIN_COUNT = 2  # tokens seen fewer times in the training split become <unk>
+MAX_LINE_TOKENS = 100  # a corpus line is cut after this many tokens: one verse or headline per line
 MARKERS = (SNIPPET,)
 
 LUC, BAT = 6, 8  # syllables per line of a couplet
@@ -52,6 +54,13 @@ def _strip_punctuation(text: str) -> str:
 def clean_words(text: str) -> list[str]:
     """Words of a headline: NFC, lower case, punctuation removed."""
     return _strip_punctuation(normalize(text).lower()).split()
+
+
+def line_sequence(line: str, max_tokens: int = MAX_LINE_TOKENS) -> list[str]:
+    """The training sequence of one line of a corpus (a verse, a headline): its words, at most
+    `max_tokens` - 1 of them, then EOL; empty for a line without words."""
+    words = clean_words(line)[:max_tokens - 1]
+    return words + [EOL] if words else []
 
 
 def split_lines(text: str) -> list[str]:

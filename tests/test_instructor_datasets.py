@@ -15,18 +15,13 @@ import zipfile
 import pytest
 
 from helpers.images import make_zip, png_bytes
+from helpers.instructor import leftovers
 
 
 def upload(client, data: bytes, name: str = "set.zip", lang: str = "en"):
     """POST a zip to the console's upload form."""
     return client.post(f"/instructor/datasets/upload?lang={lang}", data={"file": (io.BytesIO(data), name)},
                        content_type="multipart/form-data")
-
-
-def leftovers(app) -> list[str]:
-    """Everything under <instance>/datasets (staging included)."""
-    base = os.path.join(app.instance_path, "datasets")
-    return sorted(os.path.relpath(os.path.join(d, f), base) for d, _dirs, files in os.walk(base) for f in files)
 
 
 def symlink_zip() -> bytes:

@@ -1,5 +1,6 @@
-"""Text data for the text tasks (NYT headlines by word, Truyện Kiều by syllable): read, split
-(headlines 80/10/10, Kiều by blocks of couplets), and turned into padded arrays or batches.
+"""Text data for the text tasks (NYT headlines by word, Truyện Kiều by syllable, an instructor's
+corpus by line): read, split (headlines 80/10/10, Kiều by blocks of couplets, a corpus as it was
+saved), and turned into padded arrays or batches.
 Details: docs/DESIGN.md, "Text data (training/textdata.py)"."""
 
 from __future__ import annotations
@@ -9,15 +10,26 @@ from pathlib import Path
 
 import numpy as np
 
+from app.splits import MIN_SPLIT_UNITS, split_indices
 from app.tasks import TaskSpec
-from app.text import EOL, EOL_ID, PAD_ID, SNIPPET, Vocabulary, clean_words, display_forms, normalize, tokenize_verse
+from app.text import (
+    DEFAULT_MIN_COUNT,
+    EOL,
+    EOL_ID,
+    PAD_ID,
+    SNIPPET,
+    Vocabulary,
+    clean_words,
+    display_forms,
+    line_sequence,
+    normalize,
+    tokenize_verse,
+)
 from training.data import resolve
 from training.dataset import DataError
 
 COUPLETS_PER_BLOCK = 4
-MIN_SPLIT_UNITS = 3  # one unit each for training, validation and test at the least
-SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
-MIN_COUNT = 2
+MIN_COUNT = DEFAULT_MIN_COUNT
 MAX_HEADLINE_TOKENS = 40
 MAX_SNIPPET_TOKENS = 60
 AUX_TEXT = ("none", "snippets")
@@ -37,6 +49,7 @@ class TextData:
     test_lines: list[str] = field(default_factory=list)  # Kiều: the test verses, for meter rates
     all_lines: list[str] = field(default_factory=list)
     aux: list[list[str]] = field(default_factory=list)  # training only: SNIPPET + words + EOL each
+    split: str = ""  # how it was split, when not the task's own rule (a saved corpus)
 
 
 def read_articles(folder: Path) -> tuple[list[dict], dict]:
@@ -131,18 +144,35 @@ def check_splittable(units: int, unit: str) -> None:
                         "validation and test")
 
 
-def split_indices(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A seeded 80/10/10 permutation split of n units."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = max(1, round(n * SPLIT_FRACTIONS[1]))
-    n_test = max(1, round(n * SPLIT_FRACTIONS[2]))
-    return order[n_val + n_test:], order[:n_val], order[n_val:n_val + n_test]
+CORPUS_FILES = {"train": "train.txt", "validation": "validation.txt", "test": "test.txt"}
+
+
+def read_corpus(folder: Path, quick: bool = False) -> TextData:
+    """An instructor's saved corpus (app/instructor/corpora.py): its split, fixed when it was
+    saved, one sequence per line (`app.text.line_sequence`)."""
+    seqs = {}
+    for name, file in CORPUS_FILES.items():
+        try:
+            text = (Path(folder) / file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"{folder}: the corpus' {file} is missing or unreadable ({exc.__class__.__name__})") from None
+        seqs[name] = [s for s in (line_sequence(ln) for ln in text.splitlines()) if s]
+        if quick:
+            seqs[name] = seqs[name][:QUICK_SEQUENCES]
+        if not seqs[name]:
+            raise DataError(f"{folder}: the corpus' {file} has no line")
+    counts = {"unit": "line", "lines_per_split": {name: len(s) for name, s in seqs.items()}}
+    return TextData(seqs["train"], seqs["validation"], seqs["test"], str(folder), counts,
+                    split="80/10/10 by distinct line, fixed when the corpus was saved")
 
 
 def load_text_data(spec: TaskSpec, data_arg, seed: int, quick: bool = False, aux_text: str = "none") -> TextData:
     """Read the task's text and split it (see the module docstring); with aux_text "snippets"
-    (headlines only) also the training articles' snippets (`snippet_sequences`)."""
+    (headlines only) also the training articles' snippets (`snippet_sequences`). An instructor's
+    corpus comes split already (`read_corpus`)."""
     path = resolve(spec, data_arg)
+    if spec.extra.get("dataset") == "instructor":
+        return read_corpus(path, quick)
     if spec.tokenizer == "words":
         articles, info = read_articles(path)
         heads = [a["headline"] for a in articles if a["headline"] and a["headline"] != "Unknown"]

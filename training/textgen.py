@@ -119,7 +119,7 @@ def train_text_task(spec: TaskSpec, config: TrainConfig, models_dir: Path, callb
         callbacks = [swap_in, *callbacks[:-2], callbacks[-1], swap_out, callbacks[-2]]
     if epoch_report is not None:
         extra_callbacks.insert(0, epoch_report_callback(vocab, (xtr[:REPORT_SEQUENCES], ytr[:REPORT_SEQUENCES]),
-                                                        (xva, yva), epoch_report))
+                                                        (xva, yva), epoch_report, spec.extra.get("sample_seeds")))
     at = callbacks.index(swap_out if average else backup)  # the (averaged) weights, before the backup
     callbacks[at:at] = extra_callbacks
     train_ids = cut_sequences([vocab.encode(s) for s in train_seqs], config.sequence_length)
@@ -159,8 +159,8 @@ def train_text_task(spec: TaskSpec, config: TrainConfig, models_dir: Path, callb
                             "test": len(data.test), "train_tokens": int((ytr != PAD_ID).sum()),
                             "validation_tokens": val["tokens"],
                             "test_tokens": test["tokens"]},
-                 "split": "80/10/10 by " + ("headline (deduplicated)" if spec.tokenizer == "words"
-                                            else f"couplet, in runs of {COUPLETS_PER_BLOCK}")
+                 "split": data.split or "80/10/10 by " + ("headline (deduplicated)" if spec.tokenizer == "words"
+                                                         else f"couplet, in runs of {COUPLETS_PER_BLOCK}")
                           + ("; auxiliary text by article, training split only" if data.aux else ""),
                  "tokenizer": spec.tokenizer},
         "vocabulary": {"file": "vocab.json", "size": len(vocab), "min_count": config.min_count,

@@ -9,14 +9,18 @@ from flask import Flask, current_app, request
 
 from app.instructor.blueprints import api_bp, bp
 
-UPLOAD_ENDPOINTS = ("instructor.dataset_upload", "instructor_api.create_dataset")
+# The upload routes and the config key of the request size each accepts.
+UPLOAD_ENDPOINTS = {"instructor.dataset_upload": "DATASET_MAX_UPLOAD_BYTES",
+                    "instructor_api.create_dataset": "DATASET_MAX_UPLOAD_BYTES",
+                    "instructor.corpus_upload": "CORPUS_MAX_BYTES"}
 
 
 def raise_upload_limit() -> None:
-    """The data-set upload routes accept DATASET_MAX_UPLOAD_BYTES instead of MAX_CONTENT_LENGTH
-    (runs before the CSRF check reads the form; werkzeug streams file parts to temporary files)."""
+    """The data-set upload routes accept their own limit (DATASET_MAX_UPLOAD_BYTES, CORPUS_MAX_BYTES)
+    instead of MAX_CONTENT_LENGTH (runs before the CSRF check reads the form; werkzeug streams file
+    parts to temporary files)."""
     if request.endpoint in UPLOAD_ENDPOINTS:
-        request.max_content_length = int(current_app.config["DATASET_MAX_UPLOAD_BYTES"])
+        request.max_content_length = int(current_app.config[UPLOAD_ENDPOINTS[request.endpoint]])
 
 
 def init_app(app: Flask) -> None:

@@ -220,9 +220,9 @@ class _Skip(Exception):
         super().__init__(self.reason.en)
 
 
-def server_folder(relative: str) -> tuple[Path, Path]:
-    """(root, folder) for a folder named under DATASET_SERVER_ROOT: no `..`, nothing outside the
-    root (after following links), the option off when no root is configured."""
+def server_path(relative: str) -> tuple[Path, Path]:
+    """(root, path) for a name under DATASET_SERVER_ROOT: no `..`, nothing outside the root (after
+    following links), the option off when no root is configured; 404 when nothing is there."""
     configured = current_app.config.get("DATASET_SERVER_ROOT") or ""
     if not configured:
         raise InvalidInput("Importing a folder from the server is turned off (DATASET_SERVER_ROOT is not set).", 403)
@@ -235,14 +235,22 @@ def server_folder(relative: str) -> tuple[Path, Path]:
         raise InvalidInput("The folder name may not contain '..'.", 403)
     candidate = Path(text) if text.startswith("/") else root / text
     try:  # a name the file system refuses (too long, a part over 255 bytes) is bad input
-        folder = candidate.resolve()
-        inside, is_dir = folder.is_relative_to(root), folder.is_dir()
+        path = candidate.resolve()
+        inside, exists = path.is_relative_to(root), path.exists()
     except OSError:
         raise InvalidInput("This folder name is too long or not valid on this server.") from None
     if not inside:
         raise InvalidInput("Only folders under %(root)s may be imported.", 403, root=root)
-    if not is_dir:
+    if not exists:
         raise InvalidInput("No folder %(text)s under the allowed root.", 404, text=repr(text[:200]))
+    return root, path
+
+
+def server_folder(relative: str) -> tuple[Path, Path]:
+    """(root, folder) for a folder named under DATASET_SERVER_ROOT (`server_path`, a folder)."""
+    root, folder = server_path(relative)
+    if not folder.is_dir():
+        raise InvalidInput("No folder %(text)s under the allowed root.", 404, text=repr(relative.strip()[:200]))
     return root, folder
 
 
@@ -417,7 +425,8 @@ def suggest(short_sides: list[int], grey: int, total: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- staging
-def _staged(build: Callable[[Path], dict]) -> tuple[str, dict]:
+def staged(build: Callable[[Path], dict]) -> tuple[str, dict]:
+    """(token, preview) of `build(folder)` run in a new staging folder, which goes if it fails."""
     clean_staging()
     token = secrets.token_hex(8)
     path = staging_root() / token
@@ -447,15 +456,15 @@ def stage_zip(stream, filename: str = "upload.zip") -> tuple[str, dict]:
         except zipfile.BadZipFile:
             raise InvalidInput("This file is not a zip archive (or it is damaged).") from None
 
-    return _staged(build)
+    return staged(build)
 
 
 def stage_folder(relative: str) -> tuple[str, dict]:
     """Check and index a folder under DATASET_SERVER_ROOT: (preview token, preview)."""
     limits = Limits.from_config(current_app.config)
     root, folder = server_folder(relative)
-    return _staged(lambda path: index_items(folder_items(root, folder, limits), path, limits,
-                                            {"kind": "folder", "name": str(folder.relative_to(root)) or "."}))
+    return staged(lambda path: index_items(folder_items(root, folder, limits), path, limits,
+                                           {"kind": "folder", "name": str(folder.relative_to(root)) or "."}))
 
 
 def read_preview(token: str) -> dict:
@@ -471,11 +480,7 @@ def discard(token: str) -> None:
 # ----------------------------------------------------------------------------- saving
 def check_choices(slug: str, title_en: str, title_vi: str, image_size, colour: str) -> tuple[str, str, str, int, str]:
     """The save form's fields, checked (InvalidInput otherwise)."""
-    slug = (slug or "").strip()
-    if not SLUG_RE.match(slug):
-        raise InvalidInput("Name: 1-40 lowercase letters, digits and underscores, starting with a letter.")
-    if slug in BUILTIN_TASKS:
-        raise InvalidInput("%(slug)s is a built-in data set; choose another name.", 409, slug=repr(slug))
+    slug, title_en, title_vi = check_names(slug, title_en, title_vi)
     try:
         size = int(image_size)
     except (TypeError, ValueError):
@@ -484,9 +489,22 @@ def check_choices(slug: str, title_en: str, title_vi: str, image_size, colour: s
         raise InvalidInput("Image size: choose one of %(value)s pixels.", value=', '.join(map(str, SIZES)))
     if colour not in ("rgb", "grey"):
         raise InvalidInput("Colour: choose rgb or grey.")
+    return slug, title_en, title_vi, size, colour
+
+
+def check_names(slug: str, title_en: str, title_vi: str) -> tuple[str, str, str]:
+    """A new data set's name (a slug no built-in task or saved data set has) and its titles
+    (defaults from the name)."""
+    slug = (slug or "").strip()
+    if not SLUG_RE.match(slug):
+        raise InvalidInput("Name: 1-40 lowercase letters, digits and underscores, starting with a letter.")
+    if slug in BUILTIN_TASKS:
+        raise InvalidInput("%(slug)s is a built-in data set; choose another name.", 409, slug=repr(slug))
+    if has_app_context() and (instance_datasets() / slug).exists():
+        raise InvalidInput("A data set called %(slug)s exists already; choose another name.", 409, slug=repr(slug))
     title_en = (title_en or "").strip()[:120] or slug.replace("_", " ").capitalize()
     title_vi = (title_vi or "").strip()[:120] or title_en
-    return slug, title_en, title_vi, size, colour
+    return slug, title_en, title_vi
 
 
 def save_dataset(token: str, slug: str, title_en: str = "", title_vi: str = "", image_size=None,
@@ -498,9 +516,6 @@ def save_dataset(token: str, slug: str, title_en: str = "", title_vi: str = "", 
     suggested = preview["suggested"]
     slug, title_en, title_vi, size, colour = check_choices(
         slug, title_en, title_vi, image_size or suggested["image_size"], colour or suggested["colour"])
-    final = instance_datasets() / slug
-    if final.exists():
-        raise InvalidInput("A data set called %(slug)s exists already; choose another name.", 409, slug=repr(slug))
     index = json.loads((staging / "index.json").read_text(encoding="utf-8"))
     out = staging / "dataset"
     rng = np.random.default_rng(seed)
@@ -537,11 +552,19 @@ def save_dataset(token: str, slug: str, title_en: str = "", title_vi: str = "", 
         "suggested": suggested, "created_by": created_by, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out / "split.json").write_text(json.dumps(listing, ensure_ascii=False), encoding="utf-8")
+    return publish_staged(staging, out, record)
+
+
+def publish_staged(staging: Path, out: Path, record: dict) -> dict:
+    """Write `record` as out/dataset.json, rename `out` to <instance>/datasets/<slug> (the data set
+    appears complete, or not at all: 409 when the name was taken meanwhile), drop the staging
+    folder and store the record; returns it."""
     (out / "dataset.json").write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
     try:
-        os.rename(out, final)  # the data set appears complete, or not at all
+        os.rename(out, instance_datasets() / record["slug"])
     except OSError:
-        raise InvalidInput("A data set called %(slug)s exists already; choose another name.", 409, slug=repr(slug)) from None
+        raise InvalidInput("A data set called %(slug)s exists already; choose another name.", 409,
+                           slug=repr(record["slug"])) from None
     shutil.rmtree(staging, ignore_errors=True)
     db.session.merge(Dataset(slug=record["slug"], title_en=record["title_en"], title_vi=record["title_vi"],
                              created_by=record["created_by"], manifest=record))
@@ -595,9 +618,11 @@ def iter_datasets() -> Iterator[tuple[dict, Path]]:
 
 
 def list_datasets() -> list[TaskSpec]:
-    """Every instructor data set as a TaskSpec (the lab bench offers them beside the built-in ones)."""
+    """Every instructor image data set as a TaskSpec (the lab bench offers them beside the built-in ones)."""
     out = []
     for record, folder in iter_datasets():
+        if record.get("kind", IMAGE) != IMAGE:
+            continue  # an instructor's text corpus (app.instructor.corpora)
         try:
             out.append(dataset_spec(record, folder))
         except (KeyError, TypeError, ValueError):

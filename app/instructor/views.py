@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from app.csvfile import csv_download, csv_safe
 from app.errors import InvalidInput
-from app.instructor import access, datasets, publish, settings
+from app.instructor import access, corpora, datasets, publish, settings
 from app.instructor.auth import is_local_path
 from app.instructor.blueprints import bp
 from app.lab.charts import run_charts
@@ -29,7 +29,7 @@ from app.lab.runs import cancel_run_record, find_run
 from app.lab.textrecipes import text_datasets
 from app.modelstore import get_store
 from app.records import ACTIVE, CANCELLED, FAILED, INTERRUPTED, QUEUED, RUNNING, Run, db, iso
-from app.tasks import BUILTIN_TASKS
+from app.tasks import BUILTIN_TASKS, TEXT
 
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 REQUEUEABLE = (FAILED, CANCELLED, INTERRUPTED)
@@ -163,7 +163,8 @@ def dataset_list():
     """The saved data sets, the upload form and (when configured) the server-folder form."""
     return render_template("instructor/datasets.html", records=[r for r, _f in datasets.iter_datasets()],
                            server_root=current_app.config.get("DATASET_SERVER_ROOT") or "",
-                           max_mb=int(current_app.config["DATASET_MAX_UPLOAD_BYTES"]) // 2**20)
+                           max_mb=int(current_app.config["DATASET_MAX_UPLOAD_BYTES"]) // 2**20,
+                           corpus_mb=corpora.max_bytes() // 2**20)
 
 
 @bp.post("/datasets/upload")
@@ -183,23 +184,46 @@ def dataset_folder():
     return redirect(url_for("instructor.dataset_preview", token=token), 303)
 
 
+@bp.post("/datasets/corpus")
+def corpus_upload():
+    """A UTF-8 .txt corpus, one verse or headline per line -> a staged preview."""
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        raise InvalidInput("Choose a .txt file, one verse or headline per line.")
+    token, _preview = corpora.stage_corpus(upload.stream, upload.filename)
+    return redirect(url_for("instructor.dataset_preview", token=token), 303)
+
+
+@bp.post("/datasets/corpus/file")
+def corpus_file():
+    """A text file under DATASET_SERVER_ROOT -> a staged preview."""
+    token, _preview = corpora.stage_corpus_file(request.form.get("file", ""))
+    return redirect(url_for("instructor.dataset_preview", token=token), 303)
+
+
 @bp.route("/datasets/preview/<token>", methods=["GET", "POST"])
 def dataset_preview(token: str):
-    """Counts, skipped files, imbalance and thumbnails; the form that saves the data set."""
+    """Counts, skipped files, imbalance and thumbnails (a text corpus: lines per split, vocabulary
+    and unknown words); the form that saves the data set."""
     preview = datasets.read_preview(token)
+    text = preview.get("kind") == TEXT
     error, status, form = None, 200, request.form
     if request.method == "POST":
         try:
-            record = datasets.save_dataset(token, form.get("slug", ""), form.get("title_en", ""),
-                                           form.get("title_vi", ""), form.get("image_size"), form.get("colour"),
-                                           created_by=current_user.name)
+            if text:
+                record = corpora.save_corpus(token, form.get("slug", ""), form.get("title_en", ""),
+                                             form.get("title_vi", ""), created_by=current_user.name)
+            else:
+                record = datasets.save_dataset(token, form.get("slug", ""), form.get("title_en", ""),
+                                               form.get("title_vi", ""), form.get("image_size"), form.get("colour"),
+                                               created_by=current_user.name)
         except InvalidInput as exc:
             error, status = exc, exc.status
         else:
             flash(_("Data set %(slug)s saved: it is on the lab bench now.", slug=record["slug"]))
             return redirect(url_for("instructor.dataset_detail", slug=record["slug"]), 303)
-    return render_template("instructor/preview.html", token=token, preview=preview, error=error, form=form,
-                           sizes=datasets.SIZES), status
+    return render_template("instructor/corpus_preview.html" if text else "instructor/preview.html", token=token,
+                           preview=preview, error=error, form=form, sizes=datasets.SIZES), status
 
 
 @bp.post("/datasets/preview/<token>/discard")

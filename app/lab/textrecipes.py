@@ -1,4 +1,4 @@
-"""What a lab-bench run on a text data set (kieu, nyt_headlines) may be: the network and training
+"""What a lab-bench run on a text data set (kieu, nyt_headlines, an instructor's corpus) may be: the network and training
 settings a student chooses, their bounds, the presets, and their validation.
 
 Pure Python (no Flask at import, no TensorFlow), like `app.lab.recipes`, whose field types and
@@ -28,7 +28,9 @@ from app.lab.recipes import (
     payload_dataset,
     refusal,
 )
+from app.instructor.corpora import list_corpora
 from app.tasks import BUILTIN_TASKS, TEXT, TaskSpec
+from app.text import DEFAULT_MIN_COUNT
 
 # Bounds of every field; past them a payload is refused with a 400 before anything is queued.
 TEXT_RANGES = {
@@ -64,7 +66,7 @@ class TextRecipe:
     dropout: float = 0.2
     tied: bool = False
     sequence_length: int = 64
-    min_count: int = 2
+    min_count: int = DEFAULT_MIN_COUNT
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,11 @@ TEXT_PRESET_NAMES = ("lab", "shipped", "fast")
 
 
 def text_datasets() -> dict[str, TaskSpec]:
-    """The text data sets a run may use (the built-in ones)."""
-    return {slug: spec for slug, spec in BUILTIN_TASKS.items() if spec.kind == TEXT}
+    """The text data sets a run may use: the built-in ones, then the corpora an instructor added."""
+    out = {slug: spec for slug, spec in BUILTIN_TASKS.items() if spec.kind == TEXT}
+    for spec in list_corpora():
+        out.setdefault(spec.slug, spec)
+    return out
 
 
 def text_preset(name: str, spec: TaskSpec) -> tuple[TextRecipe, TextSettings]:
@@ -225,7 +230,10 @@ def training_argv(slug: str, recipe: TextRecipe | dict, settings: TextSettings |
 
 def vocabulary_size(spec: TaskSpec, models_dir) -> int | None:
     """The vocabulary size of the task's shipped model (its card), the estimate a recipe's
-    parameter count is checked with before the run builds its own; None without a card."""
+    parameter count is checked with before the run builds its own (an instructor's corpus: its
+    vocabulary at the default cut-off, from its record); None without either."""
+    if isinstance(spec.extra, dict) and spec.extra.get("vocabulary_size"):
+        return int(spec.extra["vocabulary_size"])
     try:
         card = json.loads((Path(models_dir) / spec.slug / "card.json").read_text(encoding="utf-8"))
         return int(card["vocabulary"]["size"])
