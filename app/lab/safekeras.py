@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import io
 import json
-import re
+import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 import h5py
 
 from app.errors import InvalidInput
+from app.lab.weightshapes import compare_shapes, expected_weights, layer_paths
 
 MEMBERS = {"config.json", "metadata.json", "model.weights.h5"}
 MAX_ARCHIVE_BYTES = 64 * 2 ** 20
@@ -50,6 +51,8 @@ OBJECT_KEYS = {"module", "class_name", "config", "registered_name", "shared_obje
                "compile_config"}
 # Constructor parameters that are Keras plumbing, never set from an archive.
 PLUMBING = {"self", "kwargs", "args", "cell"}
+# Keys a layer's get_config writes that its constructor takes through **kwargs.
+KWARG_KEYS = {"LayerNormalization": {"rms_scaling"}}
 # Each allowed layer's known config keys, read from the installed Keras's constructors and stored
 # (`python -m app.lab.safekeras` rewrites it; a test compares it with Keras): web workers check
 # an upload's keys without importing Keras.
@@ -163,7 +166,7 @@ def keras_layer_keys(class_name: str) -> set:
             keys |= set(inspect.signature(klass.__init__).parameters)
         if klass.__name__ == "Layer":
             break
-    return (keys | BASE_KEYS) - PLUMBING
+    return (keys | BASE_KEYS | KWARG_KEYS.get(class_name, set())) - PLUMBING
 
 
 def _check_object(obj, where: str, allowed: dict):
@@ -390,30 +393,41 @@ def _check_h5_links(group, where: str = ""):
             _check_h5_links(item, f"{where}/{key}")
 
 
-def read_weights(data: bytes, max_bytes: int = MAX_WEIGHT_BYTES) -> dict:
-    """Every dataset of model.weights.h5 as a numpy array, keyed by path, after each is checked."""
+def _datasets(fh, max_bytes: int) -> list:
+    """Every dataset of an open model.weights.h5, after its links, dtype, storage and claimed size are checked."""
+    _check_h5_links(fh)
+    found, total = [], 0
+    fh.visititems(lambda name, obj: found.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
+    for name, ds in found:
+        if ds.dtype.kind not in "fiub" or ds.dtype.fields or h5py.check_vlen_dtype(ds.dtype):
+            _refuse("The weight %(name)s is not a plain numeric array.", name=name)
+        if ds.external or ds.is_virtual:
+            _refuse("The weight %(name)s is stored outside the file.", name=name)
+        claimed = ds.dtype.itemsize * int(max(1, ds.size or 0))
+        total += claimed
+        if claimed > max_bytes or total > max_bytes:
+            _refuse("The weight %(name)s claims %(size)s MB; the limit for all weights is %(limit)s MB.",
+                    name=name, size=format(claimed / 2 ** 20, ".1f"), limit=format(max_bytes / 2 ** 20, "g"))
+    return found
+
+
+def _open_h5(data: bytes):
     try:
-        fh = h5py.File(io.BytesIO(data), "r")
+        return h5py.File(io.BytesIO(data), "r")
     except OSError:
         _refuse("model.weights.h5 is not an HDF5 file.")
-    arrays, total = {}, 0
-    with fh:
-        _check_h5_links(fh)
-        found = []
-        fh.visititems(lambda name, obj: found.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
-        for name, ds in found:
-            if ds.dtype.kind not in "fiub" or ds.dtype.fields or h5py.check_vlen_dtype(ds.dtype):
-                _refuse("The weight %(name)s is not a plain numeric array.", name=name)
-            if ds.external or ds.is_virtual:
-                _refuse("The weight %(name)s is stored outside the file.", name=name)
-            claimed = ds.dtype.itemsize * int(max(1, ds.size or 0))
-            total += claimed
-            if claimed > max_bytes or total > max_bytes:
-                _refuse("The weight %(name)s claims %(size)s MB; the limit for all weights is %(limit)s MB.",
-                        name=name, size=format(claimed / 2 ** 20, ".1f"), limit=format(max_bytes / 2 ** 20, "g"))
-        for name, ds in found:
-            arrays[name] = ds[()]
-    return arrays
+
+
+def read_shapes(data: bytes, max_bytes: int = MAX_WEIGHT_BYTES) -> dict:
+    """The shape of every dataset of model.weights.h5, keyed by path, after each is checked (no data read)."""
+    with _open_h5(data) as fh:
+        return {name: tuple(ds.shape) for name, ds in _datasets(fh, max_bytes)}
+
+
+def read_weights(data: bytes, max_bytes: int = MAX_WEIGHT_BYTES) -> dict:
+    """Every dataset of model.weights.h5 as a numpy array, keyed by path, after each is checked."""
+    with _open_h5(data) as fh:
+        return {name: ds[()] for name, ds in _datasets(fh, max_bytes)}
 
 
 def _weight_order(layer, prefix: str):
@@ -433,12 +447,9 @@ def _weight_order(layer, prefix: str):
 
 def assign_weights(model, arrays: dict):
     """Set every model variable from its checked array; refuse missing, extra or misshapen weights."""
-    expected, used = [], {}
-    for layer in model.layers:
-        # Keras names a list's entries in the file by snake-cased class, numbered on repeats
-        name = re.sub("([a-z])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z]+)", r"\1_\2", layer.__class__.__name__)).lower()
-        used[name] = used.get(name, -1) + 1
-        expected += _weight_order(layer, f"layers/{name}" + (f"_{used[name]}" if used[name] else ""))
+    expected = []
+    for layer, path in zip(model.layers, layer_paths([layer.__class__.__name__ for layer in model.layers])):
+        expected += _weight_order(layer, path)
     names = {n for n, _ in expected}
     # the optimizer's state is read and checked like any array, but a scored model does not need it
     extra = sorted(n for n in set(arrays) - names if not n.startswith("optimizer/"))
@@ -470,15 +481,17 @@ def _check_params(params: int, max_params: int | None) -> None:
 def check_archive(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES, recurrent_only: bool = False,
                   max_params: int | None = None) -> dict:
     """The cheap checks of an upload, without Keras (a web worker's, before it queues the archive):
-    the zip, config.json and its layers, the weights as arrays. {"params", "layers": [class names]}."""
+    the zip, config.json and its layers, each weight's shape against the one its layer's config
+    implies (no weight data read). {"params", "layers": [class names]}."""
     members = open_archive(path, max_bytes)
     config = parse_config(members["config.json"])
     if "metadata.json" in members:
         parse_config(members["metadata.json"])
     described = check_model(config, recurrent_only)
-    arrays = read_weights(members["model.weights.h5"])
-    # every weight but the optimizer's belongs to the model (assign_weights refuses any other)
-    params = int(sum(a.size for name, a in arrays.items() if not name.startswith("optimizer/")))
+    expected = expected_weights(described)
+    shapes = read_shapes(members["model.weights.h5"])
+    compare_shapes(expected, shapes)
+    params = sum(math.prod(size) for _, _, _, size in expected)
     _check_params(params, max_params)
     return {"params": params, "layers": [obj["class_name"] for obj in described[1:]]}
 

@@ -2,8 +2,8 @@
 it) handed in for a data set, checked, queued for scoring, found, and shown beside bench runs.
 
 The web side saves the upload into the submission's own folder (<instance>/submissions/<id>/),
-runs the cheap structural checks of `safekeras.check_archive` (zip, config.json, layers, weights
-as arrays: no Keras, no TensorFlow), applies the instructor's rules for the data set, writes a
+runs the cheap structural checks of `safekeras.check_archive` (zip, config.json, layers, each
+weight's shape: no Keras, no TensorFlow), applies the instructor's rules for the data set, writes a
 queued record and enqueues it; a consumer scores it (app/lab/scorer.py). Anything refused leaves
 no record and no file behind.
 """
