@@ -170,7 +170,7 @@ def test_try_page_refuses_bad_uploads_in_the_pages_language(client, finished_run
 def test_unfinished_or_unknown_runs(client, finished_run):
     run_id = finished_run(status="running", finished_at=None)
     assert client.get(f"/lab/runs/{run_id}/try").status_code == 409
-    assert client.get(f"/lab/runs/{run_id}/card").status_code == 409
+    assert client.get(f"/lab/runs/{run_id}/card").status_code == 200  # the card so far (test_lab_card_so_far.py)
     missing = client.get("/lab/runs/000000000000?lang=en")
     assert missing.status_code == 404 and "000000000000" in missing.get_data(as_text=True)
     assert client.get("/lab/imagenet").status_code == 404

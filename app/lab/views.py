@@ -23,7 +23,7 @@ from app.errors import InvalidInput
 from app.i18n import current_language, format_number
 from app.instructor.access import needs_class_code
 from app.instructor.settings import submission_rules
-from app.lab import program, recipes, runs, submissions, textrecipes, textviews
+from app.lab import cardsofar, program, recipes, runs, submissions, textrecipes, textviews
 from app.lab.charts import chart, column, run_charts_live
 from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings
 from app.lab.testsplit import test_split_text
@@ -279,8 +279,11 @@ def cancel(run_id: str):
 
 @bp.get("/lab/runs/<run_id>/card")
 def run_card(run_id: str):
-    """The run's model card: the same card.html the shipped models have, over the run's card.json."""
+    """The run's model card: the same card.html the shipped models have, over the run's card.json;
+    before the run has finished, the card so far (app/lab/cardsofar.py)."""
     run = runs.find_run(run_id)
+    if run.status != FINISHED:
+        return cardsofar.card_so_far(run)
     entry = runs.finished_entry(run)
     plots = {name: url_for("lab.run_plot", run_id=run.id, name=name) for name in entry.plots}
     card = entry.card.to_json()
