@@ -2,7 +2,8 @@
 
     nice -n 10 python benchmarks/lab_text.py kieu fast      # prints one JSON line
 
-The preset's recipe (app/lab/textrecipes.py) becomes its `python -m training` command line
+The preset's recipe (app/lab/textrecipes.py), its epochs cut to the default server limit as the
+bench's form fills it in (`limited_preset`), becomes its `python -m training` command line
 (`training_argv`), parsed by the CLI's own parser and trained by `train_text_task` into a
 temporary models folder (nothing in place is touched). Measured in the same run: wall time
 end to end, seconds to the end of the first epoch (when the bench can show its first sample
@@ -30,14 +31,15 @@ def main() -> int:
     start = time.monotonic()
     import keras
 
-    from app.lab.textrecipes import text_preset, training_argv
+    from app.lab.recipes import Limits
+    from app.lab.textrecipes import limited_preset, training_argv
     from app.tasks import BUILTIN_TASKS
     from training.cli import text_parser
     from training.config import TrainConfig
     from training.textgen import train_text_task
 
     spec = BUILTIN_TASKS[a.slug]
-    recipe, settings = text_preset(a.preset, spec)
+    recipe, settings = limited_preset(a.preset, spec, Limits())
     first_epoch = []
 
     class FirstEpoch(keras.callbacks.Callback):

@@ -1,6 +1,7 @@
 """Text recipes on the bench (app/lab/textrecipes.py): presets, validation, bilingual refusals."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +38,27 @@ def test_shipped_preset_follows_the_task():
     recipe, settings = text_preset("shipped", BUILTIN_TASKS["nyt_headlines"])
     assert (recipe.embedding, recipe.units, recipe.tied) == (200, 384, True)
     assert settings.epochs == BUILTIN_TASKS["nyt_headlines"].epochs
+
+
+def test_shipped_kieu_preset_is_the_shipped_model_and_command():
+    """The preset builds the shipped Kiều network (its card's keywords and parameter count) and
+    trains it as the card's command did (batch, learning rate, seed, cut-off, epochs)."""
+    card = json.loads((Path(__file__).parents[1] / "models" / "kieu" / "card.json").read_text(encoding="utf-8"))
+    recipe, settings = text_preset("shipped", BUILTIN_TASKS["kieu"])
+    assert model_kwargs(recipe) == {**card["model_kwargs"], "tied": False}
+    assert text_param_count(recipe, card["vocabulary"]["size"]) == card["params_total"]
+    command = card["command"].split()
+    flag = lambda name: command[command.index(name) + 1]  # noqa: E731
+    assert (settings.batch_size, settings.epochs) == (int(flag("--batch-size")), int(flag("--epochs")))
+    assert (settings.learning_rate, settings.seed) == (card["optimizer"]["learning_rate"], card["training"]["seed"])
+    assert recipe.min_count == card["vocabulary"]["min_count"]
+
+
+def test_an_untied_projection_counts_and_reaches_the_model():
+    recipe = TextRecipe(embedding=16, units=32, projection=8)
+    assert model_kwargs(recipe)["projection"] == 8
+    assert text_param_count(recipe, 100) == 100 * 16 + 4 * 32 * (16 + 32) + 4 * 32 + 32 * 8 + 8 + 8 * 100 + 100
+    assert model_kwargs(TextRecipe(tied=True, projection=8))["projection"] == TextRecipe().embedding
 
 
 def test_text_datasets_are_the_text_tasks():

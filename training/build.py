@@ -187,7 +187,6 @@ def make_image_classifier(spec: TaskSpec, architecture: str | None = None, **kw)
 
 
 # ----------------------------------------------------------------------------- text
-DEFAULT_MODEL = {"embedding": 128, "units": 256, "dropout": 0.4, "projection": 128}
 TINY_MODEL = {"embedding": 8, "units": 16, "dropout": 0.0, "projection": 0}
 
 

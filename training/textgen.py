@@ -15,10 +15,10 @@ import keras
 import numpy as np
 
 from app.cards import Card
-from app.tasks import TaskSpec
+from app.tasks import TEXT_MODEL, TaskSpec
 from app.text import EOL, PAD_ID, SNIPPET, Vocabulary, clean_words, display_forms, tokenize_verse
 from training import fit
-from training.build import DEFAULT_MODEL, TINY_MODEL, make_word_lstm, plain_twin
+from training.build import TINY_MODEL, make_word_lstm, plain_twin
 from training.config import TrainConfig
 from training.dataset import DataError
 from training.layers import load_keras_text_model
@@ -89,7 +89,7 @@ def train_text_task(spec: TaskSpec, config: TrainConfig, models_dir: Path, callb
     # Model ---------------------------------------------------------------------------------
     keras.utils.set_random_seed(config.seed)
     start = load_text_warm_start(spec, config.init_from, vocab)
-    kw = dict(TINY_MODEL) if config.quick else DEFAULT_MODEL | spec.extra.get("model", {})
+    kw = dict(TINY_MODEL) if config.quick else TEXT_MODEL | spec.extra.get("model", {})
     if start:
         kw = dict(start["card"].model_kwargs or kw)
     kw.update(json.loads(config.model_kwargs) if config.model_kwargs else {})

@@ -29,12 +29,13 @@ from app.lab.recipes import (
     refusal,
 )
 from app.instructor.corpora import list_corpora
-from app.tasks import BUILTIN_TASKS, TEXT, TaskSpec
+from app.tasks import BUILTIN_TASKS, TEXT, TEXT_MODEL, TaskSpec
 from app.text import DEFAULT_MIN_COUNT
 
 # Bounds of every field; past them a payload is refused with a 400 before anything is queued.
 TEXT_RANGES = {
     "embedding": (4, 512),
+    "projection": (0, 512),  # 0: none
     "units": (4, 1024),
     "layers": (1, 3),
     "dropout": (0.0, 0.8),
@@ -47,7 +48,7 @@ TEXT_RANGES = {
 
 # English msgids of the field names (translated inside the refusals).
 TEXT_FIELD_NAMES = {
-    "embedding": "embedding size", "cell": "recurrent cell", "units": "units", "layers": "layers",
+    "embedding": "embedding size", "projection": "projection size", "cell": "recurrent cell", "units": "units", "layers": "layers",
     "dropout": "dropout", "tied": "tied embeddings", "sequence_length": "sequence length",
     "min_count": "vocabulary cut-off", "epochs": "epochs", "batch_size": "batch size",
     "learning_rate": "learning rate", "seed": "random seed",
@@ -57,7 +58,8 @@ TEXT_FIELD_NAMES = {
 @dataclass(frozen=True)
 class TextRecipe:
     """The network: embedding size, which cell, how wide and deep, dropout, tied input/output
-    embeddings, training sequence length and the vocabulary cut-off (minimum count)."""
+    embeddings, the linear projection before the softmax (0: none; tied: the embedding size),
+    training sequence length and the vocabulary cut-off (minimum count)."""
 
     embedding: int = 64
     cell: str = "lstm"
@@ -65,6 +67,7 @@ class TextRecipe:
     layers: int = 1
     dropout: float = 0.2
     tied: bool = False
+    projection: int = 0
     sequence_length: int = 64
     min_count: int = DEFAULT_MIN_COUNT
 
@@ -93,15 +96,18 @@ def text_datasets() -> dict[str, TaskSpec]:
 def text_preset(name: str, spec: TaskSpec) -> tuple[TextRecipe, TextSettings]:
     """A named preset: "lab" (the seed notebook's §3 model, Embedding(10) → LSTM(100) →
     Dropout(0.1), trained on the whole training split rather than two headlines), "shipped"
-    (the task's shipped model and settings, app/tasks.py) or "fast" (small, few epochs)."""
+    (the task's shipped model and settings, app/tasks.py: TEXT_MODEL under the task's own sizes;
+    regularisers the bench has no field for, such as NYT's weight drop, are left out) or "fast"
+    (small, few epochs)."""
     if name == "lab":
         return (TextRecipe(embedding=10, cell="lstm", units=100, layers=1, dropout=0.1, tied=False),
                 TextSettings(epochs=10, batch_size=64, learning_rate=1e-3))
     if name == "shipped":
-        model = spec.extra.get("model", {}) if isinstance(spec.extra, dict) else {}
-        return (TextRecipe(embedding=int(model.get("embedding", 128)), cell="lstm",
-                           units=int(model.get("units", 256)), layers=1, dropout=float(model.get("dropout", 0.4)),
-                           tied=bool(model.get("tied", False))),
+        model = TEXT_MODEL | (spec.extra.get("model", {}) if isinstance(spec.extra, dict) else {})
+        tied = bool(model.get("tied", False))
+        return (TextRecipe(embedding=int(model["embedding"]), cell="lstm", units=int(model["units"]), layers=1,
+                           dropout=float(model["dropout"]), tied=tied,
+                           projection=0 if tied else int(model.get("projection", 0))),
                 TextSettings(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate))
     if name == "fast":
         # Small batches: a Kiều epoch is only a few hundred verse blocks, so a large batch leaves
@@ -116,6 +122,7 @@ class TextRecipeFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     embedding: Annotated[WholeNumber, between("embedding", TEXT_RANGES)]
+    projection: Annotated[WholeNumber, between("projection", TEXT_RANGES)]
     cell: Literal[CELLS]
     units: Annotated[WholeNumber, between("units", TEXT_RANGES)]
     layers: Annotated[WholeNumber, between("layers", TEXT_RANGES)]
@@ -172,7 +179,8 @@ def with_preset(payload: dict, spec: TaskSpec, limits: Limits) -> dict:
 def text_param_count(recipe: TextRecipe, vocab_size: int) -> int:
     """Parameters of the recipe's network for a vocabulary of `vocab_size` tokens: embedding,
     the stacked cells (Keras 3; GRU with two bias vectors), and the softmax layer (a projection
-    to the embedding size first when tied, its weights then shared with the embedding)."""
+    to the embedding size first when tied, its weights then shared with the embedding; an untied
+    recipe's own projection first when it has one)."""
     g = GATES[recipe.cell]
     params = vocab_size * recipe.embedding
     width = recipe.embedding
@@ -183,6 +191,9 @@ def text_param_count(recipe: TextRecipe, vocab_size: int) -> int:
     if recipe.tied:
         params += width * recipe.embedding + recipe.embedding + vocab_size  # projection, then output bias
     else:
+        if recipe.projection:
+            params += width * recipe.projection + recipe.projection
+            width = recipe.projection
         params += width * vocab_size + vocab_size
     return params
 
@@ -207,11 +218,12 @@ def validate_text(payload, limits: Limits, datasets: dict[str, TaskSpec] | None 
 
 def model_kwargs(recipe: TextRecipe | dict) -> dict:
     """The keyword arguments of `training.build.make_word_lstm` for a recipe (a tied recipe
-    projects to the embedding size, as the shipped tied model does; a one-layer LSTM's are those
-    of the shipped models, without cell and depth)."""
+    projects to the embedding size, as the shipped tied model does, an untied one to its own
+    projection size or not at all; a one-layer LSTM's are those of the shipped models, without
+    cell and depth)."""
     r = recipe if isinstance(recipe, TextRecipe) else TextRecipe(**recipe)
     kw = {"embedding": r.embedding, "units": r.units, "dropout": r.dropout,
-          "projection": r.embedding if r.tied else 0, "tied": r.tied}
+          "projection": r.embedding if r.tied else r.projection, "tied": r.tied}
     if r.cell != "lstm" or r.layers != 1:
         kw |= {"cell": r.cell, "rnn_layers": r.layers}
     return kw

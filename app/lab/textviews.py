@@ -39,6 +39,8 @@ def text_recipe_text(recipe: dict | None) -> str:
              _("dropout %(d)s", d=figure(r["dropout"]))]
     if r["tied"]:
         parts.append(_("tied embeddings"))
+    elif r.get("projection"):
+        parts.append(_("projection to %(n)s", n=r["projection"]))
     parts.append(_("sequences of %(n)s tokens", n=r["sequence_length"]))
     parts.append(_("tokens seen fewer than %(n)s times are <unk>", n=r["min_count"]))
     return " · ".join(parts)
