@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +14,7 @@ from app.errors import InvalidInput
 from app.lab import program
 from app.lab.recipes import CELLS, PRESET_NAMES, READINGS, Recipe, RunSettings, preset
 from app.tasks import BUILTIN_TASKS
+from helpers.notebooks import execute_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = BUILTIN_TASKS["mnist"]
@@ -135,7 +135,6 @@ def test_an_unknown_runs_program_is_a_404(lab_app):
 
 
 def test_the_notebook_runs_and_builds_the_bench_model(lab_app, finished_run, tmp_path):
-    import nbclient
     import nbformat
 
     run_id = finished_run()
@@ -149,16 +148,8 @@ def test_the_notebook_runs_and_builds_the_bench_model(lab_app, finished_run, tmp
     notebook.cells.append(nbformat.v4.new_code_cell(
         "import json\nprint('RESULT ' + json.dumps([[{'name': l.name, 'type': l.__class__.__name__, "
         "'params': int(l.count_params())} for l in model.layers], int(model.count_params())]))"))
-    saved = dict(os.environ)
-    os.environ.update({"LSTMLAB_DATA": str(data), "PROGRAM_SUBSET": "100", "PROGRAM_EPOCHS": "1",
-                       "TF_CPP_MIN_LOG_LEVEL": "2"})
-    try:
-        nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                                resources={"metadata": {"path": str(tmp_path)}}).execute()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    printed = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
+    printed = execute_notebook(notebook, tmp_path, {"LSTMLAB_DATA": str(data), "PROGRAM_SUBSET": "100",
+                                                    "PROGRAM_EPOCHS": "1"})
     layers, params = json.loads(printed.split("RESULT ", 1)[1])
     from training.build import make_recipe_model
     from training.fit import card_header

@@ -89,10 +89,7 @@ def train_text_task(spec: TaskSpec, config: TrainConfig, models_dir: Path, callb
     # Model ---------------------------------------------------------------------------------
     keras.utils.set_random_seed(config.seed)
     start = load_text_warm_start(spec, config.init_from, vocab)
-    kw = dict(TINY_MODEL) if config.quick else TEXT_MODEL | spec.extra.get("model", {})
-    if start:
-        kw = dict(start["card"].model_kwargs or kw)
-    kw.update(json.loads(config.model_kwargs) if config.model_kwargs else {})
+    kw = text_model_kwargs(spec, config, start)
     model = make_word_lstm(len(vocab), name=spec.slug, **kw)
     if start:  # a weight-dropped LSTM has the plain one's weights, in the same order
         model.set_weights(start["model"].get_weights())
@@ -193,6 +190,15 @@ def train_text_task(spec: TaskSpec, config: TrainConfig, models_dir: Path, callb
                                                      if k != "sampling"}, ensure_ascii=False), flush=True)
     print(f"[{spec.slug}] saved {out}", flush=True)
     return out
+
+
+def text_model_kwargs(spec: TaskSpec, config: TrainConfig, start: dict | None = None) -> dict:
+    """`make_word_lstm`'s keyword arguments for a run: the tiny model (quick runs), the warm start's,
+    or the default under the task's extras; --model-kwargs (a bench recipe's) over them."""
+    kw = dict(TINY_MODEL) if config.quick else TEXT_MODEL | spec.extra.get("model", {})
+    if start:
+        kw = dict(start["card"].model_kwargs or kw)
+    return kw | (json.loads(config.model_kwargs) if config.model_kwargs else {})
 
 
 def load_text_warm_start(spec: TaskSpec, folder, vocab: Vocabulary) -> dict | None:

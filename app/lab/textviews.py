@@ -18,7 +18,7 @@ from app.csvfile import csv_download, csv_safe
 from app.errors import InvalidInput
 from app.i18n import current_language
 from app.instructor.access import needs_class_code
-from app.lab import recipes, runs, textrecipes
+from app.lab import recipes, runs, textprogram, textrecipes
 from app.lab.charts import run_chart
 from app.lab.textrecipes import TEXT_PRESET_NAMES, TEXT_RANGES, TextRecipe, TextSettings
 from app.records import ACTIVE, FINISHED, Run, as_utc, iso, utcnow
@@ -79,6 +79,36 @@ def check_text(payload: dict) -> dict:
     return {"params_text": format_decimal(params),
             "vocab_text": _("counted over the shipped model's vocabulary of %(n)s tokens; the run builds its own "
                             "from the training split with your cut-off", n=format_decimal(vocab))}
+
+
+def text_form_source(slug: str, fields) -> str:
+    """The standalone program of the text bench form's `fields` for data set `slug`, validated as a
+    submission is (unknown data set: 404; bad field: 400)."""
+    spec = textrecipes.text_datasets().get(slug)
+    if spec is None:
+        raise InvalidInput("There is no text data set %(slug)s.", 404, slug=str(slug)[:40])
+    vocab = textrecipes.vocabulary_size(spec, Path(current_app.config["MODELS_DIR"]))
+    payload = text_payload(slug, fields)
+    if fields.get("preset"):  # ?preset=fast: the preset, under the fields given with it
+        payload["preset"] = fields["preset"]
+        if fields.get("tied") is None:
+            payload["recipe"].pop("tied")
+    recipe, settings = textrecipes.validate_text(payload, recipes.current_limits(), vocab_size=vocab)
+    return textprogram.render_text_program(spec, TextRecipe(**recipe), TextSettings(**settings), _)
+
+
+def text_code_panel(slug: str, form: dict) -> dict:
+    """The text bench's Code panel (templates/lab/code_panel.html): the form's program, or why
+    there is none, its download query and the URLs the panel's script fetches."""
+    query = {k: str(form[k]) for k in (*RECIPE_FIELDS, *asdict(TextSettings())) if form.get(k) not in (None, "")}
+    if form.get("tied") in (True, "1", "on", "true"):
+        query["tied"] = "1"
+    query["lang"] = current_language()
+    panel = {"query": query, "form_id": "text-form", "endpoint": "lab.text_form_program", "args": {"dataset": slug}}
+    try:
+        return panel | {"source": text_form_source(slug, query), "error": None}
+    except InvalidInput as exc:
+        return panel | {"source": None, "error": exc.message(current_language())}
 
 
 def board_rows(slug: str) -> list[dict]:
@@ -145,7 +175,8 @@ def text_bench(slug: str):
                "cells": list(CELL_NAMES.items()), "preset_labels": list(TEXT_PRESET_LABELS.items()),
                "ranges": TEXT_RANGES, "limits": limits, "check": check, "error": error, "join_url": join_url,
                "join_form": needs_class_code(), "rows": board_rows(slug), "text_datasets": text_dataset_links(),
-               "recipe_words": text_recipe_text, "settings_words": text_settings_text}
+               "recipe_words": text_recipe_text, "settings_words": text_settings_text,
+               "code": text_code_panel(slug, form)}
     return render_template("lab/text_bench.html", **context), status
 
 

@@ -23,7 +23,7 @@ from app.errors import InvalidInput
 from app.i18n import current_language, format_number
 from app.instructor.access import needs_class_code
 from app.instructor.settings import submission_rules
-from app.lab import cardsofar, program, recipes, runs, submissions, textrecipes, textviews
+from app.lab import cardsofar, program, recipes, runs, submissions, textprogram, textrecipes, textviews
 from app.lab.charts import chart, column, run_charts_live
 from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings
 from app.lab.testsplit import test_split_text
@@ -298,8 +298,10 @@ def run_downloads(run: Run, data: dict) -> dict:
     (owner or instructor, once finished) and the data's provenance, for card.html and run.html."""
     spec = runs.datasets().get(run.dataset)
     links = None
-    if spec is not None:
-        with contextlib.suppress(InvalidInput):  # text or JPEG data: no program to link
+    if run.dataset in textrecipes.text_datasets():
+        links = {ext: url_for("lab.run_program", run_id=run.id, ext=ext) for ext in ("py", "ipynb")}
+    elif spec is not None:
+        with contextlib.suppress(InvalidInput):  # JPEG data: no program to link
             program.check_supported(spec)
             links = {ext: url_for("lab.run_program", run_id=run.id, ext=ext) for ext in ("py", "ipynb")}
     files = [(n, url_for("lab.run_download", run_id=run.id, name=n)) for n in runs.DOWNLOADS
@@ -344,8 +346,11 @@ def program_response(source: str, name: str, ext: str):
 def run_program(run_id: str, ext: str):
     """The run's recipe and settings as a standalone Keras program, comments in the page's language."""
     run = runs.find_run(run_id)
-    spec = runs.find_dataset(run.dataset)
-    source = program.run_program(spec, run.recipe, run.settings, _)
+    texts = textrecipes.text_datasets()
+    if run.dataset in texts:
+        source = textprogram.run_text_program(texts[run.dataset], run.recipe, run.settings, _)
+    else:
+        source = program.run_program(runs.find_dataset(run.dataset), run.recipe, run.settings, _)
     return program_response(source, f"lstmlab_{run.dataset}_{run.id}", ext)
 
 
@@ -438,6 +443,13 @@ def form_program(ext: str):
     """The program of the bench form's current values (a preset, or any recipe; the live Code panel)."""
     source, dataset = form_source(request.args)
     return program_response(source, f"lstmlab_{dataset}", ext)
+
+
+@bp.get("/lab/<dataset>/program.py", endpoint="text_form_program", defaults={"ext": "py"})
+@bp.get("/lab/<dataset>/program.ipynb", endpoint="text_form_program", defaults={"ext": "ipynb"})
+def text_form_program(dataset: str, ext: str):
+    """The program of the text bench form's values (the live Code panel on /lab/<dataset>)."""
+    return program_response(textviews.text_form_source(dataset, request.args), f"lstmlab_{dataset}", ext)
 
 
 # ----------------------------------------------------------------------------- leaderboard

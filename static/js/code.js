@@ -4,7 +4,7 @@
 (function () {
   "use strict";
   var panel = document.getElementById("code-panel");
-  var form = document.getElementById("lab-form");
+  var form = panel && document.getElementById(panel.getAttribute("data-form") || "lab-form");
   if (!panel || !form || !window.fetch || !window.URLSearchParams) { return; }
   var view = document.getElementById("code-view");
   var error = document.getElementById("code-error");
