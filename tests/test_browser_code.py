@@ -63,6 +63,31 @@ def test_the_code_panel_follows_the_recipe_and_downloads_both_files(bench_url, b
     assert not problems, problems  # no script error, nothing refused by the Content-Security-Policy
 
 
+def test_the_text_benchs_code_panel_follows_its_form(bench_url, browser):
+    """The same panel on the Kiều bench: a change of cell, width or tying changes the program
+    shown, the .py download is that program, and a value out of range is said plainly."""
+    from playwright.sync_api import expect
+
+    problems: list[str] = []
+    page = new_page(browser, problems)
+    page.goto(f"{bench_url}/lab/kieu?lang=en")
+    code = page.locator("#code-view")
+    expect(code).to_contain_text("layers.LSTM(128", timeout=10_000)  # the fast preset, rendered by the server
+    page.select_option("#f-cell", "gru")
+    page.fill("#f-units", "24")
+    page.uncheck("#f-tied")
+    expect(code).to_contain_text("layers.GRU(24", timeout=10_000)
+    expect(code).not_to_contain_text("TiedEmbedding")
+    with page.expect_download() as got:
+        page.click("#code-py")
+    assert got.value.suggested_filename == "lstmlab_kieu.py"
+    assert Path(got.value.path()).read_text(encoding="utf-8").strip() == code.inner_text().strip()
+    page.fill("#f-units", "0")
+    expect(page.locator("#code-error")).to_contain_text("units", timeout=10_000)
+    expect(code).to_be_hidden()
+    assert not problems, problems
+
+
 def test_the_code_panel_and_a_cards_downloads_pass_axe_on_a_phone(bench_url, browser):
     """axe-core (WCAG 2.1 AA) finds nothing in the bench's Code panel or a card's downloads, and
     the bench still fits a 390 px phone with the program's long lines (they scroll in their box)."""
@@ -75,7 +100,8 @@ def test_the_code_panel_and_a_cards_downloads_pass_axe_on_a_phone(bench_url, bro
     context = browser.new_context(viewport={"width": 390, "height": 844}, bypass_csp=True, is_mobile=True)
     page = context.new_page()
     try:
-        for path, region in (("/lab?lang=vi", "#code-panel"), ("/tasks/mnist/card?lang=vi", "#take-away")):
+        for path, region in (("/lab?lang=vi", "#code-panel"), ("/lab/kieu?lang=vi", "#code-panel"),
+                             ("/tasks/mnist/card?lang=vi", "#take-away")):
             page.goto(bench_url + path)
             page.add_script_tag(path=str(AXE))
             result = page.evaluate("opts => axe.run({include: [opts.region]}, opts.run)",
