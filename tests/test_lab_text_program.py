@@ -147,6 +147,37 @@ def test_the_program_reads_the_real_corpus_as_the_bench(lab_app, monkeypatch, sl
     assert len(scope["train_ids"]) > 300
 
 
+def test_an_instructors_corpus_program_reads_it_and_builds_the_model_as_the_bench(lab_app, tmp_path, monkeypatch):
+    """A saved corpus (train/validation/test.txt, app/instructor/corpora.py): the program reads
+    the same sequences and vocabulary as the bench and builds the same model."""
+    from app.instructor.corpora import corpus_spec
+    from app.text import Vocabulary
+    from training.build import make_word_lstm
+    from training.fit import layer_table
+    from training.textdata import load_text_data, to_arrays
+    from training.textgen import text_model_kwargs
+
+    folder = tmp_path / "data" / "poems"
+    folder.mkdir(parents=True)
+    lines = [f"{h} {', '.join(VERSES[i % 6].split()[:i % 5])}" for i, h in enumerate(HEADLINES * 3)]
+    for name, part in (("train", lines[:16]), ("validation", lines[16:20]), ("test", lines[20:] + ["...", ""])):
+        (folder / f"{name}.txt").write_text("\n".join(part), encoding="utf-8")
+    spec = corpus_spec({"slug": "poems", "title_en": "Poems", "title_vi": "Thơ", "split": "80/10/10",
+                        "counts": {"train": 16, "val": 4, "test": 4}, "vocabulary": {"size": 60}}, folder)
+    recipe, settings = text_preset("fast", spec)
+    monkeypatch.setenv("LSTMLAB_DATA", str(tmp_path / "data"))
+    scope = {"__name__": "__main__"}
+    source = textprogram.render_text_program(spec, recipe, settings)
+    assert str(tmp_path) not in source  # the server's folders stay on the server
+    exec(compile(section(source, "data", "model"), "program.py", "exec"), scope)
+    data = load_text_data(spec, None, settings.seed)
+    vocab = Vocabulary.build(data.train, spec.tokenizer, min_count=recipe.min_count)
+    assert scope["vocab"] == vocab.tokens and scope["val_batches"].ids == [vocab.encode(s) for s in data.validation]
+    assert np.array_equal(scope["x_test"], to_arrays(data.test, vocab)[0])
+    kw = text_model_kwargs(spec, bench_config(spec.slug, recipe, settings, lab_app))
+    assert layer_table(scope["model"]) == layer_table(make_word_lstm(len(vocab), name=spec.slug, **kw))
+
+
 def test_the_notebook_trains_evaluates_and_saves_on_a_tiny_subset(lab_app, tmp_path):
     """The shipped headline recipe's notebook (snippets, weight drop, weight average, tied
     embeddings: every optional part) runs end to end with nbclient on a tiny corpus, one epoch;

@@ -42,6 +42,8 @@ COMMENTS = {  # English msgids of the program's comments (translated by the call
     "aux": N_("Extra training text: the snippet (and abstract) of each training article. An article goes "
               "with its headline's split, and no text of a validation or test article is trained on."),
     "aux_dropped": N_("a headline left out of the split: its text goes nowhere"),
+    "corpus": N_("The instructor's corpus, split when it was saved: train.txt, validation.txt and test.txt in a "
+                 "folder named after it, one verse or headline per line (at most 99 words, then <eol>)."),
     "verses": N_("The verse lines (NFC), paired into couplets, four couplets to a block; blocks are split."),
     "verse_tokens": N_("The syllables of a block's lines, <eol> after each line."),
     "vocabulary": N_("The vocabulary, from the training split only: most frequent first, ties alphabetical."),
@@ -109,10 +111,11 @@ def render_text_program(spec: TaskSpec, recipe: TextRecipe, settings: TextSettin
         raise InvalidInput("There is no text data set %(slug)s.", 404, slug=spec.slug)
     kw = program_kwargs(spec, recipe)
     extra = spec.extra if isinstance(spec.extra, dict) else {}
+    corpus = extra.get("dataset") == "instructor"
     return tidy(_template().render(
         c={k: translate(v) for k, v in COMMENTS.items()}, spec=spec, recipe=recipe, settings=settings, kw=kw,
-        cell=CELL_CLASSES[kw["cell"]], words=spec.tokenizer == "words",
-        aux=spec.tokenizer == "words" and extra.get("aux_text", "none") == "snippets",
+        cell=CELL_CLASSES[kw["cell"]], words=spec.tokenizer == "words", corpus=corpus,
+        aux=spec.tokenizer == "words" and not corpus and extra.get("aux_text", "none") == "snippets",
         weight_drop=bool(kw["weight_drop"]) and kw["cell"] == "lstm",
         average=float(extra.get("weight_average", 0.0)),
         lab_fixes=recipe == LAB_RECIPE and spec.tokenizer == "words"))
