@@ -1,5 +1,5 @@
 """The model card (`card.json`): one schema every writer and reader goes through. `Card.from_json`
-checks a card field by field (`CardError` names each bad field), unknown keys are kept, and
+checks a card field by field with pydantic (`CardError` names each bad field), unknown keys are kept, and
 older card versions are upgraded on reading.
 Details: docs/DESIGN.md, "Model cards (app/cards.py)"."""
 
@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import types
-import typing
-from dataclasses import MISSING, dataclass, field, fields
-from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic.functional_validators import PlainValidator
+from pydantic_core import PydanticCustomError
 
 from app.tasks import TaskSpec
 
@@ -34,63 +34,10 @@ class CardError(ValueError):
         return [name for name, _ in self.problems]
 
 
-@dataclass(kw_only=True)
-class Part:
-    """One block of a card: its named fields, and `extra` for every other key, kept as read."""
-
-    extra: dict = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def parse(cls, data: Any, where: str = "", problems: list | None = None):
-        """The block `data` as `cls`, appending (field, problem) to `problems` (raises CardError
-        at the top when `problems` is not given)."""
-        top, problems = problems is None, [] if problems is None else problems
-        if not isinstance(data, dict):
-            problems.append((where.rstrip(".") or "card", f"must be an object, not {_json_type(data)}"))
-            if top:
-                raise CardError(problems)
-            return None
-        hints, values, named = _hints(cls), {}, set()
-        for f in fields(cls):
-            if f.name == "extra":
-                continue
-            key = _key(f)
-            named.add(key)
-            if key not in data or (data[key] is None and type(None) in typing.get_args(hints[f.name])):
-                if f.default is MISSING and f.default_factory is MISSING:
-                    problems.append((where + key, "is missing"))
-                continue
-            values[f.name] = _check(data[key], hints[f.name], where + key, problems)
-        extra = {k: v for k, v in data.items() if k not in named or v is None}
-        if top and problems:
-            raise CardError(problems)
-        try:
-            return cls(**values, extra=extra)
-        except TypeError:  # a required field was missing: already reported
-            return None
-
-    def to_json(self) -> dict:
-        """The block as JSON-ready dict: named fields in schema order (unset ones left out), then
-        the extra keys as read."""
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name != "extra" and value is not None:
-                out[_key(f)] = value.to_json() if isinstance(value, Part) else value
-        for key, value in self.extra.items():
-            out.setdefault(key, value)
-        return out
-
-
-def _key(f) -> str:
-    return f.metadata.get("json", f.name)
-
-
-@cache
-def _hints(cls) -> dict:
-    return typing.get_type_hints(cls)
-
-
+# The JSON kinds a problem names, by pydantic error type.
+KINDS = {"int_type": "a whole number", "float_type": "a number", "string_type": "a string", "bool_type": "true/false",
+         "dict_type": "an object", "model_type": "an object", "model_attributes_type": "an object",
+         "list_type": "a list"}
 SIMPLE = {str: "a string", bool: "true/false", int: "a whole number", float: "a number", dict: "an object",
           list: "a list"}
 
@@ -99,28 +46,72 @@ def _json_type(value) -> str:
     return "null" if value is None else SIMPLE.get(type(value), type(value).__name__)
 
 
-def _check(value, tp, where: str, problems: list):
-    """`value` checked against the type hint `tp` (a Part becomes its dataclass)."""
-    if tp is Any:
+def _number(value):
+    """A JSON number kept as read (an int stays an int, so a card's text round-trips); not true/false."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # `X | None`: None was skipped by `parse`
-        tp = next(a for a in typing.get_args(tp) if a is not type(None))
-    if isinstance(tp, type) and issubclass(tp, Part):
-        return tp.parse(value, where + ".", problems)
-    origin = typing.get_origin(tp) or tp
-    ok = (isinstance(value, origin) and not (isinstance(value, bool) and origin is not bool)) or \
-        (origin is float and isinstance(value, int) and not isinstance(value, bool))
-    if not ok:
-        problems.append((where, f"must be {SIMPLE.get(origin, origin.__name__)}, not {_json_type(value)}"))
-        return value
-    item = typing.get_args(tp)[:1] if origin is list else ()
-    for i, v in enumerate(value if item else ()):
-        _check(v, item[0], f"{where}[{i}]", problems)
-    return value
+    raise PydanticCustomError("float_type", "Input should be a valid number")
+
+
+Number = Annotated[float, PlainValidator(_number, json_schema_input_type=float)]
+
+
+class Part(BaseModel):
+    """One block of a card: its named fields, typed and checked by pydantic (strict: no "3" for 3,
+    no true for 1), and `extra` for every other key and every named one read as null, kept as
+    read and written back in their order."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True, protected_namespaces=())
+    _extra: dict = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_the_rest(cls, data, handler):
+        part = handler(data)
+        if isinstance(data, dict):
+            named = {info.alias or name for name, info in cls.model_fields.items()}
+            part._extra = {k: v for k, v in data.items() if k not in named or v is None}
+        return part
+
+    @property
+    def extra(self) -> dict:
+        """The keys the schema does not name, and named ones read as null, as read."""
+        return self._extra
+
+    @classmethod
+    def parse(cls, data: Any, where: str = ""):
+        """The block `data` as `cls`; CardError naming every field that is missing or of the wrong
+        type (dotted paths under `where`, e.g. "metrics.served.")."""
+        if not isinstance(data, dict):
+            raise CardError([(where.rstrip(".") or "card", f"must be an object, not {_json_type(data)}")])
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise CardError([_problem(where, e) for e in exc.errors()]) from None
+
+    def to_json(self) -> dict:
+        """The block as JSON-ready dict: named fields in schema order (unset ones left out), then
+        the extra keys as read."""
+        out = {}
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is not None:
+                out[info.alias or name] = value.to_json() if isinstance(value, Part) else value
+        for key, value in self._extra.items():
+            out.setdefault(key, value)
+        return out
+
+
+def _problem(where: str, error: dict) -> tuple[str, str]:
+    """(dotted field path, what is wrong) of one pydantic error."""
+    path = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+    if error["type"] == "missing":
+        return path, "is missing"
+    kind = KINDS.get(error["type"])
+    return path, f"must be {kind}, not {_json_type(error['input'])}" if kind else error["msg"]
 
 
 # ----------------------------------------------------------------------------- the blocks
-@dataclass(kw_only=True)
 class Input(Part):
     """What an image model reads: shape, colour, preprocessing (image tasks only)."""
 
@@ -134,14 +125,13 @@ class Input(Part):
     features_per_step: int | None = None
 
 
-@dataclass(kw_only=True)
 class Training(Part):
     """How the run went: epochs, time, seed, early stopping."""
 
     epochs_requested: int | None = None
     epochs_run: int | None = None
-    seconds_per_epoch: list[float] | None = None
-    seconds_total: float | None = None
+    seconds_per_epoch: list[Number] | None = None
+    seconds_total: Number | None = None
     seed: int | None = None
     quick: bool | None = None
     subset: int | None = None
@@ -152,7 +142,6 @@ class Training(Part):
     early_stopping: dict | None = None
 
 
-@dataclass(kw_only=True)
 class Data(Part):
     """Where the data came from and how it was split and counted."""
 
@@ -167,7 +156,6 @@ class Data(Part):
     tokenizer: str | None = None
 
 
-@dataclass(kw_only=True)
 class Served(Part):
     """The test set uploaded as a user would send it, through the app's own path."""
 
@@ -184,29 +172,28 @@ class Served(Part):
     race_gap: dict | None = None
 
 
-@dataclass(kw_only=True)
 class Metrics(Part):
     """Held-out figures: accuracy (image) or perplexity (text), served accuracy, breakdowns."""
 
-    test_accuracy: float | None = None
-    test_top5_accuracy: float | None = None
+    test_accuracy: Number | None = None
+    test_top5_accuracy: Number | None = None
     test_count: int | None = None
-    served_accuracy: float | None = None
+    served_accuracy: Number | None = None
     served_count: int | None = None
     served: Served | None = None
-    per_class_accuracy: list[float] | None = None
+    per_class_accuracy: list[Number] | None = None
     confusion_matrix: list[list] | None = None
     accuracy_by_race: dict | None = None
     accuracy_by_age: dict | None = None
     race_gap: dict | None = None
-    test_perplexity: float | None = None
-    test_top1_accuracy: float | None = None
+    test_perplexity: Number | None = None
+    test_top1_accuracy: Number | None = None
     test_tokens: int | None = None
-    test_unk_rate: float | None = None
-    validation_perplexity: float | None = None
-    validation_top1_accuracy: float | None = None
+    test_unk_rate: Number | None = None
+    validation_perplexity: Number | None = None
+    validation_top1_accuracy: Number | None = None
     ngram: dict | None = None
-    perplexity_below_ngram: float | None = None
+    perplexity_below_ngram: Number | None = None
     goal_perplexity_10pct_below_ngram: bool | None = None
     meter: dict | None = None
 
@@ -216,7 +203,6 @@ class Metrics(Part):
         self.served_accuracy, self.served_count = served["correct"] / served["count"], served["count"]
 
 
-@dataclass(kw_only=True)
 class Baseline(Part):
     """The lab's original recipe, trained in the same run on the same data."""
 
@@ -224,20 +210,18 @@ class Baseline(Part):
     epochs: int | None = None
     optimizer: str | None = None
     params: int | None = None
-    test_accuracy: float | None = None
-    seconds: float | None = None
+    test_accuracy: Number | None = None
+    seconds: Number | None = None
 
 
-@dataclass(kw_only=True)
 class WarmStart(Part):
     """The runs this one continued (--init-from): enough to retrace every epoch."""
 
-    source: str | None = field(default=None, metadata={"json": "from"})
-    previous_runs: list[dict] = field(default_factory=list)
+    source: str | None = Field(default=None, alias="from")
+    previous_runs: list[dict] = Field(default_factory=list)
     epochs_total: int | None = None
 
 
-@dataclass(kw_only=True)
 class Int8(Part):
     """The int8 export's acceptance check against float32 on the labelled test set."""
 
@@ -245,10 +229,10 @@ class Int8(Part):
     rule: str | None = None
     why: str | None = None  # when it was not made
     test_count: int | None = None
-    test_accuracy: float | None = None
-    float_test_accuracy: float | None = None
-    agreement: float | None = None
-    max_abs_diff: float | None = None
+    test_accuracy: Number | None = None
+    float_test_accuracy: Number | None = None
+    agreement: Number | None = None
+    max_abs_diff: Number | None = None
     file: str | None = None
     bytes: int | None = None
     sha256: str | None = None
@@ -259,7 +243,6 @@ class Int8(Part):
         return Path(self.file).name if self.accepted and self.file else None
 
 
-@dataclass(kw_only=True)
 class Export(Part):
     """The LiteRT export the app serves, checked against the model.keras it was made from."""
 
@@ -268,8 +251,8 @@ class Export(Part):
     bytes: int | None = None
     sha256: str | None = None
     source_sha256: str | None = None
-    max_abs_diff: float | None = None
-    argmax_agreement: float | None = None
+    max_abs_diff: Number | None = None
+    argmax_agreement: Number | None = None
     checked_on: str | None = None
     checked_count: int | None = None
     checked_random: bool | None = None  # random pixels, as no test data was found
@@ -279,7 +262,6 @@ class Export(Part):
     error: str | None = None  # the export failed; the model is served with Keras
 
 
-@dataclass(kw_only=True)
 class Card(Part):
     """A trained model's card: the task it serves, how it was trained, and what it measured."""
 
