@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if spec.kind == IMAGE:
             from training.images import train_image_task as train_task  # heavy: Keras loads only for the command that trains
         else:
-            from training.textgen import train_text_task as train_task
+            from training.textgen import train_text_task as train_task  # heavy: as above
         train_task(spec, TrainConfig.from_args(args), Path(args.models_dir))
         return 0
     except DataError as exc:
@@ -92,7 +92,7 @@ def import_tensorflow(verbose: bool) -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-    import absl.logging
+    import absl.logging  # after TensorFlow's import, which brings it
 
     absl.logging.set_verbosity(absl.logging.ERROR)
 
@@ -119,7 +119,7 @@ def evaluate(args) -> int:
 
         result = evaluate_image_task(spec, args.data, models_dir)
     else:
-        from training.textgen import evaluate_text_task
+        from training.textgen import evaluate_text_task  # heavy: as above
 
         result = evaluate_text_task(spec, args.data, models_dir)
     result["ok"] = abs(result["difference"]) <= tolerance

@@ -71,14 +71,14 @@ def make_recurrent(kind: str, steps: int, features: int, units: int, outputs: in
 
 def close_enough(y_true, y_pred):
     """Adding problem accuracy: the share of answers within ADD_TOLERANCE."""
-    from keras import ops
+    from keras import ops  # heavy: Keras loads only when the comparison runs
 
     return ops.mean(ops.cast(ops.abs(y_true - y_pred) < ADD_TOLERANCE, "float32"))
 
 
 def input_gradient_norms(model, loss_fn, x: np.ndarray, y: np.ndarray) -> list[float]:
     """Mean over the batch of ‖∂L/∂x_t‖ for every time step t (L: the loss of each sample)."""
-    import tensorflow as tf
+    import tensorflow as tf  # heavy: TensorFlow loads only when the comparison runs
 
     x = tf.convert_to_tensor(x)
     with tf.GradientTape() as tape:
@@ -91,7 +91,7 @@ def input_gradient_norms(model, loss_fn, x: np.ndarray, y: np.ndarray) -> list[f
 def train_pair(name: str, x_train, y_train, x_test, y_test, outputs: int, cfg: dict, seed: int,
                verbose: int) -> dict:
     """Train a SimpleRNN and an LSTM the same way; curves, test metrics and gradient norms."""
-    import keras
+    import keras  # heavy: Keras loads only when the comparison runs
 
     regression = outputs == 1
     loss_fn = keras.losses.MeanSquaredError(reduction=None) if regression else \

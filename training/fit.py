@@ -163,7 +163,7 @@ def plot_curves(history: dict, out: Path, title: str) -> None:
 
 def plot_confusion(confusion: list[list[int]], names: list[str], out: Path, title: str) -> None:
     """confusion_matrix.png with counts in each cell."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: matplotlib loads only to draw the figure
 
     cm = np.asarray(confusion)
     n = len(names)
