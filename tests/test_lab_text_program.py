@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.errors import InvalidInput
 from app.lab import program, textprogram
 from app.lab.recipes import current_limits
 from app.lab.textrecipes import CELLS, TEXT_PRESET_NAMES, TextRecipe, TextSettings, limited_preset, text_preset
@@ -287,3 +288,42 @@ def test_the_text_bench_shows_the_code_panel_of_its_form(lab_app):
     assert 'id="code-panel"' in page and 'data-form="text-form"' in page
     assert 'data-program-url="/lab/nyt_headlines/program.py"' in page
     assert "Embedding(VOCAB_SIZE, 10" in page and "js/code.js" in page
+
+
+# ----------------------------------------------------------------------------- shipped text tasks
+@pytest.mark.parametrize("slug", TEXTS)
+def test_a_shipped_text_tasks_program_rebuilds_its_served_model(slug, monkeypatch):
+    """The program of the served model (models/<slug>/card.json), its data section run on the
+    real corpus: the card's vocabulary size, layer table and parameter count."""
+    from training.fit import layer_table
+
+    spec = BUILTIN_TASKS[slug]
+    card_path = Path(__file__).resolve().parents[1] / "models" / slug / "card.json"
+    if not card_path.is_file() or not (SHARED_DATA / spec.data_path).exists():
+        pytest.skip(f"no shipped {slug} model or no {spec.data_path} under {SHARED_DATA}")
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    source = textprogram.shipped_text_program(spec, card)
+    assert f"PATIENCE = {card['training']['early_stopping']['patience']}" in source
+    monkeypatch.setenv("LSTMLAB_DATA", str(SHARED_DATA))
+    scope = {"__name__": "__main__"}
+    exec(compile(section(source, "data", "model"), "program.py", "exec"), scope)
+    assert scope["VOCAB_SIZE"] == card["vocabulary"]["size"]
+    served = scope["build_model"](0.0) if "def build_model(weight_drop)" in source else scope["model"]
+    mine = layer_table(served)
+    assert [{k: r[k] for k in ("name", "type", "params")} for r in mine] == [
+        {k: r[k] for k in ("name", "type", "params")} for r in card["layers"]]
+    assert int(served.count_params()) == card["params_total"]
+
+
+def test_an_untrained_or_continued_text_model_has_no_program_in_either_language(lab_app):
+    """The tiny untrained models of the test app's models folder: a bilingual 404, no 500."""
+    client = lab_app.test_client()
+    for lang in ("en", "vi"):
+        response = client.get(f"/tasks/kieu/program.py?lang={lang}", headers={"Accept": "application/json"})
+        assert response.status_code == 404
+        body = response.get_json()
+        assert "it was not trained in one run" in body["error_en"] and body["error"] == body["error_" + lang]
+    with pytest.raises(InvalidInput) as err:
+        textprogram.shipped_text_program(BUILTIN_TASKS["kieu"], {"architecture": "word_lstm", "model_kwargs": {},
+                                                                 "warm_start": {"runs": []}})
+    assert err.value.status == 404

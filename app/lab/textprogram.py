@@ -30,7 +30,9 @@ COMMENTS = {  # English msgids of the program's comments (translated by the call
     "env_subset": N_("headlines or blocks of four couplets to use (0: all); small values make a quick test run"),
     "env_epochs": N_("epochs (overrides the recipe's)"),
     "subset": N_("0: the whole text"),
-    "sequence_length": N_("training sequences are cut into pieces of at most this many tokens"),
+    "title_shipped": N_("A text task's served model as a standalone Keras 3 program"),
+    "sequence_length": N_("training sequences are cut into pieces of at most this many tokens (0: whole)"),
+    "patience": N_("epochs without a better validation loss before training stops"),
     "min_count": N_("tokens seen fewer times in the training split become <unk>"),
     "specials": N_("ids 0, 1, 2 of every vocabulary"),
     "snippet": N_("starts an article's snippet: read as the first input, never a target"),
@@ -73,8 +75,8 @@ COMMENTS = {  # English msgids of the program's comments (translated by the call
                   "averaged weights are swapped in and validated, so the checkpoint keeps the best average."),
     "swap_in": N_("the average in, validated"),
     "swap_out": N_("The raw weights back for the next epoch."),
-    "callbacks": N_("Keep the weights of the best validation loss, stop after 6 epochs without progress, "
-                    "halve the learning rate after 2."),
+    "callbacks": N_("Keep the weights of the best validation loss, stop after PATIENCE epochs without progress, "
+                    "halve the learning rate after a third of them."),
     "evaluate": N_("Evaluate"),
     "served": N_("the plain model that is served, with the trained weights"),
     "save": N_("the trained model, to serve or submit"),
@@ -86,6 +88,7 @@ COMMENTS = {  # English msgids of the program's comments (translated by the call
                    "and a test split gives the perplexity."),
 }
 LAB_RECIPE = TextRecipe(embedding=10, cell="lstm", units=100, layers=1, dropout=0.1, tied=False)  # preset "lab"
+PATIENCE = 6  # the bench's early stopping (training.config.TrainConfig.patience)
 MODEL_DEFAULTS = {"word_dropout": 0.0, "locked": False, "weight_drop": 0.0, "cell": "lstm", "rnn_layers": 1,
                   "projection": 0, "tied": False}  # make_word_lstm's defaults where a recipe sets none
 
@@ -109,16 +112,43 @@ def render_text_program(spec: TaskSpec, recipe: TextRecipe, settings: TextSettin
     """The program's source for `recipe` trained with `settings` on the text data set `spec`."""
     if spec.kind != TEXT:
         raise InvalidInput("There is no text data set %(slug)s.", 404, slug=spec.slug)
-    kw = program_kwargs(spec, recipe)
+    extra = spec.extra if isinstance(spec.extra, dict) else {}
+    return _render(spec, program_kwargs(spec, recipe), settings, recipe.sequence_length, recipe.min_count,
+                   PATIENCE, float(extra.get("weight_average", 0.0)), translate,
+                   lab_fixes=recipe == LAB_RECIPE and spec.tokenizer == "words")
+
+
+def shipped_text_program(spec: TaskSpec, card: dict, translate=str) -> str:
+    """The program that trains a shipped text task's served model as its card's command did: its
+    model keywords, epochs, batch, learning rate, seed, cut-off, sequence length, patience and
+    weight average (404 for a card without them or a model continued from another)."""
+    training, optimizer, vocab = (card.get(k) or {} for k in ("training", "optimizer", "vocabulary"))
+    kw = card.get("model_kwargs")
+    known = set(MODEL_DEFAULTS) | {"embedding", "units", "dropout"}
+    if (spec.kind != TEXT or card.get("architecture") != "word_lstm" or not isinstance(kw, dict) or not set(kw) <= known
+            or card.get("warm_start") or training.get("quick") or training.get("trained_on") == "headlines only"):
+        raise InvalidInput("No standalone program for this task's model: it was not trained in one run "
+                           "from its data.", 404)
+    settings = TextSettings(epochs=int(training.get("epochs_requested") or spec.epochs),
+                            batch_size=int(optimizer.get("batch_size") or spec.batch_size),
+                            learning_rate=float(optimizer.get("learning_rate") or spec.learning_rate),
+                            seed=int(training.get("seed", 42)))
+    average = (optimizer.get("weight_average") or {}).get("momentum") or 0.0
+    patience = int((training.get("early_stopping") or {}).get("patience") or PATIENCE)
+    return _render(spec, MODEL_DEFAULTS | kw, settings, int(training.get("sequence_length") or 0),
+                   int(vocab.get("min_count") or 2), patience, float(average), translate, shipped=True)
+
+
+def _render(spec: TaskSpec, kw: dict, settings: TextSettings, sequence_length: int, min_count: int, patience: int,
+            average: float, translate, lab_fixes: bool = False, shipped: bool = False) -> str:
     extra = spec.extra if isinstance(spec.extra, dict) else {}
     corpus = extra.get("dataset") == "instructor"
     return tidy(_template().render(
-        c={k: translate(v) for k, v in COMMENTS.items()}, spec=spec, recipe=recipe, settings=settings, kw=kw,
+        c={k: translate(v) for k, v in COMMENTS.items()}, spec=spec, settings=settings, kw=kw, shipped=shipped,
+        sequence_length=sequence_length, min_count=min_count, patience=patience,
         cell=CELL_CLASSES[kw["cell"]], words=spec.tokenizer == "words", corpus=corpus,
         aux=spec.tokenizer == "words" and not corpus and extra.get("aux_text", "none") == "snippets",
-        weight_drop=bool(kw["weight_drop"]) and kw["cell"] == "lstm",
-        average=float(extra.get("weight_average", 0.0)),
-        lab_fixes=recipe == LAB_RECIPE and spec.tokenizer == "words"))
+        weight_drop=bool(kw["weight_drop"]) and kw["cell"] == "lstm", average=average, lab_fixes=lab_fixes))
 
 
 WIDTH = 100

@@ -29,7 +29,7 @@ from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings
 from app.lab.testsplit import test_split_text
 from app.modelstore import PLOTS, get_store
 from app.records import ACTIVE, FINISHED, Run, as_utc, db, iso, utcnow
-from app.tasks import TaskSpec
+from app.tasks import TEXT, TaskSpec
 from app.views.pages import image_page, scalar_metrics
 from app.wording import CELL_NAMES, STATUS_LABELS, recipe_text, settings_text
 
@@ -374,11 +374,18 @@ def served_task(slug: str):
 def task_program(slug: str, ext: str):
     """The program that trains a shipped task's served model (a bilingual 404 where it cannot)."""
     entry = served_task(slug)
-    program.check_supported(entry.spec)  # text, JPEG data: said before whether a model is served
+    if entry.spec.kind != TEXT:
+        program.check_supported(entry.spec)  # JPEG data: said before whether a model is served
     if entry.card is None:
         raise InvalidInput("This task's model is not available.", 404)
-    source = program.shipped_program(entry.spec, entry.card.to_json(), _)
-    return program_response(source, f"lstmlab_{slug}", ext)
+    return program_response(served_program(entry.spec, entry.card.to_json(), _), f"lstmlab_{slug}", ext)
+
+
+def served_program(spec: TaskSpec, card: dict, translate=str) -> str:
+    """The program that trains a served task's model: a text task's or an image task's."""
+    if spec.kind == TEXT:
+        return textprogram.shipped_text_program(spec, card, translate)
+    return program.shipped_program(spec, card, translate)
 
 
 @bp.get("/tasks/<slug>/download/<name>")
@@ -397,7 +404,7 @@ def card_downloads_helper() -> dict:
     """`task_downloads(entry)` for card.html: a shipped task's program (or why none) and files."""
     def task_downloads(entry) -> dict:
         try:
-            program.shipped_program(entry.spec, entry.card.to_json() if entry.card else {})
+            served_program(entry.spec, entry.card.to_json() if entry.card else {})
             refusal = None
         except InvalidInput as exc:
             refusal = exc.message(current_language())
