@@ -32,14 +32,15 @@ def main() -> int:
     import keras
 
     from app.lab.recipes import Limits
-    from app.lab.textrecipes import limited_preset, training_argv
+    from app.config import MODELS_DIR
+    from app.lab.textrecipes import limited_preset, training_argv, training_sequences
     from app.tasks import BUILTIN_TASKS
     from training.cli import text_parser
     from training.config import TrainConfig
     from training.textgen import train_text_task
 
     spec = BUILTIN_TASKS[a.slug]
-    recipe, settings = limited_preset(a.preset, spec, Limits())
+    recipe, settings = limited_preset(a.preset, spec, Limits(), training_sequences(spec, MODELS_DIR))
     first_epoch = []
 
     class FirstEpoch(keras.callbacks.Callback):

@@ -8,6 +8,8 @@ import pytest
 from app.errors import InvalidInput
 from app.lab.recipes import Limits
 from app.lab.textrecipes import (
+    FAST_EPOCHS,
+    FAST_STEPS,
     TEXT_PRESET_NAMES,
     TextRecipe,
     model_kwargs,
@@ -15,6 +17,7 @@ from app.lab.textrecipes import (
     text_param_count,
     text_preset,
     training_argv,
+    training_sequences,
     validate_text,
 )
 from app.tasks import BUILTIN_TASKS
@@ -52,6 +55,20 @@ def test_shipped_kieu_preset_is_the_shipped_model_and_command():
     assert (settings.batch_size, settings.epochs) == (int(flag("--batch-size")), int(flag("--epochs")))
     assert (settings.learning_rate, settings.seed) == (card["optimizer"]["learning_rate"], card["training"]["seed"])
     assert recipe.min_count == card["vocabulary"]["min_count"]
+
+
+def test_the_fast_preset_keeps_a_large_corpus_within_its_step_budget():
+    """Kiều's 325 verse blocks keep all FAST_EPOCHS; NYT's headlines and snippets (the shipped
+    card's counts) get the epochs that fit in FAST_STEPS batches of 16; the payload's preset too."""
+    models = Path(__file__).parents[1] / "models"
+    kieu, nyt = BUILTIN_TASKS["kieu"], BUILTIN_TASKS["nyt_headlines"]
+    assert training_sequences(kieu, models) == 325 and training_sequences(nyt, models) == 6647 + 7324
+    assert text_preset("fast", kieu, 325)[1].epochs == FAST_EPOCHS == text_preset("fast", nyt)[1].epochs
+    epochs = text_preset("fast", nyt, 13971)[1].epochs
+    assert epochs == FAST_STEPS // 874 and epochs * 874 <= FAST_STEPS < (epochs + 1) * 874
+    _, settings = validate_text({"dataset": "nyt_headlines", "preset": "fast"}, Limits(), sequences=13971)
+    assert settings["epochs"] == epochs
+    assert training_sequences(nyt, models / "nowhere") is None
 
 
 def test_an_untied_projection_counts_and_reaches_the_model():

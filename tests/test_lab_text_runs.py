@@ -107,13 +107,15 @@ def test_the_text_bench_lists_runs_by_test_perplexity(text_app, trained):
 @pytest.mark.parametrize("preset", ["lab", "shipped", "fast"])
 def test_a_preset_fills_the_text_form(text_app, preset):
     from app.lab.recipes import current_limits
-    from app.lab.textrecipes import limited_preset
+    from app.lab.textrecipes import limited_preset, training_sequences
     from app.tasks import BUILTIN_TASKS
 
     client = text_app.test_client()
     page = client.post("/lab/nyt_headlines", data={"preset": preset}).get_data(as_text=True)
+    spec = BUILTIN_TASKS["nyt_headlines"]
     with text_app.app_context():
-        recipe, settings = limited_preset(preset, BUILTIN_TASKS["nyt_headlines"], current_limits())
+        recipe, settings = limited_preset(preset, spec, current_limits(),
+                                          training_sequences(spec, text_app.config["MODELS_DIR"]))
     assert f'name="units" value="{recipe.units}"' in page and f'name="epochs" value="{settings.epochs}"' in page
 
 

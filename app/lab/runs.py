@@ -159,7 +159,8 @@ def validate_text_run(payload: dict, limits: recipes.Limits, models_dir: Path) -
     parameters counted over the shipped model's vocabulary size; None without one)."""
     spec = textrecipes.text_datasets()[payload["dataset"]]
     vocab = textrecipes.vocabulary_size(spec, models_dir)
-    recipe, settings = textrecipes.validate_text(payload, limits, vocab_size=vocab)
+    recipe, settings = textrecipes.validate_text(payload, limits, vocab_size=vocab,
+                                                 sequences=textrecipes.training_sequences(spec, models_dir))
     params = textrecipes.text_param_count(textrecipes.TextRecipe(**recipe), vocab) if vocab else None
     return recipe, settings, params
 

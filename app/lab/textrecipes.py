@@ -9,6 +9,7 @@ seam to the training side: the keyword arguments of `training.build.make_word_ls
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
@@ -83,6 +84,10 @@ class TextSettings:
 
 
 TEXT_PRESET_NAMES = ("lab", "shipped", "fast")
+FAST_EPOCHS = 20
+# The "fast" preset's optimiser steps at most: a large corpus gets fewer epochs, so the preset
+# stays fast on a 2-core server (docs/BENCHMARKS.md, "Lab bench: text runs").
+FAST_STEPS = 7000
 
 
 def text_datasets() -> dict[str, TaskSpec]:
@@ -93,12 +98,13 @@ def text_datasets() -> dict[str, TaskSpec]:
     return out
 
 
-def text_preset(name: str, spec: TaskSpec) -> tuple[TextRecipe, TextSettings]:
+def text_preset(name: str, spec: TaskSpec, sequences: int | None = None) -> tuple[TextRecipe, TextSettings]:
     """A named preset: "lab" (the seed notebook's §3 model, Embedding(10) → LSTM(100) →
     Dropout(0.1), trained on the whole training split rather than two headlines), "shipped"
     (the task's shipped model and settings, app/tasks.py: TEXT_MODEL under the task's own sizes;
     regularisers the bench has no field for, such as NYT's weight drop, are left out) or "fast"
-    (small, few epochs)."""
+    (small; FAST_EPOCHS epochs, fewer when an epoch of the corpus's `sequences` training
+    sequences would take the run past FAST_STEPS optimiser steps)."""
     if name == "lab":
         return (TextRecipe(embedding=10, cell="lstm", units=100, layers=1, dropout=0.1, tied=False),
                 TextSettings(epochs=10, batch_size=64, learning_rate=1e-3))
@@ -112,8 +118,9 @@ def text_preset(name: str, spec: TaskSpec) -> tuple[TextRecipe, TextSettings]:
     if name == "fast":
         # Small batches: a Kiều epoch is only a few hundred verse blocks, so a large batch leaves
         # too few optimiser steps (docs/BENCHMARKS.md, "Lab bench: text runs").
+        steps = math.ceil(sequences / 16) if sequences else 1
         return (TextRecipe(embedding=64, cell="lstm", units=128, layers=1, dropout=0.3, tied=True),
-                TextSettings(epochs=20, batch_size=16, learning_rate=3e-3))
+                TextSettings(epochs=max(1, min(FAST_EPOCHS, FAST_STEPS // steps)), batch_size=16, learning_rate=3e-3))
     raise refusal("Unknown preset '%(name)s'.", name=str(name)[:40])
 
 
@@ -158,19 +165,20 @@ def validate_text_settings(raw: dict, limits: Limits) -> TextSettings:
     return TextSettings(**checked(TextSettingsFields, d, TEXT_FIELD_NAMES, {"limits": limits}))
 
 
-def limited_preset(name: str, spec: TaskSpec, limits: Limits) -> tuple[TextRecipe, TextSettings]:
+def limited_preset(name: str, spec: TaskSpec, limits: Limits,
+                   sequences: int | None = None) -> tuple[TextRecipe, TextSettings]:
     """`text_preset` with its epochs cut to this server's limit."""
-    recipe, settings = text_preset(name, spec)
+    recipe, settings = text_preset(name, spec, sequences)
     return recipe, replace(settings, epochs=min(settings.epochs, limits.max_epochs))
 
 
-def with_preset(payload: dict, spec: TaskSpec, limits: Limits) -> dict:
+def with_preset(payload: dict, spec: TaskSpec, limits: Limits, sequences: int | None = None) -> dict:
     """The payload over its named preset ("preset": "fast"), its own fields winning; unchanged
     without one (unknown preset: 400)."""
     name = payload.get("preset")
     if name in (None, ""):
         return payload
-    recipe, settings = limited_preset(str(name), spec, limits)
+    recipe, settings = limited_preset(str(name), spec, limits, sequences)
     raw = payload.get("recipe")
     merged = {**asdict(recipe), **raw} if isinstance(raw, dict) else asdict(recipe) if raw is None else raw
     return {**asdict(settings), **{k: v for k, v in payload.items() if k != "preset"}, "recipe": merged}
@@ -199,13 +207,13 @@ def text_param_count(recipe: TextRecipe, vocab_size: int) -> int:
 
 
 def validate_text(payload, limits: Limits, datasets: dict[str, TaskSpec] | None = None,
-                  vocab_size: int | None = None) -> tuple[dict, dict]:
-    """(recipe, settings) as plain dicts from a text-run payload, or InvalidInput (400): unknown
-    data set or field, wrong type, out of range, over the parameter limit (when `vocab_size`
-    is known)."""
+                  vocab_size: int | None = None, sequences: int | None = None) -> tuple[dict, dict]:
+    """(recipe, settings) as plain dicts from a text-run payload (a named preset for a corpus of
+    `sequences` training sequences), or InvalidInput (400): unknown data set or field, wrong
+    type, out of range, over the parameter limit (when `vocab_size` is known)."""
     datasets = text_datasets() if datasets is None else datasets
     spec = payload_dataset(payload, datasets, TextSettings)
-    payload = with_preset(payload, spec, limits)
+    payload = with_preset(payload, spec, limits, sequences)
     recipe = validate_text_recipe(payload.get("recipe"))
     settings = validate_text_settings(payload, limits)
     if vocab_size is not None:
@@ -249,5 +257,20 @@ def vocabulary_size(spec: TaskSpec, models_dir) -> int | None:
     try:
         card = json.loads((Path(models_dir) / spec.slug / "card.json").read_text(encoding="utf-8"))
         return int(card["vocabulary"]["size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def training_sequences(spec: TaskSpec, models_dir) -> int | None:
+    """The sequences a text run trains on (training split plus any auxiliary text): an
+    instructor's corpus's training lines from its record, else the shipped model's card's counts;
+    None without either."""
+    counts = spec.extra.get("counts") if isinstance(spec.extra, dict) else None
+    if counts:
+        return int(counts["train"])
+    try:
+        card = json.loads((Path(models_dir) / spec.slug / "card.json").read_text(encoding="utf-8"))
+        counts = card["data"]["counts"]
+        return int(counts["train"]) + int((counts.get("auxiliary") or {}).get("sequences", 0))
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -71,8 +71,10 @@ def check_text(payload: dict) -> dict:
     """{"params_text", "vocab_text"} for a valid text payload; InvalidInput otherwise."""
     spec = textrecipes.text_datasets()[payload["dataset"]]
     limits = recipes.current_limits()
-    vocab = textrecipes.vocabulary_size(spec, Path(current_app.config["MODELS_DIR"]))
-    recipe, _settings = textrecipes.validate_text(payload, limits, vocab_size=vocab)
+    models_dir = Path(current_app.config["MODELS_DIR"])
+    vocab = textrecipes.vocabulary_size(spec, models_dir)
+    recipe, _settings = textrecipes.validate_text(payload, limits, vocab_size=vocab,
+                                                  sequences=textrecipes.training_sequences(spec, models_dir))
     if not vocab:
         return {"params_text": _("unknown"), "vocab_text": ""}
     params = textrecipes.text_param_count(TextRecipe(**recipe), vocab)
@@ -87,13 +89,15 @@ def text_form_source(slug: str, fields) -> str:
     spec = textrecipes.text_datasets().get(slug)
     if spec is None:
         raise InvalidInput("There is no text data set %(slug)s.", 404, slug=str(slug)[:40])
-    vocab = textrecipes.vocabulary_size(spec, Path(current_app.config["MODELS_DIR"]))
+    models_dir = Path(current_app.config["MODELS_DIR"])
+    vocab = textrecipes.vocabulary_size(spec, models_dir)
     payload = text_payload(slug, fields)
     if fields.get("preset"):  # ?preset=fast: the preset, under the fields given with it
         payload["preset"] = fields["preset"]
         if fields.get("tied") is None:
             payload["recipe"].pop("tied")
-    recipe, settings = textrecipes.validate_text(payload, recipes.current_limits(), vocab_size=vocab)
+    recipe, settings = textrecipes.validate_text(payload, recipes.current_limits(), vocab_size=vocab,
+                                                 sequences=textrecipes.training_sequences(spec, models_dir))
     return textprogram.render_text_program(spec, TextRecipe(**recipe), TextSettings(**settings), _)
 
 
@@ -151,13 +155,15 @@ def text_bench(slug: str):
     posted values), Check (parameters) and Train (a queued run, then its page)."""
     spec = textrecipes.text_datasets()[slug]
     limits = recipes.current_limits()
+    models_dir = Path(current_app.config["MODELS_DIR"])
     status, error, check, join_url = 200, None, None, None
     if request.method == "POST":
         form = {k: v for k, v in request.form.items() if k != "csrf_token"}
         form["tied"] = form.get("tied") in ("1", "on", "true")
         try:
             if request.form.get("preset"):
-                recipe, settings = textrecipes.limited_preset(request.form["preset"], spec, limits)
+                recipe, settings = textrecipes.limited_preset(request.form["preset"], spec, limits,
+                                                              textrecipes.training_sequences(spec, models_dir))
                 form = text_form(asdict(recipe), asdict(settings), form.get("nickname", ""))
             else:
                 payload = text_payload(slug, request.form)
@@ -193,7 +199,8 @@ def initial_text_form(slug: str, spec: TaskSpec, limits: recipes.Limits) -> dict
         if run.dataset == slug:
             return text_form(run.recipe or {}, run.settings or {}, run.nickname or "")
     name = request.args.get("preset") if request.args.get("preset") in TEXT_PRESET_NAMES else "fast"
-    recipe, settings = textrecipes.limited_preset(name, spec, limits)
+    sequences = textrecipes.training_sequences(spec, Path(current_app.config["MODELS_DIR"]))
+    recipe, settings = textrecipes.limited_preset(name, spec, limits, sequences)
     return text_form(asdict(recipe), asdict(settings))
 
 
