@@ -160,3 +160,36 @@ def test_a_run_on_a_corpus_trains_through_the_job_with_its_ngram(signed_in, inst
     card = json.load(open(os.path.join(instructor_app.instance_path, "runs", run_id, "card.json"), encoding="utf-8"))
     assert card["data"]["split"] == "80/10/10 by distinct line, fixed when the corpus was saved"
     assert card["data"]["counts"]["train"] == 32 and card["data"]["counts"]["test"] == 4
+    # published as a served text task (a one-epoch model is no better than the n-gram: confirmed)
+    resp = signed_in.post(f"/instructor/runs/{run_id}/publish?lang=en", data={
+        "slug": "tho_served", "title_en": "Verse", "title_vi": "Thơ", "confirm_chance": "yes"})
+    assert resp.status_code == 303, resp.get_data(as_text=True)[:800]
+    answer = signed_in.post("/api/v1/tasks/tho_served/generate", json={"seed": "trăm năm", "strategy": "greedy"})
+    assert answer.status_code == 200, answer.get_data(as_text=True)[:300]
+    assert answer.get_json()["text"].lower().startswith("trăm năm")
+
+
+def test_the_bearer_api_uploads_lists_and_deletes_a_corpus(instructor_app, add_instructor):
+    add_instructor(instructor_app)
+    token = instructor_app.test_cli_runner().invoke(args=["instructor", "token", "teacher"]).output.strip()
+    client, auth = instructor_app.test_client(), {"Authorization": f"Bearer {token}"}
+
+    def post(data: bytes, slug: str = "tho"):
+        return client.post("/api/v1/corpora", headers=auth, content_type="multipart/form-data",
+                           data={"file": (io.BytesIO(data), "verse.txt"), "slug": slug, "title_vi": "Thơ"})
+
+    resp = post(corpus_text().encode())
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["dataset"]["counts"] == {"train": 32, "val": 4, "test": 4}
+    listed = client.get("/api/v1/datasets", headers=auth).get_json()["datasets"]
+    assert [(d["slug"], d["kind"], d["lines"]["validation"]) for d in listed] == [("tho", "text", 4)]
+    for data, slug, status in ((b"\xff\xfe t\x00e\x00x\x00t\x00", "other", 400), (corpus_text().encode(), "tho", 409),
+                               (corpus_text().encode(), "kieu", 409)):
+        bad = post(data, slug)
+        assert bad.status_code == status and set(bad.get_json()) == {"error", "error_en", "error_vi", "status"}
+    assert leftovers(instructor_app) == sorted(p for p in leftovers(instructor_app) if p.startswith("tho/"))
+    assert client.delete("/api/v1/datasets/tho", headers=auth).get_json() == {"deleted": "tho"}
+    with instructor_app.app_context():
+        from app.lab.textrecipes import text_datasets
+
+        assert "tho" not in text_datasets()

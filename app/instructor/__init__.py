@@ -12,7 +12,7 @@ from app.instructor.blueprints import api_bp, bp
 # The upload routes and the config key of the request size each accepts.
 UPLOAD_ENDPOINTS = {"instructor.dataset_upload": "DATASET_MAX_UPLOAD_BYTES",
                     "instructor_api.create_dataset": "DATASET_MAX_UPLOAD_BYTES",
-                    "instructor.corpus_upload": "CORPUS_MAX_BYTES"}
+                    "instructor.corpus_upload": "CORPUS_MAX_BYTES", "instructor_api.create_corpus": "CORPUS_MAX_BYTES"}
 
 
 def raise_upload_limit() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import g, jsonify, request
 
 from app.errors import InvalidInput
-from app.instructor import datasets, publish, settings
+from app.instructor import corpora, datasets, publish, settings
 from app.instructor.auth import STUDENT_COOKIES, instructor_for_token
 from app.instructor.blueprints import api_bp
 from app.lab.runs import find_run
@@ -73,9 +73,27 @@ def create_dataset():
     return jsonify({"dataset": record, "thumbnails": thumbs}), 201
 
 
+@api_bp.post("/api/v1/corpora")
+def create_corpus():
+    """Upload, check, split and save a UTF-8 text corpus in one request: 201 with its record."""
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        raise InvalidInput("Send the text file as the multipart field 'file'.")
+    form = request.form
+    datasets.check_names(form.get("slug", ""), form.get("title_en", ""), form.get("title_vi", ""))
+    token, _preview = corpora.stage_corpus(upload.stream, upload.filename)
+    try:
+        record = corpora.save_corpus(token, form.get("slug", ""), form.get("title_en", ""), form.get("title_vi", ""),
+                                     created_by=g.instructor.name)
+    except InvalidInput:
+        datasets.discard(token)
+        raise
+    return jsonify({"dataset": record}), 201
+
+
 @api_bp.get("/api/v1/datasets")
 def list_datasets():
-    """Every instructor data set with its classes, counts and split."""
+    """Every instructor data set (image or text) with its classes or vocabulary, counts and split."""
     return jsonify({"datasets": datasets.summaries(r for r, _f in datasets.iter_datasets())})
 
 

@@ -33,7 +33,7 @@ from app.i18n import N_, translate_to
 from app.imaging import decode_image
 from app.records import ACTIVE, Dataset, Run, db
 from app.splits import IMBALANCE_RATIO, SPLIT_SEED, TEST_FRACTION, VALIDATION_FRACTION, held_out
-from app.tasks import BUILTIN_TASKS, IMAGE, SLUG_RE, ClassName, TaskSpec
+from app.tasks import BUILTIN_TASKS, IMAGE, SLUG_RE, TEXT, ClassName, TaskSpec
 
 TOKEN_RE = re.compile(r"^[0-9a-f]{16}$")
 SIZES = (16, 28, 32, 48, 64, 96, 128)
@@ -665,4 +665,6 @@ def delete_dataset(slug: str) -> None:
 def summaries(records: Iterable[dict]) -> list[dict]:
     """The JSON list the API returns."""
     return [{k: r.get(k) for k in ("slug", "title_en", "title_vi", "classes", "image_size", "colour",
-                                   "counts", "split", "created_by", "created_at")} for r in records]
+                                   "counts", "split", "created_by", "created_at")} | {"kind": r.get("kind", IMAGE)}
+            | ({k: r.get(k) for k in ("lines", "vocabulary", "validation_unknown_rate")} if r.get("kind") == TEXT else {})
+            for r in records]
