@@ -317,6 +317,45 @@ def test_the_results_csv_has_each_nicknames_best(sub_app, add_instructor):
     assert "s00000000002" in page and "results.csv" in page
 
 
+def test_the_public_leaderboard_csv_lists_submissions_as_the_page_does(sub_app):
+    """/lab/<dataset>.csv: submitted models among the runs, in the page's order, kind "submitted",
+    with the columns their leaderboard row shows (nickname, layers, parameters, accuracy once scored,
+    status) and none it leaves out (recipe, epochs, training time, file name, owner)."""
+    import re
+
+    from app.records import FINISHED, QUEUED, SCORED, utcnow
+
+    with sub_app.app_context():
+        run = Run(dataset="mnist", nickname="An", status=FINISHED, metrics={"test_accuracy": 0.91}, params=1000,
+                  recipe={"units": 32}, history=[{"epoch": 1}], seconds=12.0, finished_at=utcnow())
+        db.session.add_all([
+            run,
+            Submission(id="s00000000001", dataset="mnist", nickname="=Bình", status=SCORED, params=300,
+                       layers=[{"class": "LSTM", "name": "lstm"}, {"class": "Dense", "name": "dense"}],
+                       metrics={"test_accuracy": 0.95}, filename="secret-name.keras", owner="owner-token",
+                       finished_at=utcnow()),
+            Submission(id="s00000000002", dataset="mnist", nickname="", status=QUEUED, params=200,
+                       layers=[{"class": "GRU"}], metrics={"test_accuracy": 0.99}),
+            Submission(id="s00000000003", dataset="fashion_mnist", nickname="Other", status=SCORED, params=1,
+                       metrics={"test_accuracy": 0.5})])
+        db.session.commit()
+        run_id = run.id
+    client = sub_app.test_client()
+    text = client.get("/lab/mnist.csv").get_data(as_text=True)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    page = client.get("/lab/mnist?lang=en").get_data(as_text=True)
+    assert [r["id"] for r in rows] == re.findall(r'<tr id="row-([^"]+)"', page)  # the page's rows, its order
+    assert [r["id"] for r in rows] == ["s00000000001", run_id, "s00000000002"]
+    scored, ran, queued = rows
+    assert (scored["kind"], scored["nickname"], scored["status"], scored["params"], scored["test_accuracy"],
+            scored["submitted_layers"]) == ("submitted", "'=Bình", "scored", "300", "0.95", "LSTM, Dense")
+    assert all(scored[k] == "" for k in ("reading", "cell", "units", "epochs", "epochs_run", "training_seconds"))
+    assert scored["finished_at"] and scored["created_at"]
+    assert (queued["kind"], queued["test_accuracy"], queued["submitted_layers"]) == ("submitted", "", "GRU")
+    assert (ran["kind"], ran["units"], ran["epochs_run"], ran["submitted_layers"]) == ("run", "32", "1", "")
+    assert "secret-name" not in text and "owner-token" not in text and "s00000000003" not in text
+
+
 def test_the_layer_key_table_is_the_installed_keras():
     """layer_keys.json (what web workers check keys against) equals the installed Keras's constructors."""
     for name in safekeras.LAYERS:

@@ -43,7 +43,7 @@ PRESET_LABELS = {"lab": lazy_gettext("The lab's recipe"), "shipped": lazy_gettex
                  "fast": lazy_gettext("Fast (tuned for this server)")}
 CSV_COLUMNS = ("id", "nickname", "dataset", "status", "reading", "cell", "units", "layers", "bidirectional",
                "dropout", "epochs", "batch_size", "learning_rate", "subset", "seed", "params", "epochs_run",
-               "training_seconds", "test_accuracy", "created_at", "finished_at")
+               "training_seconds", "test_accuracy", "created_at", "finished_at", "kind", "submitted_layers")
 DEFAULT_DATASET = "mnist"
 
 
@@ -488,21 +488,29 @@ def text_bench(dataset: str):
 
 @bp.get("/lab/<dataset>.csv")
 def leaderboard_csv(dataset: str):
-    """The leaderboard as CSV (one row per run; a text data set's with its perplexities)."""
+    """The leaderboard as CSV in its order: one row per run and per submitted model (kind "submitted",
+    with the columns its leaderboard row shows); a text data set's with its perplexities."""
     if dataset in textrecipes.text_datasets():
         return textviews.text_leaderboard_csv(dataset)
     runs.find_dataset(dataset)
     rows = []
-    for run in runs.leaderboard_runs(dataset):
-        r = {**asdict(Recipe()), **(run.recipe or {})}
-        s = {**asdict(RunSettings()), **(run.settings or {})}
-        acc = (run.metrics or {}).get("test_accuracy")
-        rows.append([run.id, csv_safe(run.nickname or ""), run.dataset, run.status, r["reading"], r["cell"],
+    for row in submissions.leaderboard_rows(dataset, runs.leaderboard_runs(dataset)):
+        item, acc = row["item"], (row["item"].metrics or {}).get("test_accuracy")
+        acc = "" if not isinstance(acc, (int, float)) else round(acc, 4)
+        if row["kind"] == "submission":  # what its leaderboard row shows: no recipe, epochs or training time
+            layers = ", ".join(csv_safe(str(layer.get("class", ""))) for layer in item.layers or [])
+            rows.append([item.id, csv_safe(item.nickname or ""), item.dataset, item.status, *[""] * 11,
+                         item.params or "", "", "", "" if row["accuracy"] is None else round(row["accuracy"], 4),
+                         iso(item.created_at) or "", iso(item.finished_at) or "",
+                         "submitted", layers])
+            continue
+        r = {**asdict(Recipe()), **(item.recipe or {})}
+        s = {**asdict(RunSettings()), **(item.settings or {})}
+        rows.append([item.id, csv_safe(item.nickname or ""), item.dataset, item.status, r["reading"], r["cell"],
                      r["units"], r["layers"], r["bidirectional"], r["dropout"], s["epochs"], s["batch_size"],
-                     s["learning_rate"], s["subset"], s["seed"], run.params or "", len(run.history or []),
-                     "" if run.seconds is None else round(run.seconds, 1),
-                     "" if not isinstance(acc, (int, float)) else round(acc, 4),
-                     iso(run.created_at) or "", iso(run.finished_at) or ""])
+                     s["learning_rate"], s["subset"], s["seed"], item.params or "", len(item.history or []),
+                     "" if item.seconds is None else round(item.seconds, 1), acc,
+                     iso(item.created_at) or "", iso(item.finished_at) or "", "run", ""])
     return csv_download(f"lstmlab-{dataset}-runs.csv", CSV_COLUMNS, rows)
 
 
