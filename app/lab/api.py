@@ -13,9 +13,11 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 
 from app.cards import Card, CardError
 from app.i18n import current_language
-from app.lab import forgery, recipes, runs
+from app.lab import forgery, recipes, runs, texttry
 from app.records import DONE, FINISHED, RUNNING, Run, db
-from app.views.api import predict_answer
+from app.security import limited
+from app.tasks import IMAGE
+from app.views.api import generate_answer, predict_answer
 
 bp = Blueprint("lab_api", __name__)
 
@@ -104,7 +106,16 @@ def delete_run(run_id: str):
 def predict_run(run_id: str):
     """Multipart `file` -> top-k classes from the run's own model (the task predict's answer)."""
     run = runs.find_run(run_id)
-    return jsonify({"run": run.id, **predict_answer(runs.finished_entry(run))})
+    return jsonify({"run": run.id, **predict_answer(runs.finished_entry(run, IMAGE))})
+
+
+@bp.post("/api/v1/runs/<run_id>/generate")
+@limited(*texttry.RUN_GENERATE)
+def generate_run(run_id: str):
+    """A text run's generation from its own model: the task generate's answer (JSON, or
+    server-sent events with `?stream=1`)."""
+    run = runs.find_run(run_id)
+    return generate_answer(texttry.text_entry(run), run=run.id)
 
 
 def sse(event: str, data: dict) -> str:

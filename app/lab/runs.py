@@ -24,7 +24,7 @@ from app.lab import queue, recipes, textrecipes
 from app.lab.recipes import Throughput
 from app.modelstore import get_store
 from app.records import ACTIVE, CANCELLED, DONE, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, as_utc, db, utcnow
-from app.tasks import TaskSpec
+from app.tasks import TEXT, TaskSpec
 
 OWNER_COOKIE = "lab_owner"
 OWNER_MAX_AGE = 365 * 24 * 3600
@@ -244,11 +244,16 @@ def run_entry(run: Run):
     return get_store().run_entry(run.id, run_folder(run))
 
 
-def finished_entry(run: Run):
-    """The finished run's served model, or 409 (not finished) / 503 (its model cannot be loaded)."""
+def finished_entry(run: Run, kind: str | None = None):
+    """The finished run's served model, or 409 (not finished) / 400 (not of `kind`, when given:
+    IMAGE or TEXT) / 503 (its model cannot be loaded)."""
     if run.status != FINISHED:
         raise recipes.refusal("Run %(id)s has not finished: there is no model to show yet.", 409, id=run.id)
     entry = run_entry(run)
+    if entry is not None and kind is not None and entry.spec.kind != kind:
+        if kind == TEXT:
+            raise recipes.refusal("Run %(id)s is an image run: it does not generate text.", id=run.id)
+        raise recipes.refusal("Run %(id)s is a text run: it does not classify pictures.", id=run.id)
     if entry is None or not entry.available:
         raise recipes.refusal("The model of run %(id)s cannot be loaded.", 503, id=run.id)
     return entry

@@ -23,13 +23,14 @@ from app.errors import InvalidInput
 from app.i18n import current_language, format_number
 from app.instructor.access import needs_class_code
 from app.instructor.settings import submission_rules
-from app.lab import cardsofar, program, recipes, runs, submissions, textprogram, textrecipes, textviews
+from app.lab import cardsofar, program, recipes, runs, submissions, textprogram, textrecipes, texttry, textviews
 from app.lab.charts import chart, column, run_charts_live
 from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings
 from app.lab.testsplit import test_split_text
 from app.modelstore import PLOTS, get_store
 from app.records import ACTIVE, FINISHED, Run, as_utc, db, iso, utcnow
-from app.tasks import TEXT, TaskSpec
+from app.security import limited
+from app.tasks import IMAGE, TEXT, TaskSpec
 from app.views.pages import image_page, scalar_metrics
 from app.wording import CELL_NAMES, STATUS_LABELS, recipe_text, settings_text
 
@@ -320,10 +321,14 @@ def run_plot(run_id: str, name: str):
 
 
 @bp.route("/lab/runs/<run_id>/try", methods=["GET", "POST"])
+@limited(*texttry.TRY_PAGE)
 def try_run(run_id: str):
-    """The image-task page over the run's own model (upload, drag, paste, draw; top-5; gate trace)."""
+    """The task page over the run's own model: an image run's (upload, drag, paste, draw; top-5;
+    gate trace) or a text run's (every decoding strategy, streamed; the meter check for verse)."""
     run = runs.find_run(run_id)
-    entry = runs.finished_entry(run)
+    if run.dataset in textrecipes.text_datasets():
+        return texttry.try_text_page(run)
+    entry = runs.finished_entry(run, IMAGE)
     return image_page(entry, action=url_for("lab.try_run", run_id=run.id),
                       card_url=url_for("lab.run_card", run_id=run.id),
                       run_note=_("Lab bench run %(id)s", id=run.id))

@@ -90,7 +90,12 @@ def predict_answer(entry: Entry) -> dict:
 def generate_text(slug: str):
     """JSON parameters -> generated text as JSON, or as server-sent events with `?stream=1`
     (or `Accept: text/event-stream`): one `data: {...}` event per token/line, then the summary."""
-    entry = ready_entry(slug, TEXT)
+    return generate_answer(ready_entry(slug, TEXT), task=slug)
+
+
+def generate_answer(entry: Entry, **label):
+    """The generate answer for the request's parameters over a loaded text model (a task's, or a
+    lab-bench run's): server-sent events when asked for, else JSON starting with `label`."""
     params = json_body()
     if params is None:
         if not request.form:
@@ -104,7 +109,7 @@ def generate_text(slug: str):
     result = generate(entry.text_model, req, path)
     if path is not None:
         result["trace"] = text_trace_json(entry.text_model, path)
-    return jsonify({"task": slug, **result})
+    return jsonify({**label, **result})
 
 
 def json_body():

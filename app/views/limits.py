@@ -7,38 +7,49 @@ trace counts against RATELIMIT_TRACE. Rates are per client address (README "Rate
 
 from __future__ import annotations
 
+from typing import Callable
+
 from flask import request
 
 from app.decoding import validate_request
 from app.errors import InvalidInput
 from app.modelstore import get_store
 from app.security import RouteLimit
-from app.tasks import IMAGE, TEXT
+from app.tasks import IMAGE, TEXT, TaskSpec
 from app.views.lstm import wants_trace
 
 SYLLABLES_PER_COUPLET = 14  # a lục bát couplet: 6 + 8 syllables
 
 
-def task_kind() -> str | None:
-    """The kind of the task the request's URL names (None: no such task)."""
+def task_spec() -> TaskSpec | None:
+    """The spec of the task the request's URL names (None: no such task)."""
     try:
-        return get_store().get((request.view_args or {}).get("slug", "")).spec.kind
+        return get_store().get((request.view_args or {}).get("slug", "")).spec
     except KeyError:
         return None
 
 
-def generate_cost() -> int:
+def task_kind() -> str | None:
+    """The kind of the task the request's URL names (None: no such task)."""
+    spec = task_spec()
+    return spec.kind if spec else None
+
+
+def generate_cost(find_spec: Callable[[], TaskSpec | None] = task_spec) -> int:
     """The work a generate request asks for: tokens (words, or couplets × 14 syllables) × beams;
-    1 for a request that does not validate (it is refused without generating anything)."""
+    1 for a request that does not validate (it is refused without generating anything).
+    `find_spec`: the text model's spec from the request's URL (a task's, or a lab run's)."""
+    spec = find_spec()
+    if spec is None:
+        return 1
     try:
-        spec = get_store().get((request.view_args or {}).get("slug", "")).spec
         params = request.get_json(silent=True) if request.is_json else None
         if not isinstance(params, dict):
             params = request.form.to_dict()
-            if request.endpoint == "pages.task" and spec.tokenizer == "syllables":
+            if not request.path.startswith("/api/") and spec.tokenizer == "syllables":  # a page's checkbox
                 params["meter"] = "meter" in request.form
         req = validate_request(spec, params)
-    except (KeyError, InvalidInput, RecursionError):
+    except (InvalidInput, RecursionError):
         return 1
     tokens = req.length * (SYLLABLES_PER_COUPLET if spec.tokenizer == "syllables" else 1)
     return max(1, tokens * (req.beam_width if req.strategy == "beam" else 1))

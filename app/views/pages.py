@@ -134,15 +134,16 @@ def read_upload() -> bytes:
     return data
 
 
-def text_page(entry: Entry):
-    """Seed and decoding options -> the generated text (streamed by JS, whole without it)."""
+def text_page(entry: Entry, **extra):
+    """Seed and decoding options -> the generated text (streamed by JS, whole without it; `extra`:
+    more template context, e.g. a lab-bench run's form action, stream URL and card link)."""
     form = dict(DEFAULTS)
     form.update(request.form.to_dict() if request.method == "POST" else {})
     lo, hi, default = LIMITS.get(entry.spec.tokenizer, LIMITS["words"])
     form.setdefault("length", default)
     context = {"entry": entry, "form": form, "strategies": STRATEGIES, "limits": (lo, hi),
                "result": None, "error": None, "verse": entry.spec.tokenizer == "syllables",
-               "show_trace": wants_trace(request.form.get("trace"))}
+               "show_trace": wants_trace(request.form.get("trace")), **extra}
     status = 200
     if request.method == "POST":
         try:

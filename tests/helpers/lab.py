@@ -1,5 +1,5 @@
 """Real processes for the lab bench's tests (gunicorn, Huey consumers, redis-server), each started
-by a LabStack and stopped by its pid, and the MNIST file their runs train on."""
+by a LabStack and stopped by its pid, the MNIST file their runs train on, and finished run records."""
 
 from __future__ import annotations
 
@@ -15,6 +15,25 @@ def mnist_data_or_skip():
     if not path.is_file():
         pytest.skip(f"no data at {path}")
     return path
+
+
+def add_finished_run(app, values: dict, model_folder) -> str:
+    """The id of a new run record of `values`, its folder a copy of `model_folder` (as a consumer
+    leaves a finished run)."""
+    import shutil
+    from pathlib import Path
+
+    from app.records import Run, db
+
+    with app.app_context():
+        run = Run(**values)
+        db.session.add(run)
+        db.session.commit()
+        run_id = run.id
+    folder = Path(app.instance_path) / "runs" / run_id
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(model_folder, folder)
+    return run_id
 
 
 class LabStack:
