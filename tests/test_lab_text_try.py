@@ -83,6 +83,8 @@ def test_the_try_page_is_the_text_task_page_over_the_run(client, finished_text_r
     assert 'id="meter"' not in headlines and 'name="length"' in headlines
     run_page = client.get(f"/lab/runs/{run_id}?lang=en").get_data(as_text=True)
     assert f'id="try-link" href="/lab/runs/{run_id}/try"' in run_page and 'id="try-note"' not in run_page
+    links = client.get(f"/api/v1/runs/{run_id}").get_json()["links"]
+    assert links["generate"].endswith(f"/api/v1/runs/{run_id}/generate") and "predict" not in links
     card = client.get(f"/lab/runs/{run_id}/card?lang=en")
     assert card.status_code == 200 and f'href="/lab/runs/{run_id}/try"' in card.get_data(as_text=True)
 

@@ -41,7 +41,7 @@ def create_run():
                         "queue_position": exc.queue_position}), 429
     warnings = [{"en": w.en, "vi": w.vi, "message": w.message(current_language())}
                 for w in runs.learning_warnings(run.dataset, run.settings)]
-    body = {"id": run.id, "status": run.status, "queue_position": runs.queue_position(run), "links": run.links(),
+    body = {"id": run.id, "status": run.status, "queue_position": runs.queue_position(run), "links": runs.run_links(run),
             "warnings": warnings}
     return jsonify(body), 202, {"Location": body["links"]["self"]}
 

@@ -12,7 +12,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from flask import current_app, g, request, send_from_directory
+from flask import current_app, g, request, send_from_directory, url_for
 from flask_login import current_user
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import func, select, update
@@ -283,7 +283,16 @@ def list_runs(dataset: str | None = None, status: str | None = None, mine: bool 
 
 def run_json(run: Run) -> dict:
     """A run as the API returns it, with its queue position."""
-    return {**run.to_dict(), "queue_position": queue_position(run)}
+    return {**run.to_dict(), "links": run_links(run), "queue_position": queue_position(run)}
+
+
+def run_links(run: Run) -> dict:
+    """The run's API addresses: a text run's generate in place of an image run's predict."""
+    links = run.links()
+    if run.dataset in textrecipes.text_datasets():
+        del links["predict"]
+        links["generate"] = url_for("lab_api.generate_run", run_id=run.id, _external=True)
+    return links
 
 
 def leaderboard_runs(dataset: str) -> list[Run]:
