@@ -24,7 +24,7 @@ from flask_login import UserMixin
 from flask_migrate import Migrate
 from flask_migrate import upgrade as migrate_upgrade
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, event
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -138,6 +138,8 @@ class Run(HasReason, db.Model):
     published_slug: Mapped[str | None] = mapped_column(String(64), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # times a consumer started it
     worker: Mapped[str | None] = mapped_column(String(128), nullable=True)  # host:pid training it
+    number: Mapped[int | None] = mapped_column(Integer, nullable=True)  # n-th run on its data set (set on insert)
+    __table_args__ = (Index("ix_runs_dataset_number", "dataset", "number"),)
 
     def links(self) -> dict:
         """The API addresses of this run (absolute URLs; needs a request or SERVER_NAME)."""
@@ -157,6 +159,15 @@ class Run(HasReason, db.Model):
         if links:
             out["links"] = self.links()
         return out
+
+
+@event.listens_for(Run, "before_insert")
+def _number_run(mapper, connection, target: Run) -> None:
+    """Give a new run the next number on its data set, computed inside its own INSERT (one
+    statement, so two runs submitted at once on SQLite cannot take the same number)."""
+    if target.number is None:
+        target.number = (select(func.coalesce(func.max(Run.number), 0) + 1)
+                         .where(Run.dataset == target.dataset).scalar_subquery())
 
 
 # ----------------------------------------------------------------------------- set-up

@@ -99,7 +99,7 @@ def test_the_text_bench_lists_runs_by_test_perplexity(text_app, trained):
                                metrics={"test_perplexity": ppl, "ngram": {"test_perplexity": 235.3}}))
         db.session.commit()
     page = text_app.test_client().get("/lab/kieu").get_data(as_text=True)
-    order = [m for m in re.findall(r">(better|worse|tiny verse)</a>", page)]
+    order = [m for m in re.findall(r">(better|worse|tiny verse) · [^<#]+ #\d+</a>", page)]  # the runs' names
     assert order == ["better", "tiny verse", "worse"]
     assert 'id="text-form"' in page and 'name="sequence_length"' in page and 'name="min_count"' in page
 

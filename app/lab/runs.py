@@ -21,6 +21,7 @@ from app.errors import InvalidInput
 from app.instructor.access import may_train
 from app.instructor.auth import instructor_for_token
 from app.lab import queue, recipes, textrecipes
+from app.lab.naming import run_name
 from app.lab.recipes import Throughput
 from app.modelstore import get_store
 from app.records import ACTIVE, CANCELLED, DONE, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, as_utc, db, utcnow
@@ -283,7 +284,8 @@ def list_runs(dataset: str | None = None, status: str | None = None, mine: bool 
 
 def run_json(run: Run) -> dict:
     """A run as the API returns it, with its queue position."""
-    return {**run.to_dict(), "links": run_links(run), "queue_position": queue_position(run)}
+    return {"id": run.id, "name": run_name(run), **run.to_dict(), "links": run_links(run),
+            "queue_position": queue_position(run)}
 
 
 def run_links(run: Run) -> dict:

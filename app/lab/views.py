@@ -23,7 +23,7 @@ from app.errors import InvalidInput
 from app.i18n import current_language, format_number
 from app.instructor.access import needs_class_code
 from app.instructor.settings import submission_rules
-from app.lab import cardsofar, program, recipes, runs, submissions, textprogram, textrecipes, texttry, textviews
+from app.lab import cardsofar, naming, program, recipes, runs, submissions, textprogram, textrecipes, texttry, textviews
 from app.lab.charts import chart, column, run_charts_live
 from app.lab.recipes import PRESET_NAMES, RANGES, Recipe, RunSettings
 from app.lab.testsplit import test_split_text
@@ -70,6 +70,12 @@ def fmt(value, digits: int = 4) -> str:
 def lab_helpers() -> dict:
     """Formatting helpers for the lab's templates."""
     return {"duration": duration, "fmt": fmt, "num": format_decimal, "text_benches": textviews.text_dataset_links}
+
+
+@bp.app_context_processor
+def run_name_helper() -> dict:
+    """`run_name(run)` for every template (the bench, the leaderboards, the instructor console)."""
+    return {"run_name": naming.run_name}
 
 
 @bp.app_context_processor
