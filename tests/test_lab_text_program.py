@@ -29,9 +29,7 @@ def recipes_under_test(slug: str, app) -> list[tuple[str, TextRecipe, TextSettin
     """Every text preset (its epochs cut to the server's limit, as the bench's form does), then two
     random recipes (small, so building them stays cheap)."""
     spec = BUILTIN_TASKS[slug]
-    with app.app_context():
-        limits = current_limits()
-    out = [(name, *limited_preset(name, spec, limits)) for name in TEXT_PRESET_NAMES]
+    out = [(name, *limited_preset(name, spec, limits_of(app))) for name in TEXT_PRESET_NAMES]
     rng = random.Random(35 + len(slug))
     for i in range(2):
         recipe = TextRecipe(embedding=rng.choice([8, 12, 16]), cell=rng.choice(CELLS), units=rng.choice([8, 16]),
@@ -39,6 +37,12 @@ def recipes_under_test(slug: str, app) -> list[tuple[str, TextRecipe, TextSettin
                             sequence_length=rng.choice([8, 64]), min_count=rng.randint(1, 3))
         out.append((f"random_{i}", recipe, TextSettings(epochs=2, batch_size=8, seed=rng.randint(0, 99))))
     return out
+
+
+def limits_of(app):
+    """The bench's limits in `app` (its epoch limit cuts the presets, as the form does)."""
+    with app.app_context():
+        return current_limits()
 
 
 VERSES = ("Trăm năm trong cõi người ta,", "Chữ tài chữ mệnh khéo là ghét nhau.", "Trải qua một cuộc bể dâu,",
@@ -186,7 +190,10 @@ def test_the_notebook_trains_evaluates_and_saves_on_a_tiny_subset(lab_app, tmp_p
     import nbformat
 
     from app.text import Vocabulary
+    from training.build import make_word_lstm, plain_twin
+    from training.fit import layer_table
     from training.layers import load_keras_text_model
+    from training.textgen import text_model_kwargs
 
     response = lab_app.test_client().get("/lab/nyt_headlines/program.ipynb?preset=shipped&lang=vi")
     assert response.status_code == 200
@@ -200,7 +207,10 @@ def test_the_notebook_trains_evaluates_and_saves_on_a_tiny_subset(lab_app, tmp_p
     vocab = Vocabulary.from_json((tmp_path / "vocab.json").read_text(encoding="utf-8"))
     model = load_keras_text_model(tmp_path / "model.keras")
     assert model.output.shape[-1] == len(vocab) and "<snippet>" in vocab.index
-    assert {layer.__class__.__name__ for layer in model.layers} >= {"TiedEmbedding", "LSTM"}
+    recipe, settings = limited_preset("shipped", BUILTIN_TASKS["nyt_headlines"], limits_of(lab_app))
+    kw = text_model_kwargs(BUILTIN_TASKS["nyt_headlines"], bench_config("nyt_headlines", recipe, settings, lab_app))
+    served = plain_twin(make_word_lstm(len(vocab), name="nyt_headlines", **kw), len(vocab), kw, "nyt_headlines")
+    assert layer_table(model) == layer_table(served)  # what the run's card holds, for this vocabulary
 
 
 def test_the_verse_program_trains_in_process_on_a_tiny_subset(tmp_path, monkeypatch):
