@@ -34,6 +34,7 @@ def recipes_under_test(slug: str, app) -> list[tuple[str, TextRecipe, TextSettin
     for i in range(2):
         recipe = TextRecipe(embedding=rng.choice([8, 12, 16]), cell=rng.choice(CELLS), units=rng.choice([8, 16]),
                             layers=rng.randint(1, 3), dropout=rng.choice([0.0, 0.25]), tied=rng.random() < 0.5,
+                            projection=rng.choice([0, 8]),
                             sequence_length=rng.choice([8, 64]), min_count=rng.randint(1, 3))
         out.append((f"random_{i}", recipe, TextSettings(epochs=2, batch_size=8, seed=rng.randint(0, 99))))
     return out
