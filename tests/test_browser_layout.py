@@ -100,7 +100,8 @@ def test_a_text_result_without_javascript_lands_in_view(browser, base_url):
 
 # Rules that serve files (images, downloads, programs, static), never an HTML page.
 FILE_ENDPOINTS = {"static", "pages.example_image", "pages.plot", "pages.favicon", "lab.run_plot", "lab.run_download",
-                  "lab.task_download", "lab.run_program", "lab.task_program", "lab.form_program", "lstm.comparison_plot"}
+                  "lab.task_download", "lab.run_program", "lab.task_program", "lab.form_program", "lab.text_form_program",
+                  "lstm.comparison_plot"}
 PHONES = (390, 360)
 # The page's width when it is wider than the viewport, with the first element that sticks out
 # (its tag, class and text), else null.
