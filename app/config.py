@@ -72,7 +72,7 @@ class Config:
     DATASET_MAX_FILE_BYTES = 20 * 1024 * 1024  # one image file
     DATASET_MAX_CLASSES = 200
     DATASET_SERVER_ROOT = ""  # folders under this root may be imported ("" = option off)
-    CORPUS_MAX_BYTES = 50 * 1024 * 1024  # one text corpus (a .txt upload or server file)
+    CORPUS_MAX_BYTES = 20 * 1024 * 1024  # one text corpus (a .txt upload or server file); its preview runs in the request
 
     # the lab bench's queue, records and consumers (README, "Lab bench: queue, workers, scale-out");
     # read from the environment under their own names: a consumer on another machine needs the

@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 from flask import current_app
 
 from app.errors import InvalidInput
@@ -29,7 +28,7 @@ from app.instructor.datasets import (
 )
 from app.splits import MIN_SPLIT_UNITS, SPLIT_SEED, TEXT_SPLIT_FRACTIONS, split_indices
 from app.tasks import TEXT, TaskSpec
-from app.text import DEFAULT_MIN_COUNT, MAX_LINE_TOKENS, UNK_ID, Vocabulary, clean_words, line_sequence, normalize
+from app.text import DEFAULT_MIN_COUNT, EOL, MAX_LINE_TOKENS, UNK_ID, Vocabulary, clean_words, normalize
 
 SPLITS = ("train", "validation", "test")
 SAMPLE_LINES = 5  # training lines shown on the preview
@@ -51,60 +50,62 @@ def decode_corpus(data: bytes, name: str) -> str:
     return normalize(text)
 
 
-def corpus_lines(text: str) -> tuple[list[str], dict]:
-    """(the distinct lines that have words, in order of first appearance; counts of what was read,
-    dropped as a repeat and cut) of a corpus' text. InvalidInput unless at least MIN_SPLIT_UNITS
-    lines remain (one each for training, validation and test)."""
+def corpus_lines(text: str) -> tuple[list[str], list[list[str]], dict]:
+    """(the distinct lines that have words, in order of first appearance; their sequences
+    (`line_sequence`); counts of what was read, dropped as a repeat and cut) of a corpus' text.
+    InvalidInput unless at least MIN_SPLIT_UNITS lines remain (one each for training,
+    validation and test)."""
     read = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    kept, seen, cut = [], set(), 0
+    kept, seqs, seen, cut = [], [], set(), 0
     for line in read:
-        tokens = line_sequence(line)
-        if not tokens or tuple(tokens) in seen:
+        words = clean_words(line)  # once per line: line_sequence's words, and whether it is cut
+        tokens = (*words[:MAX_LINE_TOKENS - 1], EOL)
+        if not words or tokens in seen:
             continue
-        seen.add(tuple(tokens))
-        cut += len(clean_words(line)) >= MAX_LINE_TOKENS
+        seen.add(tokens)
+        cut += len(words) >= MAX_LINE_TOKENS
         kept.append(line)
+        seqs.append(list(tokens))
     if len(kept) < MIN_SPLIT_UNITS:
         raise InvalidInput("The corpus has %(count)s distinct line(s) with words; at least %(min)s are needed (one each "
                            "for training, validation and test). Put one verse or headline per line.",
                            count=len(kept), min=MIN_SPLIT_UNITS)
-    return kept, {"lines_read": len(read), "distinct": len(kept), "without_words_or_repeated": len(read) - len(kept),
-                  "cut": cut, "max_tokens": MAX_LINE_TOKENS}
+    return kept, seqs, {"lines_read": len(read), "distinct": len(kept), "without_words_or_repeated": len(read) - len(kept),
+                        "cut": cut, "max_tokens": MAX_LINE_TOKENS}
 
 
-def split_lines(lines: list[str], seed: int = SPLIT_SEED) -> dict[str, list[str]]:
-    """The corpus' lines per split (`split_indices`, each split in corpus order)."""
-    return {name: [lines[i] for i in sorted(idx)] for name, idx in zip(SPLITS, split_indices(len(lines), seed))}
+def split_order(n: int, seed: int = SPLIT_SEED) -> dict[str, list[int]]:
+    """The indices of n corpus lines per split (`split_indices`, each split in corpus order)."""
+    return {name: sorted(idx.tolist()) for name, idx in zip(SPLITS, split_indices(n, seed))}
 
 
-def describe(splits: dict[str, list[str]], min_count: int = DEFAULT_MIN_COUNT) -> dict:
-    """The preview's figures: lines and tokens per split, the vocabulary of the training split at
-    `min_count`, the share of validation tokens (line ends included, as a run's card counts them)
-    that are unknown to it, and the two commonest first words (the run page's sample seeds)."""
-    seqs = {name: [line_sequence(ln) for ln in lines] for name, lines in splits.items()}
+def describe(seqs: dict[str, list[list[str]]], min_count: int = DEFAULT_MIN_COUNT) -> dict:
+    """The preview's figures from the sequences per split: lines and tokens per split, the
+    vocabulary of the training split at `min_count`, the share of validation tokens (line ends
+    included, as a run's card counts them) that are unknown to it, and the two commonest first
+    words (the run page's sample seeds)."""
     vocab = Vocabulary.build(seqs["train"], TOKENIZER, min_count=min_count)
-    val_ids = np.array([i for s in seqs["validation"] for i in vocab.encode(s)])
+    val_ids = [i for s in seqs["validation"] for i in vocab.encode(s)]
     firsts = Counter(s[0] for s in seqs["train"])
-    return {"lines": {name: len(lines) for name, lines in splits.items()},
+    return {"lines": {name: len(ss) for name, ss in seqs.items()},
             "tokens": {name: sum(len(s) for s in ss) for name, ss in seqs.items()},
-            "vocabulary": {"size": len(vocab), "min_count": min_count,
-                           "distinct_train_words": len({t for s in seqs["train"] for t in s}) - 1},
-            "validation_unknown_rate": round(float(np.mean(val_ids == UNK_ID)), 4),
+            "vocabulary": {"size": len(vocab), "min_count": min_count},
+            "validation_unknown_rate": round(val_ids.count(UNK_ID) / len(val_ids), 4),
             "seeds": sorted(firsts, key=lambda w: (-firsts[w], w))[:2]}
 
 
 def build_preview(staging: Path, data: bytes, source: dict) -> dict:
     """Check, normalise and split a corpus into staging/dataset/{train,validation,test}.txt and
     write its preview.json; returns the preview."""
-    text = decode_corpus(data, source["name"])
-    lines, counts = corpus_lines(text)
-    splits = split_lines(lines)
+    lines, seqs, counts = corpus_lines(decode_corpus(data, source["name"]))
+    order = split_order(len(lines))
     out = staging / "dataset"
     out.mkdir()
-    for name, part in splits.items():
-        (out / f"{name}.txt").write_text("\n".join(part) + "\n", encoding="utf-8")
-    preview = {"kind": TEXT, "source": source, "read": counts, **describe(splits),
-               "sample": splits["train"][:SAMPLE_LINES], "created": time.time()}
+    for name, idx in order.items():
+        (out / f"{name}.txt").write_text("".join(lines[i] + "\n" for i in idx), encoding="utf-8")
+    preview = {"kind": TEXT, "source": source, "read": counts,
+               **describe({name: [seqs[i] for i in idx] for name, idx in order.items()}),
+               "sample": [lines[i] for i in order["train"][:SAMPLE_LINES]], "created": time.time()}
     (staging / "preview.json").write_text(json.dumps(preview, ensure_ascii=False), encoding="utf-8")
     return preview
 
