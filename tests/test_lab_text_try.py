@@ -43,6 +43,19 @@ def test_the_text_leaderboard_downloads_as_csv_with_its_perplexities(client, fin
     assert all(r["dataset"] == "nyt_headlines" for r in rows)
 
 
+def test_the_text_history_downloads_as_csv_with_its_perplexities(client, finished_text_run):
+    run_id = finished_text_run("kieu", nickname="=cmd")
+    page = client.get("/lab/kieu?lang=vi").get_data(as_text=True)
+    assert 'id="history-csv-link" href="/lab/kieu/history.csv"' in page
+    response = client.get("/lab/kieu/history.csv")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert 'filename="lstmlab-kieu-history.csv"' in response.headers["Content-Disposition"]
+    rows = [r for r in csv.DictReader(io.StringIO(response.get_data(as_text=True))) if r["id"] == run_id]
+    assert [r["epoch"] for r in rows] == ["1", "2"] and rows[0]["nickname"].startswith("'=")
+    assert (float(rows[1]["loss"]), float(rows[1]["perplexity"]), float(rows[1]["val_loss"])) == (2.5, 200.0, 2.75)
+    assert "samples" not in rows[0]
+
+
 # ----------------------------------------------------------------------------- try-it page
 def stream_events(response) -> list[dict]:
     """The `data:` events of a server-sent-events answer, each without its timing."""

@@ -150,6 +150,19 @@ def text_leaderboard_csv(slug: str):
     return csv_download(f"lstmlab-{slug}-runs.csv", TEXT_CSV_COLUMNS, rows)
 
 
+TEXT_HISTORY_COLUMNS = ("id", "nickname", "dataset", "status", "epoch", "loss", "val_loss", "perplexity",
+                        "val_perplexity", "accuracy", "val_accuracy", "seconds")
+
+
+def text_history_csv(slug: str):
+    """Every run's per-epoch history on a text data set as CSV (one row per run and epoch, in the
+    leaderboard's order): losses, training and validation perplexity, next-token accuracy, seconds."""
+    rows = [[run.id, csv_safe(run.nickname or ""), run.dataset, run.status, e.get("epoch"),
+             *("" if e.get(k) is None else e.get(k) for k in TEXT_HISTORY_COLUMNS[5:])]
+            for run in runs.leaderboard_runs(slug) for e in run.history or [] if isinstance(e, dict)]
+    return csv_download(f"lstmlab-{slug}-history.csv", TEXT_HISTORY_COLUMNS, rows)
+
+
 def text_bench(slug: str):
     """GET or POST /lab/<slug> for a text data set: the form (a preset, ?again=<run>, or the
     posted values), Check (parameters) and Train (a queued run, then its page)."""

@@ -531,7 +531,10 @@ HISTORY_CSV_COLUMNS = ("id", "nickname", "dataset", "status", "epoch", "loss", "
 
 @bp.get("/lab/<dataset>/history.csv")
 def history_csv(dataset: str):
-    """Every run's per-epoch history on a data set as CSV (one row per run and epoch, leaderboard order)."""
+    """Every run's per-epoch history on a data set as CSV (one row per run and epoch, leaderboard order;
+    a text data set's with its perplexities)."""
+    if dataset in textrecipes.text_datasets():
+        return textviews.text_history_csv(dataset)
     runs.find_dataset(dataset)
     rows = [[run.id, csv_safe(run.nickname or ""), run.dataset, run.status, e.get("epoch"),
              *("" if e.get(k) is None else e.get(k) for k in HISTORY_CSV_COLUMNS[5:])]
