@@ -147,7 +147,8 @@ def test_killed_consumer_resumes_from_its_last_epoch_then_cancel_stops_within_a_
     lab_stack.env["LAB_PROGRESS_SECONDS"] = "0.25"  # progress at every cancel poll: epoch 2's window is seen
     first = lab_stack.consumer("consumer-1")
     browser = lab_stack.session()
-    response = lab_stack.submit(browser, nickname="long", epochs=3, subset=3000, batch_size=16)
+    # 675 batches an epoch: epoch 2's first half lasts seconds even on an idle machine
+    response = lab_stack.submit(browser, nickname="long", epochs=3, subset=6000, batch_size=8)
     assert response.status_code == 202, response.text
     run_id = response.json()["id"]
 
