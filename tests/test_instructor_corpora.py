@@ -5,6 +5,7 @@ on the text bench, and a run on it trains through the queue's job with the n-gra
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -160,6 +161,10 @@ def test_a_run_on_a_corpus_trains_through_the_job_with_its_ngram(signed_in, inst
     card = json.load(open(os.path.join(instructor_app.instance_path, "runs", run_id, "card.json"), encoding="utf-8"))
     assert card["data"]["split"] == "80/10/10 by distinct line, fixed when the corpus was saved"
     assert card["data"]["counts"]["train"] == 32 and card["data"]["counts"]["test"] == 4
+    rows = list(csv.DictReader(io.StringIO(signed_in.get("/instructor/datasets/tho/runs.csv").get_data(as_text=True))))
+    assert [(r["id"], r["embedding"], r["min_count"]) for r in rows] == [(run_id, "8", "1")]
+    assert float(rows[0]["test_perplexity"]) == metrics["test_perplexity"]
+    assert float(rows[0]["ngram_test_perplexity"]) == metrics["ngram"]["test_perplexity"]
     # published as a served text task (a one-epoch model is no better than the n-gram: confirmed)
     resp = signed_in.post(f"/instructor/runs/{run_id}/publish?lang=en", data={
         "slug": "tho_served", "title_en": "Verse", "title_vi": "Thơ", "confirm_chance": "yes"})

@@ -252,12 +252,13 @@ def dataset_delete(slug: str):
 
 CSV_FIELDS = ("id", "nickname", "dataset", "status", "created_at", "started_at", "finished_at", "seconds",
               "epochs", "batch_size", "learning_rate", "subset", "seed", "reading", "cell", "units", "layers",
-              "bidirectional", "dropout", "params", "test_accuracy", "published_slug")
+              "bidirectional", "dropout", "embedding", "tied", "sequence_length", "min_count", "params", "test_accuracy",
+              "test_perplexity", "ngram_test_perplexity", "published_slug")
 
 
 @bp.get("/datasets/<slug>/runs.csv")
 def dataset_csv(slug: str):
-    """Every run of data set `slug` (any status) as CSV, newest first."""
+    """Every run of data set `slug` (any status) as CSV, newest first (image and text recipes' columns)."""
     runs = db.session.scalars(select(Run).where(Run.dataset == slug).order_by(Run.created_at.desc())).all()
     rows = []
     for run in runs:
@@ -266,9 +267,12 @@ def dataset_csv(slug: str):
                "created_at": iso(run.created_at) or "", "started_at": iso(run.started_at) or "",
                "finished_at": iso(run.finished_at) or "", "seconds": run.seconds if run.seconds is not None else "",
                "params": run.params if run.params is not None else "", "test_accuracy": m.get("test_accuracy", ""),
+               "test_perplexity": m.get("test_perplexity", ""),  # a text corpus' runs
+               "ngram_test_perplexity": (m.get("ngram") or {}).get("test_perplexity", ""),
                "published_slug": run.published_slug or "", **{k: s.get(k, "") for k in
                                                                ("epochs", "batch_size", "learning_rate", "subset", "seed")},
-               **{k: r.get(k, "") for k in ("reading", "cell", "units", "layers", "bidirectional", "dropout")}}
+               **{k: r.get(k, "") for k in ("reading", "cell", "units", "layers", "bidirectional", "dropout",
+                                            "embedding", "tied", "sequence_length", "min_count")}}
         rows.append([row[k] for k in CSV_FIELDS])
     return csv_download(f"lstmlab-{slug}-all-runs.csv", CSV_FIELDS, rows)
 
