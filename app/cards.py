@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,7 +70,7 @@ class Part(BaseModel):
     def _keep_the_rest(cls, data, handler):
         part = handler(data)
         if isinstance(data, dict):
-            named = {info.alias or name for name, info in cls.model_fields.items()}
+            named = _json_keys(cls)
             part._extra = {k: v for k, v in data.items() if k not in named or v is None}
         return part
 
@@ -100,6 +101,12 @@ class Part(BaseModel):
         for key, value in self._extra.items():
             out.setdefault(key, value)
         return out
+
+
+@cache
+def _json_keys(cls) -> frozenset:
+    """The JSON keys a block's schema names (aliases such as "from" included)."""
+    return frozenset(info.alias or name for name, info in cls.model_fields.items())
 
 
 def _problem(where: str, error: dict) -> tuple[str, str]:

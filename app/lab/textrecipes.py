@@ -254,11 +254,7 @@ def vocabulary_size(spec: TaskSpec, models_dir) -> int | None:
     vocabulary at the default cut-off, from its record); None without either."""
     if isinstance(spec.extra, dict) and spec.extra.get("vocabulary_size"):
         return int(spec.extra["vocabulary_size"])
-    try:
-        card = json.loads((Path(models_dir) / spec.slug / "card.json").read_text(encoding="utf-8"))
-        return int(card["vocabulary"]["size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return _shipped_figure(spec, models_dir, lambda card: int(card["vocabulary"]["size"]))
 
 
 def training_sequences(spec: TaskSpec, models_dir) -> int | None:
@@ -268,9 +264,13 @@ def training_sequences(spec: TaskSpec, models_dir) -> int | None:
     counts = spec.extra.get("counts") if isinstance(spec.extra, dict) else None
     if counts:
         return int(counts["train"])
+    return _shipped_figure(spec, models_dir, lambda card: int(card["data"]["counts"]["train"])
+                           + int((card["data"]["counts"].get("auxiliary") or {}).get("sequences", 0)))
+
+
+def _shipped_figure(spec: TaskSpec, models_dir, read) -> int | None:
+    """`read(card)` of the task's shipped card.json; None without a card or the figure."""
     try:
-        card = json.loads((Path(models_dir) / spec.slug / "card.json").read_text(encoding="utf-8"))
-        counts = card["data"]["counts"]
-        return int(counts["train"]) + int((counts.get("auxiliary") or {}).get("sequences", 0))
-    except (OSError, ValueError, KeyError, TypeError):
+        return read(json.loads((Path(models_dir) / spec.slug / "card.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
