@@ -24,6 +24,7 @@ from werkzeug.serving import make_server
 
 from app.config import MODELS_DIR
 from app.tasks import KIEU, MNIST, NYT_HEADLINES
+from helpers.browser import axe_violations
 
 ROOT = Path(__file__).resolve().parent.parent
 AXE = ROOT / ".cache" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
@@ -32,7 +33,6 @@ FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-st
 PAGES = {"home": "/", "image_task": "/tasks/mnist", "text_task": "/tasks/kieu", "card": "/tasks/mnist/card",
          "lstm": "/lstm", "why": "/lstm/why", "api_docs": "/docs/api", "lab_submit": "/lab/mnist/submit",
          "lab_text": "/lab/kieu"}
-WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
 def missing(reason: str):
@@ -105,10 +105,7 @@ def test_no_wcag_violations_and_a_phone_fits(browser, base_url, name):
                                     device_scale_factor=1, is_mobile=True, has_touch=True)
     try:
         page.goto(base_url + PAGES[name] + "?lang=vi")
-        page.add_script_tag(path=str(AXE))
-        result = page.evaluate("opts => axe.run(document, opts)",
-                               {"runOnly": {"type": "tag", "values": WCAG}, "resultTypes": ["violations"]})
-        violations = [{"id": v["id"], "nodes": [n["target"] for n in v["nodes"]][:5]} for v in result["violations"]]
+        violations = axe_violations(page, AXE)
         assert not violations, json.dumps(violations, ensure_ascii=False, indent=1)
 
         width = page.evaluate("() => document.documentElement.scrollWidth")

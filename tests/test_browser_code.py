@@ -93,7 +93,8 @@ def test_the_code_panel_and_a_cards_downloads_pass_axe_on_a_phone(bench_url, bro
     the bench still fits a 390 px phone with the program's long lines (they scroll in their box)."""
     import json
 
-    from test_browser_a11y import AXE, WCAG, missing
+    from helpers.browser import axe_violations
+    from test_browser_a11y import AXE, missing
 
     if not AXE.is_file():
         missing(f"axe-core is not installed at {AXE} (npm install --prefix .cache/axe axe-core)")
@@ -103,11 +104,7 @@ def test_the_code_panel_and_a_cards_downloads_pass_axe_on_a_phone(bench_url, bro
         for path, region in (("/lab?lang=vi", "#code-panel"), ("/lab/kieu?lang=vi", "#code-panel"),
                              ("/tasks/mnist/card?lang=vi", "#take-away")):
             page.goto(bench_url + path)
-            page.add_script_tag(path=str(AXE))
-            result = page.evaluate("opts => axe.run({include: [opts.region]}, opts.run)",
-                                   {"region": region, "run": {"runOnly": {"type": "tag", "values": WCAG},
-                                                              "resultTypes": ["violations"]}})
-            violations = [{"id": v["id"], "nodes": [n["target"] for n in v["nodes"]][:5]} for v in result["violations"]]
+            violations = axe_violations(page, AXE, region)
             assert not violations, json.dumps(violations, ensure_ascii=False, indent=1)
             assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, path
         page.screenshot(path=str(SHOTS / "phone_card_downloads.png"), full_page=True)

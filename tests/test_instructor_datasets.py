@@ -410,3 +410,21 @@ def test_a_rename_that_fails_leaves_the_data_set_whole(signed_in, instructor_app
 
             delete_dataset("shapes")
     assert leftovers(instructor_app) == before and os.path.isfile(os.path.join(folder, "dataset.json"))
+
+
+@pytest.mark.parametrize("route, data, form_id, words", [
+    ("/instructor/datasets/upload", {"file": (io.BytesIO(b"not a zip"), "pets.zip")}, "upload-form", "zip"),
+    ("/instructor/datasets/upload", {}, "upload-form", "zip"),
+    ("/instructor/datasets/folder", {"folder": "../etc"}, "folder-form", ".."),
+    ("/instructor/datasets/corpus", {"file": (io.BytesIO(b"a\x00b\n"), "poem.txt")}, "corpus-form", "NUL"),
+    ("/instructor/datasets/corpus/file", {"file": "missing.txt"}, "corpus-file-form", "missing.txt"),
+])
+def test_a_refused_upload_shows_the_data_set_page_again_with_the_refusal_beside_its_form(
+        signed_in, route, data, form_id, words):
+    response = signed_in.post(route + "?lang=vi", data=data, content_type="multipart/form-data")
+    assert 400 <= response.status_code < 500
+    page = response.get_data(as_text=True)
+    assert f'id="{form_id}"' in page and f'id="{form_id}-error"' in page  # the forms, not a bare error page
+    error = page.split(f'id="{form_id}-error">', 1)[1].split("</div>", 1)[0]
+    assert words in error and "Traceback" not in page
+    assert page.count('role="alert"') == 1

@@ -159,46 +159,61 @@ def edit_access():
 
 # ----------------------------------------------------------------------------- data sets
 @bp.get("/datasets")
-def dataset_list():
-    """The saved data sets, the upload form and (when configured) the server-folder form."""
-    return render_template("instructor/datasets.html", records=[r for r, _f in datasets.iter_datasets()],
+def dataset_list(error: InvalidInput | None = None, form_id: str = ""):
+    """The saved data sets, the upload forms and (when configured) the server-folder forms; after a
+    refused upload, the same page with the refusal beside the form `form_id`, at its status."""
+    page = render_template("instructor/datasets.html", records=[r for r, _f in datasets.iter_datasets()],
                            server_root=current_app.config.get("DATASET_SERVER_ROOT") or "",
                            max_mb=int(current_app.config["DATASET_MAX_UPLOAD_BYTES"]) // 2**20,
-                           corpus_mb=corpora.max_bytes() // 2**20)
+                           corpus_mb=corpora.max_bytes() // 2**20, error=error, error_form=form_id)
+    return page, error.status if error else 200
+
+
+def staged_or_refused(form_id: str, stage):
+    """Redirect to the preview `stage()` stages, or the data-set page again with its refusal."""
+    try:
+        token, _preview = stage()
+    except InvalidInput as exc:
+        return dataset_list(exc, form_id)
+    return redirect(url_for("instructor.dataset_preview", token=token), 303)
+
+
+def uploaded_file(missing_msgid: str):
+    """The request's uploaded `file`, or InvalidInput(`missing_msgid`) when none was chosen."""
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        raise InvalidInput(missing_msgid)
+    return upload
 
 
 @bp.post("/datasets/upload")
 def dataset_upload():
     """A zip of class folders -> a staged preview."""
-    upload = request.files.get("file")
-    if upload is None or not upload.filename:
-        raise InvalidInput("Choose a .zip file of class folders.")
-    token, _preview = datasets.stage_zip(upload.stream, upload.filename)
-    return redirect(url_for("instructor.dataset_preview", token=token), 303)
+    def stage():
+        upload = uploaded_file("Choose a .zip file of class folders.")
+        return datasets.stage_zip(upload.stream, upload.filename)
+    return staged_or_refused("upload-form", stage)
 
 
 @bp.post("/datasets/folder")
 def dataset_folder():
     """A folder under DATASET_SERVER_ROOT -> a staged preview."""
-    token, _preview = datasets.stage_folder(request.form.get("folder", ""))
-    return redirect(url_for("instructor.dataset_preview", token=token), 303)
+    return staged_or_refused("folder-form", lambda: datasets.stage_folder(request.form.get("folder", "")))
 
 
 @bp.post("/datasets/corpus")
 def corpus_upload():
     """A UTF-8 .txt corpus, one verse or headline per line -> a staged preview."""
-    upload = request.files.get("file")
-    if upload is None or not upload.filename:
-        raise InvalidInput("Choose a .txt file, one verse or headline per line.")
-    token, _preview = corpora.stage_corpus(upload.stream, upload.filename)
-    return redirect(url_for("instructor.dataset_preview", token=token), 303)
+    def stage():
+        upload = uploaded_file("Choose a .txt file, one verse or headline per line.")
+        return corpora.stage_corpus(upload.stream, upload.filename)
+    return staged_or_refused("corpus-form", stage)
 
 
 @bp.post("/datasets/corpus/file")
 def corpus_file():
     """A text file under DATASET_SERVER_ROOT -> a staged preview."""
-    token, _preview = corpora.stage_corpus_file(request.form.get("file", ""))
-    return redirect(url_for("instructor.dataset_preview", token=token), 303)
+    return staged_or_refused("corpus-file-form", lambda: corpora.stage_corpus_file(request.form.get("file", "")))
 
 
 @bp.route("/datasets/preview/<token>", methods=["GET", "POST"])

@@ -30,3 +30,16 @@ def serve_on_loopback(app):
         yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
+
+
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def axe_violations(page, axe_path, include: str | None = None) -> list[dict]:
+    """axe-core's WCAG 2.1 A/AA violations on `page` (or inside the `include` selector), each as
+    {"id", "nodes": the first five targets}; the page's context must bypass CSP to inject axe."""
+    page.add_script_tag(path=str(axe_path))
+    result = page.evaluate("opts => axe.run(opts.include ? {include: [opts.include]} : document, opts.run)",
+                           {"include": include, "run": {"runOnly": {"type": "tag", "values": AXE_TAGS},
+                                                        "resultTypes": ["violations"]}})
+    return [{"id": v["id"], "nodes": [n["target"] for n in v["nodes"]][:5]} for v in result["violations"]]
