@@ -58,6 +58,28 @@ def limit_label(name: str) -> str:
     return str(LIMIT_LABELS.get(name, name))
 
 
+def duration(seconds) -> str:
+    """Seconds as "1 min 05 s" / "42 s" ("–" when unknown)."""
+    if not isinstance(seconds, (int, float)) or seconds < 0:
+        return "–"
+    s = int(round(seconds))
+    if s < 60:
+        return _("%(s)s s", s=s)
+    if s < 3600:
+        return _("%(m)s min %(s)s s", m=s // 60, s=f"{s % 60:02d}")
+    return _("%(h)s h %(m)s min", h=s // 3600, m=f"{s % 3600 // 60:02d}")
+
+
+def estimate_words(seconds: float | None, span: tuple[float, float] | None) -> str:
+    """A run's estimated time: "2 min 10 s", a range while no run has been measured on this
+    server (`span`), or "unknown"."""
+    if seconds is None:
+        return _("unknown")
+    if span is not None and duration(span[0]) != duration(span[1]):
+        return _("%(low)s to %(high)s (not yet measured on this server)", low=duration(span[0]), high=duration(span[1]))
+    return duration(seconds)
+
+
 def figure(value) -> str:
     """A number in the reader's locale with every decimal it has (0.001 -> vi 0,001)."""
     return format_decimal(value, format=FIGURE) if isinstance(value, (int, float)) else str(value)

@@ -76,7 +76,8 @@ def main(argv=None) -> int:
             stack.close()
     after = load_average()
     default = recipes.Throughput(0.0, 0.0)
-    fitted = recipes.measure_throughput([r["record"] for r in rows], {"mnist": MNIST}, default, ROOT / "models")
+    fitted = recipes.measure_throughput([r["record"] for r in rows], recipes.image_cost({"mnist": MNIST}, ROOT / "models"),
+                                        default)
     for r in rows:
         print({k: v for k, v in r.items() if k != "record"}, flush=True)
     print(f"measured throughput: {fitted.seconds_per_unit:.3g} s per unit, {fitted.overhead_seconds:.1f} s overhead "

@@ -65,7 +65,8 @@ def test_the_code_panel_follows_the_recipe_and_downloads_both_files(bench_url, b
 
 def test_the_text_benchs_code_panel_follows_its_form(bench_url, browser):
     """The same panel on the Kiều bench: a change of cell, width or tying changes the program
-    shown, the .py download is that program, and a value out of range is said plainly."""
+    shown (and the live estimate), the .py download is that program, and a value out of range is
+    said plainly."""
     from playwright.sync_api import expect
 
     problems: list[str] = []
@@ -78,6 +79,9 @@ def test_the_text_benchs_code_panel_follows_its_form(bench_url, browser):
     page.uncheck("#f-tied")
     expect(code).to_contain_text("layers.GRU(24", timeout=10_000)
     expect(code).not_to_contain_text("TiedEmbedding")
+    # the live estimate (static/js/lab.js) follows the same form, without a Check submit
+    expect(page.locator("#est-params")).not_to_have_text("", timeout=10_000)
+    expect(page.locator("#est-time")).not_to_have_text("")
     with page.expect_download() as got:
         page.click("#code-py")
     assert got.value.suggested_filename == "lstmlab_kieu.py"

@@ -198,11 +198,13 @@ def test_throughput_measured_from_finished_runs():
     run = {"dataset": "mnist", "recipe": asdict(Recipe()), "settings": settings,
            "history": [{"epoch": 1, "seconds": 10.0}, {"epoch": 2, "seconds": 10.0}],
            "started_at": t0, "finished_at": t0 + dt.timedelta(seconds=35)}
-    got = recipes.measure_throughput([run, {"dataset": "nope"}, {**run, "history": []}], DATASETS, default)
+    cost_of = recipes.image_cost(DATASETS)
+    got = recipes.measure_throughput([run, {"dataset": "nope", "history": [{"seconds": 1.0}]}, {**run, "history": []}],
+                                     cost_of, default)
     assert got.seconds_per_unit == pytest.approx(10.0 / cost)
     assert got.overhead_seconds == pytest.approx(15.0)
     assert got.runs == 1
-    assert recipes.measure_throughput([], DATASETS, default) is default
+    assert recipes.measure_throughput([], cost_of, default) is default
     # the estimate of the same run from its own measurement is its measured time
     assert recipes.estimate_seconds(MNIST, Recipe(), settings, got) == pytest.approx(35.0)
 

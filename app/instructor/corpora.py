@@ -180,6 +180,7 @@ def corpus_spec(record: dict, folder: Path) -> TaskSpec:
                     f"{counts['train']} train / {counts['val']} validation / {counts['test']} test lines)",
         architecture="word_lstm", epochs=20, batch_size=64, learning_rate=2e-3, goal_below_ngram=0.10,
         extra={"dataset": "instructor", "counts": {k: counts[k] for k in ("train", "val", "test")},
+               "tokens": record.get("tokens") or {},  # per split: the run-time estimate's figures
                "vocabulary_size": int(record["vocabulary"]["size"]), "sample_seeds": list(record.get("seeds") or []),
                "split": record["split"], "model": {"embedding": 64, "units": 128, "dropout": 0.3, "tied": True}},
     )

@@ -404,17 +404,25 @@ def validate(payload, limits: Limits, datasets: dict[str, TaskSpec], throughput:
     recipe = validate_recipe(payload.get("recipe"))
     size = training_size(spec, models_dir)
     settings = validate_settings(payload, limits, size)
-    params = param_count(spec, recipe)
+    check_params(param_count(spec, recipe), limits)
+    if throughput is not None:
+        check_time(estimate_seconds(spec, recipe, settings, throughput, size), limits)
+    return asdict(recipe), asdict(settings)
+
+
+def check_params(params: int, limits: Limits) -> None:
+    """InvalidInput (400) when a recipe's `params` are over the limit."""
     if params > limits.max_params:
         raise refusal("This recipe has %(params)s parameters; the limit is %(limit)s. Use fewer units or layers.",
                       params=f"{params:,}", limit=f"{limits.max_params:,}")
-    if throughput is not None:
-        seconds = estimate_seconds(spec, recipe, settings, throughput, size)
-        if seconds is not None and seconds > limits.max_seconds:
-            raise refusal("This run would take about %(minutes)s minutes; the limit is %(limit)s minutes. "
-                          "Use fewer epochs, a smaller subset or a smaller network.",
-                          minutes=str(math.ceil(seconds / 60)), limit=str(max(1, limits.max_seconds // 60)))
-    return asdict(recipe), asdict(settings)
+
+
+def check_time(seconds: float | None, limits: Limits) -> None:
+    """InvalidInput (400) when a run's estimated `seconds` are over the time limit (None: unknown, allowed)."""
+    if seconds is not None and seconds > limits.max_seconds:
+        raise refusal("This run would take about %(minutes)s minutes; the limit is %(limit)s minutes. "
+                      "Use fewer epochs, a smaller subset or a smaller network.",
+                      minutes=str(math.ceil(seconds / 60)), limit=str(max(1, limits.max_seconds // 60)))
 
 
 # ----------------------------------------------------------------------------- cost
@@ -425,10 +433,10 @@ class Layer:
     name: str
     params: int
     macs: int
-    steps: int = 0  # time steps run one after another (a bidirectional layer runs two sweeps)
+    steps: float = 0  # time steps run one after another (a bidirectional layer runs two sweeps; text: a mean)
 
 
-def _rnn(name: str, cell: str, inputs: int, units: int, bidirectional: bool, steps: int,
+def rnn_layer(name: str, cell: str, inputs: int, units: int, bidirectional: bool, steps: float,
          sweeps: int = 1) -> tuple[Layer, int]:
     """One recurrent layer (Keras 3 cells; GRU with reset_after has two bias vectors) over `steps`
     steps, on `sweeps` sequences at once with shared weights; returns it and its output width."""
@@ -448,7 +456,7 @@ def layer_plan(spec: TaskSpec, recipe: Recipe | dict) -> list[Layer]:
 
     def stack(name: str, width: int, steps: int) -> int:
         for i in range(r.layers):
-            layer, width = _rnn(f"{name}_{i + 1}", r.cell, width, r.units, r.bidirectional, steps)
+            layer, width = rnn_layer(f"{name}_{i + 1}", r.cell, width, r.units, r.bidirectional, steps)
             plan.append(layer)
         return width
 
@@ -459,9 +467,9 @@ def layer_plan(spec: TaskSpec, recipe: Recipe | dict) -> list[Layer]:
     else:  # patches: an 8×8 grid, one sweep along each row of patches and one down each column
         patch = max(1, min(h, w) // 8)
         gh, gw = h // patch, w // patch
-        layer, width = _rnn("sweep_rows", r.cell, patch * patch * c, r.units, r.bidirectional, gw, sweeps=gh)
+        layer, width = rnn_layer("sweep_rows", r.cell, patch * patch * c, r.units, r.bidirectional, gw, sweeps=gh)
         plan.append(layer)
-        layer, width = _rnn("sweep_cols", r.cell, width, r.units, r.bidirectional, gh, sweeps=gw)
+        layer, width = rnn_layer("sweep_cols", r.cell, width, r.units, r.bidirectional, gh, sweeps=gw)
         plan.append(layer)
         width = stack("read_rows", gw * width, gh)
     plan.append(Layer("dense", width * HEAD_UNITS + HEAD_UNITS, width * HEAD_UNITS))
@@ -482,10 +490,11 @@ VALIDATION_BATCH = 512  # training.images evaluates in batches of 512
 FORWARD_SHARE = 1 / 3  # a forward pass costs about a third of a training step (forward + backward)
 
 
-def batch_cost(spec: TaskSpec, recipe: Recipe | dict, batch: int) -> float:
-    """Cost of one training step on `batch` images, in fixed step costs (the unit of throughput)."""
+def plan_cost(plan: list[Layer], batch: int) -> float:
+    """Cost of one training step of a layer plan on `batch` samples, in fixed step costs (the
+    unit of throughput): each sequential step costs one, plus its multiply-adds."""
     cost = 0.0
-    for layer in layer_plan(spec, recipe):
+    for layer in plan:
         if layer.steps:
             cost += layer.steps * (1 + batch * layer.macs / layer.steps / STEP_MACS)
         else:
@@ -493,14 +502,41 @@ def batch_cost(spec: TaskSpec, recipe: Recipe | dict, batch: int) -> float:
     return cost
 
 
+def batch_cost(spec: TaskSpec, recipe: Recipe | dict, batch: int) -> float:
+    """Cost of one training step on `batch` images, in fixed step costs (the unit of throughput)."""
+    return plan_cost(layer_plan(spec, recipe), batch)
+
+
 @dataclass(frozen=True)
 class Throughput:
-    """Measured speed of this server's training: seconds per unit of `batch_cost`, and the fixed
+    """Measured speed of this server's training: seconds per unit of cost, and the fixed
     seconds a run spends outside its epochs (start-up, data, test evaluation, export)."""
 
     seconds_per_unit: float
     overhead_seconds: float
     runs: int = 0  # finished runs it was measured from (0: the measured default)
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """What a run costs, in units: each epoch's timed part (training steps and validation, the
+    history's seconds), what each epoch spends after it outside that timer (a text run's report
+    of perplexities and sample lines) and what the run spends once after its last epoch (a text
+    run's test evaluation, n-gram and meter rates)."""
+
+    epoch: float
+    between: float = 0.0
+    end: float = 0.0
+
+    def outside(self, epochs: int) -> float:
+        """The units of `epochs` epochs spent outside the epochs' timer."""
+        return epochs * self.between + self.end
+
+
+def seconds_for(epochs: int, cost: RunCost, throughput: Throughput) -> float:
+    """Seconds from start to finish of `epochs` epochs of `cost` at `throughput`."""
+    units = epochs * cost.epoch + cost.outside(epochs)
+    return units * throughput.seconds_per_unit + throughput.overhead_seconds
 
 
 def epoch_cost(spec: TaskSpec, recipe: Recipe | dict, settings: RunSettings | dict, train_size: int | None) -> float | None:
@@ -522,32 +558,44 @@ def estimate_seconds(spec: TaskSpec, recipe: Recipe | dict, settings: RunSetting
     the training set size is unknown)."""
     s = settings if isinstance(settings, RunSettings) else RunSettings(**settings)
     cost = epoch_cost(spec, recipe, s, train_size)
-    if cost is None:
-        return None
-    return s.epochs * cost * throughput.seconds_per_unit + throughput.overhead_seconds
+    return None if cost is None else seconds_for(s.epochs, RunCost(cost), throughput)
 
 
-def measure_throughput(runs, datasets: dict[str, TaskSpec], default: Throughput, models_dir: Path | None = None,
-                       recent: int = 20) -> Throughput:
-    """Median throughput and overhead of the latest finished runs (dicts with dataset, recipe,
-    settings, history with per-epoch seconds, started_at, finished_at); `default` without any."""
+def image_cost(datasets: dict[str, TaskSpec], models_dir: Path | None = None):
+    """`cost_of(run)` for `measure_throughput` over image runs: the RunCost of a run record
+    (dict with dataset, recipe, settings), None when it is not of one of `datasets` or unknown."""
+    def cost_of(run: dict) -> RunCost | None:
+        spec = datasets.get(run.get("dataset"))
+        if spec is None:
+            return None
+        cost = epoch_cost(spec, run["recipe"], run["settings"], training_size(spec, models_dir))
+        return RunCost(cost) if cost else None
+
+    return cost_of
+
+
+def measure_throughput(runs, cost_of, default: Throughput, recent: int = 20) -> Throughput:
+    """Median throughput and overhead of the latest finished runs (dicts with recipe, settings,
+    history with per-epoch seconds, started_at, finished_at), each costed by `cost_of(run)` (a
+    RunCost, or None to leave it out; `image_cost`, `textrecipes.text_cost`); `default` without any."""
     rates, overheads = [], []
     for run in list(runs)[:recent]:
-        spec = datasets.get(run.get("dataset"))
         history = run.get("history") or []
         seconds = [e.get("seconds") for e in history if isinstance(e, dict)]
-        if spec is None or not seconds or not all(isinstance(x, (int, float)) and x > 0 for x in seconds):
+        if not seconds or not all(isinstance(x, (int, float)) and x > 0 for x in seconds):
             continue
         try:
-            cost = epoch_cost(spec, run["recipe"], run["settings"], training_size(spec, models_dir))
-        except (TypeError, KeyError):
+            cost = cost_of(run)
+        except (TypeError, KeyError, ValueError):
             continue
-        if not cost:
+        if not cost or not cost.epoch:
             continue
-        rates.append(sum(seconds) / (cost * len(seconds)))
+        rate = sum(seconds) / (cost.epoch * len(seconds))
+        rates.append(rate)
         started, finished = run.get("started_at"), run.get("finished_at")
         if started and finished:
-            overheads.append(max(0.0, (finished - started).total_seconds() - sum(seconds)))
+            outside = (finished - started).total_seconds() - sum(seconds) - cost.outside(len(seconds)) * rate
+            overheads.append(max(0.0, outside))
     if not rates:
         return default
     return Throughput(statistics.median(rates), statistics.median(overheads) if overheads else default.overhead_seconds,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from flask import current_app, g, request, send_from_directory, url_for
@@ -25,7 +27,7 @@ from app.lab.naming import run_name
 from app.lab.recipes import Throughput
 from app.modelstore import get_store
 from app.records import ACTIVE, CANCELLED, DONE, FINISHED, INTERRUPTED, QUEUED, RUNNING, Run, as_utc, db, utcnow
-from app.tasks import TEXT, TaskSpec
+from app.tasks import IMAGE, TEXT, TaskSpec
 
 OWNER_COOKIE = "lab_owner"
 OWNER_MAX_AGE = 365 * 24 * 3600
@@ -157,11 +159,14 @@ def submit_run(payload) -> Run:
 
 def validate_text_run(payload: dict, limits: recipes.Limits, models_dir: Path) -> tuple[dict, dict, int | None]:
     """(recipe, settings, parameters) of a text-run payload (textrecipes.validate_text, the
-    parameters counted over the shipped model's vocabulary size; None without one)."""
+    parameters counted over the shipped model's vocabulary size, None without one; the time
+    estimated at this server's text throughput)."""
     spec = textrecipes.text_datasets()[payload["dataset"]]
     vocab = textrecipes.vocabulary_size(spec, models_dir)
     recipe, settings = textrecipes.validate_text(payload, limits, vocab_size=vocab,
-                                                 sequences=textrecipes.training_sequences(spec, models_dir))
+                                                 sequences=textrecipes.training_sequences(spec, models_dir),
+                                                 figures=textrecipes.text_figures(spec, models_dir),
+                                                 throughput=throughput(TEXT))
     params = textrecipes.text_param_count(textrecipes.TextRecipe(**recipe), vocab) if vocab else None
     return recipe, settings, params
 
@@ -323,41 +328,70 @@ def find_dataset(slug: str) -> TaskSpec:
     return spec
 
 
-def finished_runs(dataset: str | None = None, limit: int = 200) -> list[Run]:
-    """Finished runs, newest first (of one data set when given)."""
+def finished_runs(dataset: str | None = None, limit: int = 200, among=None) -> list[Run]:
+    """Finished runs, newest first (of one data set, or of the data sets `among`, when given)."""
     query = select(Run).where(Run.status == FINISHED)
     if dataset:
         query = query.where(Run.dataset == dataset)
+    if among is not None:
+        query = query.where(Run.dataset.in_(list(among)))
     return list(db.session.scalars(query.order_by(Run.finished_at.desc()).limit(limit)))
 
 
-# The fallback until a run has finished here (config LAB_SECONDS_PER_UNIT, LAB_OVERHEAD_SECONDS override
-# it), calibrated for this class of 2-core CPU through the queue on a fresh server: the median of the
-# calibration runs, and the fastest and slowest of them for the range shown until runs are measured
-# here (`python benchmarks/lab_estimate.py`; docs/BENCHMARKS.md "first estimate").
+@dataclass(frozen=True)
+class Calibration:
+    """The fallback speed of one kind of run until one has finished here: seconds per cost unit and
+    outside the epochs (the median of the calibration runs), the fastest and slowest of them (the
+    range the bench shows meanwhile) and the config keys that set a speed instead."""
+
+    seconds_per_unit: float
+    overhead_seconds: float
+    rate_range: tuple[float, float]
+    overhead_range: tuple[float, float]
+    rate_key: str
+    overhead_key: str
+
+
+# Image runs, calibrated for this class of 2-core CPU through the queue on a fresh server
+# (`python benchmarks/lab_estimate.py`; docs/BENCHMARKS.md "first estimate").
 DEFAULT_SECONDS_PER_UNIT = 3.7e-4
 DEFAULT_OVERHEAD_SECONDS = 6.9
-DEFAULT_SECONDS_PER_UNIT_RANGE = (3.49e-4, 3.93e-4)
-DEFAULT_OVERHEAD_RANGE = (5.9, 7.9)
+IMAGE_CALIBRATION = Calibration(DEFAULT_SECONDS_PER_UNIT, DEFAULT_OVERHEAD_SECONDS, (3.49e-4, 3.93e-4), (5.9, 7.9),
+                                "LAB_SECONDS_PER_UNIT", "LAB_OVERHEAD_SECONDS")
+# Text runs, in `textrecipes.text_run_cost` units, the same way
+# (`python benchmarks/lab_text_estimate.py`; docs/BENCHMARKS.md "text run-time estimate").
+TEXT_CALIBRATION = Calibration(1.16e-3, 9.0, (6.0e-4, 2.27e-3), (0.0, 90.3),
+                               "LAB_TEXT_SECONDS_PER_UNIT", "LAB_TEXT_OVERHEAD_SECONDS")
 
 
-def throughput() -> Throughput:
-    """This server's training speed, from its latest finished runs (the measured default before)."""
+def throughput(kind: str = IMAGE) -> Throughput:
+    """This server's training speed for image (or TEXT) runs, from its latest finished runs of that
+    kind (the calibrated default before)."""
+    models_dir = Path(current_app.config["MODELS_DIR"])
+    if kind == TEXT:
+        specs, calibration = textrecipes.text_datasets(), TEXT_CALIBRATION
+        cost_of = textrecipes.text_cost(specs, models_dir)
+    else:
+        specs, calibration = datasets(), IMAGE_CALIBRATION
+        cost_of = recipes.image_cost(specs, models_dir)
     runs = [{"dataset": r.dataset, "recipe": r.recipe, "settings": r.settings, "history": r.history,
-             "started_at": as_utc(r.started_at), "finished_at": as_utc(r.finished_at)} for r in finished_runs(limit=20)]
-    default = Throughput(float(current_app.config.get("LAB_SECONDS_PER_UNIT", DEFAULT_SECONDS_PER_UNIT)),
-                         float(current_app.config.get("LAB_OVERHEAD_SECONDS", DEFAULT_OVERHEAD_SECONDS)))
-    return recipes.measure_throughput(runs, datasets(), default, Path(current_app.config["MODELS_DIR"]))
+             "started_at": as_utc(r.started_at), "finished_at": as_utc(r.finished_at)}
+            for r in finished_runs(among=specs, limit=20)]
+    default = Throughput(float(current_app.config.get(calibration.rate_key, calibration.seconds_per_unit)),
+                         float(current_app.config.get(calibration.overhead_key, calibration.overhead_seconds)))
+    return recipes.measure_throughput(runs, cost_of, default)
 
 
-def estimate_range(spec: TaskSpec, recipe: dict, settings: dict, tput: Throughput,
-                   train_size: int | None) -> tuple[float, float] | None:
-    """(fastest, slowest) seconds of a run while the estimate is still the default (no run measured
-    on this server, and no configured speed); None once it is measured or configured."""
-    if tput.runs or current_app.config.get("LAB_SECONDS_PER_UNIT") is not None:
+def estimate_range(seconds_at: Callable[[Throughput], float | None], tput: Throughput,
+                   kind: str = IMAGE) -> tuple[float, float] | None:
+    """(fastest, slowest) seconds of a run (`seconds_at(throughput)`) while the estimate is still
+    the default of its kind (no run measured on this server, and no configured speed); None once
+    it is measured or configured."""
+    calibration = TEXT_CALIBRATION if kind == TEXT else IMAGE_CALIBRATION
+    if tput.runs or current_app.config.get(calibration.rate_key) is not None:
         return None
-    ends = [recipes.estimate_seconds(spec, recipe, settings, Throughput(rate, overhead), train_size)
-            for rate, overhead in zip(DEFAULT_SECONDS_PER_UNIT_RANGE, DEFAULT_OVERHEAD_RANGE)]
+    ends = [seconds_at(Throughput(rate, overhead))
+            for rate, overhead in zip(calibration.rate_range, calibration.overhead_range)]
     return None if None in ends else (ends[0], ends[1])
 
 

@@ -18,16 +18,25 @@ from pydantic import BaseModel, ConfigDict
 
 from app.lab.recipes import (
     CELLS,
-    GATES,
+    FORWARD_SHARE,
+    STEP_MACS,
     Boolean,
+    Layer,
     LimitedEpochs,
     Limits,
     Number,
+    RunCost,
+    Throughput,
     WholeNumber,
     between,
+    check_params,
+    check_time,
     checked,
     payload_dataset,
+    plan_cost,
     refusal,
+    rnn_layer,
+    seconds_for,
 )
 from app.instructor.corpora import list_corpora
 from app.tasks import BUILTIN_TASKS, TEXT, TEXT_MODEL, TaskSpec
@@ -184,43 +193,47 @@ def with_preset(payload: dict, spec: TaskSpec, limits: Limits, sequences: int | 
     return {**asdict(settings), **{k: v for k, v in payload.items() if k != "preset"}, "recipe": merged}
 
 
-def text_param_count(recipe: TextRecipe, vocab_size: int) -> int:
-    """Parameters of the recipe's network for a vocabulary of `vocab_size` tokens: embedding,
-    the stacked cells (Keras 3; GRU with two bias vectors), and the softmax layer (a projection
-    to the embedding size first when tied, its weights then shared with the embedding; an untied
+def text_plan(recipe: TextRecipe, vocab_size: int, steps: float = 1) -> list[Layer]:
+    """The layers of `training.build.make_word_lstm` for a recipe and a vocabulary of `vocab_size`
+    tokens, over sequences of `steps` tokens: the embedding (a lookup, no multiply-adds), the
+    stacked cells (Keras 3; GRU with two bias vectors), then the softmax layer (a projection to
+    the embedding size first when tied, its weights then shared with the embedding; an untied
     recipe's own projection first when it has one)."""
-    g = GATES[recipe.cell]
-    params = vocab_size * recipe.embedding
+    plan = [Layer("embedding", vocab_size * recipe.embedding, 0)]
     width = recipe.embedding
-    for _ in range(recipe.layers):
-        bias = 2 * g * recipe.units if recipe.cell == "gru" else g * recipe.units
-        params += g * recipe.units * (width + recipe.units) + bias
-        width = recipe.units
-    if recipe.tied:
-        params += width * recipe.embedding + recipe.embedding + vocab_size  # projection, then output bias
-    else:
-        if recipe.projection:
-            params += width * recipe.projection + recipe.projection
-            width = recipe.projection
-        params += width * vocab_size + vocab_size
-    return params
+    for i in range(recipe.layers):
+        layer, width = rnn_layer(f"{recipe.cell}_{i + 1}", recipe.cell, width, recipe.units, False, steps)
+        plan.append(layer)
+    out = recipe.embedding if recipe.tied else recipe.projection
+    if out:
+        plan.append(Layer("projection", width * out + out, steps * width * out))
+        width = out
+    weights = 0 if recipe.tied else width * vocab_size  # tied: the embedding's own
+    plan.append(Layer("softmax", weights + vocab_size, steps * width * vocab_size))
+    return plan
+
+
+def text_param_count(recipe: TextRecipe, vocab_size: int) -> int:
+    """Parameters of the recipe's network for a vocabulary of `vocab_size` tokens (`text_plan`)."""
+    return sum(layer.params for layer in text_plan(recipe, vocab_size))
 
 
 def validate_text(payload, limits: Limits, datasets: dict[str, TaskSpec] | None = None,
-                  vocab_size: int | None = None, sequences: int | None = None) -> tuple[dict, dict]:
+                  vocab_size: int | None = None, sequences: int | None = None,
+                  figures: TextFigures | None = None, throughput: Throughput | None = None) -> tuple[dict, dict]:
     """(recipe, settings) as plain dicts from a text-run payload (a named preset for a corpus of
     `sequences` training sequences), or InvalidInput (400): unknown data set or field, wrong
-    type, out of range, over the parameter limit (when `vocab_size` is known)."""
+    type, out of range, over the parameter limit (when `vocab_size` is known), over the time
+    limit (when the data set's `figures` and a `throughput` are given)."""
     datasets = text_datasets() if datasets is None else datasets
     spec = payload_dataset(payload, datasets, TextSettings)
     payload = with_preset(payload, spec, limits, sequences)
     recipe = validate_text_recipe(payload.get("recipe"))
     settings = validate_text_settings(payload, limits)
     if vocab_size is not None:
-        params = text_param_count(recipe, vocab_size)
-        if params > limits.max_params:
-            raise refusal("This recipe has %(params)s parameters; the limit is %(limit)s. "
-                          "Use fewer units or layers.", params=f"{params:,}", limit=f"{limits.max_params:,}")
+        check_params(text_param_count(recipe, vocab_size), limits)
+    if figures is not None and throughput is not None:
+        check_time(text_estimate_seconds(recipe, settings, figures, throughput), limits)
     return asdict(recipe), asdict(settings)
 
 
@@ -274,3 +287,140 @@ def _shipped_figure(spec: TaskSpec, models_dir, read) -> int | None:
         return read(json.loads((Path(models_dir) / spec.slug / "card.json").read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+# ----------------------------------------------------------------------------- cost
+# Mirrors of what `training.textgen` and `training.textsamples` do in each epoch (a test checks
+# them against those modules): validation batches, the report's batches and training sequences,
+# and its sample lines (two seeds at two temperatures, one forward pass per token sampled).
+VALIDATION_BATCH = 256
+REPORT_BATCH = 128
+REPORT_SEQUENCES = 1000
+SAMPLE_ROWS = 4
+SAMPLE_TOKENS = 40
+# Costs of a training step that do not grow with its time steps, in the multiply-adds of
+# STEP_MACS (`python benchmarks/lab_text_estimate.py --step-cost`; docs/BENCHMARKS.md): a fixed
+# part per batch (the step's launch, padding the batch) and a part per parameter (the AdamW
+# update; with the task's weight average, also its update after every batch).
+BATCH_MACS = 5.6e7
+PARAM_MACS = 150.0
+AVERAGE_PARAM_MACS = 90.0
+# After the last epoch (`python benchmarks/lab_text_estimate.py --load`, from finished runs' own
+# figures): the n-gram's grid, in units per token of the text it counts and validates on, and
+# the verse meter rates' sampling, in units per sampled syllable per single-row step of the model.
+NGRAM_TOKEN_UNITS = 0.29
+METER_TOKENS = 2 * 200 * 16  # constrained and free, 200 couplets each (training.meter), 16 tokens a couplet
+METER_STEP_UNITS = 0.45
+
+
+@dataclass(frozen=True)
+class TextFigures:
+    """What a text run's cost depends on besides its recipe: the training text as (sequences,
+    tokens) per part (the training split, then any auxiliary text), the validation split's,
+    the vocabulary size, whether the task averages its weights after every batch and whether it
+    is verse."""
+
+    parts: tuple[tuple[int, int], ...]
+    validation: tuple[int, int]
+    vocabulary: int
+    weight_average: bool = False
+    verse: bool = False  # syllables: the run ends with the meter rates
+
+    @property
+    def report(self) -> tuple[int, int]:
+        """(sequences, tokens) of the training split the per-epoch report measures."""
+        n, k = self.parts[0]
+        shown = min(n, REPORT_SEQUENCES)
+        return shown, round(k * shown / n)
+
+
+def text_figures(spec: TaskSpec, models_dir) -> TextFigures | None:
+    """The cost figures of a text data set: an instructor's corpus's from its record (lines and
+    tokens per split, vocabulary), a built-in task's from its shipped card's counts; None when
+    they are not known."""
+    extra = spec.extra if isinstance(spec.extra, dict) else {}
+    average, verse = bool(extra.get("weight_average")), spec.tokenizer == "syllables"
+    vocab = vocabulary_size(spec, models_dir)
+    if extra.get("counts"):
+        counts, tokens = extra["counts"], extra.get("tokens") or {}
+        if not vocab or not tokens.get("train") or not tokens.get("validation"):
+            return None
+        return TextFigures(((int(counts["train"]), int(tokens["train"])),),
+                           (int(counts["val"]), int(tokens["validation"])), vocab, average, verse)
+
+    def read(card: dict) -> TextFigures:
+        c = card["data"]["counts"]
+        train = (int(c["train"]), int(c["train_tokens"]))
+        aux = c.get("auxiliary") or {}
+        parts = (train, (int(aux["sequences"]), int(aux["tokens"]))) if aux.get("sequences") else (train,)
+        val_tokens = c.get("validation_tokens") or round(train[1] * int(c["validation"]) / train[0])
+        return TextFigures(parts, (int(c["validation"]), int(val_tokens)), int(card["vocabulary"]["size"]), average,
+                           verse)
+
+    return _shipped_figure(spec, models_dir, read) if vocab else None
+
+
+def text_run_cost(recipe: TextRecipe | dict, settings: TextSettings | dict, figures: TextFigures) -> RunCost:
+    """The cost of a text run (`recipes.plan_cost` units). Each epoch: its training sequences cut
+    at the recipe's sequence length and batched by length (a batch runs as many steps as its
+    sequences' tokens), each batch's fixed and per-parameter part, the validation forward pass
+    (twice with a weight average: Keras's and the averaged weights'); between epochs, the
+    report: a forward pass over up to REPORT_SEQUENCES training and every validation sequence,
+    and SAMPLE_TOKENS forward passes of the sample rows. At the end: the test and validation
+    forward passes, the n-gram over the training (with and without any auxiliary text) and
+    validation tokens, and for verse (an LSTM's) the meter rates' sampling."""
+    r = recipe if isinstance(recipe, TextRecipe) else TextRecipe(**recipe)
+    s = settings if isinstance(settings, TextSettings) else TextSettings(**settings)
+    vocab = figures.vocabulary
+    params = text_param_count(r, vocab)
+    per_batch = (BATCH_MACS + params * (PARAM_MACS + (AVERAGE_PARAM_MACS if figures.weight_average else 0))) / STEP_MACS
+    train = 0.0
+    for n, k in figures.parts:
+        pieces = n * math.ceil(k / n / r.sequence_length) if n else 0
+        if pieces:
+            batches = pieces / s.batch_size
+            train += batches * plan_cost(text_plan(r, vocab, k / pieces), s.batch_size) + math.ceil(batches) * per_batch
+
+    def forward(sequences: int, tokens: int, batch: int) -> float:
+        if not sequences:
+            return 0.0
+        return math.ceil(sequences / batch) * plan_cost(text_plan(r, vocab, tokens / sequences), batch) * FORWARD_SHARE
+
+    val = forward(*figures.validation, VALIDATION_BATCH) * (2 if figures.weight_average else 1)
+    samples = SAMPLE_TOKENS * forward(SAMPLE_ROWS, SAMPLE_ROWS * SAMPLE_TOKENS, SAMPLE_ROWS)
+    report = forward(*figures.report, REPORT_BATCH) + forward(*figures.validation, REPORT_BATCH) + samples
+    head, val_tokens = figures.parts[0][1], figures.validation[1]
+    counted = sum(k for _, k in figures.parts) + val_tokens + (head + val_tokens if len(figures.parts) > 1 else 0)
+    end = 2 * forward(*figures.validation, 64) + NGRAM_TOKEN_UNITS * counted
+    if figures.verse and r.cell == "lstm":  # the meter rates (only the LSTM is served)
+        end += METER_TOKENS * METER_STEP_UNITS * plan_cost(text_plan(r, vocab, 1), 1)
+    return RunCost(train + val, report, end)
+
+
+def text_estimate_seconds(recipe: TextRecipe | dict, settings: TextSettings | dict, figures: TextFigures,
+                          throughput: Throughput) -> float:
+    """Seconds from start to finish of a text run at `throughput`, all its epochs run (early
+    stopping may end it sooner)."""
+    s = settings if isinstance(settings, TextSettings) else TextSettings(**settings)
+    return seconds_for(s.epochs, text_run_cost(recipe, s, figures), throughput)
+
+
+def text_cost(datasets: dict[str, TaskSpec], models_dir):
+    """`cost_of(run)` for `recipes.measure_throughput` over text runs: a run record's RunCost
+    (dict with dataset, recipe, settings), None when it is not on one of `datasets` or the data
+    set's figures are unknown."""
+    known: dict[str, TextFigures | None] = {}
+
+    def cost_of(run: dict) -> RunCost | None:
+        slug = run.get("dataset")
+        if slug not in datasets:
+            return None
+        if slug not in known:
+            known[slug] = text_figures(datasets[slug], models_dir)
+        figures = known[slug]
+        if figures is None:
+            return None
+        return text_run_cost({**asdict(TextRecipe()), **(run["recipe"] or {})},
+                             {**asdict(TextSettings()), **(run["settings"] or {})}, figures)
+
+    return cost_of

@@ -22,8 +22,8 @@ from app.lab import recipes, runs, textprogram, textrecipes, texttry
 from app.lab.charts import run_chart
 from app.lab.textrecipes import TEXT_PRESET_NAMES, TEXT_RANGES, TextRecipe, TextSettings
 from app.records import ACTIVE, FINISHED, Run, as_utc, iso, utcnow
-from app.tasks import TaskSpec
-from app.wording import CELL_NAMES, figure
+from app.tasks import TEXT, TaskSpec
+from app.wording import CELL_NAMES, estimate_words, figure
 
 TEXT_PRESET_LABELS = {"lab": lazy_gettext("The lab's recipe"), "shipped": lazy_gettext("The shipped recipe"),
                       "fast": lazy_gettext("Fast (tuned for this server)")}
@@ -68,19 +68,31 @@ def text_payload(slug: str, form) -> dict:
 
 
 def check_text(payload: dict) -> dict:
-    """{"params_text", "vocab_text"} for a valid text payload; InvalidInput otherwise."""
+    """{"params", "params_text", "vocab_text", "seconds", "eta_text", "seconds_range",
+    "measured_runs", "warnings"} for a valid text payload (the time a range until a text run has
+    been measured on this server; unknown without the data set's figures); InvalidInput otherwise
+    (over a limit included, as on Train)."""
     spec = textrecipes.text_datasets()[payload["dataset"]]
     limits = recipes.current_limits()
     models_dir = Path(current_app.config["MODELS_DIR"])
     vocab = textrecipes.vocabulary_size(spec, models_dir)
-    recipe, _settings = textrecipes.validate_text(payload, limits, vocab_size=vocab,
-                                                  sequences=textrecipes.training_sequences(spec, models_dir))
+    figures = textrecipes.text_figures(spec, models_dir)
+    tput = runs.throughput(TEXT)
+    recipe, settings = textrecipes.validate_text(payload, limits, vocab_size=vocab,
+                                                 sequences=textrecipes.training_sequences(spec, models_dir),
+                                                 figures=figures, throughput=tput)
+    seconds = span = None
+    if figures is not None:
+        seconds = textrecipes.text_estimate_seconds(recipe, settings, figures, tput)
+        span = runs.estimate_range(lambda t: textrecipes.text_estimate_seconds(recipe, settings, figures, t), tput, TEXT)
+    timing = {"seconds": seconds, "eta_text": estimate_words(seconds, span),
+              "seconds_range": list(span) if span else None, "measured_runs": tput.runs, "warnings": []}
     if not vocab:
-        return {"params_text": _("unknown"), "vocab_text": ""}
+        return {"params": None, "params_text": _("unknown"), "vocab_text": "", **timing}
     params = textrecipes.text_param_count(TextRecipe(**recipe), vocab)
-    return {"params_text": format_decimal(params),
+    return {"params": params, "params_text": format_decimal(params),
             "vocab_text": _("counted over the shipped model's vocabulary of %(n)s tokens; the run builds its own "
-                            "from the training split with your cut-off", n=format_decimal(vocab))}
+                            "from the training split with your cut-off", n=format_decimal(vocab)), **timing}
 
 
 def text_form_source(slug: str, fields) -> str:

@@ -32,7 +32,7 @@ from app.records import ACTIVE, FINISHED, Run, as_utc, db, iso, utcnow
 from app.security import limited
 from app.tasks import IMAGE, TEXT, TaskSpec
 from app.views.pages import image_page, scalar_metrics
-from app.wording import CELL_NAMES, STATUS_LABELS, recipe_text, settings_text
+from app.wording import CELL_NAMES, STATUS_LABELS, duration, estimate_words, recipe_text, settings_text
 
 bp = Blueprint("lab", __name__)
 
@@ -49,18 +49,6 @@ DEFAULT_DATASET = "mnist"
 
 
 # ----------------------------------------------------------------------------- helpers
-def duration(seconds) -> str:
-    """Seconds as "1 min 05 s" / "42 s" ("–" when unknown)."""
-    if not isinstance(seconds, (int, float)) or seconds < 0:
-        return "–"
-    s = int(round(seconds))
-    if s < 60:
-        return _("%(s)s s", s=s)
-    if s < 3600:
-        return _("%(m)s min %(s)s s", m=s // 60, s=f"{s % 60:02d}")
-    return _("%(h)s h %(m)s min", h=s // 3600, m=f"{s % 3600 // 60:02d}")
-
-
 def fmt(value, digits: int = 4) -> str:
     """A number with `digits` decimals ("–" for none)."""
     return format_number(value, digits) if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
@@ -115,16 +103,11 @@ def estimate(payload: dict) -> dict:
     params = recipes.param_count(spec, recipe)
     size = recipes.training_size(spec, models_dir)
     seconds = recipes.estimate_seconds(spec, recipe, settings, tput, size)
-    span = runs.estimate_range(spec, recipe, settings, tput, size)
-    if seconds is None:
-        text = _("unknown")
-    elif span is not None and duration(span[0]) != duration(span[1]):  # no run measured here yet
-        text = _("%(low)s to %(high)s (not yet measured on this server)", low=duration(span[0]), high=duration(span[1]))
-    else:
-        text = duration(seconds)
+    span = runs.estimate_range(lambda t: recipes.estimate_seconds(spec, recipe, settings, t, size), tput)
     warnings = [w.message(current_language()) for w in recipes.learning_warnings(spec, settings, size)]
-    return {"params": params, "params_text": format_decimal(params), "seconds": seconds, "eta_text": text,
-            "seconds_range": list(span) if span else None, "measured_runs": tput.runs, "warnings": warnings}
+    return {"params": params, "params_text": format_decimal(params), "seconds": seconds,
+            "eta_text": estimate_words(seconds, span), "seconds_range": list(span) if span else None,
+            "measured_runs": tput.runs, "warnings": warnings}
 
 
 def scaled_preset(name: str, spec: TaskSpec) -> tuple[Recipe, RunSettings]:
@@ -229,8 +212,12 @@ def initial_form(specs: dict[str, TaskSpec]) -> dict:
 
 @bp.get("/lab/estimate", endpoint="estimate")
 def estimate_json():
-    """The parameter count and estimated time of the form's recipe, as JSON (lab.js, live)."""
+    """The parameter count and estimated time of the form's recipe (the image bench's, or the text
+    bench's when its data set is a text one), as JSON (lab.js, live)."""
+    slug = request.args.get("dataset")
     try:
+        if isinstance(slug, str) and slug in textrecipes.text_datasets():
+            return jsonify(textviews.check_text(textviews.text_payload(slug, request.args)))
         return jsonify(estimate(payload_from_form(request.args)))
     except InvalidInput as exc:
         return jsonify({"error": exc.message(current_language()), "error_en": exc.en, "error_vi": exc.vi,

@@ -1,11 +1,11 @@
-// Lab bench: the live estimate on /lab, and a run's live page (server-sent events: progress bar,
+// Lab bench: the live estimate on /lab and the text benches, and a run's live page (server-sent events: progress bar,
 // curves redrawn as training points arrive every few batches and as each epoch ends, elapsed time
 // and ETA). Without JavaScript the same pages work with a "Check" submit and a periodic reload.
 (function () {
   "use strict";
 
   // ------------------------------------------------------------------ the bench's live estimate
-  var form = document.getElementById("lab-form");
+  var form = document.querySelector("form[data-estimate-url]");  // the image bench's or a text bench's
   var box = document.getElementById("estimate");
   // getAttribute: the form's field named "dataset" shadows the form's dataset property
   var estimateUrl = form && form.getAttribute("data-estimate-url");
@@ -47,6 +47,13 @@
           frag.appendChild(document.createTextNode(" · " + box.dataset.labelTime + ": "));
           frag.appendChild(strong("est-time", body.eta_text));
           show(frag, false);
+          if (body.vocab_text) {  // a text bench: what the parameter count was counted over
+            var hint = document.createElement("p");
+            hint.className = "hint";
+            hint.id = "est-vocab";
+            hint.textContent = body.vocab_text;
+            box.appendChild(hint);
+          }
           (body.warnings || []).forEach(function (text) {  // the server's "may learn little" check
             var w = document.createElement("p");
             w.className = "warning";
@@ -164,18 +171,8 @@
     body.appendChild(tr);
   }
 
-  // The same wording as the server's duration() in the page's language (data-fmt-* hold its msgstrs).
-  function fill(fmt, values) {
-    return fmt.replace(/%\((\w+)\)s/g, function (_, k) { return values[k]; });
-  }
-  function two(n) { return (n < 10 ? "0" : "") + n; }
-  function duration(s) {
-    if (typeof s !== "number" || s < 0) { return "–"; }
-    s = Math.round(s);
-    if (s < 60) { return fill(root.dataset.fmtS, { s: s }); }
-    if (s < 3600) { return fill(root.dataset.fmtM, { m: Math.floor(s / 60), s: two(s % 60) }); }
-    return fill(root.dataset.fmtH, { h: Math.floor(s / 3600), m: two(Math.floor(s % 3600 / 60)) });
-  }
+  // The same wording as the server's duration() in the page's language (static/js/duration.js).
+  function duration(s) { return window.labDuration(root, s); }
 
   // Elapsed time ticks locally between progress events.
   var elapsedAt = { value: run.elapsed, at: Date.now() };

@@ -26,6 +26,8 @@
     if (el && p.epoch != null) { el.textContent = p.epoch; }
     var b = document.getElementById("batch-text");
     if (b && p.batches) { b.textContent = (p.batch || 0) + " / " + p.batches; }
+    var eta = document.getElementById("eta");  // time left, as the image run page shows it
+    if (eta && window.labDuration) { eta.textContent = window.labDuration(root, p.eta); }
   });
   source.addEventListener("epoch", function (ev) {
     var e = JSON.parse(ev.data);
