@@ -375,6 +375,26 @@ def test_console_sets_mode_code_limits_and_pause(signed_in, instructor_app):
         assert settings.queue_paused() is False
 
 
+@pytest.mark.parametrize("route, data, panel, words", [
+    ("/instructor/limits", {"max_epochs": "-3", "max_params": "9"}, "limits-panel", "max_epochs"),
+    ("/instructor/access", {"action": "mode", "mode": "bogus"}, "access-panel", "bogus"),
+    ("/instructor/access", {"action": "rotate", "hours": "0"}, "access-panel", "năm"),
+])
+def test_a_refused_console_setting_shows_the_console_again_and_saves_nothing(signed_in, instructor_app, route,
+                                                                             data, panel, words):
+    response = signed_in.post(route + "?lang=vi", data=data)
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert 'id="limits-panel"' in page and 'id="runs"' in page  # the console, not a bare error page
+    assert words in page.split(f'id="{panel}-error">', 1)[1].split("</div>", 1)[0]
+    assert page.count('role="alert"') == 1
+    with instructor_app.app_context():
+        from app.instructor import access
+        from app.lab.recipes import Limits, current_limits
+
+        assert current_limits() == Limits() and access.current_code() is None  # nothing saved
+
+
 def test_the_lab_bench_obeys_the_access_mode(instructor_app):
     from app.instructor import access
 

@@ -8,6 +8,8 @@ form posts its CSRF token (Flask-WTF's CSRFProtect covers the whole app).
 
 from __future__ import annotations
 
+import functools
+
 import shutil
 from dataclasses import fields
 from pathlib import Path
@@ -44,10 +46,25 @@ def back(default: str = "instructor.console"):
     return redirect(url_for(default), 303)
 
 
+def refused_in(page, where: str):
+    """Decorate a form's view: its InvalidInput answers `page(error, where)` (the page the form is
+    on, the refusal beside the form `where`, at the refusal's status) instead of a bare error page."""
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            try:
+                return view(*args, **kwargs)
+            except InvalidInput as exc:
+                return page(exc, where)
+        return wrapper
+    return decorate
+
+
 # ----------------------------------------------------------------------------- the console
 @bp.get("/")
-def console():
-    """Every run (filter by status and data set), the queue, the limits and who may train."""
+def console(error: InvalidInput | None = None, panel: str = ""):
+    """Every run (filter by status and data set), the queue, the limits and who may train; after a
+    refused setting, the same page with the refusal in the panel `panel`, at its status."""
     status, dataset = request.args.get("status", ""), request.args.get("dataset", "")
     query = select(Run).order_by(Run.created_at.desc()).limit(RUN_LIMIT)
     if status in STATUSES:
@@ -62,7 +79,7 @@ def console():
         paused=settings.queue_paused(), limits=[(f.name, getattr(limits, f.name)) for f in fields(limits)],
         mode=access.access_mode(), modes=access.MODES, code=access.current_code(),
         datasets=db.session.scalars(select(Run.dataset).distinct().order_by(Run.dataset)).all(), iso=iso,
-        requeueable=REQUEUEABLE, active=ACTIVE)
+        requeueable=REQUEUEABLE, active=ACTIVE, error=error, error_panel=panel), error.status if error else 200
 
 
 @bp.post("/runs/<run_id>/cancel")
@@ -120,6 +137,7 @@ def queue_action(action: str):
 
 
 @bp.post("/limits")
+@refused_in(console, "limits-panel")
 def edit_limits():
     """Store the lab bench's limits (whole numbers, none negative)."""
     values = {}
@@ -138,6 +156,7 @@ def edit_limits():
 
 
 @bp.post("/access")
+@refused_in(console, "access-panel")
 def edit_access():
     """Choose open / class code / closed; rotate or revoke the class code."""
     action = request.form.get("action", "mode")
@@ -161,21 +180,12 @@ def edit_access():
 @bp.get("/datasets")
 def dataset_list(error: InvalidInput | None = None, form_id: str = ""):
     """The saved data sets, the upload forms and (when configured) the server-folder forms; after a
-    refused upload, the same page with the refusal beside the form `form_id`, at its status."""
+    refused upload (`refused_in`), the same page with the refusal beside the form `form_id`."""
     page = render_template("instructor/datasets.html", records=[r for r, _f in datasets.iter_datasets()],
                            server_root=current_app.config.get("DATASET_SERVER_ROOT") or "",
                            max_mb=int(current_app.config["DATASET_MAX_UPLOAD_BYTES"]) // 2**20,
                            corpus_mb=corpora.max_bytes() // 2**20, error=error, error_form=form_id)
     return page, error.status if error else 200
-
-
-def staged_or_refused(form_id: str, stage):
-    """Redirect to the preview `stage()` stages, or the data-set page again with its refusal."""
-    try:
-        token, _preview = stage()
-    except InvalidInput as exc:
-        return dataset_list(exc, form_id)
-    return redirect(url_for("instructor.dataset_preview", token=token), 303)
 
 
 def uploaded_file(missing_msgid: str):
@@ -186,34 +196,39 @@ def uploaded_file(missing_msgid: str):
     return upload
 
 
+def to_preview(token: str):
+    """303 to a staged upload's preview."""
+    return redirect(url_for("instructor.dataset_preview", token=token), 303)
+
+
 @bp.post("/datasets/upload")
+@refused_in(dataset_list, "upload-form")
 def dataset_upload():
     """A zip of class folders -> a staged preview."""
-    def stage():
-        upload = uploaded_file("Choose a .zip file of class folders.")
-        return datasets.stage_zip(upload.stream, upload.filename)
-    return staged_or_refused("upload-form", stage)
+    upload = uploaded_file("Choose a .zip file of class folders.")
+    return to_preview(datasets.stage_zip(upload.stream, upload.filename)[0])
 
 
 @bp.post("/datasets/folder")
+@refused_in(dataset_list, "folder-form")
 def dataset_folder():
     """A folder under DATASET_SERVER_ROOT -> a staged preview."""
-    return staged_or_refused("folder-form", lambda: datasets.stage_folder(request.form.get("folder", "")))
+    return to_preview(datasets.stage_folder(request.form.get("folder", ""))[0])
 
 
 @bp.post("/datasets/corpus")
+@refused_in(dataset_list, "corpus-form")
 def corpus_upload():
     """A UTF-8 .txt corpus, one verse or headline per line -> a staged preview."""
-    def stage():
-        upload = uploaded_file("Choose a .txt file, one verse or headline per line.")
-        return corpora.stage_corpus(upload.stream, upload.filename)
-    return staged_or_refused("corpus-form", stage)
+    upload = uploaded_file("Choose a .txt file, one verse or headline per line.")
+    return to_preview(corpora.stage_corpus(upload.stream, upload.filename)[0])
 
 
 @bp.post("/datasets/corpus/file")
+@refused_in(dataset_list, "corpus-file-form")
 def corpus_file():
     """A text file under DATASET_SERVER_ROOT -> a staged preview."""
-    return staged_or_refused("corpus-file-form", lambda: corpora.stage_corpus_file(request.form.get("file", "")))
+    return to_preview(corpora.stage_corpus_file(request.form.get("file", ""))[0])
 
 
 @bp.route("/datasets/preview/<token>", methods=["GET", "POST"])
