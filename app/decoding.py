@@ -18,6 +18,7 @@ from pydantic import (AfterValidator, AllowInfNan, BaseModel, BeforeValidator, F
                       ValidationError, ValidationInfo)
 from pydantic_core import PydanticCustomError
 
+from app.cells import stack_rows, state_row
 from app.errors import InvalidInput
 from app.tasks import TaskSpec
 from app.text import (BAT, EOL_ID, LUC, MARKERS, UNK_ID, check_line, clean_words, format_verse_line, line_kind,
@@ -315,8 +316,8 @@ def _pick(logits: np.ndarray, mask: np.ndarray, req: GenerateRequest, rng: np.ra
 
 
 def _entry(token_id, step: list, row: int = 0) -> tuple:
-    """One path entry from a recorded step (`TextModel.step`'s `gates`): (token id, [(i, f, g, o,
-    c, h) of every LSTM layer]) of one row of the batch."""
+    """One path entry from a recorded step (`TextModel.step`'s `gates`): (token id, [records of
+    every layer, e.g. an LSTM's (i, f, g, o, c, h)]) of one row of the batch."""
     return int(token_id), [tuple(v[row] for v in layer) for layer in step]
 
 
@@ -349,12 +350,10 @@ def _beam(model: TextModel, logits: np.ndarray, state: list, plan, width: int, p
         if not new or len(finished) >= width:
             break
         ids = np.array([it[2][-1][0] for it in new])
-        h_c = [(np.stack([it[1][1][i][0][0] for it in new]), np.stack([it[1][1][i][1][0] for it in new]))
-               for i in range(len(model.units))]
         gates = [] if path is not None else None
-        logits, st = model.step(ids, h_c, gates)
+        logits, st = model.step(ids, stack_rows([it[1][1] for it in new]), gates)
         logp = log_softmax(logits)
-        beams = [(it[0], [(h[j:j + 1], c[j:j + 1]) for h, c in st], it[2], it[3],
+        beams = [(it[0], state_row(st, j), it[2], it[3],
                   None if gates is None else it[1][4] + [_entry(ids[j], gates[0], j)]) for j, it in enumerate(new)]
     if finished:
         best = max(finished, key=lambda it: it[0])
@@ -368,7 +367,7 @@ def generate_stream(model: TextModel, req: GenerateRequest, path: list | None = 
     line (Kiều), and finally {"done": True, **summary} (the same summary as `generate`).
 
     With a `path` list, the model also reads the last generated token and `path` receives every
-    token it read, in order, with its gates: (token id, [(i, f, g, o, c, h) per LSTM layer])."""
+    token it read, in order, with its gates: (token id, [records per layer, as `_entry`])."""
     t0 = time.perf_counter()
     random_seed = req.random_seed if req.random_seed is not None else secrets.randbelow(2**31)
     rng = np.random.default_rng(random_seed)

@@ -1,5 +1,6 @@
 """A text model as served: the vocabulary and the weights of models/<slug>/model.keras, run one
-token at a time in NumPy (no Keras, no TensorFlow), optionally recording every gate.
+token at a time in NumPy (no Keras, no TensorFlow; LSTM, GRU or SimpleRNN layers), optionally
+recording every gate.
 Details: docs/DESIGN.md, "Served text models (app/textmodel.py)"."""
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.lstm_cell import LSTMWeights, keras_file_layers, lstm_step, lstm_weights
+from app.cells import RECURRENT, State, StepLayer, step_layer
+from app.lstm_cell import keras_file_layers
 from app.tasks import TaskSpec
 from app.text import BANG, Vocabulary, is_syllable, rhyme_key, rime, tone
 
@@ -33,22 +35,26 @@ class MeterTables:
 
 
 class TextModel:
-    """A loaded text model: vocabulary, NumPy weights and a single-step LSTM function.
+    """A loaded text model: vocabulary, NumPy weights and a single-step function.
 
-    `embedding` (V, E); `lstms`: [(layer name, LSTMWeights)]; `denses`: [(kernel, bias, relu)], the
-    last one giving the logits (`text_layers` reads the three from a saved model)."""
+    `embedding` (V, E); `recurrent`: the stacked `app.cells.StepLayer`s (LSTM, GRU or SimpleRNN, one
+    cell for the whole stack); `denses`: [(kernel, bias, relu)], the last one giving the logits
+    (`text_layers` reads the three from a saved model). A state is one `app.cells.State` per layer."""
 
-    def __init__(self, spec: TaskSpec, vocab: Vocabulary, embedding: np.ndarray | None, lstms: list, denses: list):
-        if embedding is None or not lstms or not denses:
-            raise ValueError("a text model is Embedding → LSTM(s) → Dense(s)")
+    def __init__(self, spec: TaskSpec, vocab: Vocabulary, embedding: np.ndarray | None, recurrent: list,
+                 denses: list):
+        if embedding is None or not recurrent or not denses:
+            raise ValueError("a text model is Embedding → recurrent layer(s) → Dense(s)")
+        if len({layer.CELL for layer in recurrent}) > 1:
+            raise ValueError("a text model's recurrent layers use one cell")
         self.spec = spec
         self.vocab = vocab
-        self.lstm_names = [name for name, _ in lstms]
-        self.lstms: list[LSTMWeights] = [w for _, w in lstms]
+        self.layers: list[StepLayer] = recurrent
+        self.cell = recurrent[0].CELL  # "lstm", "gru" or "simple_rnn"
         self.denses = denses
-        # The first LSTM's input projection for every token, looked up instead of multiplied.
-        self.input_table = embedding @ self.lstms[0].kernel + self.lstms[0].bias
-        self.units = [w.units for w in self.lstms]
+        # The first layer's input projection for every token, looked up instead of multiplied.
+        self.input_table = recurrent[0].project(embedding)
+        self.units = [layer.units for layer in recurrent]
         self.meter = MeterTables(vocab) if spec.tokenizer == "syllables" else None
 
     @property
@@ -56,22 +62,22 @@ class TextModel:
         """Number of entries in the vocabulary (the softmax width)."""
         return len(self.vocab)
 
-    def initial_state(self, batch: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Zero (h, c) for every LSTM layer."""
-        return [(np.zeros((batch, u), np.float32), np.zeros((batch, u), np.float32)) for u in self.units]
+    def initial_state(self, batch: int = 1) -> list[State]:
+        """The zero state of every layer."""
+        return [layer.zero_state(batch) for layer in self.layers]
 
     def step(self, ids: np.ndarray, state: list, gates: list | None = None) -> tuple[np.ndarray, list]:
         """One token per row in; the next token's logits (unnormalised) and the new state out.
 
-        With a `gates` list, appends this step's (i, f, g, o, c, h) of every LSTM layer (one
-        tuple per layer, arrays (rows, units))."""
+        With a `gates` list, appends this step's records of every layer (one tuple per layer in its
+        `RECORDS` order, e.g. (i, f, g, o, c, h) for an LSTM; arrays (rows, units))."""
         new_state, recorded = [], []
         x = None
-        for layer, (w, (h, c)) in enumerate(zip(self.lstms, state)):
-            values = lstm_step(self.input_table[ids] if layer == 0 else x @ w.kernel + w.bias, h, c, w)
-            new_state.append((values[5], values[4]))
+        for k, (layer, layer_state) in enumerate(zip(self.layers, state)):
+            layer_state, values = layer.step(self.input_table[ids] if k == 0 else layer.project(x), layer_state)
+            new_state.append(layer_state)
             recorded.append(values)
-            x = values[5]
+            x = layer_state[0]
         for w, b, relu in self.denses:
             x = x @ w + b
             if relu:
@@ -106,15 +112,16 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def text_layers(path: Path) -> tuple[np.ndarray | None, list, list]:
-    """The embedding, [(name, LSTMWeights)] and [(kernel, bias, relu)] of a saved Embedding → LSTM →
-    Dense text model; a tied embedding also gives the output logits (its matrix transposed + bias)."""
-    embedding, lstms, denses, tied_bias = None, [], [], None
+    """The embedding, the step layers and [(kernel, bias, relu)] of a saved Embedding → LSTM / GRU /
+    SimpleRNN → Dense text model; a tied embedding also gives the output logits (its matrix
+    transposed + bias)."""
+    embedding, recurrent, denses, tied_bias = None, [], [], None
     for kind, cfg, weights in keras_file_layers(path):
         if kind in ("Embedding", "TiedEmbedding"):
             embedding = np.asarray(weights[0], np.float32)
             tied_bias = weights[1] if kind == "TiedEmbedding" else None
-        elif kind == "LSTM":
-            lstms.append((cfg.get("name", kind), lstm_weights(cfg, weights)))
+        elif kind in RECURRENT:
+            recurrent.append(step_layer(kind, cfg, weights))
         elif kind == "Dense":
             act = cfg.get("activation")
             if act not in ("linear", "relu", "softmax"):
@@ -123,10 +130,10 @@ def text_layers(path: Path) -> tuple[np.ndarray | None, list, list]:
         elif kind == "Activation" and cfg.get("activation") in ("softmax", "linear"):
             continue  # the step returns logits; softmax is applied by the decoder
         elif kind not in ("Dropout", "SpatialDropout1D", "GaussianNoise"):
-            raise ValueError(f"layer {kind} is not part of a word LSTM")
+            raise ValueError(f"layer {kind} is not part of a word generator")
     if tied_bias is not None:
         denses.append((embedding.T.copy(), np.asarray(tied_bias, np.float32), False))
-    return embedding, lstms, denses
+    return embedding, recurrent, denses
 
 
 def load_text_model(folder: Path, spec: TaskSpec) -> TextModel:

@@ -1,5 +1,6 @@
-"""Trace a served prediction: every LSTM gate (i, f, o, g) and state (c, h) at every time step,
-from the text model's own run or from a NumPy replay of an image model's graph (`Tracer`).
+"""Trace a served prediction: every LSTM gate (i, f, o, g) and state (c, h) at every time step
+(a GRU's gates z, r, its candidate g and h; a SimpleRNN's h), from the text model's own run or
+from a NumPy replay of an image model's graph (`Tracer`, LSTMs only).
 Details: docs/DESIGN.md, "Gate traces (app/trace.py)"."""
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from typing import Callable
 
 import numpy as np
 
-from app.lstm_cell import (TRACE_KEYS, LSTMWeights, bidirectional_sequence, lstm_sequence, lstm_weights,
-                           read_keras_file, sigmoid)
+from app.cells import LSTMStep
+from app.lstm_cell import LSTMWeights, bidirectional_sequence, lstm_sequence, lstm_weights, read_keras_file, sigmoid
 
 ROWS, COLUMNS, PATCH_ROWS, WORDS = "rows", "columns", "patch_rows", "words"
-SHOWN = ("f", "i", "g", "o", "c", "h")  # display order: keep, add, candidate, show, cell, hidden
+SHOWN = LSTMStep.SHOWN  # an LSTM's display order: keep, add, candidate, show, cell, hidden
 MAX_WORDS = 60  # a text trace shows the last MAX_WORDS tokens the model read
 
 
@@ -27,6 +28,7 @@ class LayerTrace:
     direction: str  # "forward", "backward" (time order already restored) or "" (unidirectional)
     values: dict[str, np.ndarray]
     axis: str = ""  # ROWS, COLUMNS, PATCH_ROWS or WORDS: what one time step is
+    shown: tuple[str, ...] = SHOWN  # the recorded quantities, in display order (the cell's `SHOWN`)
 
     @property
     def steps(self) -> int:
@@ -35,14 +37,14 @@ class LayerTrace:
 
     @property
     def units(self) -> int:
-        """Number of LSTM units."""
+        """Number of units."""
         return self.values["h"].shape[1]
 
     def to_dict(self, decimals: int = 3) -> dict:
         """JSON-ready: names, shapes and every value rounded to `decimals`."""
         return {"layer": self.name, "direction": self.direction, "axis": self.axis, "steps": self.steps,
                 "units": self.units,
-                "values": {k: _rounded(self.values[k], decimals) for k in SHOWN}}
+                "values": {k: _rounded(self.values[k], decimals) for k in self.shown}}
 
 
 @dataclass
@@ -55,7 +57,8 @@ class Trace:
 
     def to_dict(self, decimals: int = 3) -> dict:
         """JSON-ready trace (the API's `"trace": true`)."""
-        body = {"gates": list(SHOWN), "layers": [lt.to_dict(decimals) for lt in self.layers]}
+        shown = self.layers[0].shown if self.layers else SHOWN
+        body = {"gates": list(shown), "layers": [lt.to_dict(decimals) for lt in self.layers]}
         return body if self.output is None else {"output": _rounded(self.output, 6), **body}
 
 
@@ -261,9 +264,9 @@ def word_trace(model, path: list, last: int = MAX_WORDS) -> tuple[Trace, list[in
     """The trace of a text generation from the gates its model recorded (`app.decoding.generate`'s
     `path`), over the last `last` tokens read: the trace and those tokens' ids."""
     path = path[-last:]
-    layers = [LayerTrace(name, "", {key: np.stack([entry[1][k][n] for entry in path])
-                                    for n, key in enumerate(TRACE_KEYS)}, WORDS)
-              for k, name in enumerate(model.lstm_names)]
+    layers = [LayerTrace(layer.name, "", {key: np.stack([entry[1][k][n] for entry in path])
+                                          for n, key in enumerate(layer.RECORDS)}, WORDS, layer.SHOWN)
+              for k, layer in enumerate(model.layers)]
     return Trace(None, layers), [entry[0] for entry in path]
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from app.errors import InvalidInput
 from app.decoding import STRATEGIES, generate, generate_stream, validate_request
-from app.textmodel import load_text_model
+from app.textmodel import load_text_model, log_softmax
 from app.tasks import KIEU, NYT_HEADLINES
 from app.text import EOL_ID, SNIPPET, check_verse, clean_words
 from training.layers import load_keras_text_model
@@ -40,6 +40,57 @@ def test_numpy_step_equals_the_keras_model(tmp_path, kw):
     want = np.log(keras.ops.convert_to_numpy(model(np.array([ids]), training=False))[0])
     np.testing.assert_allclose(tm.sequence_log_probs(ids), want, atol=1e-4)
     np.testing.assert_allclose(tm.feed(ids)[0][0], want[-1], atol=1e-4)  # feed: log-probabilities
+
+
+@pytest.mark.parametrize("cell, layers", [("gru", 1), ("gru", 2), ("simple_rnn", 1), ("simple_rnn", 2)])
+def test_the_numpy_step_of_a_gru_or_simple_rnn_bench_recipe_equals_keras(tmp_path, cell, layers):
+    """A text model built from the bench's recipe with that cell, saved to .keras and read back by
+    the served loader: its logits token by token equal Keras' predictions, one sequence or a batch
+    of three stepped together (as beam search steps its beams)."""
+    import keras
+
+    from app.cells import stack_rows, state_row
+    from app.lab.textrecipes import TextRecipe, model_kwargs
+    from training.build import make_word_lstm
+
+    folder = write_tiny_text_model(tmp_path, KIEU)
+    vocab = load_text_model(folder, KIEU).vocab
+    keras.utils.set_random_seed(2)
+    recipe = TextRecipe(embedding=8, cell=cell, units=12, layers=layers, dropout=0.2, projection=6)
+    model = make_word_lstm(len(vocab), **model_kwargs(recipe))
+    for w in model.weights:  # random biases too (a GRU's input and recurrent ones), every term exercised
+        w.assign(np.random.default_rng(len(w.path)).normal(0, 0.5, w.shape).astype("float32"))
+    model.save(folder / "model.keras")
+    tm = load_text_model(folder, KIEU)
+    assert tm.cell == cell and len(tm.layers) == layers
+    rows = [[EOL_ID] + tm.vocab.encode(clean_words(text)) for text in
+            ("Trăm năm trong cõi người ta chữ tài", "Cỏ non xanh tận chân trời cành lê", "Chữ tài chữ mệnh khéo là ghét")]
+    rows = [r[:8] for r in rows]
+    want = np.log(keras.ops.convert_to_numpy(load_keras_text_model(folder / "model.keras")(np.array(rows), training=False)))
+    np.testing.assert_allclose(tm.sequence_log_probs(rows[0]), want[0], atol=1e-5)
+    state = stack_rows([tm.initial_state(1)] * 3)
+    for t in range(len(rows[0])):
+        logits, state = tm.step(np.array([r[t] for r in rows]), state)
+        np.testing.assert_allclose(log_softmax(logits), want[:, t], atol=1e-5)
+    one, _ = tm.step(np.array([rows[1][-1]]), state_row(state, 1))  # a row taken out steps as in the batch
+    both, _ = tm.step(np.array([rows[0][-1], rows[1][-1]]), stack_rows([state_row(state, 0), state_row(state, 1)]))
+    np.testing.assert_allclose(one[0], both[1], atol=1e-6)
+
+
+def test_the_served_step_refuses_recurrent_settings_it_does_not_compute(tmp_path):
+    import keras
+
+    from app.textmodel import text_layers
+
+    tokens = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(10, 4)(tokens)
+    for layer, words in ((keras.layers.GRU(3, reset_after=False, return_sequences=True), "reset_after"),
+                         (keras.layers.SimpleRNN(3, activation="relu", return_sequences=True), "activations"),
+                         (keras.layers.GRU(3, go_backwards=True, return_sequences=True), "forwards")):
+        path = tmp_path / f"{layer.name}.keras"
+        keras.Model(tokens, keras.layers.Dense(10)(layer(x))).save(path)
+        with pytest.raises(ValueError, match=words):
+            text_layers(path)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

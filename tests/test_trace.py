@@ -60,8 +60,9 @@ def test_backward_record_is_in_time_order(digit):
     np.testing.assert_allclose(np.concatenate([fwd.values["h"], back.values["h"]], axis=1), out, atol=TOL)
 
 
-def _text_model(tmp_path, tied: bool):
-    """A served text model (nyt_headlines' vocabulary) with random weights, and its Keras twin."""
+def _text_model(tmp_path, tied: bool, **kw):
+    """A served text model (nyt_headlines' vocabulary) with random weights, and its Keras twin
+    (`kw`: more of make_word_lstm's arguments, e.g. the cell)."""
     from app.tasks import NYT_HEADLINES
     from app.textmodel import load_text_model
     from training.layers import load_keras_text_model
@@ -70,7 +71,7 @@ def _text_model(tmp_path, tied: bool):
     folder = write_tiny_text_model(tmp_path, NYT_HEADLINES)
     vocab = load_text_model(folder, NYT_HEADLINES).vocab
     keras.utils.set_random_seed(0)
-    _randomise(make_word_lstm(len(vocab), embedding=6, units=8, dropout=0.2, tied=tied), seed=3).save(
+    _randomise(make_word_lstm(len(vocab), embedding=6, units=8, dropout=0.2, tied=tied, **kw), seed=3).save(
         folder / "model.keras")
     return load_text_model(folder, NYT_HEADLINES), load_keras_text_model(folder / "model.keras")
 
@@ -96,6 +97,30 @@ def test_text_trace_records_the_gates_of_the_generating_run(tmp_path, tied, stra
     np.testing.assert_allclose(lt.values["h"], keras.ops.convert_to_numpy(hidden)[0], atol=TOL)
     assert np.all((lt.values["f"] > 0) & (lt.values["f"] < 1))
     assert trace.to_dict()["layers"][0]["steps"] == len(ids) and "output" not in trace.to_dict()
+
+
+@pytest.mark.parametrize("cell, shown", [("gru", ("z", "r", "g", "h")), ("simple_rnn", ("h",))])
+def test_a_gru_or_simple_rnn_text_trace_records_its_own_quantities(tmp_path, cell, shown):
+    """A GRU's trace holds its update and reset gates, candidate and h, a SimpleRNN's only h; every
+    layer's h equals that Keras layer's output over the tokens the generation read."""
+    from app.decoding import generate, validate_request
+    from app.tasks import NYT_HEADLINES
+
+    served, model = _text_model(tmp_path, False, cell=cell, rnn_layers=2)
+    path = []
+    generate(served, validate_request(NYT_HEADLINES, {"seed": "the new", "length": 4, "strategy": "beam",
+                                                      "random_seed": 1}), path)
+    trace, ids = word_trace(served, path)
+    rnns = [layer for layer in model.layers if layer.name.startswith(cell)
+            and isinstance(layer, (keras.layers.GRU, keras.layers.SimpleRNN))]
+    assert [lt.name for lt in trace.layers] == [layer.name for layer in rnns] and len(rnns) == 2
+    for lt, layer in zip(trace.layers, rnns):
+        assert lt.shown == shown and set(lt.values) == set(shown) and lt.steps == len(ids)
+        hidden = keras.Model(model.inputs[0], layer.output)(np.array([ids]), training=False)
+        np.testing.assert_allclose(lt.values["h"], keras.ops.convert_to_numpy(hidden)[0], atol=TOL)
+    if cell == "gru":
+        assert all(np.all((lt.values[k] > 0) & (lt.values[k] < 1)) for lt in trace.layers for k in "zr")
+    assert trace.to_dict()["gates"] == list(shown)
 
 
 def test_text_trace_keeps_the_last_words(tmp_path):

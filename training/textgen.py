@@ -252,16 +252,18 @@ def evaluate_text_task(spec: TaskSpec, data_arg, models_dir: Path) -> dict:
             "card_test_count": cm.get("test_tokens")}
 
 
-def write_tiny_text_model(models_dir: Path, spec: TaskSpec) -> Path:
-    """An untrained tiny model, its vocabulary and a minimal valid card (for tests)."""
+def write_tiny_text_model(models_dir: Path, spec: TaskSpec, model_kwargs: dict | None = None) -> Path:
+    """An untrained tiny model, its vocabulary and a minimal valid card (for tests; `model_kwargs`
+    override TINY_MODEL's, e.g. {"cell": "gru", "rnn_layers": 2})."""
+    kwargs = TINY_MODEL | (model_kwargs or {})
     lines = SAMPLE_TEXT[spec.tokenizer].splitlines()
     seqs = [tokenize_verse(lines)] if spec.tokenizer == "syllables" else [clean_words(h) + [EOL] for h in lines]
     markers = (SNIPPET,) if spec.extra.get("aux_text", "none") != "none" else ()  # as the trained model's
     vocab = Vocabulary.build(seqs, spec.tokenizer, display=display_forms(lines), markers=markers)
     keras.utils.set_random_seed(0)
-    model = make_word_lstm(len(vocab), name=spec.slug, **TINY_MODEL)
+    model = make_word_lstm(len(vocab), name=spec.slug, **kwargs)
     card = {"slug": spec.slug, "kind": spec.kind, "task": spec.to_dict(), "architecture": "word_lstm",
-            "model_kwargs": TINY_MODEL, "layers": fit.layer_table(model), "params_total": int(model.count_params()),
+            "model_kwargs": kwargs, "layers": fit.layer_table(model), "params_total": int(model.count_params()),
             "vocabulary": {"file": "vocab.json", "size": len(vocab)},
             "metrics": {"test_perplexity": None, "test_top1_accuracy": None, "test_top5_accuracy": None},
             "training": {"epochs_run": 0, "quick": True, "untrained": True}, "history": {}}

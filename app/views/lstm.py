@@ -20,7 +20,7 @@ from PIL import Image
 
 from app.curves import curve_svg
 from app.text import EOL_ID
-from app.trace import COLUMNS, SHOWN, WORDS, Trace, get_tracer, served_difference, trace_image, word_trace
+from app.trace import COLUMNS, WORDS, Trace, get_tracer, served_difference, trace_image, word_trace
 
 bp = Blueprint("lstm", __name__)
 
@@ -50,11 +50,12 @@ def colour(values: np.ndarray, signed: bool) -> np.ndarray:
     return np.where(v < 0, white + (NEG_RGB - white) * -v, white + (POS_RGB - white) * v)
 
 
-def heatmaps(values: dict[str, np.ndarray], transpose: bool) -> list[dict]:
-    """One PNG data URL per shown quantity (units on columns, or on rows with `transpose`)."""
+def heatmaps(values: dict[str, np.ndarray], shown: tuple[str, ...], transpose: bool) -> list[dict]:
+    """One PNG data URL per shown quantity, in order (units on columns, or on rows with `transpose`)."""
     out = []
-    c_max = float(np.percentile(np.abs(values["c"]), 99)) or 1.0  # a few large cells would wash out the rest
-    for key in SHOWN:
+    # A few large cells would wash out the rest (only an LSTM has a cell state c).
+    c_max = (float(np.percentile(np.abs(values["c"]), 99)) or 1.0) if "c" in values else 1.0
+    for key in shown:
         v = values[key] / c_max if key == "c" else values[key]
         rgb = colour(v, signed=key in ("g", "c", "h"))
         out.append({"key": key, "url": _png_url(rgb.transpose(1, 0, 2) if transpose else rgb),
@@ -80,7 +81,7 @@ def image_panel(trace: Trace, array: np.ndarray, served: np.ndarray | None = Non
             pictures[lt.axis == COLUMNS] = _picture(array, lt.axis)
         pic_h, pic_w = (array.shape[1], array.shape[0]) if lt.axis == COLUMNS else array.shape[:2]
         pic_width = round(height * pic_w / pic_h)
-        maps = heatmaps(lt.values, transpose=False)
+        maps = heatmaps(lt.values, lt.shown, transpose=False)
         for k, m in enumerate(maps):
             m["x"] = pic_width + GAP + k * (MAP_WIDTH + GAP)
         layers.append({"label": lt.name, "direction": lt.direction, "axis": lt.axis, "steps": lt.steps,
@@ -89,19 +90,20 @@ def image_panel(trace: Trace, array: np.ndarray, served: np.ndarray | None = Non
     return _panel("image", layers, None if served is None else served_difference(trace, served))
 
 
-def text_panel(trace: Trace, words: list[str]) -> dict:
-    """Template context for templates/lstm/_trace.html of a text generation."""
+def text_panel(trace: Trace, words: list[str], cell: str = "lstm") -> dict:
+    """Template context for templates/lstm/_trace.html of a text generation (`cell`: the model's,
+    "lstm", "gru" or "simple_rnn", which picks the panel's wording)."""
     layers = []
     for lt in trace.layers:
         width = lt.steps * WORD_WIDTH
-        maps = heatmaps(lt.values, transpose=True)
+        maps = heatmaps(lt.values, lt.shown, transpose=True)
         for k, m in enumerate(maps):
             m["y"] = k * (MAP_HEIGHT + GAP)
         layers.append({"label": lt.name, "direction": lt.direction, "axis": WORDS, "steps": lt.steps,
                        "units": lt.units, "width": width + LABEL, "height": len(maps) * (MAP_HEIGHT + GAP) + WORD_LABEL,
                        "words": [{"x": LABEL + (t + 0.5) * WORD_WIDTH, "text": w[:9]} for t, w in enumerate(words)],
                        "maps": maps})
-    return _panel("text", layers, None)
+    return _panel("text", layers, None, cell)
 
 
 def wants_trace(value) -> bool:
@@ -123,7 +125,8 @@ def text_trace_context(text_model, path: list) -> dict:
     """{"trace_panel": ...} for a text result page, from the gates the generation recorded
     (`app.decoding.generate`'s `path`)."""
     trace, ids = word_trace(text_model, path)
-    return {"trace_panel": text_panel(trace, ["↵" if i == EOL_ID else text_model.vocab.tokens[i] for i in ids])}
+    words = ["↵" if i == EOL_ID else text_model.vocab.tokens[i] for i in ids]
+    return {"trace_panel": text_panel(trace, words, text_model.cell)}
 
 
 def image_trace_json(entry, array: np.ndarray) -> dict:
@@ -139,8 +142,8 @@ def text_trace_json(text_model, path: list) -> dict:
     return {**trace.to_dict(), "tokens": [text_model.vocab.tokens[i] for i in ids]}
 
 
-def _panel(kind: str, layers: list[dict], difference: float | None) -> dict:
-    return {"kind": kind, "layers": layers, "difference": difference,
+def _panel(kind: str, layers: list[dict], difference: float | None, cell: str = "lstm") -> dict:
+    return {"kind": kind, "cell": cell, "layers": layers, "difference": difference,
             "renet": any(l["axis"] == "patch_rows" for l in layers),
             "step": STEP, "map_width": MAP_WIDTH, "map_height": MAP_HEIGHT, "label": LABEL}
 
