@@ -158,18 +158,32 @@ def test_an_instructor_publishes_a_text_run_and_it_is_served(text_app, trained, 
     assert answer.get_json()["text"].lower().startswith("trăm năm")
 
 
-def test_a_gru_text_run_is_refused_for_publishing_in_both_languages(text_app, trained):
-    from app.errors import InvalidInput
-    from app.instructor.publish import check_text_servable
-    from app.cards import Card
-    from app.lab.runs import run_folder
+@pytest.mark.parametrize("cell, gates", [("gru", ["z", "r", "g", "h"]), ("simple_rnn", ["h"])])
+def test_an_instructor_publishes_a_gru_or_simple_rnn_text_run_and_it_is_served(text_app, add_instructor,
+                                                                             tiny_cell_model, cell, gates):
+    """A finished GRU or SimpleRNN text run publishes like an LSTM's: the model store loads it as a
+    text task (the NumPy step of its cell), which generates verse under the meter, traced."""
+    from helpers.instructor import INSTRUCTOR_PASSWORD
+    from helpers.lab import add_finished_run
 
-    with text_app.test_request_context():
-        card = Card.from_json(run_folder(db.session.get(Run, trained)))
-        card.model_kwargs = {**card.model_kwargs, "cell": "gru"}
-        with pytest.raises(InvalidInput) as info:
-            check_text_servable(card)
-    assert info.value.status == 409 and "gru" in info.value.en and "LSTM" in info.value.vi and info.value.vi != info.value.en
+    run_id = add_finished_run(text_app, {
+        "dataset": "kieu", "status": FINISHED, "owner": "someone-else", "client": "127.0.0.1", "settings": {},
+        "recipe": {"embedding": 8, "cell": cell, "units": 16, "layers": 2, "dropout": 0.0, "tied": False},
+        "metrics": {"test_perplexity": 210.5, "ngram": {"test_perplexity": 235.3}}}, tiny_cell_model(cell))
+    name = add_instructor(text_app, "t" + cell.replace("_", ""))
+    client = text_app.test_client()
+    assert client.post("/instructor/login", data={"name": name, "password": INSTRUCTOR_PASSWORD}).status_code == 302
+    slug = f"kieu_{cell}"
+    resp = client.post(f"/instructor/runs/{run_id}/publish?lang=en",
+                       data={"slug": slug, "title_en": f"Kiều, {cell}", "title_vi": f"Kiều, {cell}"})
+    assert resp.status_code == 303, resp.get_data(as_text=True)[:800]
+    tasks = {t["slug"]: t for t in client.get("/api/v1/tasks").get_json()["tasks"]}
+    assert tasks[slug]["status"] == "ready"
+    answer = client.post(f"/api/v1/tasks/{slug}/generate", json={"seed": "Trăm năm", "strategy": "beam", "trace": True})
+    assert answer.status_code == 200, answer.get_data(as_text=True)[:300]
+    body = answer.get_json()
+    assert body["text"].lower().startswith("trăm năm") and all(c["ok"] for c in body["checks"])
+    assert body["trace"]["gates"] == gates and len(body["trace"]["layers"]) == 2
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 from markupsafe import escape
@@ -150,6 +151,94 @@ def test_the_try_page_form_answers_without_javascript_with_the_meter_check(lab_a
     assert 'id="trace' in traced  # the gates panel, over the run's model
 
 
+# ----------------------------------------------------------------------------- GRU and SimpleRNN runs
+CELL_PARAMS = [
+    ("kieu", {"seed": "Trăm năm trong cõi người ta", "length": 2, "strategy": "greedy", "random_seed": 1}),
+    ("kieu", {"seed": "Trăm năm", "length": 1, "strategy": "beam", "beam_width": 3, "random_seed": 2}),
+    ("kieu", {"seed": "Cỏ non xanh tận chân trời", "length": 2, "strategy": "top_p", "top_p": 0.8, "random_seed": 3}),
+    ("kieu", {"seed": "Cỏ non", "length": 1, "strategy": "top_k", "top_k": 5, "random_seed": 4, "meter": False}),
+    ("kieu", {"seed": "Trăm năm", "length": 2, "strategy": "temperature", "temperature": 3, "random_seed": 5}),
+    ("nyt_headlines", {"seed": "New York", "length": 6, "strategy": "greedy", "random_seed": 6}),
+    ("nyt_headlines", {"seed": "How to", "length": 5, "strategy": "beam", "beam_width": 4, "random_seed": 7}),
+    ("nyt_headlines", {"seed": "A New", "length": 6, "strategy": "top_p", "random_seed": 8}),
+    ("nyt_headlines", {"seed": "A New", "length": 6, "strategy": "top_k", "top_k": 5, "temperature": 1.3,
+                       "random_seed": 9}),
+    ("nyt_headlines", {"seed": "The", "length": 4, "strategy": "temperature", "temperature": 0.5, "random_seed": 10}),
+]
+
+
+@pytest.fixture
+def cell_run(finished_text_run, tiny_cell_model):
+    """`cell_run(cell, dataset)` -> id of a finished run whose model has two `cell` layers."""
+    def make(cell: str, dataset: str = "kieu", layers: int = 2):
+        return finished_text_run(dataset, model_folder=tiny_cell_model(cell, dataset, layers),
+                                 recipe={"embedding": 8, "cell": cell, "units": 16, "layers": layers, "dropout": 0.0,
+                                         "tied": False, "sequence_length": 64, "min_count": 1})
+
+    return make
+
+
+@pytest.mark.parametrize("cell", ["gru", "simple_rnn"])
+@pytest.mark.parametrize("dataset, params", CELL_PARAMS)
+def test_gru_and_simple_rnn_runs_generate_with_every_strategy(lab_app, client, cell_run, cell, dataset, params):
+    """The stream, the whole answer and the page's form of a GRU or SimpleRNN run are the shipped
+    decoding over its model (the served NumPy step of that cell); with the meter on, every verse line
+    keeps lục bát."""
+    from app.decoding import generate_stream, validate_request
+
+    run_id = cell_run(cell, dataset)
+    model = served_model(lab_app, run_id)
+    assert model.cell == cell and model.units == [16, 16]
+    got = stream_events(client.post(f"/api/v1/runs/{run_id}/generate?stream=1", json=params))
+    with lab_app.app_context():
+        expected = list(generate_stream(model, validate_request(model.spec, params)))
+    for event in expected:
+        event.pop("seconds", None)
+    assert got == expected and got[-1]["done"] and got[-1]["tokens"] > 0
+    whole = client.post(f"/api/v1/runs/{run_id}/generate", json=params)
+    assert whole.status_code == 200 and whole.get_json()["text"] == got[-1]["text"]
+    if dataset == "kieu" and params.get("meter", True):
+        assert got[-1]["checks"] and all(c["ok"] for c in got[-1]["checks"]), got[-1]["text"]
+    form = {k: str(v) for k, v in params.items() if k != "meter"} | ({"meter": "1"} if params.get("meter", True) else {})
+    page = client.post(f"/lab/runs/{run_id}/try?lang=en", data=form)
+    assert page.status_code == 200 and all(str(escape(x)) in page.get_data(as_text=True) for x in got[-1]["lines"])
+
+
+def trace_maps(page: str) -> list[str]:
+    """The quantities the page's trace panel draws, in order (the labels beside the text heatmaps)."""
+    panel = page.split('id="trace-heading"', 1)[1]
+    return re.findall(r'dominant-baseline="middle">(\w+)</text>', panel.split("</details>", 1)[0])
+
+
+@pytest.mark.parametrize("cell, heading, maps, words", [
+    ("gru", ("Inside the GRU", "Bên trong GRU"), ["z", "r", "g", "h"], ("update gate z", "Cổng cập nhật z")),
+    ("simple_rnn", ("Inside the SimpleRNN", "Bên trong SimpleRNN"), ["h"], ("has no gates", "không có cổng")),
+])
+def test_the_trace_shows_a_gru_s_gates_and_a_simple_rnn_s_hidden_state(client, cell_run, cell, heading, maps, words):
+    """A GRU's trace shows its update and reset gates, its candidate and h; a SimpleRNN's only h,
+    with a note saying it has no gates; both in both languages, on the page and in the API."""
+    run_id = cell_run(cell)
+    form = {"seed": "Trăm năm", "length": "1", "strategy": "greedy", "meter": "1", "trace": "1"}
+    for lang, k in (("en", 0), ("vi", 1)):
+        page = client.post(f"/lab/runs/{run_id}/try?lang={lang}", data=form).get_data(as_text=True)
+        assert f'id="trace-heading">{heading[k]}<' in page and words[k] in page
+        assert page.count('class="trace-map text"') == 2 and trace_maps(page) == maps  # one map per layer
+    form_page = client.get(f"/lab/runs/{run_id}/try?lang=en").get_data(as_text=True)
+    assert 'id="trace"' in form_page and f"Show inside the {heading[0].split()[-1]}" in form_page
+    body = client.post(f"/api/v1/runs/{run_id}/generate", json={**form, "trace": True}).get_json()
+    trace = body["trace"]
+    assert trace["gates"] == maps and [set(layer["values"]) for layer in trace["layers"]] == [set(maps)] * 2
+    assert trace["layers"][0]["steps"] == len(trace["tokens"]) == len(trace["layers"][0]["values"]["h"])
+    if cell == "gru":
+        assert all(0 < v < 1 for row in trace["layers"][1]["values"]["z"] for v in row)
+
+
+def test_a_gru_run_page_links_to_its_try_page(client, cell_run):
+    run_id = cell_run("gru")
+    run_page = client.get(f"/lab/runs/{run_id}?lang=en").get_data(as_text=True)
+    assert f'id="try-link" href="/lab/runs/{run_id}/try"' in run_page and 'id="try-note"' not in run_page
+
+
 # ----------------------------------------------------------------------------- refusals
 BAD_PARAMS = [
     ({"seed": "How to", "strategy": "sideways"}, 400, "strategy"),
@@ -176,7 +265,6 @@ def test_bad_decoding_parameters_are_bilingual_4xx_on_the_api_and_the_page(clien
 @pytest.mark.parametrize("kind, status, words", [
     ("unknown", 404, ("There is no run nosuchrun", "nosuchrun")),
     ("running", 409, ("has not finished", "chưa xong")),
-    ("gru", 409, ("LSTM models only", "chỉ sinh văn bản bằng mô hình LSTM")),
     ("image", 400, ("image run", "lần chạy ảnh")),
 ])
 def test_runs_without_a_text_model_to_try_are_bilingual_4xx(client, finished_text_run, finished_run, kind, status,
@@ -185,16 +273,12 @@ def test_runs_without_a_text_model_to_try_are_bilingual_4xx(client, finished_tex
 
     run_id = {"unknown": lambda: "nosuchrun",
               "running": lambda: finished_text_run("kieu", status=RUNNING, finished_at=None, metrics=None),
-              "gru": lambda: finished_text_run("kieu", recipe={"cell": "gru", "units": 12}),
               "image": lambda: finished_run()}[kind]()
     body = client.post(f"/api/v1/runs/{run_id}/generate", json={"seed": "Trăm năm"}).get_json()
     assert body["status"] == status and words[0] in body["error_en"] and words[1] in body["error_vi"]
     for method in ("get", "post") if kind != "image" else ():  # an image run's try page is the image task's
         page = getattr(client, method)(f"/lab/runs/{run_id}/try?lang=vi", data={"seed": "Trăm năm"})
         assert page.status_code == status and words[1] in page.get_data(as_text=True)
-    if kind == "gru":
-        run_page = client.get(f"/lab/runs/{run_id}?lang=en").get_data(as_text=True)
-        assert 'id="try-note"' in run_page and 'id="try-link"' not in run_page
 
 
 def test_a_text_run_does_not_classify_pictures(client, finished_text_run, png_digit):

@@ -101,15 +101,6 @@ def task_exists(slug: str) -> bool:
     return bool(SLUG_RE.match(slug)) and (models_dir() / slug).exists()
 
 
-def check_text_servable(card: Card) -> None:
-    """409 unless a text run's model can be served: the served step (app/textmodel.py) is an
-    LSTM's, so a GRU or SimpleRNN run cannot be published."""
-    cell = (card.model_kwargs or {}).get("cell", "lstm")
-    if cell != "lstm":
-        raise InvalidInput("Only LSTM text models can be served; this run uses %(cell)s. Train it again with the "
-                           "LSTM cell to publish it.", 409, cell=str(cell))
-
-
 def below_ngram(metrics: dict | None) -> bool | None:
     """True when a text run's test perplexity is below its n-gram's on the same split (None: unknown)."""
     metrics = metrics if isinstance(metrics, dict) else {}
@@ -167,8 +158,6 @@ def publish_run(run: Run, slug: str, title_en: str, title_vi: str, classes=None,
     if spec.kind not in (IMAGE, TEXT) or not (source / "model.keras").is_file() or (
             text and not (source / "vocab.json").is_file()):
         raise InvalidInput("This run's model files are missing or damaged.", 409)
-    if text:
-        check_text_servable(card)
     slug = (slug or "").strip()
     if not SLUG_RE.match(slug):
         raise InvalidInput("Name: 1-40 lowercase letters, digits and underscores, starting with a letter.")

@@ -15,28 +15,17 @@ from flask import request, url_for
 from flask_babel import gettext as _
 
 from app.errors import InvalidInput
-from app.lab import recipes, runs, textrecipes
+from app.lab import runs
 from app.records import FINISHED, Run
 from app.security import RouteLimit
 from app.tasks import TEXT, TaskSpec
 from app.views.limits import generate_cost
 from app.views.pages import text_page
-from app.wording import CELL_NAMES
-
-
-def servable(run: Run) -> bool:
-    """True for a text run whose model the served step can run (an LSTM's; not GRU or SimpleRNN)."""
-    return (run.recipe or {}).get("cell", "lstm") == "lstm"
 
 
 def text_entry(run: Run):
-    """The finished text run's served model: 409 for a GRU or SimpleRNN run, else as
-    `runs.finished_entry` (409 unfinished, 400 an image run, 503 a model that does not load)."""
-    if run.status == FINISHED and run.dataset in textrecipes.text_datasets() and not servable(run):
-        cell = (run.recipe or {}).get("cell")
-        raise recipes.refusal("Run %(id)s uses the %(cell)s cell: the server generates text with LSTM models only. "
-                              "Train it again with the LSTM cell to try it here.", 409, id=run.id,
-                              cell=CELL_NAMES.get(cell, str(cell)[:20]))
+    """The finished text run's served model (LSTM, GRU or SimpleRNN), as `runs.finished_entry`
+    (409 unfinished, 400 an image run, 503 a model that does not load)."""
     return runs.finished_entry(run, TEXT)
 
 

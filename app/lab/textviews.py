@@ -18,7 +18,7 @@ from app.csvfile import csv_download, csv_safe
 from app.errors import InvalidInput
 from app.i18n import current_language
 from app.instructor.access import needs_class_code
-from app.lab import recipes, runs, textprogram, textrecipes, texttry
+from app.lab import recipes, runs, textprogram, textrecipes
 from app.lab.charts import run_chart
 from app.lab.textrecipes import TEXT_PRESET_NAMES, TEXT_RANGES, TextRecipe, TextSettings
 from app.records import ACTIVE, FINISHED, Run, as_utc, iso, utcnow
@@ -255,5 +255,4 @@ def text_run_page(run: Run, downloads: dict):
         dataset_title=spec.title(current_language()), verse=spec.tokenizer == "syllables",
         queue_position=runs.queue_position(run), can_cancel=run.status in ACTIVE and runs.may_manage(run),
         active=run.status in ACTIVE, events_url=url_for("lab_api.run_events", run_id=run.id),
-        recipe_words=text_recipe_text, settings_words=text_settings_text, downloads=downloads,
-        servable=texttry.servable(run))
+        recipe_words=text_recipe_text, settings_words=text_settings_text, downloads=downloads)
