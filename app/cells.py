@@ -72,17 +72,20 @@ class GRUStep(StepLayer):
         bias = np.asarray(weights[2], np.float32) if len(weights) > 2 else np.zeros((2, 3 * units), np.float32)
         if bias.shape != (2, 3 * units):
             raise ValueError(f"{name}: GRU bias {bias.shape}: only reset_after=True GRUs (bias (2, 3·units)) are served")
-        super().__init__(name, kernel, bias[0], units)
-        self.recurrent_kernel, self.recurrent_bias = recurrent, bias[1]
+        # b'_z and b'_r are only ever added to the input's share: they join the input bias (so the
+        # first layer's token table holds them); b'_g stays apart, as r multiplies it.
+        input_bias = bias[0] + np.concatenate([bias[1][:2 * units], np.zeros(units, np.float32)])
+        super().__init__(name, kernel, input_bias, units)
+        self.recurrent_kernel, self.candidate_bias = recurrent, bias[1][2 * units:]
 
     def step(self, x_proj, state):
         (h,) = state
         u = self.units
-        inner = h @ self.recurrent_kernel + self.recurrent_bias
-        z = sigmoid(x_proj[..., :u] + inner[..., :u])
-        r = sigmoid(x_proj[..., u:2 * u] + inner[..., u:2 * u])
-        g = np.tanh(x_proj[..., 2 * u:] + r * inner[..., 2 * u:])
-        h = z * h + (1.0 - z) * g
+        inner = h @ self.recurrent_kernel
+        zr = sigmoid(x_proj[..., :2 * u] + inner[..., :2 * u])  # both gates in one pass
+        z, r = zr[..., :u], zr[..., u:]
+        g = np.tanh(x_proj[..., 2 * u:] + r * (inner[..., 2 * u:] + self.candidate_bias))
+        h = g + z * (h - g)  # = z ⊙ h + (1 − z) ⊙ g
         return (h,), (z, r, g, h)
 
 
