@@ -9,7 +9,10 @@ Measured, for Truyện Kiều:
   own Embedding(10) → LSTM(100) → Dense model; the weights do not change the speed);
 - tf_step: our model stepped one token at a time by a compiled `tf.function` carrying the LSTM
   state (greedy, no meter);
-- ours: `app.decoding.generate` with the lục bát constraints (top-p sampling), the NumPy step.
+- ours: `app.decoding.generate` with the lục bát constraints (top-p sampling), the NumPy step;
+- cells: the served NumPy step alone (greedy, no meter) of LSTM, GRU and SimpleRNN models of the
+  served model's shape (untrained: the weights do not change the speed), timed in alternating rounds.
+With --cells-only only the cells are timed and printed (nothing is written).
 With --write the table replaces the generation section of docs/BENCHMARKS.md; with --quality-only
 nothing is timed and only the part read from the cards (after the speed table) is replaced, so a
 retrained model's figures can be written while the machine is too busy for a fair speed run.
@@ -47,6 +50,7 @@ from load import machine_busy, write_section  # noqa: E402
 
 SEED = "Trăm năm trong cõi người ta"
 START, END = "<!-- generation:start -->", "<!-- generation:end -->"
+CELL_TITLES = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
 
 
 def lab_method(vocab, n_tokens: int, window: int) -> float:
@@ -119,6 +123,37 @@ def ours(tm, couplets: int, repeats: int, strategy: str = "top_p") -> tuple[floa
     return tokens / seconds, ok / lines, exact / max(places, 1)
 
 
+CELLS = ("lstm", "gru", "simple_rnn")
+
+
+def cell_speeds(folder: Path, n_tokens: int, rounds: int = 5) -> tuple[dict[str, float], dict]:
+    """Tokens per second of the served step (greedy, state carried) for each of CELLS, in a model
+    of the served one's shape (its card's model_kwargs with the cell changed): the median of
+    `rounds` alternating rounds, so a change of load hits every cell alike. Also the kwargs."""
+    from app.cards import Card
+    from training.build import make_word_lstm
+
+    kwargs = dict(Card.from_json(folder).model_kwargs or {}) | {"weight_drop": 0.0}
+    vocab_text = (folder / "vocab.json").read_text(encoding="utf-8")
+    vocab_size = len(load_text_model(folder, KIEU).vocab)
+    models = {}
+    for cell in CELLS:
+        tmp = Path(tempfile.mkdtemp())
+        make_word_lstm(vocab_size, name="kieu", **(kwargs | {"cell": cell})).save(tmp / "model.keras")
+        (tmp / "vocab.json").write_text(vocab_text, encoding="utf-8")
+        models[cell] = load_text_model(tmp, KIEU)
+    times: dict[str, list[float]] = {cell: [] for cell in CELLS}
+    for _ in range(rounds):
+        for cell, tm in models.items():
+            state, token = tm.initial_state(1), np.array([EOL_ID])
+            t0 = time.perf_counter()
+            for _ in range(n_tokens):
+                logits, state = tm.step(token, state)
+                token = logits.argmax(axis=-1)
+            times[cell].append(time.perf_counter() - t0)
+    return {cell: n_tokens / float(np.median(t)) for cell, t in times.items()}, kwargs
+
+
 def quality_table(models_dir: Path) -> list[str]:
     """The shipped text models' held-out figures, read from their cards (not measured here)."""
     from app.cards import Card
@@ -189,6 +224,8 @@ def main(argv=None) -> int:
     p.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
     p.add_argument("--quality-only", action="store_true",
                    help="time nothing: rewrite only the tables read from the cards")
+    p.add_argument("--cells-only", action="store_true", help="time only the served step of each cell; print it")
+    p.add_argument("--cell-tokens", type=int, default=500)
     args = p.parse_args(argv)
     if args.quality_only:
         return write_quality_only(Path(args.models_dir), args.write)
@@ -199,6 +236,17 @@ def main(argv=None) -> int:
 
         folder = write_tiny_text_model(Path(tempfile.mkdtemp()), KIEU)
         print("no trained Kiều model: using an untrained tiny one", file=sys.stderr)
+    cells, cell_kwargs = cell_speeds(folder, args.cell_tokens)
+    cell_note = (f"Served NumPy step alone, greedy, no meter, {args.cell_tokens} tokens, median of 5 alternating "
+                 f"rounds; models of the served shape (embedding {cell_kwargs.get('embedding')}, "
+                 f"{cell_kwargs.get('rnn_layers', 1)} × {cell_kwargs.get('units')} units), untrained.")
+    cell_rows = [f"| {CELL_TITLES[c]} | {cells[c]:,.0f} | {cells[c] / cells['lstm']:.2f}× |" for c in CELLS]
+    cell_table = ["", cell_note, "", "| cell | tokens/s | × LSTM |", "| --- | ---: | ---: |"] + cell_rows
+    if args.cells_only:
+        busy = busy or machine_busy()
+        print(f"load: {busy or 'no training run on the machine'}; {os.getloadavg()[0]:.1f} (1-min load average)")
+        print("\n".join(cell_table))
+        return 0
     tm = load_text_model(folder, KIEU)
     keras_model = load_keras_text_model(folder / "model.keras")
     window = 24  # a couplet and a bit: the lab pads every input to the longest sequence
@@ -228,6 +276,7 @@ def main(argv=None) -> int:
     lines += ["", f"Constrained output: {pass_rate:.1%} of generated lines pass the checker, {exact:.1%} of their "
               f"rhymes are exact (same vần; exact-rhyme bonus {EXACT_RHYME_BONUS}). Goal ≥ 2,000 "
               f"syllables/s and ≥ 100× the lab: {'met' if goal else 'NOT met'}."]
+    lines += cell_table
     lines += quality_table(Path(args.models_dir)) + [END]
     table = "\n".join(lines)
     print(table)
