@@ -233,10 +233,13 @@ def test_the_trace_shows_a_gru_s_gates_and_a_simple_rnn_s_hidden_state(client, c
         assert all(0 < v < 1 for row in trace["layers"][1]["values"]["z"] for v in row)
 
 
-def test_a_gru_run_page_links_to_its_try_page(client, cell_run):
-    run_id = cell_run("gru")
+@pytest.mark.parametrize("cell", ["gru", "simple_rnn"])
+def test_a_gru_or_simple_rnn_run_page_links_to_its_try_page_and_card(client, cell_run, cell):
+    run_id = cell_run(cell)
     run_page = client.get(f"/lab/runs/{run_id}?lang=en").get_data(as_text=True)
-    assert f'id="try-link" href="/lab/runs/{run_id}/try"' in run_page and 'id="try-note"' not in run_page
+    assert f'id="try-link" href="/lab/runs/{run_id}/try"' in run_page and f'href="/lab/runs/{run_id}/card"' in run_page
+    assert client.get(f"/lab/runs/{run_id}/card?lang=vi").status_code == 200
+    assert client.get(f"/lab/runs/{run_id}/try?lang=vi").status_code == 200
 
 
 # ----------------------------------------------------------------------------- refusals
