@@ -176,9 +176,10 @@ def test_a_recipe_trains_through_the_cli_training_function_with_a_per_epoch_call
     assert metrics["test_perplexity"] > 1 and metrics["ngram"]["test_perplexity"] > 1
 
 
-def test_a_gru_verse_run_finishes_without_the_meter_rates(tmp_path):
-    """The meter rates generate with the served LSTM engine: a GRU Kiều run skips them and
-    still saves its model and card (it failed at the end before)."""
+@pytest.mark.parametrize("cell", ["gru", "simple_rnn"])
+def test_a_gru_or_simple_rnn_verse_run_finishes_with_the_meter_rates(tmp_path, cell):
+    """The meter rates generate from the saved model with the served NumPy step, which runs every
+    cell the bench trains: a GRU or SimpleRNN Kiều run saves its model and card with them."""
     from app.config import default_data_dir
     from training.cli import text_parser
     from training.config import TrainConfig
@@ -187,13 +188,14 @@ def test_a_gru_verse_run_finishes_without_the_meter_rates(tmp_path):
         pytest.skip("no Kiều data")
     from training.textgen import train_text_task
 
-    recipe = TextRecipe(embedding=8, cell="gru", units=12, dropout=0.0, tied=True, min_count=1)
+    recipe = TextRecipe(embedding=8, cell=cell, units=12, dropout=0.0, tied=True, min_count=1)
     argv = training_argv("kieu", recipe, {"epochs": 1, "batch_size": 16, "learning_rate": 3e-3, "seed": 7})
     config = TrainConfig.from_args(text_parser("python -m training kieu").parse_args([*argv[1:], "--quick",
                                                                                      "--verbose", "0"]))
     card = json.loads((train_text_task(BUILTIN_TASKS["kieu"], config, tmp_path) / "card.json").read_text(encoding="utf-8"))
-    assert card["model_kwargs"]["cell"] == "gru" and card["metrics"]["test_perplexity"] > 1
-    assert "meter" not in card["metrics"]
+    assert card["model_kwargs"]["cell"] == cell and card["metrics"]["test_perplexity"] > 1
+    meter = card["metrics"]["meter"]
+    assert meter["constrained"]["couplets"] > 0 and 0 <= meter["unconstrained"]["length"] <= 1
 
 
 def test_epoch_samples_are_reproducible_lines_with_the_meter_check_for_verse():

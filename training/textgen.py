@@ -178,8 +178,7 @@ def train_text_task(spec: TaskSpec, config: TrainConfig, models_dir: Path, callb
         (folder / "vocab.json").write_text(vocab.to_json(), encoding="utf-8")
         fit.write_card(folder, card)
         fit.plot_curves(history, folder / "training_curves.png", spec.title_en)
-        # The meter rates generate from the saved model with the served (NumPy, LSTM-only) engine.
-        if spec.tokenizer == "syllables" and kw.get("cell", "lstm") == "lstm":
+        if spec.tokenizer == "syllables":  # the meter rates need the saved model: generate from it
             card["metrics"]["meter"] = meter_rates(folder, spec, data, config.seed,
                                                    20 if config.quick else METER_COUPLETS)
             fit.write_card(folder, card)
