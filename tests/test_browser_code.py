@@ -57,8 +57,11 @@ def test_the_code_panel_follows_the_recipe_and_downloads_both_files(bench_url, b
     nbformat.validate(notebook)
     assert any("Bidirectional(layers.GRU(24" in c.source for c in notebook.cells if c.cell_type == "code")
 
-    page.select_option("#f-dataset", "cifar10")  # a data set the program cannot reproduce: said plainly
-    expect(page.locator("#code-error")).to_contain_text("No standalone program for this data set yet", timeout=10_000)
+    page.select_option("#f-dataset", "cifar10")  # a JPEG data set: its program decodes the images with Pillow
+    expect(code).to_contain_text("from PIL import Image", timeout=10_000)
+    expect(code).to_contain_text("INPUT_SHAPE = (32, 32, 3)")
+    page.fill("#f-units", "0")  # a recipe the bench refuses has no program: said plainly
+    expect(page.locator("#code-error")).not_to_be_empty(timeout=10_000)
     expect(code).to_be_hidden()
     assert not problems, problems  # no script error, nothing refused by the Content-Security-Policy
 

@@ -40,9 +40,11 @@ def test_a_checked_form_updates_the_panel_and_a_refused_one_says_why(lab_app):
     html = client.post("/lab?lang=en", data=form).get_data(as_text=True)
     assert "Bidirectional(layers.GRU(24" in unescape(html) and "SEED = 9" in html
     assert parse_qs(urlsplit(panel_links(html)["code-py"]).query)["bidirectional"] == ["on"]
-    refused = client.post("/lab?lang=vi", data={**form, "dataset": "cifar10"}).get_data(as_text=True)
+    jpeg = unescape(client.post("/lab?lang=en", data={**form, "dataset": "cifar10"}).get_data(as_text=True))
+    assert "from PIL import Image" in jpeg and "INPUT_SHAPE = (32, 32, 3)" in jpeg  # a JPEG data set has one too
+    refused = client.post("/lab?lang=vi", data={**form, "units": "0"}).get_data(as_text=True)
     assert 'id="code-view"' in refused and re.search(r'id="code-view"[^>]*hidden', refused)
-    assert "Chưa có chương trình độc lập cho bộ dữ liệu này" in refused
+    assert re.search(r'<p class="error" id="code-error" role="status" >(.+?)</p>', refused, re.S)[1].strip()
 
 
 def test_without_javascript_the_buttons_send_the_form_as_typed(lab_app):
@@ -90,11 +92,15 @@ def shipped_app(make_app, tiny_models_dir, tmp_path_factory):
                     LSTMLAB_DATABASE_URL=f"sqlite:///{instance / 'records.sqlite3'}")
 
 
-def built_model(source: str, data_folder: Path, monkeypatch):
-    """The model the program's Data and Model sections build (nothing trained) on a tiny MNIST."""
-    from test_lab_program import data_and_model, tiny_mnist
+def built_model(source: str, data_folder: Path, monkeypatch, spec=None):
+    """The model the program's Data and Model sections build (nothing trained) on a tiny MNIST, or
+    on a tiny JPEG file shaped as `spec`'s."""
+    from test_lab_program import data_and_model, tiny_jpeg, tiny_mnist
 
-    monkeypatch.setenv("LSTMLAB_DATA", str(tiny_mnist(data_folder)))
+    from app.lab.program import is_jpeg
+
+    jpeg = spec is not None and is_jpeg(spec)
+    monkeypatch.setenv("LSTMLAB_DATA", str(tiny_jpeg(data_folder, spec) if jpeg else tiny_mnist(data_folder)))
     monkeypatch.setenv("PROGRAM_SUBSET", "100")
     scope = {"__name__": "__main__"}
     exec(compile(data_and_model(source), "program.py", "exec"), scope)
@@ -122,26 +128,111 @@ def test_a_shipped_tasks_program_builds_its_served_model(shipped_app, tmp_path, 
     assert notebook.cells[1].source.startswith("import os")
 
 
-@pytest.mark.parametrize("slug", ["mnist", "fashion_mnist"])
+SHIPPED_IMAGE_TASKS = ["mnist", "fashion_mnist", "cifar10", "cats_dogs", "faces_gender"]
+
+
+def real_card(slug: str) -> dict:
+    """models/<slug>/card.json as shipped (the test skips where it is absent)."""
+    path = ROOT / "models" / slug / "card.json"
+    if not path.is_file():
+        pytest.skip(f"no shipped card for {slug}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("slug", SHIPPED_IMAGE_TASKS)
 def test_the_real_shipped_cards_programs_rebuild_their_layer_tables(slug, tmp_path, monkeypatch):
     from app.lab import program
     from app.tasks import BUILTIN_TASKS
     from training.fit import card_header
 
-    path = ROOT / "models" / slug / "card.json"
-    if not path.is_file():
-        pytest.skip(f"no shipped card for {slug}")
-    card = json.loads(path.read_text(encoding="utf-8"))
+    card = real_card(slug)
     spec = BUILTIN_TASKS[slug]
     source = program.shipped_program(spec, card)
     assert f"SEED = {card['training']['seed']}" in source
     if slug == "fashion_mnist":  # its data file is not the tiny MNIST's: check the model section alone
         source = source.replace(repr(spec.data_path), repr(BUILTIN_TASKS["mnist"].data_path))
-    mine = card_header(spec, built_model(source, tmp_path / "data", monkeypatch), card["architecture"], {})
+    mine = card_header(spec, built_model(source, tmp_path / "data", monkeypatch, spec), card["architecture"], {})
     assert [mine["layers"], mine["params_total"]] == [card["layers"], card["params_total"]]
 
 
-@pytest.mark.parametrize("slug", ["cifar10", "cats_dogs", "faces_gender", "kieu", "nyt_headlines"])
+@pytest.mark.parametrize("slug", ["cifar10", "cats_dogs", "faces_gender"])
+def test_a_shipped_programs_phases_follow_its_cards_runs(slug):
+    """One training phase per run of the card's warm-start chain, each with that run's epochs,
+    learning rate, patience, weight average and CutMix; the last with the card's augmentation."""
+    from app.lab import program
+    from app.lab.program import SECTION
+    from app.tasks import BUILTIN_TASKS
+
+    card = real_card(slug)
+    source = program.shipped_program(BUILTIN_TASKS[slug], card)
+    runs = [*(card.get("warm_start") or {}).get("previous_runs", []), {"command": card["command"], **card}]
+    trains = [s for s in source.split(SECTION)[3:-1]]
+    assert len(trains) == len(runs)
+    for i, (run, train) in enumerate(zip(runs, trains)):
+        opt = run["optimizer"]
+        constants = source.split(SECTION)[0] if i == 0 else train
+        assert f"LEARNING_RATE = {opt['peak_learning_rate']!r}\n" in constants, i
+        assert f"BATCH_SIZE = {opt['batch_size']}\n" in constants, i
+        assert f"WEIGHT_AVERAGE = {float((opt.get('weight_average') or {}).get('momentum') or 0)!r}\n" in constants, i
+        assert " ".join(run["command"].split()) in train, i
+        assert ("WeightAverage(WEIGHT_AVERAGE" in train) == bool(opt.get("weight_average")), i
+        assert (f"Train, phase {i + 1} of {len(runs)}" in train) == (len(runs) > 1), i
+    last = trains[-1] if len(runs) > 1 else source.split(SECTION)[0]
+    augmentation = card["training"]["augmentation"]
+    assert f"CUTMIX = {float(augmentation.get('cutmix', 0.0))!r}\n" in last
+    assert f"LABEL_SMOOTHING = {float(augmentation.get('label_smoothing', 0.0))!r}\n" in last
+    assert f"PATIENCE = {card['training']['early_stopping']['patience']}\n" in last
+    assert f'"PROGRAM_EPOCHS", {card["training"]["epochs_requested"]})' in last
+    teachers = (card["training"].get("distillation") or {}).get("teachers") or []
+    doc = " ".join(source.split('"""')[1].split())  # its lines wrapped
+    assert ("cannot retrain the teachers" in doc) == bool(teachers)
+    assert all(f"{t['test_accuracy']:.2%}" in doc for t in teachers)
+    if teachers:
+        assert f"{card['metrics']['test_accuracy']:.2%}" in doc
+        assert f"{card['training']['distillation']['ensemble_test_accuracy']:.2%}" in doc
+
+
+@pytest.fixture(scope="module")
+def renet_app(make_app, tiny_models_dir, tmp_path_factory):
+    """The app over the tiny models plus a cifar10 folder carrying the real, distilled cifar10 card
+    (with a tiny model: the page and the program read only the card)."""
+    import shutil
+
+    from app.tasks import CIFAR10
+    from helpers.models import write_tiny_image_model
+
+    card = real_card("cifar10")
+    models = tmp_path_factory.mktemp("renet") / "models"
+    shutil.copytree(tiny_models_dir, models)
+    write_tiny_image_model(models, CIFAR10)
+    card = {k: v for k, v in card.items() if k != "export"}
+    (models / "cifar10" / "card.json").write_text(json.dumps(card), encoding="utf-8")
+    instance = tmp_path_factory.mktemp("renet-instance")
+    return make_app(models, INSTANCE_PATH=str(instance), LSTMLAB_QUEUE_URL="",
+                    LSTMLAB_DATABASE_URL=f"sqlite:///{instance / 'records.sqlite3'}")
+
+
+@pytest.mark.parametrize("lang, words, teacher", [("en", "cannot retrain the teachers", "80.55%"),
+                                                   ("vi", "không thể huấn luyện lại các mô hình thầy", "80,55")])
+def test_a_distilled_tasks_page_and_program_say_what_the_program_leaves_out(renet_app, lang, words, teacher):
+    import nbformat
+
+    client = renet_app.test_client()
+    html = unescape(client.get(f"/tasks/cifar10/card?lang={lang}").get_data(as_text=True))
+    assert 'id="program-py" href="/tasks/cifar10/program.py"' in html
+    caveat = re.search(r'<p class="hint" id="program-caveat">(.*?)</p>', html, re.S)[1]
+    assert words in caveat and teacher in caveat
+    response = client.get(f"/tasks/cifar10/program.py?lang={lang}")
+    assert response.status_code == 200 and response.headers["Content-Disposition"] == 'attachment; filename="lstmlab_cifar10.py"'
+    source = response.get_data(as_text=True)
+    assert words in " ".join(source.split('"""')[1].split()) and "from PIL import Image" in source
+    compile(source, "program.py", "exec")
+    notebook = nbformat.reads(client.get(f"/tasks/cifar10/program.ipynb?lang={lang}").get_data(as_text=True), 4)
+    assert words in " ".join(notebook.cells[0].source.split())
+    assert sum(c.source.startswith("## ") and " 3" in c.source for c in notebook.cells if c.cell_type == "markdown") == 3
+
+
+@pytest.mark.parametrize("slug", ["kieu", "nyt_headlines"])
 def test_tasks_the_program_cannot_reproduce_are_refused_in_both_languages(shipped_app, slug):
     client = shipped_app.test_client()
     for lang, words in (("en", "No standalone program"), ("vi", "Chưa có chương trình độc lập")):
@@ -149,6 +240,13 @@ def test_tasks_the_program_cannot_reproduce_are_refused_in_both_languages(shippe
         assert response.status_code == 404
         assert words in response.get_data(as_text=True) and "Traceback" not in response.get_data(as_text=True)
     assert client.get("/tasks/nosuch/program.ipynb").status_code == 404
+
+
+@pytest.mark.parametrize("lang, words", [("en", "not available"), ("vi", "chưa sẵn sàng")])
+def test_a_task_without_a_model_has_no_program(shipped_app, lang, words):
+    response = shipped_app.test_client().get(f"/tasks/cats_dogs/program.py?lang={lang}")
+    assert response.status_code == 404 and words in response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)
 
 
 def test_a_shipped_tasks_card_page_offers_its_program_and_files(shipped_app):

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from app.cards import Training
 from app.csvfile import csv_download, csv_safe
 from app.errors import InvalidInput
-from app.i18n import current_language, format_number
+from app.i18n import current_language, format_number, format_percent
 from app.instructor.access import needs_class_code
 from app.instructor.settings import submission_rules
 from app.lab import cardsofar, naming, program, recipes, runs, submissions, textprogram, textrecipes, texttry, textviews
@@ -295,7 +295,7 @@ def run_downloads(run: Run, data: dict) -> dict:
     if run.dataset in textrecipes.text_datasets():
         links = {ext: url_for("lab.run_program", run_id=run.id, ext=ext) for ext in ("py", "ipynb")}
     elif spec is not None:
-        with contextlib.suppress(InvalidInput):  # JPEG data: no program to link
+        with contextlib.suppress(InvalidInput):  # an instructor's folder of images: no program to link
             program.check_supported(spec)
             links = {ext: url_for("lab.run_program", run_id=run.id, ext=ext) for ext in ("py", "ipynb")}
     files = [(n, url_for("lab.run_download", run_id=run.id, name=n)) for n in runs.DOWNLOADS
@@ -373,7 +373,7 @@ def task_program(slug: str, ext: str):
     """The program that trains a shipped task's served model (a bilingual 404 where it cannot)."""
     entry = served_task(slug)
     if entry.spec.kind != TEXT:
-        program.check_supported(entry.spec)  # JPEG data: said before whether a model is served
+        program.check_supported(entry.spec)  # no program for its data: said before whether a model is served
     if entry.card is None:
         raise InvalidInput("This task's model is not available.", 404)
     return program_response(served_program(entry.spec, entry.card.to_json(), _), f"lstmlab_{slug}", ext)
@@ -383,7 +383,7 @@ def served_program(spec: TaskSpec, card: dict, translate=str) -> str:
     """The program that trains a served task's model: a text task's or an image task's."""
     if spec.kind == TEXT:
         return textprogram.shipped_text_program(spec, card, translate)
-    return program.shipped_program(spec, card, translate)
+    return program.shipped_program(spec, card, translate, percent=lambda v: format_percent(v, 2))
 
 
 @bp.get("/tasks/<slug>/download/<name>")
@@ -399,10 +399,12 @@ def task_download(slug: str, name: str):
 
 @bp.app_context_processor
 def card_downloads_helper() -> dict:
-    """`task_downloads(entry)` for card.html: a shipped task's program (or why none) and files."""
+    """`task_downloads(entry)` for card.html: a shipped task's program (or why none, or what it
+    leaves out: a distilled model's teachers) and files."""
     def task_downloads(entry) -> dict:
+        card = entry.card.to_json() if entry.card else {}
         try:
-            served_program(entry.spec, entry.card.to_json() if entry.card else {})
+            served_program(entry.spec, card)
             refusal = None
         except InvalidInput as exc:
             refusal = exc.message(current_language())
@@ -410,10 +412,11 @@ def card_downloads_helper() -> dict:
         return {"program": None if refusal else {ext: url_for("lab.task_program", slug=entry.slug, ext=ext)
                                                  for ext in ("py", "ipynb")},
                 "refusal": refusal,
+                "caveat": None if refusal or entry.spec.kind == TEXT else program.distillation_note(
+                    card, _, lambda v: format_percent(v, 2)),
                 "files": [(n, url_for("lab.task_download", slug=entry.slug, name=n)) for n in runs.DOWNLOADS
                           if (folder / n).is_file()],
-                "provenance": runs.provenance((entry.card.to_json() if entry.card else {}).get("data") or {},
-                                              entry.spec)}
+                "provenance": runs.provenance(card.get("data") or {}, entry.spec)}
 
     return {"task_downloads": task_downloads}
 
