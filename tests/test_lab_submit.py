@@ -307,7 +307,7 @@ def test_the_results_csv_has_each_nicknames_best(sub_app, add_instructor):
     response = teacher.get("/instructor/results.csv?dataset=mnist")
     assert response.status_code == 200 and response.mimetype == "text/csv"
     rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
-    assert rows[0] == ["nickname", "dataset", "test_accuracy", "params", "kind", "id", "time"]
+    assert rows[0] == ["nickname", "dataset", "test_accuracy", "params", "kind", "id", "time", "test_perplexity"]
     body = {r[0]: r for r in rows[1:]}
     assert len(rows) == 4 and set(body) == {"An", "Bình", "'=cmd"}
     assert body["An"][1:5] == ["mnist", "0.95", "2000", "run"]

@@ -17,7 +17,6 @@ from app.errors import InvalidInput
 from app.instructor.blueprints import bp
 from app.instructor.settings import set_submission_rules, submission_rules
 from app.lab import submissions
-from app.lab.recipes import available_datasets
 from app.records import Submission, db
 
 SUBMISSION_LIMIT = 200  # submissions listed on the page (newest first)
@@ -51,7 +50,7 @@ def parse_rules(form) -> dict:
 @bp.get("/submissions")
 def submissions_page():
     """Every data set's submission rules, the latest submissions and the results CSV."""
-    specs = available_datasets()
+    specs = submissions.submission_datasets()
     latest = db.session.scalars(select(Submission).order_by(Submission.created_at.desc()).limit(SUBMISSION_LIMIT)).all()
     return render_template("instructor/submissions.html", num=format_decimal, datasets=[(slug, spec) for slug, spec in specs.items()],
                            rules={slug: submission_rules(slug) for slug in specs}, submissions=latest,
@@ -61,7 +60,7 @@ def submissions_page():
 @bp.post("/submissions/rules/<dataset>")
 def edit_submission_rules(dataset: str):
     """Store one data set's submission rules."""
-    if dataset not in available_datasets():
+    if dataset not in submissions.submission_datasets():
         raise InvalidInput("Unknown data set '%(name)s'.", 404, name=dataset[:40])
     set_submission_rules(dataset, parse_rules(request.form))
     flash(_("Submission rules for %(name)s saved.", name=dataset))
@@ -73,7 +72,7 @@ def results_csv():
     """The class's results: one row per nickname (and data set), the best finished run or scored
     submission, with its accuracy, parameters, kind and time; `?dataset=` for one data set."""
     dataset = request.args.get("dataset") or None
-    if dataset is not None and dataset not in available_datasets():
+    if dataset is not None and dataset not in submissions.submission_datasets():
         raise InvalidInput("Unknown data set '%(name)s'.", 404, name=dataset[:40])
     rows = [[csv_safe(row[0]), *row[1:]] for row in submissions.best_results(dataset)]
     return csv_download(f"lstmlab-results{'-' + dataset if dataset else ''}.csv", submissions.RESULT_COLUMNS, rows)

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import h5py
 
 from app.errors import InvalidInput
-from app.lab.weightshapes import compare_shapes, expected_weights, layer_paths
+from app.lab.weightshapes import compare_shapes, layer_paths, sized_model
 
 MEMBERS = {"config.json", "metadata.json", "model.weights.h5"}
 MAX_ARCHIVE_BYTES = 64 * 2 ** 20
@@ -322,6 +322,9 @@ def functional_as_sequential(config: dict) -> dict:
     for obj in described:
         if not isinstance(obj, dict):
             _refuse("%(where)s is not a Keras object description.", where="config.json")
+        if obj.get("class_name") == "TiedEmbedding":  # the text program's tied embeddings: its own code
+            _refuse("Tied embeddings (the layer TiedEmbedding) are custom code and cannot be accepted: train the "
+                    "program with tied embeddings off, then submit that model.")
         name, nodes = obj.get("name"), obj.get("inbound_nodes")
         if not isinstance(name, str) or not isinstance(nodes, list):
             _refuse("%(where)s is not a Keras object description.", where="config.json")
@@ -472,6 +475,62 @@ def layer_table(model) -> list:
              "params": int(layer.count_params())} for layer in model.layers]
 
 
+# A language model's layers: each step's output may depend on that step and the ones before it
+# only (no Bidirectional, no convolution, no reshaping across steps), or it would read the very
+# token it is asked to predict.
+TEXT_LAYERS = {"InputLayer", "Embedding", "LSTM", "GRU", "SimpleRNN", "Dropout", "SpatialDropout1D", "GaussianNoise",
+               "Dense", "Activation", "Softmax", "ReLU", "LayerNormalization", "Masking"}
+SOFTMAX_LAYERS = {"Activation", "Softmax"}
+
+
+def _softmax_last(obj: dict) -> bool:
+    """Whether a layer description ends in a softmax over the last axis."""
+    config = obj.get("config") or {}
+    if obj["class_name"] == "Dense" or obj["class_name"] == "Activation":
+        return config.get("activation") == "softmax"
+    return obj["class_name"] == "Softmax" and config.get("axis", -1) in (-1, None)
+
+
+def check_language_model(described: list[dict], vocab_size: int) -> None:
+    """Refuse checked layer descriptions that are not a next-token model over `vocab_size` tokens:
+    token ids of any length in, an Embedding of the vocabulary first, causal layers only (recurrent
+    ones forwards, every step returned), one softmax over the vocabulary per step out."""
+    for obj in described:
+        name = obj["class_name"]
+        config = obj.get("config") or {}
+        where = str(config.get("name", name))[:MAX_STRING]
+        if name not in TEXT_LAYERS:
+            _refuse("The layer %(name)s (%(cls)s) is not allowed in a language model: each step may read only "
+                    "that step and the ones before it (Embedding, LSTM, GRU, SimpleRNN, Dropout, Dense and "
+                    "activations).", name=where, cls=name)
+        if name in ("LSTM", "GRU", "SimpleRNN") and (config.get("go_backwards") or config.get("stateful")
+                                                     or config.get("return_sequences") is not True):
+            _refuse("The recurrent layer %(name)s must read forwards and return every step: "
+                    "return_sequences=True, go_backwards=False, stateful=False.", name=where)
+        if name == "LayerNormalization" and config.get("axis", -1) not in (-1, [-1], 2, [2]):
+            _refuse("The layer %(name)s may normalise each step's features only (axis=-1).", name=where)
+    shape = tuple((described[0].get("config") or {}).get("batch_shape") or ())
+    if len(shape) != 2 or shape[1] is not None:
+        _refuse("A language model must begin with keras.Input(shape=(None,), dtype=\"int32\"): token ids, "
+                "sequences of any length.")
+    if len(described) < 2 or described[1]["class_name"] != "Embedding":
+        _refuse("A language model's first layer must be an Embedding of the vocabulary.")
+    took = described[1]["config"].get("input_dim")
+    if took != vocab_size:
+        _refuse("The Embedding layer takes %(model)s tokens (input_dim); the vocabulary has %(vocab)s.",
+                model=str(took)[:MAX_STRING], vocab=vocab_size)
+    _, out = sized_model(described)
+    if len(out) != 3:
+        _refuse("The model must give one next-token distribution per step: its output has shape %(shape)s.",
+                shape=str(out))
+    if out[-1] != vocab_size:
+        _refuse("The model's last layer gives %(model)s values per step; the vocabulary has %(vocab)s tokens.",
+                model=out[-1], vocab=vocab_size)
+    if not _softmax_last(described[-1]):
+        _refuse("The model's last layer must be a softmax over the vocabulary (Dense(%(vocab)s, "
+                "activation=\"softmax\")).", vocab=vocab_size)
+
+
 def _check_params(params: int, max_params: int | None) -> None:
     if max_params is not None and params > max_params:
         _refuse("The model has %(params)s parameters; the limit for this data set is %(limit)s.",
@@ -479,16 +538,19 @@ def _check_params(params: int, max_params: int | None) -> None:
 
 
 def check_archive(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES, recurrent_only: bool = False,
-                  max_params: int | None = None) -> dict:
+                  max_params: int | None = None, vocab_size: int | None = None) -> dict:
     """The cheap checks of an upload, without Keras (a web worker's, before it queues the archive):
-    the zip, config.json and its layers, each weight's shape against the one its layer's config
+    the zip, config.json and its layers (with `vocab_size`, those of a language model over that
+    vocabulary: `check_language_model`), each weight's shape against the one its layer's config
     implies (no weight data read). {"params", "layers": [class names]}."""
     members = open_archive(path, max_bytes)
     config = parse_config(members["config.json"])
     if "metadata.json" in members:
         parse_config(members["metadata.json"])
     described = check_model(config, recurrent_only)
-    expected = expected_weights(described)
+    if vocab_size is not None:
+        check_language_model(described, vocab_size)
+    expected, _ = sized_model(described)
     shapes = read_shapes(members["model.weights.h5"])
     compare_shapes(expected, shapes)
     params = sum(math.prod(size) for _, _, _, size in expected)
@@ -497,12 +559,15 @@ def check_archive(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES, recurrent_only
 
 
 def load_submission(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES, recurrent_only: bool = False,
-                    max_params: int | None = None) -> Submission:
-    """A .keras archive checked and rebuilt as data: never through keras.saving.load_model."""
+                    max_params: int | None = None, vocab_size: int | None = None) -> Submission:
+    """A .keras archive checked and rebuilt as data: never through keras.saving.load_model (with
+    `vocab_size`, checked as a language model over that vocabulary first)."""
     members = open_archive(path, max_bytes)
     config = parse_config(members["config.json"])
     if "metadata.json" in members:
         parse_config(members["metadata.json"])
+    if vocab_size is not None:
+        check_language_model(check_model(config, recurrent_only), vocab_size)
     arrays = read_weights(members["model.weights.h5"])
     model = build_model(config, recurrent_only=recurrent_only)
     params = int(model.count_params())

@@ -16,19 +16,26 @@ MEMORY_BYTES = 8 * 2 ** 30
 WALL_SECONDS = 180
 
 
-def _child(conn, path, data, cpu_seconds, memory_bytes, recurrent_only, max_params):
+def _child(conn, path, data, cpu_seconds, memory_bytes, recurrent_only, max_params, vocab_size):
     """In the child: limit itself, read the test arrays from `data`, rebuild the archive as data,
-    evaluate, send the result back."""
+    evaluate (a language model, `vocab_size` given: the bench's perplexity and next-token
+    accuracies), send the result back."""
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     from app.lab import safekeras  # after the limits: the rebuild and Keras count against them
     try:
         with np.load(data) as arrays:
             x, y = arrays["x"], arrays["y"]
-        sub = safekeras.load_submission(path, recurrent_only=recurrent_only, max_params=max_params)
-        probs = sub.model.predict(x, verbose=0, batch_size=256)
-        accuracy = float((probs.argmax(axis=-1) == y).mean())
-        conn.send({"accuracy": accuracy, "params": sub.params, "layers": sub.layers})
+        sub = safekeras.load_submission(path, recurrent_only=recurrent_only, max_params=max_params,
+                                        vocab_size=vocab_size)
+        if vocab_size is not None:
+            from training.textgen import lm_metrics  # the bench's own perplexity
+
+            figures = lm_metrics(sub.model, x, y)
+        else:
+            probs = sub.model.predict(x, verbose=0, batch_size=256)
+            figures = {"accuracy": float((probs.argmax(axis=-1) == y).mean())}
+        conn.send(figures | {"params": sub.params, "layers": sub.layers})
     except InvalidInput as err:
         conn.send({"error": (err.msgid, err.status, err.params)})
     except (ValueError, TypeError) as err:
@@ -41,8 +48,10 @@ def _child(conn, path, data, cpu_seconds, memory_bytes, recurrent_only, max_para
 
 def score_submission(path: Path, x, y, cpu_seconds: int = CPU_SECONDS, memory_bytes: int = MEMORY_BYTES,
                      wall_seconds: float = WALL_SECONDS, recurrent_only: bool = False,
-                     max_params: int | None = None) -> dict:
-    """Accuracy of the archive at `path` on (x, y), computed in a limited child process."""
+                     max_params: int | None = None, vocab_size: int | None = None) -> dict:
+    """Accuracy of the archive at `path` on (x, y), computed in a limited child process (with
+    `vocab_size`, a language model's perplexity, top1_accuracy, top5_accuracy and tokens on
+    padded next-token targets y)."""
     ctx = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
     parent, child = ctx.Pipe(duplex=False)
     # the arrays go through a file: a spawned child's arguments are written to its pipe before it
@@ -51,7 +60,7 @@ def score_submission(path: Path, x, y, cpu_seconds: int = CPU_SECONDS, memory_by
         data = Path(tmp) / "test.npz"
         np.savez(data, x=x, y=y)
         proc = ctx.Process(target=_child, args=(child, str(path), str(data), cpu_seconds, memory_bytes,
-                                                recurrent_only, max_params), daemon=True)
+                                                recurrent_only, max_params, vocab_size), daemon=True)
         proc.start()
         child.close()
         try:

@@ -23,12 +23,23 @@ from app.instructor.settings import submission_rules
 from app.lab import queue, recipes
 from app.lab.runs import client_address, find_dataset, owner_token
 from app.lab.safekeras import MAX_ARCHIVE_BYTES, check_archive
+from app.lab.textrecipes import TEXT_RANGES, TextSettings, text_datasets
 from app.records import FINISHED, QUEUED, SCORED, SUBMISSION_ACTIVE, Run, Submission, as_utc, db, new_run_id
+from app.tasks import TaskSpec
+from app.text import SPECIALS
 
 MB = 2 ** 20
 MAX_NOTEBOOK_BYTES = 8 * MB
-MODEL_FILE, NOTEBOOK_FILE = "model.keras", "notebook.ipynb"
+MAX_VOCABULARY_BYTES = 8 * MB
+MAX_TOKEN_CHARS = 200
+MODEL_FILE, NOTEBOOK_FILE, VOCABULARY_FILE = "model.keras", "notebook.ipynb", "vocab.json"
 CHUNK = 1 << 16
+DEFAULT_SPLIT_SEED = TextSettings().seed  # the text program's and the bench's default SEED
+
+
+def submission_datasets() -> dict[str, TaskSpec]:
+    """Every data set a model may be submitted to: the image data sets, then the text ones."""
+    return recipes.available_datasets() | text_datasets()
 
 
 def max_upload_bytes() -> int:
@@ -73,6 +84,41 @@ def check_notebook(path: Path) -> None:
         raise InvalidInput("The notebook is not a Jupyter notebook (.ipynb).")
 
 
+def read_vocabulary(path: Path, spec: TaskSpec) -> list[str]:
+    """The tokens of an uploaded vocab.json (the text program's, or `app.text.Vocabulary.to_json`'s:
+    {"tokens": [...]}, token i has id i), refused unless they are distinct strings beginning with
+    the specials, of this data set's tokenizer when it names one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        data = None
+    tokens = data.get("tokens") if isinstance(data, dict) else None
+    if not isinstance(tokens, list) or not all(isinstance(t, str) and 0 < len(t) <= MAX_TOKEN_CHARS for t in tokens):
+        raise InvalidInput("The vocabulary file is not a vocab.json: a JSON object whose \"tokens\" is a list "
+                           "of the tokens, token i having id i.")
+    if tuple(tokens[:len(SPECIALS)]) != SPECIALS:
+        raise InvalidInput("The vocabulary must begin with %(specials)s (ids 0, 1, 2).", specials=", ".join(SPECIALS))
+    if len(set(tokens)) != len(tokens):
+        raise InvalidInput("The vocabulary lists a token twice.")
+    tokenizer = data.get("tokenizer")
+    if tokenizer is not None and tokenizer != spec.tokenizer:
+        raise InvalidInput("The vocabulary is for the tokenizer %(found)s; this data set's is %(tokenizer)s.",
+                           found=str(tokenizer)[:40], tokenizer=spec.tokenizer)
+    return tokens
+
+
+def split_seed(raw) -> int:
+    """The seed of the text split a submission was trained on (form field `seed`; default the
+    program's SEED), a whole number within the bench's range."""
+    if raw in (None, ""):
+        return DEFAULT_SPLIT_SEED
+    low, high = TEXT_RANGES["seed"]
+    text = str(raw).strip()
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise InvalidInput("The split seed must be a whole number from %(low)s to %(high)s.", low=low, high=high)
+    return int(text)
+
+
 def check_waiting_limits(owner: str, client: str) -> None:
     """429 when this browser, or this network address, already has as many submissions waiting to
     be scored as it may have runs waiting (the bench's limits)."""
@@ -95,11 +141,20 @@ def submit(form, files) -> Submission:
     if verdict is not True:
         raise verdict
     dataset = form.get("dataset") or ""
-    find_dataset(dataset)
+    text_spec = text_datasets().get(dataset)
+    if text_spec is None:
+        find_dataset(dataset)
     nickname = recipes.validate_nickname(form.get("nickname"))
     model = files.get("model")
     if model is None or not model.filename:
         raise InvalidInput("Choose the .keras file of your model (saved with model.save(\"model.keras\")).")
+    vocabulary = files.get("vocabulary")
+    seed = None
+    if text_spec is not None:
+        seed = split_seed(form.get("seed"))
+        if vocabulary is None or not vocabulary.filename:
+            raise InvalidInput("Choose the vocab.json your program saved beside the model: a text model is "
+                               "scored with its vocabulary.")
     notebook = files.get("notebook")
     rules = submission_rules(dataset)
     limit, by_rule = max_upload_bytes(), False
@@ -114,8 +169,13 @@ def submit(form, files) -> Submission:
         size = save_upload(model, folder / MODEL_FILE, limit, file_size_refusal(limit, by_rule))
         if size == 0:
             raise InvalidInput("The model file is empty.")
+        tokens = None
+        if text_spec is not None:
+            too_large = InvalidInput("The vocabulary file is larger than %(mb)s MB.", 413, mb=MAX_VOCABULARY_BYTES // MB)
+            save_upload(vocabulary, folder / VOCABULARY_FILE, MAX_VOCABULARY_BYTES, too_large)
+            tokens = read_vocabulary(folder / VOCABULARY_FILE, text_spec)
         found = check_archive(folder / MODEL_FILE, limit, recurrent_only=rules["recurrent_only"],
-                              max_params=rules["max_params"])
+                              max_params=rules["max_params"], vocab_size=None if tokens is None else len(tokens))
         has_notebook = notebook is not None and bool(notebook.filename)
         if has_notebook:
             save_upload(notebook, folder / NOTEBOOK_FILE, MAX_NOTEBOOK_BYTES,
@@ -127,7 +187,8 @@ def submit(form, files) -> Submission:
     record = Submission(id=submission_id, dataset=dataset, nickname=nickname, owner=owner, client=client,
                         status=QUEUED, filename=Path(model.filename.replace("\\", "/")).name[:120], size_bytes=size,
                         notebook=has_notebook, params=found["params"],
-                        layers=[{"class": name} for name in found["layers"]], metrics={})
+                        layers=[{"class": name} for name in found["layers"]],
+                        metrics={} if seed is None else {"seed": seed, "vocabulary_size": len(tokens)})
     db.session.add(record)
     db.session.commit()
     try:
@@ -170,48 +231,76 @@ def list_submissions(dataset: str | None = None, mine: bool = False, limit: int 
     return list(db.session.scalars(query.order_by(Submission.created_at.desc()).limit(limit)))
 
 
+def _figure(item, key: str) -> float | None:
+    """metrics[key] of a finished run or a scored submission, else None."""
+    done = item.status == (SCORED if isinstance(item, Submission) else FINISHED)
+    value = (item.metrics or {}).get(key)
+    return float(value) if done and isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def accuracy_of(item) -> float | None:
     """The test accuracy of a finished run or a scored submission, else None."""
-    done = item.status == (SCORED if isinstance(item, Submission) else FINISHED)
-    acc = (item.metrics or {}).get("test_accuracy")
-    return float(acc) if done and isinstance(acc, (int, float)) and not isinstance(acc, bool) else None
+    return _figure(item, "test_accuracy")
 
 
-def leaderboard_rows(dataset: str, board_runs: list[Run]) -> list[dict]:
-    """Bench runs and submissions of a data set in one list, best test accuracy first, then the
-    others newest first: {"kind": "run" | "submission", "item", "accuracy"}."""
+def perplexity_of(item) -> float | None:
+    """The test perplexity of a finished text run or a scored text submission, else None."""
+    return _figure(item, "test_perplexity")
+
+
+def top1_of(item) -> float | None:
+    """The next-token top-1 test accuracy of a finished text run or a scored text submission, else None."""
+    return _figure(item, "test_top1_accuracy")
+
+
+def leaderboard_rows(dataset: str, board_runs: list[Run], text: bool = False) -> list[dict]:
+    """Bench runs and submissions of a data set in one list, best first (test accuracy; a text
+    data set's: lowest test perplexity), then the others newest first: {"kind": "run" |
+    "submission", "item", "accuracy"} (text: "perplexity")."""
     subs = db.session.scalars(select(Submission).where(Submission.dataset == dataset)
                               .order_by(Submission.created_at.desc())).all()
-    rows = [{"kind": "run", "item": r, "accuracy": accuracy_of(r)} for r in board_runs]
-    rows += [{"kind": "submission", "item": s, "accuracy": accuracy_of(s)} for s in subs]
+    field, score = ("perplexity", perplexity_of) if text else ("accuracy", accuracy_of)
+    rows = [{"kind": "run", "item": r, field: score(r)} for r in board_runs]
+    rows += [{"kind": "submission", "item": s, field: score(s)} for s in subs]
 
     def key(row):
         created = as_utc(row["item"].created_at).timestamp() if row["item"].created_at else 0.0
-        return (0, -row["accuracy"], -created) if row["accuracy"] is not None else (1, 0.0, -created)
+        value = row[field]
+        return (0, value if text else -value, -created) if value is not None else (1, 0.0, -created)
 
     return sorted(rows, key=key)
 
 
-RESULT_COLUMNS = ("nickname", "dataset", "test_accuracy", "params", "kind", "id", "time")
+RESULT_COLUMNS = ("nickname", "dataset", "test_accuracy", "params", "kind", "id", "time", "test_perplexity")
 
 
 def best_results(dataset: str | None = None) -> list[list]:
     """One row per student nickname and data set: the best finished run or scored submission
-    (kind "run" or "submission"; time: when it finished), by nickname then data set."""
+    (highest test accuracy; a text data set's: lowest test perplexity, with its next-token top-1
+    accuracy as test_accuracy; kind "run" or "submission"; time: when it finished), by nickname
+    then data set."""
     runs_q = select(Run).where(Run.status == FINISHED, Run.nickname != "")
     subs_q = select(Submission).where(Submission.status == SCORED, Submission.nickname != "")
     if dataset:
         runs_q, subs_q = runs_q.where(Run.dataset == dataset), subs_q.where(Submission.dataset == dataset)
+    text = set(text_datasets())
     best: dict[tuple[str, str], tuple[float, object]] = {}
     for item in [*db.session.scalars(runs_q), *db.session.scalars(subs_q)]:
-        acc = accuracy_of(item)
+        # one order for both: the larger key is better
+        value = perplexity_of(item) if item.dataset in text else accuracy_of(item)
         key = (item.nickname, item.dataset)
-        if acc is not None and (key not in best or acc > best[key][0]):
-            best[key] = (acc, item)
+        if value is not None:
+            rank = -value if item.dataset in text else value
+            if key not in best or rank > best[key][0]:
+                best[key] = (rank, item)
     rows = []
-    for (nickname, slug), (acc, item) in sorted(best.items(), key=lambda kv: (kv[0][0].casefold(), kv[0][1])):
+    for (nickname, slug), (_, item) in sorted(best.items(), key=lambda kv: (kv[0][0].casefold(), kv[0][1])):
         finished = as_utc(item.finished_at)
-        rows.append([nickname, slug, round(acc, 6), item.params if item.params is not None else "",
+        accuracy = top1_of(item) if slug in text else accuracy_of(item)
+        perplexity = perplexity_of(item) if slug in text else None
+        rows.append([nickname, slug, "" if accuracy is None else round(accuracy, 6),
+                     item.params if item.params is not None else "",
                      "submission" if isinstance(item, Submission) else "run", item.id,
-                     finished.isoformat(timespec="seconds") if finished else ""])
+                     finished.isoformat(timespec="seconds") if finished else "",
+                     "" if perplexity is None else round(perplexity, 4)])
     return rows

@@ -12,8 +12,11 @@ from app.errors import InvalidInput
 from app.i18n import current_language
 from app.instructor.settings import submission_rules
 from app.lab import forgery, runs, submissions
+from app.lab.textrecipes import TEXT_RANGES, text_datasets
 from app.records import SUBMISSION_ACTIVE
 from app.security import csrf
+from app.tasks import TEXT
+from app.text import SNIPPET, SPECIALS
 
 bp = Blueprint("lab_submit", __name__)
 api_bp = Blueprint("lab_submit_api", __name__)
@@ -29,16 +32,27 @@ def submit_helpers() -> dict:
 
 
 def raise_upload_limit() -> None:
-    """The submission routes accept a .keras file and a notebook instead of MAX_CONTENT_LENGTH
-    (runs before the CSRF check reads the form)."""
+    """The submission routes accept a .keras file, a notebook and a vocabulary instead of
+    MAX_CONTENT_LENGTH (runs before the CSRF check reads the form)."""
     if request.endpoint in UPLOAD_ENDPOINTS and request.method == "POST":
-        request.max_content_length = (submissions.max_upload_bytes() + submissions.MAX_NOTEBOOK_BYTES + FORM_SLACK)
+        request.max_content_length = (submissions.max_upload_bytes() + submissions.MAX_NOTEBOOK_BYTES
+                                      + submissions.MAX_VOCABULARY_BYTES + FORM_SLACK)
+
+
+def find_spec(dataset: str):
+    """The image or text data set `dataset`, or a bilingual 404."""
+    return text_datasets().get(dataset) or runs.find_dataset(dataset)
 
 
 def page_context(dataset: str) -> dict:
-    """What the submit page shows: the data set, its rules in force and the server's file limit."""
-    spec = runs.find_dataset(dataset)
-    return {"dataset": dataset, "dataset_title": spec.title(current_language()), "spec": spec,
+    """What the submit page shows: the data set, its rules in force and the server's file limit
+    (a text data set: what its language model and vocabulary must be)."""
+    spec = find_spec(dataset)
+    text = spec.kind == TEXT
+    markers = (SNIPPET,) if text and (spec.extra or {}).get("aux_text", "none") != "none" else ()
+    return {"dataset": dataset, "dataset_title": spec.title(current_language()), "spec": spec, "text": text,
+            "specials": ", ".join((*SPECIALS, *markers)), "default_seed": submissions.DEFAULT_SPLIT_SEED,
+            "seed_range": TEXT_RANGES["seed"], "seed": submissions.DEFAULT_SPLIT_SEED,
             "rules": submission_rules(dataset), "max_mb": format(submissions.max_upload_bytes() / submissions.MB, "g")}
 
 
@@ -49,6 +63,7 @@ def submit_page(dataset: str):
     error, status, nickname = None, 200, ""
     if request.method == "POST":
         nickname = request.form.get("nickname", "")
+        context["seed"] = request.form.get("seed", context["seed"])
         try:
             record = submissions.submit({**request.form.to_dict(), "dataset": dataset}, request.files)
             return redirect(url_for("lab_submit.submission_page", submission_id=record.id), 303)
@@ -61,7 +76,7 @@ def submit_page(dataset: str):
 def submission_page(submission_id: str):
     """A submission: queued, scoring, then its result (accuracy, parameters, layers) or why it was refused."""
     record = submissions.find_submission(submission_id)
-    spec = runs.datasets().get(record.dataset)
+    spec = text_datasets().get(record.dataset) or runs.datasets().get(record.dataset)
     error = record.error["vi" if current_language() == "vi" else "en"] if record.error else None
     return render_template("lab/submission.html", sub=record, error=error, active=record.status in SUBMISSION_ACTIVE,
                            rules=submission_rules(record.dataset),
@@ -70,7 +85,8 @@ def submission_page(submission_id: str):
 
 @api_bp.post("/api/v1/submissions")
 def create_submission():
-    """Multipart (dataset, nickname, model, optional notebook) -> 202 with the queued submission."""
+    """Multipart (dataset, nickname, model, optional notebook; a text data set's also vocabulary and
+    seed) -> 202 with the queued submission."""
     record = submissions.submit(request.form, request.files)
     body = record.to_dict()
     return jsonify(body), 202, {"Location": body["links"]["self"]}

@@ -18,7 +18,7 @@ from app.csvfile import csv_download, csv_safe
 from app.errors import InvalidInput
 from app.i18n import current_language
 from app.instructor.access import needs_class_code
-from app.lab import recipes, runs, textprogram, textrecipes
+from app.lab import recipes, runs, submissions, textprogram, textrecipes
 from app.lab.charts import run_chart
 from app.lab.textrecipes import TEXT_PRESET_NAMES, TEXT_RANGES, TextRecipe, TextSettings
 from app.records import ACTIVE, FINISHED, Run, as_utc, iso, utcnow
@@ -128,11 +128,13 @@ def text_code_panel(slug: str, form: dict) -> dict:
 
 
 def board_rows(slug: str) -> list[dict]:
-    """The runs on a text data set, lowest test perplexity first, each with its n-gram's."""
+    """The runs and submitted models on a text data set, lowest test perplexity first (then the
+    others newest first), each run with its n-gram's: {"kind", "item", "test", "ngram", "validation"}."""
     rows = []
-    for run in runs.leaderboard_runs(slug):
-        m = run.metrics or {}
-        rows.append({"run": run, "test": m.get("test_perplexity"), "ngram": (m.get("ngram") or {}).get("test_perplexity"),
+    for row in submissions.leaderboard_rows(slug, runs.leaderboard_runs(slug), text=True):
+        m = row["item"].metrics or {}
+        rows.append({"kind": row["kind"], "item": row["item"], "test": row["perplexity"],
+                     "ngram": (m.get("ngram") or {}).get("test_perplexity"),
                      "validation": m.get("validation_perplexity")})
     return rows
 
@@ -141,24 +143,32 @@ SETUP_FIELDS = (*asdict(TextRecipe()), *asdict(TextSettings()))
 TEXT_CSV_COLUMNS = ("id", "nickname", "dataset", "status", *SETUP_FIELDS, "params",
                     "epochs_run", "training_seconds", "validation_perplexity", "test_perplexity",
                     "ngram_test_perplexity", "perplexity_below_ngram", "test_top1_accuracy", "test_unk_rate",
-                    "test_tokens", "created_at", "finished_at")
+                    "test_tokens", "created_at", "finished_at", "kind", "submitted_layers")
+SUBMISSION_SETUP = ("seed", "min_count")  # what a submitted model states or implies of its setup
 
 
 def text_leaderboard_csv(slug: str):
-    """A text data set's leaderboard as CSV (one row per run, lowest test perplexity first),
-    with each run's perplexities beside its n-gram's."""
+    """A text data set's leaderboard as CSV in the page's order (lowest test perplexity first): one
+    row per run, with its perplexities beside its n-gram's, and per submitted model (kind
+    "submitted": its split seed, vocabulary cut-off, layers and test figures; no recipe or training)."""
     rows = []
-    for run in runs.leaderboard_runs(slug):
-        m = run.metrics or {}
+    for row in board_rows(slug):
+        item, m = row["item"], row["item"].metrics or {}
         figures = [m.get("validation_perplexity"), m.get("test_perplexity"), (m.get("ngram") or {}).get("test_perplexity"),
                    m.get("perplexity_below_ngram"), m.get("test_top1_accuracy"), m.get("test_unk_rate"),
                    m.get("test_tokens")]
-        given = {**asdict(TextRecipe()), **asdict(TextSettings()), **(run.recipe or {}), **(run.settings or {})}
-        rows.append([run.id, csv_safe(run.nickname or ""), run.dataset, run.status, *(given[k] for k in SETUP_FIELDS),
-                     run.params or "",
-                     len(run.history or []), "" if run.seconds is None else round(run.seconds, 1),
-                     *(round(v, 4) if isinstance(v, (int, float)) and not isinstance(v, bool) else "" for v in figures),
-                     iso(run.created_at) or "", iso(run.finished_at) or ""])
+        figures = [round(v, 4) if isinstance(v, (int, float)) and not isinstance(v, bool) else "" for v in figures]
+        head = [item.id, csv_safe(item.nickname or ""), item.dataset, item.status]
+        if row["kind"] == "submission":
+            layers = ", ".join(csv_safe(str(layer.get("class", ""))) for layer in item.layers or [])
+            rows.append([*head, *(m.get(k, "") if k in SUBMISSION_SETUP else "" for k in SETUP_FIELDS),
+                         item.params or "", "", "", *figures, iso(item.created_at) or "", iso(item.finished_at) or "",
+                         "submitted", layers])
+            continue
+        given = {**asdict(TextRecipe()), **asdict(TextSettings()), **(item.recipe or {}), **(item.settings or {})}
+        rows.append([*head, *(given[k] for k in SETUP_FIELDS), item.params or "",
+                     len(item.history or []), "" if item.seconds is None else round(item.seconds, 1), *figures,
+                     iso(item.created_at) or "", iso(item.finished_at) or "", "run", ""])
     return csv_download(f"lstmlab-{slug}-runs.csv", TEXT_CSV_COLUMNS, rows)
 
 

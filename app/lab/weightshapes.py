@@ -308,16 +308,23 @@ def input_shape(obj: dict) -> tuple:
     return (None,) + tuple(shape[1:])
 
 
-def expected_weights(described: list[dict]) -> list[tuple[str, str, str, tuple]]:
-    """(h5 path, layer name, weight name, shape) of every weight of the model these checked layer
-    descriptions (an InputLayer first) make, in the order Keras saves them."""
+def sized_model(described: list[dict]) -> tuple[list[tuple[str, str, str, tuple]], tuple]:
+    """(weights, output shape) of the model these checked layer descriptions (an InputLayer first)
+    make: each weight's (h5 path, layer name, weight name, shape) in the order Keras saves them,
+    and the batch shape of the last layer's output."""
     shape = input_shape(described[0])
     found = []
     for obj, path in zip(described[1:], layer_paths([obj["class_name"] for obj in described[1:]])):
         layer, weights = _Layer(obj, path), []
         shape = _sized(layer, shape, weights)
         found += [(p, layer.name, weight, size) for p, weight, size in weights]
-    return found
+    return found, shape
+
+
+def expected_weights(described: list[dict]) -> list[tuple[str, str, str, tuple]]:
+    """(h5 path, layer name, weight name, shape) of every weight of the model these checked layer
+    descriptions (an InputLayer first) make, in the order Keras saves them."""
+    return sized_model(described)[0]
 
 
 def compare_shapes(expected: list[tuple[str, str, str, tuple]], shapes: dict) -> None:
