@@ -21,6 +21,7 @@ from app.lab import queue as lab_queue
 from app.lab.textrecipes import TextRecipe, TextSettings
 from app.records import Run, Submission, db
 from app.tasks import BUILTIN_TASKS
+from test_lab_submissions import _config, rewrite
 from test_lab_submit import instance_files, signed_in_client
 from test_lab_text_program import tiny_corpora
 
@@ -137,12 +138,21 @@ def test_a_language_model_trained_outside_is_scored_with_the_bench_perplexity(te
     assert 'id="test-perplexity"' in page and 'id="layer-table"' in page and "&lt;unk&gt;" in page
 
 
-def test_the_text_programs_output_is_submitted_as_it_is(text_app, tmp_path, corpora, monkeypatch):
-    """The bench's standalone program (untied: a GRU stack with a projection), run as a script on
+PROGRAM_RECIPES = {
+    "gru stack": TextRecipe(embedding=8, cell="gru", units=10, layers=2, dropout=0.1, tied=False, projection=6,
+                            sequence_length=16, min_count=1),
+    "tied (the fast preset's shape)": TextRecipe(embedding=8, cell="lstm", units=10, layers=1, dropout=0.3, tied=True,
+                                                 sequence_length=64, min_count=2),
+}
+
+
+@pytest.mark.parametrize("case", list(PROGRAM_RECIPES))
+def test_the_text_programs_output_is_submitted_as_it_is(text_app, tmp_path, corpora, monkeypatch, case):
+    """The bench's standalone program (a GRU stack with a projection; an LSTM with tied
+    embeddings, the program's own TiedEmbedding layer rebuilt with the app's), run as a script on
     the corpus, writes model.keras and vocab.json; submitted unchanged they score the perplexity
     the program's own function gives on its test split."""
-    recipe = TextRecipe(embedding=8, cell="gru", units=10, layers=2, dropout=0.1, tied=False, projection=6,
-                        sequence_length=16, min_count=1)
+    recipe = PROGRAM_RECIPES[case]
     source = textprogram.render_text_program(KIEU, recipe, TextSettings(epochs=1, batch_size=4, seed=SEED))
     monkeypatch.setenv("PROGRAM_EPOCHS", "1")
     monkeypatch.chdir(tmp_path)
@@ -154,7 +164,8 @@ def test_the_text_programs_output_is_submitted_as_it_is(text_app, tmp_path, corp
     assert response.status_code == 202, response.get_json()
     assert score(text_app, response.get_json()["id"]) == "scored"
     m = client.get(f"/api/v1/submissions/{response.get_json()['id']}").get_json()["metrics"]
-    assert m["test_perplexity"] == pytest.approx(expected, rel=1e-4) and m["min_count"] == 1
+    assert m["test_perplexity"] == pytest.approx(expected, rel=1e-4)
+    assert m["min_count"] <= recipe.min_count and m["vocabulary_size"] == scope["VOCAB_SIZE"]
 
 
 def causal_breakers(vocab_size: int) -> dict:
@@ -183,7 +194,8 @@ def causal_breakers(vocab_size: int) -> dict:
 def test_models_that_are_not_next_token_models_are_bilingual_400s_with_nothing_left(text_app, student, tmp_path):
     """Each refusal is a 400 in both languages naming what is wrong (both sizes for a size
     mismatch), with no record, nothing queued and nothing left in the instance folder; so are a
-    missing, broken or foreign vocabulary, a bad seed and the program's tied (custom-layer) model."""
+    missing, broken or foreign vocabulary, a bad seed, and tied embeddings under another
+    registered name, reversed anywhere but before the softmax, or handed to an image data set."""
     client = text_app.test_client()
     assert client.get("/lab/kieu/submit").status_code == 200
     before = instance_files(text_app)
@@ -204,7 +216,16 @@ def test_models_that_are_not_next_token_models_are_bilingual_400s_with_nothing_l
     head = tied[:tied.index("keras.utils.set_random_seed(SEED)\nmodel = build_model")]
     exec(compile(head, "tied.py", "exec"), scope)  # the data and the model, nothing trained
     scope["build_model"]().save(tmp_path / "tied.keras")
-    cases["tied embeddings"] = ((tmp_path / "tied.keras").read_bytes(), student.vocab_json, {}, "TiedEmbedding")
+    tied_config = _config(tmp_path / "tied.keras")
+    renamed = json.loads(json.dumps(tied_config))
+    renamed["config"]["layers"][1]["registered_name"] = "builtins>exec"
+    cases["tied, another name"] = (rewrite(tmp_path / "tied.keras", tmp_path / "renamed.keras", config=renamed)
+                                   .read_bytes(), student.vocab_json, {}, "builtins>exec")
+    early = json.loads(json.dumps(tied_config))
+    second = early["config"]["layers"][1]["inbound_nodes"][1]["args"][0]["config"]["keras_history"]
+    second[0] = "lstm"  # the matrix read back from the LSTM's output, before the projection
+    cases["tied, reversed early"] = (rewrite(tmp_path / "tied.keras", tmp_path / "early.keras", config=early)
+                                     .read_bytes(), student.vocab_json, {}, "one chain")
     with text_app.app_context():
         lab_queue.init_app(text_app)
         pending = lab_queue.pending_count()
@@ -212,6 +233,8 @@ def test_models_that_are_not_next_token_models_are_bilingual_400s_with_nothing_l
         body = post(client, model, vocab_json, **fields).get_json()
         assert body["status"] == 400, (case, body)
         assert named in body["error_en"] and body["error_vi"] != body["error_en"], (case, body)
+    image = post(client, tmp_path / "tied.keras", None, dataset="mnist").get_json()
+    assert image["status"] == 400 and "TiedEmbedding" in image["error_en"]
     embedding = post(client, (tmp_path / "embedding size.keras").read_bytes(), student.vocab_json).get_json()
     assert str(size) in embedding["error_en"] and str(size + 1) in embedding["error_vi"]
     assert instance_files(text_app) == before

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import h5py
 
 from app.errors import InvalidInput
-from app.lab.weightshapes import compare_shapes, layer_paths, sized_model
+from app.lab.weightshapes import TIED, TIED_OUTPUT, compare_shapes, layer_paths, sized_model
 
 MEMBERS = {"config.json", "metadata.json", "model.weights.h5"}
 MAX_ARCHIVE_BYTES = 64 * 2 ** 20
@@ -37,6 +37,12 @@ LAYERS = ("InputLayer", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "Dense", "D
 # Layers a rule "recurrent layers only" refuses (convolutions and their pooling).
 CONVOLUTIONAL = {"Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D"}
 WRAPPERS = {"Bidirectional": ("layer", "backward_layer"), "TimeDistributed": ("layer",)}
+# The text program's tied embeddings (training.layers.tied_embedding_layer): a language model may
+# name this one class beyond keras.layers; the scoring child rebuilds it with the app's own class.
+# TIED_OUTPUT is no class: the chain's step where the layer is called again, reversed.
+TIED_REGISTERED = "lstmlab>TiedEmbedding"
+TIED_LAYERS = (TIED, TIED_OUTPUT)
+TIED_KEYS = {"name", "trainable", "dtype", "input_dim", "output_dim"}
 INITIALIZERS = ("GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform", "LecunNormal",
                 "Orthogonal", "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform", "TruncatedNormal",
                 "VarianceScaling", "Identity")
@@ -245,11 +251,31 @@ def _build_value(key: str, value, where: str):
 
 def _layer_parts(obj, allowed_layers: set, where: str):
     """(class name, config, where) of a layer description whose class and keys are allowed."""
+    if isinstance(obj, dict) and obj.get("class_name") in TIED_LAYERS and obj.get("class_name") in allowed_layers:
+        return _tied_parts(obj, where)
     name, config = _check_object(obj, where, dict.fromkeys(allowed_layers, "keras.layers"))
     where = f"{where}/{config.get('name', name)}" if isinstance(config.get("name"), str) else f"{where}/{name}"
     keys = LAYER_KEYS.get(name, frozenset()) | BASE_KEYS
     for key in config:
         if key not in keys:
+            _refuse("Unknown key %(key)s in layer %(where)s.", key=str(key)[:MAX_STRING], where=where)
+    return name, config, where
+
+
+def _tied_parts(obj: dict, where: str):
+    """(class name, config, where) of the text program's TiedEmbedding (or the step that reads
+    its matrix back, TIED_OUTPUT): a name the app rebuilds with its own class, whatever module the
+    archive says it came from, with only its known keys."""
+    unknown = set(obj) - OBJECT_KEYS
+    name, config = obj["class_name"], obj.get("config", {})
+    if unknown or not isinstance(config, dict) or not isinstance(obj.get("module", ""), (str, type(None))):
+        _refuse("%(where)s is not a Keras object description.", where=where)
+    if name == TIED and obj.get("registered_name") not in (None, TIED_REGISTERED):
+        _refuse("The registered name %(name)s in %(where)s is not allowed (no custom objects).",
+                name=str(obj.get("registered_name"))[:MAX_STRING], where=where)
+    where = f"{where}/{str(config.get('name', name))[:MAX_STRING]}"
+    for key in config:
+        if key not in TIED_KEYS:
             _refuse("Unknown key %(key)s in layer %(where)s.", key=str(key)[:MAX_STRING], where=where)
     return name, config, where
 
@@ -282,14 +308,24 @@ def build_layer(obj, allowed_layers: set, where: str = "config.json"):
                            detail=str(exc)[:MAX_STRING]) from None
 
 
-def _tensor_source(arg) -> str | None:
-    """The layer name a serialized Keras tensor comes from (its output 0, node 0), else None."""
+def _tensor_source(arg, node: int = 0) -> str | None:
+    """The layer name a serialized Keras tensor comes from (its output 0 of call `node`), else None."""
     if not isinstance(arg, dict) or arg.get("class_name") != "__keras_tensor__" or not isinstance(arg.get("config"), dict):
         return None
     history = arg["config"].get("keras_history")
-    if isinstance(history, list) and len(history) == 3 and isinstance(history[0], str) and history[1:] == [0, 0]:
+    if isinstance(history, list) and len(history) == 3 and isinstance(history[0], str) and history[1:] == [node, 0]:
         return history[0]
     return None
+
+
+def _reads(node, source: str | None, kwargs_allowed: dict) -> bool:
+    """Whether one inbound node calls its layer on the tensor of `source` only, with keyword
+    arguments among `kwargs_allowed` (key -> allowed values)."""
+    node = node if isinstance(node, dict) else {}
+    args, kwargs = node.get("args"), node.get("kwargs", {})
+    return (isinstance(args, list) and len(args) == 1 and source is not None and isinstance(kwargs, dict)
+            and _tensor_source(args[0]) == source
+            and all(k in kwargs_allowed and v in kwargs_allowed[k] for k, v in kwargs.items()))
 
 
 def _endpoint(value) -> str | None:
@@ -301,10 +337,16 @@ def _endpoint(value) -> str | None:
     return None
 
 
-def functional_as_sequential(config: dict) -> dict:
+CALL_KWARGS = {"training": (None, True, False), "mask": (None, True, False)}
+
+
+def functional_as_sequential(config: dict, tied: bool = False) -> dict:
     """A Functional model's config.json whose layers form one chain (each reads the one before it,
     one input, one output: what keras.Model(inputs, outputs) over a straight stack saves) as the
-    Sequential description it is equivalent to; anything else is refused."""
+    Sequential description it is equivalent to; anything else is refused. With `tied`, the text
+    program's tied embeddings are the one exception: its TiedEmbedding is called a second time,
+    with reverse=True, on the layer before the output softmax; that call becomes a TIED_OUTPUT step
+    of the chain."""
     if config.get("module") != "keras.src.models.functional" or config.get("registered_name") not in (None, "Functional"):
         _refuse("The class %(name)s (module %(module)s) in %(where)s is not allowed.", name="Functional",
                 module=str(config.get("module"))[:MAX_STRING], where="config.json")
@@ -318,28 +360,39 @@ def functional_as_sequential(config: dict) -> dict:
     if not isinstance(described, list) or not described or len(described) > MAX_LAYERS:
         _refuse("The model must have between 1 and %(limit)s layers.", limit=MAX_LAYERS)
     chain = "Only models whose layers form one chain are accepted (layer %(name)s does not read the layer before it)."
-    layers, previous = [], None
+    layers, previous, reverse = [], None, None  # reverse: (the tied layer, what its second call reads)
     for obj in described:
         if not isinstance(obj, dict):
             _refuse("%(where)s is not a Keras object description.", where="config.json")
-        if obj.get("class_name") == "TiedEmbedding":  # the text program's tied embeddings: its own code
-            _refuse("Tied embeddings (the layer TiedEmbedding) are custom code and cannot be accepted: train the "
-                    "program with tied embeddings off, then submit that model.")
         name, nodes = obj.get("name"), obj.get("inbound_nodes")
         if not isinstance(name, str) or not isinstance(nodes, list):
             _refuse("%(where)s is not a Keras object description.", where="config.json")
+        if obj.get("class_name") == TIED and not tied:
+            _refuse("The class %(name)s (module %(module)s) in %(where)s is not allowed.", name=TIED,
+                    module=str(obj.get("module"))[:MAX_STRING], where="config.json")
         if previous is None:
             if nodes:
                 _refuse(chain, name=name[:MAX_STRING])
-        else:
-            node = nodes[0] if len(nodes) == 1 and isinstance(nodes[0], dict) else {}
-            args, kwargs = node.get("args"), node.get("kwargs", {})
-            if (not isinstance(args, list) or len(args) != 1 or _tensor_source(args[0]) != previous
-                    or not isinstance(kwargs, dict) or any(k not in ("training", "mask") or v not in (None, True, False)
-                                                           for k, v in kwargs.items())):
+        elif obj.get("class_name") == TIED and len(nodes) == 2 and reverse is None and isinstance(nodes[1], dict):
+            args = nodes[1].get("args")
+            source = _tensor_source(args[0]) if isinstance(args, list) and args else None
+            if not _reads(nodes[0], previous, CALL_KWARGS) or not _reads(nodes[1], source, {"reverse": (True,)}):
                 _refuse(chain, name=name[:MAX_STRING])
+            reverse = (name, source, obj.get("config") or {})
+        elif reverse and previous == reverse[1] and len(nodes) == 1 and isinstance(nodes[0], dict) \
+                and isinstance(nodes[0].get("args"), list) and nodes[0]["args"] \
+                and _tensor_source(nodes[0]["args"][0], 1) == reverse[0]:
+            if nodes[0].get("kwargs", {}) not in ({}, None) or len(nodes[0]["args"]) != 1:
+                _refuse(chain, name=name[:MAX_STRING])
+            sizes = {k: reverse[2].get(k) for k in ("input_dim", "output_dim")}
+            layers.append({"class_name": TIED_OUTPUT, "config": {"name": f"{reverse[0]}_output"[:MAX_STRING], **sizes}})
+            reverse = (reverse[0], None, {})
+        elif len(nodes) != 1 or not _reads(nodes[0], previous, CALL_KWARGS):
+            _refuse(chain, name=name[:MAX_STRING])
         layers.append({k: v for k, v in obj.items() if k not in ("name", "inbound_nodes")})
         previous = name
+    if reverse and reverse[1] is not None:  # the tied layer's second call is read by no layer
+        _refuse(chain, name=reverse[0][:MAX_STRING])
     if _endpoint(inner.get("input_layers")) != described[0]["name"] or _endpoint(inner.get("output_layers")) != previous:
         _refuse(chain, name=str(previous)[:MAX_STRING])
     return {"module": "keras", "class_name": "Sequential", "registered_name": None,
@@ -347,16 +400,22 @@ def functional_as_sequential(config: dict) -> dict:
                        "layers": layers}}
 
 
-def check_model(config: dict, recurrent_only: bool = False) -> list[dict]:
+def allowed_layers(recurrent_only: bool = False, tied: bool = False) -> set:
+    """The layer classes a model may have: LAYERS, without convolutions under the rule "recurrent
+    layers only", with the text program's tied embeddings for a language model (`tied`)."""
+    return (set(LAYERS) - (CONVOLUTIONAL if recurrent_only else set())) | (set(TIED_LAYERS) if tied else set())
+
+
+def check_model(config: dict, recurrent_only: bool = False, tied: bool = False) -> list[dict]:
     """Refuse a config.json that is not a Sequential model (or a Functional one whose layers form
-    one chain) of allowed layers, keys and values (pure data: what a web worker checks before
-    queueing); the layer descriptions."""
-    allowed = set(LAYERS) - (CONVOLUTIONAL if recurrent_only else set())
+    one chain; with `tied`, tied embeddings allowed) of allowed layers, keys and values (pure data:
+    what a web worker checks before queueing); the layer descriptions."""
+    allowed = allowed_layers(recurrent_only, tied)
     for key in config:
         if key not in OBJECT_KEYS:
             _refuse("Unknown key %(key)s in %(where)s.", key=str(key)[:MAX_STRING], where="config.json")
     if config.get("class_name") == "Functional":
-        config = functional_as_sequential(config)
+        config = functional_as_sequential(config, tied)
     _, model_config = _check_object(config, "config.json", {"Sequential": "keras"})
     for key in model_config:
         if key not in {"name", "trainable", "dtype", "layers", "build_input_shape"}:
@@ -376,14 +435,29 @@ def check_model(config: dict, recurrent_only: bool = False) -> list[dict]:
     return described
 
 
-def build_model(config: dict, recurrent_only: bool = False):
-    """The Sequential model a checked config.json describes."""
+def build_model(config: dict, recurrent_only: bool = False, tied_class=None):
+    """The Sequential model a checked config.json describes; with `tied_class` (the app's own
+    TiedEmbedding layer class), a language model with tied embeddings, as a Functional model
+    that calls that layer a second time, reversed, where the chain has its TIED_OUTPUT step."""
     import keras  # heavy: only the scoring child rebuilds a model
-    described = check_model(config, recurrent_only)
-    allowed = set(LAYERS) - (CONVOLUTIONAL if recurrent_only else set())
-    layers = [build_layer(obj, allowed) for obj in described]
+    described = check_model(config, recurrent_only, tied=tied_class is not None)
+    allowed = allowed_layers(recurrent_only)
     name = config["config"].get("name", "submission") if isinstance(config.get("config"), dict) else "submission"
-    return keras.Sequential(layers, name=name if isinstance(name, str) else "submission")
+    name = name if isinstance(name, str) else "submission"
+    if not any(obj["class_name"] in TIED_LAYERS for obj in described):
+        return keras.Sequential([build_layer(obj, allowed) for obj in described], name=name)
+    inputs = build_layer(described[0], allowed).output
+    x, tied = inputs, None
+    for obj in described[1:]:
+        if obj["class_name"] == TIED:
+            _, cfg, where = _tied_parts(obj, "config.json")
+            tied = tied_class(**{k: _build_value(k, v, where) for k, v in cfg.items()})
+            x = tied(x)
+        elif obj["class_name"] == TIED_OUTPUT:
+            x = tied(x, reverse=True)
+        else:
+            x = build_layer(obj, allowed)(x)
+    return keras.Model(inputs, x, name=name)
 
 
 def _check_h5_links(group, where: str = ""):
@@ -472,14 +546,14 @@ def layer_table(model) -> list:
     """One row per layer: name, class, output shape and parameter count."""
     return [{"name": layer.name, "class": layer.__class__.__name__,
              "output_shape": str(getattr(layer, "output", None) is not None and tuple(layer.output.shape)),
-             "params": int(layer.count_params())} for layer in model.layers]
+             "params": int(layer.count_params())} for layer in model.layers if layer.__class__.__name__ != "InputLayer"]
 
 
 # A language model's layers: each step's output may depend on that step and the ones before it
 # only (no Bidirectional, no convolution, no reshaping across steps), or it would read the very
 # token it is asked to predict.
 TEXT_LAYERS = {"InputLayer", "Embedding", "LSTM", "GRU", "SimpleRNN", "Dropout", "SpatialDropout1D", "GaussianNoise",
-               "Dense", "Activation", "Softmax", "ReLU", "LayerNormalization", "Masking"}
+               "Dense", "Activation", "Softmax", "ReLU", "LayerNormalization", "Masking", *TIED_LAYERS}
 SOFTMAX_LAYERS = {"Activation", "Softmax"}
 
 
@@ -513,7 +587,7 @@ def check_language_model(described: list[dict], vocab_size: int) -> None:
     if len(shape) != 2 or shape[1] is not None:
         _refuse("A language model must begin with keras.Input(shape=(None,), dtype=\"int32\"): token ids, "
                 "sequences of any length.")
-    if len(described) < 2 or described[1]["class_name"] != "Embedding":
+    if len(described) < 2 or described[1]["class_name"] not in ("Embedding", TIED):
         _refuse("A language model's first layer must be an Embedding of the vocabulary.")
     took = described[1]["config"].get("input_dim")
     if took != vocab_size:
@@ -547,7 +621,7 @@ def check_archive(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES, recurrent_only
     config = parse_config(members["config.json"])
     if "metadata.json" in members:
         parse_config(members["metadata.json"])
-    described = check_model(config, recurrent_only)
+    described = check_model(config, recurrent_only, tied=vocab_size is not None)
     if vocab_size is not None:
         check_language_model(described, vocab_size)
     expected, _ = sized_model(described)
@@ -555,21 +629,22 @@ def check_archive(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES, recurrent_only
     compare_shapes(expected, shapes)
     params = sum(math.prod(size) for _, _, _, size in expected)
     _check_params(params, max_params)
-    return {"params": params, "layers": [obj["class_name"] for obj in described[1:]]}
+    return {"params": params, "layers": [obj["class_name"] for obj in described[1:] if obj["class_name"] != TIED_OUTPUT]}
 
 
 def load_submission(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES, recurrent_only: bool = False,
-                    max_params: int | None = None, vocab_size: int | None = None) -> Submission:
+                    max_params: int | None = None, vocab_size: int | None = None, tied_class=None) -> Submission:
     """A .keras archive checked and rebuilt as data: never through keras.saving.load_model (with
-    `vocab_size`, checked as a language model over that vocabulary first)."""
+    `vocab_size`, checked as a language model over that vocabulary first, its tied embeddings
+    rebuilt with `tied_class`)."""
     members = open_archive(path, max_bytes)
     config = parse_config(members["config.json"])
     if "metadata.json" in members:
         parse_config(members["metadata.json"])
     if vocab_size is not None:
-        check_language_model(check_model(config, recurrent_only), vocab_size)
+        check_language_model(check_model(config, recurrent_only, tied=tied_class is not None), vocab_size)
     arrays = read_weights(members["model.weights.h5"])
-    model = build_model(config, recurrent_only=recurrent_only)
+    model = build_model(config, recurrent_only=recurrent_only, tied_class=tied_class if vocab_size is not None else None)
     params = int(model.count_params())
     _check_params(params, max_params)
     assign_weights(model, arrays)

@@ -26,11 +26,15 @@ def _child(conn, path, data, cpu_seconds, memory_bytes, recurrent_only, max_para
     try:
         with np.load(data) as arrays:
             x, y = arrays["x"], arrays["y"]
-        sub = safekeras.load_submission(path, recurrent_only=recurrent_only, max_params=max_params,
-                                        vocab_size=vocab_size)
-        if vocab_size is not None:
-            from training.textgen import lm_metrics  # the bench's own perplexity
+        tied_class = None
+        if vocab_size is not None:  # the bench's own tied-embedding layer and perplexity
+            from training.layers import tied_embedding_layer
+            from training.textgen import lm_metrics
 
+            tied_class = tied_embedding_layer()
+        sub = safekeras.load_submission(path, recurrent_only=recurrent_only, max_params=max_params,
+                                        vocab_size=vocab_size, tied_class=tied_class)
+        if vocab_size is not None:
             figures = lm_metrics(sub.model, x, y)
         else:
             probs = sub.model.predict(x, verbose=0, batch_size=256)

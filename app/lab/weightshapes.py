@@ -17,6 +17,9 @@ RECURRENT = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}  # gates per unit
 CONVOLUTION = {"Conv1D": 1, "Conv2D": 2}  # spatial rank
 POOLING = {"MaxPooling1D": 1, "AveragePooling1D": 1, "MaxPooling2D": 2, "AveragePooling2D": 2}
 GLOBAL_POOLING = {"GlobalAveragePooling1D", "GlobalMaxPooling1D"}
+# The text program's tied embeddings, and the step where its matrix, transposed, gives the logits
+# (no Keras class: app.lab.safekeras.functional_as_sequential names that second call so).
+TIED, TIED_OUTPUT = "TiedEmbedding", "TiedEmbeddingOutput"
 
 
 def h5_name(class_name: str) -> str:
@@ -257,6 +260,18 @@ def _embedding(layer: _Layer, shape: tuple, weights: list) -> tuple:
     return shape + (layer.config["output_dim"],)
 
 
+def _tied(layer: _Layer, shape: tuple, weights: list) -> tuple:
+    vocab, width = layer.count("input_dim"), layer.count("output_dim")
+    weights += [(f"{layer.path}/vars/0", "embeddings", (vocab, width)), (f"{layer.path}/vars/1", "output_bias", (vocab,))]
+    return shape + (width,)
+
+
+def _tied_output(layer: _Layer, shape: tuple, weights: list) -> tuple:
+    if len(shape) < 2 or layer.known(shape, -1) != layer.count("output_dim"):
+        layer.cannot_take(shape)
+    return shape[:-1] + (layer.count("input_dim"),)
+
+
 def _time_distributed(layer: _Layer, shape: tuple, weights: list) -> tuple:
     if len(shape) < 3:
         layer.cannot_take(shape)
@@ -286,7 +301,7 @@ def _sized(layer: _Layer, shape: tuple, weights: list) -> tuple:
         _rank(layer, shape, 2)
         return (shape[0], layer.count("n"), shape[1])
     sizers = {"Dense": _dense, "Bidirectional": _bidirectional, "Embedding": _embedding,
-              "TimeDistributed": _time_distributed}
+              "TimeDistributed": _time_distributed, TIED: _tied, TIED_OUTPUT: _tied_output}
     if cls in sizers:
         return sizers[cls](layer, shape, weights)
     shapers = {"Reshape": _reshape, "Permute": _permute, "Flatten": _flatten}
