@@ -274,6 +274,39 @@ def test_instructor_rules_apply_to_text_submissions(text_app, student, add_instr
     assert 'id="rule-params"' in page and 'name="vocabulary"' in page and 'name="seed"' in page
 
 
+def test_a_text_data_sets_target_is_a_perplexity_shown_wherever_students_look(text_app, add_instructor):
+    """The console's target for a text data set is a test perplexity (at most); it is checked, and
+    shown on the submit page, the text leaderboard and a scored submission's page (reached or not)."""
+    from app.records import SCORED, utcnow
+
+    teacher = signed_in_client(text_app, add_instructor)
+    console = teacher.get("/instructor/submissions?lang=en").get_data(as_text=True)
+    kieu_row = console.split('id="rules-kieu"', 1)[0].rsplit("<tr>", 1)[1]
+    assert 'name="target_perplexity"' in kieu_row and 'name="target_accuracy"' not in kieu_row
+    mnist_row = console.split('id="rules-mnist"', 1)[0].rsplit("<tr>", 1)[1]
+    assert 'name="target_accuracy"' in mnist_row
+    for bad in ("0", "abc", "1e99", "٣"):
+        refused = teacher.post("/instructor/submissions/rules/kieu?lang=vi", data={"target_perplexity": bad})
+        assert refused.status_code == 400 and "perplexity" in refused.get_data(as_text=True), bad
+    assert teacher.post("/instructor/submissions/rules/kieu", data={"target_perplexity": "90"}).status_code == 303
+    with text_app.app_context():
+        from app.instructor.settings import submission_rules
+
+        assert submission_rules("kieu")["target_perplexity"] == 90.0 and submission_rules("kieu")["target_accuracy"] is None
+        db.session.add_all([
+            Submission(id=f"t0000000000{i}", dataset="kieu", nickname="An", status=SCORED, params=700, finished_at=utcnow(),
+                       layers=[{"class": "Embedding"}, {"class": "LSTM"}, {"class": "Dense"}],
+                       metrics={"test_perplexity": ppl, "test_top1_accuracy": 0.25, "seed": 42, "min_count": 2})
+            for i, ppl in ((1, 60.25), (2, 95.0))])
+        db.session.commit()
+    client = text_app.test_client()
+    assert 'id="rule-target"' in client.get("/lab/kieu/submit?lang=en").get_data(as_text=True)
+    bench = client.get("/lab/kieu?lang=vi").get_data(as_text=True)
+    assert 'id="target-perplexity"' in bench and "90,0" in bench.split('id="target-perplexity"', 1)[1][:300]
+    assert 'id="target-met"' in client.get("/lab/submissions/t00000000001?lang=en").get_data(as_text=True)
+    assert 'id="target-missed"' in client.get("/lab/submissions/t00000000002?lang=en").get_data(as_text=True)
+
+
 def test_the_text_csvs_list_submissions_by_perplexity(text_app, add_instructor):
     """The text leaderboard CSV has the page's rows in its order, a scored submission kind
     "submitted" with its seed, cut-off, layers and perplexity; the class results CSV keeps each

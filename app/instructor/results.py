@@ -18,12 +18,15 @@ from app.instructor.blueprints import bp
 from app.instructor.settings import set_submission_rules, submission_rules
 from app.lab import submissions
 from app.records import Submission, db
+from app.tasks import TEXT
 
 SUBMISSION_LIMIT = 200  # submissions listed on the page (newest first)
 
 
-def parse_rules(form) -> dict:
-    """The rules from the console's form; InvalidInput (400) naming the field that is not valid."""
+def parse_rules(form, text: bool = False) -> dict:
+    """The rules from the console's form (`text`: a text data set's, whose target is a test
+    perplexity to reach, at most, instead of an accuracy); InvalidInput (400) naming the field
+    that is not valid."""
     def number(name: str, cast, low: float, high: float, msgid: str):
         raw = (form.get(name) or "").strip().replace(",", ".")
         if raw == "":
@@ -37,14 +40,17 @@ def parse_rules(form) -> dict:
         return value
 
     server_mb = submissions.max_upload_bytes() / submissions.MB
-    target = number("target_accuracy", float, 0.0, 100.0,
-                    "The target accuracy must be a percentage from %(low)s to %(high)s.")
+    target = None if text else number("target_accuracy", float, 0.0, 100.0,
+                                      "The target accuracy must be a percentage from %(low)s to %(high)s.")
+    perplexity = number("target_perplexity", float, 1.0, 10.0 ** 9,
+                        "The target perplexity must be a number from %(low)s to %(high)s.") if text else None
     return {"recurrent_only": form.get("recurrent_only") in ("1", "on", "true"),
             "max_params": number("max_params", int, 1, 10 ** 9,
                                  "The parameter limit must be a whole number from %(low)s to %(high)s."),
             "max_file_mb": number("max_file_mb", float, 0.01, server_mb,
                                   "The file-size limit must be from %(low)s to %(high)s MB."),
-            "target_accuracy": None if target is None else round(target / 100.0, 6)}
+            "target_accuracy": None if target is None else round(target / 100.0, 6),
+            "target_perplexity": perplexity}
 
 
 @bp.get("/submissions")
@@ -60,9 +66,10 @@ def submissions_page():
 @bp.post("/submissions/rules/<dataset>")
 def edit_submission_rules(dataset: str):
     """Store one data set's submission rules."""
-    if dataset not in submissions.submission_datasets():
+    spec = submissions.submission_datasets().get(dataset)
+    if spec is None:
         raise InvalidInput("Unknown data set '%(name)s'.", 404, name=dataset[:40])
-    set_submission_rules(dataset, parse_rules(request.form))
+    set_submission_rules(dataset, parse_rules(request.form, text=spec.kind == TEXT))
     flash(_("Submission rules for %(name)s saved.", name=dataset))
     return redirect(url_for("instructor.submissions_page"), 303)
 

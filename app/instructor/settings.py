@@ -50,17 +50,19 @@ def set_limit_overrides(values: dict) -> None:
 
 
 SUBMISSION_RULES = "submission_rules"
-RULE_FIELDS = ("recurrent_only", "max_params", "max_file_mb", "target_accuracy")
+RULE_FIELDS = ("recurrent_only", "max_params", "max_file_mb", "target_accuracy", "target_perplexity")
 
 
 def submission_rules(dataset: str) -> dict:
     """The instructor's rules for submissions to `dataset`: recurrent_only (bool), max_params (int),
-    max_file_mb and target_accuracy (floats); a rule not set is None (False for recurrent_only)."""
+    max_file_mb, target_accuracy (an image data set's) and target_perplexity (a text data set's,
+    at most); a rule not set is None (False for recurrent_only)."""
     stored = get_setting(SUBMISSION_RULES, {})
     rules = stored.get(dataset) if isinstance(stored, dict) else None
     rules = rules if isinstance(rules, dict) else {}
     return {"recurrent_only": bool(rules.get("recurrent_only")), "max_params": rules.get("max_params"),
-            "max_file_mb": rules.get("max_file_mb"), "target_accuracy": rules.get("target_accuracy")}
+            "max_file_mb": rules.get("max_file_mb"), "target_accuracy": rules.get("target_accuracy"),
+            "target_perplexity": rules.get("target_perplexity")}
 
 
 def set_submission_rules(dataset: str, rules: dict) -> None:

@@ -18,6 +18,7 @@ from app.csvfile import csv_download, csv_safe
 from app.errors import InvalidInput
 from app.i18n import current_language
 from app.instructor.access import needs_class_code
+from app.instructor.settings import submission_rules
 from app.lab import recipes, runs, submissions, textprogram, textrecipes
 from app.lab.charts import run_chart
 from app.lab.textrecipes import TEXT_PRESET_NAMES, TEXT_RANGES, TextRecipe, TextSettings
@@ -217,7 +218,7 @@ def text_bench(slug: str):
                "ranges": TEXT_RANGES, "limits": limits, "check": check, "error": error, "join_url": join_url,
                "join_form": needs_class_code(), "rows": board_rows(slug), "text_datasets": text_dataset_links(),
                "recipe_words": text_recipe_text, "settings_words": text_settings_text,
-               "code": text_code_panel(slug, form)}
+               "code": text_code_panel(slug, form), "target_perplexity": submission_rules(slug)["target_perplexity"]}
     return render_template("lab/text_bench.html", **context), status
 
 
