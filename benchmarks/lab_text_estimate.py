@@ -3,6 +3,8 @@
     nice -n 10 python benchmarks/lab_text_estimate.py --save /tmp/text-runs.json      # measure (~25 min)
     python benchmarks/lab_text_estimate.py --load /tmp/text-runs.json                 # work out, write the doc
     nice -n 10 python benchmarks/lab_text_estimate.py --step-cost                      # the cost model's constants
+    nice -n 10 python benchmarks/lab_text_estimate.py --cell-cost                      # CELL_COST (~5 min)
+    nice -n 10 python benchmarks/lab_text_estimate.py --ngram-cost                     # loading and n-gram (~3 min)
 
 Step cost: seconds per training batch of word models (`make_word_lstm`, compiled as
 `train_text_task` compiles them, batches from `make_batches`) of several sizes, with and without
@@ -15,6 +17,13 @@ Measure: a fresh instance folder, gunicorn and one niced Huey consumer as `make 
 (POST /api/v1/runs {"dataset", "preset"}, optionally a smaller "epochs"), one at a time, and its
 record kept once it has ended (with the load average before and after it), saved after every run.
 
+Cell cost (`--cell-cost`): word models of each cell, one and two layers, narrow and wide, trained
+in turns in one process; each case's seconds per batch against the one-layer LSTM of its width in
+the same round, fitted as one factor per cell on its recurrent layers' units: CELL_COST of
+app/lab/recipes.py. N-gram cost (`--ngram-cost`): loading each built-in corpus and the n-gram's
+fitting and scoring, timed between batches of a reference model (LOAD_TOKEN_UNITS,
+NGRAM_FIT_UNITS, NGRAM_SCORE_UNITS of app/lab/textrecipes.py).
+
 Work out: each record's cost (`textrecipes.text_run_cost`, from the same data-set figures the
 bench reads), the throughput the server itself would measure from these runs
 (`recipes.measure_throughput` over the text cost, what `runs.text_throughput()` takes: its
@@ -23,7 +32,7 @@ the epochs it ran against the seconds from start to finish, with the estimate le
 of its own calibration (the median of the other runs) beside it. The table goes into
 docs/BENCHMARKS.md between the lab-text-estimate markers. Each run's own figures of its end
 also give the cost model's after-the-epochs constants: its n-gram's seconds (the card's) over its
-in-epoch seconds per unit and the tokens the n-gram counts (NGRAM_TOKEN_UNITS), and its meter
+in-epoch seconds per unit against the modelled n-gram (`textrecipes.ngram_units`), and its meter
 sampling's seconds (syllables over the card's syllables per second) over the same rate and the
 model's single-row step (METER_STEP_UNITS).
 """
@@ -85,6 +94,176 @@ def step_cost(batches: int = 40) -> list[dict]:
         out.append(case_cost([vocab, emb, units, tied, proj, batch, steps, average], seconds))
         print(json.dumps(out[-1]), flush=True)
     fit_step_cost(out)
+    return out
+
+
+# (cell, layers, units): word models of each cell over the Kiều fast preset's vocabulary, embedding,
+# batch and sequence length, narrow (the steps' fixed part dominates) and wide (their multiply-adds).
+CELL_COST_CASES = [(cell, layers, units) for units in (128, 256) for layers in (1, 2)
+                   for cell in ("lstm", "gru", "simple_rnn")]
+
+
+def cell_cost(rounds: int = 24, batches: int = 2) -> list[dict]:
+    """Seconds per training batch (`train_on_batch`) of every CELL_COST_CASES model, measured in
+    turns (each round runs `batches` batches of every model, so a change of the machine's load
+    falls on all of them alike; the median round counts, and each case's median ratio to the
+    one-layer LSTM of its width in the same round), and each cell's step factors fitted."""
+    import time
+
+    import keras
+    import numpy as np
+
+    from training.build import make_word_lstm
+
+    vocab, emb, batch, steps = 1572, 64, 16, 64
+    rng = np.random.default_rng(1)
+    x = rng.integers(3, vocab, (batch, steps)).astype("int32")
+    y = np.roll(x, -1, axis=1)
+    models = []
+    for cell, depth, units in CELL_COST_CASES:
+        keras.utils.set_random_seed(1)
+        model = make_word_lstm(vocab, embedding=emb, units=units, dropout=0.3, projection=emb, tied=True, cell=cell,
+                               rnn_layers=depth)
+        model.compile(keras.optimizers.AdamW(2e-3, weight_decay=1e-4, clipnorm=1.0), "sparse_categorical_crossentropy",
+                      weighted_metrics=["accuracy"])
+        for _ in range(3):  # trace
+            model.train_on_batch(x, y)
+        models.append(model)
+    times = [[] for _ in models]
+    for _ in range(rounds):
+        for i, model in enumerate(models):
+            t0 = time.perf_counter()
+            for _ in range(batches):
+                model.train_on_batch(x, y)
+            times[i].append((time.perf_counter() - t0) / batches)
+    out = []
+    for (cell, depth, units), seconds in zip(CELL_COST_CASES, times):
+        lstm = times[CELL_COST_CASES.index(("lstm", 1, units))]
+        out.append({"cell": cell, "layers": depth, "units": units, "seconds_per_batch": statistics.median(seconds),
+                    "spread": (max(seconds) - min(seconds)) / statistics.median(seconds),
+                    "to_lstm": statistics.median(a / b for a, b in zip(seconds, lstm)),
+                    **cell_case_units(cell, depth, units, vocab, emb, batch, steps)})
+        print(json.dumps(out[-1]), flush=True)
+    fit_cell_cost(out)
+    return out
+
+
+def cell_case_units(cell: str, depth: int, units: int, vocab: int, emb: int, batch: int, steps: int) -> dict:
+    """A cell case's plan split as the cell fit reads it: the units of its recurrent layers'
+    sequential steps and of their multiply-adds (both at factor 1), and of everything else
+    (the other layers and the per-batch part)."""
+    from app.lab import textrecipes
+    from app.lab.recipes import STEP_MACS, Layer, plan_cost
+
+    recipe = textrecipes.TextRecipe(embedding=emb, cell=cell, units=units, layers=depth, tied=True, sequence_length=steps)
+    plan = textrecipes.text_plan(recipe, vocab, steps)
+    rnn = [layer for layer in plan if layer.steps]
+    plain = [Layer(layer.name, layer.params, layer.macs) for layer in rnn]
+    params = textrecipes.text_param_count(recipe, vocab)
+    per_batch = (textrecipes.BATCH_MACS + params * textrecipes.PARAM_MACS) / STEP_MACS
+    return {"step_units": sum(layer.steps for layer in rnn), "mac_units": plan_cost(plain, batch),
+            "other_units": plan_cost([layer for layer in plan if not layer.steps], batch) + per_batch,
+            "plan_units": plan_cost(plan, batch) + per_batch}
+
+
+def fit_cell_cost(out: list[dict]) -> None:
+    """Each cell's factor f on its recurrent layers' units, from the cases' ratios to the
+    one-layer LSTM of their width (ratio · that LSTM's units = other units + f · recurrent units),
+    fitted on relative error; the LSTM's own (1 by definition for one layer) shows whether a
+    second layer costs what the plan says."""
+    import numpy as np
+
+    ref = {o["units"]: o["plan_units"] for o in out if o["cell"] == "lstm" and o["layers"] == 1}
+    for cell in ("lstm", "gru", "simple_rnn"):
+        cases = [o for o in out if o["cell"] == cell]
+        target = np.array([o["to_lstm"] * ref[o["units"]] for o in cases])
+        rnn = np.array([o["step_units"] + o["mac_units"] for o in cases])
+        other = np.array([o["other_units"] for o in cases])
+        f = float(np.sum(rnn * (target - other) / target ** 2) / np.sum(rnn ** 2 / target ** 2))
+        print(f"{cell}: CELL_COST {f:.3g}; " + ", ".join(
+            f"×{o['layers']} {o['units']}: measured {o['to_lstm']:.2f} of the LSTM, modelled "
+            f"{(oth + f * u) / ref[o['units']]:.2f} (factor 1: {(oth + u) / ref[o['units']]:.2f})"
+            for o, u, oth in zip(cases, rnn, other)), flush=True)
+
+
+def reference_rate(model, x, y, units: float, batches: int = 4) -> float:
+    """Seconds per cost unit now: `batches` training batches of a reference model of `units` units a batch."""
+    import time
+
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        model.train_on_batch(x, y)
+    return (time.perf_counter() - t0) / batches / units
+
+
+def ngram_cost(rounds: int = 3) -> list[dict]:
+    """The after-the-epochs constants of the data sets' loading and n-gram, in cost units: each
+    round times, for Kiều and the NYT headlines, loading the text as a run does (`load_text_data`,
+    the vocabulary, the arrays) and the n-gram's two parts (`KneserNey.fit` at each order over
+    the training text; `KneserNey.metrics` of the validation split, one whole-vocabulary
+    distribution per token and order), each between batches of a reference model (the Kiều fast
+    preset's) that turn its seconds into units at that moment."""
+    import time
+
+    import keras
+    import numpy as np
+
+    from app.lab import textrecipes
+    from app.lab.recipes import STEP_MACS, plan_cost
+    from app.tasks import BUILTIN_TASKS
+    from training.build import make_word_lstm
+    from training.ngram import NGRAM_ORDERS, KneserNey
+    from training.textdata import load_text_data, to_arrays
+    from training.textgen import Vocabulary
+
+    recipe = textrecipes.TextRecipe(embedding=64, units=128, tied=True, sequence_length=64)
+    vocab, batch = 1572, 16
+    model = make_word_lstm(vocab, **textrecipes.model_kwargs(recipe))
+    model.compile(keras.optimizers.AdamW(2e-3, weight_decay=1e-4, clipnorm=1.0), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(1)
+    x = rng.integers(3, vocab, (batch, 64)).astype("int32")
+    y = np.roll(x, -1, axis=1)
+    units = plan_cost(textrecipes.text_plan(recipe, vocab, 64), batch) + (
+        textrecipes.BATCH_MACS + textrecipes.text_param_count(recipe, vocab) * textrecipes.PARAM_MACS) / STEP_MACS
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    out = []
+    for _ in range(rounds):
+        for slug in ("kieu", "nyt_headlines"):
+            spec = BUILTIN_TASKS[slug]
+            row = {"slug": slug}
+            rate = reference_rate(model, x, y, units)
+            t0 = time.perf_counter()
+            data = load_text_data(spec, None, 42, False, spec.extra.get("aux_text", "none"))
+            words = Vocabulary.build(data.train, spec.tokenizer, min_count=2, display=data.display)
+            for part in (data.train, data.aux, data.validation, data.test):
+                if part:
+                    to_arrays(part, words)
+            row["load_seconds"] = time.perf_counter() - t0
+            ids = lambda seqs: [words.encode(s) for s in seqs]  # noqa: E731
+            train, val = ids(data.train) + ids(data.aux), ids(data.validation)
+            row["tokens"] = sum(len(s) for s in train) + 2 * sum(len(s) for s in val)  # test: as large as validation
+            rate = (rate + reference_rate(model, x, y, units)) / 2
+            row["load_units"] = row["load_seconds"] / rate
+            t0 = time.perf_counter()
+            lms = [KneserNey(order, 0.75, len(words)).fit(train) for order in NGRAM_ORDERS]
+            row["fit_seconds"] = time.perf_counter() - t0
+            row["fit_token_orders"] = sum(len(s) for s in train) * sum(NGRAM_ORDERS)
+            rate2 = reference_rate(model, x, y, units)
+            row["fit_units"] = row["fit_seconds"] / ((rate + rate2) / 2)
+            t0 = time.perf_counter()
+            for lm in lms:
+                lm.metrics(val, full=False)
+            row["score_seconds"] = time.perf_counter() - t0
+            row["score_token_orders_vocabulary"] = sum(len(s) for s in val) * sum(NGRAM_ORDERS) * len(words)
+            row["score_units"] = row["score_seconds"] / ((rate2 + reference_rate(model, x, y, units)) / 2)
+            row["rate"] = rate
+            out.append(row)
+            print(json.dumps(row), flush=True)
+    for key, per in (("load_units", "tokens"), ("fit_units", "fit_token_orders"),
+                     ("score_units", "score_token_orders_vocabulary")):
+        print(key, "per", per, {slug: f"{statistics.median(r[key] / r[per] for r in out if r['slug'] == slug):.3g}"
+                                for slug in ("kieu", "nyt_headlines")}, flush=True)
     return out
 
 
@@ -186,15 +365,16 @@ def work_out(rows: list[dict]) -> tuple[list[dict], object]:
         in_epochs = sum(e["seconds"] for e in rec["history"])
         rate = in_epochs / (epochs * cost.epoch)
         figures = textrecipes.text_figures(specs[rec["dataset"]], models)
-        head, val = figures.parts[0][1], figures.validation[1]
-        counted = sum(k for _, k in figures.parts) + val + (head + val if len(figures.parts) > 1 else 0)
         meter = rec["metrics"].get("meter") or {}
         syllables = [m.get("syllables_per_second") for m in (meter.get("constrained"), meter.get("unconstrained")) if m]
         recipe = textrecipes.TextRecipe(**{**rec["recipe"]})
         step = recipes.plan_cost(textrecipes.text_plan(recipe, figures.vocabulary, 1), 1)
         out.append({"slug": r["slug"], "preset": r["preset"], "changes": r.get("changes") or {}, "id": rec["id"],
                     "epochs": epochs, "asked": rec["settings"]["epochs"],
-                    "ngram_token_units": rec["metrics"]["ngram"]["seconds"] / rate / counted,
+                    "ngram_measured_to_modelled": rec["metrics"]["ngram"]["seconds"] / rate
+                    / textrecipes.ngram_units(figures),
+                    "ngram_units": rec["metrics"]["ngram"]["seconds"] / rate,
+                    "ngram_work": textrecipes.ngram_work(figures),
                     "meter_step_units": (sum(textrecipes.METER_TOKENS / 2 / x for x in syllables) / rate
                                          / (textrecipes.METER_TOKENS * step)) if syllables else None,
                     "units": epochs * cost.epoch + cost.outside(epochs), "measured": measured,
@@ -205,6 +385,19 @@ def work_out(rows: list[dict]) -> tuple[list[dict], object]:
                     "at_own_rate": recipes.seconds_for(epochs, cost, recipes.Throughput(rate, fitted.overhead_seconds)),
                     "load": f"{r['load_before']} → {r['load_after']}", "beside": r["beside"]})
     return out, fitted
+
+
+def fit_ngram(rows: list[dict]) -> None:
+    """NGRAM_FIT_UNITS and NGRAM_SCORE_UNITS fitted on the runs' own n-gram seconds at their
+    in-epoch seconds per unit (`textrecipes.ngram_work`'s two parts; relative error)."""
+    import numpy as np
+
+    y = np.array([r["ngram_units"] for r in rows])
+    x = np.array([r["ngram_work"] for r in rows], dtype=float)
+    coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
+    error = np.abs(x @ coef / y - 1)
+    print(f"n-gram from these runs: NGRAM_FIT_UNITS ≈ {coef[0]:.3g}, NGRAM_SCORE_UNITS ≈ {coef[1]:.3g}; "
+          f"fit within {np.max(error):.0%} (median {np.median(error):.0%})", flush=True)
 
 
 def write_doc(rows: list[dict], fitted, note: str) -> None:
@@ -247,6 +440,8 @@ def main(argv=None) -> int:
     mode.add_argument("--save", type=Path, help="measure, keeping the records in this file")
     mode.add_argument("--load", type=Path, help="work out the estimates of records measured before")
     mode.add_argument("--step-cost", action="store_true", help="only measure the cost model's constants")
+    mode.add_argument("--cell-cost", action="store_true", help="only measure the recurrent cells' step factors")
+    mode.add_argument("--ngram-cost", action="store_true", help="only measure the loading and n-gram constants")
     parser.add_argument("--runs", default=RUNS, help="with --save: slug:preset[:epochs[:field=value,...]] ...")
     parser.add_argument("--note", default="", help="with --load: the section's first paragraph (when, where, load)")
     parser.add_argument("--no-write", action="store_true")
@@ -256,6 +451,9 @@ def main(argv=None) -> int:
         cases = [json.loads(ln) for ln in args.refit.read_text().splitlines() if ln.startswith('{"case"')]
         fit_step_cost([case_cost(c["case"], c["seconds_per_batch"]) for c in cases])
         return 0
+    if args.cell_cost or args.ngram_cost:
+        cell_cost() if args.cell_cost else ngram_cost()
+        return 0
     if args.save or args.step_cost:
         collect(args.runs.split(), args.save) if args.save else step_cost()
         return 0
@@ -264,8 +462,10 @@ def main(argv=None) -> int:
         print(json.dumps(r, ensure_ascii=False), flush=True)
     print(f"fitted: {fitted.seconds_per_unit:.4g} s per unit, {fitted.overhead_seconds:.1f} s overhead "
           f"(from {fitted.runs} runs); rates {statistics.median(r['rate'] for r in rows):.4g} median; "
-          f"NGRAM_TOKEN_UNITS {statistics.median(r['ngram_token_units'] for r in rows):.3g}, METER_STEP_UNITS "
+          f"n-gram measured / modelled {statistics.median(r['ngram_measured_to_modelled'] for r in rows):.3g}, "
+          f"METER_STEP_UNITS "
           f"{statistics.median(r['meter_step_units'] for r in rows if r['meter_step_units']):.3g} (medians)", flush=True)
+    fit_ngram(rows)
     if not args.no_write:
         write_doc(rows, fitted, args.note)
     return 0

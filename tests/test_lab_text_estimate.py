@@ -46,6 +46,36 @@ def test_the_cells_cost_in_the_order_of_their_gates():
     assert seconds(TextRecipe(cell="simple_rnn")) < seconds(TextRecipe(cell="gru")) < seconds(TextRecipe(cell="lstm"))
 
 
+def test_each_cell_costs_its_measured_share_of_an_lstm_in_text_and_image_plans():
+    """CELL_COST orders the cells as `benchmarks/lab_text_estimate.py --cell-cost` measured them
+    (per unit of plan a SimpleRNN layer is the cheapest, then a GRU, an LSTM the reference), and the
+    image plans carry the cell into the same `plan_cost`."""
+    assert recipes.CELL_COST["simple_rnn"] < recipes.CELL_COST["gru"] < recipes.CELL_COST["lstm"] == 1.0
+    lstm = recipes.Layer("rnn", 1000, 10**6, 10, "lstm")
+    for cell in recipes.CELLS:
+        assert recipes.plan_cost([replace(lstm, cell=cell)], 16) == pytest.approx(
+            recipes.CELL_COST[cell] * recipes.plan_cost([lstm], 16))
+    mnist = BUILTIN_TASKS["mnist"]
+    for cell in recipes.CELLS:
+        for plan in (textrecipes.text_plan(TextRecipe(cell=cell, layers=2), 100, 8),
+                     recipes.layer_plan(mnist, recipes.Recipe(cell=cell, layers=2))):
+            assert [layer.cell for layer in plan if layer.steps] == [cell, cell]
+
+
+def test_the_end_pays_the_corpus_loading_and_the_ngram_grid():
+    """A larger vocabulary (the n-gram scores whole-vocabulary distributions) or auxiliary text (a
+    second grid, on more text) cost more after the epochs; the LSTM's cell does not change them."""
+    end = text_run_cost(TextRecipe(), TextSettings(), KIEU).end
+    assert end > textrecipes.ngram_units(KIEU) > 0
+    assert textrecipes.ngram_units(KIEU) < textrecipes.ngram_units(replace(KIEU, vocabulary=8000))
+    with_aux = replace(KIEU, parts=KIEU.parts + ((325, 20784),))
+    assert textrecipes.ngram_units(replace(KIEU, parts=((650, 41568),))) < textrecipes.ngram_units(with_aux)
+    assert text_run_cost(TextRecipe(), TextSettings(), with_aux).end > end
+    prose = replace(KIEU, verse=False)  # without the meter rates, which do depend on the model
+    assert text_run_cost(TextRecipe(cell="gru"), TextSettings(), prose).end == pytest.approx(
+        text_run_cost(TextRecipe(), TextSettings(), prose).end, rel=0.05)
+
+
 def test_more_epochs_vocabulary_or_text_cost_more_and_larger_batches_less():
     assert seconds(settings=TextSettings(epochs=2)) < seconds(settings=TextSettings(epochs=4))
     assert seconds(figures=KIEU) < seconds(figures=replace(KIEU, vocabulary=8000))
@@ -84,6 +114,9 @@ def test_the_mirrored_constants_are_the_training_sides():
     assert (textrecipes.REPORT_BATCH, textrecipes.REPORT_SEQUENCES) == (textsamples.REPORT_BATCH,
                                                                          textsamples.REPORT_SEQUENCES)
     assert textrecipes.SAMPLE_ROWS == len(textsamples.SAMPLE_SEEDS["words"]) * len(textsamples.SAMPLE_TEMPERATURES)
+    from training import ngram
+
+    assert (textrecipes.NGRAM_ORDERS, textrecipes.NGRAM_DISCOUNTS) == (ngram.NGRAM_ORDERS, ngram.NGRAM_DISCOUNTS)
 
 
 def test_the_figures_come_from_the_shipped_card_or_the_corpus_record(tmp_path):

@@ -434,6 +434,7 @@ class Layer:
     params: int
     macs: int
     steps: float = 0  # time steps run one after another (a bidirectional layer runs two sweeps; text: a mean)
+    cell: str = ""  # a recurrent layer's cell (its cost is CELL_COST times an LSTM's of the same size)
 
 
 def rnn_layer(name: str, cell: str, inputs: int, units: int, bidirectional: bool, steps: float,
@@ -444,7 +445,7 @@ def rnn_layer(name: str, cell: str, inputs: int, units: int, bidirectional: bool
     bias = 2 * g * units if cell == "gru" else g * units
     k = 2 if bidirectional else 1
     one = g * units * (inputs + units) + bias
-    return Layer(name, k * one, k * sweeps * steps * g * units * (inputs + units), k * steps), k * units
+    return Layer(name, k * one, k * sweeps * steps * g * units * (inputs + units), k * steps, cell), k * units
 
 
 def layer_plan(spec: TaskSpec, recipe: Recipe | dict) -> list[Layer]:
@@ -488,15 +489,21 @@ def param_count(spec: TaskSpec, recipe: Recipe | dict) -> int:
 STEP_MACS = 3.7e6
 VALIDATION_BATCH = 512  # training.images evaluates in batches of 512
 FORWARD_SHARE = 1 / 3  # a forward pass costs about a third of a training step (forward + backward)
+# A recurrent layer's cost (its steps and multiply-adds) against an LSTM's with the same steps and
+# multiply-adds: the cells' kernels do different work per gate (`python
+# benchmarks/lab_text_estimate.py --cell-cost`, word models of each cell trained in turns;
+# docs/BENCHMARKS.md, "Lab bench: text run-time estimate"). Image and text plans both use it.
+CELL_COST = {"lstm": 1.0, "gru": 0.64, "simple_rnn": 0.37}
 
 
 def plan_cost(plan: list[Layer], batch: int) -> float:
     """Cost of one training step of a layer plan on `batch` samples, in fixed step costs (the
-    unit of throughput): each sequential step costs one, plus its multiply-adds."""
+    unit of throughput): each sequential step costs one, plus its multiply-adds, times its
+    cell's CELL_COST."""
     cost = 0.0
     for layer in plan:
         if layer.steps:
-            cost += layer.steps * (1 + batch * layer.macs / layer.steps / STEP_MACS)
+            cost += CELL_COST.get(layer.cell, 1.0) * layer.steps * (1 + batch * layer.macs / layer.steps / STEP_MACS)
         else:
             cost += batch * layer.macs / STEP_MACS
     return cost

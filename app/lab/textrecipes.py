@@ -305,10 +305,19 @@ SAMPLE_TOKENS = 40
 BATCH_MACS = 5.6e7
 PARAM_MACS = 150.0
 AVERAGE_PARAM_MACS = 90.0
-# After the last epoch (`python benchmarks/lab_text_estimate.py --load`, from finished runs' own
-# figures): the n-gram's grid, in units per token of the text it counts and validates on, and
-# the verse meter rates' sampling, in units per sampled syllable per single-row step of the model.
-NGRAM_TOKEN_UNITS = 0.285
+# Outside the epochs (`python benchmarks/lab_text_estimate.py --ngram-cost`, timed between batches
+# of a reference model in the same process): loading the text, in units per token of the
+# corpus, and the n-gram baseline (`training.ngram.ngram_baseline`, whose grid of orders and
+# discounts these mirror: one model fitted per grid point and text, each scored on validation
+# with a whole-vocabulary distribution per token and order level), in units per token counted
+# per order and per token scored per order per vocabulary entry. After the last epoch
+# (`--load`, from finished runs' own figures): the verse meter rates' sampling, in units per
+# sampled syllable per single-row step of the model.
+NGRAM_ORDERS = (2, 3, 4)
+NGRAM_DISCOUNTS = (0.6, 0.75, 0.9, 1.0)
+LOAD_TOKEN_UNITS = 0.0077
+NGRAM_FIT_UNITS = 0.0068
+NGRAM_SCORE_UNITS = 4.5e-6
 METER_TOKENS = 2 * 200 * 16  # constrained and free, 200 couplets each (training.meter), 16 tokens a couplet
 METER_STEP_UNITS = 0.41
 
@@ -367,8 +376,8 @@ def text_run_cost(recipe: TextRecipe | dict, settings: TextSettings | dict, figu
     (twice with a weight average: Keras's and the averaged weights'); between epochs, the
     report: a forward pass over up to REPORT_SEQUENCES training and every validation sequence,
     and SAMPLE_TOKENS forward passes of the sample rows. At the end: the test and validation
-    forward passes, the n-gram over the training (with and without any auxiliary text) and
-    validation tokens, and for verse (an LSTM's) the meter rates' sampling."""
+    forward passes, loading the corpus, the n-gram's grid (`ngram_units`), and for verse (an
+    LSTM's) the meter rates' sampling."""
     r = recipe if isinstance(recipe, TextRecipe) else TextRecipe(**recipe)
     s = settings if isinstance(settings, TextSettings) else TextSettings(**settings)
     vocab = figures.vocabulary
@@ -389,12 +398,30 @@ def text_run_cost(recipe: TextRecipe | dict, settings: TextSettings | dict, figu
     val = forward(*figures.validation, VALIDATION_BATCH) * (2 if figures.weight_average else 1)
     samples = SAMPLE_TOKENS * forward(SAMPLE_ROWS, SAMPLE_ROWS * SAMPLE_TOKENS, SAMPLE_ROWS)
     report = forward(*figures.report, REPORT_BATCH) + forward(*figures.validation, REPORT_BATCH) + samples
-    head, val_tokens = figures.parts[0][1], figures.validation[1]
-    counted = sum(k for _, k in figures.parts) + val_tokens + (head + val_tokens if len(figures.parts) > 1 else 0)
-    end = 2 * forward(*figures.validation, 64) + NGRAM_TOKEN_UNITS * counted
+    corpus = sum(k for _, k in figures.parts) + 2 * figures.validation[1]  # the test split: as large as validation
+    end = 2 * forward(*figures.validation, 64) + LOAD_TOKEN_UNITS * corpus + ngram_units(figures)
     if figures.verse and r.cell == "lstm":  # the meter rates (only the LSTM is served)
         end += METER_TOKENS * METER_STEP_UNITS * plan_cost(text_plan(r, vocab, 1), 1)
     return RunCost(train + val, report, end)
+
+
+def ngram_work(figures: TextFigures) -> tuple[int, int]:
+    """The n-gram baseline's work as (tokens counted × order, tokens scored × order × vocabulary):
+    a model of each order and discount fitted on the training split (and again with any
+    auxiliary text), each scored on the validation split, then the best refitted (at most the
+    highest order on the most text) and scored on the test split (as large as validation)."""
+    head = figures.parts[0][1]
+    texts = (head, sum(k for _, k in figures.parts)) if len(figures.parts) > 1 else (head,)
+    grid = len(NGRAM_DISCOUNTS) * sum(NGRAM_ORDERS)  # token-orders per token, over the grid
+    fitted = sum(texts) * grid + max(texts) * max(NGRAM_ORDERS)
+    scored = figures.validation[1] * figures.vocabulary * (len(texts) * grid + max(NGRAM_ORDERS))
+    return fitted, scored
+
+
+def ngram_units(figures: TextFigures) -> float:
+    """The n-gram baseline's cost in units (`ngram_work` at NGRAM_FIT_UNITS and NGRAM_SCORE_UNITS)."""
+    fitted, scored = ngram_work(figures)
+    return NGRAM_FIT_UNITS * fitted + NGRAM_SCORE_UNITS * scored
 
 
 def text_estimate_seconds(recipe: TextRecipe | dict, settings: TextSettings | dict, figures: TextFigures,
