@@ -360,7 +360,7 @@ IMAGE_CALIBRATION = Calibration(DEFAULT_SECONDS_PER_UNIT, DEFAULT_OVERHEAD_SECON
                                 "LAB_SECONDS_PER_UNIT", "LAB_OVERHEAD_SECONDS")
 # Text runs, in `textrecipes.text_run_cost` units, the same way
 # (`python benchmarks/lab_text_estimate.py`; docs/BENCHMARKS.md "text run-time estimate").
-TEXT_CALIBRATION = Calibration(1.0e-3, 1.5, (6.0e-4, 2.27e-3), (0.0, 91.5),
+TEXT_CALIBRATION = Calibration(1.2e-3, 3.0, (6.0e-4, 2.74e-3), (0.0, 88.7),
                                "LAB_TEXT_SECONDS_PER_UNIT", "LAB_TEXT_OVERHEAD_SECONDS")
 
 

@@ -306,11 +306,12 @@ BATCH_MACS = 5.6e7
 PARAM_MACS = 150.0
 AVERAGE_PARAM_MACS = 90.0
 # Outside the epochs (`python benchmarks/lab_text_estimate.py --ngram-cost`, timed between batches
-# of a reference model in the same process): loading the text, in units per token of the
-# corpus, and the n-gram baseline (`training.ngram.ngram_baseline`, whose grid of orders and
-# discounts these mirror: one model fitted per grid point and text, each scored on validation
-# with a whole-vocabulary distribution per token and order level), in units per token counted
-# per order and per token scored per order per vocabulary entry. After the last epoch
+# of a reference model in the same process, then scaled to finished runs' own n-gram seconds,
+# `--load`): loading the text, in units per token of the corpus, and the n-gram baseline
+# (`training.ngram.ngram_baseline`, whose grid of orders and discounts these mirror: one model
+# fitted per grid point and text, each scored on validation with a whole-vocabulary
+# distribution per token and order level), in units per token counted per order and per token
+# scored per order per vocabulary entry. After the last epoch
 # (`--load`, from finished runs' own figures): the verse meter rates' sampling, in units per
 # sampled syllable per single-row step of the model.
 NGRAM_ORDERS = (2, 3, 4)
