@@ -101,9 +101,10 @@ def step_cost(batches: int = 40) -> list[dict]:
 
 
 # (cell, layers, units): word models of each cell over the Kiều fast preset's vocabulary, embedding,
-# batch and sequence length, narrow (the steps' fixed part dominates) and wide (their multiply-adds).
+# batch and sequence length, from the presets' width (the steps' fixed part weighs most) to wide
+# (their multiply-adds).
 CELL_COST_CASES = [(cell, layers, units) for units in (128, 256) for layers in (1, 2)
-                   for cell in ("lstm", "gru", "simple_rnn")]
+                   for cell in ("lstm", "gru", "simple_rnn")] + [(cell, 1, 512) for cell in ("lstm", "gru", "simple_rnn")]
 
 
 def cell_cost(rounds: int = 24, batches: int = 2) -> list[dict]:
