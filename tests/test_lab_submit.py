@@ -8,14 +8,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import types
 
 import numpy as np
 import pytest
 
+from app.lab import program, safekeras, scorer
 from app.lab import queue as lab_queue
-from app.lab import safekeras, scorer
+from app.lab.recipes import Recipe, RunSettings
 from app.records import Run, Submission, db
+from app.tasks import BUILTIN_TASKS
 from helpers.instructor import INSTRUCTOR_PASSWORD
 from helpers.lab import mnist_data_or_skip
 from test_lab_submissions import _config, hostile_configs, rewrite
@@ -441,26 +444,160 @@ def test_a_submission_left_scoring_by_a_dead_consumer_ends_refused(sub_app):
     assert status["late00000001"][1]["vi"] != status["late00000001"][1]["en"]
 
 
-def test_a_functional_chain_is_accepted_and_a_branching_graph_refused(tmp_path):
-    """keras.Model over one straight stack (what the bench's programs for the rows reading build)
-    is rebuilt as the same Sequential with the same predictions; two branches joined are refused."""
+# One recipe per reading order of the bench's programs, and the shipped rows-and-columns program.
+PROGRAMS = {"rows": Recipe("rows", "gru", 6, 2, False, 0.2), "rows_cols": Recipe("rows_cols", "lstm", 4, 2, True, 0.2),
+            "patches": Recipe("patches", "simple_rnn", 4, 1, True, 0.2), "shipped": Recipe("rows_cols", "lstm", 4, 2, True, 0.3)}
+
+
+def program_model(kind: str, tmp_path, monkeypatch):
+    """The model the downloaded program of `kind` builds (its data and model sections run as a
+    student's notebook runs them), trained briefly with plain Keras on MNIST images."""
+    from test_lab_program import data_and_model, tiny_mnist
+
+    recipe = PROGRAMS[kind]
+    shipped = {"units": recipe.units, "dropouts": ["dropout", "dropout_1"]} if kind == "shipped" else None
+    source = program.render_program(BUILTIN_TASKS["mnist"], recipe, RunSettings(epochs=1, seed=3), shipped=shipped)
+    monkeypatch.setenv("LSTMLAB_DATA", str(tiny_mnist(tmp_path / "data")))
+    monkeypatch.setenv("PROGRAM_SUBSET", "100")
+    scope = {"__name__": "__main__"}
+    exec(compile(data_and_model(source), "program.py", "exec"), scope)
+    model = scope["model"]
+    with np.load(mnist_data_or_skip()) as data:
+        x, y = data["x_train"][:256].reshape(-1, 28, 28, 1).astype("float32"), data["y_train"][:256]
+    keras.utils.set_random_seed(5)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("kind", list(PROGRAMS))
+def test_every_programs_model_is_submitted_and_scored_like_evaluate(sub_app, tmp_path, monkeypatch, kind):
+    """The model each program reading order builds (two branches joined for rows_cols and the
+    shipped program, a ReNet sweep for patches), saved with model.save: accepted by the API,
+    scored by the consumer, its leaderboard figure equal to model.evaluate on the same weights."""
+    from app.tasks import MNIST
+    from training.data import load_image_data
+    from training.images import train_subset
+
+    model = program_model(kind, tmp_path, monkeypatch)
+    model.save(tmp_path / "model.keras")
+    client = sub_app.test_client()
+    response = post(client, tmp_path / "model.keras")
+    body = response.get_json()
+    assert response.status_code == 202, body
+    assert body["params"] == model.count_params()
+    assert [row["class"] for row in body["layers"]] == [layer.__class__.__name__ for layer in model.layers[1:]]
+    with sub_app.app_context():
+        assert scorer.execute_submission(sub_app, body["id"]) == "scored"
+    scored = client.get(f"/api/v1/submissions/{body['id']}").get_json()
+    assert scored["status"] == "scored", scored
+    split = train_subset(load_image_data(MNIST), types.SimpleNamespace(quick=False, subset=0, test_subset=TEST_SUBSET))
+    _, expected = model.evaluate(split.x_test.astype("float32"), split.y_test, verbose=0)
+    assert scored["metrics"]["test_accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert [row["params"] for row in scored["layers"]] == [layer.count_params() for layer in model.layers[1:]]
+    assert ("Concatenate" in [row["class"] for row in body["layers"]]) == (kind in ("rows_cols", "shipped"))
+
+
+@pytest.fixture(scope="module")
+def branching(tmp_path_factory):
+    """A small rows-and-columns model (two LSTMs joined by Concatenate) saved with plain Keras."""
     layers = keras.layers
     inputs = keras.Input((28, 28, 1), name="pixels")
-    x = layers.Reshape((28, 28), name="rows")(layers.Rescaling(1 / 255, name="scale")(inputs))
-    z = layers.LSTM(6, return_sequences=True, name="rows_1_lstm")(x)
-    z = layers.LSTM(6, name="rows_2_lstm")(layers.Dropout(0.2, name="rows_dropout_1")(z))
-    chain = keras.Model(inputs, layers.Dense(10, activation="softmax", name="classes")(z), name="lstm_lab")
-    chain.save(tmp_path / "chain.keras")
-    found = safekeras.check_archive(tmp_path / "chain.keras")
-    assert found["params"] == chain.count_params()
-    assert found["layers"] == ["Rescaling", "Reshape", "LSTM", "Dropout", "LSTM", "Dense"]
-    sub = safekeras.load_submission(tmp_path / "chain.keras")
-    x_test = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1)).astype("float32")
-    np.testing.assert_allclose(sub.model.predict(x_test, verbose=0), chain.predict(x_test, verbose=0), rtol=1e-5, atol=1e-6)
-    rows = layers.LSTM(4, name="read_rows")(x)
-    cols = layers.LSTM(4, name="read_cols")(layers.Reshape((28, 28), name="cols")(layers.Permute((2, 1, 3))(inputs)))
-    both = keras.Model(inputs, layers.Dense(10, name="out")(layers.Concatenate(name="join")([rows, cols])))
-    both.save(tmp_path / "both.keras")
-    with pytest.raises(safekeras.InvalidInput, match="one chain") as err:
-        safekeras.check_archive(tmp_path / "both.keras")
-    assert err.value.vi != err.value.en
+    x = layers.Rescaling(1 / 255, name="scale")(inputs)
+    rows = layers.LSTM(4, name="rows_lstm")(layers.Reshape((28, 28), name="rows")(x))
+    cols = layers.LSTM(4, name="cols_lstm")(layers.Reshape((28, 28), name="cols")(layers.Permute((2, 1, 3), name="transpose")(x)))
+    joined = layers.Concatenate(name="join")([rows, cols])
+    model = keras.Model(inputs, layers.Dense(10, activation="softmax", name="probs")(joined))
+    path = tmp_path_factory.mktemp("branching") / "model.keras"
+    model.save(path)
+    return path
+
+
+def _tensor(name: str, node: int = 0) -> dict:
+    return {"class_name": "__keras_tensor__", "config": {"shape": [None, 4], "dtype": "float32",
+                                                         "keras_history": [name, node, 0]}}
+
+
+def hostile_graphs(config: dict) -> dict:
+    """(config.json, what its refusal names) per hostile graph built from a branching model's config."""
+    def copy():
+        return json.loads(json.dumps(config))
+
+    def layer(cfg, name):
+        return next(obj for obj in cfg["config"]["layers"] if obj["name"] == name)
+
+    out = {}
+    cycle = copy()  # transpose reads join, which reads transpose (through cols)
+    layer(cycle, "transpose")["inbound_nodes"][0]["args"] = [_tensor("join")]
+    out["cycle"] = (cycle, "join[0]")
+    two_in = copy()
+    second = json.loads(json.dumps(two_in["config"]["layers"][0]))
+    second["name"] = second["config"]["name"] = "pixels_2"
+    two_in["config"]["layers"].insert(1, second)
+    layer(two_in, "join")["inbound_nodes"][0]["args"][0].append(_tensor("pixels_2"))
+    two_in["config"]["input_layers"] = [["pixels", 0, 0], ["pixels_2", 0, 0]]
+    out["two inputs"] = (two_in, "pixels_2")
+    two_out = copy()
+    two_out["config"]["output_layers"] = [["probs", 0, 0], ["join", 0, 0]]
+    out["two outputs"] = (two_out, "one output")
+    dangling = copy()
+    layer(dangling, "join")["inbound_nodes"][0]["args"][0][1] = _tensor("rows_lstm")
+    out["a branch leading nowhere"] = (dangling, "cols_lstm")
+    key = copy()
+    layer(key, "join")["config"]["function"] = "exec"
+    out["merge with an unknown key"] = (key, "function")
+    missing = copy()
+    layer(missing, "join")["inbound_nodes"][0]["args"][0][1] = _tensor("ghost")
+    out["missing layer"] = (missing, "ghost")
+    huge = copy()
+    huge["config"]["layers"][1:1] = [{"class_name": "Dropout", "name": f"d{i}", "inbound_nodes": []} for i in range(10_000)]
+    out["10,000 nodes"] = (huge, "64")
+    fan = copy()
+    layer(fan, "join")["inbound_nodes"][0]["args"][0] = [_tensor("rows_lstm")] * 5_000
+    out["fan-in bomb"] = (fan, "5000")
+    lam = copy()
+    after_rows = [obj["name"] for obj in lam["config"]["layers"]].index("rows") + 1
+    lam["config"]["layers"].insert(after_rows, {"module": "keras.layers", "class_name": "Lambda", "registered_name": None,
+                                       "name": "evil", "inbound_nodes": [{"args": [_tensor("rows")], "kwargs": {}}],
+                                       "config": {"name": "evil", "function": {"class_name": "__lambda__", "config": {}}}})
+    layer(lam, "rows_lstm")["inbound_nodes"][0]["args"] = [_tensor("evil")]
+    out["Lambda inside a branch"] = (lam, "Lambda")
+    shared = copy()
+    rows_lstm = layer(shared, "rows_lstm")
+    rows_lstm["inbound_nodes"].append(rows_lstm["inbound_nodes"][0])
+    out["shared layer"] = (shared, "rows_lstm")
+    kwargs = copy()
+    layer(kwargs, "join")["inbound_nodes"][0]["kwargs"] = {"function": "exec"}
+    out["unknown call argument"] = (kwargs, "join")
+    several = copy()
+    layer(several, "probs")["inbound_nodes"][0]["args"] = [[_tensor("rows_lstm"), _tensor("cols_lstm")]]
+    out["two inputs to a Dense"] = (several, "probs")
+    shapes = copy()
+    layer(shapes, "join").update(class_name="Add")
+    layer(shapes, "join")["config"].pop("axis")
+    layer(shapes, "cols_lstm")["config"]["units"] = 5  # Add of 4 and 5 features
+    out["merge of unequal shapes"] = (shapes, "join")
+    return out
+
+
+def test_hostile_graphs_are_refused_by_the_route_with_nothing_left(sub_app, branching, tmp_path):
+    """Every hostile graph: a bilingual 400 from the web naming the layer or key, the consumer's
+    rebuild refusing it too, no record, nothing queued, nothing left in the instance folder."""
+    client = sub_app.test_client()
+    assert client.get("/lab/mnist/submit").status_code == 200
+    before = instance_files(sub_app)
+    with sub_app.app_context():
+        lab_queue.init_app(sub_app)
+        pending = lab_queue.pending_count()
+    for case, (config, named) in hostile_graphs(_config(branching)).items():
+        path = rewrite(branching, tmp_path / "evil.keras", config=config)
+        response = post(client, path, name="evil.keras")
+        body = response.get_json()
+        assert response.status_code == 400, (case, body)
+        assert named in body["error_en"] and body["error_vi"] != body["error_en"], (case, body)
+        with pytest.raises(safekeras.InvalidInput, match=re.escape(named)):
+            safekeras.load_submission(path)
+    assert instance_files(sub_app) == before
+    with sub_app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(Submission)) == 0
+        assert lab_queue.pending_count() == pending

@@ -16,7 +16,7 @@ from app.lab import safekeras, weightshapes
 
 keras = pytest.importorskip("keras")
 L = keras.layers
-MODELS = ("recurrent", "bidirectional", "text", "image", "normalised", "channels_first")
+MODELS = ("recurrent", "bidirectional", "text", "image", "normalised", "channels_first", "merged")
 
 
 def _models():
@@ -51,6 +51,20 @@ def _models():
     ]
 
 
+def _merged_model():
+    """A Functional model whose branches every merge layer joins (the shapes a DAG passes on)."""
+    inputs = keras.Input((10, 9, 2))
+    x = L.Cropping2D(((1, 1), (0, 1)))(inputs)
+    rows = L.Reshape((8, 16))(x)
+    cols = L.Reshape((8, 16))(L.Permute((2, 1, 3))(x))
+    seq = L.Concatenate(axis=1)([rows, cols])
+    swept = L.TimeDistributed(L.Bidirectional(L.GRU(3, return_sequences=True)))(L.Reshape((4, 4, 16))(seq))
+    a, b = L.LSTM(4)(seq), L.Dense(4)(L.Flatten()(swept))
+    joined = [L.Add()([a, b]), L.Average()([a, b, a]), L.Multiply()([a, b]), L.Subtract()([a, b]),
+              L.Maximum()([a, b]), L.Minimum()([a, b])]
+    return keras.Model(inputs, L.Dense(2)(L.Concatenate()(joined)))
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """Every model of _models() saved with model.save: name -> path."""
@@ -60,6 +74,8 @@ def saved(tmp_path_factory):
         model = keras.Sequential([keras.Input(shape), *layers])
         model.save(folder / f"{name}.keras")
         paths[name] = folder / f"{name}.keras"
+    _merged_model().save(folder / "merged.keras")
+    paths["merged"] = folder / "merged.keras"
     assert tuple(paths) == MODELS
     return paths
 

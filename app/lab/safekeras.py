@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import h5py
 
 from app.errors import InvalidInput
-from app.lab.weightshapes import TIED, TIED_OUTPUT, compare_shapes, layer_paths, sized_model
+from app.lab.weightshapes import MERGES, TIED, TIED_OUTPUT, Graph, compare_shapes, layer_paths, sized_model
 
 MEMBERS = {"config.json", "metadata.json", "model.weights.h5"}
 MAX_ARCHIVE_BYTES = 64 * 2 ** 20
@@ -26,6 +26,7 @@ MAX_CONFIG_BYTES = 2 * 2 ** 20
 MAX_DEPTH = 24
 MAX_STRING = 256
 MAX_LAYERS = 64
+MAX_FAN_IN = 8  # inputs one merge layer may join
 MAX_WEIGHT_BYTES = 128 * 2 ** 20
 
 # The only layer classes that may be rebuilt: recurrent, dense, shaping and normalising layers.
@@ -33,9 +34,11 @@ LAYERS = ("InputLayer", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "Dense", "D
           "GaussianNoise", "Reshape", "Permute", "Flatten", "RepeatVector", "Rescaling", "Normalization",
           "LayerNormalization", "BatchNormalization", "Embedding", "Masking", "TimeDistributed",
           "GlobalAveragePooling1D", "GlobalMaxPooling1D", "Activation", "Softmax", "ReLU",
-          "Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D")
+          "Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D",
+          "Cropping2D", *MERGES)
 # Layers a rule "recurrent layers only" refuses (convolutions and their pooling).
 CONVOLUTIONAL = {"Conv1D", "Conv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D"}
+# The layers that may join several branches (each called on a list of tensors): MERGES.
 WRAPPERS = {"Bidirectional": ("layer", "backward_layer"), "TimeDistributed": ("layer",)}
 # The text program's tied embeddings (training.layers.tied_embedding_layer): a language model may
 # name this one class beyond keras.layers; the scoring child rebuilds it with the app's own class.
@@ -280,13 +283,19 @@ def _tied_parts(obj: dict, where: str):
     return name, config, where
 
 
+def _inner_layers(wrapper: str, allowed_layers: set) -> set:
+    """The classes a wrapper may wrap: no merge layer, no wrapper but a Bidirectional inside a
+    TimeDistributed (what the bench's ReNet reading builds)."""
+    return allowed_layers - {wrapper, "TimeDistributed"} - set(MERGES)
+
+
 def check_layer(obj, allowed_layers: set, where: str = "config.json") -> str:
     """Refuse a layer description that is not allowed (pure data: no Keras import); its class name."""
     name, config, where = _layer_parts(obj, allowed_layers, where)
     for key, value in config.items():
         if key in WRAPPERS.get(name, ()):
             if value is not None:
-                check_layer(value, allowed_layers - set(WRAPPERS), where)
+                check_layer(value, _inner_layers(name, allowed_layers), where)
         else:
             _check_value(key, value, where)
     return name
@@ -298,7 +307,7 @@ def build_layer(obj, allowed_layers: set, where: str = "config.json"):
     kwargs = {}
     for key, value in config.items():
         if key in WRAPPERS.get(name, ()):
-            kwargs[key] = None if value is None else build_layer(value, allowed_layers - set(WRAPPERS), where)
+            kwargs[key] = None if value is None else build_layer(value, _inner_layers(name, allowed_layers), where)
         else:
             kwargs[key] = _build_value(key, value, where)
     try:
@@ -308,24 +317,17 @@ def build_layer(obj, allowed_layers: set, where: str = "config.json"):
                            detail=str(exc)[:MAX_STRING]) from None
 
 
-def _tensor_source(arg, node: int = 0) -> str | None:
-    """The layer name a serialized Keras tensor comes from (its output 0 of call `node`), else None."""
-    if not isinstance(arg, dict) or arg.get("class_name") != "__keras_tensor__" or not isinstance(arg.get("config"), dict):
+def _tensor_ref(arg) -> tuple[str, int] | None:
+    """(layer name, call index) of a serialized Keras tensor (a layer's only output), else None."""
+    if not isinstance(arg, dict) or set(arg) - {"class_name", "config"} or arg.get("class_name") != "__keras_tensor__" \
+            or not isinstance(arg.get("config"), dict) or set(arg["config"]) - TENSOR_KEYS \
+            or any(arg["config"].get(k) not in (None, False) for k in ("sparse", "ragged")):
         return None
     history = arg["config"].get("keras_history")
-    if isinstance(history, list) and len(history) == 3 and isinstance(history[0], str) and history[1:] == [node, 0]:
-        return history[0]
+    if (isinstance(history, list) and len(history) == 3 and isinstance(history[0], str)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in history[1:]) and history[2] == 0):
+        return history[0], history[1]
     return None
-
-
-def _reads(node, source: str | None, kwargs_allowed: dict) -> bool:
-    """Whether one inbound node calls its layer on the tensor of `source` only, with keyword
-    arguments among `kwargs_allowed` (key -> allowed values)."""
-    node = node if isinstance(node, dict) else {}
-    args, kwargs = node.get("args"), node.get("kwargs", {})
-    return (isinstance(args, list) and len(args) == 1 and source is not None and isinstance(kwargs, dict)
-            and _tensor_source(args[0]) == source
-            and all(k in kwargs_allowed and v in kwargs_allowed[k] for k, v in kwargs.items()))
 
 
 def _endpoint(value) -> str | None:
@@ -337,16 +339,63 @@ def _endpoint(value) -> str | None:
     return None
 
 
+# A serialized tensor's keys (sparse and ragged ones are refused).
+TENSOR_KEYS = {"shape", "dtype", "keras_history", "sparse", "ragged"}
 CALL_KWARGS = {"training": (None, True, False), "mask": (None, True, False)}
+TIED_KWARGS = {"reverse": (True,)}
 
 
-def functional_as_sequential(config: dict, tied: bool = False) -> dict:
-    """A Functional model's config.json whose layers form one chain (each reads the one before it,
-    one input, one output: what keras.Model(inputs, outputs) over a straight stack saves) as the
-    Sequential description it is equivalent to; anything else is refused. With `tied`, the text
-    program's tied embeddings are the one exception: its TiedEmbedding is called a second time,
-    with reverse=True, on the layer before the output softmax; that call becomes a TIED_OUTPUT step
-    of the chain."""
+def _node_sources(node, name: str, merge: bool, kwargs_allowed: dict) -> list[tuple[str, int]]:
+    """The tensors one inbound node calls its layer on (one, or a merge layer's list of 2 to
+    MAX_FAN_IN), with keyword arguments among `kwargs_allowed` only; anything else is refused."""
+    bad = "The layer %(name)s is called with arguments that are not accepted (config.json inbound_nodes)."
+    if not isinstance(node, dict) or set(node) - {"args", "kwargs"}:
+        _refuse(bad, name=name)
+    args, kwargs = node.get("args"), node.get("kwargs", {})
+    if not isinstance(args, list) or len(args) != 1 or not isinstance(kwargs, dict) \
+            or any(k not in kwargs_allowed or v not in kwargs_allowed[k] for k, v in kwargs.items()):
+        _refuse(bad, name=name)
+    tensors = args[0] if merge else [args[0]]
+    if merge and not isinstance(tensors, list):
+        _refuse(bad, name=name)
+    if isinstance(tensors, list) and merge and not 2 <= len(tensors) <= MAX_FAN_IN:
+        _refuse("The merge layer %(name)s joins %(count)s inputs; it takes between 2 and %(limit)s.",
+                name=name, count=len(tensors), limit=MAX_FAN_IN)
+    refs = [_tensor_ref(t) for t in tensors]
+    if None in refs:
+        if not merge and isinstance(args[0], list):
+            _refuse("The layer %(name)s takes one input; only merge layers (%(merges)s) join several.",
+                    name=name, merges=", ".join(MERGES))
+        _refuse(bad, name=name)
+    return refs
+
+
+def _step(graph: Graph, steps: dict, pending: dict, ref: tuple[str, int], reader: str) -> int:
+    """The index of the step that gives tensor `ref` (layer name, call index) to layer `reader`:
+    a layer before it, or the tied embeddings' second call (added as a TIED_OUTPUT step when first
+    read); anything else is refused."""
+    if ref in steps:
+        return steps[ref]
+    name, call = ref
+    if call == 1 and name in pending:
+        source, config = pending[name]
+        reads = _step(graph, steps, {}, source, name)
+        sizes = {k: config.get(k) for k in ("input_dim", "output_dim")}
+        graph.append({"class_name": TIED_OUTPUT, "config": {"name": f"{name}_output"[:MAX_STRING], **sizes}})
+        graph.inputs.append((reads,))
+        steps[ref] = len(graph) - 1
+        return steps[ref]
+    _refuse("The layer %(name)s reads %(source)s, which is not a layer before it in the model.", name=reader,
+            source=f"{name[:MAX_STRING]}[{call}]")
+
+
+def functional_graph(config: dict, tied: bool = False) -> Graph:
+    """A Functional model's config.json as a Graph: its layer descriptions in the order Keras saved
+    them, each with the steps it reads. Accepted: one InputLayer first, every other layer called
+    once on tensors of layers before it (merge layers on a list of 2 to MAX_FAN_IN), every step on
+    the way to the one output, the last layer; anything else is refused, naming the layer. With
+    `tied`, the text program's tied embeddings are the one layer called twice: its TiedEmbedding's
+    second call, reverse=True, becomes a TIED_OUTPUT step before the first layer that reads it."""
     if config.get("module") != "keras.src.models.functional" or config.get("registered_name") not in (None, "Functional"):
         _refuse("The class %(name)s (module %(module)s) in %(where)s is not allowed.", name="Functional",
                 module=str(config.get("module"))[:MAX_STRING], where="config.json")
@@ -359,45 +408,54 @@ def functional_as_sequential(config: dict, tied: bool = False) -> dict:
     described = inner.get("layers")
     if not isinstance(described, list) or not described or len(described) > MAX_LAYERS:
         _refuse("The model must have between 1 and %(limit)s layers.", limit=MAX_LAYERS)
-    chain = "Only models whose layers form one chain are accepted (layer %(name)s does not read the layer before it)."
-    layers, previous, reverse = [], None, None  # reverse: (the tied layer, what its second call reads)
+    _check_scalar(inner.get("name", "submission"), "name", "config.json")
+    graph, steps, pending = Graph(), {}, {}  # steps: (layer name, call) -> index; pending: tied second calls
     for obj in described:
         if not isinstance(obj, dict):
             _refuse("%(where)s is not a Keras object description.", where="config.json")
-        name, nodes = obj.get("name"), obj.get("inbound_nodes")
+        name, nodes, cls = obj.get("name"), obj.get("inbound_nodes"), obj.get("class_name")
         if not isinstance(name, str) or not isinstance(nodes, list):
             _refuse("%(where)s is not a Keras object description.", where="config.json")
-        if obj.get("class_name") == TIED and not tied:
+        name = name[:MAX_STRING]
+        if (name, 0) in steps:
+            _refuse("Two layers are named %(name)s; each layer must have its own name.", name=name)
+        if cls == TIED and not tied:
             _refuse("The class %(name)s (module %(module)s) in %(where)s is not allowed.", name=TIED,
                     module=str(obj.get("module"))[:MAX_STRING], where="config.json")
-        if previous is None:
-            if nodes:
-                _refuse(chain, name=name[:MAX_STRING])
-        elif obj.get("class_name") == TIED and len(nodes) == 2 and reverse is None and isinstance(nodes[1], dict):
-            args = nodes[1].get("args")
-            source = _tensor_source(args[0]) if isinstance(args, list) and args else None
-            if not _reads(nodes[0], previous, CALL_KWARGS) or not _reads(nodes[1], source, {"reverse": (True,)}):
-                _refuse(chain, name=name[:MAX_STRING])
-            reverse = (name, source, obj.get("config") or {})
-        elif reverse and previous == reverse[1] and len(nodes) == 1 and isinstance(nodes[0], dict) \
-                and isinstance(nodes[0].get("args"), list) and nodes[0]["args"] \
-                and _tensor_source(nodes[0]["args"][0], 1) == reverse[0]:
-            if nodes[0].get("kwargs", {}) not in ({}, None) or len(nodes[0]["args"]) != 1:
-                _refuse(chain, name=name[:MAX_STRING])
-            sizes = {k: reverse[2].get(k) for k in ("input_dim", "output_dim")}
-            layers.append({"class_name": TIED_OUTPUT, "config": {"name": f"{reverse[0]}_output"[:MAX_STRING], **sizes}})
-            reverse = (reverse[0], None, {})
-        elif len(nodes) != 1 or not _reads(nodes[0], previous, CALL_KWARGS):
-            _refuse(chain, name=name[:MAX_STRING])
-        layers.append({k: v for k, v in obj.items() if k not in ("name", "inbound_nodes")})
-        previous = name
-    if reverse and reverse[1] is not None:  # the tied layer's second call is read by no layer
-        _refuse(chain, name=reverse[0][:MAX_STRING])
-    if _endpoint(inner.get("input_layers")) != described[0]["name"] or _endpoint(inner.get("output_layers")) != previous:
-        _refuse(chain, name=str(previous)[:MAX_STRING])
-    return {"module": "keras", "class_name": "Sequential", "registered_name": None,
-            "config": {"name": inner.get("name", "submission"), "trainable": inner.get("trainable", True),
-                       "layers": layers}}
+        if cls == "InputLayer" or not graph:
+            if graph or nodes or cls != "InputLayer":
+                _refuse("The model must have exactly one input, keras.Input(shape=...), first (layer %(name)s).",
+                        name=name)
+            reads = []
+        else:
+            if len(nodes) != 1 and not (cls == TIED and len(nodes) == 2):
+                _refuse("The layer %(name)s is called %(count)s times; each layer may be called once "
+                        "(shared layers are not accepted).", name=name, count=len(nodes))
+            reads = [_step(graph, steps, pending, ref, name) for ref in _node_sources(nodes[0], name, cls in MERGES, CALL_KWARGS)]
+            if len(nodes) == 2:
+                config = obj.get("config")
+                pending[name] = (_node_sources(nodes[1], name, False, TIED_KWARGS)[0],
+                                 config if isinstance(config, dict) else {})
+        graph.append({k: v for k, v in obj.items() if k not in ("name", "inbound_nodes")})
+        graph.inputs.append(tuple(reads))
+        steps[(name, 0)] = len(graph) - 1
+    if _endpoint(inner.get("input_layers")) != described[0]["name"]:
+        _refuse("The model must have exactly one input, keras.Input(shape=...), first (layer %(name)s).",
+                name=str(described[0]["name"])[:MAX_STRING])
+    last = str(described[-1]["name"])[:MAX_STRING]
+    if _endpoint(inner.get("output_layers")) != described[-1]["name"]:
+        _refuse("The model must have exactly one output, its last layer %(name)s (config.json output_layers).", name=last)
+    read = {i for reads in graph.inputs for i in reads}
+    names = {i: name if call == 0 else f"{name}[{call}]" for (name, call), i in steps.items()}
+    for i in range(len(graph) - 1):
+        if i not in read:
+            _refuse("The model must have exactly one output: the layer %(name)s does not lead to %(last)s.",
+                    name=names[i], last=last)
+    for name in pending:
+        if (name, 1) not in steps:
+            _refuse("The model must have exactly one output: the layer %(name)s does not lead to %(last)s.",
+                    name=name, last=last)
+    return graph
 
 
 def allowed_layers(recurrent_only: bool = False, tied: bool = False) -> set:
@@ -406,58 +464,67 @@ def allowed_layers(recurrent_only: bool = False, tied: bool = False) -> set:
     return (set(LAYERS) - (CONVOLUTIONAL if recurrent_only else set())) | (set(TIED_LAYERS) if tied else set())
 
 
-def check_model(config: dict, recurrent_only: bool = False, tied: bool = False) -> list[dict]:
-    """Refuse a config.json that is not a Sequential model (or a Functional one whose layers form
-    one chain; with `tied`, tied embeddings allowed) of allowed layers, keys and values (pure data:
-    what a web worker checks before queueing); the layer descriptions."""
+def check_model(config: dict, recurrent_only: bool = False, tied: bool = False) -> Graph:
+    """Refuse a config.json that is not a Sequential model or a Functional one of one input and one
+    output whose layers are joined only by merge layers (`functional_graph`; with `tied`, tied
+    embeddings allowed), of allowed layers, keys and values (pure data: what a web worker checks
+    before queueing); the layer descriptions as a Graph."""
     allowed = allowed_layers(recurrent_only, tied)
     for key in config:
         if key not in OBJECT_KEYS:
             _refuse("Unknown key %(key)s in %(where)s.", key=str(key)[:MAX_STRING], where="config.json")
     if config.get("class_name") == "Functional":
-        config = functional_as_sequential(config, tied)
-    _, model_config = _check_object(config, "config.json", {"Sequential": "keras"})
-    for key in model_config:
-        if key not in {"name", "trainable", "dtype", "layers", "build_input_shape"}:
-            _refuse("Unknown key %(key)s in %(where)s.", key=str(key)[:MAX_STRING], where="config.json/Sequential")
-    _check_scalar(model_config.get("name", "submission"), "name", "config.json")
-    described = model_config.get("layers")
-    if not isinstance(described, list) or not described or len(described) > MAX_LAYERS:
-        _refuse("The model must have between 1 and %(limit)s layers.", limit=MAX_LAYERS)
+        graph = functional_graph(config, tied)
+    else:
+        _, model_config = _check_object(config, "config.json", {"Sequential": "keras"})
+        for key in model_config:
+            if key not in {"name", "trainable", "dtype", "layers", "build_input_shape"}:
+                _refuse("Unknown key %(key)s in %(where)s.", key=str(key)[:MAX_STRING], where="config.json/Sequential")
+        _check_scalar(model_config.get("name", "submission"), "name", "config.json")
+        described = model_config.get("layers")
+        if not isinstance(described, list) or not described or len(described) > MAX_LAYERS:
+            _refuse("The model must have between 1 and %(limit)s layers.", limit=MAX_LAYERS)
+        graph = Graph(described)
+        graph.inputs = [()] + [(i,) for i in range(len(described) - 1)]
     if recurrent_only:
-        for obj in described:
+        for obj in graph:
             if isinstance(obj, dict) and obj.get("class_name") in CONVOLUTIONAL:
                 _refuse("The layer %(name)s is not allowed for this data set: recurrent layers only, no convolutions.",
                         name=str(obj.get("class_name")))
-    names = [check_layer(obj, allowed) for obj in described]
+    names = [check_layer(obj, allowed) for obj in graph]
     if names[0] != "InputLayer":
         _refuse("The model must begin with keras.Input(shape=...).")
-    return described
+    return graph
 
 
-def build_model(config: dict, recurrent_only: bool = False, tied_class=None):
-    """The Sequential model a checked config.json describes; with `tied_class` (the app's own
-    TiedEmbedding layer class), a language model with tied embeddings, as a Functional model
-    that calls that layer a second time, reversed, where the chain has its TIED_OUTPUT step."""
-    import keras  # heavy: only the scoring child rebuilds a model
-    described = check_model(config, recurrent_only, tied=tied_class is not None)
-    allowed = allowed_layers(recurrent_only)
+def _model_name(config: dict) -> str:
     name = config["config"].get("name", "submission") if isinstance(config.get("config"), dict) else "submission"
-    name = name if isinstance(name, str) else "submission"
-    if not any(obj["class_name"] in TIED_LAYERS for obj in described):
-        return keras.Sequential([build_layer(obj, allowed) for obj in described], name=name)
-    inputs = build_layer(described[0], allowed).output
-    x, tied = inputs, None
-    for obj in described[1:]:
+    return name if isinstance(name, str) else "submission"
+
+
+def build_model(config: dict, recurrent_only: bool = False, tied_class=None) -> tuple:
+    """(model, its layers in the order of config.json) of a checked config.json, rebuilt step by
+    step: each allowed keras.layers class called with its checked arguments on the outputs of the
+    steps it reads, in the checked graph's order; with `tied_class` (the app's own TiedEmbedding
+    layer class), tied embeddings whose TIED_OUTPUT step calls that layer again, reversed."""
+    import keras  # heavy: only the scoring child rebuilds a model
+    graph = check_model(config, recurrent_only, tied=tied_class is not None)
+    allowed = allowed_layers(recurrent_only)
+    first = build_layer(graph[0], allowed)
+    outputs, ordered, tied = [first.output], [first], None
+    for obj, reads in zip(graph[1:], graph.inputs[1:]):
+        tensors = [outputs[i] for i in reads]
         if obj["class_name"] == TIED:
             _, cfg, where = _tied_parts(obj, "config.json")
-            tied = tied_class(**{k: _build_value(k, v, where) for k, v in cfg.items()})
-            x = tied(x)
+            tied = layer = tied_class(**{k: _build_value(k, v, where) for k, v in cfg.items()})
         elif obj["class_name"] == TIED_OUTPUT:
-            x = tied(x, reverse=True)
+            outputs.append(tied(tensors[0], reverse=True))
+            continue
         else:
-            x = build_layer(obj, allowed)(x)
-    return keras.Model(inputs, x, name=name)
+            layer = build_layer(obj, allowed)
+        outputs.append(layer(tensors if obj["class_name"] in MERGES else tensors[0]))
+        ordered.append(layer)
+    return keras.Model(first.output, outputs[-1], name=_model_name(config)), ordered
 
 
 def _check_h5_links(group, where: str = ""):
@@ -522,10 +589,11 @@ def _weight_order(layer, prefix: str):
     return [(f"{prefix}/vars/{i}", v) for i, v in enumerate(own)]
 
 
-def assign_weights(model, arrays: dict):
-    """Set every model variable from its checked array; refuse missing, extra or misshapen weights."""
+def assign_weights(layers: list, arrays: dict):
+    """Set every variable of a model's `layers` (in the order Keras saved them) from its checked
+    array; refuse missing, extra or misshapen weights."""
     expected = []
-    for layer, path in zip(model.layers, layer_paths([layer.__class__.__name__ for layer in model.layers])):
+    for layer, path in zip(layers, layer_paths([layer.__class__.__name__ for layer in layers])):
         expected += _weight_order(layer, path)
     names = {n for n, _ in expected}
     # the optimizer's state is read and checked like any array, but a scored model does not need it
@@ -542,11 +610,11 @@ def assign_weights(model, arrays: dict):
         variable.assign(arrays[name].astype(variable.dtype))
 
 
-def layer_table(model) -> list:
-    """One row per layer: name, class, output shape and parameter count."""
+def layer_table(layers: list) -> list:
+    """One row per layer of `layers`: name, class, output shape and parameter count."""
     return [{"name": layer.name, "class": layer.__class__.__name__,
              "output_shape": str(getattr(layer, "output", None) is not None and tuple(layer.output.shape)),
-             "params": int(layer.count_params())} for layer in model.layers if layer.__class__.__name__ != "InputLayer"]
+             "params": int(layer.count_params())} for layer in layers if layer.__class__.__name__ != "InputLayer"]
 
 
 # A language model's layers: each step's output may depend on that step and the ones before it
@@ -641,14 +709,17 @@ def load_submission(path: Path, max_bytes: int = MAX_ARCHIVE_BYTES, recurrent_on
     config = parse_config(members["config.json"])
     if "metadata.json" in members:
         parse_config(members["metadata.json"])
+    described = check_model(config, recurrent_only, tied=tied_class is not None)
     if vocab_size is not None:
-        check_language_model(check_model(config, recurrent_only, tied=tied_class is not None), vocab_size)
+        check_language_model(described, vocab_size)
+    sized_model(described)  # each layer's input shape, as the web checked it: a refusal names the layer
     arrays = read_weights(members["model.weights.h5"])
-    model = build_model(config, recurrent_only=recurrent_only, tied_class=tied_class if vocab_size is not None else None)
+    model, layers = build_model(config, recurrent_only=recurrent_only,
+                                tied_class=tied_class if vocab_size is not None else None)
     params = int(model.count_params())
     _check_params(params, max_params)
-    assign_weights(model, arrays)
-    return Submission(model=model, layers=layer_table(model), params=params)
+    assign_weights(layers, arrays)
+    return Submission(model=model, layers=layer_table(layers), params=params)
 
 
 def write_layer_keys() -> None:

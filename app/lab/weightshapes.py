@@ -18,8 +18,20 @@ CONVOLUTION = {"Conv1D": 1, "Conv2D": 2}  # spatial rank
 POOLING = {"MaxPooling1D": 1, "AveragePooling1D": 1, "MaxPooling2D": 2, "AveragePooling2D": 2}
 GLOBAL_POOLING = {"GlobalAveragePooling1D", "GlobalMaxPooling1D"}
 # The text program's tied embeddings, and the step where its matrix, transposed, gives the logits
-# (no Keras class: app.lab.safekeras.functional_as_sequential names that second call so).
+# (no Keras class: app.lab.safekeras.functional_graph names that second call so).
 TIED, TIED_OUTPUT = "TiedEmbedding", "TiedEmbeddingOutput"
+# Layers that join several branches, each called on a list of tensors; they own no weights.
+MERGES = ("Concatenate", "Add", "Average", "Multiply", "Subtract", "Maximum", "Minimum")
+
+
+class Graph(list):
+    """A model's checked layer descriptions in the order Keras saves them (an InputLayer first);
+    `inputs[i]` holds the indices of the steps layer i reads (none for the input, several for a
+    merge layer), each before i."""
+
+    def __init__(self, described=()):
+        super().__init__(described)
+        self.inputs: list[tuple[int, ...]] = []
 
 
 def h5_name(class_name: str) -> str:
@@ -119,7 +131,7 @@ def _recurrent(layer: _Layer, shape: tuple, weights: list) -> tuple:
         reset_after = layer.cls == "GRU" and layer.flag("reset_after", True)
         weights.append((f"{layer.path}/cell/vars/2", "bias", (2, gates) if reset_after else (gates,)))
     if layer.flag("return_state", False):
-        raise InvalidInput("The layer %(layer)s returns several tensors; a chain of layers can pass on only one.",
+        raise InvalidInput("The layer %(layer)s returns several tensors; each layer of the model may pass on only one.",
                            layer=layer.name)
     return (shape[0], shape[1], units) if layer.flag("return_sequences", False) else (shape[0], units)
 
@@ -136,7 +148,7 @@ def _bidirectional(layer: _Layer, shape: tuple, weights: list) -> tuple:
         layer.refuse_value("backward_layer")
     merge = layer.choice("merge_mode", "concat", ("concat", "sum", "mul", "ave", None))
     if merge is None:
-        raise InvalidInput("The layer %(layer)s returns several tensors; a chain of layers can pass on only one.",
+        raise InvalidInput("The layer %(layer)s returns several tensors; each layer of the model may pass on only one.",
                            layer=layer.name)
     return outputs[0][:-1] + (2 * outputs[0][-1] if merge == "concat" else outputs[0][-1],)
 
@@ -255,6 +267,41 @@ def _global_pooling(layer: _Layer, shape: tuple) -> tuple:
     return (shape[0], channels)
 
 
+def _cropping(layer: _Layer, shape: tuple) -> tuple:
+    last, spatial, channels = _spatial(layer, shape, 2)
+    crops = layer.get("cropping", None)
+    if (not isinstance(crops, list) or len(crops) != 2
+            or any(not isinstance(c, list) or len(c) != 2 or any(isinstance(v, bool) or not isinstance(v, int)
+                                                               or v < 0 for v in c) for c in crops)):
+        layer.refuse_value("cropping")
+    out = tuple(None if n is None else n - a - b for n, (a, b) in zip(spatial, crops))
+    if any(n is not None and n < 1 for n in out):
+        layer.cannot_take(shape)
+    return (shape[0],) + (out + (channels,) if last else (channels,) + out)
+
+
+def _merged(layer: _Layer, shapes: list[tuple]) -> tuple:
+    """The output shape of a merge layer over inputs of `shapes` (Concatenate along its axis,
+    the others element-wise over equal shapes)."""
+    cannot = InvalidInput("The layer %(layer)s cannot join inputs of shapes %(shapes)s.", layer=layer.name,
+                          shapes=", ".join(_shown(s) for s in shapes))
+    rank = len(shapes[0])
+    if len(shapes) < 2 or any(len(s) != rank for s in shapes) or (layer.cls == "Subtract" and len(shapes) != 2):
+        raise cannot
+    if layer.cls != "Concatenate":
+        if any(s != shapes[0] for s in shapes):
+            raise cannot
+        return shapes[0]
+    axis = layer.get("axis", -1)
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -rank < axis < rank or axis % rank == 0:
+        layer.refuse_value("axis")
+    axis %= rank
+    if any(s[:axis] + s[axis + 1:] != shapes[0][:axis] + shapes[0][axis + 1:] for s in shapes):
+        raise cannot
+    sizes = [s[axis] for s in shapes]
+    return shapes[0][:axis] + (None if None in sizes else sum(sizes),) + shapes[0][axis + 1:]
+
+
 def _embedding(layer: _Layer, shape: tuple, weights: list) -> tuple:
     weights.append((f"{layer.path}/vars/0", "embeddings", (layer.count("input_dim"), layer.count("output_dim"))))
     return shape + (layer.config["output_dim"],)
@@ -304,7 +351,7 @@ def _sized(layer: _Layer, shape: tuple, weights: list) -> tuple:
               "TimeDistributed": _time_distributed, TIED: _tied, TIED_OUTPUT: _tied_output}
     if cls in sizers:
         return sizers[cls](layer, shape, weights)
-    shapers = {"Reshape": _reshape, "Permute": _permute, "Flatten": _flatten}
+    shapers = {"Reshape": _reshape, "Permute": _permute, "Flatten": _flatten, "Cropping2D": _cropping}
     if cls in shapers:
         return shapers[cls](layer, shape)
     raise InvalidInput("The class %(name)s (module %(module)s) in %(where)s is not allowed.", name=cls[:MAX_NAME],
@@ -324,16 +371,23 @@ def input_shape(obj: dict) -> tuple:
 
 
 def sized_model(described: list[dict]) -> tuple[list[tuple[str, str, str, tuple]], tuple]:
-    """(weights, output shape) of the model these checked layer descriptions (an InputLayer first)
-    make: each weight's (h5 path, layer name, weight name, shape) in the order Keras saves them,
-    and the batch shape of the last layer's output."""
-    shape = input_shape(described[0])
+    """(weights, output shape) of the model these checked layer descriptions (an InputLayer first;
+    a Graph, or a plain list read as one chain) make: each weight's (h5 path, layer name, weight
+    name, shape) in the order Keras saves them, and the batch shape of the last step's output."""
+    inputs = getattr(described, "inputs", None) or [()] + [(i,) for i in range(len(described) - 1)]
+    shapes = [input_shape(described[0])]
     found = []
-    for obj, path in zip(described[1:], layer_paths([obj["class_name"] for obj in described[1:]])):
+    for obj, reads, path in zip(described[1:], inputs[1:], layer_paths([obj["class_name"] for obj in described[1:]])):
         layer, weights = _Layer(obj, path), []
-        shape = _sized(layer, shape, weights)
+        if layer.cls in MERGES:
+            shapes.append(_merged(layer, [shapes[i] for i in reads]))
+        elif len(reads) != 1:
+            raise InvalidInput("The layer %(name)s takes one input; only merge layers (%(merges)s) join several.",
+                               name=layer.name, merges=", ".join(MERGES))
+        else:
+            shapes.append(_sized(layer, shapes[reads[0]], weights))
         found += [(p, layer.name, weight, size) for p, weight, size in weights]
-    return found, shape
+    return found, shapes[-1]
 
 
 def expected_weights(described: list[dict]) -> list[tuple[str, str, str, tuple]]:
