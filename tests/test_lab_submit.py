@@ -444,9 +444,11 @@ def test_a_submission_left_scoring_by_a_dead_consumer_ends_refused(sub_app):
     assert status["late00000001"][1]["vi"] != status["late00000001"][1]["en"]
 
 
-# One recipe per reading order of the bench's programs, and the shipped rows-and-columns program.
+# One recipe per reading order of the bench's programs, and a card per shipped program (small units).
 PROGRAMS = {"rows": Recipe("rows", "gru", 6, 2, False, 0.2), "rows_cols": Recipe("rows_cols", "lstm", 4, 2, True, 0.2),
-            "patches": Recipe("patches", "simple_rnn", 4, 1, True, 0.2), "shipped": Recipe("rows_cols", "lstm", 4, 2, True, 0.3)}
+            "patches": Recipe("patches", "simple_rnn", 4, 1, True, 0.2),
+            "shipped rows_cols": {"architecture": "rows_cols", "model_kwargs": {"units": 4}},
+            "shipped renet": {"architecture": "renet", "model_kwargs": {"units": 3, "top_units": 4, "patch": 4}}}
 
 
 def program_model(kind: str, tmp_path, monkeypatch):
@@ -454,13 +456,14 @@ def program_model(kind: str, tmp_path, monkeypatch):
     student's notebook runs them), trained briefly with plain Keras on MNIST images."""
     from test_lab_program import data_and_model, tiny_mnist
 
-    recipe = PROGRAMS[kind]
-    shipped = {"units": recipe.units, "dropouts": ["dropout", "dropout_1"]} if kind == "shipped" else None
-    source = program.render_program(BUILTIN_TASKS["mnist"], recipe, RunSettings(epochs=1, seed=3), shipped=shipped)
-    monkeypatch.setenv("LSTMLAB_DATA", str(tiny_mnist(tmp_path / "data")))
-    monkeypatch.setenv("PROGRAM_SUBSET", "100")
+    mnist, made = BUILTIN_TASKS["mnist"], PROGRAMS[kind]
+    source = (program.shipped_program(mnist, made) if isinstance(made, dict)
+              else program.render_program(mnist, made, RunSettings(epochs=1, seed=3)))
     scope = {"__name__": "__main__"}
-    exec(compile(data_and_model(source), "program.py", "exec"), scope)
+    with monkeypatch.context() as env:  # the program reads a tiny copy; the scorer, the real test split
+        env.setenv("LSTMLAB_DATA", str(tiny_mnist(tmp_path / "data")))
+        env.setenv("PROGRAM_SUBSET", "100")
+        exec(compile(data_and_model(source), "program.py", "exec"), scope)
     model = scope["model"]
     with np.load(mnist_data_or_skip()) as data:
         x, y = data["x_train"][:256].reshape(-1, 28, 28, 1).astype("float32"), data["y_train"][:256]
@@ -472,8 +475,8 @@ def program_model(kind: str, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kind", list(PROGRAMS))
 def test_every_programs_model_is_submitted_and_scored_like_evaluate(sub_app, tmp_path, monkeypatch, kind):
-    """The model each program reading order builds (two branches joined for rows_cols and the
-    shipped program, a ReNet sweep for patches), saved with model.save: accepted by the API,
+    """The model each program reading order and shipped program builds (two branches joined for
+    rows_cols, a ReNet sweep for patches and renet), saved with model.save: accepted by the API,
     scored by the consumer, its leaderboard figure equal to model.evaluate on the same weights."""
     from app.tasks import MNIST
     from training.data import load_image_data
@@ -495,7 +498,7 @@ def test_every_programs_model_is_submitted_and_scored_like_evaluate(sub_app, tmp
     _, expected = model.evaluate(split.x_test.astype("float32"), split.y_test, verbose=0)
     assert scored["metrics"]["test_accuracy"] == pytest.approx(expected, abs=1e-6)
     assert [row["params"] for row in scored["layers"]] == [layer.count_params() for layer in model.layers[1:]]
-    assert ("Concatenate" in [row["class"] for row in body["layers"]]) == (kind in ("rows_cols", "shipped"))
+    assert ("Concatenate" in [row["class"] for row in body["layers"]]) == kind.endswith("rows_cols")
 
 
 @pytest.fixture(scope="module")
