@@ -377,8 +377,8 @@ def text_run_cost(recipe: TextRecipe | dict, settings: TextSettings | dict, figu
     (twice with a weight average: Keras's and the averaged weights'); between epochs, the
     report: a forward pass over up to REPORT_SEQUENCES training and every validation sequence,
     and SAMPLE_TOKENS forward passes of the sample rows. At the end: the test and validation
-    forward passes, loading the corpus, the n-gram's grid (`ngram_units`), and for verse (an
-    LSTM's) the meter rates' sampling."""
+    forward passes, loading the corpus, the n-gram's grid (`ngram_units`), and for verse the
+    meter rates' sampling."""
     r = recipe if isinstance(recipe, TextRecipe) else TextRecipe(**recipe)
     s = settings if isinstance(settings, TextSettings) else TextSettings(**settings)
     vocab = figures.vocabulary
@@ -401,7 +401,7 @@ def text_run_cost(recipe: TextRecipe | dict, settings: TextSettings | dict, figu
     report = forward(*figures.report, REPORT_BATCH) + forward(*figures.validation, REPORT_BATCH) + samples
     corpus = sum(k for _, k in figures.parts) + 2 * figures.validation[1]  # the test split: as large as validation
     end = 2 * forward(*figures.validation, 64) + LOAD_TOKEN_UNITS * corpus + ngram_units(figures)
-    if figures.verse and r.cell == "lstm":  # the meter rates (only the LSTM is served)
+    if figures.verse:  # the meter rates, sampled through the served step of any cell
         end += METER_TOKENS * METER_STEP_UNITS * plan_cost(text_plan(r, vocab, 1), 1)
     return RunCost(train + val, report, end)
 
